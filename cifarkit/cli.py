@@ -1,0 +1,250 @@
+"""Command line: ``python -m cifarkit <verb>``; every verb has ``--help``; user mistakes exit 2 in one line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from .errors import CifarkitError
+
+EXIT_USAGE = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line naming the problem (no usage dump)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 1")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
+    return value
+
+
+def print_json_line(obj: dict) -> None:
+    """The machine-readable last line of a ``--json`` command."""
+    print(json.dumps(obj, default=str))
+
+
+# ----------------------------------------------------------------------------- verbs
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import TrainConfig
+    from .engine import fit
+
+    cfg = TrainConfig(
+        model=args.model, dataset=args.dataset, epochs=args.epochs or 10, batch_size=args.batch_size, lr=args.lr,
+        optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay, scheduler=args.scheduler,
+        augment=args.augment, label_smoothing=args.label_smoothing, patience=args.patience, monitor=args.monitor,
+        val_fraction=args.val_fraction, seed=args.seed, device=args.device, image_size=args.image_size,
+        amp=args.amp, channels_last={"auto": None, "on": True, "off": False}[args.channels_last], checkpoint_every=args.checkpoint_every,
+        profile=args.profile, profile_interval=args.profile_interval, torch_profile_steps=args.torch_profile,
+    )  # fmt: skip
+    if args.resume and not args.epochs:
+        from .runs import load_checkpoint
+
+        cfg = cfg.with_(epochs=load_checkpoint(args.resume)["config"]["epochs"])
+    run_dir = fit(cfg, out=args.out, data_dir=args.data_dir, resume=args.resume, progress=False)
+    print(run_dir)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .device import resolve_device
+    from .engine import evaluate
+    from .errors import CheckpointError
+    from .loader import DeviceLoader, Normalizer
+    from .runs import load_checkpoint, model_from_checkpoint
+    from .tta import tta_forward
+
+    blob = load_checkpoint(args.checkpoint)
+    device = resolve_device(args.device)
+    dataset = load_dataset(args.dataset, args.data_dir, image_size=blob.get("data_image_size", 32))
+    if dataset.num_classes != blob["num_classes"]:
+        raise CheckpointError(
+            f"{args.checkpoint} predicts {blob['num_classes']} classes but {args.dataset} has {dataset.num_classes}; "
+            "evaluate on the dataset it was trained on"
+        )
+    split = dataset.split(args.split)
+    model = model_from_checkpoint(blob, device)
+    normalizer = Normalizer(blob["mean"], blob["std"], device, blob["image_size"])
+    loader = DeviceLoader(split, args.batch_size, normalizer)
+    result = evaluate(model, loader, device, dataset.classes, forward=tta_forward(model, args.tta))
+    result.update(split=args.split, dataset=args.dataset, checkpoint=str(args.checkpoint), tta=args.tta)
+    print(f"{args.split}: top1 {result['top1']:.4f} top5 {result['top5']:.4f} loss {result['loss']:.4f} "
+          f"n {result['n']} tta {args.tta} ({result['testing_time'] * 1000 / result['n']:.3f} ms/image)")  # fmt: skip
+    print(f"macro precision {result['precision_score']:.4f} recall {result['recall_score']:.4f} "
+          f"f1 {result['f1_score']:.4f} auc {result['auc_score'] if result['auc_score'] is None else round(result['auc_score'], 4)}")  # fmt: skip
+    for pair in result["most_confused"][:5]:
+        print(f"  {pair['true']} -> {pair['predicted']}: {pair['count']}")
+    if args.json:
+        print_json_line(result)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .device import env_info, resolve_device
+    from .models import list_models
+    from .profiler import available_backends
+
+    info = env_info(resolve_device("auto"))
+    info["profiler_backends"] = available_backends()
+    info["models"] = list_models()
+    if args.json:
+        print_json_line(info)
+    else:
+        for key, value in info.items():
+            print(f"{key:>18}: {value}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    result = run_bench(dataset=args.dataset, model=args.model, batch_size=args.batch_size, steps=args.steps,
+                       workers=args.workers, rounds=args.rounds, data_dir=args.data_dir, device=args.device, log=print)  # fmt: skip
+    if args.json:
+        print_json_line(result)
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def add_common(p: argparse.ArgumentParser, dataset: bool = True) -> None:
+    if dataset:
+        from .data import DATASET_HELP
+
+        p.add_argument("--dataset", default="cifar10", help=f"dataset spec: {DATASET_HELP} (default cifar10)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="where datasets and caches live (default: ./data of the checkout, or $CIFARKIT_DATA)",
+    )
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+
+
+def build_parser() -> Parser:
+    from .config import AMP_MODES, MONITORS, OPTIMIZERS, SCHEDULERS
+
+    parser = Parser(
+        prog="cifarkit",
+        description="CIFAR-10/100 experiments: train, evaluate, predict, profile, run the notebook series.",
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
+    sub.required = True
+
+    t = sub.add_parser("train", help="train a model; prints a line per epoch and the run folder last")
+    t.add_argument("--model", default="ex1", help="registered model name (see `cifarkit info`)")
+    add_common(t)
+    t.add_argument(
+        "--epochs", type=positive_int, default=None, help="epochs (default 10; with --resume: the saved value)"
+    )
+    t.add_argument("--batch-size", type=positive_int, default=128)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    t.add_argument("--momentum", type=non_negative_float, default=0.9, help="SGD momentum (Nesterov when > 0)")
+    t.add_argument("--weight-decay", type=non_negative_float, default=0.0)
+    t.add_argument("--scheduler", choices=SCHEDULERS, default="none", help="stepped every batch")
+    t.add_argument("--augment", default="crop+flip", help="none, or crop/flip/cutout joined with + (default crop+flip)")
+    t.add_argument("--label-smoothing", type=non_negative_float, default=0.0)
+    t.add_argument("--patience", type=int, default=0, help="early stopping patience in epochs (0: off)")
+    t.add_argument("--monitor", choices=MONITORS, default="val_accuracy", help="metric for best.pt and early stopping")
+    t.add_argument("--val-fraction", type=float, default=0.1, help="share of train held out for validation")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--image-size", type=positive_int, default=None, help="model input side (default: the model's own)")
+    t.add_argument(
+        "--amp",
+        choices=AMP_MODES,
+        default="auto",
+        help="mixed precision; auto: bf16 on CPUs with native bf16, else off (fp16 needs a GPU)",
+    )
+    t.add_argument(
+        "--channels-last",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="memory format; auto: on for CUDA/ROCm, off on CPU/MPS",
+    )
+    t.add_argument("--checkpoint-every", type=positive_int, default=1, help="write last.pt every k epochs")
+    t.add_argument("--out", default="reports/runs", help="parent folder of the run folder (default reports/runs)")
+    t.add_argument("--resume", default=None, metavar="CKPT", help="continue from a run's last.pt")
+    t.add_argument("--profile", action="store_true", help="record hardware telemetry into perf/*.jsonl")
+    t.add_argument("--profile-interval", type=float, default=0.5, help="telemetry sampling period in seconds")
+    t.add_argument(
+        "--torch-profile", type=int, default=0, metavar="N", help="record N training steps with torch.profiler"
+    )
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint on a dataset split")
+    e.add_argument("checkpoint", help="a run's best.pt")
+    add_common(e)
+    e.add_argument("--split", choices=("test", "train"), default="test")
+    e.add_argument("--batch-size", type=positive_int, default=256)
+    e.add_argument("--tta", default="none", help="test-time augmentation mode (see `cifarkit predict --help`)")
+    e.add_argument("--json", action="store_true", help="last stdout line: one JSON object (top1, top5, loss, n, ...)")
+    e.set_defaults(func=cmd_evaluate)
+
+    i = sub.add_parser("info", help="versions, chosen device, accelerators and profiler backends found")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_info)
+
+    b = sub.add_parser("bench", help="input pipeline throughput: seed-style vs cifarkit loader vs step limit")
+    add_common(b)
+    b.add_argument("--model", default="ex1")
+    b.add_argument("--batch-size", type=positive_int, default=128)
+    b.add_argument("--steps", type=positive_int, default=60, help="timed training steps per measurement")
+    b.add_argument("--workers", type=int, default=2, help="DataLoader workers of the seed-style pipeline")
+    b.add_argument("--rounds", type=positive_int, default=3, help="interleaved repetitions; medians are reported")
+    b.add_argument("--json", action="store_true", help="last stdout line: one JSON object with the rates and ratios")
+    b.set_defaults(func=cmd_bench)
+
+    for register in EXTRA_VERBS:
+        register(sub)
+    return parser
+
+
+EXTRA_VERBS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CifarkitError as exc:
+        print(f"cifarkit {args.verb}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"cifarkit {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    except FileNotFoundError as exc:
+        print(f"cifarkit {args.verb}: error: {exc.filename or exc}: file not found", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,498 @@
+"""Datasets as uint8 tensors: CIFAR archives, image folders, synthetic data; stats, splits, duplicates."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tarfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+# Published per-channel statistics of the training images, in [0, 1] units.
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+FOLDER_CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CifarArchive:
+    """Where an official CIFAR archive lives and how to check it."""
+
+    filename: str
+    url: str
+    md5: str
+    folder: str
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    meta_file: str
+
+
+CIFAR_ARCHIVES = {
+    "cifar10": CifarArchive(
+        filename="cifar-10-python.tar.gz",
+        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        md5="c58f30108f718f92721af3b95e74349a",
+        folder="cifar-10-batches-py",
+        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
+        test_files=("test_batch",),
+        meta_file="batches.meta",
+    ),
+    "cifar100": CifarArchive(
+        filename="cifar-100-python.tar.gz",
+        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        md5="eb9058c3a382ffc7106e4002c42a8d85",
+        folder="cifar-100-python",
+        train_files=("train",),
+        test_files=("test",),
+        meta_file="meta",
+    ),
+}
+
+
+@dataclass
+class Split:
+    """One split of a dataset: images (N, 3, H, W) uint8 and labels (N,) int64."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
+            raise DataError(f"images must be uint8 (N, 3, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise DataError(f"{self.images.shape[0]} images but labels of shape {tuple(self.labels.shape)}")
+        self.labels = self.labels.long()
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, index: torch.Tensor) -> Split:
+        """Return the images and labels at ``index``."""
+        return Split(self.images[index], self.labels[index])
+
+
+@dataclass
+class Dataset:
+    """A named dataset: class names, normalisation and the splits it has."""
+
+    name: str
+    classes: tuple[str, ...]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    train: Split | None = None
+    test: Split | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_size(self) -> int:
+        split = self.train if self.train is not None else self.test
+        assert split is not None
+        return int(split.images.shape[-1])
+
+    def split(self, name: str) -> Split:
+        """Return the split called ``name`` ("train" or "test"), or fail clearly."""
+        value = {"train": self.train, "test": self.test}.get(name)
+        if name not in ("train", "test"):
+            raise DataError(f"unknown split {name!r}; choose train or test")
+        if value is None:
+            raise DataError(f"dataset {self.name} has no {name} split")
+        return value
+
+
+# ----------------------------------------------------------------------------- locations
+
+
+def project_root() -> Path | None:
+    """The source checkout holding this package, if it is one (has pyproject.toml)."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+def default_data_dir() -> Path:
+    """``$CIFARKIT_DATA``, else ``data/`` of the checkout, else ``./data``.
+
+    Notebooks run with ``notebooks/`` as working directory, so a plain relative path would
+    put a second copy of every dataset there.
+    """
+    if os.environ.get("CIFARKIT_DATA"):
+        return Path(os.environ["CIFARKIT_DATA"]).expanduser()
+    root = project_root()
+    return root / "data" if root is not None else Path("data")
+
+
+def resolve_user_path(path: str | os.PathLike) -> Path:
+    """Resolve a user path against the working directory, then the project root."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    root = project_root()
+    if root is not None and (root / p).exists():
+        return root / p
+    return p
+
+
+# ----------------------------------------------------------------------------- CIFAR
+
+
+def md5sum(path: Path, chunk: int = 1 << 20) -> str:
+    """MD5 of a file, read in chunks."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download_archive(archive: CifarArchive, data_dir: Path, timeout: float = 30.0) -> Path:
+    """Download ``archive`` into ``data_dir`` (atomically) and verify its checksum."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    target = data_dir / archive.filename
+    tmp = target.with_suffix(target.suffix + ".part")
+    try:
+        with urllib.request.urlopen(archive.url, timeout=timeout) as response, open(tmp, "wb") as out:
+            while block := response.read(1 << 20):
+                out.write(block)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise DataError(
+            f"cannot download {archive.url} ({exc}); offline? place {archive.filename} in {data_dir}/ "
+            f"or use --dataset folder:PATH"
+        ) from None
+    if md5sum(tmp) != archive.md5:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"downloaded {archive.filename} has the wrong checksum; delete it and retry")
+    tmp.replace(target)
+    return target
+
+
+def ensure_cifar(name: str, data_dir: Path, download: bool = True) -> Path:
+    """Return the extracted batch folder for ``name``, downloading and extracting as needed."""
+    archive = CIFAR_ARCHIVES[name]
+    folder = data_dir / archive.folder
+    if (folder / archive.meta_file).is_file():
+        return folder
+    tar_path = data_dir / archive.filename
+    if not tar_path.is_file():
+        if not download:
+            raise DataError(f"{tar_path} not found; download {archive.url} and place it in {data_dir}/")
+        download_archive(archive, data_dir)
+    elif md5sum(tar_path) != archive.md5:
+        raise DataError(f"{tar_path} is corrupt (checksum mismatch); delete it and download {archive.url} again")
+    with tarfile.open(tar_path, "r:gz") as tar:
+        tar.extractall(data_dir, filter="data")
+    if not (folder / archive.meta_file).is_file():
+        raise DataError(f"{tar_path} did not contain {archive.folder}/{archive.meta_file}; is it the right archive?")
+    return folder
+
+
+def _unpickle(path: Path) -> dict:
+    if not path.is_file():
+        raise DataError(f"missing CIFAR batch file {path}; delete the folder and extract the archive again")
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="bytes")
+    except Exception as exc:  # a truncated or foreign file
+        raise DataError(f"cannot read CIFAR batch {path} ({exc.__class__.__name__}); re-extract the archive") from None
+
+
+def read_cifar_batches(folder: Path, files: Iterable[str], label_key: bytes) -> Split:
+    """Read CIFAR python batches into one uint8 split (no per-image work)."""
+    images, labels = [], []
+    for name in files:
+        batch = _unpickle(folder / name)
+        if b"data" not in batch or label_key not in batch:
+            raise DataError(f"{folder / name} is not a CIFAR batch (no {label_key.decode()} key)")
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        images.append(data.reshape(-1, 3, 32, 32))
+        labels.append(np.asarray(batch[label_key], dtype=np.int64))
+    return Split(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)))
+
+
+def load_cifar(name: str, data_dir: Path, coarse: bool = False, download: bool = True) -> Dataset:
+    """Load CIFAR-10 or CIFAR-100 (fine labels, or coarse with ``coarse=True``)."""
+    archive = CIFAR_ARCHIVES[name]
+    folder = ensure_cifar(name, data_dir, download=download)
+    meta = _unpickle(folder / archive.meta_file)
+    if name == "cifar10":
+        label_key, names_key, mean, std = b"labels", b"label_names", CIFAR10_MEAN, CIFAR10_STD
+    else:
+        label_key = b"coarse_labels" if coarse else b"fine_labels"
+        names_key = b"coarse_label_names" if coarse else b"fine_label_names"
+        mean, std = CIFAR100_MEAN, CIFAR100_STD
+    classes = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in meta[names_key])
+    return Dataset(
+        name=name + (":coarse" if coarse else ""),
+        classes=classes,
+        mean=mean,
+        std=std,
+        train=read_cifar_batches(folder, archive.train_files, label_key),
+        test=read_cifar_batches(folder, archive.test_files, label_key),
+    )
+
+
+# ----------------------------------------------------------------------------- image folders
+
+
+def list_image_folder(split_dir: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """Classes (sorted sub-folders) and (file, label) pairs of ``split_dir/<class>/*``."""
+    classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{split_dir} has no class sub-folders; expected {split_dir}/<class>/<image>")
+    items: list[tuple[Path, int]] = []
+    for label, cls in enumerate(classes):
+        files = sorted(p for p in (split_dir / cls).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"class folder {split_dir / cls} has no images ({', '.join(IMAGE_SUFFIXES)})")
+        items.extend((f, label) for f in files)
+    return classes, items
+
+
+def decode_image(path: Path, size: int) -> np.ndarray:
+    """Decode one image file to RGB uint8 (3, size, size); palette, alpha, EXIF handled."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as img:
+            img.seek(0)  # first frame of animations
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("RGBA", "LA", "P", "PA") and (img.mode != "P" or "transparency" in img.info):
+                rgba = img.convert("RGBA")
+                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                img = Image.alpha_composite(background, rgba)
+            img = img.convert("RGB")
+            if img.size != (size, size):
+                img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+            array = np.asarray(img, dtype=np.uint8)
+    except Exception as exc:
+        raise DataError(
+            f"cannot read image {path}: {exc.__class__.__name__}: {exc}; remove or replace the file"
+        ) from None
+    return array.transpose(2, 0, 1).copy()
+
+
+def folder_fingerprint(items: list[tuple[Path, int]], classes: list[str], size: int) -> str:
+    """A key that changes when any file is added, removed, renamed, resized or touched."""
+    h = hashlib.sha1(f"v{FOLDER_CACHE_VERSION}|{size}|{'|'.join(classes)}".encode())
+    for path, label in items:
+        st = path.stat()
+        h.update(f"{path.as_posix()}|{label}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def read_image_folder(split_dir: Path, size: int, cache_dir: Path | None) -> tuple[list[str], Split]:
+    """Decode every image of ``split_dir`` once; reuse the cached tensor while the folder is unchanged."""
+    classes, items = list_image_folder(split_dir)
+    key = folder_fingerprint(items, classes, size)
+    cache = cache_dir / f"folder-{split_dir.name}-{key}.pt" if cache_dir is not None else None
+    if cache is not None and cache.is_file():
+        try:
+            blob = torch.load(cache, weights_only=True)
+            return list(blob["classes"]), Split(blob["images"], blob["labels"])
+        except Exception:
+            cache.unlink(missing_ok=True)  # a stale or partial cache is rebuilt, never trusted
+    images = np.empty((len(items), 3, size, size), dtype=np.uint8)
+    for i, (path, _) in enumerate(items):
+        images[i] = decode_image(path, size)
+    split = Split(torch.from_numpy(images), torch.tensor([label for _, label in items], dtype=torch.long))
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        torch.save({"classes": classes, "images": split.images, "labels": split.labels}, tmp)
+        tmp.replace(cache)
+    return classes, split
+
+
+def load_folder(path: str, data_dir: Path, size: int = 32) -> Dataset:
+    """Load ``PATH/train/<class>/*`` and ``PATH/test/<class>/*``; either may be absent, not both."""
+    root = resolve_user_path(path)
+    if not root.is_dir():
+        raise DataError(f"dataset folder {path} not found; expected {path}/train/<class>/ and {path}/test/<class>/")
+    cache_dir = data_dir / "cache"
+    splits: dict[str, Split] = {}
+    classes: list[str] | None = None
+    for name in ("train", "test"):
+        if (root / name).is_dir():
+            split_classes, splits[name] = read_image_folder(root / name, size, cache_dir)
+            if classes is not None and split_classes != classes:
+                raise DataError(f"{root}/train and {root}/test have different class folders; make them match")
+            classes = split_classes
+    if classes is None:
+        raise DataError(f"{root} has neither train/ nor test/; expected {root}/train/<class>/<image>")
+    stats_split = splits.get("train", splits.get("test"))
+    mean, std = channel_stats(stats_split.images)
+    return Dataset(f"folder:{root.name}", tuple(classes), mean, std, splits.get("train"), splits.get("test"))
+
+
+# ----------------------------------------------------------------------------- synthetic
+
+
+def make_synthetic(
+    num_classes: int = 10,
+    size: int = 32,
+    train_per_class: int = 100,
+    test_per_class: int = 20,
+    seed: int = 0,
+) -> Dataset:
+    """Small, learnable images: each class has its own colour and stripe orientation, plus noise.
+
+    Args:
+        num_classes: number of classes (2..1000).
+        size: image side in pixels.
+        train_per_class: training images per class.
+        test_per_class: test images per class.
+        seed: generator seed; the same arguments always give the same images.
+    """
+    if not 2 <= num_classes <= 1000 or size < 8 or train_per_class < 1 or test_per_class < 1:
+        raise DataError("synthetic needs 2-1000 classes, size >= 8 and at least one image per class and split")
+    g = torch.Generator().manual_seed(seed)
+    colours = torch.rand(num_classes, 3, 1, 1, generator=g) * 0.6 + 0.2
+    angles = torch.arange(num_classes, dtype=torch.float32) * (torch.pi / num_classes)
+    freqs = 0.5 + (torch.arange(num_classes) % 3).float() * 0.35
+    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+
+    def make(per_class: int) -> Split:
+        labels = torch.arange(num_classes).repeat_interleave(per_class)
+        n = labels.numel()
+        phase = torch.rand(n, 1, 1, generator=g) * 2 * torch.pi
+        proj = xx * torch.cos(angles[labels])[:, None, None] + yy * torch.sin(angles[labels])[:, None, None]
+        stripes = torch.sin(proj * freqs[labels][:, None, None] + phase)[:, None]  # (n, 1, H, W)
+        img = colours[labels] + 0.25 * stripes + 0.12 * torch.randn(n, 3, size, size, generator=g)
+        images = (img.clamp(0, 1) * 255).round().to(torch.uint8)
+        return Split(images, labels)
+
+    train, test = make(train_per_class), make(test_per_class)
+    mean, std = channel_stats(train.images)
+    classes = tuple(f"class_{i:0{len(str(num_classes - 1))}d}" for i in range(num_classes))
+    return Dataset("synthetic", classes, mean, std, train, test)
+
+
+SYNTHETIC_KEYS = {
+    "classes": "num_classes",
+    "size": "size",
+    "train": "train_per_class",
+    "test": "test_per_class",
+    "seed": "seed",
+}
+
+
+def parse_synthetic(options: str) -> dict[str, int]:
+    """Parse ``classes=10,size=32,train=100,test=20,seed=0`` into make_synthetic kwargs."""
+    kwargs: dict[str, int] = {}
+    for part in filter(None, options.split(",")):
+        key, _, value = part.partition("=")
+        if key not in SYNTHETIC_KEYS or not value.isdigit():
+            raise DataError(f"bad synthetic option {part!r}; use synthetic:classes=N,size=N,train=N,test=N,seed=N")
+        kwargs[SYNTHETIC_KEYS[key]] = int(value)
+    return kwargs
+
+
+# ----------------------------------------------------------------------------- entry point
+
+DATASET_HELP = "cifar10, cifar100, cifar100:coarse, folder:PATH, synthetic[:classes=N,size=N,train=N,test=N]"
+
+
+def load_dataset(
+    spec: str, data_dir: str | os.PathLike | None = None, image_size: int = 32, download: bool = True
+) -> Dataset:
+    """Load a dataset from its spec string.
+
+    Args:
+        spec: one of ``cifar10``, ``cifar100``, ``cifar100:coarse``, ``folder:PATH``,
+            ``synthetic[:classes=N,size=N,train=N,test=N,seed=N]``.
+        data_dir: where archives and caches live (default: :func:`default_data_dir`).
+        image_size: side length folder images are decoded to (CIFAR is always 32).
+        download: fetch missing CIFAR archives from the official site.
+    """
+    root = Path(data_dir) if data_dir is not None else default_data_dir()
+    kind, _, arg = spec.partition(":")
+    if kind in ("cifar10", "cifar100") and arg in ("", "coarse", "fine"):
+        if kind == "cifar10" and arg:
+            raise DataError("cifar10 has no coarse labels; use cifar10 or cifar100:coarse")
+        return load_cifar(kind, root, coarse=arg == "coarse", download=download)
+    if kind == "folder" and arg:
+        return load_folder(arg, root, size=image_size)
+    if kind == "synthetic":
+        return make_synthetic(**parse_synthetic(arg))
+    raise DataError(f"unknown dataset {spec!r}; choose {DATASET_HELP}")
+
+
+# ----------------------------------------------------------------------------- statistics and checks
+
+
+def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (population) std of uint8 images, in [0, 1] units."""
+    total = torch.zeros(3, dtype=torch.float64)
+    total_sq = torch.zeros(3, dtype=torch.float64)
+    for start in range(0, images.shape[0], chunk):
+        x = images[start : start + chunk].to(torch.float64) / 255.0
+        total += x.sum(dim=(0, 2, 3))
+        total_sq += (x * x).sum(dim=(0, 2, 3))
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean * mean).clamp_min(0).sqrt()
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+
+
+def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded, stratified, disjoint train/validation indices (each class keeps its share)."""
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    g = torch.Generator().manual_seed(seed)
+    train_idx, val_idx = [], []
+    for cls in torch.unique(labels):
+        idx = torch.nonzero(labels == cls).flatten()
+        idx = idx[torch.randperm(idx.numel(), generator=g)]
+        n_val = int(round(idx.numel() * val_fraction))
+        n_val = min(max(n_val, 1), idx.numel() - 1) if idx.numel() > 1 else 0
+        val_idx.append(idx[:n_val])
+        train_idx.append(idx[n_val:])
+    return torch.cat(train_idx).sort().values, torch.cat(val_idx).sort().values
+
+
+def image_hashes(images: torch.Tensor) -> list[str]:
+    """Content hash of each image (exact duplicates share a hash)."""
+    flat = images.reshape(images.shape[0], -1).numpy()
+    return [hashlib.blake2b(row.tobytes(), digest_size=16).hexdigest() for row in flat]
+
+
+def duplicate_report(splits: dict[str, torch.Tensor], max_examples: int = 20) -> dict:
+    """Exact-duplicate images across splits, by content hash.
+
+    Returns ``{"pairs": {"train/test": count, ...}, "examples": [{"a": [split, index],
+    "b": [split, index]}, ...]}``; duplicates inside one split are counted under "train/train".
+    """
+    seen: dict[str, tuple[str, int]] = {}
+    counts: dict[str, int] = {}
+    examples: list[dict] = []
+    for name, images in splits.items():
+        for i, h in enumerate(image_hashes(images)):
+            if h in seen:
+                first = seen[h]
+                key = f"{first[0]}/{name}"
+                counts[key] = counts.get(key, 0) + 1
+                if len(examples) < max_examples:
+                    examples.append({"a": [first[0], first[1]], "b": [name, i]})
+            else:
+                seen[h] = (name, i)
+    return {"pairs": counts, "total": sum(counts.values()), "examples": examples}

@@ -1,0 +1,455 @@
+"""Training and evaluation: ``train_one_epoch``, ``evaluate``, ``fit`` (early stopping, checkpoints, resume)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import TrainConfig
+from .data import Dataset, Split, load_dataset, stratified_split
+from .device import (
+    configure_threads,
+    env_info,
+    resolve_amp,
+    resolve_channels_last,
+    resolve_device,
+    seed_everything,
+    synchronize,
+)
+from .errors import CheckpointError, ConfigError
+from .loader import DeviceLoader, Normalizer
+from .metrics import classification_metrics, topk_correct
+from .models import create_model, default_input_size
+from .runs import append_jsonl, load_checkpoint, make_run_dir, save_checkpoint, write_json
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+# ----------------------------------------------------------------------------- small pieces
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """Mixed precision context for ``amp`` ("off", "fp16", "bf16") on ``device``."""
+    amp = resolve_amp(amp, device)
+    if amp == "off":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam, AdamW or SGD (momentum, Nesterov) with weight decay, from the config."""
+    params = model.parameters()
+    if cfg.optimizer == "sgd":
+        nesterov = cfg.nesterov and cfg.momentum > 0
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov, weight_decay=cfg.weight_decay
+        )
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """A per-step scheduler (cosine or one-cycle over the whole run), or None."""
+    total = cfg.epochs * steps_per_epoch
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    if cfg.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total)
+    return None
+
+
+@dataclass
+class EpochStats:
+    """What one training epoch measured."""
+
+    loss: float
+    accuracy: float
+    images: int
+    seconds: float
+    data_seconds: float
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DeviceLoader,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    device: torch.device,
+    scheduler: Any = None,
+    amp: str = "off",
+    scaler: torch.amp.GradScaler | None = None,
+    on_step: Callable[[int, float, int], None] | None = None,
+) -> EpochStats:
+    """One pass over ``loader``; the scheduler steps per batch. ``on_step(step, data_s, n)`` sees each step."""
+    model.train()
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    images = 0
+    data_seconds = 0.0
+    start = time.perf_counter()
+    it = iter(loader)
+    step = 0
+    while True:
+        t0 = time.perf_counter()
+        try:
+            x, y = next(it)
+        except StopIteration:
+            break
+        waited = time.perf_counter() - t0
+        data_seconds += waited
+        with autocast(device, amp):
+            logits = model(x)
+            loss = criterion(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        # accumulate on the device: a .item() per step would stall the GPU queue
+        total_loss += loss.detach() * y.shape[0]
+        correct += (logits.detach().argmax(1) == y).sum()
+        images += y.shape[0]
+        if on_step is not None:
+            on_step(step, waited, int(y.shape[0]))
+        step += 1
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    return EpochStats(
+        float(total_loss) / max(images, 1), float(correct) / max(images, 1), images, seconds, data_seconds
+    )
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, loader: DeviceLoader, device: torch.device, amp: str = "off",
+                   forward: Forward | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:  # fmt: skip
+    """Logits (float32, CPU) and labels for every batch of ``loader``, and the seconds it took."""
+    model.eval()
+    forward = forward or model
+    outs, labels = [], []
+    synchronize(device)
+    start = time.perf_counter()
+    for x, y in loader:
+        with autocast(device, amp):
+            outs.append(forward(x).float())
+        labels.append(y)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    return torch.cat(outs).cpu(), torch.cat(labels).cpu(), seconds
+
+
+def evaluate(
+    model: nn.Module,
+    loader: DeviceLoader,
+    device: torch.device,
+    classes: tuple[str, ...] | None = None,
+    amp: str = "off",
+    forward: Forward | None = None,
+) -> dict[str, Any]:
+    """Top-1/top-5 (fractions), loss, n and time; with ``classes`` also P/R/F1, AUC, per-class and confusion.
+
+    Args:
+        model: network to evaluate (put in eval mode).
+        loader: a non-training :class:`DeviceLoader`.
+        device: where ``model`` lives.
+        classes: class names; pass them to get the full classification report.
+        amp: mixed precision mode.
+        forward: replaces ``model(x)``, e.g. a test-time-augmentation wrapper.
+    """
+    logits, labels, seconds = predict_logits(model, loader, device, amp, forward)
+    n = int(labels.numel())
+    hits = topk_correct(logits, labels, (1, 5))
+    result: dict[str, Any] = {
+        "top1": hits[1] / n,
+        "top5": hits[5] / n,
+        "loss": float(nn.functional.cross_entropy(logits, labels)),
+        "n": n,
+        "testing_time": seconds,
+        "images_per_s": n / seconds if seconds > 0 else None,
+    }
+    if classes is not None:
+        probs = torch.softmax(logits, dim=1).numpy()
+        result.update(classification_metrics(labels.numpy(), probs, classes))
+    return result
+
+
+def test_json(result: dict[str, Any]) -> dict[str, Any]:
+    """``evaluate`` output with the course's test.json field names first (fractions, not percent)."""
+    renamed = {"accuracy": result["top1"], "top5_accuracy": result["top5"], "losses": result["loss"],
+               "testing time": result["testing_time"]}  # fmt: skip
+    return {**renamed, **result}
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+@dataclass
+class Prepared:
+    """Everything ``fit`` builds before the first step."""
+
+    cfg: TrainConfig
+    device: torch.device
+    dataset: Dataset
+    train: Split
+    val: Split
+    model: nn.Module
+    model_kwargs: dict
+    image_size: int
+    normalizer: Normalizer
+    history: list[dict] = field(default_factory=list)
+
+
+def prepare(cfg: TrainConfig, dataset: Dataset | None = None, data_dir: str | None = None) -> Prepared:
+    """Seed, pick the device, load and split the data, build the model."""
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        configure_threads()
+    if dataset is None:
+        dataset = load_dataset(cfg.dataset, data_dir)
+    if dataset.train is None:
+        raise ConfigError(f"dataset {cfg.dataset} has no train split; training needs {cfg.dataset}/train/<class>/")
+    train_idx, val_idx = stratified_split(dataset.train.labels, cfg.val_fraction, cfg.seed)
+    image_size = cfg.image_size or default_input_size(cfg.model)
+    model_kwargs = {"image_size": image_size, **(cfg.model_kwargs or {})}
+    model = create_model(cfg.model, dataset.num_classes, **model_kwargs).to(device)
+    channels_last = resolve_channels_last(cfg.channels_last, device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    normalizer = Normalizer(dataset.mean, dataset.std, device, image_size, channels_last)
+    return Prepared(cfg, device, dataset, dataset.train.subset(train_idx), dataset.train.subset(val_idx),
+                    model, model_kwargs, image_size, normalizer)  # fmt: skip
+
+
+def eval_loader(split: Split, p: Prepared, batch_size: int | None = None) -> DeviceLoader:
+    """A deterministic, unaugmented loader over ``split``."""
+    return DeviceLoader(split, batch_size or max(p.cfg.batch_size, 256), p.normalizer)
+
+
+def checkpoint_meta(p: Prepared, epoch: int) -> dict[str, Any]:
+    """Everything a checkpoint needs to be used on its own."""
+    return {
+        "model_name": p.cfg.model,
+        "model_kwargs": p.model_kwargs,
+        "num_classes": p.dataset.num_classes,
+        "classes": list(p.dataset.classes),
+        "mean": list(p.dataset.mean),
+        "std": list(p.dataset.std),
+        "image_size": p.image_size,
+        "data_image_size": p.dataset.image_size,
+        "dataset": p.cfg.dataset,
+        "config": p.cfg.to_dict(),
+        "epoch": epoch,
+    }
+
+
+def history_summary(rows: list[dict], cfg: TrainConfig, best_epoch: int | None) -> dict[str, Any]:
+    """train.json: the course's per-epoch lists plus best epoch, timing and throughput."""
+    best = next((r for r in rows if r["epoch"] == best_epoch), None)
+    val_loss = [r["val_loss"] for r in rows]
+    return {
+        "train_losses": [r["train_loss"] for r in rows],
+        "val_losses": val_loss,
+        "train_accuracies": [r["train_accuracy"] for r in rows],
+        "val_accuracies": [r["val_accuracy"] for r in rows],
+        "val_top5_accuracies": [r["val_top5"] for r in rows],
+        "learning_rates": [r["lr"] for r in rows],
+        "best_val_accuracy": best["val_accuracy"] if best else None,
+        "best_val_top5": best["val_top5"] if best else None,
+        "best_epoch": best_epoch,
+        "monitor": cfg.monitor,
+        "min_val_loss_epoch": rows[int(np.argmin(val_loss))]["epoch"] if rows else None,
+        "epochs_run": len(rows),
+        "train_time": sum(r["epoch_time_s"] for r in rows),
+        "images_per_s": float(np.mean([r["images_per_s"] for r in rows])) if rows else None,
+        "data_wait_fraction": (sum(r["data_wait_s"] for r in rows) / max(sum(r["epoch_time_s"] for r in rows), 1e-9)),
+    }
+
+
+def is_better(value: float, best: float | None, monitor: str) -> bool:
+    """Whether ``value`` of the monitored metric improves on ``best``."""
+    if best is None:
+        return True
+    return value < best if monitor == "val_loss" else value > best
+
+
+def format_epoch(r: dict, epochs: int) -> str:
+    """The one log line printed per epoch."""
+    return (
+        f"epoch {r['epoch']:>3}/{epochs} train_loss {r['train_loss']:.4f} train_acc {r['train_accuracy']:.4f} "
+        f"val_loss {r['val_loss']:.4f} val_acc {r['val_accuracy']:.4f} val_top5 {r['val_top5']:.4f} "
+        f"lr {r['lr']:.2e} {r['images_per_s']:.0f} img/s data_wait {r['data_wait_s']:.2f}s {r['epoch_time_s']:.1f}s"
+    )
+
+
+def fit(
+    cfg: TrainConfig,
+    out: str | Path = "runs",
+    dataset: Dataset | None = None,
+    data_dir: str | None = None,
+    resume: str | Path | None = None,
+    log: Callable[[str], None] = print,
+    progress: bool | None = None,
+) -> Path:
+    """Train ``cfg.model`` on ``cfg.dataset``; return the run folder.
+
+    The folder gets config.json, env.json, metrics.jsonl (a line per epoch), best.pt (best
+    validation ``cfg.monitor``), last.pt (full training state, every ``checkpoint_every``
+    epochs), train.json, test.json (best.pt on the test split) and figures/.
+
+    Args:
+        cfg: the run's configuration.
+        out: parent folder of the run folder.
+        dataset: an already loaded dataset (else ``cfg.dataset`` is loaded).
+        data_dir: where datasets are stored.
+        resume: a last.pt to continue from; the run continues in that checkpoint's folder.
+        log: where the per-epoch lines go.
+        progress: tqdm bars (default: only when stdout is a terminal).
+    """
+    state = None
+    if resume is not None:
+        state = load_checkpoint(resume)
+        if "training" not in state:
+            raise CheckpointError(f"{resume} holds weights only; resume from the run's last.pt")
+        cfg = TrainConfig.from_dict({**state["config"], "epochs": cfg.epochs})
+    p = prepare(cfg, dataset, data_dir)
+    train_loader = DeviceLoader(p.train, cfg.batch_size, p.normalizer, train=True, augment=cfg.augmentations,
+                                crop_padding=cfg.crop_padding, cutout_size=cfg.cutout_size, seed=cfg.seed)  # fmt: skip
+    val_loader = eval_loader(p.val, p)
+    if len(train_loader) == 0:
+        raise ConfigError(f"no training batches: {len(p.train)} images, batch_size {cfg.batch_size}")
+    optimizer = make_optimizer(p.model, cfg)
+    scheduler = make_scheduler(optimizer, cfg, len(train_loader))
+    amp = resolve_amp(cfg.amp, p.device)
+    scaler = torch.amp.GradScaler(p.device.type) if amp == "fp16" else None
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    rows: list[dict] = []
+    best_value: float | None = None
+    best_epoch: int | None = None
+    stale = 0
+    start_epoch = 1
+
+    if state is not None:
+        run_dir = Path(resume).resolve().parent
+        t = state["training"]
+        if state["num_classes"] != p.dataset.num_classes:
+            raise CheckpointError(
+                f"{resume} has {state['num_classes']} classes but {cfg.dataset} has {p.dataset.num_classes}"
+            )
+        p.model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(t["optimizer"])
+        if scheduler is not None and t.get("scheduler"):
+            if cfg.scheduler == "cosine":
+                t["scheduler"]["T_max"] = cfg.epochs * len(train_loader)  # epochs may have been extended
+            scheduler.load_state_dict(t["scheduler"])
+        if scaler is not None and t.get("scaler"):
+            scaler.load_state_dict(t["scaler"])
+        train_loader.load_state_dict(t["loader"])
+        torch.set_rng_state(t["torch_rng"])
+        rows, best_value, best_epoch, stale = list(t["rows"]), t["best_value"], t["best_epoch"], t["stale"]
+        start_epoch = state["epoch"] + 1
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # rewrite: it may hold epochs after the checkpoint
+        for r in rows:
+            append_jsonl(run_dir / "metrics.jsonl", r)
+        log(f"resuming {run_dir} at epoch {start_epoch}")
+    else:
+        run_dir = make_run_dir(out, cfg.model, cfg.dataset)
+    resolved = {"image_size": p.image_size, "model_kwargs": p.model_kwargs, "amp": amp,
+                "channels_last": p.normalizer.channels_last}  # fmt: skip
+    write_json(run_dir / "config.json", {**cfg.to_dict(), "resolved": resolved})
+    write_json(run_dir / "env.json", {**env_info(p.device), "dataset_classes": list(p.dataset.classes),
+                                      "train_images": len(p.train), "val_images": len(p.val)})  # fmt: skip
+
+    from .profiler import RunProfiler  # local: the profiler pulls in psutil and threads
+
+    profiler = RunProfiler(run_dir / "perf", p.device, cfg) if cfg.profile or cfg.torch_profile_steps else None
+    use_bar = sys.stdout.isatty() if progress is None else progress
+    epoch = start_epoch - 1
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        epoch_iter = _progress(train_loader, use_bar, f"epoch {epoch}")
+        with profiler.phase("train", epoch) if profiler else contextlib.nullcontext() as on_step:
+            stats = train_one_epoch(p.model, epoch_iter, optimizer, criterion, p.device, scheduler, amp, scaler,
+                                    on_step=on_step)  # fmt: skip
+        with profiler.phase("val", epoch) if profiler else contextlib.nullcontext():
+            val = evaluate(p.model, val_loader, p.device, amp=amp)
+        row = {
+            "epoch": epoch,
+            "train_loss": stats.loss,
+            "train_accuracy": stats.accuracy,
+            "val_loss": val["loss"],
+            "val_accuracy": val["top1"],
+            "val_top5": val["top5"],
+            "lr": optimizer.param_groups[0]["lr"],
+            "images_per_s": stats.images_per_s,
+            "data_wait_s": stats.data_seconds,
+            "epoch_time_s": stats.seconds,
+            "val_time_s": val["testing_time"],
+        }
+        rows.append(row)
+        append_jsonl(run_dir / "metrics.jsonl", row)
+        log(format_epoch(row, cfg.epochs))
+        if not math.isfinite(stats.loss):
+            log(f"stopping: training loss is {stats.loss} (try a lower --lr)")
+            break
+        value = row[cfg.monitor]
+        if is_better(value, best_value, cfg.monitor):
+            best_value, best_epoch, stale = value, epoch, 0
+            save_checkpoint(run_dir / "best.pt", p.model, checkpoint_meta(p, epoch))
+        else:
+            stale += 1
+        stop = cfg.patience > 0 and stale >= cfg.patience
+        if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs or stop:
+            training = {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "loader": train_loader.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "rows": rows, "best_value": best_value, "best_epoch": best_epoch, "stale": stale,
+            }  # fmt: skip
+            save_checkpoint(run_dir / "last.pt", p.model, checkpoint_meta(p, epoch), training)
+        if stop:
+            log(f"early stopping at epoch {epoch}: no {cfg.monitor} improvement for {cfg.patience} epochs")
+            break
+    finish_run(run_dir, p, rows, best_epoch)
+    return run_dir
+
+
+def _progress(loader: DeviceLoader, enabled: bool, desc: str):
+    if not enabled:
+        return loader
+    from tqdm.auto import tqdm
+
+    return tqdm(loader, desc=desc, leave=False)
+
+
+def finish_run(run_dir: Path, p: Prepared, rows: list[dict], best_epoch: int | None) -> None:
+    """Write train.json, evaluate best.pt on the test split into test.json, draw the figures."""
+    from .viz import write_run_figures
+
+    history = history_summary(rows, p.cfg, best_epoch)
+    write_json(run_dir / "train.json", history)
+    test = None
+    if p.dataset.test is not None and (run_dir / "best.pt").is_file():
+        p.model.load_state_dict(load_checkpoint(run_dir / "best.pt")["state_dict"])
+        test = test_json(evaluate(p.model, eval_loader(p.dataset.test, p), p.device, p.dataset.classes, p.cfg.amp))
+        write_json(run_dir / "test.json", {"split": "test", "checkpoint": "best.pt", **test})
+    write_run_figures(run_dir, history, test, p.dataset.classes)

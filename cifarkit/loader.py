@@ -1,0 +1,164 @@
+"""Device-resident batches: uint8 images live on the training device and are augmented a batch at a time.
+
+Per-image PIL transforms and worker processes are the bottleneck of the classic pipeline on a
+small machine; here every image is decoded once, and crop / flip / cutout draw their random
+numbers per image but run as a few tensor ops over the whole batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .data import Split
+
+
+def reflect_index(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Map positions outside [0, size) back inside by mirror reflection (like reflect padding)."""
+    index = index.abs()
+    return torch.where(index >= size, 2 * (size - 1) - index, index)
+
+
+def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random crop after reflect padding by ``padding``, with an independent offset per image.
+
+    Gathers pixels through a per-image index map instead of padding, so it works on uint8 and
+    costs one ``gather`` for the whole batch (5x faster than advanced indexing on CPU).
+    """
+    if padding == 0:
+        return images
+    n, c, h, w = images.shape
+    dev = images.device
+    offsets = torch.randint(-padding, padding + 1, (2, n), generator=generator, device="cpu").to(dev)
+    rows = reflect_index(offsets[0, :, None] + torch.arange(h, device=dev), h)  # (n, h)
+    cols = reflect_index(offsets[1, :, None] + torch.arange(w, device=dev), w)  # (n, w)
+    flat = (rows[:, :, None] * w + cols[:, None, :]).reshape(n, 1, h * w).expand(n, c, h * w)
+    return images.reshape(n, c, h * w).gather(2, flat).reshape(n, c, h, w)
+
+
+def random_flip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Flip each image left-right with probability 1/2."""
+    flip = torch.rand(images.shape[0], generator=generator, device="cpu").to(images.device) < 0.5
+    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+
+def random_cutout(images: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Zero a ``size`` x ``size`` square at a random centre of each image (clipped at the borders)."""
+    n, _, h, w = images.shape
+    cy = torch.randint(0, h, (n,), generator=generator, device="cpu").to(images.device)
+    cx = torch.randint(0, w, (n,), generator=generator, device="cpu").to(images.device)
+    ys = torch.arange(h, device=images.device)[None, :]
+    xs = torch.arange(w, device=images.device)[None, :]
+    half = size // 2
+    in_y = (ys >= (cy[:, None] - half)) & (ys < (cy[:, None] - half + size))  # (n, h)
+    in_x = (xs >= (cx[:, None] - half)) & (xs < (cx[:, None] - half + size))  # (n, w)
+    mask = in_y[:, None, :, None] & in_x[:, None, None, :]
+    return images.masked_fill(mask, 0)
+
+
+class Normalizer:
+    """uint8 images -> float, scaled to [0, 1], standardised per channel, optionally resized."""
+
+    def __init__(
+        self,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: torch.device,
+        image_size: int | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255.0
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255.0
+        self.image_size = image_size
+        self.channels_last = channels_last
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.finish(self.standardize(images))
+
+    def standardize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, H, W) -> float, zero mean and unit std per channel."""
+        return images.float().sub_(self.mean).div_(self.std)
+
+    def finish(self, x: torch.Tensor) -> torch.Tensor:
+        """Resize to the model's input size (bilinear) and set the memory format."""
+        if self.image_size is not None and x.shape[-1] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+class DeviceLoader:
+    """Batches from a :class:`Split` held on ``device``; reshuffled and augmented per epoch when training.
+
+    Args:
+        split: uint8 images and labels (moved to ``device`` once).
+        batch_size: images per batch.
+        normalizer: turns uint8 batches into model input.
+        train: shuffle, augment and drop the last partial batch.
+        augment: names from ``crop``, ``flip``, ``cutout`` (ignored when not training).
+        crop_padding: reflect padding of the random crop, in source pixels.
+        cutout_size: side of the cutout square, in source pixels.
+        seed: seeds this loader's own generator, so the order is reproducible and resumable.
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        normalizer: Normalizer,
+        train: bool = False,
+        augment: Sequence[str] = (),
+        crop_padding: int = 4,
+        cutout_size: int = 8,
+        seed: int = 0,
+    ) -> None:
+        device = normalizer.mean.device
+        self.images = split.images.to(device)
+        self.labels = split.labels.to(device)
+        self.batch_size = batch_size
+        self.normalizer = normalizer
+        self.train = train
+        self.augment = tuple(augment) if train else ()
+        self.crop_padding = crop_padding
+        self.cutout_size = cutout_size
+        # A CPU generator keeps the random stream identical on every device type.
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        n = self.labels.shape[0]
+        return n // self.batch_size if self.train and n >= self.batch_size else -(-n // self.batch_size)
+
+    @property
+    def num_images(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = self.num_images
+        order = torch.randperm(n, generator=self.generator).to(self.images.device) if self.train else None
+        for b in range(len(self)):
+            sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            if order is None:
+                images, labels = self.images[sl], self.labels[sl]
+            else:
+                idx = order[sl]
+                images, labels = self.images[idx], self.labels[idx]
+            yield self.prepare(images), labels
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """Augment (training only) and normalise one uint8 batch."""
+        g = self.generator
+        if "crop" in self.augment:
+            images = random_crop(images, self.crop_padding, g)
+        if "flip" in self.augment:
+            images = random_flip(images, g)
+        x = self.normalizer.standardize(images)
+        if "cutout" in self.augment:
+            x = random_cutout(x, self.cutout_size, g)  # after standardising, so the hole is the mean colour
+        return self.normalizer.finish(x)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])

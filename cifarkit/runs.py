@@ -1,0 +1,140 @@
+"""Run folders, atomic JSON/JSONL writes and the self-contained checkpoint format."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+
+CHECKPOINT_FORMAT = "cifarkit-checkpoint-v1"
+RUN_FILES = ("config.json", "env.json", "train.json", "test.json", "metrics.jsonl", "best.pt")
+
+
+def timestamp() -> str:
+    """Local time as ``YYYYmmdd-HHMMSS``, the prefix of every run and report folder."""
+    return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def slug(text: str) -> str:
+    """A file-name-safe version of a model or dataset name (``folder:data/x`` -> ``folder-x``)."""
+    if text.startswith("folder:"):
+        text = "folder-" + Path(text.split(":", 1)[1].rstrip("/")).name
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "run"
+
+
+def make_run_dir(parent: str | os.PathLike, *parts: str) -> Path:
+    """Create ``parent/<YYYYmmdd-HHMMSS>-<part>-<part>`` (suffix ``-2``, ``-3`` ... if taken)."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    base = "-".join([timestamp(), *(slug(p) for p in parts)])
+    for n in range(1, 1000):
+        path = parent / (base if n == 1 else f"{base}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"cannot create a run folder under {parent}")
+
+
+def _clean(value: Any) -> Any:
+    """JSON cannot hold NaN/inf: write them as null rather than invalid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write JSON atomically: a temporary file in the same folder, then rename over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(_clean(data), f, indent=2, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def append_jsonl(path: str | os.PathLike, record: dict) -> None:
+    """Append one JSON object as one line (flushed, so a crash loses at most that line)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(_clean(record), default=str) + "\n")
+        f.flush()
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read one JSON file."""
+    with open(path) as f:
+        return json.load(f)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(
+    path: str | os.PathLike, model: nn.Module, meta: dict[str, Any], training: dict | None = None
+) -> Path:
+    """Save weights plus everything needed to use them alone, atomically.
+
+    Args:
+        path: target file.
+        model: the network (its ``state_dict`` is stored).
+        meta: ``model_name``, ``model_kwargs``, ``num_classes``, ``classes``, ``mean``, ``std``,
+            ``image_size``, ``config`` and ``epoch``.
+        training: optimizer/scheduler/RNG state for resuming (omitted in weights-only files).
+    """
+    path = Path(path)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    blob = {"format": CHECKPOINT_FORMAT, **meta, "state_dict": state}
+    if training is not None:
+        blob["training"] = training
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load and validate a cifarkit checkpoint (``weights_only=True``: no code is executed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found; pass the best.pt of a run folder")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path} is not a readable cifarkit checkpoint ({exc.__class__.__name__}); pass a best.pt"
+        ) from None
+    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a cifarkit checkpoint; pass the best.pt or last.pt of a run folder")
+    return blob
+
+
+def model_from_checkpoint(blob: dict[str, Any], device: torch.device | str = "cpu") -> nn.Module:
+    """Rebuild the network stored in a checkpoint, in eval mode, on ``device``."""
+    from .models import create_model
+
+    model = create_model(blob["model_name"], blob["num_classes"], **blob.get("model_kwargs", {}))
+    model.load_state_dict(blob["state_dict"])
+    return model.to(device).eval()

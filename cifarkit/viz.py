@@ -1,0 +1,97 @@
+"""Every figure cifarkit draws. Figures are built with ``matplotlib.figure.Figure`` (no pyplot),
+so they save headless on any backend and still display inline when returned in a notebook."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def save(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Save ``fig`` as PNG, creating the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def plot_curves(history: dict, metric: str, title: str | None = None) -> Figure:
+    """Train vs validation ``loss`` or ``accuracy`` per epoch (uses train.json's field names)."""
+    keys = {"loss": ("train_losses", "val_losses"), "accuracy": ("train_accuracies", "val_accuracies")}[metric]
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for key, label in zip(keys, ("train", "validation"), strict=True):
+        values = history.get(key) or []
+        ax.plot(range(1, len(values) + 1), values, marker="o", ms=3, label=label)
+    best = history.get("best_epoch")
+    if best:
+        ax.axvline(best, color="grey", ls="--", lw=1, label=f"best epoch ({best})")
+    ax.set(xlabel="epoch", ylabel=metric, title=title or metric)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], normalize: bool = True) -> Figure:
+    """Confusion matrix heat map (rows: true class, columns: predicted), row-normalised by default."""
+    m = np.asarray(cm, dtype=float)
+    if normalize:
+        m = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    n = len(classes)
+    side = max(5.0, min(0.45 * n, 24.0))
+    fig = Figure(figsize=(side, side * 0.85))
+    ax = fig.subplots()
+    im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if n <= 20:
+        ax.set_xticks(range(n), classes, rotation=45, ha="right")
+        ax.set_yticks(range(n), classes)
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, f"{m[i, j]:.2f}" if normalize else int(m[i, j]), ha="center", va="center",
+                        fontsize=7, color="white" if m[i, j] > 0.5 * m.max() else "black")  # fmt: skip
+    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix" + (" (row-normalised)" if normalize else ""))
+    return fig
+
+
+def plot_per_class(per_class: dict[str, float | None]) -> Figure:
+    """Horizontal bars of accuracy per class, worst at the top."""
+    items = sorted(((v if v is not None else 0.0), k) for k, v in per_class.items())
+    fig = Figure(figsize=(6, max(3, 0.25 * len(items))))
+    ax = fig.subplots()
+    ax.barh([k for _, k in items], [v for v, _ in items], color="tab:blue")
+    ax.set(xlim=(0, 1), xlabel="accuracy", title="per-class accuracy")
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def image_grid(images: np.ndarray, titles: Sequence[str] | None = None, cols: int = 10, scale: float = 1.2) -> Figure:
+    """Show uint8 images (N, 3, H, W) in a grid with optional titles."""
+    n = len(images)
+    rows = max(1, -(-n // cols))
+    fig = Figure(figsize=(cols * scale, rows * scale * (1.25 if titles else 1)))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for i, ax in enumerate(axes):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(np.asarray(images[i]).transpose(1, 2, 0))
+            if titles:
+                ax.set_title(titles[i], fontsize=7)
+    return fig
+
+
+def write_run_figures(run_dir: Path, history: dict, test: dict | None, classes: Sequence[str]) -> list[Path]:
+    """The standard figures of a training run folder."""
+    figures = run_dir / "figures"
+    paths = [
+        save(plot_curves(history, "loss"), figures / "loss.png"),
+        save(plot_curves(history, "accuracy"), figures / "accuracy.png"),
+    ]
+    if test is not None:
+        paths.append(save(plot_confusion(test["confusion_matrix"], classes), figures / "confusion_matrix.png"))
+        paths.append(save(plot_per_class(test["per_class_accuracy"]), figures / "per_class_accuracy.png"))
+    return paths

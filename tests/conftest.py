@@ -1,0 +1,96 @@
+"""Shared fixtures: tiny datasets written in the real on-disk formats (CIFAR python batches, image folders)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cifarkit.cli import main
+from cifarkit.data import make_synthetic
+
+
+def write_cifar10_batches(root: Path, per_batch: int = 20, seed: int = 0) -> Path:
+    """Write cifar-10-batches-py/ with five data batches, a test batch and batches.meta."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        labels = [int(x) for x in np.arange(per_batch) % 10]
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"batch_label": name.encode(), b"data": data, b"labels": labels, b"filenames": []}, f)
+    meta = {b"label_names": [c.encode() for c in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                                                   "horse", "ship", "truck")], b"num_vis": 3072}  # fmt: skip
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump(meta, f)
+    return folder
+
+
+def write_cifar100(root: Path, n: int = 50, seed: int = 0) -> Path:
+    """Write cifar-100-python/ with train, test and meta (fine and coarse labels)."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for name in ("train", "test"):
+        fine = [int(x) for x in np.arange(n) % 100]
+        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"fine_labels": fine,
+                 b"coarse_labels": [f // 5 for f in fine]}  # fmt: skip
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    meta = {b"fine_label_names": [f"fine{i}".encode() for i in range(100)],
+            b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)]}  # fmt: skip
+    with open(folder / "meta", "wb") as f:
+        pickle.dump(meta, f)
+    return folder
+
+
+def write_image_folder(root: Path, num_classes: int = 3, train: int = 12, test: int = 4, size: int = 32,
+                       fmt: str = "png") -> Path:  # fmt: skip
+    """Write root/{train,test}/<class>/*.<fmt> from learnable synthetic images."""
+    ds = make_synthetic(num_classes=num_classes, size=size, train_per_class=train, test_per_class=test)
+    for split_name, split in (("train", ds.train), ("test", ds.test)):
+        for i, (img, label) in enumerate(zip(split.images, split.labels, strict=True)):
+            d = root / split_name / ds.classes[int(label)]
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img.permute(1, 2, 0).numpy()).save(d / f"{i:04d}.{fmt}")
+    return root
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty data folder used as CIFARKIT_DATA, so nothing touches the real data/."""
+    d = tmp_path / "data"
+    d.mkdir()
+    monkeypatch.setenv("CIFARKIT_DATA", str(d))
+    return d
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    return write_image_folder(tmp_path / "imgs")
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture):
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse errors and --help
+            code = int(exc.code or 0)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    torch.set_num_threads(2)

@@ -1,0 +1,109 @@
+"""The command line: train, evaluate --json, info, bench --json, and every user-error path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+EPOCHS = ("--epochs", "2", "--batch-size", "64", "--val-fraction", "0.2")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    from cifarkit.cli import main
+
+    out = tmp_path_factory.mktemp("cli")
+    assert main(["train", "--model", "ex1", "--dataset", "synthetic", *EPOCHS, "--out", str(out)]) == 0
+    (run,) = out.iterdir()
+    return run
+
+
+def one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_train_prints_epochs_and_run_folder_last(tmp_path, cli):
+    code, out, _ = cli("train", "--dataset", "synthetic:classes=3,train=20,test=5", *EPOCHS, "--out", tmp_path)
+    lines = out.strip().splitlines()
+    assert code == 0
+    assert sum(line.startswith("epoch ") for line in lines) == 2
+    assert Path(lines[-1]).is_dir() and (Path(lines[-1]) / "best.pt").is_file()
+
+
+def test_evaluate_json_last_line(run_dir, cli):
+    code, out, _ = cli("evaluate", run_dir / "best.pt", "--dataset", "synthetic", "--json")
+    assert code == 0
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["n"] == 200
+    assert 0 <= result["top1"] <= result["top5"] <= 1 and result["loss"] > 0
+    test = json.loads((run_dir / "test.json").read_text())
+    assert result["top1"] == pytest.approx(test["accuracy"])
+
+
+def test_info(cli):
+    code, out, _ = cli("info", "--json")
+    info = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and info["device"] == "cpu" and "ex1" in info["models"]
+    assert info["profiler_backends"]["cpu"] == "ok"
+
+
+def test_bench_json_keys(cli):
+    code, out, _ = cli("bench", "--dataset", "synthetic", "--steps", "3", "--rounds", "1", "--workers", "0", "--json")
+    assert code == 0
+    result = json.loads(out.strip().splitlines()[-1])
+    for key in ("seed_style_img_s", "cifarkit_img_s", "step_limit_img_s", "speedup_vs_seed", "fraction_of_limit"):
+        assert result[key] > 0
+    assert result["speedup_vs_seed"] == pytest.approx(result["cifarkit_img_s"] / result["seed_style_img_s"])
+
+
+def test_help_on_every_verb(cli):
+    for verb in ("train", "evaluate", "info", "bench"):
+        code, out, _ = cli(verb, "--help")
+        assert code == 0 and "usage:" in out
+
+
+@pytest.mark.parametrize(
+    "args,needles",
+    [
+        (("train", "--model", "vgg99", "--dataset", "synthetic"), ("vgg99", "ex1", "resnet18")),
+        (("train", "--dataset", "mnist"), ("mnist", "cifar10", "folder:PATH")),
+        (("train", "--dataset", "synthetic", "--epochs", "0"), ("--epochs", ">= 1")),
+        (("train", "--dataset", "synthetic", "--lr", "abc"), ("--lr",)),
+        (("train", "--dataset", "synthetic", "--augment", "blur"), ("blur", "crop")),
+        (("train", "--dataset", "synthetic", "--val-fraction", "2"), ("val_fraction",)),
+        (("train", "--dataset", "synthetic", "--optimizer", "rmsprop"), ("rmsprop", "adam")),
+        (("train", "--dataset", "synthetic", "--device", "cuda"), ("cuda", "cpu")),
+        (("train", "--dataset", "synthetic", "--device", "tpu"), ("tpu", "auto")),
+        (("evaluate", "missing.pt", "--dataset", "synthetic"), ("missing.pt",)),
+        (("frobnicate",), ("frobnicate",)),
+    ],
+)
+def test_user_errors_are_one_line(args, needles, cli, tmp_path):
+    code, _, err = cli(*args, *(("--out", tmp_path) if args[0] == "train" else ()))
+    one_line_error(code, err, *needles)
+
+
+def test_not_a_checkpoint(tmp_path, cli):
+    bogus = tmp_path / "notes.pt"
+    bogus.write_text("hello")
+    one_line_error(*cli("evaluate", bogus, "--dataset", "synthetic")[::2], "not a", "cifarkit checkpoint")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    one_line_error(*cli("evaluate", foreign, "--dataset", "synthetic")[::2], "not a cifarkit checkpoint")
+
+
+def test_checkpoint_for_other_class_count(run_dir, cli):
+    code, _, err = cli("evaluate", run_dir / "best.pt", "--dataset", "synthetic:classes=3")
+    one_line_error(code, err, "10 classes", "3")
+
+
+def test_missing_folder_dataset(run_dir, cli, tmp_path):
+    code, _, err = cli("evaluate", run_dir / "best.pt", "--dataset", f"folder:{tmp_path / 'none'}")
+    one_line_error(code, err, "not found")

@@ -1,0 +1,170 @@
+"""Dataset readers, specs, statistics, splits and duplicate checks."""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+
+import pytest
+import torch
+
+from cifarkit import data
+from cifarkit.data import (
+    CIFAR10_MEAN,
+    channel_stats,
+    duplicate_report,
+    load_dataset,
+    make_synthetic,
+    stratified_split,
+)
+from cifarkit.errors import DataError
+
+from .conftest import write_cifar10_batches, write_cifar100, write_image_folder
+
+
+def test_cifar10_reader_reads_python_batches(data_dir):
+    write_cifar10_batches(data_dir, per_batch=20)
+    ds = load_dataset("cifar10", data_dir, download=False)
+    assert ds.train.images.shape == (100, 3, 32, 32) and ds.train.images.dtype == torch.uint8
+    assert ds.test.images.shape == (20, 3, 32, 32)
+    assert ds.classes[0] == "airplane" and ds.num_classes == 10
+    assert ds.mean == CIFAR10_MEAN
+    # the row-major 3072 vector is R plane, G plane, B plane
+    import pickle
+
+    raw = pickle.load(open(data_dir / "cifar-10-batches-py" / "data_batch_1", "rb"), encoding="bytes")
+    assert torch.equal(ds.train.images[0, 1].flatten(), torch.from_numpy(raw[b"data"][0, 1024:2048]))
+    assert ds.train.labels[:10].tolist() == list(range(10))
+
+
+def test_cifar100_fine_and_coarse(data_dir):
+    write_cifar100(data_dir)
+    fine = load_dataset("cifar100", data_dir, download=False)
+    coarse = load_dataset("cifar100:coarse", data_dir, download=False)
+    assert fine.num_classes == 100 and coarse.num_classes == 20
+    assert coarse.train.labels.max() < 20
+    assert torch.equal(coarse.train.labels, fine.train.labels // 5)
+
+
+def test_cifar_archive_extracted_and_checksum_verified(data_dir, tmp_path, monkeypatch):
+    src = write_cifar10_batches(tmp_path / "src")
+    tar_path = data_dir / "cifar-10-python.tar.gz"
+    with tarfile.open(tar_path, "w:gz") as tar:
+        tar.add(src, arcname="cifar-10-batches-py")
+    md5 = hashlib.md5(tar_path.read_bytes()).hexdigest()
+    good = data.CifarArchive(**{**data.CIFAR_ARCHIVES["cifar10"].__dict__, "md5": md5})
+    monkeypatch.setitem(data.CIFAR_ARCHIVES, "cifar10", good)
+    assert len(load_dataset("cifar10", data_dir, download=False).train) == 100
+
+    bad = data.CifarArchive(**{**good.__dict__, "md5": "0" * 32})
+    monkeypatch.setitem(data.CIFAR_ARCHIVES, "cifar10", bad)
+    import shutil
+
+    shutil.rmtree(data_dir / "cifar-10-batches-py")
+    with pytest.raises(DataError, match="checksum"):
+        load_dataset("cifar10", data_dir, download=False)
+
+
+def test_offline_download_names_the_file_to_place(data_dir, monkeypatch):
+    unreachable = data.CifarArchive(
+        **{**data.CIFAR_ARCHIVES["cifar10"].__dict__, "url": "http://127.0.0.1:9/cifar.tgz"}
+    )
+    monkeypatch.setitem(data.CIFAR_ARCHIVES, "cifar10", unreachable)
+    with pytest.raises(DataError, match="cifar-10-python.tar.gz") as exc:
+        load_dataset("cifar10", data_dir)
+    assert "\n" not in str(exc.value)
+    assert not list(data_dir.glob("*.part"))  # nothing half-written is left behind
+
+
+def test_missing_archive_without_download(data_dir):
+    with pytest.raises(DataError, match="cifar-100-python.tar.gz"):
+        load_dataset("cifar100", data_dir, download=False)
+
+
+def test_folder_reader_any_size_and_cache(data_dir, tmp_path):
+    root = write_image_folder(tmp_path / "f", num_classes=3, train=5, test=2, size=40, fmt="jpg")
+    ds = load_dataset(f"folder:{root}", data_dir, image_size=32)
+    assert ds.classes == ("class_0", "class_1", "class_2")
+    assert ds.train.images.shape == (15, 3, 32, 32) and ds.test.images.shape == (6, 3, 32, 32)
+    caches = sorted((data_dir / "cache").glob("*.pt"))
+    assert len(caches) == 2
+    again = load_dataset(f"folder:{root}", data_dir, image_size=32)
+    assert torch.equal(again.train.images, ds.train.images)
+    # a new file changes the key: the cache is rebuilt, not reused
+    write_image_folder(tmp_path / "extra", num_classes=3, train=1, test=1, size=40)
+    (tmp_path / "extra" / "train" / "class_0" / "0000.png").rename(root / "train" / "class_0" / "new.png")
+    assert len(load_dataset(f"folder:{root}", data_dir).train) == 16
+
+
+def test_folder_with_only_test_split(data_dir, tmp_path):
+    root = write_image_folder(tmp_path / "f", num_classes=2, train=2, test=3)
+    import shutil
+
+    shutil.rmtree(root / "train")
+    ds = load_dataset(f"folder:{root}", data_dir)
+    assert ds.train is None and len(ds.test) == 6
+    with pytest.raises(DataError, match="no train split"):
+        ds.split("train")
+
+
+def test_folder_corrupt_image_is_named(data_dir, image_folder):
+    bad = image_folder / "train" / "class_1" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    with pytest.raises(DataError, match="broken.png"):
+        load_dataset(f"folder:{image_folder}", data_dir)
+
+
+def test_folder_empty_class_is_named(data_dir, image_folder):
+    (image_folder / "train" / "class_9").mkdir()
+    with pytest.raises(DataError, match="class_9"):
+        load_dataset(f"folder:{image_folder}", data_dir)
+
+
+def test_unknown_and_missing_specs(data_dir, tmp_path):
+    with pytest.raises(DataError, match="unknown dataset 'mnist'.*cifar10"):
+        load_dataset("mnist", data_dir)
+    with pytest.raises(DataError, match="not found"):
+        load_dataset(f"folder:{tmp_path / 'nope'}", data_dir)
+    with pytest.raises(DataError, match="synthetic option"):
+        load_dataset("synthetic:colours=3", data_dir)
+
+
+def test_synthetic_is_deterministic_and_configurable():
+    a = load_dataset("synthetic:classes=4,size=16,train=5,test=2,seed=3")
+    b = make_synthetic(num_classes=4, size=16, train_per_class=5, test_per_class=2, seed=3)
+    assert a.train.images.shape == (20, 3, 16, 16) and a.num_classes == 4
+    assert torch.equal(a.train.images, b.train.images)
+    # classes differ on average: the data is learnable
+    means = torch.stack([a.train.images[a.train.labels == c].float().mean(0) for c in range(4)])
+    assert (means[0] - means[1]).abs().mean() > 5
+
+
+def test_channel_stats_match_numpy():
+    imgs = torch.randint(0, 256, (50, 3, 8, 8), dtype=torch.uint8)
+    mean, std = channel_stats(imgs, chunk=7)
+    x = imgs.double() / 255
+    assert mean == pytest.approx(x.mean(dim=(0, 2, 3)).tolist(), abs=1e-4)
+    assert std == pytest.approx(x.std(dim=(0, 2, 3), unbiased=False).tolist(), abs=1e-4)
+
+
+def test_stratified_split_is_disjoint_seeded_and_stratified():
+    labels = torch.arange(10).repeat_interleave(50)
+    tr, va = stratified_split(labels, 0.2, seed=1)
+    assert len(set(tr.tolist()) & set(va.tolist())) == 0
+    assert len(tr) + len(va) == 500
+    assert torch.bincount(labels[va]).tolist() == [10] * 10
+    tr2, va2 = stratified_split(labels, 0.2, seed=1)
+    assert torch.equal(va, va2)
+    assert not torch.equal(va, stratified_split(labels, 0.2, seed=2)[1])
+    with pytest.raises(DataError):
+        stratified_split(labels, 1.5, seed=0)
+
+
+def test_duplicate_report_finds_cross_split_copies():
+    train = torch.randint(0, 256, (20, 3, 8, 8), dtype=torch.uint8)
+    test = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
+    test[2] = train[7]
+    test[4] = train[3]
+    report = duplicate_report({"train": train, "test": test})
+    assert report["pairs"] == {"train/test": 2}
+    assert {"a": ["train", 7], "b": ["test", 2]} in report["examples"]

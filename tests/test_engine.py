@@ -1,0 +1,142 @@
+"""Training engine: learning, run-folder contents, checkpoints, resume, early stopping, evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cifarkit.config import TrainConfig
+from cifarkit.engine import evaluate, fit
+from cifarkit.errors import CheckpointError, ConfigError
+from cifarkit.runs import RUN_FILES, load_checkpoint, model_from_checkpoint
+
+FAST = dict(model="ex1", dataset="synthetic", batch_size=64, lr=3e-3, val_fraction=0.2)
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    run = fit(TrainConfig(**FAST, epochs=4), out=out, log=lambda s: None)
+    return run
+
+
+def test_training_learns_and_writes_every_file(trained):
+    for name in RUN_FILES + ("last.pt", "figures/loss.png", "figures/accuracy.png", "figures/confusion_matrix.png"):
+        assert (trained / name).is_file(), name
+    train = json.loads((trained / "train.json").read_text())
+    for key in ("train_losses", "val_losses", "train_accuracies", "val_accuracies", "best_val_accuracy",
+                "best_epoch", "train_time"):  # fmt: skip
+        assert key in train
+    assert len(train["val_accuracies"]) == 4
+    assert train["best_val_accuracy"] > 0.5  # chance is 0.1
+    test = json.loads((trained / "test.json").read_text())
+    for key in ("accuracy", "losses", "testing time", "precision_score", "recall_score", "f1_score", "auc_score",
+                "top5_accuracy", "per_class_accuracy", "confusion_matrix"):  # fmt: skip
+        assert key in test
+    assert test["accuracy"] > 0.5 and 0 <= test["auc_score"] <= 1
+    assert sum(map(sum, test["confusion_matrix"])) == test["n"] == 200
+    rows = read_jsonl(trained / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert {"lr", "images_per_s", "data_wait_s", "val_top5"} <= set(rows[0])
+    config = json.loads((trained / "config.json").read_text())
+    assert config["model"] == "ex1" and config["resolved"]["image_size"] == 32
+
+
+def test_run_folder_name(trained):
+    import re
+
+    assert re.fullmatch(r"\d{8}-\d{6}-ex1-synthetic", trained.name)
+
+
+def test_checkpoint_is_self_contained(trained):
+    blob = torch.load(trained / "best.pt", weights_only=True)
+    assert blob["model_name"] == "ex1" and blob["num_classes"] == 10
+    assert len(blob["classes"]) == 10 and len(blob["mean"]) == 3 and blob["image_size"] == 32
+    assert "training" not in blob  # best.pt is weights + metadata only
+    model = model_from_checkpoint(blob)
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_evaluate_reports_everything(trained):
+    from cifarkit.data import load_dataset
+    from cifarkit.loader import DeviceLoader, Normalizer
+
+    blob = load_checkpoint(trained / "best.pt")
+    ds = load_dataset("synthetic")
+    loader = DeviceLoader(ds.test, 50, Normalizer(blob["mean"], blob["std"], torch.device("cpu")))
+    r = evaluate(model_from_checkpoint(blob), loader, torch.device("cpu"), ds.classes)
+    assert r["n"] == 200 and 0 <= r["top1"] <= r["top5"] <= 1
+    assert r["most_confused"] == sorted(r["most_confused"], key=lambda p: -p["count"])
+    test = json.loads((trained / "test.json").read_text())
+    assert r["top1"] == pytest.approx(test["accuracy"])
+
+
+def test_same_command_twice_gives_same_numbers(tmp_path):
+    a = fit(TrainConfig(**FAST, epochs=2), out=tmp_path / "a", log=lambda s: None)
+    b = fit(TrainConfig(**FAST, epochs=2), out=tmp_path / "b", log=lambda s: None)
+    keys = ("train_loss", "val_loss", "val_accuracy")
+    assert [[r[k] for k in keys] for r in read_jsonl(a / "metrics.jsonl")] == [
+        [r[k] for k in keys] for r in read_jsonl(b / "metrics.jsonl")]  # fmt: skip
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    cfg = TrainConfig(**{**FAST, "model": "tinyvgg", "lr": 0.05}, epochs=4, scheduler="cosine", optimizer="sgd",
+                      model_kwargs={"hidden_units": 8, "dropout": 0.3})  # fmt: skip
+    full = fit(cfg, out=tmp_path / "full", log=lambda s: None)
+
+    def stop_at_epoch_3(line: str) -> None:
+        if line.startswith("epoch   3/"):
+            raise Interrupt  # after epoch 3 is logged, before its checkpoint: last.pt holds epoch 2
+
+    with pytest.raises(Interrupt):
+        fit(cfg, out=tmp_path / "cut", log=stop_at_epoch_3)
+    (cut,) = (tmp_path / "cut").iterdir()
+    assert load_checkpoint(cut / "last.pt")["epoch"] == 2
+    resumed = fit(cfg, resume=cut / "last.pt", log=lambda s: None)
+    assert resumed == cut.resolve()
+    assert read_jsonl(full / "metrics.jsonl") != [] and [
+        (r["epoch"], r["train_loss"], r["val_loss"]) for r in read_jsonl(resumed / "metrics.jsonl")
+    ] == [(r["epoch"], r["train_loss"], r["val_loss"]) for r in read_jsonl(full / "metrics.jsonl")]
+    w_full = load_checkpoint(full / "last.pt")["state_dict"]
+    w_res = load_checkpoint(resumed / "last.pt")["state_dict"]
+    assert all(torch.equal(w_full[k], w_res[k]) for k in w_full)
+
+
+def test_resume_from_weights_only_checkpoint_is_refused(trained):
+    with pytest.raises(CheckpointError, match="last.pt"):
+        fit(TrainConfig(**FAST), resume=trained / "best.pt", log=lambda s: None)
+
+
+def test_early_stopping_and_checkpoint_every(tmp_path):
+    lines = []
+    cfg = TrainConfig(
+        **{**FAST, "lr": 0.5}, epochs=30, patience=1, monitor="val_loss", optimizer="sgd", checkpoint_every=5
+    )
+    run = fit(cfg, out=tmp_path, log=lines.append)
+    train = json.loads((run / "train.json").read_text())
+    assert train["epochs_run"] < 30 and any("early stopping" in line for line in lines)
+    assert load_checkpoint(run / "last.pt")["epoch"] == train["epochs_run"]  # saved at the stop, too
+
+
+@pytest.mark.parametrize(
+    "field,value", [("epochs", 0), ("lr", -1.0), ("optimizer", "rmsprop"), ("augment", "crop+blur"),
+                    ("val_fraction", 1.0), ("scheduler", "step"), ("amp", "fp8")])  # fmt: skip
+def test_config_rejects_bad_values(field, value):
+    with pytest.raises(ConfigError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_config_round_trips():
+    cfg = TrainConfig(model="tinyvgg", model_kwargs={"dropout": 0.1}, augment="crop+flip+cutout")
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert cfg.augmentations == ("crop", "flip", "cutout")

@@ -1,0 +1,66 @@
+"""Every registered model: output shape at 10 and 100 classes, parameter counts, registry errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cifarkit.errors import ConfigError
+from cifarkit.models import count_parameters, create_model, default_input_size, list_models, model_summary
+
+EXPECTED_PARAMS_100 = {"ex1": 266_416, "ex2": 16_904_548, "smallcifarnet": 1_172_900, "tinyvgg": 522_276,
+                       "resnet18": 11_220_132}  # fmt: skip
+
+
+def test_registry_lists_the_course_models():
+    assert set(list_models()) == set(EXPECTED_PARAMS_100)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS_100))
+@pytest.mark.parametrize("num_classes", [10, 100])
+def test_output_shape(name, num_classes):
+    model = create_model(name, num_classes).eval()
+    size = default_input_size(name)
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, size, size))
+    assert out.shape == (2, num_classes)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS_100))
+def test_parameter_count(name):
+    assert count_parameters(create_model(name, 100)) == EXPECTED_PARAMS_100[name]
+
+
+def test_ex1_is_the_course_baseline():
+    m = create_model("ex1", 100)
+    convs = [c for c in m.modules() if isinstance(c, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
+        (3, 12, (5, 5)), (12, 12, (5, 5)), (12, 24, (5, 5)), (24, 24, (5, 5))]  # fmt: skip
+    assert m.classifier.in_features == 2400
+
+
+def test_ex2_trains_at_128_px():
+    assert default_input_size("ex2") == 128
+    assert create_model("ex2", 10).classifier[0].in_features == 16384
+
+
+def test_tinyvgg_options():
+    plain = create_model("tinyvgg", 10, hidden_units=8)
+    bn = create_model("tinyvgg", 10, hidden_units=8, batchnorm=True, dropout=0.5)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in bn.modules()) == 4
+    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in bn.modules())
+
+
+def test_unknown_model_and_bad_option_name_the_choices():
+    with pytest.raises(ConfigError, match="unknown model 'vgg99'.*ex1"):
+        create_model("vgg99", 10)
+    with pytest.raises(ConfigError, match="bad option for model ex1"):
+        create_model("ex1", 10, depth=3)
+
+
+def test_summary_reports_params_and_mult_adds():
+    s = model_summary(create_model("ex1", 10), 32)
+    assert s["params"] == count_parameters(create_model("ex1", 10))
+    assert s["mult_adds"] > 1_000_000 and "Conv2d" in s["table"]
