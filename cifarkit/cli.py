@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from .errors import CifarkitError
 
@@ -78,8 +78,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .errors import CheckpointError
     from .loader import DeviceLoader, Normalizer
     from .runs import load_checkpoint, model_from_checkpoint
-    from .tta import tta_forward
+    from .tta import check_mode, tta_forward
 
+    if args.tta != "all":
+        check_mode(args.tta)
     blob = load_checkpoint(args.checkpoint)
     device = resolve_device(args.device)
     dataset = load_dataset(args.dataset, args.data_dir, image_size=blob.get("data_image_size", 32))
@@ -92,17 +94,65 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model = model_from_checkpoint(blob, device)
     normalizer = Normalizer(blob["mean"], blob["std"], device, blob["image_size"])
     loader = DeviceLoader(split, args.batch_size, normalizer)
-    result = evaluate(model, loader, device, dataset.classes, forward=tta_forward(model, args.tta))
+    if args.tta == "all":
+        return print_tta_table(model, loader, device, args)
+    forward = tta_forward(model, args.tta, args.tta_average)
+    result = evaluate(model, loader, device, dataset.classes, forward=forward)
     result.update(split=args.split, dataset=args.dataset, checkpoint=str(args.checkpoint), tta=args.tta)
-    print(f"{args.split}: top1 {result['top1']:.4f} top5 {result['top5']:.4f} loss {result['loss']:.4f} "
-          f"n {result['n']} tta {args.tta} ({result['testing_time'] * 1000 / result['n']:.3f} ms/image)")  # fmt: skip
-    print(f"macro precision {result['precision_score']:.4f} recall {result['recall_score']:.4f} "
-          f"f1 {result['f1_score']:.4f} auc {result['auc_score'] if result['auc_score'] is None else round(result['auc_score'], 4)}")  # fmt: skip
+    ms = result["testing_time"] * 1000 / result["n"]
+    print(
+        f"{args.split}: top1 {result['top1']:.4f} top5 {result['top5']:.4f} loss {result['loss']:.4f} n {result['n']} tta {args.tta} ({ms:.3f} ms/image)"
+    )
+    auc = "n/a" if result["auc_score"] is None else f"{result['auc_score']:.4f}"
+    print(
+        f"macro precision {result['precision_score']:.4f} recall {result['recall_score']:.4f} f1 {result['f1_score']:.4f} auc {auc}"
+    )
     for pair in result["most_confused"][:5]:
         print(f"  {pair['true']} -> {pair['predicted']}: {pair['count']}")
     if args.json:
         print_json_line(result)
     return 0
+
+
+def print_tta_table(model, loader, device, args: argparse.Namespace) -> int:
+    """``evaluate --tta all``: every mode on the split, as a table (and JSON with ``--json``)."""
+    from .tta import compare_tta
+
+    rows = compare_tta(model, loader, device, average=args.tta_average)
+    print(f"{'mode':<10} {'views':>5} {'top1':>7} {'top5':>7} {'loss':>7} {'ms/img':>7} {'gain':>7}")
+    for r in rows:
+        print(
+            f"{r['mode']:<10} {r['views']:>5} {r['top1']:>7.4f} {r['top5']:>7.4f} {r['loss']:>7.4f} {r['ms_per_image']:>7.3f} {r['gain_vs_none']:>+7.4f}"
+        )
+    if args.json:
+        none = rows[0]
+        print_json_line({"top1": none["top1"], "top5": none["top5"], "loss": none["loss"], "n": none["n"],
+                         "split": args.split, "modes": rows})  # fmt: skip
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import Predictor, expand_paths, predict_files
+    from .tta import check_mode
+
+    check_mode(args.tta)
+    predictor = Predictor.from_checkpoint(args.checkpoint, args.device)
+    paths = expand_paths(args.paths)
+    if not paths:
+        print("cifarkit predict: error: no image files found in the given paths", file=sys.stderr)
+        return EXIT_USAGE
+    results = predict_files(predictor, paths, args.tta, args.topk, args.tta_average)
+    for r in results:
+        if args.json:
+            print_json_line(r)
+        elif "error" in r:
+            print(f"{r['path']}: error: {r['error']}", file=sys.stderr)
+        else:
+            print(f"{r['path']}: " + ", ".join(f"{e['class']} {e['prob']:.3f}" for e in r["topk"]))
+    failed = sum("error" in r for r in results)
+    if failed:
+        print(f"cifarkit predict: {failed} of {len(results)} file(s) could not be read", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -203,7 +253,7 @@ def build_parser() -> Parser:
     add_common(e)
     e.add_argument("--split", choices=("test", "train"), default="test")
     e.add_argument("--batch-size", type=positive_int, default=256)
-    e.add_argument("--tta", default="none", help="test-time augmentation mode (see `cifarkit predict --help`)")
+    add_tta(e)
     e.add_argument("--json", action="store_true", help="last stdout line: one JSON object (top1, top5, loss, n, ...)")
     e.set_defaults(func=cmd_evaluate)
 
@@ -221,12 +271,30 @@ def build_parser() -> Parser:
     b.add_argument("--json", action="store_true", help="last stdout line: one JSON object with the rates and ratios")
     b.set_defaults(func=cmd_bench)
 
-    for register in EXTRA_VERBS:
-        register(sub)
+    pr = sub.add_parser("predict", help="top-k classes of image files (PNG, JPEG, WebP, BMP, GIF; any size)")
+    pr.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
+    pr.add_argument("--checkpoint", required=True, help="a run's best.pt")
+    pr.add_argument("--topk", type=positive_int, default=5)
+    pr.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    add_tta(pr)
+    pr.add_argument(
+        "--json", action="store_true", help='one JSON object per input: {"path", "topk"} or {"path", "error"}'
+    )
+    pr.set_defaults(func=cmd_predict)
     return parser
 
 
-EXTRA_VERBS: list[Callable[[argparse._SubParsersAction], None]] = []
+def add_tta(p: argparse.ArgumentParser) -> None:
+    from .tta import AVERAGES, TTA_MODES
+
+    p.add_argument(
+        "--tta",
+        default="none",
+        help=f"test-time augmentation: {', '.join(TTA_MODES)} (default none); evaluate also takes all",
+    )
+    p.add_argument(
+        "--tta-average", choices=AVERAGES, default="logits", help="average the views' logits or probabilities"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

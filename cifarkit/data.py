@@ -268,27 +268,31 @@ def list_image_folder(split_dir: Path) -> tuple[list[str], list[tuple[Path, int]
     return classes, items
 
 
-def decode_image(path: Path, size: int) -> np.ndarray:
-    """Decode one image file to RGB uint8 (3, size, size); palette, alpha, EXIF handled."""
+def pil_to_array(img, size: int) -> np.ndarray:
+    """A PIL image -> RGB uint8 (3, size, size): first frame, EXIF rotation, alpha composited on white."""
     from PIL import Image, ImageOps
+
+    img.seek(0)  # first frame of animations
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    img = img.convert("RGB")
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+def decode_image(path: Path, size: int) -> np.ndarray:
+    """Decode one image file (any format PIL reads) to RGB uint8 (3, size, size), or fail naming the file."""
+    from PIL import Image
 
     try:
         with Image.open(path) as img:
-            img.seek(0)  # first frame of animations
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("RGBA", "LA", "P", "PA") and (img.mode != "P" or "transparency" in img.info):
-                rgba = img.convert("RGBA")
-                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                img = Image.alpha_composite(background, rgba)
-            img = img.convert("RGB")
-            if img.size != (size, size):
-                img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
-            array = np.asarray(img, dtype=np.uint8)
+            return pil_to_array(img, size)
     except Exception as exc:
-        raise DataError(
-            f"cannot read image {path}: {exc.__class__.__name__}: {exc}; remove or replace the file"
-        ) from None
-    return array.transpose(2, 0, 1).copy()
+        reason = f"{exc.__class__.__name__}: {exc}".replace("\n", " ")
+        raise DataError(f"cannot read image {path}: {reason}; remove or replace the file") from None
 
 
 def folder_fingerprint(items: list[tuple[Path, int]], classes: list[str], size: int) -> str:

@@ -84,6 +84,26 @@ def image_grid(images: np.ndarray, titles: Sequence[str] | None = None, cols: in
     return fig
 
 
+def plot_prediction(image: np.ndarray, topk: Sequence[dict], title: str = "") -> Figure:
+    """An image (uint8, CHW or HWC) beside a bar chart of its top-k class probabilities."""
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[0] == 3 and img.shape[-1] != 3:
+        img = img.transpose(1, 2, 0)
+    fig = Figure(figsize=(7, 2.8))
+    ax_img, ax_bar = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.6]})
+    ax_img.imshow(img)
+    ax_img.axis("off")
+    ax_img.set_title(title, fontsize=9)
+    names = [e["class"] for e in topk][::-1]
+    probs = [e["prob"] for e in topk][::-1]
+    ax_bar.barh(names, probs, color=["tab:blue"] * (len(probs) - 1) + ["tab:orange"])
+    ax_bar.set(xlim=(0, 1), xlabel="probability")
+    for y, p in enumerate(probs):
+        ax_bar.text(min(p + 0.02, 0.85), y, f"{p:.2f}", va="center", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def write_run_figures(run_dir: Path, history: dict, test: dict | None, classes: Sequence[str]) -> list[Path]:
     """The standard figures of a training run folder."""
     figures = run_dir / "figures"

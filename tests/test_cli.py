@@ -107,3 +107,12 @@ def test_checkpoint_for_other_class_count(run_dir, cli):
 def test_missing_folder_dataset(run_dir, cli, tmp_path):
     code, _, err = cli("evaluate", run_dir / "best.pt", "--dataset", f"folder:{tmp_path / 'none'}")
     one_line_error(code, err, "not found")
+
+
+def test_evaluate_with_tta_and_all_modes(run_dir, cli):
+    code, out, _ = cli("evaluate", run_dir / "best.pt", "--dataset", "synthetic", "--tta", "flip", "--json")
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["tta"] == "flip"
+    code, out, _ = cli("evaluate", run_dir / "best.pt", "--dataset", "synthetic", "--tta", "all", "--json")
+    table = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and [m["mode"] for m in table["modes"]][:2] == ["none", "flip"] and table["n"] == 200
+    one_line_error(*cli("evaluate", run_dir / "best.pt", "--dataset", "synthetic", "--tta", "zoom")[::2], "zoom")

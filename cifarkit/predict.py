@@ -1,0 +1,141 @@
+"""Predict classes of real image files (or arrays) with a checkpoint, optionally with test-time augmentation."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import IMAGE_SUFFIXES, decode_image, pil_to_array, resolve_user_path
+from .device import resolve_device
+from .errors import CifarkitError, DataError
+from .loader import Normalizer
+from .runs import load_checkpoint, model_from_checkpoint
+from .tta import tta_forward
+
+
+@dataclass
+class Predictor:
+    """A checkpoint's model with the preprocessing it was trained with."""
+
+    model: nn.Module
+    classes: list[str]
+    normalizer: Normalizer
+    data_size: int
+    device: torch.device
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto") -> Predictor:
+        """Load ``path`` (``weights_only``) onto ``device``."""
+        dev = resolve_device(device)
+        blob = load_checkpoint(path)
+        model = model_from_checkpoint(blob, dev)
+        norm = Normalizer(blob["mean"], blob["std"], dev, blob["image_size"])
+        return cls(model, list(blob["classes"]), norm, int(blob.get("data_image_size", 32)), dev)
+
+    def to_uint8(self, image: Any) -> np.ndarray:
+        """A path, PIL image or HWC/CHW uint8 array -> (3, S, S) uint8 at the training data's size."""
+        if isinstance(image, (str, os.PathLike)):
+            return decode_image(Path(image), self.data_size)
+        from PIL import Image
+
+        if isinstance(image, Image.Image):
+            return pil_to_array(image, self.data_size)
+        array = image.numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+        if array.ndim == 3 and array.shape[0] == 3 and array.shape[-1] != 3:
+            array = array.transpose(1, 2, 0)
+        return pil_to_array(Image.fromarray(array.astype(np.uint8)), self.data_size)
+
+    @torch.no_grad()
+    def probabilities(self, batch: np.ndarray, tta: str = "none", average: str = "logits") -> torch.Tensor:
+        """Class probabilities (N, C) for uint8 images (N, 3, S, S)."""
+        x = self.normalizer(torch.from_numpy(batch).to(self.device))
+        logits = tta_forward(self.model, tta, average)(x)
+        return torch.softmax(logits.float(), dim=1).cpu()
+
+
+def expand_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files as given; folders expanded to the image files inside them (recursively, sorted)."""
+    out: list[Path] = []
+    for p in paths:
+        path = resolve_user_path(p)
+        if path.is_dir():
+            out.extend(sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            out.append(Path(p))
+    return out
+
+
+def topk_entries(probs: torch.Tensor, classes: Sequence[str], k: int) -> list[dict]:
+    """``[{"class": name, "prob": p}, ...]`` for the ``k`` most likely classes."""
+    values, index = probs.topk(min(k, probs.numel()))
+    return [{"class": classes[i], "prob": round(float(v), 6)} for v, i in zip(values, index.tolist(), strict=True)]
+
+
+def predict_files(
+    predictor: Predictor, paths: Sequence[str | os.PathLike], tta: str = "none", topk: int = 5,
+    average: str = "logits", batch_size: int = 64,
+) -> list[dict]:  # fmt: skip
+    """One result per file, in order: ``{"path", "topk"}`` or ``{"path", "error"}``; a bad file never stops the rest."""
+    results: list[dict] = []
+    good: list[tuple[int, np.ndarray]] = []
+    for path in paths:
+        try:
+            if not Path(path).is_file():
+                raise DataError(f"file not found: {path}")
+            good.append((len(results), predictor.to_uint8(path)))
+            results.append({"path": str(path)})
+        except CifarkitError as exc:
+            results.append({"path": str(path), "error": str(exc)})
+    for start in range(0, len(good), batch_size):
+        chunk = good[start : start + batch_size]
+        probs = predictor.probabilities(np.stack([img for _, img in chunk]), tta, average)
+        for (i, _), p in zip(chunk, probs, strict=True):
+            results[i]["topk"] = topk_entries(p, predictor.classes, topk)
+    return results
+
+
+def predict(
+    model_or_ckpt: Predictor | str | os.PathLike,
+    images: Sequence[Any],
+    tta: str = "none",
+    topk: int = 5,
+    average: str = "logits",
+    device: str = "auto",
+):
+    """Notebook API: predict paths, PIL images or uint8 arrays; returns a tidy DataFrame.
+
+    Args:
+        model_or_ckpt: a :class:`Predictor` or the path of a checkpoint.
+        images: file paths, PIL images, or uint8 arrays (HWC or CHW).
+        tta: a test-time augmentation mode (see :data:`cifarkit.tta.TTA_MODES`).
+        topk: classes kept per image.
+        average: average TTA views as ``logits`` or ``probs``.
+        device: used when a checkpoint path is given.
+
+    Returns:
+        ``pandas.DataFrame`` with one row per (image, rank): ``image``, ``rank``, ``class``,
+        ``prob``, ``error`` (rows of unreadable images carry only the error).
+    """
+    import pandas as pd
+
+    predictor = (
+        model_or_ckpt if isinstance(model_or_ckpt, Predictor) else Predictor.from_checkpoint(model_or_ckpt, device)
+    )
+    rows: list[dict] = []
+    for index, image in enumerate(images):
+        name = str(image) if isinstance(image, (str, os.PathLike)) else f"image_{index}"
+        try:
+            probs = predictor.probabilities(predictor.to_uint8(image)[None], tta, average)[0]
+        except CifarkitError as exc:
+            rows.append({"image": name, "rank": None, "class": None, "prob": None, "error": str(exc)})
+            continue
+        for rank, entry in enumerate(topk_entries(probs, predictor.classes, topk), start=1):
+            rows.append({"image": name, "rank": rank, **entry, "error": None})
+    return pd.DataFrame(rows, columns=["image", "rank", "class", "prob", "error"])

@@ -1,0 +1,115 @@
+"""predict: every listed format and mode, bad files, JSON schema, notebook API."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cifarkit.data import decode_image
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    from cifarkit.config import TrainConfig
+    from cifarkit.engine import fit
+
+    run = fit(TrainConfig(dataset="synthetic:classes=3,train=30,test=5", epochs=1, batch_size=32),
+              out=tmp_path_factory.mktemp("runs"), log=lambda s: None)  # fmt: skip
+    return run / "best.pt"
+
+
+def rgb(w=40, h=30, seed=0):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+@pytest.fixture
+def images(tmp_path):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    rgb().save(d / "a.png")
+    rgb().save(d / "b.jpg", quality=90)
+    rgb().save(d / "c.webp")
+    rgb().save(d / "d.bmp")
+    frames = [rgb(seed=i).convert("P") for i in range(3)]
+    frames[0].save(d / "e.gif", save_all=True, append_images=frames[1:])
+    rgba = rgb().convert("RGBA")
+    rgba.putalpha(0)  # fully transparent: must come out white
+    rgba.save(d / "f_rgba.png")
+    rgb().convert("P").save(d / "g_palette.png")
+    rgb().convert("L").save(d / "h_gray.png")
+    rgb(1600, 1200).save(d / "i_large.jpg")
+    return d
+
+
+def test_decode_handles_modes_and_exif(tmp_path, images):
+    assert (decode_image(images / "f_rgba.png", 32) == 255).all()
+    gray = decode_image(images / "h_gray.png", 32)
+    assert gray.shape == (3, 32, 32) and (gray[0] == gray[1]).all()
+    # a wide image, left red / right blue, stored with EXIF "rotate 90 CW": displayed tall, red on top
+    wide = np.zeros((32, 64, 3), dtype=np.uint8)
+    wide[:, :32, 0] = 255
+    wide[:, 32:, 2] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(wide).save(tmp_path / "rot.jpg", exif=exif, quality=95)
+    out = decode_image(tmp_path / "rot.jpg", 32).astype(int)
+    assert out[0, :8].mean() > 200 and out[2, :8].mean() < 60  # top rows red
+    assert out[2, -8:].mean() > 200  # bottom rows blue
+
+
+def test_predict_every_format_json(ckpt, images, cli):
+    code, out, _ = cli("predict", images, "--checkpoint", ckpt, "--topk", "2", "--json")
+    assert code == 0
+    results = [json.loads(line) for line in out.strip().splitlines()]
+    assert len(results) == 9
+    for r in results:
+        assert set(r) == {"path", "topk"}
+        assert len(r["topk"]) == 2 and r["topk"][0]["prob"] >= r["topk"][1]["prob"]
+        assert r["topk"][0]["class"].startswith("class_")
+
+
+@pytest.mark.parametrize("mode", ["none", "flip", "5crop", "flip5crop", "scale3", "translate"])
+def test_predict_tta_modes_text(ckpt, images, cli, mode):
+    code, out, _ = cli("predict", images / "a.png", images / "i_large.jpg", "--checkpoint", ckpt, "--tta", mode)
+    assert code == 0 and len(out.strip().splitlines()) == 2 and "class_" in out
+
+
+def test_bad_files_do_not_stop_the_others(ckpt, images, cli, tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes((images / "i_large.jpg").read_bytes()[:2000])
+    args = [images / "a.png", tmp_path / "notes.txt", truncated, tmp_path / "missing.png", images / "b.jpg"]
+    code, out, _ = cli("predict", *args, "--checkpoint", ckpt, "--json")
+    results = [json.loads(line) for line in out.strip().splitlines()]
+    assert code != 0
+    assert [("error" in r) for r in results] == [False, True, True, True, False]
+    assert all("\n" not in r.get("error", "") for r in results)
+    assert "missing.png" in results[3]["error"]
+    code, out, err = cli("predict", *args, "--checkpoint", ckpt)
+    assert code != 0 and len(out.strip().splitlines()) == 2 and "notes.txt: error" in err and "Traceback" not in err
+
+
+def test_not_a_checkpoint_and_unknown_mode(images, cli, tmp_path):
+    (tmp_path / "x.pt").write_bytes(b"junk")
+    code, _, err = cli("predict", images / "a.png", "--checkpoint", tmp_path / "x.pt")
+    assert code == 2 and "not a" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli("predict", images / "a.png", "--checkpoint", tmp_path / "x.pt", "--tta", "spin")
+    assert code == 2 and "spin" in err
+
+
+def test_python_api_and_figure(ckpt, images):
+    from cifarkit.predict import Predictor, predict
+    from cifarkit.viz import plot_prediction
+
+    pred = Predictor.from_checkpoint(ckpt, "cpu")
+    arr = np.asarray(rgb())
+    df = predict(pred, [images / "a.png", arr, rgb(), images / "nope.png"], tta="flip", topk=3)
+    assert list(df.columns) == ["image", "rank", "class", "prob", "error"]
+    assert len(df) == 3 * 3 + 1 and df["error"].notna().sum() == 1
+    first = df[df.image == str(images / "a.png")]
+    assert first["prob"].is_monotonic_decreasing and first["prob"].sum() <= 1.0 + 1e-6
+    fig = plot_prediction(arr, [{"class": "class_0", "prob": 0.7}, {"class": "class_1", "prob": 0.2}], "a")
+    assert len(fig.axes) == 2

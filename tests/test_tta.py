@@ -1,0 +1,81 @@
+"""Test-time augmentation: view counts and shapes, identity for none, averaging over the view axis."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cifarkit.errors import ConfigError
+from cifarkit.tta import TTA_MODES, compare_tta, tta_forward, tta_views, view_count
+
+EXPECTED_VIEWS = {"none": 1, "flip": 2, "5crop": 5, "flip5crop": 10, "scale3": 3, "translate": 6}
+
+
+@pytest.mark.parametrize("size", [32, 128])
+@pytest.mark.parametrize("mode", TTA_MODES)
+def test_view_count_and_shapes(mode, size):
+    x = torch.randn(4, 3, size, size)
+    views = tta_views(x, mode)
+    assert len(views) == EXPECTED_VIEWS[mode] == view_count(mode)
+    assert all(v.shape == x.shape for v in views)
+
+
+def test_views_are_what_they_claim():
+    x = torch.arange(32.0).expand(1, 3, 32, 32).clone()  # value = column index
+    flip = tta_views(x, "flip")
+    assert torch.equal(flip[1], x.flip(-1))
+    crops = tta_views(x, "5crop")
+    assert crops[1][0, 0, 0, 0] < crops[0][0, 0, 0, 0] < crops[2][0, 0, 0, 0]  # left corner, centre, right corner
+    t = tta_views(x, "translate")
+    assert torch.equal(t[1][..., :, :-1], x[..., :, 1:])  # content moved one pixel left (and up)
+    assert torch.equal(t[2][..., :, 1:], x[..., :, :-1])  # content moved one pixel right (and down)
+    assert torch.equal(t[3], x.flip(-1))
+    scale = tta_views(x, "scale3")
+    assert (scale[0][..., 0, 0] == 0).all()  # 28 px view padded with the mean (zero after normalising)
+
+
+def test_none_is_plain_inference():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
+    x = torch.randn(5, 3, 8, 8)
+    assert torch.equal(tta_forward(model, "none")(x), model(x))
+
+
+class FlipDetector(nn.Module):
+    """Outputs class 1 for flipped input (left column dark), class 0 otherwise, as one-hot logits."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flipped = (x[:, 0, :, 0].mean(1) < x[:, 0, :, -1].mean(1)).float()
+        return torch.stack([(1 - flipped) * 10, flipped * 10], dim=1)
+
+
+def test_average_is_over_views_not_batch():
+    x = torch.linspace(1, 0, 16).expand(3, 3, 16, 16).clone()  # bright left column: "not flipped"
+    model = FlipDetector()
+    assert model(x).argmax(1).tolist() == [0, 0, 0]
+    assert model(x.flip(-1)).argmax(1).tolist() == [1, 1, 1]
+    logits = tta_forward(model, "flip")(x)
+    assert logits.shape == (3, 2)
+    assert torch.allclose(logits, torch.tensor([[5.0, 5.0]] * 3))  # each image: mean of its view and its mirror
+    probs = tta_forward(model, "flip", average="probs")(x).softmax(1)
+    assert torch.allclose(probs, torch.full((3, 2), 0.5), atol=1e-4)
+
+
+def test_unknown_mode_and_average():
+    with pytest.raises(ConfigError, match="unknown TTA mode 'rotate'.*flip5crop"):
+        tta_forward(nn.Identity(), "rotate")
+    with pytest.raises(ConfigError, match="average"):
+        tta_forward(nn.Identity(), "flip", average="median")
+
+
+def test_compare_tta_table():
+    from cifarkit.data import make_synthetic
+    from cifarkit.loader import DeviceLoader, Normalizer
+    from cifarkit.models import create_model
+
+    ds = make_synthetic(num_classes=3, train_per_class=2, test_per_class=4)
+    loader = DeviceLoader(ds.test, 8, Normalizer(ds.mean, ds.std, torch.device("cpu")))
+    rows = compare_tta(create_model("ex1", 3).eval(), loader, torch.device("cpu"))
+    assert [r["mode"] for r in rows] == list(TTA_MODES)
+    assert all(r["n"] == 12 and r["ms_per_image"] > 0 and 0 <= r["top1"] <= 1 for r in rows)
+    assert rows[0]["gain_vs_none"] == 0
