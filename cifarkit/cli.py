@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .errors import CifarkitError
 
@@ -155,6 +156,43 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_plot_perf(args: argparse.Namespace) -> int:
+    from .perflogs import load_events, load_perf_logs, summary_table
+    from .viz import plot_perf
+
+    df = load_perf_logs(args.logs)
+    if df.empty:
+        print(
+            "cifarkit plot-perf: error: no sample lines in the given logs; record them with train --profile",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    out = Path(args.out)
+    paths = plot_perf(df, out)
+    table = summary_table(df)
+    table.to_csv(out / "summary.csv")
+    (out / "summary.md").write_text(table.to_markdown() + "\n")
+    events = load_events(args.logs)
+    if not events.empty:
+        events.to_csv(out / "phases.csv", index=False)
+    print(f"{len(paths)} figure(s), summary.csv and summary.md in {out}")
+    return 0
+
+
+def cmd_montage(args: argparse.Namespace) -> int:
+    from .viz import montage
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        print(f"cifarkit montage: error: {folder} is not a folder of PNG files", file=sys.stderr)
+        return EXIT_USAGE
+    out = montage(
+        sorted(p for p in folder.glob("*.png") if p.resolve() != Path(args.out).resolve()), args.out, args.cols
+    )
+    print(out)
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .device import env_info, resolve_device
     from .models import list_models
@@ -270,6 +308,17 @@ def build_parser() -> Parser:
     b.add_argument("--rounds", type=positive_int, default=3, help="interleaved repetitions; medians are reported")
     b.add_argument("--json", action="store_true", help="last stdout line: one JSON object with the rates and ratios")
     b.set_defaults(func=cmd_bench)
+
+    pp = sub.add_parser("plot-perf", help="figures and a summary table from profiler JSONL logs")
+    pp.add_argument("logs", nargs="+", metavar="LOG", help="perf/*.jsonl files or folders holding them")
+    pp.add_argument("--out", required=True, help="folder for the PNGs, summary.csv and summary.md")
+    pp.set_defaults(func=cmd_plot_perf)
+
+    mo = sub.add_parser("montage", help="stitch the PNGs of a folder into one grid image")
+    mo.add_argument("folder")
+    mo.add_argument("--cols", type=positive_int, default=3)
+    mo.add_argument("--out", required=True, help="output PNG")
+    mo.set_defaults(func=cmd_montage)
 
     pr = sub.add_parser("predict", help="top-k classes of image files (PNG, JPEG, WebP, BMP, GIF; any size)")
     pr.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")

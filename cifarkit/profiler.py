@@ -60,6 +60,8 @@ class CpuBackend(Backend):
 
     name = "cpu"
 
+    MIN_INTERVAL_S = 0.1  # psutil's percentages over shorter spans are noise (seen: 13000% over 1 ms)
+
     def __init__(self) -> None:
         import psutil
 
@@ -67,15 +69,17 @@ class CpuBackend(Backend):
         self.process = psutil.Process()
         self.process.cpu_percent(None)  # the first call only starts the interval
         psutil.cpu_percent(None)
+        self.last = time.monotonic()
 
     def read(self) -> dict[str, float]:
         mem = self.psutil.virtual_memory()
-        return {
-            "cpu_percent": self.process.cpu_percent(None),
-            "system_cpu_percent": self.psutil.cpu_percent(None),
-            "rss_mb": self.process.memory_info().rss / MB,
-            "system_mem_used_mb": (mem.total - mem.available) / MB,
-        }
+        out = {"rss_mb": self.process.memory_info().rss / MB, "system_mem_used_mb": (mem.total - mem.available) / MB}
+        now = time.monotonic()
+        if now - self.last >= self.MIN_INTERVAL_S:
+            out["cpu_percent"] = self.process.cpu_percent(None)  # 100 = one core busy
+            out["system_cpu_percent"] = self.psutil.cpu_percent(None)  # 100 = every core busy
+            self.last = now
+        return out
 
 
 class TorchMemoryBackend(Backend):
@@ -264,13 +268,14 @@ def parse_amd_smi_metric(data: Any, gpu: int = 0) -> dict[str, float]:
 class CliBackend(Backend):
     """A vendor CLI run once per sample, with a timeout, parsed by ``parser``."""
 
-    def __init__(self, name: str, cmd: list[str], parser: Callable[[Any], dict[str, float]]) -> None:
+    def __init__(self, name: str, cmd: list[str], parser: Callable[[Any], dict[str, float]],
+                 timeout: float = CLI_TIMEOUT_S) -> None:  # fmt: skip
         if shutil.which(cmd[0]) is None:
             raise FileNotFoundError(f"{cmd[0]} not on PATH")
-        self.name, self.cmd, self.parser = name, cmd, parser
+        self.name, self.cmd, self.parser, self.timeout = name, cmd, parser, timeout
 
     def read(self) -> dict[str, float]:
-        return self.parser(run_json(self.cmd))
+        return self.parser(run_json(self.cmd, self.timeout))
 
 
 def gpu_backend_factories(device: torch.device) -> list[tuple[str, Callable[[], Backend]]]:
@@ -491,6 +496,6 @@ class RunProfiler:
             sort = "self_cuda_time_total" if self.device.type == "cuda" else "self_cpu_time_total"
             (self.perf_dir / "torch_ops.txt").write_text(p.key_averages().table(sort_by=sort, row_limit=40))
 
-        with profile(activities=activities, schedule=schedule(wait=1, warmup=1, active=self.torch_steps),
+        with profile(activities=activities, schedule=schedule(wait=1, warmup=1, active=self.torch_steps, repeat=1),
                      on_trace_ready=save, record_shapes=True) as p:  # fmt: skip
             yield lambda step, data_s, n: p.step()

@@ -104,6 +104,68 @@ def plot_prediction(image: np.ndarray, topk: Sequence[dict], title: str = "") ->
     return fig
 
 
+def plot_perf_metric(df, metric: str) -> Figure:
+    """One telemetry metric over time, a line per run, epoch boundaries dashed."""
+    fig = Figure(figsize=(8, 3.2))
+    ax = fig.subplots()
+    for run, part in df.groupby("run"):
+        part = part[part[metric].notna()]
+        t, y = part["t_s"].to_numpy(dtype=float), part[metric].to_numpy(dtype=float)
+        if len(t) > 2:  # break the line where sampling paused (e.g. val logs between epochs)
+            gaps = np.diff(t) > 5 * max(float(np.median(np.diff(t))), 1e-3)
+            t, y = np.insert(t, np.flatnonzero(gaps) + 1, np.nan), np.insert(y, np.flatnonzero(gaps) + 1, np.nan)
+        ax.plot(t, y, lw=1.2, marker=".", ms=2, label=run)
+        if "epoch" in part and part["epoch"].notna().any():
+            starts = part.groupby("epoch")["t_s"].min().iloc[1:]
+            for t in starts:
+                ax.axvline(t, color="grey", ls="--", lw=0.6, alpha=0.6)
+    ax.set(xlabel="seconds since start", ylabel=metric, title=metric)
+    ax.grid(alpha=0.3)
+    if df["run"].nunique() <= 8:
+        ax.legend(fontsize=7)
+    return fig
+
+
+def plot_perf(df, out_dir: str | os.PathLike, log=print) -> list[Path]:
+    """A PNG per metric present in ``df`` (from :func:`cifarkit.perflogs.load_perf_logs`); absent ones are named."""
+    from .perflogs import present_metrics
+    from .profiler import METRICS
+
+    present = present_metrics(df)
+    missing = [m for m in METRICS if m not in present]
+    if missing:
+        log(f"no data for: {', '.join(missing)} (skipped)")
+    return [save(plot_perf_metric(df, m), Path(out_dir) / f"{m}.png") for m in present]
+
+
+def montage(images: Sequence[str | os.PathLike], out: str | os.PathLike, cols: int = 3, cell: int = 480) -> Path:
+    """Stitch PNGs into one grid image, each scaled to fit a ``cell`` x ``cell``*0.6 tile, white background."""
+    from PIL import Image
+
+    paths = [Path(p) for p in images]
+    if not paths:
+        from .errors import DataError
+
+        raise DataError("montage: no PNG files to stitch")
+    if cols < 1:
+        from .errors import ConfigError
+
+        raise ConfigError(f"--cols must be >= 1, got {cols}")
+    tile_w, tile_h = cell, int(cell * 0.6)
+    rows = -(-len(paths) // cols)
+    sheet = Image.new("RGB", (min(cols, len(paths)) * tile_w, rows * tile_h), "white")
+    for i, path in enumerate(paths):
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            img.thumbnail((tile_w, tile_h))
+            r, c = divmod(i, cols)
+            sheet.paste(img, (c * tile_w + (tile_w - img.width) // 2, r * tile_h + (tile_h - img.height) // 2))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+    return out
+
+
 def write_run_figures(run_dir: Path, history: dict, test: dict | None, classes: Sequence[str]) -> list[Path]:
     """The standard figures of a training run folder."""
     figures = run_dir / "figures"
