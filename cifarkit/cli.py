@@ -193,6 +193,16 @@ def cmd_montage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_series(args: argparse.Namespace) -> int:
+    from .series import run_series
+
+    report, ok = run_series(dataset=args.dataset, profile=args.profile, device=args.device, out=args.out,
+                            only=args.only, resume=args.resume, seed=args.seed)  # fmt: skip
+    print(f"report: {report / 'index.md'}")
+    print(report)
+    return 0 if ok else 1
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .device import env_info, resolve_device
     from .models import list_models
@@ -308,6 +318,23 @@ def build_parser() -> Parser:
     b.add_argument("--rounds", type=positive_int, default=3, help="interleaved repetitions; medians are reported")
     b.add_argument("--json", action="store_true", help="last stdout line: one JSON object with the rates and ratios")
     b.set_defaults(func=cmd_bench)
+
+    se = sub.add_parser("series", help="run the notebook series headless into one report folder")
+    se.add_argument("--dataset", default="cifar10", help="cifar10 (downloaded), cifar100, folder:PATH or synthetic")
+    se.add_argument(
+        "--profile",
+        choices=("smoke", "quick", "full"),
+        default="quick",
+        help="smoke: ~1 min CI check; quick: minutes on a CPU; full: the course settings, for a GPU",
+    )
+    se.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    se.add_argument("--seed", type=int, default=0)
+    se.add_argument("--out", default="reports", help="parent folder of the report folder (default reports)")
+    se.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 00,03")
+    se.add_argument(
+        "--resume", default=None, metavar="DIR", help="continue a report folder, skipping finished notebooks"
+    )
+    se.set_defaults(func=cmd_series)
 
     pp = sub.add_parser("plot-perf", help="figures and a summary table from profiler JSONL logs")
     pp.add_argument("logs", nargs="+", metavar="LOG", help="perf/*.jsonl files or folders holding them")

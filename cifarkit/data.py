@@ -110,6 +110,18 @@ class Dataset:
         assert split is not None
         return int(split.images.shape[-1])
 
+    def subsample(self, train: int | None = None, test: int | None = None, seed: int = 0) -> Dataset:
+        """A copy keeping at most ``train`` / ``test`` images per split, stratified by class (None: keep all)."""
+
+        def cut(split: Split | None, limit: int | None) -> Split | None:
+            if split is None or limit is None or limit >= len(split):
+                return split
+            _, keep = stratified_split(split.labels, limit / len(split), seed)
+            return split.subset(keep)
+
+        return Dataset(self.name, self.classes, self.mean, self.std, cut(self.train, train), cut(self.test, test),
+                       dict(self.extra))  # fmt: skip
+
     def split(self, name: str) -> Split:
         """Return the split called ``name`` ("train" or "test"), or fail clearly."""
         value = {"train": self.train, "test": self.test}.get(name)

@@ -115,6 +115,17 @@ def accelerator_name(device: torch.device) -> str:
         return f"{torch.cuda.get_device_name(device)} ({vendor})"
     if device.type == "mps":
         return "Apple MPS"
+    return cpu_model()
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name where the OS tells it, else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
     return platform.processor() or platform.machine()
 
 

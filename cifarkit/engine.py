@@ -308,6 +308,7 @@ def fit(
     resume: str | Path | None = None,
     log: Callable[[str], None] = print,
     progress: bool | None = None,
+    test: bool = True,
 ) -> Path:
     """Train ``cfg.model`` on ``cfg.dataset``; return the run folder.
 
@@ -323,6 +324,8 @@ def fit(
         resume: a last.pt to continue from; the run continues in that checkpoint's folder.
         log: where the per-epoch lines go.
         progress: tqdm bars (default: only when stdout is a terminal).
+        test: evaluate best.pt on the test split at the end. Model selection sweeps pass False and
+            call :func:`evaluate_run` on the winner only, so the test split never guides a choice.
     """
     state = None
     if resume is not None:
@@ -429,7 +432,7 @@ def fit(
         if stop:
             log(f"early stopping at epoch {epoch}: no {cfg.monitor} improvement for {cfg.patience} epochs")
             break
-    finish_run(run_dir, p, rows, best_epoch)
+    finish_run(run_dir, p, rows, best_epoch, test)
     return run_dir
 
 
@@ -441,15 +444,37 @@ def _progress(loader: DeviceLoader, enabled: bool, desc: str):
     return tqdm(loader, desc=desc, leave=False)
 
 
-def finish_run(run_dir: Path, p: Prepared, rows: list[dict], best_epoch: int | None) -> None:
-    """Write train.json, evaluate best.pt on the test split into test.json, draw the figures."""
+def finish_run(run_dir: Path, p: Prepared, rows: list[dict], best_epoch: int | None, test: bool = True) -> None:
+    """Write train.json, draw the figures and (if ``test``) evaluate best.pt on the test split."""
     from .viz import write_run_figures
 
     history = history_summary(rows, p.cfg, best_epoch)
     write_json(run_dir / "train.json", history)
-    test = None
-    if p.dataset.test is not None and (run_dir / "best.pt").is_file():
-        p.model.load_state_dict(load_checkpoint(run_dir / "best.pt")["state_dict"])
-        test = test_json(evaluate(p.model, eval_loader(p.dataset.test, p), p.device, p.dataset.classes, p.cfg.amp))
-        write_json(run_dir / "test.json", {"split": "test", "checkpoint": "best.pt", **test})
-    write_run_figures(run_dir, history, test, p.dataset.classes)
+    write_run_figures(run_dir, history, None, p.dataset.classes)
+    if test:
+        evaluate_run(run_dir, p.dataset, p.device)
+
+
+def evaluate_run(run_dir: str | Path, dataset: Dataset, device: torch.device | str = "auto") -> dict[str, Any]:
+    """Evaluate a run's best.pt on ``dataset``'s test split; write test.json and its figures; return test.json."""
+    from .viz import write_test_figures
+
+    run_dir = Path(run_dir)
+    dev = resolve_device(device) if isinstance(device, str) else device
+    blob = load_checkpoint(run_dir / "best.pt")
+    if blob["num_classes"] != dataset.num_classes:
+        raise CheckpointError(
+            f"{run_dir / 'best.pt'} has {blob['num_classes']} classes, the data {dataset.num_classes}"
+        )
+    from .runs import model_from_checkpoint
+
+    model = model_from_checkpoint(blob, dev)
+    if resolve_channels_last(blob["config"].get("channels_last"), dev):
+        model = model.to(memory_format=torch.channels_last)
+    norm = Normalizer(blob["mean"], blob["std"], dev, blob["image_size"], resolve_channels_last(None, dev))
+    loader = DeviceLoader(dataset.split("test"), 256, norm)
+    result = test_json(evaluate(model, loader, dev, dataset.classes, blob["config"].get("amp", "auto")))
+    result = {"split": "test", "checkpoint": "best.pt", **result}
+    write_json(run_dir / "test.json", result)
+    write_test_figures(run_dir, result, dataset.classes)
+    return result

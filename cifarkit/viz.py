@@ -84,6 +84,46 @@ def image_grid(images: np.ndarray, titles: Sequence[str] | None = None, cols: in
     return fig
 
 
+def plot_class_counts(counts) -> Figure:
+    """Grouped bars of images per class for each split (``analysis.class_counts`` output)."""
+    fig = Figure(figsize=(max(6, 0.35 * len(counts) + 2), 3.5))
+    ax = fig.subplots()
+    width = 0.8 / max(len(counts.columns), 1)
+    x = np.arange(len(counts))
+    for i, col in enumerate(counts.columns):
+        ax.bar(x + i * width, counts[col], width, label=col)
+    if len(counts) <= 20:
+        ax.set_xticks(x + width * (len(counts.columns) - 1) / 2, counts.index, rotation=45, ha="right")
+    ax.set(ylabel="images", title="images per class")
+    ax.legend()
+    return fig
+
+
+def plot_colour_histograms(images: np.ndarray, bins: int = 64) -> Figure:
+    """Pixel value histograms of the R, G and B channels of uint8 images (N, 3, H, W)."""
+    fig = Figure(figsize=(6, 3.2))
+    ax = fig.subplots()
+    for c, colour in enumerate(("red", "green", "blue")):
+        ax.hist(np.asarray(images)[:, c].ravel(), bins=bins, range=(0, 255), histtype="step", color=colour, label=colour,
+                density=True)  # fmt: skip
+    ax.set(xlabel="pixel value", ylabel="density", title="colour histograms")
+    ax.legend()
+    return fig
+
+
+def plot_overlaid(histories: dict[str, dict], key: str = "val_accuracies", title: str | None = None) -> Figure:
+    """One train.json field (e.g. ``val_accuracies``) of several runs on one axis."""
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    for name, h in histories.items():
+        values = h.get(key) or []
+        ax.plot(range(1, len(values) + 1), values, marker="o", ms=3, label=name)
+    ax.set(xlabel="epoch", ylabel=key, title=title or key)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
 def plot_prediction(image: np.ndarray, topk: Sequence[dict], title: str = "") -> Figure:
     """An image (uint8, CHW or HWC) beside a bar chart of its top-k class probabilities."""
     img = np.asarray(image)
@@ -167,13 +207,37 @@ def montage(images: Sequence[str | os.PathLike], out: str | os.PathLike, cols: i
 
 
 def write_run_figures(run_dir: Path, history: dict, test: dict | None, classes: Sequence[str]) -> list[Path]:
-    """The standard figures of a training run folder."""
+    """The standard figures of a training run folder (curves; test figures when ``test`` is given)."""
     figures = run_dir / "figures"
     paths = [
         save(plot_curves(history, "loss"), figures / "loss.png"),
         save(plot_curves(history, "accuracy"), figures / "accuracy.png"),
     ]
     if test is not None:
-        paths.append(save(plot_confusion(test["confusion_matrix"], classes), figures / "confusion_matrix.png"))
-        paths.append(save(plot_per_class(test["per_class_accuracy"]), figures / "per_class_accuracy.png"))
+        paths += write_test_figures(run_dir, test, classes)
     return paths
+
+
+def write_test_figures(run_dir: Path, test: dict, classes: Sequence[str]) -> list[Path]:
+    """Confusion matrix and per-class accuracy of a run's test.json."""
+    figures = run_dir / "figures"
+    return [
+        save(plot_confusion(test["confusion_matrix"], classes), figures / "confusion_matrix.png"),
+        save(plot_per_class(test["per_class_accuracy"]), figures / "per_class_accuracy.png"),
+    ]
+
+
+def run_selector(histories: dict[str, dict]):
+    """An ipywidgets picker of runs that redraws overlaid validation curves (for interactive notebooks)."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    names = list(histories)
+    pick = widgets.SelectMultiple(options=names, value=tuple(names[:3]), rows=min(10, len(names)), description="runs")
+    metric = widgets.Dropdown(options=["val_accuracies", "val_losses", "train_losses", "train_accuracies"],
+                              description="metric")  # fmt: skip
+
+    def draw(runs, key):
+        display(plot_overlaid({n: histories[n] for n in runs}, key))
+
+    return widgets.VBox([widgets.HBox([pick, metric]), widgets.interactive_output(draw, {"runs": pick, "key": metric})])

@@ -1,0 +1,147 @@
+"""What each notebook calls first: profiles (smoke / quick / full), its report folder, data, figures and summary."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .runs import make_run_dir, read_json, slug, write_json
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much work a notebook does. ``None`` limits keep the whole split."""
+
+    name: str
+    epochs: int  # baseline epochs; notebooks scale from it
+    train_images: int | None
+    test_images: int | None
+    big_model_train_images: int | None  # EX-2 at 128 px and the 32 px reference model are costly on CPU
+    big_model_epochs: int
+    ablation_train_images: int | None
+    ablation_epochs: int
+    ablation_hidden_units: int
+    tta_test_images: int | None
+
+
+PROFILES = {
+    # CI: every notebook runs end to end in about a minute on a 2-core CPU (synthetic data)
+    "smoke": Profile("smoke", epochs=2, train_images=1000, test_images=300, big_model_train_images=300,
+                     big_model_epochs=1, ablation_train_images=500, ablation_epochs=1, ablation_hidden_units=8, tta_test_images=200),
+    # meaningful numbers on a laptop CPU in minutes
+    "quick": Profile("quick", epochs=12, train_images=None, test_images=None, big_model_train_images=10_000,
+                     big_model_epochs=4, ablation_train_images=20_000, ablation_epochs=5, ablation_hidden_units=32, tta_test_images=None),
+    # the course's settings: for a GPU
+    "full": Profile("full", epochs=30, train_images=None, test_images=None, big_model_train_images=None,
+                    big_model_epochs=30, ablation_train_images=None, ablation_epochs=30, ablation_hidden_units=64, tta_test_images=None),
+}  # fmt: skip
+
+
+def get_profile(name: str) -> Profile:
+    """The named profile, or a one-line error listing the choices."""
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; choose {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+@dataclass
+class NotebookRun:
+    """One notebook's place in a report: parameters, folders, loaded data and the summary it leaves."""
+
+    notebook: str
+    dataset: str
+    seed: int
+    device: str
+    profile: Profile
+    report_dir: Path
+    interactive: bool
+    headline: dict[str, Any] = field(default_factory=dict)
+    figures: list[str] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+    _data: Any = None
+
+    @property
+    def runs_dir(self) -> Path:
+        """Where this notebook's training runs go: ``<report>/<notebook>/``."""
+        return self.report_dir / self.notebook
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.report_dir / "figures" / self.notebook
+
+    def data(self, train_images: int | None | str = "profile", test_images: int | None | str = "profile"):
+        """The dataset, loaded once per notebook, cut to the profile's sizes (stratified, seeded)."""
+        from .data import load_dataset
+
+        if self._data is None:
+            self._data = load_dataset(self.dataset)
+        train = self.profile.train_images if train_images == "profile" else train_images
+        test = self.profile.test_images if test_images == "profile" else test_images
+        return self._data.subsample(train, test, seed=self.seed)
+
+    def config(self, **overrides: Any):
+        """A TrainConfig with this notebook's dataset, seed and device, plus ``overrides``."""
+        from .config import TrainConfig
+
+        return TrainConfig(dataset=self.dataset, seed=self.seed, device=self.device, **overrides)
+
+    def train(self, dataset, test: bool = True, **overrides: Any) -> Path:
+        """Train into this notebook's runs folder with profiling on; log a line per epoch; return the run folder."""
+        from .engine import fit
+
+        cfg = self.config(**{"profile": True, **overrides})
+        run = fit(cfg, out=self.runs_dir, dataset=dataset, progress=self.interactive, test=test)
+        self.runs.append(str(run.relative_to(self.report_dir)))
+        return run
+
+    def save(self, fig, name: str):
+        """Save a figure under ``figures/<notebook>/<name>.png``, remember it, and return it for display."""
+        from .viz import save
+
+        path = save(fig, self.figures_dir / f"{name}.png")
+        self.figures.append(str(path.relative_to(self.report_dir)))
+        return fig
+
+    def add_figures(self, paths) -> None:
+        """Remember figures saved elsewhere (e.g. by ``viz.plot_perf``) for the report index."""
+        self.figures += [str(Path(p).resolve().relative_to(self.report_dir)) for p in paths]
+
+    def finish(self, **headline: Any) -> Path:
+        """Write ``summaries/<notebook>.json`` (headline numbers, figures, runs) for the report index."""
+        self.headline.update(headline)
+        out = write_json(
+            self.report_dir / "summaries" / f"{self.notebook}.json",
+            {"notebook": self.notebook, "dataset": self.dataset, "profile": asdict(self.profile), "seed": self.seed,
+             "headline": self.headline, "figures": self.figures, "runs": self.runs},
+        )  # fmt: skip
+        return out
+
+
+def start(notebook: str, dataset: str = "cifar10", seed: int = 0, device: str = "auto", profile: str = "quick",
+          report_dir: str = "", interactive: bool = True) -> NotebookRun:  # fmt: skip
+    """Begin a notebook: validate parameters, pick or create the report folder, seed everything.
+
+    Run by hand with ``report_dir=""``, a notebook gets its own ``reports/<timestamp>-<notebook>/``;
+    the series runner passes one shared folder to every notebook.
+    """
+    from .data import project_root
+    from .device import resolve_device, seed_everything
+
+    prof = get_profile(profile)
+    resolve_device(device)  # fail now, in one line, rather than in the first training cell
+    if report_dir:
+        folder = Path(report_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+    else:
+        root = project_root() or Path.cwd()
+        folder = make_run_dir(root / "reports", slug(notebook))
+    seed_everything(seed)
+    return NotebookRun(notebook, dataset, seed, device, prof, folder.resolve(), interactive)
+
+
+def summaries(report_dir: str | Path) -> dict[str, dict]:
+    """Every notebook summary written into a report folder, keyed by notebook name."""
+    folder = Path(report_dir) / "summaries"
+    return {p.stem: read_json(p) for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}

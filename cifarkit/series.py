@@ -1,0 +1,257 @@
+"""Run the numbered notebooks with papermill into one report folder, and write its index."""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .errors import CifarkitError
+from .runs import make_run_dir, read_json, write_json
+
+KERNEL = "python3"
+
+
+def notebooks_dir() -> Path:
+    """The checkout's ``notebooks/`` folder."""
+    from .data import project_root
+
+    root = project_root()
+    if root is None or not (root / "notebooks").is_dir():
+        raise CifarkitError("notebooks/ not found; run the series from a cifarkit checkout (pip install -e .)")
+    return root / "notebooks"
+
+
+def select_notebooks(only: str | None = None) -> list[Path]:
+    """The numbered notebooks in order; ``only="00,03"`` keeps those numbers."""
+    books = sorted(notebooks_dir().glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        wanted = {w.strip().zfill(2) for w in only.split(",") if w.strip()}
+        unknown = wanted - {b.name[:2] for b in books}
+        if unknown:
+            raise CifarkitError(f"--only {only}: no notebook numbered {', '.join(sorted(unknown))}; have "
+                                f"{', '.join(b.name[:2] for b in books)}")  # fmt: skip
+        books = [b for b in books if b.name[:2] in wanted]
+    return books
+
+
+def execute(nb: Path, out: Path, parameters: dict[str, Any], cwd: Path) -> None:
+    """Execute one notebook with papermill (kernel ``python3``), without progress widgets."""
+    import papermill as pm
+
+    pm.execute_notebook(str(nb), str(out), parameters=parameters, kernel_name=KERNEL, cwd=str(cwd),
+                        progress_bar=False, log_output=False, request_save_on_cell_execute=True)  # fmt: skip
+
+
+def failure_text(exc: BaseException) -> str:
+    """One line: which cell failed and why."""
+    cell = getattr(exc, "cell_index", None)
+    ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
+    what = f"{ename}: {evalue}" if ename else f"{exc.__class__.__name__}: {exc}"
+    where = f"cell {cell}" if cell is not None else "before any cell ran"
+    return f"{where}: {' '.join(str(what).split())[:400]}"
+
+
+def to_html(nb: Path, hide_code: bool = True) -> Path:
+    """Render an executed notebook to HTML next to it (code hidden: the report view)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(exclude_input=hide_code, exclude_input_prompt=True, exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nbformat.read(nb, as_version=4))
+    out = nb.with_suffix(".html")
+    out.write_text(body)
+    return out
+
+
+def run_series(
+    dataset: str = "cifar10",
+    profile: str = "quick",
+    device: str = "auto",
+    out: str | Path = "reports",
+    only: str | None = None,
+    resume: str | Path | None = None,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> tuple[Path, bool]:
+    """Execute the series; return (report folder, every notebook succeeded).
+
+    Stops at the first failing notebook (later ones read its runs), keeps what finished, and
+    records the failing cell in series.json. ``resume`` re-enters a report folder and skips
+    notebooks whose status is ``ok``.
+    """
+    from .data import load_dataset
+    from .device import env_info, resolve_device
+    from .notebook import get_profile
+
+    get_profile(profile)
+    dev = resolve_device(device)
+    books = select_notebooks(only)
+    load_dataset(dataset)  # fail in one line before any kernel starts (offline, missing folder...)
+    if resume:
+        report = Path(resume)
+        if not (report / "series.json").is_file():
+            raise CifarkitError(f"--resume {resume}: no series.json there; pass a series report folder")
+        state = read_json(report / "series.json")
+        dataset, profile, seed = (
+            state["parameters"]["dataset"],
+            state["parameters"]["profile"],
+            state["parameters"]["seed"],
+        )
+    else:
+        report = make_run_dir(out, "series")
+        state = {"notebooks": {}}
+    report = report.resolve()
+    (report / "notebooks").mkdir(exist_ok=True)
+    params = {"dataset": dataset, "seed": seed, "device": device, "profile": profile, "report_dir": str(report),
+              "interactive": False}  # fmt: skip
+    state.update(parameters=params, env=env_info(dev), report_dir=str(report))
+    write_json(report / "series.json", state)
+    ok = True
+    t_series = time.perf_counter()
+    for i, nb in enumerate(books, start=1):
+        entry = state["notebooks"].get(nb.stem, {})
+        if entry.get("status") == "ok":
+            log(f"[{i}/{len(books)}] {nb.name}: done before, skipped")
+            continue
+        log(f"[{i}/{len(books)}] {nb.name} ... (series elapsed {time.perf_counter() - t_series:.0f}s)")
+        executed = report / "notebooks" / nb.name
+        t0 = time.perf_counter()
+        try:
+            execute(nb, executed, params, nb.parent)
+            entry = {"status": "ok"}
+        except Exception as exc:  # papermill raises PapermillExecutionError with the cell; kernels can die too
+            entry = {"status": "failed", "error": failure_text(exc)}
+            ok = False
+        entry.update(seconds=round(time.perf_counter() - t0, 1), notebook=f"notebooks/{nb.name}")
+        if executed.is_file():
+            try:
+                entry["html"] = str(to_html(executed).relative_to(report))
+            except Exception as exc:  # a rendering problem must not hide the result
+                entry["html_error"] = failure_text(exc)
+        state["notebooks"][nb.stem] = entry
+        write_json(report / "series.json", state)
+        log(f"[{i}/{len(books)}] {nb.name}: {entry['status']} in {entry['seconds']:.0f}s")
+        if not ok:
+            log(f"{nb.name} failed at {entry['error']}")
+            log(f"what finished is kept; fix it and rerun with --resume {report}")
+            break
+    state["total_seconds"] = round(time.perf_counter() - t_series, 1)
+    write_json(report / "series.json", state)
+    write_index(report)
+    return report, ok
+
+
+# ----------------------------------------------------------------------------- index
+
+
+def fmt(value: Any) -> str:
+    """Numbers to 4 significant places, fractions as they are; everything else as text."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def index_rows(report: Path) -> list[dict[str, Any]]:
+    """One row per notebook: status, time, headline numbers and links."""
+    from .notebook import summaries
+
+    state = read_json(report / "series.json")
+    sums = summaries(report)
+    rows = []
+    for stem, entry in state.get("notebooks", {}).items():
+        s = sums.get(stem, {})
+        rows.append({"notebook": stem, "status": entry.get("status"), "seconds": entry.get("seconds"),
+                     "error": entry.get("error"), "html": entry.get("html"), "ipynb": entry.get("notebook"),
+                     "headline": s.get("headline", {}), "figures": s.get("figures", []), "runs": s.get("runs", [])})  # fmt: skip
+    return rows
+
+
+def write_index(report: Path) -> tuple[Path, Path]:
+    """index.md and index.html: parameters, environment, and a table of every notebook's results with links."""
+    state = read_json(report / "series.json")
+    p, env = state["parameters"], state.get("env", {})
+    rows = index_rows(report)
+    md = [
+        f"# cifarkit series report `{report.name}`",
+        "",
+        f"Dataset **{p['dataset']}**, profile **{p['profile']}**, seed {p['seed']}, device **{env.get('device')}** "
+        f"({env.get('device_name')}), torch {env.get('torch')}, commit `{env.get('git_commit')}`.",
+        f"Total time {fmt(state.get('total_seconds'))} s. Parameters, versions and per-notebook status: "
+        "[series.json](series.json).",
+        "",
+        "| notebook | status | time (s) | headline | notebook files |",
+        "| --- | --- | ---: | --- | --- |",
+    ]
+    for r in rows:
+        headline = "; ".join(f"{k}: {fmt(v)}" for k, v in r["headline"].items()) or (r["error"] or "")
+        links = " · ".join(f"[{label}]({path})" for label, path in (("html", r["html"]), ("ipynb", r["ipynb"])) if path)
+        md.append(f"| {r['notebook']} | {r['status']} | {fmt(r['seconds'])} | {headline.replace('|', '/')} | {links} |")
+    md += ["", "## Figures and run folders", ""]
+    for r in rows:
+        if r["figures"] or r["runs"]:
+            md.append(f"**{r['notebook']}**: " + ", ".join(
+                [f"[{Path(f).stem}]({f})" for f in r["figures"]] + [f"run [{Path(x).name}]({x})" for x in r["runs"]]))  # fmt: skip
+            md.append("")
+    md += ["## How to read this folder", "",
+           "- `notebooks/NN_*.html`: each executed notebook as a page (code hidden); `.ipynb`: with code and outputs.",
+           "- `NN_*/<run>/`: one training run: `config.json`, `env.json`, `train.json` (per-epoch lists),",
+           "  `test.json` (test metrics), `metrics.jsonl`, `best.pt`, `figures/`, `perf/*.jsonl` (hardware telemetry).",
+           "- `figures/NN_*/`: the figures each notebook drew; `summaries/`: the headline numbers above as JSON.",
+           "- Fractions (accuracy, top-5) are in [0, 1]. Models were chosen on the validation split, never on test."]  # fmt: skip
+    md_path = report / "index.md"
+    md_path.write_text("\n".join(md) + "\n")
+    html_path = report / "index.html"
+    html_path.write_text(markdown_to_html("\n".join(md), report.name))
+    return md_path, html_path
+
+
+def markdown_to_html(text: str, title: str) -> str:
+    """The small markdown subset index.md uses (headings, tables, links, bold, code, lists) as a standalone page."""
+    import re
+
+    def inline(s: str) -> str:
+        s = html.escape(s)
+        s = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', s)
+        s = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", s)
+        return re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
+
+    out, in_table, in_list = [], False, False
+    for line in text.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if set("".join(cells)) <= set("-: "):
+                continue
+            tag = "th" if not in_table else "td"
+            out.append(
+                ("<table>" if not in_table else "")
+                + "<tr>"
+                + "".join(f"<{tag}>{inline(c)}</{tag}>" for c in cells)
+                + "</tr>"
+            )
+            in_table = True
+            continue
+        if in_table:
+            out.append("</table>")
+            in_table = False
+        if line.startswith("- ") or (in_list and line.startswith("  ")):
+            out.append(
+                ("<ul>" if not in_list else "") + (f"<li>{inline(line[2:])}" if line.startswith("- ") else inline(line))
+            )
+            in_list = True
+            continue
+        if in_list:
+            out.append("</ul>")
+            in_list = False
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            out.append(f"<h{level}>{inline(line.lstrip('#').strip())}</h{level}>")
+        elif line.strip():
+            out.append(f"<p>{inline(line)}</p>")
+    out.append("</table>" if in_table else "")
+    out.append("</ul>" if in_list else "")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}")  # fmt: skip
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(out)}</body></html>\n"
