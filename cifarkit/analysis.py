@@ -50,20 +50,33 @@ def average_hash(images: torch.Tensor, side: int = 8) -> np.ndarray:
     return np.packbits(bits, axis=1).view(">u8").ravel().astype(np.uint64)
 
 
-def near_duplicates(
-    a: torch.Tensor, b: torch.Tensor, max_distance: int = 2, chunk: int = 512
-) -> list[tuple[int, int, int]]:
-    """Pairs (index in a, index in b, Hamming distance) whose average hashes differ in <= ``max_distance`` bits.
+def thumbnails(images: torch.Tensor, side: int = 16) -> torch.Tensor:
+    """Colour thumbnails (N, 3*side*side), float in 0-255: small enough to compare, robust to re-encoding."""
+    return torch.nn.functional.adaptive_avg_pool2d(images.float(), side).flatten(1)
 
-    Exact copies have distance 0; re-encoded, brightened or slightly shifted copies stay close.
+
+def near_duplicates(
+    a: torch.Tensor, b: torch.Tensor, max_bits: int = 8, max_rms: float = 15.0, chunk: int = 512
+) -> list[tuple[int, int, float]]:
+    """Pairs (index in a, index in b, thumbnail RMS difference) of near-identical images, closest first.
+
+    Two stages: 64-bit average hashes within ``max_bits`` propose candidates cheaply; a 16x16
+    colour thumbnail RMS difference <= ``max_rms`` (of 255) confirms them. The hash alone
+    matches unrelated images with the same coarse layout (sky over ground), the thumbnail check
+    removes those while keeping re-encoded, slightly brightened or shifted copies.
     """
     ha, hb = average_hash(a), average_hash(b)
-    pairs: list[tuple[int, int, int]] = []
+    ta, tb = thumbnails(a).numpy(), thumbnails(b).numpy()
+    pairs: list[tuple[int, int, float]] = []
     for start in range(0, len(hb), chunk):
-        block = hb[start : start + chunk]
-        dist = np.bitwise_count(ha[:, None] ^ block[None, :])  # (len(a), chunk)
-        ia, ib = np.nonzero(dist <= max_distance)
-        pairs += [(int(i), int(j) + start, int(dist[i, j])) for i, j in zip(ia, ib, strict=True)]
+        dist = np.bitwise_count(ha[:, None] ^ hb[None, start : start + chunk])  # (len(a), chunk)
+        ia, ib = np.nonzero(dist <= max_bits)
+        ib = ib + start
+        for s in range(0, len(ia), 65536):  # bounded memory however many candidates there are
+            i, j = ia[s : s + 65536], ib[s : s + 65536]
+            rms = np.sqrt(((ta[i] - tb[j]) ** 2).mean(axis=1))
+            keep = rms <= max_rms
+            pairs += [(int(x), int(y), round(float(r), 2)) for x, y, r in zip(i[keep], j[keep], rms[keep], strict=True)]
     return sorted(pairs, key=lambda p: (p[2], p[1]))
 
 
@@ -176,12 +189,12 @@ def load_histories(runs: Sequence[Path]) -> dict[str, dict]:
     return {Path(r).name: read_json(Path(r) / "train.json") for r in runs}
 
 
-def pair_images(a: torch.Tensor, b: torch.Tensor, pairs: Sequence[tuple[int, int, int]], names=("train", "test")):
-    """Interleaved images and titles of (index in a, index in b, distance) pairs, for a 2-column grid."""
+def pair_images(a: torch.Tensor, b: torch.Tensor, pairs: Sequence[tuple[int, int, float]], names=("train", "test")):
+    """Interleaved images and titles of (index in a, index in b, distance) pairs, for a grid of pairs."""
     images, titles = [], []
     for i, j, d in pairs:
         images += [a[i].numpy(), b[j].numpy()]
-        titles += [f"{names[0]} #{i}", f"{names[1]} #{j} (d={d})"]
+        titles += [f"{names[0]} #{i}", f"{names[1]} #{j} (rms {d:g})"]
     return (np.stack(images) if images else np.zeros((0, 3, 32, 32), np.uint8)), titles
 
 

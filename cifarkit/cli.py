@@ -288,7 +288,12 @@ def build_parser() -> Parser:
     )
     t.add_argument("--checkpoint-every", type=positive_int, default=1, help="write last.pt every k epochs")
     t.add_argument("--out", default="reports/runs", help="parent folder of the run folder (default reports/runs)")
-    t.add_argument("--resume", default=None, metavar="CKPT", help="continue from a run's last.pt")
+    t.add_argument(
+        "--resume",
+        default=None,
+        metavar="CKPT",
+        help="continue from a run's last.pt (its saved settings are used; --epochs may extend it)",
+    )
     t.add_argument("--profile", action="store_true", help="record hardware telemetry into perf/*.jsonl")
     t.add_argument("--profile-interval", type=float, default=0.5, help="telemetry sampling period in seconds")
     t.add_argument(

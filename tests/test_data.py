@@ -168,3 +168,21 @@ def test_duplicate_report_finds_cross_split_copies():
     report = duplicate_report({"train": train, "test": test})
     assert report["pairs"] == {"train/test": 2}
     assert {"a": ["train", 7], "b": ["test", 2]} in report["examples"]
+
+
+def test_near_duplicates_find_altered_copies_not_lookalikes():
+    from cifarkit.analysis import near_duplicates
+
+    g = torch.Generator().manual_seed(0)
+    train = torch.randint(0, 256, (50, 3, 32, 32), generator=g, dtype=torch.uint8)
+    test = torch.randint(0, 256, (6, 3, 32, 32), generator=g, dtype=torch.uint8)
+    test[1] = (train[10].int() + 6).clamp(0, 255).to(torch.uint8)  # brightened copy
+    noisy = train[20].int() + torch.randint(-8, 9, (3, 32, 32), generator=g)
+    test[4] = noisy.clamp(0, 255).to(torch.uint8)  # re-encoding-like noise
+    # same coarse layout (bright top, dark bottom) but different content: the hash alone would match
+    sky = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
+    sky[:, :, :16] = 200
+    sky[1, 0] += 50
+    pairs = near_duplicates(torch.cat([train, sky[:1]]), torch.cat([test, sky[1:]]))
+    assert sorted((i, j) for i, j, _ in pairs) == [(10, 1), (20, 4)]
+    assert all(d <= 15 for _, _, d in pairs)

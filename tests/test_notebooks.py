@@ -1,0 +1,49 @@
+"""Committed notebooks: stripped of outputs, a literal-only parameters cell, kernel python3, no reusable code."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+EXPECTED = ["00_data_exploration", "01_ex1_baseline", "02_ex2_bigger_model", "03_augmentation", "04_tta",
+            "05_profiling_analysis", "06_compare_runs"]  # fmt: skip
+COMMON = {"dataset", "seed", "device", "profile", "report_dir", "interactive"}
+
+
+def test_the_numbered_series_is_complete():
+    assert [p.stem for p in NOTEBOOKS] == EXPECTED
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_clean_and_parameterised(path):
+    nb = json.loads(path.read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "commit without outputs"
+    params = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(params) == 1
+    tree = ast.parse("".join(params[0]["source"]))
+    names = set()
+    for node in tree.body:
+        assert isinstance(node, ast.Assign), "parameters cell holds assignments only"
+        ast.literal_eval(node.value)  # literals only: papermill does not recompute derived values
+        names |= {t.id for t in node.targets}
+    assert COMMON <= names
+    first = nb["cells"][0]
+    assert first["cell_type"] == "markdown" and "".join(first["source"]).startswith("# ")
+    markdown = " ".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert "## Takeaways" in markdown and "## Try it" in markdown
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_defines_no_reusable_code(path):
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            src = "\n".join(line for line in "".join(cell["source"]).splitlines() if not line.startswith("%"))
+            tree = ast.parse(src)
+            assert not any(isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda)) for n in ast.walk(tree))

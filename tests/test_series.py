@@ -1,0 +1,128 @@
+"""The papermill runner: the whole series on synthetic data (smoke), failures, resume, index."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from cifarkit import series
+from cifarkit.errors import CifarkitError
+from tests.test_notebooks import EXPECTED
+
+
+@pytest.fixture(scope="module")
+def smoke_report(tmp_path_factory) -> Path:
+    from cifarkit.cli import main
+
+    out = tmp_path_factory.mktemp("reports")
+    assert main(["series", "--dataset", "synthetic", "--profile", "smoke", "--out", str(out)]) == 0
+    (report,) = out.iterdir()
+    return report
+
+
+@pytest.mark.slow
+def test_smoke_series_writes_a_complete_report(smoke_report):
+    state = json.loads((smoke_report / "series.json").read_text())
+    assert state["parameters"]["profile"] == "smoke" and state["parameters"]["dataset"] == "synthetic"
+    assert state["env"]["torch"] and state["env"]["device"] == "cpu"
+    assert list(state["notebooks"]) == EXPECTED
+    assert all(e["status"] == "ok" and e["seconds"] > 0 for e in state["notebooks"].values())
+    for name in EXPECTED:
+        assert (smoke_report / "notebooks" / f"{name}.ipynb").is_file()
+        assert (smoke_report / "notebooks" / f"{name}.html").stat().st_size > 10_000
+        summary = json.loads((smoke_report / "summaries" / f"{name}.json").read_text())
+        assert summary["headline"], name
+        for fig in summary["figures"]:
+            assert (smoke_report / fig).is_file(), fig
+    runs = sorted(p.parent for p in smoke_report.rglob("best.pt"))
+    assert len(runs) >= 9  # ex1, ex2, smallcifarnet and six ablation steps
+    for run in runs:
+        assert {"config.json", "env.json", "train.json", "metrics.jsonl"} <= {p.name for p in run.iterdir()}
+        assert (run / "perf" / "train_epoch.jsonl").is_file()
+    # the ablation touched test only for its winner
+    ablation = [r for r in runs if r.parent.name == "03_augmentation"]
+    assert sum((r / "test.json").is_file() for r in ablation) == 1
+
+
+@pytest.mark.slow
+def test_index_links_resolve(smoke_report):
+    import re
+
+    index = (smoke_report / "index.md").read_text()
+    links = re.findall(r"\]\(([^)]+)\)", index)
+    assert len(links) > 20
+    assert all((smoke_report / link).exists() for link in links)
+    assert "| 01_ex1_baseline | ok |" in index and "test_top1" in index
+    page = (smoke_report / "index.html").read_text()
+    assert page.startswith("<!doctype html>") and "<table>" in page and 'href="notebooks/04_tta.html"' in page
+
+
+@pytest.mark.slow
+def test_executed_notebooks_have_outputs_and_no_widget_bars(smoke_report):
+    nb = nbformat.read(smoke_report / "notebooks" / "01_ex1_baseline.ipynb", as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "epoch   1/" in text  # one plain line per epoch when headless
+
+
+def make_notebook(path: Path, body: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell('dataset = "x"\nreport_dir = ""')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, path)
+
+
+def test_failure_names_notebook_and_cell_keeps_work_and_resumes(tmp_path, monkeypatch, cli):
+    books = tmp_path / "notebooks"
+    books.mkdir()
+    make_notebook(books / "00_ok.ipynb", "print('fine')")
+    make_notebook(books / "01_broken.ipynb", "raise ValueError('boom')")
+    make_notebook(books / "02_later.ipynb", "print('later')")
+    monkeypatch.setattr(series, "notebooks_dir", lambda: books)
+    code, out, _ = cli("series", "--dataset", "synthetic", "--profile", "smoke", "--out", tmp_path / "r")
+    assert code == 1
+    assert "01_broken.ipynb failed at cell 3: ValueError: boom" in out  # papermill counts its injected cell
+    report = Path(out.strip().splitlines()[-1])
+    state = json.loads((report / "series.json").read_text())
+    assert state["notebooks"]["00_ok"]["status"] == "ok"
+    assert state["notebooks"]["01_broken"]["status"] == "failed" and "boom" in state["notebooks"]["01_broken"]["error"]
+    assert "02_later" not in state["notebooks"]  # later notebooks depend on earlier ones: stop
+    assert (report / "notebooks" / "01_broken.ipynb").is_file() and (report / "index.md").is_file()
+
+    make_notebook(books / "01_broken.ipynb", "print('fixed')")
+    code, out, _ = cli("series", "--dataset", "synthetic", "--resume", report)
+    assert code == 0 and "00_ok.ipynb: done before, skipped" in out
+    state = json.loads((report / "series.json").read_text())
+    assert [e["status"] for e in state["notebooks"].values()] == ["ok", "ok", "ok"]
+
+
+def test_only_selects_and_rejects_unknown_numbers(tmp_path, monkeypatch):
+    books = tmp_path / "notebooks"
+    books.mkdir()
+    for name in ("00_a", "01_b", "02_c"):
+        make_notebook(books / f"{name}.ipynb", "")
+    monkeypatch.setattr(series, "notebooks_dir", lambda: books)
+    assert [p.stem for p in series.select_notebooks("00,2")] == ["00_a", "02_c"]
+    with pytest.raises(CifarkitError, match="no notebook numbered 07"):
+        series.select_notebooks("07")
+
+
+def test_series_user_errors_are_one_line(cli, tmp_path):
+    code, _, err = cli("series", "--dataset", "mnist", "--out", tmp_path)
+    assert code == 2 and "mnist" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli("series", "--dataset", "synthetic", "--resume", tmp_path)
+    assert code == 2 and "series.json" in err
+    assert not list(tmp_path.iterdir())  # nothing half-made
+
+
+def test_markdown_to_html_subset():
+    page = series.markdown_to_html("# T\n\n| a | b |\n| --- | --- |\n| [x](y.html) | **z** |\n\n- item `c`", "t")
+    assert "<h1>T</h1>" in page and '<a href="y.html">x</a>' in page and "<b>z</b>" in page
+    assert "<li>item <code>c</code>" in page and page.count("<tr>") == 2
