@@ -112,15 +112,11 @@ def published_stats(ds: Dataset) -> dict[str, tuple] | None:
 @torch.no_grad()
 def test_predictions(run_dir: str | Path, ds: Dataset, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """(labels, predictions) of a run's best.pt on ``ds``'s test split."""
-    from .device import resolve_device
     from .engine import predict_logits
-    from .loader import DeviceLoader, Normalizer
-    from .runs import load_checkpoint, model_from_checkpoint
+    from .predict import Predictor
 
-    dev = resolve_device(device)
-    blob = load_checkpoint(Path(run_dir) / "best.pt")
-    loader = DeviceLoader(ds.split("test"), 256, Normalizer(blob["mean"], blob["std"], dev, blob["image_size"]))
-    logits, labels, _ = predict_logits(model_from_checkpoint(blob, dev), loader, dev)
+    p = Predictor.from_checkpoint(Path(run_dir) / "best.pt", device)
+    logits, labels, _ = predict_logits(p.model, p.loader(ds.split("test")), p.device)
     return labels.numpy(), logits.argmax(1).numpy()
 
 
@@ -308,13 +304,9 @@ def tta_table(run: str | Path, ds: Dataset, device: str = "auto", split: str = "
     """Every TTA mode of a run's best.pt on ``ds``'s ``test`` split (or the run's ``val`` split), as a DataFrame."""
     import pandas as pd
 
-    from .device import resolve_device
-    from .loader import DeviceLoader, Normalizer
-    from .runs import load_checkpoint, model_from_checkpoint
+    from .predict import Predictor
     from .tta import compare_tta
 
-    dev = resolve_device(device)
-    blob = load_checkpoint(Path(run) / "best.pt")
+    p = Predictor.from_checkpoint(Path(run) / "best.pt", device)
     images = validation_split(run, ds) if split == "val" else ds.split(split)
-    loader = DeviceLoader(images, 256, Normalizer(blob["mean"], blob["std"], dev, blob["image_size"]))
-    return pd.DataFrame(compare_tta(model_from_checkpoint(blob, dev), loader, dev)).set_index("mode")
+    return pd.DataFrame(compare_tta(p.model, p.loader(images), p.device)).set_index("mode")

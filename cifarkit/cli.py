@@ -74,27 +74,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import load_dataset
-    from .device import resolve_device
     from .engine import evaluate
-    from .errors import CheckpointError
-    from .loader import DeviceLoader, Normalizer
-    from .runs import load_checkpoint, model_from_checkpoint
+    from .predict import Predictor
     from .tta import check_mode, tta_forward
 
     if args.tta != "all":
         check_mode(args.tta)
-    blob = load_checkpoint(args.checkpoint)
-    device = resolve_device(args.device)
-    dataset = load_dataset(args.dataset, args.data_dir, image_size=blob.get("data_image_size", 32))
-    if dataset.num_classes != blob["num_classes"]:
-        raise CheckpointError(
-            f"{args.checkpoint} predicts {blob['num_classes']} classes but {args.dataset} has {dataset.num_classes}; "
-            "evaluate on the dataset it was trained on"
-        )
-    split = dataset.split(args.split)
-    model = model_from_checkpoint(blob, device)
-    normalizer = Normalizer(blob["mean"], blob["std"], device, blob["image_size"])
-    loader = DeviceLoader(split, args.batch_size, normalizer)
+    predictor = Predictor.from_checkpoint(args.checkpoint, args.device)
+    dataset = load_dataset(args.dataset, args.data_dir, image_size=predictor.data_size)
+    predictor.check_dataset(dataset)
+    model, device = predictor.model, predictor.device
+    loader = predictor.loader(dataset.split(args.split), args.batch_size)
     if args.tta == "all":
         return print_tta_table(model, loader, device, args)
     forward = tta_forward(model, args.tta, args.tta_average)

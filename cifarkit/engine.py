@@ -457,23 +457,15 @@ def finish_run(run_dir: Path, p: Prepared, rows: list[dict], best_epoch: int | N
 
 def evaluate_run(run_dir: str | Path, dataset: Dataset, device: torch.device | str = "auto") -> dict[str, Any]:
     """Evaluate a run's best.pt on ``dataset``'s test split; write test.json and its figures; return test.json."""
+    from .predict import Predictor
     from .viz import write_test_figures
 
     run_dir = Path(run_dir)
-    dev = resolve_device(device) if isinstance(device, str) else device
-    blob = load_checkpoint(run_dir / "best.pt")
-    if blob["num_classes"] != dataset.num_classes:
-        raise CheckpointError(
-            f"{run_dir / 'best.pt'} has {blob['num_classes']} classes, the data {dataset.num_classes}"
-        )
-    from .runs import model_from_checkpoint
-
-    model = model_from_checkpoint(blob, dev)
-    if resolve_channels_last(blob["config"].get("channels_last"), dev):
-        model = model.to(memory_format=torch.channels_last)
-    norm = Normalizer(blob["mean"], blob["std"], dev, blob["image_size"], resolve_channels_last(None, dev))
-    loader = DeviceLoader(dataset.split("test"), 256, norm)
-    result = test_json(evaluate(model, loader, dev, dataset.classes, blob["config"].get("amp", "auto")))
+    predictor = Predictor.from_checkpoint(run_dir / "best.pt", device)
+    predictor.check_dataset(dataset)
+    loader = predictor.loader(dataset.split("test"))
+    amp = predictor.meta["config"].get("amp", "auto")
+    result = test_json(evaluate(predictor.model, loader, predictor.device, dataset.classes, amp))
     result = {"split": "test", "checkpoint": "best.pt", **result}
     write_json(run_dir / "test.json", result)
     write_test_figures(run_dir, result, dataset.classes)

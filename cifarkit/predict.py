@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import IMAGE_SUFFIXES, decode_image, pil_to_array, resolve_user_path
-from .device import resolve_device
-from .errors import CifarkitError, DataError
-from .loader import Normalizer
+from .data import IMAGE_SUFFIXES, Dataset, Split, decode_image, pil_to_array, resolve_user_path
+from .device import resolve_channels_last, resolve_device
+from .errors import CheckpointError, CifarkitError, DataError
+from .loader import DeviceLoader, Normalizer
 from .runs import load_checkpoint, model_from_checkpoint
 from .tta import tta_forward
 
@@ -29,15 +29,33 @@ class Predictor:
     normalizer: Normalizer
     data_size: int
     device: torch.device
+    meta: dict[str, Any]  # the checkpoint without its weights: model name, config, normalisation...
+    path: Path
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto") -> Predictor:
-        """Load ``path`` (``weights_only``) onto ``device``."""
-        dev = resolve_device(device)
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> Predictor:
+        """Load ``path`` (``weights_only``) onto ``device``, in the memory format that suits it."""
+        dev = resolve_device(device) if isinstance(device, str) else device
         blob = load_checkpoint(path)
         model = model_from_checkpoint(blob, dev)
-        norm = Normalizer(blob["mean"], blob["std"], dev, blob["image_size"])
-        return cls(model, list(blob["classes"]), norm, int(blob.get("data_image_size", 32)), dev)
+        channels_last = resolve_channels_last(None, dev)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        norm = Normalizer(blob["mean"], blob["std"], dev, blob["image_size"], channels_last)
+        meta = {k: v for k, v in blob.items() if k != "state_dict"}
+        return cls(model, list(blob["classes"]), norm, int(blob.get("data_image_size", 32)), dev, meta, Path(path))
+
+    def check_dataset(self, dataset: Dataset) -> None:
+        """Fail in one line when ``dataset`` does not have the classes this checkpoint predicts."""
+        if dataset.num_classes != len(self.classes):
+            raise CheckpointError(
+                f"{self.path} predicts {len(self.classes)} classes but {dataset.name} has {dataset.num_classes}; "
+                "evaluate on the dataset it was trained on"
+            )
+
+    def loader(self, split: Split, batch_size: int = 256) -> DeviceLoader:
+        """An evaluation loader over ``split`` with this checkpoint's preprocessing."""
+        return DeviceLoader(split, batch_size, self.normalizer)
 
     def to_uint8(self, image: Any) -> np.ndarray:
         """A path, PIL image or HWC/CHW uint8 array -> (3, S, S) uint8 at the training data's size."""
