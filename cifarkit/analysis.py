@@ -252,8 +252,8 @@ def model_table(runs: Sequence[Path]):
         cfg, train = read_json(run / "config.json"), read_json(run / "train.json")
         test = read_json(run / "test.json") if (run / "test.json").is_file() else {}
         size = cfg["resolved"]["image_size"]
-        summary = model_summary(create_model(cfg["model"], len(test.get("per_class_accuracy", {})) or 10,
-                                             **cfg["resolved"]["model_kwargs"]), size)  # fmt: skip
+        num_classes = len(read_json(run / "env.json")["dataset_classes"])
+        summary = model_summary(create_model(cfg["model"], num_classes, **cfg["resolved"]["model_kwargs"]), size)
         perf = perf_summary(run)
         rows.append({"model": cfg["model"], "input_px": size, "params": summary["params"],
                      "mult_adds": summary["mult_adds"], "s_per_epoch": train["train_time"] / max(train["epochs_run"], 1),

@@ -126,3 +126,16 @@ def test_markdown_to_html_subset():
     page = series.markdown_to_html("# T\n\n| a | b |\n| --- | --- |\n| [x](y.html) | **z** |\n\n- item `c`", "t")
     assert "<h1>T</h1>" in page and '<a href="y.html">x</a>' in page and "<b>z</b>" in page
     assert "<li>item <code>c</code>" in page and page.count("<tr>") == 2
+
+
+def test_run_selector_widget_and_model_table(smoke_report):
+    import ipywidgets
+
+    from cifarkit import analysis, viz
+
+    runs = analysis.find_runs(smoke_report / "02_ex2_bigger_model")
+    table = analysis.model_table(runs)
+    assert list(table["model"]) == ["ex2", "smallcifarnet"]
+    assert table.loc[0, "params"] == 16_812_298 and table.loc[0, "input_px"] == 128
+    widget = viz.run_selector(analysis.load_histories(runs))
+    assert isinstance(widget, ipywidgets.VBox)
