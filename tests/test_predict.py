@@ -113,3 +113,16 @@ def test_python_api_and_figure(ckpt, images):
     assert first["prob"].is_monotonic_decreasing and first["prob"].sum() <= 1.0 + 1e-6
     fig = plot_prediction(arr, [{"class": "class_0", "prob": 0.7}, {"class": "class_1", "prob": 0.2}], "a")
     assert len(fig.axes) == 2
+
+
+def test_gif_uses_first_frame_and_palette_transparency_is_white(tmp_path):
+    red = Image.new("RGB", (20, 20), (255, 0, 0)).convert("P")
+    blue = Image.new("RGB", (20, 20), (0, 0, 255)).convert("P")
+    red.save(tmp_path / "anim.gif", save_all=True, append_images=[blue], duration=100)
+    out = decode_image(tmp_path / "anim.gif", 8).astype(int)
+    assert out[0].mean() > 200 and out[2].mean() < 50
+    pal = Image.new("P", (10, 10), 0)
+    pal.putpalette([0, 0, 0] * 256)
+    pal.info["transparency"] = 0
+    pal.save(tmp_path / "clear.png", transparency=0)
+    assert (decode_image(tmp_path / "clear.png", 8) == 255).all()
