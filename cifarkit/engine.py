@@ -450,8 +450,9 @@ def finish_run(run_dir: Path, p: Prepared, rows: list[dict], best_epoch: int | N
 
     history = history_summary(rows, p.cfg, best_epoch)
     write_json(run_dir / "train.json", history)
-    write_run_figures(run_dir, history, None, p.dataset.classes)
-    if test:
+    write_run_figures(run_dir, history)
+    # a folder with only train/ has nothing to test on; a run stopped before its first best epoch has no best.pt
+    if test and p.dataset.test is not None and (run_dir / "best.pt").is_file():
         evaluate_run(run_dir, p.dataset, p.device)
 
 

@@ -206,16 +206,13 @@ def montage(images: Sequence[str | os.PathLike], out: str | os.PathLike, cols: i
     return out
 
 
-def write_run_figures(run_dir: Path, history: dict, test: dict | None, classes: Sequence[str]) -> list[Path]:
-    """The standard figures of a training run folder (curves; test figures when ``test`` is given)."""
+def write_run_figures(run_dir: Path, history: dict) -> list[Path]:
+    """The training-curve figures of a run folder (test figures: :func:`write_test_figures`)."""
     figures = run_dir / "figures"
-    paths = [
+    return [
         save(plot_curves(history, "loss"), figures / "loss.png"),
         save(plot_curves(history, "accuracy"), figures / "accuracy.png"),
     ]
-    if test is not None:
-        paths += write_test_figures(run_dir, test, classes)
-    return paths
 
 
 def write_test_figures(run_dir: Path, test: dict, classes: Sequence[str]) -> list[Path]:

@@ -140,3 +140,13 @@ def test_config_round_trips():
     cfg = TrainConfig(model="tinyvgg", model_kwargs={"dropout": 0.1}, augment="crop+flip+cutout")
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     assert cfg.augmentations == ("crop", "flip", "cutout")
+
+
+def test_dataset_without_test_split_trains_and_skips_test_json(tmp_path):
+    from cifarkit.data import make_synthetic
+
+    ds = make_synthetic(train_per_class=30, test_per_class=1)
+    ds.test = None  # like a folder with only train/
+    run = fit(TrainConfig(**FAST, epochs=1), out=tmp_path, dataset=ds, log=lambda s: None)
+    assert (run / "train.json").is_file() and (run / "best.pt").is_file()
+    assert not (run / "test.json").exists()
