@@ -129,7 +129,7 @@ def overfitting_point(train: dict) -> dict[str, Any]:
     """When validation loss bottomed out versus when validation accuracy peaked."""
     val_loss = train["val_losses"]
     return {
-        "min_val_loss_epoch": int(np.argmin(val_loss)) + 1 if val_loss else None,
+        "min_val_loss_epoch": train.get("min_val_loss_epoch"),  # train.json already holds it
         "best_val_accuracy_epoch": train.get("best_epoch"),
         "epochs_run": len(val_loss),
         "final_train_minus_val_accuracy": (train["train_accuracies"][-1] - train["val_accuracies"][-1])
@@ -237,6 +237,8 @@ def perf_summary(run: Path, split: str = "train") -> dict[str, Any]:
         values = [s[key] for s in summaries if s.get(key) is not None]
         if values:
             out[key] = max(values)
+    # torch's allocator peak where a GPU backend ran, else the process RSS
+    out["peak_memory_mb"] = out.get("peak_torch_max_mem_alloc_mb", out.get("peak_rss_mb"))
     out["errors"] = sorted({f"{r['backend']}: {r['error']}" for r in lines if r.get("phase") == "error"})
     return out
 
@@ -258,7 +260,7 @@ def model_table(runs: Sequence[Path]):
         rows.append({"model": cfg["model"], "input_px": size, "params": summary["params"],
                      "mult_adds": summary["mult_adds"], "s_per_epoch": train["train_time"] / max(train["epochs_run"], 1),
                      "images_per_s": train["images_per_s"],
-                     "peak_memory_mb": perf.get("peak_torch_max_mem_alloc_mb", perf.get("peak_rss_mb")),
+                     "peak_memory_mb": perf.get("peak_memory_mb"),
                      "val_top1": train["best_val_accuracy"], "test_top1": test.get("accuracy"), "run": run.name})  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -276,7 +278,7 @@ def throughput_table(report_dir: str | Path):
                      "device": env.get("device"), "device_name": env.get("device_name"),
                      "backends": "+".join(perf.get("backends", [])) or "none",
                      "images_per_s": train.get("images_per_s"), "data_wait_fraction": train.get("data_wait_fraction"),
-                     "peak_memory_mb": perf.get("peak_torch_max_mem_alloc_mb", perf.get("peak_rss_mb"))})  # fmt: skip
+                     "peak_memory_mb": perf.get("peak_memory_mb")})  # fmt: skip
     return pd.DataFrame(rows)
 
 
