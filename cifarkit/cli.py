@@ -61,7 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         augment=args.augment, label_smoothing=args.label_smoothing, patience=args.patience, monitor=args.monitor,
         val_fraction=args.val_fraction, seed=args.seed, device=args.device, image_size=args.image_size,
         amp=args.amp, channels_last={"auto": None, "on": True, "off": False}[args.channels_last], checkpoint_every=args.checkpoint_every,
-        profile=args.profile, profile_interval=args.profile_interval, torch_profile_steps=args.torch_profile,
+        deterministic=args.deterministic, compile=args.compile, profile=args.profile, profile_interval=args.profile_interval, torch_profile_steps=args.torch_profile,
     )  # fmt: skip
     if args.resume and not args.epochs:
         from .runs import load_checkpoint
@@ -277,6 +277,15 @@ def build_parser() -> Parser:
         help="memory format; auto: on for CUDA/ROCm, off on CPU/MPS",
     )
     t.add_argument("--checkpoint-every", type=positive_int, default=1, help="write last.pt every k epochs")
+    t.add_argument(
+        "--deterministic",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="repeatable GPU kernels, so --resume continues exactly (default on; --no-deterministic trades it for speed)",
+    )
+    t.add_argument(
+        "--compile", action="store_true", help="torch.compile the model (pays back only on long runs; see README)"
+    )
     t.add_argument("--out", default="reports/runs", help="parent folder of the run folder (default reports/runs)")
     t.add_argument(
         "--resume",

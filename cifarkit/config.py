@@ -51,6 +51,8 @@ class TrainConfig:
     image_size: int | None = None
     amp: str = "auto"
     channels_last: bool | None = None
+    deterministic: bool = True
+    compile: bool = False
     checkpoint_every: int = 1
     model_kwargs: dict[str, Any] | None = None
     profile: bool = False

@@ -7,6 +7,7 @@ import platform
 import random
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -100,6 +101,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def configure_determinism(on: bool) -> None:
+    """Make GPU training repeatable (``on``) or let cuDNN pick the fastest, possibly nondeterministic, kernels.
+
+    CPU training here is deterministic either way. On CUDA, cuBLAS needs a fixed workspace (the
+    variable must be set before its first use) and cuDNN must skip autotuning. Operations with no
+    deterministic CUDA kernel warn instead of failing (``warn_only``), so a user's own model still
+    trains; cifarkit's models avoid them (global pooling is a mean, not ``AdaptiveAvgPool2d``).
+    """
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = on
+    torch.backends.cudnn.benchmark = not on
+    torch.use_deterministic_algorithms(on, warn_only=True)
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued kernels so wall-clock timings are honest on GPUs."""
     if device.type == "cuda":
@@ -178,3 +194,51 @@ def env_info(device: torch.device | None = None) -> dict:
         "torch_threads": torch.get_num_threads(),
         "git_commit": git_commit(),
     }
+
+
+class IntervalTimer:
+    """Sums the time of many short intervals (e.g. producing each batch) without a host sync per interval.
+
+    On CPU, wall-clock time is the truth. On CUDA/ROCm the host only queues kernels, so wall-clock
+    time around ``next(loader)`` measures launching, and a later call that waits for the GPU takes the
+    blame instead; CUDA events recorded on the stream measure when the GPU itself ran from ``start`` to
+    ``stop``. They are read once, in :meth:`seconds` (one synchronisation, at the end of an epoch).
+    MPS has no such events here, so there each interval is synchronised (honest, a little slower).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        self._wall = 0.0
+        self._t0: float | None = None
+        self._start_event: torch.cuda.Event | None = None
+
+    def start(self) -> None:
+        if self.device.type == "cuda":
+            self._start_event = torch.cuda.Event(enable_timing=True)
+            self._start_event.record()
+            return
+        if self.device.type == "mps":
+            synchronize(self.device)
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> float:
+        """End the interval; returns its wall-clock seconds (0.0 on CUDA, where it is known only later)."""
+        if self.device.type == "cuda":
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self._events.append((self._start_event, end))
+            return 0.0
+        if self.device.type == "mps":
+            synchronize(self.device)
+        elapsed = time.perf_counter() - (self._t0 or time.perf_counter())
+        self._wall += elapsed
+        return elapsed
+
+    def seconds(self) -> float:
+        """Total seconds of all intervals so far (on CUDA: waits for the recorded events)."""
+        if self._events:
+            self._events[-1][1].synchronize()
+            self._wall += sum(a.elapsed_time(b) for a, b in self._events) / 1000.0
+            self._events.clear()
+        return self._wall

@@ -18,6 +18,8 @@ from torch import nn
 from .config import TrainConfig
 from .data import Dataset, Split, load_dataset, stratified_split
 from .device import (
+    IntervalTimer,
+    configure_determinism,
     configure_threads,
     env_info,
     resolve_amp,
@@ -92,25 +94,31 @@ def train_one_epoch(
     scheduler: Any = None,
     amp: str = "off",
     scaler: torch.amp.GradScaler | None = None,
-    on_step: Callable[[int, float, int], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> EpochStats:
-    """One pass over ``loader``; the scheduler steps per batch. ``on_step(step, data_s, n)`` sees each step."""
+    """One pass over ``loader``; the scheduler steps per batch. ``on_step(step, n)`` sees each step.
+
+    Nothing in the step waits for the device (no ``.item()``, no host copies): loss and accuracy
+    accumulate on the device and are read once at the end, so a GPU is never left idle by Python.
+    The data-wait share is timed with :class:`IntervalTimer` (CUDA events on GPUs).
+    """
     model.train()
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     images = 0
-    data_seconds = 0.0
+    timer = IntervalTimer(device)
+    synchronize(device)
     start = time.perf_counter()
     it = iter(loader)
     step = 0
     while True:
-        t0 = time.perf_counter()
+        timer.start()
         try:
             x, y = next(it)
         except StopIteration:
+            timer.stop()
             break
-        waited = time.perf_counter() - t0
-        data_seconds += waited
+        timer.stop()
         with autocast(device, amp):
             logits = model(x)
             loss = criterion(logits, y)
@@ -124,17 +132,16 @@ def train_one_epoch(
             optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        # accumulate on the device: a .item() per step would stall the GPU queue
         total_loss += loss.detach() * y.shape[0]
         correct += (logits.detach().argmax(1) == y).sum()
         images += y.shape[0]
         if on_step is not None:
-            on_step(step, waited, int(y.shape[0]))
+            on_step(step, int(y.shape[0]))
         step += 1
     synchronize(device)
     seconds = time.perf_counter() - start
     return EpochStats(
-        float(total_loss) / max(images, 1), float(correct) / max(images, 1), images, seconds, data_seconds
+        float(total_loss) / max(images, 1), float(correct) / max(images, 1), images, seconds, timer.seconds()
     )
 
 
@@ -220,6 +227,7 @@ class Prepared:
 def prepare(cfg: TrainConfig, dataset: Dataset | None = None, data_dir: str | None = None) -> Prepared:
     """Seed, pick the device, load and split the data, build the model."""
     seed_everything(cfg.seed)
+    configure_determinism(cfg.deterministic)
     device = resolve_device(cfg.device)
     if device.type == "cpu":
         configure_threads()
@@ -375,7 +383,7 @@ def fit(
         log(f"resuming {run_dir} at epoch {start_epoch}")
     else:
         run_dir = make_run_dir(out, cfg.model, cfg.dataset)
-    resolved = {"image_size": p.image_size, "model_kwargs": p.model_kwargs, "amp": amp,
+    resolved = {"image_size": p.image_size, "model_kwargs": p.model_kwargs, "amp": amp, "device": str(p.device),
                 "channels_last": p.normalizer.channels_last}  # fmt: skip
     write_json(run_dir / "config.json", {**cfg.to_dict(), "resolved": resolved})
     write_json(run_dir / "env.json", {**env_info(p.device), "dataset_classes": list(p.dataset.classes),
@@ -385,14 +393,18 @@ def fit(
 
     profiler = RunProfiler(run_dir / "perf", p.device, cfg) if cfg.profile or cfg.torch_profile_steps else None
     use_bar = sys.stdout.isatty() if progress is None else progress
+    # torch.compile wraps the same parameters; checkpoints keep saving the plain module's state dict
+    net = torch.compile(p.model) if cfg.compile else p.model
     epoch = start_epoch - 1
     for epoch in range(start_epoch, cfg.epochs + 1):
         epoch_iter = _progress(train_loader, use_bar, f"epoch {epoch}")
-        with profiler.phase("train", epoch) if profiler else contextlib.nullcontext() as on_step:
-            stats = train_one_epoch(p.model, epoch_iter, optimizer, criterion, p.device, scheduler, amp, scaler,
-                                    on_step=on_step)  # fmt: skip
+        with profiler.phase("train", epoch) if profiler else contextlib.nullcontext() as hooks:
+            stats = train_one_epoch(net, epoch_iter, optimizer, criterion, p.device, scheduler, amp, scaler,
+                                    on_step=hooks)  # fmt: skip
+            if hooks is not None:
+                hooks.data_wait(stats.data_seconds)
         with profiler.phase("val", epoch) if profiler else contextlib.nullcontext():
-            val = evaluate(p.model, val_loader, p.device, amp=amp)
+            val = evaluate(net, val_loader, p.device, amp=amp)
         row = {
             "epoch": epoch,
             "train_loss": stats.loss,

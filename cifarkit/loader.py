@@ -21,34 +21,48 @@ def reflect_index(index: torch.Tensor, size: int) -> torch.Tensor:
     return torch.where(index >= size, 2 * (size - 1) - index, index)
 
 
-def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random crop after reflect padding by ``padding``, with an independent offset per image.
+def draw_crop_offsets(n: int, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(2, n) integer shifts in [-padding, padding] for rows and columns, drawn on the CPU."""
+    return torch.randint(-padding, padding + 1, (2, n), generator=generator)
+
+
+def crop_at(images: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Shift each image by its (row, column) offset with reflection at the borders: a reflect-padded crop.
 
     Gathers pixels through a per-image index map instead of padding, so it works on uint8 and
     costs one ``gather`` for the whole batch (5x faster than advanced indexing on CPU).
     """
-    if padding == 0:
-        return images
     n, c, h, w = images.shape
     dev = images.device
-    offsets = torch.randint(-padding, padding + 1, (2, n), generator=generator, device="cpu").to(dev)
+    offsets = offsets.to(dev)
     rows = reflect_index(offsets[0, :, None] + torch.arange(h, device=dev), h)  # (n, h)
     cols = reflect_index(offsets[1, :, None] + torch.arange(w, device=dev), w)  # (n, w)
     flat = (rows[:, :, None] * w + cols[:, None, :]).reshape(n, 1, h * w).expand(n, c, h * w)
     return images.reshape(n, c, h * w).gather(2, flat).reshape(n, c, h, w)
 
 
+def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random crop after reflect padding by ``padding``, with an independent offset per image."""
+    if padding == 0:
+        return images
+    return crop_at(images, draw_crop_offsets(images.shape[0], padding, generator))
+
+
+def flip_where(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Flip left-right the images whose entry in the boolean ``flip`` is True."""
+    return torch.where(flip.to(images.device)[:, None, None, None], images.flip(-1), images)
+
+
 def random_flip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Flip each image left-right with probability 1/2."""
-    flip = torch.rand(images.shape[0], generator=generator, device="cpu").to(images.device) < 0.5
-    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+    return flip_where(images, torch.rand(images.shape[0], generator=generator) < 0.5)
 
 
-def random_cutout(images: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Zero a ``size`` x ``size`` square at a random centre of each image (clipped at the borders)."""
-    n, _, h, w = images.shape
-    cy = torch.randint(0, h, (n,), generator=generator, device="cpu").to(images.device)
-    cx = torch.randint(0, w, (n,), generator=generator, device="cpu").to(images.device)
+def cutout_at(images: torch.Tensor, centres: torch.Tensor, size: int) -> torch.Tensor:
+    """Zero a ``size`` x ``size`` square around each image's (row, column) centre, clipped at the borders."""
+    _, _, h, w = images.shape
+    centres = centres.to(images.device)
+    cy, cx = centres[0], centres[1]
     ys = torch.arange(h, device=images.device)[None, :]
     xs = torch.arange(w, device=images.device)[None, :]
     half = size // 2
@@ -56,6 +70,17 @@ def random_cutout(images: torch.Tensor, size: int, generator: torch.Generator | 
     in_x = (xs >= (cx[:, None] - half)) & (xs < (cx[:, None] - half + size))  # (n, w)
     mask = in_y[:, None, :, None] & in_x[:, None, None, :]
     return images.masked_fill(mask, 0)
+
+
+def draw_cutout_centres(n: int, h: int, w: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(2, n) random square centres (row, column), drawn on the CPU."""
+    return torch.stack([torch.randint(0, h, (n,), generator=generator), torch.randint(0, w, (n,), generator=generator)])
+
+
+def random_cutout(images: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Zero a ``size`` x ``size`` square at a random centre of each image (clipped at the borders)."""
+    n, _, h, w = images.shape
+    return cutout_at(images, draw_cutout_centres(n, h, w, generator), size)
 
 
 class Normalizer:
@@ -135,26 +160,43 @@ class DeviceLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = self.num_images
-        order = torch.randperm(n, generator=self.generator).to(self.images.device) if self.train else None
+        if not self.train:
+            for b in range(len(self)):
+                sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+                yield self.normalizer(self.images[sl]), self.labels[sl]
+            return
+        # Every random number of the epoch is drawn here, on the CPU generator, and moved to the device
+        # in one go: a small host-to-device copy per batch would wait for the GPU queue to drain each step.
+        order = torch.randperm(n, generator=self.generator)
+        plan = {name: value.to(self.images.device) for name, value in self.draw_epoch(n).items()}
+        order = order.to(self.images.device)
         for b in range(len(self)):
             sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
-            if order is None:
-                images, labels = self.images[sl], self.labels[sl]
-            else:
-                idx = order[sl]
-                images, labels = self.images[idx], self.labels[idx]
-            yield self.prepare(images), labels
+            idx = order[sl]
+            yield self.prepare(self.images[idx], {k: v[..., sl] for k, v in plan.items()}), self.labels[idx]
 
-    def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        """Augment (training only) and normalise one uint8 batch."""
+    def draw_epoch(self, n: int) -> dict[str, torch.Tensor]:
+        """The epoch's per-position random draws (CPU): crop offsets, flip flags, cutout centres."""
         g = self.generator
-        if "crop" in self.augment:
-            images = random_crop(images, self.crop_padding, g)
+        _, _, h, w = self.images.shape
+        plan = {}
+        if "crop" in self.augment and self.crop_padding > 0:
+            plan["crop"] = draw_crop_offsets(n, self.crop_padding, g)
         if "flip" in self.augment:
-            images = random_flip(images, g)
-        x = self.normalizer.standardize(images)
+            plan["flip"] = torch.rand(n, generator=g) < 0.5
         if "cutout" in self.augment:
-            x = random_cutout(x, self.cutout_size, g)  # after standardising, so the hole is the mean colour
+            plan["cutout"] = draw_cutout_centres(n, h, w, g)
+        return plan
+
+    def prepare(self, images: torch.Tensor, plan: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Augment one uint8 training batch with its slice of the epoch's draws, then normalise it."""
+        if "crop" in plan:
+            images = crop_at(images, plan["crop"])
+        if "flip" in plan:
+            images = flip_where(images, plan["flip"])
+        x = self.normalizer.standardize(images)
+        if "cutout" in plan:
+            x = cutout_at(x, plan["cutout"], self.cutout_size)  # after standardising: the hole is the mean colour
         return self.normalizer.finish(x)
 
     def state_dict(self) -> dict:

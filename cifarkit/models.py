@@ -63,6 +63,17 @@ def conv_bn_relu(c_in: int, c_out: int, kernel: int = 3, padding: int = 1) -> li
     return [nn.Conv2d(c_in, c_out, kernel, padding=padding), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
 
+class GlobalAvgPool(nn.Module):
+    """Average over height and width, keeping (N, C, 1, 1).
+
+    The same as ``nn.AdaptiveAvgPool2d(1)``, but its backward pass is a plain reduction, which is
+    deterministic on CUDA (adaptive pooling's backward is not, and would break exact resume).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3), keepdim=True)
+
+
 @register_model("ex1")
 class Ex1(nn.Module):
     """Course baseline: four 5x5 convs 3-12-12-24-24 with BN+ReLU, one max-pool, one linear layer."""
@@ -125,7 +136,7 @@ class SmallCifarNet(nn.Module):
             c_in = width
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(256, num_classes)
+            GlobalAvgPool(), nn.Flatten(), nn.Dropout(dropout), nn.Linear(256, num_classes)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -201,7 +212,7 @@ class ResNet18(nn.Module):
             blocks += [BasicBlock(c_in, width, stride), BasicBlock(width, width, 1)]
             c_in = width
         self.layers = nn.Sequential(*blocks)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes))
+        self.head = nn.Sequential(GlobalAvgPool(), nn.Flatten(), nn.Linear(512, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.layers(self.stem(x)))

@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -412,11 +413,14 @@ class gpu_profile:  # noqa: N801 - used like a function: ``with gpu_profile(...)
         return wrapper
 
     # -- recording
-    def step(self, step: int, data_seconds: float, images: int) -> None:
-        """Report one training step: seconds spent waiting for its batch and its image count."""
+    def step(self, step: int, images: int) -> None:
+        """Report one training step and its image count."""
         self.step_count += 1
         self.step_images += images
-        self.data_seconds += data_seconds
+
+    def data_wait(self, seconds: float) -> None:
+        """Report the phase's total data-wait time (measured by the training loop, see ``IntervalTimer``)."""
+        self.data_seconds += seconds
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -452,6 +456,22 @@ class gpu_profile:  # noqa: N801 - used like a function: ``with gpu_profile(...)
             self._file.flush()
 
 
+@dataclass
+class PhaseHooks:
+    """What a profiled phase listens to: ``hooks(step, n)`` after each step, ``hooks.data_wait(s)`` at the end."""
+
+    steps: list[Callable[[int, int], None]] = field(default_factory=list)
+    waits: list[Callable[[float], None]] = field(default_factory=list)
+
+    def __call__(self, step: int, images: int) -> None:
+        for callback in self.steps:
+            callback(step, images)
+
+    def data_wait(self, seconds: float) -> None:
+        for callback in self.waits:
+            callback(seconds)
+
+
 class RunProfiler:
     """What ``fit`` uses: one profiled phase per training epoch and validation pass, plus an optional
     torch.profiler trace of the first training steps."""
@@ -464,28 +484,21 @@ class RunProfiler:
         self.torch_steps = int(cfg.torch_profile_steps)
 
     @contextlib.contextmanager
-    def phase(self, name: str, epoch: int) -> Iterator[Callable[[int, float, int], None] | None]:
-        """Profile one ``train`` or ``val`` phase; yields the per-step callback (or None)."""
-        callbacks: list[Callable[[int, float, int], None]] = []
+    def phase(self, name: str, epoch: int) -> Iterator[PhaseHooks | None]:
+        """Profile one ``train`` or ``val`` phase; yields its :class:`PhaseHooks` (or None when nothing listens)."""
+        hooks = PhaseHooks()
         with contextlib.ExitStack() as stack:
             if self.enabled:
                 prof = stack.enter_context(gpu_profile(self.perf_dir / f"{name}_epoch.jsonl", self.interval,
                                                        self.device, epoch, {"split": name}))  # fmt: skip
-                callbacks.append(prof.step)
+                hooks.steps.append(prof.step)
+                hooks.waits.append(prof.data_wait)
             if name == "train" and self.torch_steps and not (self.perf_dir / "torch_ops.txt").exists():
-                callbacks.append(stack.enter_context(self._torch_profile()))
-            if not callbacks:
-                yield None
-                return
-
-            def on_step(step: int, data_s: float, n: int) -> None:
-                for callback in callbacks:
-                    callback(step, data_s, n)
-
-            yield on_step
+                hooks.steps.append(stack.enter_context(self._torch_profile()))
+            yield hooks if hooks.steps else None
 
     @contextlib.contextmanager
-    def _torch_profile(self) -> Iterator[Callable[[int, float, int], None]]:
+    def _torch_profile(self) -> Iterator[Callable[[int, int], None]]:
         from torch.profiler import ProfilerActivity, profile, schedule
 
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
@@ -498,4 +511,4 @@ class RunProfiler:
 
         with profile(activities=activities, schedule=schedule(wait=1, warmup=1, active=self.torch_steps, repeat=1),
                      on_trace_ready=save, record_shapes=True) as p:  # fmt: skip
-            yield lambda step, data_s, n: p.step()
+            yield lambda step, n: p.step()

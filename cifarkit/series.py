@@ -131,6 +131,8 @@ def run_series(
                 entry["html"] = str(to_html(executed).relative_to(report))
             except Exception as exc:  # a rendering problem must not hide the result
                 entry["html_error"] = failure_text(exc)
+                log(f"[{i}/{len(books)}] {nb.name}: HTML rendering failed ({entry['html_error']}); "
+                    f"the executed notebook is complete: {executed}")  # fmt: skip
         state["notebooks"][nb.stem] = entry
         write_json(report / "series.json", state)
         log(f"[{i}/{len(books)}] {nb.name}: {entry['status']} in {entry['seconds']:.0f}s")
@@ -165,6 +167,7 @@ def index_rows(report: Path) -> list[dict[str, Any]]:
         s = sums.get(stem, {})
         rows.append({"notebook": stem, "status": entry.get("status"), "seconds": entry.get("seconds"),
                      "error": entry.get("error"), "html": entry.get("html"), "ipynb": entry.get("notebook"),
+                     "html_error": entry.get("html_error"),
                      "headline": s.get("headline", {}), "figures": s.get("figures", []), "runs": s.get("runs", [])})  # fmt: skip
     return rows
 
@@ -188,6 +191,8 @@ def write_index(report: Path) -> tuple[Path, Path]:
     for r in rows:
         headline = "; ".join(f"{k}: {fmt(v)}" for k, v in r["headline"].items()) or (r["error"] or "")
         links = " · ".join(f"[{label}]({path})" for label, path in (("html", r["html"]), ("ipynb", r["ipynb"])) if path)
+        if r["html_error"]:
+            links += f" (no HTML page: rendering failed at {r['html_error']})"
         md.append(f"| {r['notebook']} | {r['status']} | {fmt(r['seconds'])} | {headline.replace('|', '/')} | {links} |")
     md += ["", "## Figures and run folders", ""]
     for r in rows:

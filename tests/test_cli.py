@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from cifarkit.device import resolve_device
+
 EPOCHS = ("--epochs", "2", "--batch-size", "64", "--val-fraction", "0.2")
 
 
@@ -50,7 +52,7 @@ def test_evaluate_json_last_line(run_dir, cli):
 def test_info(cli):
     code, out, _ = cli("info", "--json")
     info = json.loads(out.strip().splitlines()[-1])
-    assert code == 0 and info["device"] == "cpu" and "ex1" in info["models"]
+    assert code == 0 and info["device"] == str(resolve_device("auto")) and "ex1" in info["models"]
     assert info["profiler_backends"]["cpu"] == "ok"
 
 
@@ -79,7 +81,7 @@ def test_help_on_every_verb(cli):
         (("train", "--dataset", "synthetic", "--augment", "blur"), ("blur", "crop")),
         (("train", "--dataset", "synthetic", "--val-fraction", "2"), ("val_fraction",)),
         (("train", "--dataset", "synthetic", "--optimizer", "rmsprop"), ("rmsprop", "adam")),
-        (("train", "--dataset", "synthetic", "--device", "cuda"), ("cuda", "cpu")),
+        (("train", "--dataset", "synthetic", "--device", "cuda:99"), ("cuda:99",)),  # absent on any machine
         (("train", "--dataset", "synthetic", "--device", "tpu"), ("tpu", "auto")),
         (("evaluate", "missing.pt", "--dataset", "synthetic"), ("missing.pt",)),
         (("frobnicate",), ("frobnicate",)),
@@ -88,6 +90,12 @@ def test_help_on_every_verb(cli):
 def test_user_errors_are_one_line(args, needles, cli, tmp_path):
     code, _, err = cli(*args, *(("--out", tmp_path) if args[0] == "train" else ()))
     one_line_error(code, err, *needles)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message a machine without CUDA gives")
+def test_cuda_without_a_gpu_is_one_line(cli, tmp_path):
+    code, _, err = cli("train", "--dataset", "synthetic", "--device", "cuda", "--out", tmp_path)
+    one_line_error(code, err, "no CUDA/ROCm GPU", "--device auto or cpu")
 
 
 def test_not_a_checkpoint(tmp_path, cli):

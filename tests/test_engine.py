@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -89,9 +90,10 @@ class Interrupt(Exception):
     pass
 
 
-def test_resume_matches_an_uninterrupted_run(tmp_path):
-    cfg = TrainConfig(**{**FAST, "model": "tinyvgg", "lr": 0.05}, epochs=4, scheduler="cosine", optimizer="sgd",
-                      model_kwargs={"hidden_units": 8, "dropout": 0.3})  # fmt: skip
+def assert_resume_matches_uninterrupted(tmp_path, **overrides) -> None:
+    """Train 4 epochs straight, and 2 + (interrupted 3rd) + resumed: the metrics and weights must be identical."""
+    cfg = TrainConfig(**{**FAST, "model": "tinyvgg", "lr": 0.05, **overrides}, epochs=4, scheduler="cosine",
+                      optimizer="sgd", model_kwargs={"hidden_units": 8, "dropout": 0.3})  # fmt: skip
     full = fit(cfg, out=tmp_path / "full", log=lambda s: None)
 
     def stop_at_epoch_3(line: str) -> None:
@@ -110,6 +112,10 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     w_full = load_checkpoint(full / "last.pt")["state_dict"]
     w_res = load_checkpoint(resumed / "last.pt")["state_dict"]
     assert all(torch.equal(w_full[k], w_res[k]) for k in w_full)
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    assert_resume_matches_uninterrupted(tmp_path, device="cpu")  # the GPU twin is in test_gpu.py
 
 
 def test_resume_from_weights_only_checkpoint_is_refused(trained):
@@ -150,3 +156,41 @@ def test_dataset_without_test_split_trains_and_skips_test_json(tmp_path):
     run = fit(TrainConfig(**FAST, epochs=1), out=tmp_path, dataset=ds, log=lambda s: None)
     assert (run / "train.json").is_file() and (run / "best.pt").is_file()
     assert not (run / "test.json").exists()
+
+
+class SlowLoader:
+    """A loader that takes ``delay`` seconds to produce each batch, like a starved input pipeline."""
+
+    def __init__(self, loader, delay: float) -> None:
+        self.loader, self.delay = loader, delay
+
+    def __iter__(self):
+        for batch in self.loader:
+            time.sleep(self.delay)
+            yield batch
+
+
+def test_data_wait_is_the_time_spent_producing_batches():
+    from cifarkit.engine import prepare, train_one_epoch
+    from cifarkit.loader import DeviceLoader
+
+    p = prepare(TrainConfig(**FAST, device="cpu"))
+    loader = DeviceLoader(p.train, 64, p.normalizer, train=True, augment=("crop", "flip"))
+    opt = torch.optim.SGD(p.model.parameters(), lr=0.01)
+    loss = torch.nn.CrossEntropyLoss()
+    fast = train_one_epoch(p.model, loader, opt, loss, p.device)
+    slow = train_one_epoch(p.model, SlowLoader(loader, 0.05), opt, loss, p.device)
+    steps = len(loader)
+    assert slow.data_seconds == pytest.approx(steps * 0.05, rel=0.3, abs=0.05)
+    assert slow.data_seconds / slow.seconds > 0.5 > fast.data_seconds / fast.seconds
+
+
+def test_interval_timer_sums_wall_time_on_cpu():
+    from cifarkit.device import IntervalTimer
+
+    timer = IntervalTimer(torch.device("cpu"))
+    for _ in range(3):
+        timer.start()
+        time.sleep(0.02)
+        assert timer.stop() >= 0.02
+    assert 0.06 <= timer.seconds() < 0.5

@@ -9,6 +9,7 @@ import nbformat
 import pytest
 
 from cifarkit import series
+from cifarkit.device import resolve_device
 from cifarkit.errors import CifarkitError
 from tests.test_notebooks import EXPECTED
 
@@ -27,7 +28,7 @@ def smoke_report(tmp_path_factory) -> Path:
 def test_smoke_series_writes_a_complete_report(smoke_report):
     state = json.loads((smoke_report / "series.json").read_text())
     assert state["parameters"]["profile"] == "smoke" and state["parameters"]["dataset"] == "synthetic"
-    assert state["env"]["torch"] and state["env"]["device"] == "cpu"
+    assert state["env"]["torch"] and state["env"]["device"] == str(resolve_device("auto"))
     assert list(state["notebooks"]) == EXPECTED
     assert all(e["status"] == "ok" and e["seconds"] > 0 for e in state["notebooks"].values())
     for name in EXPECTED:
@@ -101,6 +102,26 @@ def test_failure_names_notebook_and_cell_keeps_work_and_resumes(tmp_path, monkey
     assert code == 0 and "00_ok.ipynb: done before, skipped" in out
     state = json.loads((report / "series.json").read_text())
     assert [e["status"] for e in state["notebooks"].values()] == ["ok", "ok", "ok"]
+
+
+def test_failed_html_rendering_is_said_on_the_console_and_in_the_index(tmp_path, monkeypatch, cli):
+    books = tmp_path / "notebooks"
+    books.mkdir()
+    make_notebook(books / "00_ok.ipynb", "print('fine')")
+    monkeypatch.setattr(series, "notebooks_dir", lambda: books)
+
+    def broken_exporter(nb, hide_code=True):
+        raise RuntimeError("template not found")
+
+    monkeypatch.setattr(series, "to_html", broken_exporter)
+    code, out, _ = cli("series", "--dataset", "synthetic", "--profile", "smoke", "--out", tmp_path / "r")
+    assert code == 0  # the notebook ran; only its page is missing
+    assert "00_ok.ipynb: HTML rendering failed" in out and "template not found" in out
+    report = Path(out.strip().splitlines()[-1])
+    index = (report / "index.md").read_text()
+    row = next(line for line in index.splitlines() if line.startswith("| 00_ok |"))
+    assert "[ipynb](notebooks/00_ok.ipynb)" in row and "[html]" not in row
+    assert "no HTML page: rendering failed" in row and "template not found" in row
 
 
 def test_only_selects_and_rejects_unknown_numbers(tmp_path, monkeypatch):

@@ -1,0 +1,79 @@
+"""What only a GPU shows: training, AMP, evaluation, predict, NVML telemetry, exact resume and honest
+data-wait timing on CUDA (ROCm builds count as CUDA). Every test here is skipped on a machine without one."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from cifarkit.config import TrainConfig
+from cifarkit.device import IntervalTimer
+from cifarkit.engine import fit
+from cifarkit.predict import Predictor, predict
+from cifarkit.runs import read_json
+
+from .test_engine import assert_resume_matches_uninterrupted
+
+pytestmark = pytest.mark.gpu
+
+FAST = dict(model="ex1", dataset="synthetic", batch_size=64, lr=3e-3, val_fraction=0.2, device="cuda")
+
+
+@pytest.fixture(scope="module")
+def cuda_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu")
+    return fit(TrainConfig(**FAST, epochs=3, amp="bf16", profile=True, profile_interval=0.05), out=out,
+               log=lambda s: None)  # fmt: skip
+
+
+def test_training_and_evaluation_on_cuda_with_bf16(cuda_run):
+    cfg = read_json(cuda_run / "config.json")
+    assert cfg["resolved"]["device"].startswith("cuda") and cfg["resolved"]["amp"] == "bf16"
+    assert cfg["resolved"]["channels_last"] is True
+    train, test = read_json(cuda_run / "train.json"), read_json(cuda_run / "test.json")
+    assert train["best_val_accuracy"] > 0.3 and test["accuracy"] > 0.3  # 10 classes: chance is 0.1
+    assert 0 <= train["data_wait_fraction"] < 0.9
+
+
+def test_nvml_fields_in_the_telemetry(cuda_run):
+    pytest.importorskip("pynvml")
+    lines = [json.loads(x) for x in (cuda_run / "perf" / "train_epoch.jsonl").read_text().splitlines()]
+    samples = [r for r in lines if r["phase"] == "sample"]
+    assert samples and "nvml" in samples[-1]["backend"]
+    assert any("gpu_busy_percent" in r for r in samples) and any("vram_used_mb" in r for r in samples)
+    assert any("torch_mem_alloc_mb" in r for r in samples)
+
+
+def test_predict_on_cuda_matches_cpu(cuda_run):
+    import numpy as np
+
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    on_gpu = predict(Predictor.from_checkpoint(cuda_run / "best.pt", "cuda"), list(images), topk=1)
+    on_cpu = predict(Predictor.from_checkpoint(cuda_run / "best.pt", "cpu"), list(images), topk=1)
+    assert len(on_gpu) == 4 and on_gpu["error"].isna().all()
+    assert list(on_gpu["class"]) == list(on_cpu["class"])
+    assert on_gpu["prob"].to_numpy() == pytest.approx(on_cpu["prob"].to_numpy(), abs=1e-3)
+
+
+def test_exact_resume_on_cuda(tmp_path):
+    assert_resume_matches_uninterrupted(tmp_path, device="cuda", model="smallcifarnet")
+
+
+def test_interval_timer_counts_gpu_time_not_launch_time():
+    a = torch.randn(4096, 4096, device="cuda")
+    a @ a  # warm up cuBLAS
+    torch.cuda.synchronize()
+    timer = IntervalTimer(torch.device("cuda"))
+    t0 = time.perf_counter()
+    timer.start()
+    for _ in range(20):
+        a = (a @ a).div_(4096**0.5)
+    timer.stop()
+    launched = time.perf_counter() - t0
+    torch.cuda.synchronize()
+    wall = time.perf_counter() - t0
+    measured = timer.seconds()
+    assert measured == pytest.approx(wall, rel=0.5) and measured > launched
