@@ -16,6 +16,7 @@ from .config import TrainConfig
 from .data import CIFAR_ARCHIVES, Dataset, default_data_dir, load_dataset, resolve_user_path
 from .device import configure_threads, resolve_amp, resolve_channels_last, resolve_device, seed_everything, synchronize
 from .engine import autocast, make_optimizer
+from .errors import DataError
 from .loader import DeviceLoader, Normalizer
 from .models import create_model, default_input_size
 
@@ -37,17 +38,25 @@ class PILArrayDataset(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i])), self.labels[i]
 
 
-def seed_style_loader(spec: str, dataset: Dataset, batch_size: int, workers: int, data_dir: Path):
-    """The pipeline the course seeds used: a per-item dataset with PIL transforms and DataLoader workers."""
+def seed_style_loader(spec: str, dataset: Dataset, batch_size: int, workers: int, data_dir: Path,
+                      augment: bool = True, indices: torch.Tensor | None = None):  # fmt: skip
+    """The pipeline the course seeds used: a per-item dataset with PIL transforms and DataLoader workers.
+
+    Args:
+        spec: the dataset spec (folders are read with torchvision's ``ImageFolder``, decoding every epoch).
+        dataset: the loaded dataset (its statistics, and its images for in-memory specs).
+        batch_size: images per batch.
+        workers: DataLoader worker processes.
+        data_dir: where CIFAR archives live.
+        augment: random crop (reflect padding 4) and flip, as in the seeds' augmented runs; the course's
+            EX-1 recipe trains without them.
+        indices: keep only these training images (a train/validation split made elsewhere).
+    """
     from torchvision import datasets, transforms
 
     size = dataset.image_size
-    tf = transforms.Compose([
-        transforms.RandomCrop(size, padding=4, padding_mode="reflect"),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(dataset.mean, dataset.std),
-    ])  # fmt: skip
+    steps = [transforms.RandomCrop(size, padding=4, padding_mode="reflect"), transforms.RandomHorizontalFlip()]
+    tf = transforms.Compose([*(steps if augment else []), transforms.ToTensor(), transforms.Normalize(dataset.mean, dataset.std)])
     kind, _, arg = spec.partition(":")
     if kind == "folder":
         ds = datasets.ImageFolder(str(resolve_user_path(arg) / "train"), transform=tf)
@@ -56,6 +65,11 @@ def seed_style_loader(spec: str, dataset: Dataset, batch_size: int, workers: int
         ds = cls(str(data_dir), train=True, transform=tf, download=False)
     else:
         ds = PILArrayDataset(dataset.train.images, dataset.train.labels, tf)
+    if indices is not None:
+        targets = torch.as_tensor(ds.targets if hasattr(ds, "targets") else ds.labels)
+        if not torch.equal(targets, dataset.train.labels):
+            raise DataError(f"{spec}: torchvision lists the images in another order than cifarkit; cannot split it alike")
+        ds = torch.utils.data.Subset(ds, indices.tolist())
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True,
                                        persistent_workers=workers > 0)  # fmt: skip
 

@@ -219,6 +219,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_speedrun(args: argparse.Namespace) -> int:
+    from .speedrun import run_speedrun
+
+    summary = run_speedrun(args.dataset, args.recipe, device=args.device, target=args.target, baseline=args.baseline,
+                           out=args.out, data_dir=args.data_dir, seed=args.seed)  # fmt: skip
+    if args.json:
+        print_json_line(summary)
+    return 0
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be a fraction between 0 and 1, e.g. 0.70")
+    return value
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -339,6 +360,17 @@ def build_parser() -> Parser:
         "--resume", default=None, metavar="DIR", help="continue a report folder, skipping finished notebooks"
     )
     se.set_defaults(func=cmd_series)
+
+    sr = sub.add_parser("speedrun", help="the fast recipe: train, check on test with TTA, time it (vs the course recipe)")
+    add_common(sr)
+    sr.add_argument("--recipe", default="speedrun", help="speedrun (CPU-sized) or flagship (airbench94-sized)")
+    sr.add_argument("--target", type=fraction, default=0.70, help="accuracy the baseline must reach on validation")
+    sr.add_argument("--baseline", action="store_true",
+                    help="also time the course EX-1 recipe on a seed-style pipeline to --target (minutes on a CPU)")
+    sr.add_argument("--seed", type=int, default=0)
+    sr.add_argument("--out", default="reports/runs", help="parent folder of the run folder (default reports/runs)")
+    sr.add_argument("--json", action="store_true", help="last stdout line: one JSON object (seconds, val/test top-1, curve, ...)")
+    sr.set_defaults(func=cmd_speedrun)
 
     pp = sub.add_parser("plot-perf", help="figures and a summary table from profiler JSONL logs")
     pp.add_argument("logs", nargs="+", metavar="LOG", help="perf/*.jsonl files or folders holding them")

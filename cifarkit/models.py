@@ -218,6 +218,62 @@ class ResNet18(nn.Module):
         return self.head(self.layers(self.stem(x)))
 
 
+class SpeedBlock(nn.Module):
+    """conv3x3 -> max-pool -> BN -> GELU -> conv3x3 -> BN -> GELU: halves the side, sets the width."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.pool = nn.MaxPool2d(2)
+        self.bn1 = nn.BatchNorm2d(c_out, momentum=0.4, eps=1e-12)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out, momentum=0.4, eps=1e-12)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.bn1(self.pool(self.conv1(x))))
+        return self.act(self.bn2(self.conv2(x)))
+
+
+@register_model("speednet")
+class SpeedNet(nn.Module):
+    """The speedrun network (after airbench, arXiv 2404.00498): a frozen 2x2 whitening layer, three
+    conv-pool-BN blocks, global max-pool and a scaled linear head. See :mod:`cifarkit.speedrun`.
+
+    Args:
+        num_classes: outputs.
+        image_size: input side (32).
+        widths: channels of the three blocks.
+        whiten: a frozen 2x2 patch-whitening first layer (set from data by ``speedrun.init_whitening``);
+            False makes it an ordinary learned 2x2 convolution.
+    """
+
+    input_size = 32
+
+    def __init__(self, num_classes: int = 10, image_size: int = 32, widths: tuple[int, int, int] | list[int] = (64, 256, 256),
+                 whiten: bool = True) -> None:  # fmt: skip
+        super().__init__()
+        if len(widths) != 3 or min(widths) < 1:
+            raise ConfigError(f"speednet needs three positive widths, got {widths}")
+        if image_size < 16:
+            raise ConfigError(f"speednet needs image_size >= 16, got {image_size}")
+        self.whiten = nn.Conv2d(3, 24, 2, padding=0, bias=True)  # 12 patch directions, each with both signs
+        self.whiten.weight.requires_grad_(not whiten)
+        self.blocks = nn.Sequential(SpeedBlock(24, widths[0]), SpeedBlock(widths[0], widths[1]),
+                                    SpeedBlock(widths[1], widths[2]))  # fmt: skip
+        self.head = nn.Linear(widths[2], num_classes, bias=False)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The whitening conv stays in fp32 under autocast: its inputs are tiny-kernel statistics that
+        # bf16 rounds badly, and oneDNN has reported wrong bf16 results for such small kernels.
+        with torch.autocast(x.device.type, enabled=False):
+            x = self.whiten(x.float())
+        x = self.blocks(self.act(x))
+        x = torch.amax(x, dim=(2, 3))  # global max-pool: "is the feature anywhere?"
+        return self.head(x) / x.shape[1] ** 0.5 * 4  # scale keeps initial logits small whatever the width
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

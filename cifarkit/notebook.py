@@ -24,18 +24,24 @@ class Profile:
     ablation_epochs: int
     ablation_hidden_units: int
     tta_test_images: int | None
+    speedrun_recipe: str = "speedrun"  # a name from cifarkit.speedrun.RECIPES
+    speedrun_ablation_train_images: int | None = None
+    course_epochs: int = 10  # the course EX-1 recipe's budget in the 07 race
 
 
 PROFILES = {
     # CI: every notebook runs end to end in about a minute on a 2-core CPU (synthetic data)
     "smoke": Profile("smoke", epochs=2, train_images=1000, test_images=300, big_model_train_images=300,
-                     big_model_epochs=1, ablation_train_images=500, ablation_epochs=1, ablation_hidden_units=8, tta_test_images=200),
+                     big_model_epochs=1, ablation_train_images=500, ablation_epochs=1, ablation_hidden_units=8, tta_test_images=200,
+                     speedrun_recipe="tiny", speedrun_ablation_train_images=500, course_epochs=2),
     # meaningful numbers on a laptop CPU in minutes
     "quick": Profile("quick", epochs=12, train_images=None, test_images=None, big_model_train_images=10_000,
-                     big_model_epochs=4, ablation_train_images=20_000, ablation_epochs=5, ablation_hidden_units=32, tta_test_images=None),
+                     big_model_epochs=4, ablation_train_images=20_000, ablation_epochs=5, ablation_hidden_units=32, tta_test_images=None,
+                     speedrun_recipe="speedrun", speedrun_ablation_train_images=15_000, course_epochs=10),
     # the course's settings: for a GPU
     "full": Profile("full", epochs=30, train_images=None, test_images=None, big_model_train_images=None,
-                    big_model_epochs=30, ablation_train_images=None, ablation_epochs=30, ablation_hidden_units=64, tta_test_images=None),
+                    big_model_epochs=30, ablation_train_images=None, ablation_epochs=30, ablation_hidden_units=64, tta_test_images=None,
+                    speedrun_recipe="flagship", speedrun_ablation_train_images=None, course_epochs=30),
 }  # fmt: skip
 
 

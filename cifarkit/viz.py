@@ -238,3 +238,19 @@ def run_selector(histories: dict[str, dict]):
         display(plot_overlaid({n: histories[n] for n in runs}, key))
 
     return widgets.VBox([widgets.HBox([pick, metric]), widgets.interactive_output(draw, {"runs": pick, "key": metric})])
+
+
+def plot_time_to_accuracy(curves: dict[str, list[dict]], target: float | None = None) -> Figure:
+    """Validation top-1 against cumulative training seconds (log x), one line per recipe, target dashed."""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for name, curve in curves.items():
+        ax.plot([r["seconds"] for r in curve], [r["val_top1"] for r in curve], marker="o", ms=3, label=name)
+    if target is not None:
+        ax.axhline(target, color="grey", ls="--", lw=1, label=f"target {target:.0%}")
+    ax.set_xscale("log")
+    ax.set(xlabel="training time (s, log scale; validation passes not counted)", ylabel="validation top-1",
+           title="time to accuracy")  # fmt: skip
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    return fig

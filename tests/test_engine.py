@@ -194,3 +194,25 @@ def test_interval_timer_sums_wall_time_on_cpu():
         time.sleep(0.02)
         assert timer.stop() >= 0.02
     assert 0.06 <= timer.seconds() < 0.5
+
+
+@pytest.mark.slow
+def test_compiled_training_saves_plain_checkpoints(tmp_path):
+    run = fit(TrainConfig(**FAST, epochs=1, compile=True, device="cpu"), out=tmp_path, log=lambda s: None)
+    blob = load_checkpoint(run / "best.pt")
+    assert blob["config"]["compile"] is True
+    assert not any(k.startswith("_orig_mod") for k in blob["state_dict"])  # loads into the plain model
+    assert model_from_checkpoint(blob) is not None
+
+
+def test_determinism_is_on_by_default_and_can_be_traded_for_speed(tmp_path, cli):
+    code, _, err = cli("train", "--dataset", "synthetic", "--epochs", "1", "--no-deterministic", "--out", tmp_path / "a")
+    assert code == 0, err
+    (run,) = (tmp_path / "a").iterdir()
+    assert json.loads((run / "config.json").read_text())["deterministic"] is False
+    assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
+    code, _, err = cli("train", "--dataset", "synthetic", "--epochs", "1", "--out", tmp_path / "b")
+    assert code == 0, err
+    (run,) = (tmp_path / "b").iterdir()
+    assert json.loads((run / "config.json").read_text())["deterministic"] is True
+    assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark

@@ -9,7 +9,7 @@ from cifarkit.errors import ConfigError
 from cifarkit.models import count_parameters, create_model, default_input_size, list_models, model_summary
 
 EXPECTED_PARAMS_100 = {"ex1": 266_416, "ex2": 16_904_548, "smallcifarnet": 1_172_900, "tinyvgg": 522_276,
-                       "resnet18": 11_220_132}  # fmt: skip
+                       "resnet18": 11_220_132, "speednet": 1_995_544}  # fmt: skip
 
 
 def test_registry_lists_the_course_models():

@@ -1,0 +1,494 @@
+"""The speedrun recipe: fast CIFAR training after airbench (Keller Jordan, arXiv 2404.00498), one named piece at a time.
+
+Every piece of the recipe is a field of :class:`Recipe` with a one-line reason in :data:`PIECES`,
+so an ablation can switch each one off. The training loop is deliberately short: images live on
+the device as uint8, each batch is a gather, a crop, a flip and a few fused tensor ops, and
+nothing in the step waits for the device.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from .data import Dataset, Split
+from .device import synchronize
+from .errors import ConfigError
+from .loader import Normalizer, crop_at, draw_crop_offsets, flip_where
+from .models import SpeedNet, create_model
+
+TTA_LEVELS = ("none", "flip", "translate")  # names of cifarkit.tta modes, cheapest first
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every knob of a speedrun. The defaults are the CPU ``speedrun`` recipe; see :data:`RECIPES`."""
+
+    name: str = "speedrun"
+    widths: tuple[int, int, int] = (32, 64, 128)
+    epochs: float = 3.0
+    batch_size: int = 512
+    lr: float = 1.0  # peak SGD learning rate, for the batch-mean loss
+    momentum: float = 0.85
+    weight_decay: float = 1e-3  # coupled (PyTorch SGD); scaled down for biases by bias_lr_scale
+    warmup: float = 0.2  # share of the run spent ramping the learning rate up
+    # the pieces (each has a reason in PIECES and an "off" value)
+    whiten: bool = True
+    identity_init: bool = True
+    frozen_bn_scale: bool = True
+    bias_lr_scale: float = 64.0
+    label_smoothing: float = 0.2
+    alternating_flip: bool = True
+    translate: int = 2
+    lookahead: bool = True
+    tta: str = "flip"
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, name: str, what: str) -> None:
+            if not ok:
+                raise ConfigError(f"recipe {name}={getattr(self, name)!r} is invalid: {what}")
+
+        check(len(self.widths) == 3 and min(self.widths) >= 1, "widths", "use three positive integers")
+        check(self.epochs > 0, "epochs", "use a positive number (fractions allowed)")
+        check(self.batch_size >= 2, "batch_size", "use an integer >= 2")
+        check(self.lr > 0 and math.isfinite(self.lr), "lr", "use a positive finite number")
+        check(0 <= self.momentum < 1, "momentum", "use 0 <= momentum < 1")
+        check(self.weight_decay >= 0, "weight_decay", "use a number >= 0")
+        check(0 <= self.warmup < 1, "warmup", "use a share in [0, 1)")
+        check(self.bias_lr_scale >= 1, "bias_lr_scale", "use a number >= 1 (1: off)")
+        check(0 <= self.label_smoothing < 1, "label_smoothing", "use 0 <= label_smoothing < 1")
+        check(0 <= self.translate <= 8, "translate", "use 0 (off) to 8 pixels")
+        check(self.tta in TTA_LEVELS, "tta", f"choose {', '.join(TTA_LEVELS)}")
+
+    def with_(self, **changes: Any) -> Recipe:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "widths": list(self.widths)}
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One switchable idea of the recipe: the field it lives in, its "off" value and why it is there."""
+
+    name: str
+    field: str
+    off: Any
+    reason: str
+
+
+PIECES: tuple[Piece, ...] = (
+    Piece("patch whitening", "whiten", False,
+          "a frozen first layer that decorrelates 2x2 patches (from training-set statistics) gives every later layer well-conditioned input from step one"),
+    Piece("identity init", "identity_init", False,
+          "each block's second conv starts as (part) identity, so the untrained deep net passes signal like a shallow one"),
+    Piece("frozen BN scales", "frozen_bn_scale", False,
+          "BatchNorm scales fixed at 1 remove parameters that only fight weight decay; the biases still learn"),
+    Piece("bias lr x64", "bias_lr_scale", 1.0,
+          "biases (the only BN parameters left) move 64x faster, so the few of them keep pace with the many weights"),
+    Piece("label smoothing", "label_smoothing", 0.0,
+          "a 0.2-smoothed target stops the net from pushing logits to infinity on easy images: better calibrated, less overfit"),
+    Piece("alternating flip", "alternating_flip", False,
+          "each image is flipped in every other epoch (not at random), so every epoch pair shows both mirror images exactly once"),
+    Piece("translate", "translate", 0,
+          "random shifts of up to 2 px (reflect padding): the cheapest augmentation that still teaches position invariance"),
+    Piece("lookahead (EMA)", "lookahead", False,
+          "every 5 steps the weights are pulled towards a slow moving average, which smooths the noise of a high learning rate"),
+    Piece("TTA", "tta", "none",
+          "averaging logits over mirrored (and shifted) test views cancels part of each view's error"),
+)  # fmt: skip
+
+RECIPES: dict[str, Recipe] = {
+    # CPU: the fastest way to the course's 70%, chosen on validation (see README "Speedrun")
+    "speedrun": Recipe(),
+    # airbench94-sized network and budget: for a GPU, or an hour on a fast CPU
+    "flagship": Recipe(name="flagship", widths=(64, 256, 256), epochs=10.0, batch_size=1024, tta="translate"),
+    # seconds on any machine: CI smoke runs and first experiments
+    "tiny": Recipe(name="tiny", widths=(8, 16, 16), epochs=2.0, batch_size=64, lr=0.2),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    """A named recipe, or a one-line error with the choices."""
+    if name not in RECIPES:
+        raise ConfigError(f"unknown recipe {name!r}; choose {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def ablation_recipes(recipe: Recipe) -> list[tuple[str, Recipe]]:
+    """The full recipe, then one variant per piece with only that piece switched off."""
+    return [("full recipe", recipe)] + [(f"- {p.name}", replace(recipe, **{p.field: p.off})) for p in PIECES]
+
+
+# ----------------------------------------------------------------------------- building the network
+
+
+@torch.no_grad()
+def init_whitening(layer: nn.Conv2d, images: torch.Tensor, eps: float = 5e-4) -> None:
+    """Set a 2x2 conv to whiten patches: weights are the patch covariance's eigenvectors scaled by
+    1/sqrt(eigenvalue), each used with both signs (so the GELU after it loses nothing).
+
+    Args:
+        layer: a ``Conv2d(3, 24, 2)``.
+        images: normalised training images (N, 3, H, W), float.
+        eps: added to the eigenvalues so near-constant directions are not blown up.
+    """
+    patches = images.float().unfold(2, 2, 1).unfold(3, 2, 1)  # (N, 3, H-1, W-1, 2, 2)
+    patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, 12).double()
+    patches = patches - patches.mean(0)
+    cov = patches.T @ patches / patches.shape[0]
+    eigval, eigvec = torch.linalg.eigh(cov)
+    filters = (eigvec.T / torch.sqrt(eigval + eps)[:, None]).reshape(12, 3, 2, 2)
+    layer.weight.copy_(torch.cat([filters, -filters]).to(layer.weight))
+    layer.bias.zero_()
+
+
+@torch.no_grad()
+def init_identity(model: SpeedNet) -> None:
+    """Make each block's second conv start as an identity on its first channels (Dirac init)."""
+    for block in model.blocks:
+        w = block.conv2.weight
+        n = min(w.shape[0], w.shape[1])
+        nn.init.dirac_(w[:n])
+
+
+def build_model(recipe: Recipe, num_classes: int, train_images: torch.Tensor | None, device: torch.device) -> nn.Module:
+    """The speedrun network with the recipe's initialisation (whitening needs normalised training images)."""
+    model = create_model("speednet", num_classes, widths=list(recipe.widths), whiten=recipe.whiten)
+    if recipe.whiten and train_images is not None:
+        init_whitening(model.whiten, train_images[:5000])
+    if recipe.identity_init:
+        init_identity(model)
+    if recipe.frozen_bn_scale:
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.requires_grad_(False)
+    return model.to(device=device, memory_format=torch.channels_last)
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
+    """Nesterov SGD; biases get ``bias_lr_scale`` x the learning rate and 1/``bias_lr_scale`` the decay."""
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    biases = [p for n, p in trainable if p.ndim < 2]
+    weights = [p for n, p in trainable if p.ndim >= 2]
+    groups = [
+        {"params": weights, "lr_scale": 1.0, "weight_decay": recipe.weight_decay},
+        {"params": biases, "lr_scale": recipe.bias_lr_scale, "weight_decay": recipe.weight_decay / recipe.bias_lr_scale},
+    ]
+    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.momentum > 0)
+
+
+def lr_factor(progress: float, warmup: float) -> float:
+    """Triangular schedule: linear from 0.2 to 1 over the warm-up share, then linear down to 0."""
+    if progress < warmup:
+        return 0.2 + 0.8 * progress / warmup
+    return max(0.0, (1.0 - progress) / (1.0 - warmup))
+
+
+class Lookahead:
+    """Slow weights that follow the fast ones; every ``every`` steps the fast weights are reset to them.
+
+    The pull strength grows as the learning rate falls (``decay`` scales with progress cubed), and
+    :meth:`finish` leaves the model holding the slow weights.
+    """
+
+    def __init__(self, model: nn.Module, every: int = 5, base_decay: float = 0.95) -> None:
+        self.model = model
+        self.every = every
+        self.base_decay = base_decay
+        self.slow = [t.detach().clone() for t in self._tensors()]
+
+    def _tensors(self) -> list[torch.Tensor]:
+        return [t for t in self.model.state_dict().values() if t.dtype.is_floating_point]
+
+    @torch.no_grad()
+    def step(self, step: int, progress: float) -> None:
+        if step % self.every:
+            return
+        decay = self.base_decay**self.every * progress**3
+        fast = self._tensors()
+        torch._foreach_lerp_(self.slow, fast, 1.0 - decay)
+        torch._foreach_copy_(fast, self.slow)
+
+    @torch.no_grad()
+    def finish(self) -> None:
+        torch._foreach_copy_(self._tensors(), self.slow)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass
+class SpeedrunResult:
+    """What :func:`train` returns: the trained model and its time-to-accuracy curve."""
+
+    model: nn.Module
+    recipe: Recipe
+    seconds: float  # training only (validation passes are not counted, as airbench counts)
+    curve: list[dict[str, float]]  # per epoch: seconds so far, val_top1
+    val_top1: float | None
+
+
+class EpochBatches:
+    """One epoch of augmented batches from uint8 images on the device (translate + alternating or random flip)."""
+
+    def __init__(self, split: Split, normalizer: Normalizer, recipe: Recipe, generator: torch.Generator) -> None:
+        device = normalizer.mean.device
+        self.images = split.images.to(device)
+        self.labels = split.labels.to(device)
+        self.normalizer = normalizer
+        self.recipe = recipe
+        self.generator = generator
+        # alternating flip: a fixed random bit per image, inverted every other epoch
+        self.flip_bits = (torch.rand(len(self.labels), generator=generator) < 0.5).to(device)
+
+    def __len__(self) -> int:
+        return len(self.labels) // self.recipe.batch_size
+
+    def epoch(self, index: int):
+        r, g = self.recipe, self.generator
+        n = len(self.labels)
+        order = torch.randperm(n, generator=g).to(self.images.device)
+        shifts = draw_crop_offsets(n, r.translate, g).to(self.images.device) if r.translate else None
+        if r.alternating_flip:
+            flips = self.flip_bits[order] ^ bool(index % 2)
+        else:
+            flips = (torch.rand(n, generator=g) < 0.5).to(self.images.device)
+        for b in range(len(self)):
+            sl = slice(b * r.batch_size, (b + 1) * r.batch_size)
+            x = self.images[order[sl]]
+            if shifts is not None:
+                x = crop_at(x, shifts[:, sl])
+            yield self.normalizer(flip_where(x, flips[sl])), self.labels[order[sl]]
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, split: Split, normalizer: Normalizer, tta: str = "none", batch_size: int = 1000) -> float:
+    """Top-1 of ``model`` on ``split`` with a TTA mode (one host sync, at the end)."""
+    from .tta import tta_forward
+
+    model.eval()
+    forward = tta_forward(model, tta)
+    device = normalizer.mean.device
+    hits = torch.zeros((), device=device, dtype=torch.long)
+    for start in range(0, len(split.labels), batch_size):
+        x = normalizer(split.images[start : start + batch_size].to(device))
+        hits += (forward(x).argmax(1) == split.labels[start : start + batch_size].to(device)).sum()
+    model.train()
+    return int(hits) / max(len(split.labels), 1)
+
+
+def train(recipe: Recipe, train_split: Split, mean, std, num_classes: int, device: torch.device,
+          val: Split | None = None, seed: int = 0, amp: str = "off",
+          log: Callable[[str], None] = print) -> SpeedrunResult:  # fmt: skip
+    """Train the recipe's fixed schedule; validate after each epoch (untimed) when ``val`` is given."""
+    from .engine import autocast
+
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    norm = Normalizer(mean, std, device, channels_last=True)
+    synchronize(device)
+    t_start = time.perf_counter()
+    sample = norm(train_split.images[:5000].to(device)).float()
+    model = build_model(recipe, num_classes, sample, device)
+    optimizer = make_optimizer(model, recipe)
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    batches = EpochBatches(train_split, norm, recipe, g)
+    if len(batches) == 0:
+        raise ConfigError(f"{len(train_split.labels)} training images make no batch of {recipe.batch_size}")
+    total = max(1, round(recipe.epochs * len(batches)))
+    lookahead = Lookahead(model) if recipe.lookahead else None
+    synchronize(device)
+    seconds = time.perf_counter() - t_start
+    curve: list[dict[str, float]] = []
+    step, epoch = 0, 0
+    model.train()
+    while step < total:
+        synchronize(device)
+        t0 = time.perf_counter()
+        for x, y in batches.epoch(epoch):
+            if step >= total:
+                break
+            factor = lr_factor(step / total, recipe.warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = recipe.lr * factor * group["lr_scale"]
+            with autocast(device, amp):
+                loss = criterion(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if lookahead is not None:
+                lookahead.step(step, step / total)
+        epoch += 1
+        if lookahead is not None and step >= total:
+            lookahead.finish()
+        synchronize(device)
+        seconds += time.perf_counter() - t0
+        row = {"epoch": round(step / len(batches), 3), "seconds": seconds}
+        if val is not None:
+            row["val_top1"] = accuracy(model, val, norm)
+        curve.append(row)
+        log(f"epoch {row['epoch']:>5.2f} {seconds:7.1f}s" + (f" val_top1 {row['val_top1']:.4f}" if val is not None else ""))
+    model.eval()
+    return SpeedrunResult(model, recipe, seconds, curve, curve[-1].get("val_top1") if curve else None)
+
+
+def evaluate_with_tta(result: SpeedrunResult, split: Split, mean, std, device: torch.device) -> tuple[float, float]:
+    """Top-1 on ``split`` with the recipe's TTA, and the seconds it took (counted, as airbench counts it)."""
+    norm = Normalizer(mean, std, device, channels_last=True)
+    synchronize(device)
+    t0 = time.perf_counter()
+    top1 = accuracy(result.model, split, norm, result.recipe.tta)
+    synchronize(device)
+    return top1, time.perf_counter() - t0
+
+
+def checkpoint_meta(recipe: Recipe, dataset: Dataset, image_size: int = 32) -> dict[str, Any]:
+    """What makes a speedrun checkpoint usable alone by ``evaluate`` and ``predict``."""
+    return {
+        "model_name": "speednet",
+        "model_kwargs": {"widths": list(recipe.widths), "whiten": recipe.whiten},
+        "num_classes": dataset.num_classes,
+        "classes": list(dataset.classes),
+        "mean": list(dataset.mean),
+        "std": list(dataset.std),
+        "image_size": image_size,
+        "data_image_size": dataset.image_size,
+        "dataset": dataset.name,
+        "config": {"recipe": recipe.to_dict(), "amp": "off"},
+        "epoch": math.ceil(recipe.epochs),
+    }
+
+
+# ----------------------------------------------------------------------------- the course baseline
+
+
+def course_baseline(spec: str, dataset: Dataset, train_idx: torch.Tensor, val: Split, target: float,
+                    device: torch.device, data_dir, max_epochs: int = 30, workers: int = 2,
+                    log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+    """The course's EX-1 recipe (Adam 1e-3, batch 128, no augmentation) on a seed-style pipeline
+    (torchvision dataset + PIL transforms + DataLoader workers), trained until validation top-1
+    reaches ``target``. Validation passes are not timed, as for the speedrun.
+    """
+    from .bench import seed_style_loader
+    from .engine import evaluate
+    from .loader import DeviceLoader
+
+    torch.manual_seed(0)
+    loader = seed_style_loader(spec, dataset, 128, workers, data_dir, augment=False, indices=train_idx)
+    model = create_model("ex1", dataset.num_classes).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    criterion = nn.CrossEntropyLoss()
+    val_loader = DeviceLoader(val, 500, Normalizer(dataset.mean, dataset.std, device))
+    seconds, curve = 0.0, []
+    for epoch in range(1, max_epochs + 1):
+        model.train()
+        synchronize(device)
+        t0 = time.perf_counter()
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = criterion(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        synchronize(device)
+        seconds += time.perf_counter() - t0
+        top1 = evaluate(model, val_loader, device)["top1"]
+        curve.append({"epoch": epoch, "seconds": seconds, "val_top1": top1})
+        log(f"baseline epoch {epoch:>3} {seconds:7.1f}s val_top1 {top1:.4f}")
+        if top1 >= target:
+            return {"baseline_seconds": seconds, "baseline_epochs": epoch, "baseline_curve": curve}
+    return {"baseline_seconds": None, "baseline_epochs": max_epochs, "baseline_curve": curve}
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def write_run_files(run_dir, recipe: Recipe, spec: str, seed: int, val_fraction: float, result: SpeedrunResult,
+                    device: torch.device, train_images: int, val_images: int) -> None:  # fmt: skip
+    """config.json, env.json and train.json of a speedrun, readable by ``analysis.compare_runs`` like any run."""
+    from .device import env_info
+    from .runs import write_json
+
+    val_curve = [r.get("val_top1") for r in result.curve]
+    write_json(run_dir / "config.json", {"model": "speednet", "dataset": spec, "seed": seed, "epochs": recipe.epochs,
+                                         "batch_size": recipe.batch_size, "val_fraction": val_fraction,
+                                         "recipe": recipe.to_dict()})  # fmt: skip
+    write_json(run_dir / "env.json", {**env_info(device), "train_images": train_images, "val_images": val_images})
+    write_json(run_dir / "train.json", {
+        "val_accuracies": val_curve, "best_val_accuracy": result.val_top1, "best_epoch": len(val_curve),
+        "epochs_run": recipe.epochs, "train_time": result.seconds, "curve": result.curve,
+        "images_per_s": train_images * recipe.epochs / result.seconds if result.seconds else None,
+    })  # fmt: skip
+
+
+def run_speedrun(spec: str, recipe: Recipe | str = "speedrun", device: str = "auto", target: float = 0.70,
+                 baseline: bool = False, out: str = "reports/runs", data_dir: str | None = None, seed: int = 0,
+                 val_fraction: float = 0.1, log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+    """Train a recipe's fixed schedule on train minus validation, check it on test with its TTA, and
+    (with ``baseline``) time the course recipe to the same validation ``target`` in the same process.
+
+    Returns the JSON line of ``cifarkit speedrun``: ``recipe``, ``seconds`` (training + TTA),
+    ``val_top1``, ``test_top1``, ``epochs``, ``checkpoint``, ``curve`` and, with a baseline,
+    ``baseline_seconds`` and ``speedup``. The run folder gets config.json, train.json, test.json and best.pt.
+    """
+    from .data import default_data_dir, load_dataset, stratified_split
+    from .device import configure_threads, resolve_device
+    from .runs import make_run_dir, save_checkpoint, write_json
+
+    if not 0 < target < 1:
+        raise ConfigError(f"target={target} is invalid: use a fraction between 0 and 1, e.g. 0.70")
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        configure_threads()
+    root = data_dir or default_data_dir()
+    ds = load_dataset(spec, root)
+    if ds.train is None or ds.test is None:
+        raise ConfigError(f"{spec} needs a train and a test split for a speedrun")
+    train_idx, val_idx = stratified_split(ds.train.labels, val_fraction, seed)
+    train_split, val = ds.train.subset(train_idx), ds.train.subset(val_idx)
+    log(f"speedrun recipe {recipe.name} on {spec}: {len(train_split)} train / {len(val)} val / {len(ds.test)} test images, {dev}")
+    result = train(recipe, train_split, ds.mean, ds.std, ds.num_classes, dev, val=val, seed=seed, log=log)
+    test_top1, tta_seconds = evaluate_with_tta(result, ds.test, ds.mean, ds.std, dev)
+    val_tta = accuracy(result.model, val, Normalizer(ds.mean, ds.std, dev, channels_last=True), recipe.tta)
+    run_dir = make_run_dir(out, recipe.name, spec)
+    ckpt = save_checkpoint(run_dir / "best.pt", result.model, checkpoint_meta(recipe, ds))
+    summary: dict[str, Any] = {
+        "recipe": recipe.name,
+        "dataset": spec,
+        "device": str(dev),
+        "seconds": result.seconds + tta_seconds,
+        "train_seconds": result.seconds,
+        "tta_seconds": tta_seconds,
+        "tta": recipe.tta,
+        "val_top1": val_tta,
+        "test_top1": test_top1,
+        "epochs": recipe.epochs,
+        "target": target,
+        "reached_target": test_top1 >= target,
+        "checkpoint": str(ckpt),
+        "curve": result.curve,
+    }
+    if baseline:
+        base = course_baseline(spec, ds, train_idx, val, target, dev, root, log=log)
+        summary.update(base)
+        summary["speedup"] = base["baseline_seconds"] / summary["seconds"] if base["baseline_seconds"] else None
+    write_run_files(run_dir, recipe, spec, seed, val_fraction, result, dev, len(train_split), len(val))
+    write_json(run_dir / "test.json", {"accuracy": test_top1, "tta": recipe.tta, "testing time": tta_seconds,
+                                       "split": "test", "n": len(ds.test)})  # fmt: skip
+    write_json(run_dir / "speedrun.json", summary)
+    log(f"{recipe.name}: test top-1 {test_top1:.4f} (TTA {recipe.tta}) in {summary['seconds']:.1f} s "
+        f"(training {result.seconds:.1f} s + TTA {tta_seconds:.1f} s); run folder {run_dir}")  # fmt: skip
+    if baseline:
+        b = summary["baseline_seconds"]
+        log(f"course EX-1 baseline: {'never reached ' + str(target) if b is None else f'{b:.1f} s to val {target}'}"
+            + (f"; speedup {summary['speedup']:.1f}x" if summary.get("speedup") else ""))  # fmt: skip
+    return summary

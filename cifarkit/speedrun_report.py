@@ -1,0 +1,130 @@
+"""What notebook 07 shows about the speedrun: time-to-accuracy curves, the ablation table and their commentary."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data import Split
+from .speedrun import PIECES, Recipe, SpeedrunResult, ablation_recipes, accuracy, train
+
+Curve = list[dict[str, float]]  # rows with "seconds" (cumulative training time) and "val_top1"
+
+
+def fit_curve(run_dir: str | Path) -> Curve:
+    """A ``fit`` run's validation top-1 against cumulative training seconds (validation passes not counted)."""
+    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    seconds, curve = 0.0, []
+    for r in rows:
+        seconds += r["epoch_time_s"]
+        curve.append({"epoch": r["epoch"], "seconds": seconds, "val_top1": r["val_accuracy"]})
+    return curve
+
+
+def time_to(curve: Curve, target: float) -> float | None:
+    """Seconds until the first epoch whose validation top-1 reaches ``target`` (None if none does)."""
+    return next((r["seconds"] for r in curve if r.get("val_top1", -1) >= target), None)
+
+
+def standard_error(p: float, n: int) -> float:
+    """Standard error of an accuracy ``p`` measured on ``n`` images (binomial)."""
+    return math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1))
+
+
+def run_ablation(recipe: Recipe, train_split: Split, val: Split, mean, std, num_classes: int, device: torch.device,
+                 seed: int = 0, log: Callable[[str], None] = print):  # fmt: skip
+    """Train the full recipe and each one-piece-off variant; validation top-1 (with each variant's TTA).
+
+    Returns a DataFrame: ``variant``, ``val_top1``, ``delta`` (vs the full recipe), ``se_delta``
+    (standard error of that difference), ``within_noise`` (|delta| < 2 se), ``seconds``, ``reason``.
+    """
+    import pandas as pd
+
+    from .loader import Normalizer
+
+    norm = Normalizer(mean, std, device, channels_last=True)
+    reasons = {f"- {p.name}": p.reason for p in PIECES}
+    rows = []
+    for label, variant in ablation_recipes(recipe):
+        log(f"ablation: {label}")
+        result: SpeedrunResult = train(variant, train_split, mean, std, num_classes, device, seed=seed,
+                                       log=lambda s: None)  # fmt: skip
+        rows.append({"variant": label, "val_top1": accuracy(result.model, val, norm, variant.tta),
+                     "seconds": result.seconds, "reason": reasons.get(label, "")})  # fmt: skip
+    df = pd.DataFrame(rows)
+    full = df.loc[0, "val_top1"]
+    n = len(val)
+    df["delta"] = df["val_top1"] - full
+    df["se_delta"] = [math.sqrt(2) * standard_error((full + v) / 2, n) for v in df["val_top1"]]
+    df["within_noise"] = df["delta"].abs() < 2 * df["se_delta"]
+    df.loc[0, ["delta", "se_delta", "within_noise"]] = [0.0, 0.0, True]
+    return df[["variant", "val_top1", "delta", "se_delta", "within_noise", "seconds", "reason"]]
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def describe_race(curves: dict[str, Curve], target: float) -> str:
+    """Markdown: how long each recipe took to reach ``target`` on validation, and the ratio to the slowest."""
+    times = {name: time_to(c, target) for name, c in curves.items()}
+    reached = {k: v for k, v in times.items() if v is not None}
+    lines = []
+    for name, c in curves.items():
+        best = max((r["val_top1"] for r in c), default=float("nan"))
+        t = times[name]
+        when = f"reached {pct(target)} after **{t:.1f} s** of training" if t is not None else f"never reached {pct(target)}"
+        lines.append(f"- **{name}** {when}; its best validation top-1 was {pct(best)} after {c[-1]['seconds']:.1f} s.")
+    if len(reached) >= 2:
+        fast, slow = min(reached, key=reached.get), max(reached, key=reached.get)
+        lines.append(f"\n**{fast}** got there {reached[slow] / reached[fast]:.1f}x sooner than **{slow}** on this "
+                     "machine (training time only; each curve's validation passes are not counted).")  # fmt: skip
+    return "\n".join(lines)
+
+
+def describe_ablation(df) -> str:
+    """Markdown: which pieces measurably helped on validation, which were within noise, which hurt."""
+    full = df.loc[0, "val_top1"]
+    rest = df.iloc[1:]
+    helped = rest[(~rest["within_noise"]) & (rest["delta"] < 0)].sort_values("delta")
+    hurt = rest[(~rest["within_noise"]) & (rest["delta"] > 0)]
+    noise = rest[rest["within_noise"]]
+    se = rest["se_delta"].median()
+    parts = [f"The full recipe reached **{pct(full)}** validation top-1. A difference counts only beyond two "
+             f"standard errors (about {pct(2 * se)} here, from {len(df)} runs on the same validation images)."]  # fmt: skip
+    if len(helped):
+        parts.append("Switching off " + ", ".join(f"**{v[2:]}** ({100 * d:+.1f} points)" for v, d in
+                                                  zip(helped["variant"], helped["delta"], strict=True))
+                     + " cost accuracy: those pieces earn their place at this budget.")  # fmt: skip
+    if len(noise):
+        parts.append("Within noise at this budget: " + ", ".join(f"{v[2:]} ({100 * d:+.1f})" for v, d in
+                                                               zip(noise["variant"], noise["delta"], strict=True)) + ".")  # fmt: skip
+    if len(hurt):
+        parts.append("Switching off " + ", ".join(f"**{v[2:]}**" for v in hurt["variant"])
+                     + " *improved* validation accuracy here: at this budget that piece does not pay.")  # fmt: skip
+    return " ".join(parts)
+
+
+def curve_rows(curves: dict[str, Curve]) -> list[dict[str, Any]]:
+    """Long-format rows (recipe, seconds, val_top1) for a table or a CSV."""
+    return [{"recipe": name, **r} for name, c in curves.items() for r in c]
+
+
+def summarize(curves: dict[str, Curve], target: float, names: Sequence[str]) -> dict[str, float | None]:
+    """Headline numbers for the report index: seconds to ``target`` per named curve."""
+    return {f"seconds_to_{int(round(100 * target))}_{name}": time_to(curves[name], target) for name in names}
+
+
+def subset(split: Split, n: int | None, seed: int = 0) -> Split:
+    """At most ``n`` images of ``split``, stratified by class and seeded (None: all of them)."""
+    from .data import stratified_split
+
+    if n is None or n >= len(split):
+        return split
+    _, keep = stratified_split(split.labels, n / len(split), seed)
+    return split.subset(keep)

@@ -1,0 +1,146 @@
+"""The speedrun recipe: each piece does what it claims, the ablation switches one piece, the command's JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+
+import pytest
+import torch
+
+from cifarkit import speedrun as sr
+from cifarkit.data import Split
+from cifarkit.errors import ConfigError
+from cifarkit.loader import Normalizer
+from cifarkit.models import create_model
+
+CPU = torch.device("cpu")
+
+
+def test_whitening_decorrelates_2x2_patches():
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(200, 1, 16, 16, generator=g)
+    noise = torch.randn(200, 2, 16, 16, generator=g)
+    images = torch.cat([base, 0.8 * base + 0.2 * noise[:, :1], 0.3 * noise[:, 1:] - 0.5 * base], 1)  # correlated
+    layer = torch.nn.Conv2d(3, 24, 2)
+    sr.init_whitening(layer, images, eps=1e-6)
+    out = layer(images)[:, :12].permute(0, 2, 3, 1).reshape(-1, 12).double()
+    cov = torch.cov(out.T)
+    assert torch.allclose(cov, torch.eye(12, dtype=torch.float64), atol=0.05)
+    assert torch.equal(layer.weight[12:], -layer.weight[:12])  # both signs of every direction
+
+
+def test_identity_init_passes_the_input_through_the_second_convs():
+    model = create_model("speednet", 10, widths=[8, 8, 8])
+    sr.init_identity(model)
+    x = torch.randn(2, 8, 6, 6)
+    assert torch.allclose(model.blocks[0].conv2(x), x)
+
+
+def test_whitening_layer_is_frozen_and_stays_fp32_under_bf16_autocast():
+    model = sr.build_model(sr.Recipe(widths=(8, 8, 8)), 10, torch.randn(50, 3, 32, 32), CPU)
+    assert not model.whiten.weight.requires_grad and model.whiten.bias.requires_grad
+    seen = {}
+    model.whiten.register_forward_hook(lambda m, i, o: seen.update(dtype=o.dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.randn(2, 3, 32, 32))
+    assert seen["dtype"] == torch.float32
+    assert all(not m.weight.requires_grad for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_bias_group_gets_the_higher_lr_and_lower_decay():
+    recipe = sr.Recipe(widths=(8, 8, 8), lr=0.5, weight_decay=1e-3, bias_lr_scale=64)
+    opt = sr.make_optimizer(sr.build_model(recipe, 10, None, CPU), recipe)
+    weights, biases = opt.param_groups
+    assert weights["lr_scale"] == 1 and biases["lr_scale"] == 64
+    assert biases["weight_decay"] == pytest.approx(1e-3 / 64)
+    assert all(p.ndim >= 2 for p in weights["params"]) and all(p.ndim == 1 for p in biases["params"])
+
+
+def test_lr_schedule_is_triangular():
+    assert sr.lr_factor(0.0, 0.2) == pytest.approx(0.2)
+    assert sr.lr_factor(0.2, 0.2) == pytest.approx(1.0)
+    assert sr.lr_factor(0.6, 0.2) == pytest.approx(0.5)
+    assert sr.lr_factor(1.0, 0.2) == 0.0
+
+
+def test_alternating_flip_shows_each_image_once_each_way_per_epoch_pair():
+    n = 64
+    ramp = (torch.arange(8, dtype=torch.uint8) * 30).expand(n, 3, 8, 8).clone()  # left dark, right bright
+    split = Split(ramp, torch.arange(n))
+    norm = Normalizer((0.0,) * 3, (1.0,) * 3, CPU, channels_last=False)
+    batches = sr.EpochBatches(split, norm, sr.Recipe(batch_size=16, translate=0), torch.Generator().manual_seed(0))
+
+    def flipped(epoch):
+        seen = {}
+        for x, y in batches.epoch(epoch):
+            for img, label in zip(x, y, strict=True):
+                seen[int(label)] = bool(img[0, 0, 0] > img[0, 0, -1])
+        return seen
+
+    e0, e1, e2 = flipped(0), flipped(1), flipped(2)
+    assert len(e0) == n and all(e0[i] != e1[i] for i in range(n)) and e0 == e2
+    assert 16 < sum(e0.values()) < 48  # the starting side is random per image
+
+
+def test_lookahead_holds_slow_weights_at_the_end():
+    model = torch.nn.Linear(3, 2)
+    la = sr.Lookahead(model, every=1)
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    la.step(1, progress=1.0)  # strong pull: decay 0.95
+    assert torch.allclose(model.weight, start + 0.05, atol=1e-6)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    la.step(2, progress=0.0)  # no pull early on: slow weights jump to the fast ones
+    la.finish()
+    assert torch.allclose(model.weight, start + 1.05, atol=1e-6)
+
+
+def test_ablation_switches_exactly_one_piece_each():
+    recipe = sr.get_recipe("speedrun")
+    variants = sr.ablation_recipes(recipe)
+    assert variants[0] == ("full recipe", recipe) and len(variants) == len(sr.PIECES) + 1
+    for (label, variant), piece in zip(variants[1:], sr.PIECES, strict=True):
+        changed = [f.name for f in fields(sr.Recipe) if getattr(variant, f.name) != getattr(recipe, f.name)]
+        assert changed == [piece.field] and piece.name in label and piece.reason
+
+
+def test_bad_recipes_fail_in_one_line():
+    with pytest.raises(ConfigError, match="unknown recipe 'turbo'; choose speedrun, flagship, tiny"):
+        sr.get_recipe("turbo")
+    with pytest.raises(ConfigError, match="tta"):
+        sr.Recipe(tta="5crop")
+    with pytest.raises(ConfigError, match="epochs"):
+        sr.Recipe(epochs=0)
+
+
+TINY = "synthetic:classes=4,train=300,test=25"
+
+
+def test_speedrun_command_json_checkpoint_and_baseline(cli, tmp_path, data_dir):
+    code, out, err = cli("speedrun", "--dataset", TINY, "--recipe", "tiny", "--device", "cpu", "--baseline", "--target", "0.3",
+                         "--out", tmp_path, "--json")  # fmt: skip
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    for key in ("recipe", "seconds", "val_top1", "test_top1", "epochs", "checkpoint", "curve"):
+        assert key in summary
+    assert summary["recipe"] == "tiny" and summary["seconds"] >= summary["train_seconds"] > 0
+    assert [r["epoch"] for r in summary["curve"]] == sorted(r["epoch"] for r in summary["curve"])
+    assert all(0 <= r["val_top1"] <= 1 for r in summary["curve"])
+    assert summary["baseline_seconds"] is None or summary["speedup"] == pytest.approx(
+        summary["baseline_seconds"] / summary["seconds"])
+    assert summary["baseline_curve"] and summary["test_top1"] > 0.25  # 4 learnable classes: chance is 0.25
+    # the checkpoint stands alone: evaluate reads it like any other
+    code, out, err = cli("evaluate", summary["checkpoint"], "--dataset", TINY, "--tta", "flip", "--json")
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["top1"] == pytest.approx(summary["test_top1"], abs=0.051)
+
+
+def test_speedrun_user_errors(cli, tmp_path):
+    code, _, err = cli("speedrun", "--dataset", TINY, "--recipe", "turbo", "--out", tmp_path)
+    assert code == 2 and "turbo" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli("speedrun", "--dataset", TINY, "--target", "70", "--out", tmp_path)
+    assert code == 2 and "fraction" in err
+    assert not list(tmp_path.iterdir())
