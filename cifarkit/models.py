@@ -218,17 +218,27 @@ class ResNet18(nn.Module):
         return self.head(self.layers(self.stem(x)))
 
 
-class SpeedBlock(nn.Module):
-    """conv3x3 -> max-pool -> BN -> GELU -> conv3x3 -> BN -> GELU: halves the side, sets the width."""
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
 
-    def __init__(self, c_in: int, c_out: int) -> None:
+
+def make_activation(name: str) -> nn.Module:
+    """``gelu`` or ``relu`` as a module, or a one-line error."""
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {name!r}; choose {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+class SpeedBlock(nn.Module):
+    """conv3x3 -> max-pool -> BN -> act -> conv3x3 -> BN -> act: halves the side, sets the width."""
+
+    def __init__(self, c_in: int, c_out: int, act: str = "gelu") -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
         self.pool = nn.MaxPool2d(2)
         self.bn1 = nn.BatchNorm2d(c_out, momentum=0.4, eps=1e-12)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out, momentum=0.4, eps=1e-12)
-        self.act = nn.GELU()
+        self.act = make_activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.bn1(self.pool(self.conv1(x))))
@@ -246,23 +256,27 @@ class SpeedNet(nn.Module):
         widths: channels of the three blocks.
         whiten: a frozen 2x2 patch-whitening first layer (set from data by ``speedrun.init_whitening``);
             False makes it an ordinary learned 2x2 convolution.
+        act: ``gelu`` (airbench's choice) or ``relu`` (cheaper on CPUs).
+        whiten_signs: keep both signs of each whitening direction (24 channels) and put an activation
+            after the layer; False keeps 12 channels and no activation (a purely linear whitening).
     """
 
     input_size = 32
 
     def __init__(self, num_classes: int = 10, image_size: int = 32, widths: tuple[int, int, int] | list[int] = (64, 256, 256),
-                 whiten: bool = True) -> None:  # fmt: skip
+                 whiten: bool = True, act: str = "gelu", whiten_signs: bool = True) -> None:  # fmt: skip
         super().__init__()
         if len(widths) != 3 or min(widths) < 1:
             raise ConfigError(f"speednet needs three positive widths, got {widths}")
         if image_size < 16:
             raise ConfigError(f"speednet needs image_size >= 16, got {image_size}")
-        self.whiten = nn.Conv2d(3, 24, 2, padding=0, bias=True)  # 12 patch directions, each with both signs
+        c0 = 24 if whiten_signs else 12  # 12 = 3 colours x 2 x 2 patch directions
+        self.whiten = nn.Conv2d(3, c0, 2, padding=0, bias=True)
         self.whiten.weight.requires_grad_(not whiten)
-        self.blocks = nn.Sequential(SpeedBlock(24, widths[0]), SpeedBlock(widths[0], widths[1]),
-                                    SpeedBlock(widths[1], widths[2]))  # fmt: skip
+        self.blocks = nn.Sequential(SpeedBlock(c0, widths[0], act), SpeedBlock(widths[0], widths[1], act),
+                                    SpeedBlock(widths[1], widths[2], act))  # fmt: skip
         self.head = nn.Linear(widths[2], num_classes, bias=False)
-        self.act = nn.GELU()
+        self.act = make_activation(act) if whiten_signs else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The whitening conv stays in fp32 under autocast: its inputs are tiny-kernel statistics that

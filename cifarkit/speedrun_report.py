@@ -63,7 +63,9 @@ def run_ablation(recipe: Recipe, train_split: Split, val: Split, mean, std, num_
     df["se_delta"] = [math.sqrt(2) * standard_error((full + v) / 2, n) for v in df["val_top1"]]
     df["within_noise"] = df["delta"].abs() < 2 * df["se_delta"]
     df.loc[0, ["delta", "se_delta", "within_noise"]] = [0.0, 0.0, True]
-    return df[["variant", "val_top1", "delta", "se_delta", "within_noise", "seconds", "reason"]]
+    out = df[["variant", "val_top1", "delta", "se_delta", "within_noise", "seconds", "reason"]]
+    out.attrs["n_val"] = n
+    return out
 
 
 def pct(x: float) -> str:
@@ -95,8 +97,10 @@ def describe_ablation(df) -> str:
     hurt = rest[(~rest["within_noise"]) & (rest["delta"] > 0)]
     noise = rest[rest["within_noise"]]
     se = rest["se_delta"].median()
+    n = df.attrs.get("n_val")
+    images = f"the same {n} validation images" if n else "the same validation images"
     parts = [f"The full recipe reached **{pct(full)}** validation top-1. A difference counts only beyond two "
-             f"standard errors (about {pct(2 * se)} here, from {len(df)} runs on the same validation images)."]  # fmt: skip
+             f"standard errors (about {100 * 2 * se:.1f} points here, {len(df)} runs scored on {images})."]  # fmt: skip
     if len(helped):
         parts.append("Switching off " + ", ".join(f"**{v[2:]}** ({100 * d:+.1f} points)" for v, d in
                                                   zip(helped["variant"], helped["delta"], strict=True))

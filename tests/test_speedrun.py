@@ -28,6 +28,18 @@ def test_whitening_decorrelates_2x2_patches():
     cov = torch.cov(out.T)
     assert torch.allclose(cov, torch.eye(12, dtype=torch.float64), atol=0.05)
     assert torch.equal(layer.weight[12:], -layer.weight[:12])  # both signs of every direction
+    linear = torch.nn.Conv2d(3, 12, 2)  # whiten_signs=False: the 12 directions once, no activation after
+    sr.init_whitening(linear, images, eps=1e-6)
+    assert torch.equal(linear.weight, layer.weight[:12])
+
+
+def test_model_options_activation_and_whitening_signs():
+    relu12 = create_model("speednet", 10, widths=[8, 8, 8], act="relu", whiten_signs=False)
+    assert relu12.whiten.out_channels == 12 and isinstance(relu12.act, torch.nn.Identity)
+    assert isinstance(relu12.blocks[0].act, torch.nn.ReLU)
+    assert relu12(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ConfigError, match="unknown activation 'tanh'"):
+        create_model("speednet", 10, act="tanh")
 
 
 def test_identity_init_passes_the_input_through_the_second_convs():
@@ -99,12 +111,15 @@ def test_lookahead_holds_slow_weights_at_the_end():
 
 
 def test_ablation_switches_exactly_one_piece_each():
-    recipe = sr.get_recipe("speedrun")
+    recipe = sr.get_recipe("flagship")  # uses every piece
     variants = sr.ablation_recipes(recipe)
     assert variants[0] == ("full recipe", recipe) and len(variants) == len(sr.PIECES) + 1
     for (label, variant), piece in zip(variants[1:], sr.PIECES, strict=True):
         changed = [f.name for f in fields(sr.Recipe) if getattr(variant, f.name) != getattr(recipe, f.name)]
         assert changed == [piece.field] and piece.name in label and piece.reason
+    speedrun = sr.get_recipe("speedrun")  # pieces a recipe leaves off are not "switched off" again
+    labels = [label for label, _ in sr.ablation_recipes(speedrun)]
+    assert "- TTA" not in labels and "- lookahead (EMA)" not in labels and "- patch whitening" in labels
 
 
 def test_bad_recipes_fail_in_one_line():
@@ -144,3 +159,47 @@ def test_speedrun_user_errors(cli, tmp_path):
     code, _, err = cli("speedrun", "--dataset", TINY, "--target", "70", "--out", tmp_path)
     assert code == 2 and "fraction" in err
     assert not list(tmp_path.iterdir())
+
+
+def test_whitening_bias_learns_only_for_its_epochs():
+    from cifarkit.data import make_synthetic
+
+    ds = make_synthetic(num_classes=4, train_per_class=64, test_per_class=4)
+    recipe = sr.get_recipe("tiny").with_(epochs=1.0)
+    frozen = sr.train(recipe.with_(whiten_bias_epochs=0.0), ds.train, ds.mean, ds.std, 4, CPU, log=lambda s: None)
+    assert torch.count_nonzero(frozen.model.whiten.bias) == 0 and not frozen.model.whiten.bias.requires_grad
+    learned = sr.train(recipe.with_(whiten_bias_epochs=0.5), ds.train, ds.mean, ds.std, 4, CPU, log=lambda s: None)
+    assert torch.count_nonzero(learned.model.whiten.bias) > 0 and not learned.model.whiten.bias.requires_grad
+
+
+def test_race_and_ablation_commentary_quote_the_numbers():
+    import pandas as pd
+
+    from cifarkit import speedrun_report as rep
+
+    curves = {"slow": [{"seconds": 100.0, "val_top1": 0.6}, {"seconds": 200.0, "val_top1": 0.71}],
+              "fast": [{"seconds": 20.0, "val_top1": 0.72}], "never": [{"seconds": 50.0, "val_top1": 0.5}]}  # fmt: skip
+    assert rep.time_to(curves["slow"], 0.7) == 200.0 and rep.time_to(curves["never"], 0.7) is None
+    text = rep.describe_race(curves, 0.7)
+    assert "**200.0 s**" in text and "never reached 70.0%" in text and "10.0x sooner" in text
+    df = pd.DataFrame({"variant": ["full recipe", "- a", "- b", "- c"], "val_top1": [0.70, 0.60, 0.705, 0.76],
+                       "reason": ["", "x", "y", "z"], "seconds": [1.0] * 4})  # fmt: skip
+    n = 5000
+    df["delta"] = df["val_top1"] - 0.70
+    df["se_delta"] = [0.0] + [2**0.5 * rep.standard_error(0.70, n)] * 3
+    df["within_noise"] = df["delta"].abs() < 2 * df["se_delta"]
+    df.attrs["n_val"] = n
+    text = rep.describe_ablation(df)
+    assert "**70.0%**" in text and "**a** (-10.0 points)" in text and "b (+0.5)" in text
+    assert "**c** *improved*" in text and "5000 validation images" in text
+
+
+def test_curve_points_give_a_curve_inside_one_epoch():
+    from cifarkit.data import make_synthetic
+
+    ds = make_synthetic(num_classes=4, train_per_class=64, test_per_class=4)
+    recipe = sr.get_recipe("tiny").with_(epochs=0.75)  # 4 batches an epoch: 3 steps
+    result = sr.train(recipe, ds.train, ds.mean, ds.std, 4, CPU, val=ds.test, curve_points=3, log=lambda s: None)
+    assert [r["epoch"] for r in result.curve] == [0.25, 0.5, 0.75]
+    assert [r["seconds"] for r in result.curve] == sorted(r["seconds"] for r in result.curve)
+    assert result.seconds == result.curve[-1]["seconds"]
