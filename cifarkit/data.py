@@ -87,6 +87,13 @@ class Split:
         """Return the images and labels at ``index``."""
         return Split(self.images[index], self.labels[index])
 
+    def sample(self, limit: int | None, seed: int = 0) -> Split:
+        """At most ``limit`` images, stratified by class and seeded (None, or a limit >= the size: all)."""
+        if limit is None or limit >= len(self):
+            return self
+        _, keep = stratified_split(self.labels, limit / len(self), seed)
+        return self.subset(keep)
+
 
 @dataclass
 class Dataset:
@@ -114,10 +121,7 @@ class Dataset:
         """A copy keeping at most ``train`` / ``test`` images per split, stratified by class (None: keep all)."""
 
         def cut(split: Split | None, limit: int | None) -> Split | None:
-            if split is None or limit is None or limit >= len(split):
-                return split
-            _, keep = stratified_split(split.labels, limit / len(split), seed)
-            return split.subset(keep)
+            return None if split is None else split.sample(limit, seed)
 
         return Dataset(self.name, self.classes, self.mean, self.std, cut(self.train, train), cut(self.test, test),
                        dict(self.extra))  # fmt: skip

@@ -33,6 +33,7 @@ from .loader import DeviceLoader, Normalizer
 from .metrics import classification_metrics, topk_correct
 from .models import create_model, default_input_size
 from .runs import append_jsonl, load_checkpoint, make_run_dir, save_checkpoint, write_json
+from .runs import checkpoint_meta as run_checkpoint_meta
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -253,20 +254,9 @@ def eval_loader(split: Split, p: Prepared, batch_size: int | None = None) -> Dev
 
 
 def checkpoint_meta(p: Prepared, epoch: int) -> dict[str, Any]:
-    """Everything a checkpoint needs to be used on its own."""
-    return {
-        "model_name": p.cfg.model,
-        "model_kwargs": p.model_kwargs,
-        "num_classes": p.dataset.num_classes,
-        "classes": list(p.dataset.classes),
-        "mean": list(p.dataset.mean),
-        "std": list(p.dataset.std),
-        "image_size": p.image_size,
-        "data_image_size": p.dataset.image_size,
-        "dataset": p.cfg.dataset,
-        "config": p.cfg.to_dict(),
-        "epoch": epoch,
-    }
+    """Everything a checkpoint of this run needs to be used on its own."""
+    return run_checkpoint_meta(p.cfg.model, p.model_kwargs, p.dataset, p.cfg.dataset, p.image_size, p.cfg.to_dict(),
+                                epoch)  # fmt: skip
 
 
 def history_summary(rows: list[dict], cfg: TrainConfig, best_epoch: int | None) -> dict[str, Any]:

@@ -92,6 +92,34 @@ def read_json(path: str | os.PathLike) -> Any:
 # ----------------------------------------------------------------------------- checkpoints
 
 
+def checkpoint_meta(model_name: str, model_kwargs: dict[str, Any], dataset: Any, dataset_spec: str,
+                    image_size: int, config: dict[str, Any], epoch: int) -> dict[str, Any]:  # fmt: skip
+    """Everything a checkpoint needs to be used on its own (the ``meta`` of :func:`save_checkpoint`).
+
+    Args:
+        model_name: registered model name.
+        model_kwargs: its options.
+        dataset: the :class:`~cifarkit.data.Dataset` it was trained on (classes, normalisation, size).
+        dataset_spec: the spec that loads that dataset again.
+        image_size: the model's input side.
+        config: the training settings.
+        epoch: the epoch the weights come from.
+    """
+    return {
+        "model_name": model_name,
+        "model_kwargs": model_kwargs,
+        "num_classes": dataset.num_classes,
+        "classes": list(dataset.classes),
+        "mean": list(dataset.mean),
+        "std": list(dataset.std),
+        "image_size": image_size,
+        "data_image_size": dataset.image_size,
+        "dataset": dataset_spec,
+        "config": config,
+        "epoch": epoch,
+    }
+
+
 def save_checkpoint(
     path: str | os.PathLike, model: nn.Module, meta: dict[str, Any], training: dict | None = None
 ) -> Path:

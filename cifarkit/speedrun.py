@@ -21,7 +21,7 @@ from .data import Dataset, Split
 from .device import synchronize
 from .errors import ConfigError
 from .loader import Normalizer, crop_at, draw_crop_offsets, flip_where
-from .models import SpeedNet, create_model
+from .models import ACTIVATIONS, SpeedNet, create_model
 
 TTA_LEVELS = ("none", "flip", "translate")  # names of cifarkit.tta modes, cheapest first
 
@@ -71,7 +71,7 @@ class Recipe:
         check(0 <= self.label_smoothing < 1, "label_smoothing", "use 0 <= label_smoothing < 1")
         check(0 <= self.translate <= 8, "translate", "use 0 (off) to 8 pixels")
         check(self.tta in TTA_LEVELS, "tta", f"choose {', '.join(TTA_LEVELS)}")
-        check(self.activation in ("gelu", "relu"), "activation", "choose gelu or relu")
+        check(self.activation in ACTIVATIONS, "activation", f"choose {', '.join(ACTIVATIONS)}")
 
     def with_(self, **changes: Any) -> Recipe:
         return replace(self, **changes)
@@ -392,21 +392,12 @@ def evaluate_with_tta(result: SpeedrunResult, split: Split, mean, std, device: t
     return top1, time.perf_counter() - t0
 
 
-def checkpoint_meta(recipe: Recipe, dataset: Dataset, image_size: int = 32) -> dict[str, Any]:
+def checkpoint_meta(recipe: Recipe, dataset: Dataset, spec: str) -> dict[str, Any]:
     """What makes a speedrun checkpoint usable alone by ``evaluate`` and ``predict``."""
-    return {
-        "model_name": "speednet",
-        "model_kwargs": model_kwargs(recipe),
-        "num_classes": dataset.num_classes,
-        "classes": list(dataset.classes),
-        "mean": list(dataset.mean),
-        "std": list(dataset.std),
-        "image_size": image_size,
-        "data_image_size": dataset.image_size,
-        "dataset": dataset.name,
-        "config": {"recipe": recipe.to_dict(), "amp": "off"},
-        "epoch": math.ceil(recipe.epochs),
-    }
+    from .runs import checkpoint_meta as meta
+
+    return meta("speednet", model_kwargs(recipe), dataset, spec, SpeedNet.input_size,
+                {"recipe": recipe.to_dict(), "amp": "off"}, math.ceil(recipe.epochs))  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- the course baseline
@@ -500,9 +491,11 @@ def run_speedrun(spec: str, recipe: Recipe | str = "speedrun", device: str = "au
     log(f"speedrun recipe {recipe.name} on {spec}: {len(train_split)} train / {len(val)} val / {len(ds.test)} test images, {dev}")
     result = train(recipe, train_split, ds.mean, ds.std, ds.num_classes, dev, val=val, seed=seed, log=log)
     test_top1, tta_seconds = evaluate_with_tta(result, ds.test, ds.mean, ds.std, dev)
-    val_tta = accuracy(result.model, val, Normalizer(ds.mean, ds.std, dev, channels_last=True), recipe.tta)
+    # the curve's last point already is the plain validation top-1; only TTA needs another pass
+    val_tta = result.val_top1 if recipe.tta == "none" else accuracy(
+        result.model, val, Normalizer(ds.mean, ds.std, dev, channels_last=True), recipe.tta)
     run_dir = make_run_dir(out, recipe.name, spec)
-    ckpt = save_checkpoint(run_dir / "best.pt", result.model, checkpoint_meta(recipe, ds))
+    ckpt = save_checkpoint(run_dir / "best.pt", result.model, checkpoint_meta(recipe, ds, spec))
     summary: dict[str, Any] = {
         "recipe": recipe.name,
         "dataset": spec,

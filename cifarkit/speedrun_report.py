@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,7 +17,9 @@ Curve = list[dict[str, float]]  # rows with "seconds" (cumulative training time)
 
 def fit_curve(run_dir: str | Path) -> Curve:
     """A ``fit`` run's validation top-1 against cumulative training seconds (validation passes not counted)."""
-    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    from .perflogs import read_jsonl
+
+    rows = read_jsonl(Path(run_dir) / "metrics.jsonl")
     seconds, curve = 0.0, []
     for r in rows:
         seconds += r["epoch_time_s"]
@@ -123,12 +124,3 @@ def summarize(curves: dict[str, Curve], target: float, names: Sequence[str]) -> 
     """Headline numbers for the report index: seconds to ``target`` per named curve."""
     return {f"seconds_to_{int(round(100 * target))}_{name}": time_to(curves[name], target) for name in names}
 
-
-def subset(split: Split, n: int | None, seed: int = 0) -> Split:
-    """At most ``n`` images of ``split``, stratified by class and seeded (None: all of them)."""
-    from .data import stratified_split
-
-    if n is None or n >= len(split):
-        return split
-    _, keep = stratified_split(split.labels, n / len(split), seed)
-    return split.subset(keep)
