@@ -116,6 +116,7 @@ def test_predictions(run_dir: str | Path, ds: Dataset, device: str = "auto") -> 
     from .predict import Predictor
 
     p = Predictor.from_checkpoint(Path(run_dir) / "best.pt", device)
+    ds = p.check_dataset(ds)
     logits, labels, _ = predict_logits(p.model, p.loader(ds.split("test")), p.device)
     return labels.numpy(), logits.argmax(1).numpy()
 
@@ -310,5 +311,6 @@ def tta_table(run: str | Path, ds: Dataset, device: str = "auto", split: str = "
     from .tta import compare_tta
 
     p = Predictor.from_checkpoint(Path(run) / "best.pt", device)
+    ds = p.check_dataset(ds)
     images = validation_split(run, ds) if split == "val" else ds.split(split)
     return pd.DataFrame(compare_tta(p.model, p.loader(images), p.device)).set_index("mode")

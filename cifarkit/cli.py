@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import CifarkitError
-
-EXIT_USAGE = 2
+from .errors import EXIT_FAILED, EXIT_USAGE, CifarkitError, os_error_line
 
 
 class Parser(argparse.ArgumentParser):
@@ -43,6 +42,14 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number > 0")
+    return value
+
+
 def print_json_line(obj: dict) -> None:
     """The machine-readable last line of a ``--json`` command."""
     print(json.dumps(obj, default=str))
@@ -66,7 +73,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and not args.epochs:
         from .runs import load_checkpoint
 
-        cfg = cfg.with_(epochs=load_checkpoint(args.resume)["config"]["epochs"])
+        cfg = cfg.with_(epochs=load_checkpoint(args.resume, wanted="last.pt")["config"]["epochs"])
+    if not args.resume:
+        from .runs import ensure_dir
+
+        ensure_dir(args.out, "--out folder")  # before minutes of data loading, not after
     run_dir = fit(cfg, out=args.out, data_dir=args.data_dir, resume=args.resume, progress=False)
     print(run_dir)
     return 0
@@ -81,8 +92,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.tta != "all":
         check_mode(args.tta)
     predictor = Predictor.from_checkpoint(args.checkpoint, args.device)
-    dataset = load_dataset(args.dataset, args.data_dir, image_size=predictor.data_size)
-    predictor.check_dataset(dataset)
+    dataset = predictor.check_dataset(load_dataset(args.dataset, args.data_dir, image_size=predictor.data_size))
     model, device = predictor.model, predictor.device
     loader = predictor.loader(dataset.split(args.split), args.batch_size)
     if args.tta == "all":
@@ -147,24 +157,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_plot_perf(args: argparse.Namespace) -> int:
-    from .perflogs import load_events, load_perf_logs, summary_table
+    from .perflogs import load_events, load_perf_logs, present_metrics, summary_table
+    from .runs import atomic_write, ensure_dir, write_text
     from .viz import plot_perf
 
     df = load_perf_logs(args.logs)
-    if df.empty:
-        print(
-            "cifarkit plot-perf: error: no sample lines in the given logs; record them with train --profile",
-            file=sys.stderr,
-        )
+    if df.empty or not present_metrics(df):
+        what = "no sample lines" if df.empty else "no metric values in the sample lines"
+        print(f"cifarkit plot-perf: error: {what} in the given logs; record them with train --profile", file=sys.stderr)
         return EXIT_USAGE
-    out = Path(args.out)
+    out = ensure_dir(args.out, "--out folder")
     paths = plot_perf(df, out)
     table = summary_table(df)
-    table.to_csv(out / "summary.csv")
-    (out / "summary.md").write_text(table.to_markdown() + "\n")
+    atomic_write(out / "summary.csv", table.to_csv)
+    write_text(out / "summary.md", table.to_markdown() + "\n")
     events = load_events(args.logs)
     if not events.empty:
-        events.to_csv(out / "phases.csv", index=False)
+        atomic_write(out / "phases.csv", lambda tmp: events.to_csv(tmp, index=False))
     print(f"{len(paths)} figure(s), summary.csv and summary.md in {out}")
     return 0
 
@@ -176,10 +185,12 @@ def cmd_montage(args: argparse.Namespace) -> int:
     if not folder.is_dir():
         print(f"cifarkit montage: error: {folder} is not a folder of PNG files", file=sys.stderr)
         return EXIT_USAGE
-    out = montage(
-        sorted(p for p in folder.glob("*.png") if p.resolve() != Path(args.out).resolve()), args.out, args.cols
-    )
-    print(out)
+    out = Path(args.out)
+    if out.is_dir():
+        print(f"cifarkit montage: error: --out {out} is a folder; name the PNG to write, e.g. {out}/montage.png",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    print(montage(sorted(p for p in folder.glob("*.png") if p.resolve() != out.resolve()), out, args.cols))
     return 0
 
 
@@ -273,7 +284,7 @@ def build_parser() -> Parser:
         "--epochs", type=positive_int, default=None, help="epochs (default 10; with --resume: the saved value)"
     )
     t.add_argument("--batch-size", type=positive_int, default=128)
-    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--lr", type=positive_float, default=1e-3)
     t.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
     t.add_argument("--momentum", type=non_negative_float, default=0.9, help="SGD momentum (Nesterov when > 0)")
     t.add_argument("--weight-decay", type=non_negative_float, default=0.0)
@@ -282,7 +293,7 @@ def build_parser() -> Parser:
     t.add_argument("--label-smoothing", type=non_negative_float, default=0.0)
     t.add_argument("--patience", type=int, default=0, help="early stopping patience in epochs (0: off)")
     t.add_argument("--monitor", choices=MONITORS, default="val_accuracy", help="metric for best.pt and early stopping")
-    t.add_argument("--val-fraction", type=float, default=0.1, help="share of train held out for validation")
+    t.add_argument("--val-fraction", type=fraction, default=0.1, help="share of train held out for validation")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--image-size", type=positive_int, default=None, help="model input side (default: the model's own)")
     t.add_argument(
@@ -315,7 +326,9 @@ def build_parser() -> Parser:
         help="continue from a run's last.pt (its saved settings are used; --epochs may extend it)",
     )
     t.add_argument("--profile", action="store_true", help="record hardware telemetry into perf/*.jsonl")
-    t.add_argument("--profile-interval", type=float, default=0.5, help="telemetry sampling period in seconds")
+    t.add_argument(
+        "--profile-interval", type=positive_float, default=0.5, help="telemetry sampling period in seconds"
+    )
     t.add_argument(
         "--torch-profile", type=int, default=0, metavar="N", help="record N training steps with torch.profiler"
     )
@@ -345,7 +358,11 @@ def build_parser() -> Parser:
     b.set_defaults(func=cmd_bench)
 
     se = sub.add_parser("series", help="run the notebook series headless into one report folder")
-    se.add_argument("--dataset", default="cifar10", help="cifar10 (downloaded), cifar100, folder:PATH or synthetic")
+    se.add_argument(
+        "--dataset",
+        default=None,
+        help="cifar10 (downloaded), cifar100, folder:PATH or synthetic (default cifar10; with --resume the report's)",
+    )
     se.add_argument(
         "--profile",
         choices=("smoke", "quick", "full"),
@@ -413,17 +430,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except CifarkitError as exc:
-        print(f"cifarkit {args.verb}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"cifarkit {args.verb}: interrupted", file=sys.stderr)
-        return 130
-    except FileNotFoundError as exc:
-        print(f"cifarkit {args.verb}: error: {exc.filename or exc}: file not found", file=sys.stderr)
-        return EXIT_USAGE
+    with warnings.catch_warnings():
+        warnings.showwarning = one_line_warning
+        try:
+            return int(args.func(args) or 0)
+        except CifarkitError as exc:
+            print(f"cifarkit {args.verb}: error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            print(f"cifarkit {args.verb}: interrupted", file=sys.stderr)
+            return 130
+        except FileNotFoundError as exc:
+            print(f"cifarkit {args.verb}: error: {exc.filename or exc}: file not found", file=sys.stderr)
+            return EXIT_USAGE
+        except OSError as exc:  # a full disk, a read-only mount, a path through a regular file
+            print(f"cifarkit {args.verb}: error: {os_error_line(exc)}", file=sys.stderr)
+            return EXIT_FAILED
+
+
+def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """The CLI prints a warning as one ``warning:`` line (no source line under it), each text once
+    (a log read twice, for samples and for events, warns once)."""
+    text = f"warning: {message}"
+    if text not in _WARNED:
+        _WARNED.add(text)
+        print(text, file=file or sys.stderr)
+
+
+_WARNED: set[str] = set()
 
 
 if __name__ == "__main__":  # pragma: no cover

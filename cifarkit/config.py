@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -66,7 +67,7 @@ class TrainConfig:
 
         check(self.epochs >= 1, "epochs", "use an integer >= 1")
         check(self.batch_size >= 1, "batch_size", "use an integer >= 1")
-        check(self.lr > 0, "lr", "use a positive number")
+        check(0 < self.lr < math.inf, "lr", "use a finite positive number")
         check(self.optimizer in OPTIMIZERS, "optimizer", f"choose {', '.join(OPTIMIZERS)}")
         check(0 <= self.momentum < 1, "momentum", "use 0 <= momentum < 1")
         check(self.weight_decay >= 0, "weight_decay", "use a number >= 0")
@@ -81,7 +82,7 @@ class TrainConfig:
         check(self.image_size is None or self.image_size >= 8, "image_size", "use an integer >= 8")
         check(self.amp in AMP_MODES, "amp", f"choose {', '.join(AMP_MODES)}")
         check(self.checkpoint_every >= 1, "checkpoint_every", "use an integer >= 1")
-        check(self.profile_interval > 0, "profile_interval", "use a positive number of seconds")
+        check(0 < self.profile_interval < math.inf, "profile_interval", "use a finite positive number of seconds")
         check(self.torch_profile_steps >= 0, "torch_profile_steps", "use 0 (off) or a positive integer")
 
     @property

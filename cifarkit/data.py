@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
 import tarfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import DataError
+from .errors import DataError, OutputError
+from .runs import atomic_write, ensure_dir
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer",
@@ -126,6 +129,24 @@ class Dataset:
         return Dataset(self.name, self.classes, self.mean, self.std, cut(self.train, train), cut(self.test, test),
                        dict(self.extra))  # fmt: skip
 
+    def with_class_order(self, classes: Sequence[str]) -> Dataset:
+        """The same images with labels renumbered so that label ``i`` means ``classes[i]``.
+
+        ``classes`` must name the same classes as this dataset, in any order (a checkpoint's order).
+        """
+        classes = tuple(classes)
+        if classes == self.classes:
+            return self
+        if sorted(classes) != sorted(self.classes):
+            raise DataError(f"{self.name} has classes {', '.join(self.classes)}, not {', '.join(classes)}")
+        new_index = torch.tensor([classes.index(c) for c in self.classes], dtype=torch.long)
+
+        def relabel(split: Split | None) -> Split | None:
+            return None if split is None else Split(split.images, new_index[split.labels])
+
+        return Dataset(self.name, classes, self.mean, self.std, relabel(self.train), relabel(self.test),
+                       dict(self.extra))  # fmt: skip
+
     def split(self, name: str) -> Split:
         """Return the split called ``name`` ("train" or "test"), or fail clearly."""
         value = {"train": self.train, "test": self.test}.get(name)
@@ -182,15 +203,25 @@ def md5sum(path: Path, chunk: int = 1 << 20) -> str:
 
 def download_archive(archive: CifarArchive, data_dir: Path, timeout: float = 30.0) -> Path:
     """Download ``archive`` into ``data_dir`` (atomically) and verify its checksum."""
-    data_dir.mkdir(parents=True, exist_ok=True)
     target = data_dir / archive.filename
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        writable = os.access(data_dir, os.W_OK)
+    except OSError:
+        writable = False
+    if not writable:
+        raise DataError(
+            f"cannot download {archive.filename}: {data_dir} is not a writable folder; set --data-dir or "
+            f"CIFARKIT_DATA to one, or place {archive.filename} (or its extracted {archive.folder}/) there"
+        )
     tmp = target.with_suffix(target.suffix + ".part")
     try:
         with urllib.request.urlopen(archive.url, timeout=timeout) as response, open(tmp, "wb") as out:
             while block := response.read(1 << 20):
                 out.write(block)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise DataError(
             f"cannot download {archive.url} ({exc}); offline? place {archive.filename} in {data_dir}/ "
             f"or use --dataset folder:PATH"
@@ -215,11 +246,17 @@ def ensure_cifar(name: str, data_dir: Path, download: bool = True) -> Path:
         download_archive(archive, data_dir)
     elif md5sum(tar_path) != archive.md5:
         raise DataError(f"{tar_path} is corrupt (checksum mismatch); delete it and download {archive.url} again")
-    with tarfile.open(tar_path, "r:gz") as tar:
-        try:
-            tar.extractall(data_dir, filter="data")  # refuses absolute paths and links out of data_dir
-        except TypeError:  # Python < 3.10.12 has no extraction filters; the checksum vouches for the archive
-            tar.extractall(data_dir)
+    try:
+        with tarfile.open(tar_path, "r:gz") as tar:
+            try:
+                tar.extractall(data_dir, filter="data")  # refuses absolute paths and links out of data_dir
+            except TypeError:  # Python < 3.10.12 has no extraction filters; the checksum vouches for the archive
+                tar.extractall(data_dir)
+    except OSError as exc:
+        raise DataError(
+            f"cannot extract {tar_path} into {data_dir} ({exc.strerror or exc}); free space or set --data-dir "
+            "or CIFARKIT_DATA to a writable folder"
+        ) from None
     if not (folder / archive.meta_file).is_file():
         raise DataError(f"{tar_path} did not contain {archive.folder}/{archive.meta_file}; is it the right archive?")
     return folder
@@ -339,10 +376,12 @@ def read_image_folder(split_dir: Path, size: int, cache_dir: Path | None) -> tup
         images[i] = decode_image(path, size)
     split = Split(torch.from_numpy(images), torch.tensor([label for _, label in items], dtype=torch.long))
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        torch.save({"classes": classes, "images": split.images, "labels": split.labels}, tmp)
-        tmp.replace(cache)
+        blob = {"classes": classes, "images": split.images, "labels": split.labels}
+        try:
+            atomic_write(cache, lambda tmp: torch.save(blob, tmp))
+        except OSError as exc:  # a full data folder: run on, decode again next time
+            warnings.warn(f"cannot write the decoded-image cache {cache} ({exc.strerror}); continuing without it",
+                          stacklevel=2)  # fmt: skip
     return classes, split
 
 
@@ -351,7 +390,16 @@ def load_folder(path: str, data_dir: Path, size: int = 32) -> Dataset:
     root = resolve_user_path(path)
     if not root.is_dir():
         raise DataError(f"dataset folder {path} not found; expected {path}/train/<class>/ and {path}/test/<class>/")
-    cache_dir = data_dir / "cache"
+    cache_dir: Path | None = data_dir / "cache"
+    try:
+        ensure_dir(cache_dir, "dataset cache folder")
+    except OutputError:  # a read-only data folder, or one under a regular file: decode without a cache
+        warnings.warn(
+            f"no decoded-image cache: {cache_dir} cannot be created or written, so images are decoded on every "
+            "run (set --data-dir or CIFARKIT_DATA to a writable folder)",
+            stacklevel=2,
+        )
+        cache_dir = None
     splits: dict[str, Split] = {}
     classes: list[str] | None = None
     for name in ("train", "test"):

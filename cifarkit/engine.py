@@ -28,7 +28,7 @@ from .device import (
     seed_everything,
     synchronize,
 )
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, DataError, TrainingDiverged, short_list
 from .loader import DeviceLoader, Normalizer
 from .metrics import classification_metrics, topk_correct
 from .models import create_model, default_input_size
@@ -237,6 +237,11 @@ def prepare(cfg: TrainConfig, dataset: Dataset | None = None, data_dir: str | No
     if dataset.train is None:
         raise ConfigError(f"dataset {cfg.dataset} has no train split; training needs {cfg.dataset}/train/<class>/")
     train_idx, val_idx = stratified_split(dataset.train.labels, cfg.val_fraction, cfg.seed)
+    if len(val_idx) == 0:
+        raise DataError(
+            f"{cfg.dataset}: no image is left for the validation split ({len(dataset.train)} training images, "
+            "one per class); give every class at least 2 training images"
+        )
     image_size = cfg.image_size or default_input_size(cfg.model)
     model_kwargs = {"image_size": image_size, **(cfg.model_kwargs or {})}
     model = create_model(cfg.model, dataset.num_classes, **model_kwargs).to(device)
@@ -298,6 +303,31 @@ def format_epoch(r: dict, epochs: int) -> str:
     )
 
 
+def check_resume(state: dict[str, Any], epochs: int, path: str | Path) -> None:
+    """Refuse, in one line and before anything is written, a resume that cannot continue the run as asked.
+
+    The rule: a run whose learning rate follows a schedule (``onecycle``, ``cosine``) keeps the number
+    of epochs it started with, because the whole schedule was laid out for that length at step 0;
+    a run without a schedule may be extended. A finished (or early-stopped) run has nothing to resume.
+    """
+    saved = state["config"]
+    done = int(state["epoch"])
+    if epochs != saved["epochs"] and saved["scheduler"] != "none":
+        raise ConfigError(
+            f"cannot change epochs from {saved['epochs']} to {epochs} when resuming: the {saved['scheduler']} "
+            "learning-rate schedule was fixed for the run's length at its start; resume without --epochs, "
+            "or start a new run with the length you want"
+        )
+    t = state["training"]
+    if saved["patience"] > 0 and t["stale"] >= saved["patience"]:
+        raise ConfigError(f"{path}: the run stopped early at epoch {done}; there is nothing to resume")
+    if epochs <= done:
+        raise ConfigError(
+            f"{path} has already trained {done} epoch(s); nothing to resume for {epochs} epochs "
+            + ("(pass --epochs above it to train longer)" if saved["scheduler"] == "none" else "(the run is finished)")
+        )
+
+
 def fit(
     cfg: TrainConfig,
     out: str | Path = "runs",
@@ -327,9 +357,10 @@ def fit(
     """
     state = None
     if resume is not None:
-        state = load_checkpoint(resume)
+        state = load_checkpoint(resume, wanted="last.pt")
         if "training" not in state:
             raise CheckpointError(f"{resume} holds weights only; resume from the run's last.pt")
+        check_resume(state, cfg.epochs, resume)
         cfg = TrainConfig.from_dict({**state["config"], "epochs": cfg.epochs})
     p = prepare(cfg, dataset, data_dir)
     train_loader = DeviceLoader(p.train, cfg.batch_size, p.normalizer, train=True, augment=cfg.augmentations,
@@ -351,15 +382,14 @@ def fit(
     if state is not None:
         run_dir = Path(resume).resolve().parent
         t = state["training"]
-        if state["num_classes"] != p.dataset.num_classes:
+        if list(state["classes"]) != list(p.dataset.classes):
             raise CheckpointError(
-                f"{resume} has {state['num_classes']} classes but {cfg.dataset} has {p.dataset.num_classes}"
+                f"{resume} was trained on the classes {short_list(state['classes'])} but {cfg.dataset} has "
+                f"{short_list(p.dataset.classes)}; resume on the dataset the run started with"
             )
         p.model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(t["optimizer"])
         if scheduler is not None and t.get("scheduler"):
-            if cfg.scheduler == "cosine":
-                t["scheduler"]["T_max"] = cfg.epochs * len(train_loader)  # epochs may have been extended
             scheduler.load_state_dict(t["scheduler"])
         if scaler is not None and t.get("scaler"):
             scaler.load_state_dict(t["scaler"])
@@ -381,7 +411,8 @@ def fit(
 
     from .profiler import RunProfiler  # local: the profiler pulls in psutil and threads
 
-    profiler = RunProfiler(run_dir / "perf", p.device, cfg) if cfg.profile or cfg.torch_profile_steps else None
+    profiler = (RunProfiler(run_dir / "perf", p.device, cfg, resumed_after=start_epoch - 1 if state else None)
+                if cfg.profile or cfg.torch_profile_steps else None)  # fmt: skip
     use_bar = sys.stdout.isatty() if progress is None else progress
     # torch.compile wraps the same parameters; checkpoints keep saving the plain module's state dict
     net = torch.compile(p.model) if cfg.compile else p.model
@@ -412,8 +443,14 @@ def fit(
         append_jsonl(run_dir / "metrics.jsonl", row)
         log(format_epoch(row, cfg.epochs))
         if not math.isfinite(stats.loss):
-            log(f"stopping: training loss is {stats.loss} (try a lower --lr)")
-            break
+            finish_run(run_dir, p, rows, best_epoch, test)  # train.json and test.json of the last good best.pt
+            files = [f for f in ("best.pt", "last.pt") if (run_dir / f).is_file()]
+            kept = (f"{' and '.join(files)} from before it are kept" if files
+                    else "no epoch finished cleanly, so no checkpoint was written")  # fmt: skip
+            raise TrainingDiverged(
+                f"training diverged in epoch {epoch} (loss {stats.loss}); {kept} in {run_dir}; "
+                "lower --lr (or add --scheduler onecycle for a warm-up) and train again"
+            )
         value = row[cfg.monitor]
         if is_better(value, best_value, cfg.monitor):
             best_value, best_epoch, stale = value, epoch, 0
@@ -465,7 +502,7 @@ def evaluate_run(run_dir: str | Path, dataset: Dataset, device: torch.device | s
 
     run_dir = Path(run_dir)
     predictor = Predictor.from_checkpoint(run_dir / "best.pt", device)
-    predictor.check_dataset(dataset)
+    dataset = predictor.check_dataset(dataset)
     loader = predictor.loader(dataset.split("test"))
     amp = predictor.meta["config"].get("amp", "auto")
     result = test_json(evaluate(predictor.model, loader, predictor.device, dataset.classes, amp))

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Sequence
+
+EXIT_USAGE = 2  # a bad argument, dataset or checkpoint: fix the command and run it again
+EXIT_FAILED = 1  # the command was right but the run failed (diverged, disk full, an image that cannot be read)
+
 
 class CifarkitError(Exception):
     """A mistake the user can fix; the CLI prints it as one line without a traceback."""
+
+    exit_code = EXIT_USAGE
 
 
 class DataError(CifarkitError):
@@ -17,3 +25,34 @@ class CheckpointError(CifarkitError):
 
 class ConfigError(CifarkitError, ValueError):
     """A configuration value is out of range or unknown."""
+
+
+class OutputError(CifarkitError):
+    """An output folder cannot be created or written (a path under a regular file, a read-only mount)."""
+
+
+class TrainingDiverged(CifarkitError):
+    """The training loss became NaN or infinite; the last good checkpoints are kept."""
+
+    exit_code = EXIT_FAILED
+
+
+def short_list(names: Sequence[str], limit: int = 5) -> str:
+    """``a, b, c`` or, past ``limit`` names, ``a, b, c, d, e, ... (100 in all)``, for error messages."""
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown}, ... ({len(names)} in all)"
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error met while reading or writing files, saying what to do."""
+    where = exc.filename or "a file"
+    reason = exc.strerror or exc.__class__.__name__
+    if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
+        return f"disk full while writing {where}; free some space and run the command again"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"cannot write {where} ({reason}); choose a writable folder (e.g. --out)"
+    if exc.errno == errno.ENOTDIR:
+        return f"{where}: part of this path is a regular file, not a folder; choose another path"
+    if exc.errno == errno.ENOENT:
+        return f"{where}: file not found"
+    return f"{where}: {reason}"

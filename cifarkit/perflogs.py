@@ -12,9 +12,10 @@ from .profiler import METRICS
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Every JSON object line of ``path``; malformed lines are skipped with one warning naming them."""
+    """Every JSON object line of ``path``; malformed lines (and bytes that are not text) are skipped with
+    one warning naming them."""
     records, bad = [], []
-    with open(path) as f:
+    with open(path, errors="replace") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -56,6 +57,17 @@ def load_perf_logs(paths: Sequence[str | os.PathLike]):
     if not frames:
         return pd.DataFrame(columns=["run", "folder", "t_s", "ts", "epoch", *METRICS])
     df = pd.concat(frames, ignore_index=True)
+    for column in ("ts", "epoch", *METRICS):  # a hand-edited or foreign log may hold text where numbers belong
+        if column in df:
+            df[column] = pd.to_numeric(df[column], errors="coerce")
+    if "ts" not in df:
+        df["ts"] = float("nan")
+    unusable = int(df["ts"].isna().sum())
+    if unusable:
+        warnings.warn(f"skipped {unusable} sample line(s) without a numeric ts (timestamp)", stacklevel=2)
+        df = df[df["ts"].notna()].copy()
+        if df.empty:
+            return pd.DataFrame(columns=["run", "folder", "t_s", "ts", "epoch", *METRICS])
     # one time origin per run folder, so its train and val logs share an axis
     df["t_s"] = df["ts"] - df.groupby("folder")["ts"].transform("min")
     return df.sort_values(["run", "ts"], ignore_index=True)

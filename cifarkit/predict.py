@@ -14,7 +14,7 @@ from torch import nn
 
 from .data import IMAGE_SUFFIXES, Dataset, Split, decode_image, pil_to_array, resolve_user_path
 from .device import resolve_channels_last, resolve_device
-from .errors import CheckpointError, CifarkitError, DataError
+from .errors import CheckpointError, CifarkitError, DataError, short_list
 from .loader import DeviceLoader, Normalizer
 from .runs import load_checkpoint, model_from_checkpoint
 from .tta import tta_forward
@@ -45,13 +45,19 @@ class Predictor:
         meta = {k: v for k, v in blob.items() if k != "state_dict"}
         return cls(model, list(blob["classes"]), norm, int(blob.get("data_image_size", 32)), dev, meta, Path(path))
 
-    def check_dataset(self, dataset: Dataset) -> None:
-        """Fail in one line when ``dataset`` does not have the classes this checkpoint predicts."""
-        if dataset.num_classes != len(self.classes):
+    def check_dataset(self, dataset: Dataset) -> Dataset:
+        """``dataset`` with its labels in this checkpoint's class order; one-line error when its classes differ.
+
+        Class names are compared, not just counted: a checkpoint trained on airplane/cat/ship must not
+        score a folder of dog/frog/horse. The same names in another order (other folder sorting) are mapped.
+        """
+        if sorted(dataset.classes) != sorted(self.classes):
             raise CheckpointError(
-                f"{self.path} predicts {len(self.classes)} classes but {dataset.name} has {dataset.num_classes}; "
-                "evaluate on the dataset it was trained on"
+                f"{self.path} predicts {len(self.classes)} classes ({short_list(self.classes)}) but {dataset.name} "
+                f"has {dataset.num_classes} ({short_list(dataset.classes)}); evaluate on a dataset with the classes "
+                "it was trained on"
             )
+        return dataset.with_class_order(self.classes)
 
     def loader(self, split: Split, batch_size: int = 256) -> DeviceLoader:
         """An evaluation loader over ``split`` with this checkpoint's preprocessing."""

@@ -15,12 +15,15 @@ import shutil
 import subprocess
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .errors import CifarkitError
 
 METRICS = (
     "gpu_busy_percent", "mem_busy_percent", "sclk_mhz", "mclk_mhz", "temp_c", "power_w",
@@ -368,6 +371,7 @@ class gpu_profile:  # noqa: N801 - used like a function: ``with gpu_profile(...)
         self.step_images = 0
         self.step_count = 0
         self.data_seconds = 0.0
+        self.write_error: OSError | None = None
 
     # -- context manager / decorator
     def __enter__(self) -> gpu_profile:
@@ -399,7 +403,8 @@ class gpu_profile:  # noqa: N801 - used like a function: ``with gpu_profile(...)
             summary.update(steps=self.step_count, images=self.step_images, images_per_s=self.step_images / wall,
                            data_wait_s=self.data_seconds, data_wait_fraction=self.data_seconds / wall)  # fmt: skip
         self._write(summary)
-        self._file.close()
+        with contextlib.suppress(OSError):  # the disk filled up: what was written stays
+            self._file.close()
         if self._given is None:
             for b in self.backends:
                 b.close()
@@ -452,8 +457,14 @@ class gpu_profile:  # noqa: N801 - used like a function: ``with gpu_profile(...)
     def _write(self, record: dict) -> None:
         base = {"ts": time.time(), "t_rel_s": time.time() - self.t0, "epoch": self.epoch, **self.extra}
         with self._lock:
-            self._file.write(json.dumps({**base, **record}) + "\n")
-            self._file.flush()
+            if self.write_error is not None:
+                return
+            try:
+                self._file.write(json.dumps({**base, **record}) + "\n")
+                self._file.flush()
+            except OSError as exc:  # a full disk: stop logging, never stop the training it watches
+                self.write_error = exc
+                warnings.warn(f"telemetry stopped: cannot write {self.outfile} ({exc})", stacklevel=2)
 
 
 @dataclass
@@ -472,16 +483,47 @@ class PhaseHooks:
             callback(seconds)
 
 
+def _line_epoch(line: str) -> float | None:
+    """The ``epoch`` of one JSONL line (None for lines without one or that are not JSON)."""
+    try:
+        epoch = json.loads(line).get("epoch")
+    except (ValueError, AttributeError):
+        return None
+    return epoch if isinstance(epoch, (int, float)) else None
+
+
 class RunProfiler:
     """What ``fit`` uses: one profiled phase per training epoch and validation pass, plus an optional
     torch.profiler trace of the first training steps."""
 
-    def __init__(self, perf_dir: Path, device: torch.device, cfg: Any) -> None:
+    def __init__(self, perf_dir: Path, device: torch.device, cfg: Any, resumed_after: int | None = None) -> None:
+        """``resumed_after``: the epoch a resumed run's checkpoint holds; telemetry of later (re-run)
+        epochs is dropped from the logs so that no epoch appears twice."""
         self.perf_dir = Path(perf_dir)
         self.device = device
         self.enabled = bool(cfg.profile)
         self.interval = cfg.profile_interval
         self.torch_steps = int(cfg.torch_profile_steps)
+        if resumed_after is not None and self.perf_dir.is_dir():
+            try:
+                self._drop_epochs_after(resumed_after)
+            except (OSError, CifarkitError) as exc:
+                self._off(exc)
+
+    def _drop_epochs_after(self, epoch: int) -> None:
+        from .runs import write_text
+
+        for log in sorted(self.perf_dir.glob("*.jsonl")):
+            with open(log, errors="replace") as f:
+                lines = f.readlines()
+            kept = [line for line in lines if _line_epoch(line) is None or _line_epoch(line) <= epoch]
+            if len(kept) != len(lines):
+                write_text(log, "".join(kept))
+
+    def _off(self, exc: BaseException) -> None:
+        """Telemetry never stops training: say once why it stopped, then train on without it."""
+        self.enabled, self.torch_steps = False, 0
+        warnings.warn(f"telemetry off for the rest of this run: cannot write {self.perf_dir} ({exc})", stacklevel=3)
 
     @contextlib.contextmanager
     def phase(self, name: str, epoch: int) -> Iterator[PhaseHooks | None]:
@@ -489,12 +531,18 @@ class RunProfiler:
         hooks = PhaseHooks()
         with contextlib.ExitStack() as stack:
             if self.enabled:
-                prof = stack.enter_context(gpu_profile(self.perf_dir / f"{name}_epoch.jsonl", self.interval,
-                                                       self.device, epoch, {"split": name}))  # fmt: skip
-                hooks.steps.append(prof.step)
-                hooks.waits.append(prof.data_wait)
+                try:
+                    prof = stack.enter_context(gpu_profile(self.perf_dir / f"{name}_epoch.jsonl", self.interval,
+                                                           self.device, epoch, {"split": name}))  # fmt: skip
+                    hooks.steps.append(prof.step)
+                    hooks.waits.append(prof.data_wait)
+                except OSError as exc:  # perf/ is a file, the disk is full or read-only
+                    self._off(exc)
             if name == "train" and self.torch_steps and not (self.perf_dir / "torch_ops.txt").exists():
-                hooks.steps.append(stack.enter_context(self._torch_profile()))
+                try:
+                    hooks.steps.append(stack.enter_context(self._torch_profile()))
+                except OSError as exc:
+                    self._off(exc)
             yield hooks if hooks.steps else None
 
     @contextlib.contextmanager
@@ -505,9 +553,12 @@ class RunProfiler:
         self.perf_dir.mkdir(parents=True, exist_ok=True)
 
         def save(p: Any) -> None:
-            p.export_chrome_trace(str(self.perf_dir / "torch_trace.json"))
-            sort = "self_cuda_time_total" if self.device.type == "cuda" else "self_cpu_time_total"
-            (self.perf_dir / "torch_ops.txt").write_text(p.key_averages().table(sort_by=sort, row_limit=40))
+            try:
+                p.export_chrome_trace(str(self.perf_dir / "torch_trace.json"))
+                sort = "self_cuda_time_total" if self.device.type == "cuda" else "self_cpu_time_total"
+                (self.perf_dir / "torch_ops.txt").write_text(p.key_averages().table(sort_by=sort, row_limit=40))
+            except OSError as exc:
+                self._off(exc)
 
         with profile(activities=activities, schedule=schedule(wait=1, warmup=1, active=self.torch_steps, repeat=1),
                      on_trace_ready=save, record_shapes=True) as p:  # fmt: skip

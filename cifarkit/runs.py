@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import re
-import tempfile
+import uuid
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import CheckpointError
+from .errors import CheckpointError, OutputError
 
 CHECKPOINT_FORMAT = "cifarkit-checkpoint-v1"
 RUN_FILES = ("config.json", "env.json", "train.json", "test.json", "metrics.jsonl", "best.pt")
@@ -32,10 +34,45 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "run"
 
 
+def ensure_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create ``path`` (and its parents) or raise :class:`OutputError` in one line saying why and what to do."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"{what} {path} is a file, not a folder; choose another path") from None
+    except OSError as exc:
+        reason = "part of the path is a regular file" if exc.errno == errno.ENOTDIR else exc.strerror
+        raise OutputError(f"cannot create {what} {path} ({reason}); choose a writable path") from None
+    if not os.access(path, os.W_OK):
+        raise OutputError(f"{what} {path} is not writable; choose a writable path")
+    return path
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Write ``path`` whole or not at all: ``write(tmp)`` fills a temporary file beside it, which then
+    replaces ``path``; on any failure (a full disk, Ctrl-C) the temporary file is removed and an
+    existing ``path`` is left as it was."""
+    path = Path(path)
+    ensure_dir(path.parent)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
 def make_run_dir(parent: str | os.PathLike, *parts: str) -> Path:
     """Create ``parent/<YYYYmmdd-HHMMSS>-<part>-<part>`` (suffix ``-2``, ``-3`` ... if taken)."""
-    parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
+    parent = ensure_dir(parent)
     base = "-".join([timestamp(), *(slug(p) for p in parts)])
     for n in range(1, 1000):
         path = parent / (base if n == 1 else f"{base}-{n}")
@@ -44,7 +81,7 @@ def make_run_dir(parent: str | os.PathLike, *parts: str) -> Path:
             return path
         except FileExistsError:
             continue
-    raise RuntimeError(f"cannot create a run folder under {parent}")
+    raise OutputError(f"cannot create a run folder under {parent}: 999 folders named {base}; choose another --out")
 
 
 def _clean(value: Any) -> Any:
@@ -60,24 +97,13 @@ def _clean(value: Any) -> Any:
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Write JSON atomically: a temporary file in the same folder, then rename over the target."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_clean(data), f, indent=2, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text(path, json.dumps(_clean(data), indent=2, default=str) + "\n")
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     """Append one JSON object as one line (flushed, so a crash loses at most that line)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(path.parent)
     with open(path, "a") as f:
         f.write(json.dumps(_clean(record), default=str) + "\n")
         f.flush()
@@ -137,25 +163,25 @@ def save_checkpoint(
     blob = {"format": CHECKPOINT_FORMAT, **meta, "state_dict": state}
     if training is not None:
         blob["training"] = training
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(blob, tmp))
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load and validate a cifarkit checkpoint (``weights_only=True``: no code is executed)."""
+def load_checkpoint(path: str | os.PathLike, wanted: str = "best.pt") -> dict[str, Any]:
+    """Load and validate a cifarkit checkpoint (``weights_only=True``: no code is executed).
+
+    ``wanted`` names the run file the caller needs (``last.pt`` to resume), for the error messages.
+    """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found; pass the best.pt of a run folder")
+        raise CheckpointError(f"checkpoint {path} not found; pass the {wanted} of a run folder")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(
-            f"{path} is not a readable cifarkit checkpoint ({exc.__class__.__name__}); pass a best.pt"
+            f"{path} is not a readable cifarkit checkpoint ({exc.__class__.__name__}); pass the {wanted} of a run folder"
         ) from None
     if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a cifarkit checkpoint; pass the best.pt or last.pt of a run folder")
+        raise CheckpointError(f"{path} is not a cifarkit checkpoint; pass the {wanted} of a run folder")
     return blob
 
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import html
+import logging
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from .errors import CifarkitError
-from .runs import make_run_dir, read_json, write_json
+from .runs import ensure_dir, make_run_dir, read_json, write_json, write_text
 
 KERNEL = "python3"
 
@@ -38,11 +43,71 @@ def select_notebooks(only: str | None = None) -> list[Path]:
 
 
 def execute(nb: Path, out: Path, parameters: dict[str, Any], cwd: Path) -> None:
-    """Execute one notebook with papermill (kernel ``python3``), without progress widgets."""
+    """Execute one notebook with papermill (kernel ``python3``), without progress widgets.
+
+    The kernel process's own stderr (not the cells' output, which the notebook keeps) goes to
+    ``<out>.kernel.log``, kept only when not empty: its start-up warnings and the ZMQError it prints
+    when Ctrl-C shuts it down mid-cell stay off the terminal.
+    """
     import papermill as pm
 
-    pm.execute_notebook(str(nb), str(out), parameters=parameters, kernel_name=KERNEL, cwd=str(cwd),
-                        progress_bar=False, log_output=False, request_save_on_cell_execute=True)  # fmt: skip
+    log = out.with_suffix(".kernel.log")
+    try:
+        with quiet_on_ctrl_c():
+            pm.execute_notebook(str(nb), str(out), parameters=parameters, kernel_name=KERNEL, cwd=str(cwd),
+                                progress_bar=False, log_output=False, request_save_on_cell_execute=True,
+                                kernel_manager_class=kernel_manager_logging_to(log))  # fmt: skip
+    finally:
+        if log.is_file() and not kernel_log_has_news(log):
+            log.unlink()
+
+
+NOISY_LOGGERS = ("papermill", "nbclient", "asyncio", "traitlets")
+
+
+@contextlib.contextmanager
+def quiet_on_ctrl_c() -> Iterator[None]:
+    """While a notebook runs, make Ctrl-C a plain KeyboardInterrupt without the noise of the kernel's
+    shutdown (a "Kernel died" error and an unretrieved-task traceback from papermill's event loop)."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is not signal.default_int_handler:
+        yield  # not ours to handle (a worker thread, or Ctrl-C ignored / handled by the caller)
+        return
+    loggers = [logging.getLogger(name) for name in NOISY_LOGGERS]
+    was_disabled = [logger.disabled for logger in loggers]
+
+    def interrupt(signum: int, frame: object) -> None:
+        for logger in loggers:
+            logger.disabled = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        gc.collect()  # let the interrupted event-loop tasks go while their complaints are muted
+        for logger, disabled in zip(loggers, was_disabled, strict=True):
+            logger.disabled = disabled
+
+
+def kernel_log_has_news(log: Path) -> bool:
+    """Whether a kernel log holds more than the kernel's routine start-up warning."""
+    routine = "Kernel is running over TCP without encryption"
+    return any(line.strip() and routine not in line for line in log.read_text(errors="replace").splitlines())
+
+
+def kernel_manager_logging_to(log: Path) -> type:
+    """A jupyter_client kernel manager whose kernel writes its stderr to ``log`` (Popen's ``stderr``, which
+    ``start_kernel`` passes on as documented)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LoggedKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw: Any) -> None:
+            with open(log, "ab") as f:  # the kernel keeps its own copy of the descriptor
+                await super().start_kernel(**{"stderr": f, **kw})
+
+    return LoggedKernelManager
 
 
 def failure_text(exc: BaseException) -> str:
@@ -61,13 +126,11 @@ def to_html(nb: Path, hide_code: bool = True) -> Path:
 
     exporter = HTMLExporter(exclude_input=hide_code, exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nbformat.read(nb, as_version=4))
-    out = nb.with_suffix(".html")
-    out.write_text(body)
-    return out
+    return write_text(nb.with_suffix(".html"), body)
 
 
 def run_series(
-    dataset: str = "cifar10",
+    dataset: str | None = None,
     profile: str = "quick",
     device: str = "auto",
     out: str | Path = "reports",
@@ -79,8 +142,10 @@ def run_series(
     """Execute the series; return (report folder, every notebook succeeded).
 
     Stops at the first failing notebook (later ones read its runs), keeps what finished, and
-    records the failing cell in series.json. ``resume`` re-enters a report folder and skips
-    notebooks whose status is ``ok``.
+    records the failing cell in series.json. ``resume`` re-enters a report folder, with the
+    dataset, profile and seed it was started with, and skips notebooks whose status is ``ok``.
+    ``dataset`` defaults to ``cifar10`` (on resume: the report's). Ctrl-C records the interrupted
+    notebook in series.json and index.md before it stops.
     """
     from .data import load_dataset
     from .device import env_info, resolve_device
@@ -89,61 +154,87 @@ def run_series(
     get_profile(profile)
     dev = resolve_device(device)
     books = select_notebooks(only)
-    load_dataset(dataset)  # fail in one line before any kernel starts (offline, missing folder...)
     if resume:
         report = Path(resume)
         if not (report / "series.json").is_file():
             raise CifarkitError(f"--resume {resume}: no series.json there; pass a series report folder")
         state = read_json(report / "series.json")
-        dataset, profile, seed = (
-            state["parameters"]["dataset"],
-            state["parameters"]["profile"],
-            state["parameters"]["seed"],
-        )
+        saved = state["parameters"]
+        if dataset is not None and dataset != saved["dataset"]:
+            raise CifarkitError(
+                f"--resume {resume} was started on --dataset {saved['dataset']}; leave --dataset out (or pass that)"
+            )
+        dataset, profile, seed = saved["dataset"], saved["profile"], saved["seed"]
     else:
+        dataset = dataset or "cifar10"
+        ensure_dir(out, "--out folder")
+    load_dataset(dataset)  # fail in one line before any kernel starts (offline, missing folder...)
+    if not resume:
         report = make_run_dir(out, "series")
         state = {"notebooks": {}}
     report = report.resolve()
-    (report / "notebooks").mkdir(exist_ok=True)
+    ensure_dir(report / "notebooks", "report folder")
     params = {"dataset": dataset, "seed": seed, "device": device, "profile": profile, "report_dir": str(report),
               "interactive": False}  # fmt: skip
     state.update(parameters=params, env=env_info(dev), report_dir=str(report))
     write_json(report / "series.json", state)
-    ok = True
     t_series = time.perf_counter()
-    for i, nb in enumerate(books, start=1):
-        entry = state["notebooks"].get(nb.stem, {})
-        if entry.get("status") == "ok":
-            log(f"[{i}/{len(books)}] {nb.name}: done before, skipped")
-            continue
-        log(f"[{i}/{len(books)}] {nb.name} ... (series elapsed {time.perf_counter() - t_series:.0f}s)")
-        executed = report / "notebooks" / nb.name
-        t0 = time.perf_counter()
-        try:
-            execute(nb, executed, params, nb.parent)
-            entry = {"status": "ok"}
-        except Exception as exc:  # papermill raises PapermillExecutionError with the cell; kernels can die too
-            entry = {"status": "failed", "error": failure_text(exc)}
-            ok = False
-        entry.update(seconds=round(time.perf_counter() - t0, 1), notebook=f"notebooks/{nb.name}")
-        if executed.is_file():
-            try:
-                entry["html"] = str(to_html(executed).relative_to(report))
-            except Exception as exc:  # a rendering problem must not hide the result
-                entry["html_error"] = failure_text(exc)
-                log(f"[{i}/{len(books)}] {nb.name}: HTML rendering failed ({entry['html_error']}); "
-                    f"the executed notebook is complete: {executed}")  # fmt: skip
-        state["notebooks"][nb.stem] = entry
+    current: Path | None = None
+    try:
+        ok = True
+        for i, nb in enumerate(books, start=1):
+            current = nb
+            ok = run_one(nb, f"[{i}/{len(books)}]", report, state, params, t_series, log)
+            if not ok:
+                break
+        current = None
+    except KeyboardInterrupt:  # Ctrl-C: record where it stopped, so the index and --resume know
+        if current is not None and state["notebooks"].get(current.stem, {}).get("status") != "ok":
+            state["notebooks"][current.stem] = {"status": "interrupted", "error": "stopped by Ctrl-C",
+                                                "notebook": f"notebooks/{current.name}"}  # fmt: skip
+        state["total_seconds"] = round(time.perf_counter() - t_series, 1)
         write_json(report / "series.json", state)
-        log(f"[{i}/{len(books)}] {nb.name}: {entry['status']} in {entry['seconds']:.0f}s")
-        if not ok:
-            log(f"{nb.name} failed at {entry['error']}")
-            log(f"what finished is kept; fix it and rerun with --resume {report}")
-            break
+        write_index(report)
+        log(f"interrupted{f' in {current.name}' if current else ''}; what finished is kept: rerun with --resume {report}")
+        raise
     state["total_seconds"] = round(time.perf_counter() - t_series, 1)
     write_json(report / "series.json", state)
     write_index(report)
     return report, ok
+
+
+def run_one(nb: Path, tag: str, report: Path, state: dict, params: dict, t_series: float,
+            log: Callable[[str], None]) -> bool:  # fmt: skip
+    """Execute one notebook of the series into ``report`` (unless it finished before), record it in
+    series.json, and return whether it succeeded."""
+    entry = state["notebooks"].get(nb.stem, {})
+    if entry.get("status") == "ok":
+        log(f"{tag} {nb.name}: done before, skipped")
+        return True
+    log(f"{tag} {nb.name} ... (series elapsed {time.perf_counter() - t_series:.0f}s)")
+    executed = report / "notebooks" / nb.name
+    t0 = time.perf_counter()
+    try:
+        execute(nb, executed, params, nb.parent)
+        entry = {"status": "ok"}
+    except Exception as exc:  # papermill raises PapermillExecutionError with the cell; kernels can die too
+        entry = {"status": "failed", "error": failure_text(exc)}
+    entry.update(seconds=round(time.perf_counter() - t0, 1), notebook=f"notebooks/{nb.name}")
+    if executed.is_file():
+        try:
+            entry["html"] = str(to_html(executed).relative_to(report))
+        except Exception as exc:  # a rendering problem must not hide the result
+            entry["html_error"] = failure_text(exc)
+            log(f"{tag} {nb.name}: HTML rendering failed ({entry['html_error']}); "
+                f"the executed notebook is complete: {executed}")  # fmt: skip
+    state["notebooks"][nb.stem] = entry
+    write_json(report / "series.json", state)
+    log(f"{tag} {nb.name}: {entry['status']} in {entry['seconds']:.0f}s")
+    if entry["status"] != "ok":
+        log(f"{nb.name} failed at {entry['error']}")
+        log(f"what finished is kept; fix it and rerun with --resume {report}")
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------- index
@@ -206,10 +297,8 @@ def write_index(report: Path) -> tuple[Path, Path]:
            "  `test.json` (test metrics), `metrics.jsonl`, `best.pt`, `figures/`, `perf/*.jsonl` (hardware telemetry).",
            "- `figures/NN_*/`: the figures each notebook drew; `summaries/`: the headline numbers above as JSON.",
            "- Fractions (accuracy, top-5) are in [0, 1]. Models were chosen on the validation split, never on test."]  # fmt: skip
-    md_path = report / "index.md"
-    md_path.write_text("\n".join(md) + "\n")
-    html_path = report / "index.html"
-    html_path.write_text(markdown_to_html("\n".join(md), report.name))
+    md_path = write_text(report / "index.md", "\n".join(md) + "\n")
+    html_path = write_text(report / "index.html", markdown_to_html("\n".join(md), report.name))
     return md_path, html_path
 
 

@@ -474,10 +474,11 @@ def run_speedrun(spec: str, recipe: Recipe | str = "speedrun", device: str = "au
     """
     from .data import default_data_dir, load_dataset, stratified_split
     from .device import configure_threads, resolve_device
-    from .runs import make_run_dir, save_checkpoint, write_json
+    from .runs import ensure_dir, make_run_dir, save_checkpoint, write_json
 
     if not 0 < target < 1:
         raise ConfigError(f"target={target} is invalid: use a fraction between 0 and 1, e.g. 0.70")
+    ensure_dir(out, "--out folder")  # before the training, not after it
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
     dev = resolve_device(device)
     if dev.type == "cpu":

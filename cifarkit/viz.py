@@ -12,11 +12,10 @@ from matplotlib.figure import Figure
 
 
 def save(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """Save ``fig`` as PNG, creating the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    return path
+    """Save ``fig`` as PNG, creating the folder; written whole or not at all (no 0-byte figures)."""
+    from .runs import atomic_write
+
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
 
 
 def plot_curves(history: dict, metric: str, title: str | None = None) -> Figure:
@@ -179,31 +178,34 @@ def plot_perf(df, out_dir: str | os.PathLike, log=print) -> list[Path]:
 
 
 def montage(images: Sequence[str | os.PathLike], out: str | os.PathLike, cols: int = 3, cell: int = 480) -> Path:
-    """Stitch PNGs into one grid image, each scaled to fit a ``cell`` x ``cell``*0.6 tile, white background."""
+    """Stitch PNGs into one grid image, each scaled to fit a ``cell`` x ``cell``*0.6 tile, white background.
+
+    An image that cannot be read stops the montage with a :class:`~cifarkit.errors.DataError` naming it.
+    """
     from PIL import Image
+
+    from .errors import ConfigError, DataError
+    from .runs import atomic_write
 
     paths = [Path(p) for p in images]
     if not paths:
-        from .errors import DataError
-
         raise DataError("montage: no PNG files to stitch")
     if cols < 1:
-        from .errors import ConfigError
-
         raise ConfigError(f"--cols must be >= 1, got {cols}")
     tile_w, tile_h = cell, int(cell * 0.6)
     rows = -(-len(paths) // cols)
     sheet = Image.new("RGB", (min(cols, len(paths)) * tile_w, rows * tile_h), "white")
     for i, path in enumerate(paths):
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            img.thumbnail((tile_w, tile_h))
-            r, c = divmod(i, cols)
-            sheet.paste(img, (c * tile_w + (tile_w - img.width) // 2, r * tile_h + (tile_h - img.height) // 2))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out)
-    return out
+        try:
+            with Image.open(path) as img:
+                img = img.convert("RGB")
+        except Exception as exc:  # not an image, truncated, unreadable
+            reason = f"{exc.__class__.__name__}: {exc}".replace("\n", " ")
+            raise DataError(f"cannot read image {path} ({reason}); remove or replace it") from None
+        img.thumbnail((tile_w, tile_h))
+        r, c = divmod(i, cols)
+        sheet.paste(img, (c * tile_w + (tile_w - img.width) // 2, r * tile_h + (tile_h - img.height) // 2))
+    return atomic_write(out, lambda tmp: sheet.save(tmp, format="PNG"))
 
 
 def write_run_figures(run_dir: Path, history: dict) -> list[Path]:

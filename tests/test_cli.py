@@ -79,7 +79,7 @@ def test_help_on_every_verb(cli):
         (("train", "--dataset", "synthetic", "--epochs", "0"), ("--epochs", ">= 1")),
         (("train", "--dataset", "synthetic", "--lr", "abc"), ("--lr",)),
         (("train", "--dataset", "synthetic", "--augment", "blur"), ("blur", "crop")),
-        (("train", "--dataset", "synthetic", "--val-fraction", "2"), ("val_fraction",)),
+        (("train", "--dataset", "synthetic", "--val-fraction", "2"), ("--val-fraction", "between 0 and 1")),
         (("train", "--dataset", "synthetic", "--optimizer", "rmsprop"), ("rmsprop", "adam")),
         (("train", "--dataset", "synthetic", "--device", "cuda:99"), ("cuda:99",)),  # absent on any machine
         (("train", "--dataset", "synthetic", "--device", "tpu"), ("tpu", "auto")),

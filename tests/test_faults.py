@@ -1,0 +1,428 @@
+"""Faults and hostile input: every case answers in one line with the right exit status, and leaves nothing
+half-written (issue 12's campaign, one test per case, so it cannot regress)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from cifarkit.errors import EXIT_FAILED, EXIT_USAGE
+
+from .conftest import write_image_folder
+
+SMALL = ("--dataset", "synthetic:classes=3,train=20,test=5", "--batch-size", "32", "--val-fraction", "0.2")
+
+
+def one_line(code: int, err: str, expected_code: int, *needles: str) -> None:
+    """The command failed with ``expected_code`` and said so in exactly one line, without a traceback."""
+    assert code == expected_code, err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], err
+
+
+def no_temporaries(folder: Path) -> None:
+    """Atomic writes leave no temporary or empty files behind."""
+    leftovers = [p for p in folder.rglob("*") if p.is_file() and (p.name.endswith((".tmp", ".part")) or p.stat().st_size == 0)]
+    assert leftovers == []
+
+
+@pytest.fixture
+def a_file(tmp_path: Path) -> Path:
+    """A regular file: any output path under it cannot be created (like a read-only mount, even for root)."""
+    f = tmp_path / "a_file"
+    f.write_text("not a folder")
+    return f
+
+
+@pytest.fixture
+def perf_log(tmp_path: Path) -> Path:
+    """A small valid telemetry log."""
+    log = tmp_path / "run" / "perf" / "train_epoch.jsonl"
+    log.parent.mkdir(parents=True)
+    rows = [{"phase": "sample", "ts": 100.0 + i, "epoch": 1, "backend": "cpu", "cpu_percent": 50.0 + i, "rss_mb": 900 + i}
+            for i in range(5)]  # fmt: skip
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return log
+
+
+def enospc_after_partial_write(real, when=lambda path: True):
+    """Wrap a writer ``real(obj, path, ...)`` so that it writes a few bytes to ``path`` and fails like a full disk."""
+
+    def writer(obj, path, *args, **kwargs):
+        if not when(Path(path)):
+            return real(obj, path, *args, **kwargs)
+        Path(path).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    return writer
+
+
+# ----------------------------------------------------------------------------- 1. unwritable or full output
+
+
+@pytest.mark.parametrize("verb", ["train", "series", "speedrun"])
+def test_out_under_a_regular_file_is_one_line_before_any_work(cli, a_file, verb, data_dir):
+    args = {"train": ("train", *SMALL, "--epochs", "1"), "series": ("series", "--dataset", "synthetic", "--profile", "smoke"),
+            "speedrun": ("speedrun", "--dataset", "synthetic", "--recipe", "tiny")}[verb]  # fmt: skip
+    code, out, err = cli(*args, "--out", a_file / "runs")
+    one_line(code, err, EXIT_USAGE, "--out folder", str(a_file / "runs"), "regular file")
+    assert out == ""  # refused before the first epoch / notebook
+    code, _, err = cli(*args, "--out", a_file)
+    one_line(code, err, EXIT_USAGE, "is a file, not a folder")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc, where nothing can be created")
+def test_out_where_no_folder_can_be_made(cli):
+    code, _, err = cli("train", *SMALL, "--epochs", "1", "--out", "/proc/cifarkit-x")
+    one_line(code, err, EXIT_USAGE, "cannot create --out folder /proc/cifarkit-x")
+
+
+def test_plot_perf_and_montage_refuse_an_output_under_a_file(cli, a_file, perf_log, tmp_path):
+    one_line(*cli("plot-perf", perf_log, "--out", a_file / "figs")[::2], EXIT_USAGE, "regular file")
+    pngs = tmp_path / "pngs"
+    pngs.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (20, 10), "red").save(pngs / "a.png")
+    one_line(*cli("montage", pngs, "--out", a_file / "m.png")[::2], EXIT_USAGE, "is a file, not a folder")
+    one_line(*cli("montage", pngs, "--out", pngs)[::2], EXIT_USAGE, "is a folder")
+
+
+def test_full_disk_during_training_keeps_the_previous_checkpoint_and_no_temporary(cli, tmp_path, monkeypatch):
+    import cifarkit.runs
+
+    saves = []
+
+    def second_last_pt(path: Path) -> bool:
+        saves.append(path.name)
+        return ".last.pt." in path.name and sum(".last.pt." in s for s in saves) == 2
+
+    monkeypatch.setattr(cifarkit.runs.torch, "save", enospc_after_partial_write(torch.save, second_last_pt))
+    code, out, err = cli("train", *SMALL, "--epochs", "3", "--out", tmp_path)
+    one_line(code, err, EXIT_FAILED, "disk full while writing", ".last.pt.")
+    (run,) = tmp_path.iterdir()
+    no_temporaries(run)
+    from cifarkit.runs import load_checkpoint
+
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1  # the epoch-2 write failed; epoch 1 is intact
+
+
+def test_full_disk_leaves_no_empty_or_partial_figure(cli, perf_log, tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    real = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **kw: enospc_after_partial_write(lambda f, p, **k: real(f, p, **k))(fig, path, **kw))
+    out = tmp_path / "figs"
+    one_line(*cli("plot-perf", perf_log, "--out", out)[::2], EXIT_FAILED, "disk full")
+    assert list(out.glob("*.png")) == []
+    no_temporaries(out)
+
+    from PIL import Image
+
+    pngs = tmp_path / "pngs"
+    pngs.mkdir()
+    Image.new("RGB", (20, 10), "red").save(pngs / "a.png")
+    monkeypatch.setattr(Image.Image, "save", enospc_after_partial_write(Image.Image.save))
+    one_line(*cli("montage", pngs, "--out", tmp_path / "m" / "montage.png")[::2], EXIT_FAILED, "disk full")
+    assert not (tmp_path / "m" / "montage.png").exists()
+    no_temporaries(tmp_path / "m")
+
+
+# ----------------------------------------------------------------------------- 2. unwritable dataset cache
+
+
+def test_unwritable_cache_trains_without_it(cli, tmp_path, a_file):
+    folder = write_image_folder(tmp_path / "imgs", train=10, test=2)
+    code, out, err = cli("train", "--dataset", f"folder:{folder}", "--data-dir", a_file / "data", "--epochs", "1",
+                         "--batch-size", "16", "--val-fraction", "0.2", "--out", tmp_path / "runs")  # fmt: skip
+    assert code == 0, err
+    assert "Traceback" not in err and "decoded on every run" in err
+    assert len(err.strip().splitlines()) == 1  # one warning line
+
+
+def test_offline_download_into_an_unwritable_data_dir_is_one_line(cli, a_file, tmp_path):
+    code, _, err = cli("train", "--dataset", "cifar10", "--data-dir", a_file / "data", "--out", tmp_path)
+    one_line(code, err, EXIT_USAGE, "not a writable folder", "cifar-10-python.tar.gz")
+
+
+# ----------------------------------------------------------------------------- 3. too few images
+
+
+def test_one_image_per_class_is_refused_before_training(cli, tmp_path):
+    code, out, err = cli("train", "--dataset", "synthetic:classes=3,train=1,test=1", "--out", tmp_path)
+    one_line(code, err, EXIT_USAGE, "validation split", "at least 2")
+    assert not list(tmp_path.iterdir())
+
+
+# ----------------------------------------------------------------------------- 4. resume
+
+
+@pytest.fixture(scope="module")
+def two_epoch_runs(tmp_path_factory) -> dict[str, Path]:
+    """Finished 2-epoch runs: one with a one-cycle schedule, one without, both with telemetry."""
+    from cifarkit.cli import main
+
+    out = tmp_path_factory.mktemp("resume")
+    runs = {}
+    for scheduler in ("onecycle", "none"):
+        assert main(["train", *SMALL, "--epochs", "2", "--scheduler", scheduler, "--profile", "--profile-interval", "0.05",
+                     "--out", str(out / scheduler)]) == 0  # fmt: skip
+        (runs[scheduler],) = (out / scheduler).iterdir()
+    return runs
+
+
+def test_more_epochs_on_a_scheduled_run_is_refused_without_touching_it(cli, two_epoch_runs):
+    run = two_epoch_runs["onecycle"]
+    before = (run / "config.json").read_bytes()
+    code, _, err = cli("train", "--resume", run / "last.pt", "--epochs", "4")
+    one_line(code, err, EXIT_USAGE, "from 2 to 4", "onecycle", "fixed")
+    assert (run / "config.json").read_bytes() == before
+
+
+def test_resuming_a_finished_run_is_refused_without_touching_it(cli, two_epoch_runs):
+    run = two_epoch_runs["none"]
+    before = (run / "config.json").read_bytes()
+    for epochs in ("1", "2"):
+        code, _, err = cli("train", "--resume", run / "last.pt", "--epochs", epochs)
+        one_line(code, err, EXIT_USAGE, "already trained 2 epoch(s)", "--epochs above")
+    one_line(*cli("train", "--resume", run / "last.pt")[::2], EXIT_USAGE, "already trained 2")
+    assert (run / "config.json").read_bytes() == before
+
+
+def test_resume_from_a_missing_file_asks_for_last_pt(cli, tmp_path):
+    one_line(*cli("train", "--resume", tmp_path / "nope" / "last.pt")[::2], EXIT_USAGE, "pass the last.pt")
+
+
+def test_extending_an_unscheduled_run_works(cli, two_epoch_runs, tmp_path):
+    run = tmp_path / "copy"
+    shutil.copytree(two_epoch_runs["none"], run)
+    code, out, err = cli("train", "--resume", run / "last.pt", "--epochs", "3")
+    assert code == 0, err
+    assert json.loads((run / "train.json").read_text())["epochs_run"] == 3
+    assert json.loads((run / "config.json").read_text())["epochs"] == 3
+
+
+# ----------------------------------------------------------------------------- 5. telemetry
+
+
+def test_infinite_profile_interval_is_refused_at_parse_time(cli):
+    one_line(*cli("train", "--profile", "--profile-interval", "inf")[::2], EXIT_USAGE, "finite")
+    one_line(*cli("train", "--profile-interval", "0")[::2], EXIT_USAGE, "> 0")
+
+
+def test_a_file_where_perf_belongs_turns_telemetry_off_not_training(cli, two_epoch_runs, tmp_path):
+    run = tmp_path / "copy"
+    shutil.copytree(two_epoch_runs["none"], run)
+    shutil.rmtree(run / "perf")
+    (run / "perf").write_text("in the way")
+    code, out, err = cli("train", "--resume", run / "last.pt", "--epochs", "3")
+    assert code == 0 and "Traceback" not in err, err
+    assert "telemetry off" in err and len(err.strip().splitlines()) == 1
+    assert json.loads((run / "train.json").read_text())["epochs_run"] == 3
+
+
+def test_resume_does_not_duplicate_telemetry_of_the_rerun_epoch(tmp_path):
+    from cifarkit.config import TrainConfig
+    from cifarkit.engine import fit
+    from cifarkit.perflogs import read_jsonl
+
+    class Cut(Exception):
+        pass
+
+    def cut_after_epoch_2_is_profiled(line: str) -> None:
+        if line.startswith("epoch   2/"):
+            raise Cut  # epoch 2's telemetry is written, its checkpoint is not: last.pt holds epoch 1
+
+    cfg = TrainConfig(dataset="synthetic:classes=3,train=20,test=5", epochs=2, batch_size=32, val_fraction=0.2,
+                      profile=True, profile_interval=0.05)  # fmt: skip
+    with pytest.raises(Cut):
+        fit(cfg, out=tmp_path, log=cut_after_epoch_2_is_profiled)
+    (run,) = tmp_path.iterdir()
+    fit(cfg, resume=run / "last.pt", log=lambda s: None)
+    for log in ("train_epoch.jsonl", "val_epoch.jsonl"):
+        summaries = [r["epoch"] for r in read_jsonl(run / "perf" / log) if r["phase"] == "summary"]
+        assert summaries == [1, 2], log
+
+
+# ----------------------------------------------------------------------------- 6. divergence
+
+
+def test_absurd_learning_rates_are_refused_at_parse_time(cli):
+    for lr in ("inf", "nan", "-1", "0"):
+        one_line(*cli("train", "--lr", lr)[::2], EXIT_USAGE, "--lr")
+
+
+def test_divergence_exits_non_zero_and_keeps_the_last_good_checkpoint(cli, tmp_path, monkeypatch):
+    import cifarkit.engine
+
+    real = cifarkit.engine.train_one_epoch
+    calls = []
+
+    def diverge_in_epoch_2(*args, **kwargs):
+        stats = real(*args, **kwargs)
+        calls.append(1)
+        return stats if len(calls) < 2 else type(stats)(**{**stats.__dict__, "loss": float("nan")})
+
+    monkeypatch.setattr(cifarkit.engine, "train_one_epoch", diverge_in_epoch_2)
+    code, out, err = cli("train", *SMALL, "--epochs", "3", "--out", tmp_path)
+    one_line(code, err, EXIT_FAILED, "diverged in epoch 2", "best.pt and last.pt", "lower --lr")
+    (run,) = tmp_path.iterdir()
+    from cifarkit.runs import load_checkpoint
+
+    assert load_checkpoint(run / "best.pt")["epoch"] == 1 and load_checkpoint(run / "last.pt")["epoch"] == 1
+    assert json.loads((run / "test.json").read_text())["checkpoint"] == "best.pt"
+    assert json.loads((run / "train.json").read_text())["epochs_run"] == 2
+
+
+# ----------------------------------------------------------------------------- 7. class names
+
+
+@pytest.fixture(scope="module")
+def named_folders(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A run trained on airplane/cat/ship, that folder, and a folder of dog/frog/horse with the same images."""
+    from cifarkit.cli import main
+
+    root = tmp_path_factory.mktemp("names")
+    trained = write_image_folder(root / "acs", train=10, test=4)
+    other = root / "dfh"
+    shutil.copytree(trained, other)
+    for split in ("train", "test"):
+        for old, new in zip(sorted((trained / split).iterdir()), ("airplane", "cat", "ship"), strict=True):
+            old.rename(trained / split / new)
+        for old, new in zip(sorted((other / split).iterdir()), ("dog", "frog", "horse"), strict=True):
+            old.rename(other / split / new)
+    out = root / "runs"
+    assert main(["train", "--dataset", f"folder:{trained}", "--epochs", "1", "--batch-size", "16", "--val-fraction",
+                 "0.2", "--data-dir", str(root / "data"), "--out", str(out)]) == 0  # fmt: skip
+    (run,) = out.iterdir()
+    return run, trained, other
+
+
+def test_evaluate_refuses_a_dataset_with_other_class_names(cli, named_folders):
+    run, _, other = named_folders
+    for tta in ("none", "flip", "all"):
+        code, out, err = cli("evaluate", run / "best.pt", "--dataset", f"folder:{other}", "--tta", tta)
+        one_line(code, err, EXIT_USAGE, "airplane, cat, ship", "dog, frog, horse")
+        assert out == ""
+
+
+def test_tta_table_and_test_predictions_refuse_other_class_names(named_folders):
+    from cifarkit.analysis import test_predictions, tta_table
+    from cifarkit.data import load_dataset
+    from cifarkit.errors import CheckpointError
+
+    run, _, other = named_folders
+    ds = load_dataset(f"folder:{other}")
+    with pytest.raises(CheckpointError, match="dog, frog, horse"):
+        tta_table(run, ds, device="cpu")
+    with pytest.raises(CheckpointError, match="dog, frog, horse"):
+        test_predictions(run, ds, device="cpu")
+
+
+def test_the_same_classes_in_another_order_are_mapped(named_folders):
+    from cifarkit.analysis import test_predictions
+    from cifarkit.data import load_dataset
+
+    run, trained, _ = named_folders
+    ds = load_dataset(f"folder:{trained}")
+    reordered = ds.with_class_order(tuple(reversed(ds.classes)))
+    assert reordered.classes == ("ship", "cat", "airplane")
+    assert torch.equal(reordered.test.labels, 2 - ds.test.labels)
+    labels, predictions = test_predictions(run, ds, device="cpu")
+    labels_r, predictions_r = test_predictions(run, reordered, device="cpu")
+    assert (labels == labels_r).all() and (predictions == predictions_r).all()
+
+
+# ----------------------------------------------------------------------------- 8. malformed logs and images
+
+
+def test_plot_perf_skips_text_where_numbers_belong(cli, perf_log, tmp_path):
+    with open(perf_log, "a") as f:
+        f.write(json.dumps({"phase": "sample", "ts": "notanumber", "cpu_percent": 3}) + "\n")
+        f.write(json.dumps({"phase": "sample", "ts": 200.0, "rss_mb": "big", "cpu_percent": 4}) + "\n")
+        f.write("{garbage\n")
+    code, out, err = cli("plot-perf", perf_log, "--out", tmp_path / "figs")
+    assert code == 0 and "Traceback" not in err, err
+    assert all(line.startswith("warning:") for line in err.strip().splitlines())
+    assert "malformed" in err and "numeric ts" in err
+    assert (tmp_path / "figs" / "cpu_percent.png").stat().st_size > 0
+
+
+def test_plot_perf_on_a_binary_file_or_a_log_without_metrics_is_one_line(cli, tmp_path):
+    binary = tmp_path / "bin.jsonl"
+    binary.write_bytes(bytes(range(256)) * 4)
+    one_line(*cli("plot-perf", binary, "--out", tmp_path / "a")[::2], EXIT_USAGE, "no sample lines")
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text(json.dumps({"phase": "sample", "ts": 1.0, "backend": ""}) + "\n")
+    one_line(*cli("plot-perf", bare, "--out", tmp_path / "b")[::2], EXIT_USAGE, "no metric values")
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("content", [b"this is not a png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00"])
+def test_montage_names_an_unreadable_image(cli, tmp_path, content):
+    from PIL import Image
+
+    pngs = tmp_path / "pngs"
+    pngs.mkdir()
+    Image.new("RGB", (20, 10), "red").save(pngs / "a.png")
+    (pngs / "b.png").write_bytes(content)
+    code, _, err = cli("montage", pngs, "--out", tmp_path / "m.png")
+    one_line(code, err, EXIT_USAGE, "cannot read image", "b.png")
+    assert not (tmp_path / "m.png").exists()
+
+
+def test_montage_on_a_truncated_png(cli, tmp_path):
+    from PIL import Image
+
+    pngs = tmp_path / "pngs"
+    pngs.mkdir()
+    Image.effect_noise((64, 64), 50).save(pngs / "a.png")
+    data = (pngs / "a.png").read_bytes()
+    (pngs / "a.png").write_bytes(data[: len(data) // 2])
+    one_line(*cli("montage", pngs, "--out", tmp_path / "m.png")[::2], EXIT_USAGE, "cannot read image")
+
+
+# ----------------------------------------------------------------------------- 9./10. series resume and Ctrl-C
+
+
+def fake_report(root: Path, dataset: str = "synthetic") -> Path:
+    """A report folder whose notebook 00 finished, as run_series leaves it."""
+    report = root / "report"
+    (report / "notebooks").mkdir(parents=True)
+    state = {"parameters": {"dataset": dataset, "profile": "smoke", "seed": 0},
+             "notebooks": {"00_data_exploration": {"status": "ok", "seconds": 1.0}}}  # fmt: skip
+    (report / "series.json").write_text(json.dumps(state))
+    return report
+
+
+def test_series_resume_uses_the_reports_dataset(cli, tmp_path, data_dir):
+    report = fake_report(tmp_path)
+    code, out, err = cli("series", "--resume", report, "--only", "00")
+    assert code == 0 and "Traceback" not in err, err  # cifar10 (not downloadable here) was never touched
+    assert json.loads((report / "series.json").read_text())["parameters"]["dataset"] == "synthetic"
+    one_line(*cli("series", "--resume", report, "--only", "00", "--dataset", "cifar10")[::2], EXIT_USAGE,
+             "started on --dataset synthetic")  # fmt: skip
+
+
+def test_ctrl_c_records_the_interrupted_notebook_and_writes_the_index(cli, tmp_path, monkeypatch, data_dir):
+    import cifarkit.series
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cifarkit.series, "execute", interrupted)
+    report = fake_report(tmp_path)
+    code, out, err = cli("series", "--resume", report, "--only", "00,01")
+    one_line(code, err, 130, "interrupted")
+    state = json.loads((report / "series.json").read_text())
+    assert state["notebooks"]["01_ex1_baseline"]["status"] == "interrupted"
+    assert "01_ex1_baseline | interrupted" in (report / "index.md").read_text()
+    assert f"--resume {report.resolve()}" in out
