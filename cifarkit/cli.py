@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
 from collections.abc import Sequence
@@ -31,23 +32,26 @@ def positive_int(text: str) -> int:
     return value
 
 
-def non_negative_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
+def finite_float(text: str, minimum: float, inclusive: bool) -> float:
+    """A finite number >= (or >) ``minimum``, or an argparse error saying which."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
+    ok = value >= minimum if inclusive else value > minimum
+    if not (ok and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number {'>=' if inclusive else '>'} {minimum:g}")
     return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    return finite_float(text, 0, inclusive=True)
 
 
 def positive_float(text: str) -> float:
     """argparse type: a finite number > 0."""
-    value = non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number > 0")
-    return value
+    return finite_float(text, 0, inclusive=False)
 
 
 def print_json_line(obj: dict) -> None:

@@ -158,19 +158,34 @@ def test_dataset_without_test_split_trains_and_skips_test_json(tmp_path):
     assert not (run / "test.json").exists()
 
 
-class SlowLoader:
-    """A loader that takes ``delay`` seconds to produce each batch, like a starved input pipeline."""
+class FakeClock:
+    """A stand-in for ``time.perf_counter`` that only moves when a loader "waits", so the test is exact."""
 
-    def __init__(self, loader, delay: float) -> None:
-        self.loader, self.delay = loader, delay
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SlowLoader:
+    """A loader that takes ``delay`` seconds (of ``clock``) to produce each batch, like a starved input pipeline."""
+
+    def __init__(self, loader, delay: float, clock: FakeClock) -> None:
+        self.loader, self.delay, self.clock = loader, delay, clock
+
+    def __len__(self) -> int:
+        return len(self.loader)
 
     def __iter__(self):
         for batch in self.loader:
-            time.sleep(self.delay)
+            self.clock.now += self.delay
             yield batch
 
 
-def test_data_wait_is_the_time_spent_producing_batches():
+def test_data_wait_is_the_time_spent_producing_batches(monkeypatch):
+    import cifarkit.device
+    import cifarkit.engine
     from cifarkit.engine import prepare, train_one_epoch
     from cifarkit.loader import DeviceLoader
 
@@ -178,16 +193,14 @@ def test_data_wait_is_the_time_spent_producing_batches():
     loader = DeviceLoader(p.train, 64, p.normalizer, train=True, augment=("crop", "flip"))
     opt = torch.optim.SGD(p.model.parameters(), lr=0.01)
     loss = torch.nn.CrossEntropyLoss()
-    fast = train_one_epoch(p.model, loader, opt, loss, p.device)
-    delay = 0.2
-    slow = train_one_epoch(p.model, SlowLoader(loader, delay), opt, loss, p.device)
-    waited = len(loader) * delay
-    # The added sleep shows up as data wait (within scheduler noise) ...
-    assert slow.data_seconds - fast.data_seconds == pytest.approx(waited, rel=0.3, abs=0.05)
-    # ... and is not also counted as compute (the rest of the epoch is far shorter than the wait
-    # on any machine this runs on: 12 small steps of a tiny model).
-    assert slow.seconds - slow.data_seconds < waited
-    assert slow.seconds >= slow.data_seconds > fast.data_seconds
+    clock = FakeClock()
+    monkeypatch.setattr(cifarkit.device.time, "perf_counter", clock)  # the module object is shared: one patch
+    assert cifarkit.engine.time is cifarkit.device.time
+    stats = train_one_epoch(p.model, SlowLoader(loader, 0.25, clock), opt, loss, p.device)
+    # every fake second passed while a batch was being produced: all of it is data wait, none of it compute
+    assert stats.data_seconds == pytest.approx(len(loader) * 0.25)
+    assert stats.seconds == pytest.approx(stats.data_seconds)
+    assert stats.images == len(loader) * 64  # full batches: the training loader drops the ragged last one
 
 
 def test_interval_timer_sums_wall_time_on_cpu():
