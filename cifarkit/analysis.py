@@ -112,18 +112,19 @@ def published_stats(ds: Dataset) -> dict[str, tuple] | None:
 @torch.no_grad()
 def test_predictions(run_dir: str | Path, ds: Dataset, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """(labels, predictions) of a run's best.pt on ``ds``'s test split."""
-    from .engine import predict_logits
     from .predict import Predictor
 
     p = Predictor.from_checkpoint(Path(run_dir) / "best.pt", device)
-    ds = p.check_dataset(ds)
-    logits, labels, _ = predict_logits(p.model, p.loader(ds.split("test")), p.device)
+    logits, labels = p.logits(p.check_dataset(ds).split("test"))
     return labels.numpy(), logits.argmax(1).numpy()
 
 
-def confused_examples(labels: np.ndarray, preds: np.ndarray, true: int, predicted: int, n: int = 8) -> np.ndarray:
-    """Indices of up to ``n`` test images of class ``true`` predicted as ``predicted``."""
-    return np.flatnonzero((labels == true) & (preds == predicted))[:n]
+def confused_examples(labels: np.ndarray, preds: np.ndarray, true: int, predicted: int, n: int = 8,
+                      seed: int = 0) -> np.ndarray:  # fmt: skip
+    """Indices of up to ``n`` test images of class ``true`` predicted as ``predicted``, a seeded random
+    choice (not the first ``n`` in file order)."""
+    found = np.flatnonzero((labels == true) & (preds == predicted))
+    return np.sort(np.random.default_rng(seed).permutation(found)[:n])
 
 
 def overfitting_point(train: dict) -> dict[str, Any]:
@@ -308,9 +309,8 @@ def tta_table(run: str | Path, ds: Dataset, device: str = "auto", split: str = "
     import pandas as pd
 
     from .predict import Predictor
-    from .tta import compare_tta
 
     p = Predictor.from_checkpoint(Path(run) / "best.pt", device)
     ds = p.check_dataset(ds)
     images = validation_split(run, ds) if split == "val" else ds.split(split)
-    return pd.DataFrame(compare_tta(p.model, p.loader(images), p.device)).set_index("mode")
+    return pd.DataFrame(p.compare_tta(images)).set_index("mode")

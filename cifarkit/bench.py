@@ -15,8 +15,9 @@ from torch import nn
 from .config import TrainConfig
 from .data import CIFAR_ARCHIVES, Dataset, default_data_dir, load_dataset, resolve_user_path
 from .device import configure_threads, resolve_amp, resolve_channels_last, resolve_device, seed_everything, synchronize
-from .engine import autocast, make_optimizer
+from .engine import make_optimizer
 from .errors import DataError
+from .evaluation import autocast
 from .loader import DeviceLoader, Normalizer
 from .models import create_model, default_input_size
 

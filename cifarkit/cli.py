@@ -89,20 +89,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import load_dataset
-    from .engine import evaluate
     from .predict import Predictor
-    from .tta import check_mode, tta_forward
+    from .tta import check_mode
 
     if args.tta != "all":
         check_mode(args.tta)
     predictor = Predictor.from_checkpoint(args.checkpoint, args.device)
     dataset = predictor.check_dataset(load_dataset(args.dataset, args.data_dir, image_size=predictor.data_size))
-    model, device = predictor.model, predictor.device
-    loader = predictor.loader(dataset.split(args.split), args.batch_size)
+    split = dataset.split(args.split)
     if args.tta == "all":
-        return print_tta_table(model, loader, device, args)
-    forward = tta_forward(model, args.tta, args.tta_average)
-    result = evaluate(model, loader, device, dataset.classes, forward=forward)
+        return print_tta_table(predictor.compare_tta(split, args.tta_average, args.batch_size), args)
+    result = predictor.evaluate(split, args.tta, args.tta_average, args.batch_size)
     result.update(split=args.split, dataset=args.dataset, checkpoint=str(args.checkpoint), tta=args.tta)
     ms = result["testing_time"] * 1000 / result["n"]
     print(
@@ -119,11 +116,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_tta_table(model, loader, device, args: argparse.Namespace) -> int:
+def print_tta_table(rows: list[dict], args: argparse.Namespace) -> int:
     """``evaluate --tta all``: every mode on the split, as a table (and JSON with ``--json``)."""
-    from .tta import compare_tta
-
-    rows = compare_tta(model, loader, device, average=args.tta_average)
     print(f"{'mode':<10} {'views':>5} {'top1':>7} {'top5':>7} {'loss':>7} {'ms/img':>7} {'gain':>7}")
     for r in rows:
         print(

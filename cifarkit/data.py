@@ -90,6 +90,12 @@ class Split:
         """Return the images and labels at ``index``."""
         return Split(self.images[index], self.labels[index])
 
+    def pick(self, n: int, seed: int = 0) -> Split:
+        """Exactly ``min(n, len)`` images for a demo or a statistic: seeded, and spread over the classes
+        (one of each class in a random class order, then a second of each, ...), never the first ``n``
+        of a class-sorted folder."""
+        return self.subset(interleaved_indices(self.labels, n, seed))
+
     def sample(self, limit: int | None, seed: int = 0) -> Split:
         """At most ``limit`` images, stratified by class and seeded (None, or a limit >= the size: all)."""
         if limit is None or limit >= len(self):
@@ -523,6 +529,17 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float,
     mean = total / count
     std = (total_sq / count - mean * mean).clamp_min(0).sqrt()
     return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+
+
+def interleaved_indices(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """``n`` indices that take the classes in turn (shuffled within each class and in class order, seeded)."""
+    g = torch.Generator().manual_seed(seed)
+    classes = torch.unique(labels)
+    per_class = [torch.nonzero(labels == c).flatten() for c in classes[torch.randperm(len(classes), generator=g)]]
+    per_class = [idx[torch.randperm(idx.numel(), generator=g)] for idx in per_class]
+    rounds = max((idx.numel() for idx in per_class), default=0)
+    order = [idx[r] for r in range(rounds) for idx in per_class if r < idx.numel()]
+    return torch.stack(order[:n]) if order[:n] else torch.zeros(0, dtype=torch.long)
 
 
 def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

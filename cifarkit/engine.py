@@ -1,4 +1,6 @@
-"""Training and evaluation: ``train_one_epoch``, ``evaluate``, ``fit`` (early stopping, checkpoints, resume)."""
+"""Training: ``train_one_epoch`` and ``fit`` (validation, early stopping, checkpoints, resume).
+
+Evaluation lives below it in :mod:`cifarkit.evaluation`, a finished run's reports in :mod:`cifarkit.results`."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -29,24 +30,15 @@ from .device import (
     synchronize,
 )
 from .errors import CheckpointError, ConfigError, DataError, TrainingDiverged, short_list
+from .evaluation import autocast, evaluate
 from .loader import DeviceLoader, Normalizer
-from .metrics import classification_metrics, topk_correct
 from .models import create_model, default_input_size
+from .results import finish_run
 from .runs import append_jsonl, load_checkpoint, make_run_dir, save_checkpoint, write_json
 from .runs import checkpoint_meta as run_checkpoint_meta
-
-Forward = Callable[[torch.Tensor], torch.Tensor]
-
+from .tblog import TensorBoardLog
 
 # ----------------------------------------------------------------------------- small pieces
-
-
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """Mixed precision context for ``amp`` ("off", "fp16", "bf16") on ``device``."""
-    amp = resolve_amp(amp, device)
-    if amp == "off":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -146,66 +138,6 @@ def train_one_epoch(
     )
 
 
-@torch.no_grad()
-def predict_logits(model: nn.Module, loader: DeviceLoader, device: torch.device, amp: str = "off",
-                   forward: Forward | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:  # fmt: skip
-    """Logits (float32, CPU) and labels for every batch of ``loader``, and the seconds it took."""
-    model.eval()
-    forward = forward or model
-    outs, labels = [], []
-    synchronize(device)
-    start = time.perf_counter()
-    for x, y in loader:
-        with autocast(device, amp):
-            outs.append(forward(x).float())
-        labels.append(y)
-    synchronize(device)
-    seconds = time.perf_counter() - start
-    return torch.cat(outs).cpu(), torch.cat(labels).cpu(), seconds
-
-
-def evaluate(
-    model: nn.Module,
-    loader: DeviceLoader,
-    device: torch.device,
-    classes: tuple[str, ...] | None = None,
-    amp: str = "off",
-    forward: Forward | None = None,
-) -> dict[str, Any]:
-    """Top-1/top-5 (fractions), loss, n and time; with ``classes`` also P/R/F1, AUC, per-class and confusion.
-
-    Args:
-        model: network to evaluate (put in eval mode).
-        loader: a non-training :class:`DeviceLoader`.
-        device: where ``model`` lives.
-        classes: class names; pass them to get the full classification report.
-        amp: mixed precision mode.
-        forward: replaces ``model(x)``, e.g. a test-time-augmentation wrapper.
-    """
-    logits, labels, seconds = predict_logits(model, loader, device, amp, forward)
-    n = int(labels.numel())
-    hits = topk_correct(logits, labels, (1, 5))
-    result: dict[str, Any] = {
-        "top1": hits[1] / n,
-        "top5": hits[5] / n,
-        "loss": float(nn.functional.cross_entropy(logits, labels)),
-        "n": n,
-        "testing_time": seconds,
-        "images_per_s": n / seconds if seconds > 0 else None,
-    }
-    if classes is not None:
-        probs = torch.softmax(logits, dim=1).numpy()
-        result.update(classification_metrics(labels.numpy(), probs, classes))
-    return result
-
-
-def test_json(result: dict[str, Any]) -> dict[str, Any]:
-    """``evaluate`` output with the course's test.json field names first (fractions, not percent)."""
-    renamed = {"accuracy": result["top1"], "top5_accuracy": result["top5"], "losses": result["loss"],
-               "testing time": result["testing_time"]}  # fmt: skip
-    return {**renamed, **result}
-
-
 # ----------------------------------------------------------------------------- fit
 
 
@@ -262,29 +194,6 @@ def checkpoint_meta(p: Prepared, epoch: int) -> dict[str, Any]:
     """Everything a checkpoint of this run needs to be used on its own."""
     return run_checkpoint_meta(p.cfg.model, p.model_kwargs, p.dataset, p.cfg.dataset, p.image_size, p.cfg.to_dict(),
                                 epoch)  # fmt: skip
-
-
-def history_summary(rows: list[dict], cfg: TrainConfig, best_epoch: int | None) -> dict[str, Any]:
-    """train.json: the course's per-epoch lists plus best epoch, timing and throughput."""
-    best = next((r for r in rows if r["epoch"] == best_epoch), None)
-    val_loss = [r["val_loss"] for r in rows]
-    return {
-        "train_losses": [r["train_loss"] for r in rows],
-        "val_losses": val_loss,
-        "train_accuracies": [r["train_accuracy"] for r in rows],
-        "val_accuracies": [r["val_accuracy"] for r in rows],
-        "val_top5_accuracies": [r["val_top5"] for r in rows],
-        "learning_rates": [r["lr"] for r in rows],
-        "best_val_accuracy": best["val_accuracy"] if best else None,
-        "best_val_top5": best["val_top5"] if best else None,
-        "best_epoch": best_epoch,
-        "monitor": cfg.monitor,
-        "min_val_loss_epoch": rows[int(np.argmin(val_loss))]["epoch"] if rows else None,
-        "epochs_run": len(rows),
-        "train_time": sum(r["epoch_time_s"] for r in rows),
-        "images_per_s": float(np.mean([r["images_per_s"] for r in rows])) if rows else None,
-        "data_wait_fraction": (sum(r["data_wait_s"] for r in rows) / max(sum(r["epoch_time_s"] for r in rows), 1e-9)),
-    }
 
 
 def is_better(value: float, best: float | None, monitor: str) -> bool:
@@ -413,6 +322,7 @@ def fit(
 
     profiler = (RunProfiler(run_dir / "perf", p.device, cfg, resumed_after=start_epoch - 1 if state else None)
                 if cfg.profile or cfg.torch_profile_steps else None)  # fmt: skip
+    tb = TensorBoardLog(run_dir, resumed_after=start_epoch - 1 if state else None)
     use_bar = sys.stdout.isatty() if progress is None else progress
     # torch.compile wraps the same parameters; checkpoints keep saving the plain module's state dict
     net = torch.compile(p.model) if cfg.compile else p.model
@@ -441,9 +351,10 @@ def fit(
         }
         rows.append(row)
         append_jsonl(run_dir / "metrics.jsonl", row)
+        tb.epoch(row, profiler.summaries if profiler else None)
         log(format_epoch(row, cfg.epochs))
         if not math.isfinite(stats.loss):
-            finish_run(run_dir, p, rows, best_epoch, test)  # train.json and test.json of the last good best.pt
+            finish_run(run_dir, p, rows, best_epoch, test, tb)  # train.json and test.json of the last good best.pt
             files = [f for f in ("best.pt", "last.pt") if (run_dir / f).is_file()]
             kept = (f"{' and '.join(files)} from before it are kept" if files
                     else "no epoch finished cleanly, so no checkpoint was written")  # fmt: skip
@@ -471,7 +382,7 @@ def fit(
         if stop:
             log(f"early stopping at epoch {epoch}: no {cfg.monitor} improvement for {cfg.patience} epochs")
             break
-    finish_run(run_dir, p, rows, best_epoch, test)
+    finish_run(run_dir, p, rows, best_epoch, test, tb)
     return run_dir
 
 
@@ -481,32 +392,3 @@ def _progress(loader: DeviceLoader, enabled: bool, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(loader, desc=desc, leave=False)
-
-
-def finish_run(run_dir: Path, p: Prepared, rows: list[dict], best_epoch: int | None, test: bool = True) -> None:
-    """Write train.json, draw the figures and (if ``test``) evaluate best.pt on the test split."""
-    from .viz import write_run_figures
-
-    history = history_summary(rows, p.cfg, best_epoch)
-    write_json(run_dir / "train.json", history)
-    write_run_figures(run_dir, history)
-    # a folder with only train/ has nothing to test on; a run stopped before its first best epoch has no best.pt
-    if test and p.dataset.test is not None and (run_dir / "best.pt").is_file():
-        evaluate_run(run_dir, p.dataset, p.device)
-
-
-def evaluate_run(run_dir: str | Path, dataset: Dataset, device: torch.device | str = "auto") -> dict[str, Any]:
-    """Evaluate a run's best.pt on ``dataset``'s test split; write test.json and its figures; return test.json."""
-    from .predict import Predictor
-    from .viz import write_test_figures
-
-    run_dir = Path(run_dir)
-    predictor = Predictor.from_checkpoint(run_dir / "best.pt", device)
-    dataset = predictor.check_dataset(dataset)
-    loader = predictor.loader(dataset.split("test"))
-    amp = predictor.meta["config"].get("amp", "auto")
-    result = test_json(evaluate(predictor.model, loader, predictor.device, dataset.classes, amp))
-    result = {"split": "test", "checkpoint": "best.pt", **result}
-    write_json(run_dir / "test.json", result)
-    write_test_figures(run_dir, result, dataset.classes)
-    return result

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .runs import make_run_dir, read_json, slug, write_json
+from .runs import ensure_dir, make_run_dir, read_json, slug, write_json
 
 
 @dataclass(frozen=True)
@@ -114,15 +114,20 @@ class NotebookRun:
         """Remember figures saved elsewhere (e.g. by ``viz.plot_perf``) for the report index."""
         self.figures += [str(Path(p).resolve().relative_to(self.report_dir)) for p in paths]
 
-    def finish(self, **headline: Any) -> Path:
-        """Write ``summaries/<notebook>.json`` (headline numbers, figures, runs) for the report index."""
+    def finish(self, **headline: Any):
+        """Write ``summaries/<notebook>.json`` (headline numbers, figures, runs) for the report index, and
+        return the headline as a small table (what the notebook's last cell shows)."""
+        import pandas as pd
+
         self.headline.update(headline)
-        out = write_json(
+        write_json(
             self.report_dir / "summaries" / f"{self.notebook}.json",
             {"notebook": self.notebook, "dataset": self.dataset, "profile": asdict(self.profile), "seed": self.seed,
              "headline": self.headline, "figures": self.figures, "runs": self.runs},
         )  # fmt: skip
-        return out
+        values = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in self.headline.values()]
+        index = pd.Index(list(self.headline), name=f"headline (summaries/{self.notebook}.json)")
+        return pd.DataFrame({"value": values}, index=index)
 
 
 def start(notebook: str, dataset: str = "cifar10", seed: int = 0, device: str = "auto", profile: str = "quick",
@@ -138,13 +143,23 @@ def start(notebook: str, dataset: str = "cifar10", seed: int = 0, device: str = 
     prof = get_profile(profile)
     resolve_device(device)  # fail now, in one line, rather than in the first training cell
     if report_dir:
-        folder = Path(report_dir)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = ensure_dir(report_dir, "report folder")
     else:
         root = project_root() or Path.cwd()
         folder = make_run_dir(root / "reports", slug(notebook))
     seed_everything(seed)
+    show_whole_tables()
     return NotebookRun(notebook, dataset, seed, device, prof, folder.resolve(), interactive)
+
+
+def show_whole_tables() -> None:
+    """pandas shows every column and the full text of each cell (run names, errors), four decimals."""
+    import pandas as pd
+
+    pd.set_option("display.max_colwidth", None)
+    pd.set_option("display.max_columns", None)
+    pd.set_option("display.width", 200)
+    pd.set_option("display.precision", 4)
 
 
 def summaries(report_dir: str | Path) -> dict[str, dict]:

@@ -15,9 +15,10 @@ from torch import nn
 from .data import IMAGE_SUFFIXES, Dataset, Split, decode_image, pil_to_array, resolve_user_path
 from .device import resolve_channels_last, resolve_device
 from .errors import CheckpointError, CifarkitError, DataError, short_list
+from .evaluation import evaluate, predict_logits
 from .loader import DeviceLoader, Normalizer
 from .runs import load_checkpoint, model_from_checkpoint
-from .tta import tta_forward
+from .tta import compare_tta, tta_forward
 
 
 @dataclass
@@ -58,6 +59,29 @@ class Predictor:
                 "it was trained on"
             )
         return dataset.with_class_order(self.classes)
+
+    @property
+    def amp(self) -> str:
+        """The mixed precision the checkpoint was trained with; every evaluation of it uses the same."""
+        return self.meta.get("config", {}).get("amp", "auto")
+
+    def evaluate(self, split: Split, tta: str = "none", average: str = "logits", batch_size: int = 256,
+                 report: bool = True) -> dict[str, Any]:  # fmt: skip
+        """The one evaluation path for a checkpoint (``evaluate``, test.json, notebooks): top-1/top-5, loss,
+        time and, with ``report``, the full classification report under this checkpoint's class names.
+        ``split`` must be labelled in this checkpoint's class order (see :meth:`check_dataset`)."""
+        forward = tta_forward(self.model, tta, average)
+        return evaluate(self.model, self.loader(split, batch_size), self.device,
+                        tuple(self.classes) if report else None, self.amp, forward)  # fmt: skip
+
+    def compare_tta(self, split: Split, average: str = "logits", batch_size: int = 256) -> list[dict]:
+        """Every TTA mode on ``split`` (see :func:`cifarkit.tta.compare_tta`), under this checkpoint's precision."""
+        return compare_tta(self.model, self.loader(split, batch_size), self.device, average=average, amp=self.amp)
+
+    def logits(self, split: Split, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and labels of ``split`` (float32, CPU)."""
+        logits, labels, _ = predict_logits(self.model, self.loader(split, batch_size), self.device, self.amp)
+        return logits, labels
 
     def loader(self, split: Split, batch_size: int = 256) -> DeviceLoader:
         """An evaluation loader over ``split`` with this checkpoint's preprocessing."""

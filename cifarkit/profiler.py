@@ -372,6 +372,7 @@ class gpu_profile:  # noqa: N801 - used like a function: ``with gpu_profile(...)
         self.step_count = 0
         self.data_seconds = 0.0
         self.write_error: OSError | None = None
+        self.summary: dict[str, Any] = {}
 
     # -- context manager / decorator
     def __enter__(self) -> gpu_profile:
@@ -402,6 +403,7 @@ class gpu_profile:  # noqa: N801 - used like a function: ``with gpu_profile(...)
         if self.step_count:
             summary.update(steps=self.step_count, images=self.step_images, images_per_s=self.step_images / wall,
                            data_wait_s=self.data_seconds, data_wait_fraction=self.data_seconds / wall)  # fmt: skip
+        self.summary = summary
         self._write(summary)
         with contextlib.suppress(OSError):  # the disk filled up: what was written stays
             self._file.close()
@@ -504,6 +506,7 @@ class RunProfiler:
         self.enabled = bool(cfg.profile)
         self.interval = cfg.profile_interval
         self.torch_steps = int(cfg.torch_profile_steps)
+        self.summaries: dict[str, dict[str, Any]] = {}  # the last summary line of each phase ("train", "val")
         if resumed_after is not None and self.perf_dir.is_dir():
             try:
                 self._drop_epochs_after(resumed_after)
@@ -532,8 +535,10 @@ class RunProfiler:
         with contextlib.ExitStack() as stack:
             if self.enabled:
                 try:
-                    prof = stack.enter_context(gpu_profile(self.perf_dir / f"{name}_epoch.jsonl", self.interval,
-                                                           self.device, epoch, {"split": name}))  # fmt: skip
+                    prof = gpu_profile(self.perf_dir / f"{name}_epoch.jsonl", self.interval, self.device, epoch,
+                                       {"split": name})  # fmt: skip
+                    stack.callback(lambda: self.summaries.__setitem__(name, prof.summary))  # after prof's exit
+                    stack.enter_context(prof)
                     hooks.steps.append(prof.step)
                     hooks.waits.append(prof.data_wait)
                 except OSError as exc:  # perf/ is a file, the disk is full or read-only

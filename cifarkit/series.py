@@ -125,8 +125,24 @@ def to_html(nb: Path, hide_code: bool = True) -> Path:
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(exclude_input=hide_code, exclude_input_prompt=True, exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nbformat.read(nb, as_version=4))
+    node = nbformat.read(nb, as_version=4)
+    show_parameters(node)
+    body, _ = exporter.from_notebook_node(node, resources={"metadata": {"name": nb.stem}})
     return write_text(nb.with_suffix(".html"), body)
+
+
+def show_parameters(node: Any) -> None:
+    """Put the parameters papermill ran a notebook with in a small Markdown table where its (hidden) parameters
+    cell is, so the report page says what to edit for the exercises."""
+    import nbformat
+
+    params = node.metadata.get("papermill", {}).get("parameters", {})
+    where = next((i for i, c in enumerate(node.cells) if "injected-parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if not params or where is None:
+        return
+    rows = "\n".join(f"| `{k}` | `{v!r}` |" for k, v in params.items())
+    text = f"**Parameters of this run** (edit them in the parameters cell, or pass them to the series):\n\n| parameter | value |\n| --- | --- |\n{rows}"
+    node.cells.insert(where + 1, nbformat.v4.new_markdown_cell(text))
 
 
 def run_series(
@@ -247,6 +263,49 @@ def fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def best_run(report: Path) -> dict[str, Any] | None:
+    """Of the report's runs that were evaluated on test (each notebook's chosen model), the one with the
+    highest validation top-1: the choice is made on validation, as every choice in the series; its test
+    top-1 only reports. Without any tested run: the best on validation, test top-1 None."""
+    best = None
+    runs = sorted(report.glob("*/*/train.json"))
+    tested = [r for r in runs if r.with_name("test.json").is_file()]
+    for train_json in tested or runs:
+        train = read_json(train_json)
+        val = train.get("best_val_accuracy")
+        if val is None or (best is not None and val <= best["val_top1"]):
+            continue
+        test = train_json.with_name("test.json")
+        config = train_json.with_name("config.json")
+        best = {"run": str(train_json.parent.relative_to(report)), "val_top1": val,
+                "test_top1": read_json(test).get("top1") if test.is_file() else None,
+                "model": read_json(config).get("model") if config.is_file() else None}  # fmt: skip
+    return best
+
+
+def findings(report: Path, state: dict[str, Any]) -> list[str]:
+    """The index's three opening lines: the best model and its test top-1, total time and device, and
+    what failed, was interrupted or did not run."""
+    env, p = state.get("env", {}), state["parameters"]
+    best = best_run(report)
+    if best is None:
+        first = "No training run finished, so there is no best model yet."
+    else:
+        test = "not evaluated on test" if best["test_top1"] is None else f"test top-1 **{best['test_top1']:.4f}**"
+        first = (f"Best model on validation: `{best['model']}` ({best['run']}), validation top-1 "
+                 f"{best['val_top1']:.4f}, {test}.")  # fmt: skip
+    second = (f"The series took {fmt(state.get('total_seconds'))} s on **{env.get('device')}** "
+              f"({env.get('device_name')}), profile {p['profile']}, dataset {p['dataset']}.")  # fmt: skip
+    entries = state.get("notebooks", {})
+    not_ok = [f"{stem} {e.get('status')}" + (f" ({e['error']})" if e.get("error") else "")
+              for stem, e in entries.items() if e.get("status") != "ok"]  # fmt: skip
+    skipped = [b.stem for b in select_notebooks() if b.stem not in entries]
+    third = f"All {len(entries)} notebooks ran." if not not_ok else "Not finished: " + "; ".join(not_ok) + "."
+    if skipped:
+        third += f" Not run in this report: {', '.join(skipped)}."
+    return [first, second, third]
+
+
 def index_rows(report: Path) -> list[dict[str, Any]]:
     """One row per notebook: status, time, headline numbers and links."""
     from .notebook import summaries
@@ -263,13 +322,24 @@ def index_rows(report: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def link(report: Path, label: str, path: str | None) -> str:
+    """A Markdown link to ``path`` (relative to the report) where that file exists, else ``label`` as plain text
+    (a report copied without its large files still has no broken links)."""
+    if not path:
+        return ""
+    return f"[{label}]({path})" if (report / path).exists() else f"{label} (not in this copy)"
+
+
 def write_index(report: Path) -> tuple[Path, Path]:
-    """index.md and index.html: parameters, environment, and a table of every notebook's results with links."""
+    """index.md and index.html: findings, parameters, environment, and a table of every notebook's results
+    with links to the files that exist."""
     state = read_json(report / "series.json")
     p, env = state["parameters"], state.get("env", {})
     rows = index_rows(report)
     md = [
         f"# cifarkit series report `{report.name}`",
+        "",
+        *(f"{line}  " for line in findings(report, state)),
         "",
         f"Dataset **{p['dataset']}**, profile **{p['profile']}**, seed {p['seed']}, device **{env.get('device')}** "
         f"({env.get('device_name')}), torch {env.get('torch')}, commit `{env.get('git_commit')}`.",
@@ -281,7 +351,7 @@ def write_index(report: Path) -> tuple[Path, Path]:
     ]
     for r in rows:
         headline = "; ".join(f"{k}: {fmt(v)}" for k, v in r["headline"].items()) or (r["error"] or "")
-        links = " · ".join(f"[{label}]({path})" for label, path in (("html", r["html"]), ("ipynb", r["ipynb"])) if path)
+        links = " · ".join(link(report, label, path) for label, path in (("html", r["html"]), ("ipynb", r["ipynb"])) if path)
         if r["html_error"]:
             links += f" (no HTML page: rendering failed at {r['html_error']})"
         md.append(f"| {r['notebook']} | {r['status']} | {fmt(r['seconds'])} | {headline.replace('|', '/')} | {links} |")
@@ -289,12 +359,13 @@ def write_index(report: Path) -> tuple[Path, Path]:
     for r in rows:
         if r["figures"] or r["runs"]:
             md.append(f"**{r['notebook']}**: " + ", ".join(
-                [f"[{Path(f).stem}]({f})" for f in r["figures"]] + [f"run [{Path(x).name}]({x})" for x in r["runs"]]))  # fmt: skip
+                [link(report, Path(f).stem, f) for f in r["figures"]] + [f"run {link(report, Path(x).name, x)}" for x in r["runs"]]))  # fmt: skip
             md.append("")
     md += ["## How to read this folder", "",
            "- `notebooks/NN_*.html`: each executed notebook as a page (code hidden); `.ipynb`: with code and outputs.",
            "- `NN_*/<run>/`: one training run: `config.json`, `env.json`, `train.json` (per-epoch lists),",
-           "  `test.json` (test metrics), `metrics.jsonl`, `best.pt`, `figures/`, `perf/*.jsonl` (hardware telemetry).",
+           "  `test.json` (test metrics), `metrics.jsonl`, `best.pt`, `figures/`, `perf/*.jsonl` (hardware telemetry),",
+           "  `tensorboard/` (event files: `tensorboard --logdir` this folder).",
            "- `figures/NN_*/`: the figures each notebook drew; `summaries/`: the headline numbers above as JSON.",
            "- Fractions (accuracy, top-5) are in [0, 1]. Models were chosen on the validation split, never on test."]  # fmt: skip
     md_path = write_text(report / "index.md", "\n".join(md) + "\n")
@@ -303,49 +374,11 @@ def write_index(report: Path) -> tuple[Path, Path]:
 
 
 def markdown_to_html(text: str, title: str) -> str:
-    """The small markdown subset index.md uses (headings, tables, links, bold, code, lists) as a standalone page."""
-    import re
+    """index.md as a standalone HTML page, rendered by mistune (the Markdown library nbconvert already uses)."""
+    import mistune
 
-    def inline(s: str) -> str:
-        s = html.escape(s)
-        s = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', s)
-        s = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", s)
-        return re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
-
-    out, in_table, in_list = [], False, False
-    for line in text.splitlines():
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if set("".join(cells)) <= set("-: "):
-                continue
-            tag = "th" if not in_table else "td"
-            out.append(
-                ("<table>" if not in_table else "")
-                + "<tr>"
-                + "".join(f"<{tag}>{inline(c)}</{tag}>" for c in cells)
-                + "</tr>"
-            )
-            in_table = True
-            continue
-        if in_table:
-            out.append("</table>")
-            in_table = False
-        if line.startswith("- ") or (in_list and line.startswith("  ")):
-            out.append(
-                ("<ul>" if not in_list else "") + (f"<li>{inline(line[2:])}" if line.startswith("- ") else inline(line))
-            )
-            in_list = True
-            continue
-        if in_list:
-            out.append("</ul>")
-            in_list = False
-        if line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            out.append(f"<h{level}>{inline(line.lstrip('#').strip())}</h{level}>")
-        elif line.strip():
-            out.append(f"<p>{inline(line)}</p>")
-    out.append("</table>" if in_table else "")
-    out.append("</ul>" if in_list else "")
+    body = mistune.create_markdown(plugins=["table"])(text)
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}")  # fmt: skip
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(out)}</body></html>\n"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>{body}</body></html>\n")  # fmt: skip

@@ -315,7 +315,7 @@ def train(recipe: Recipe, train_split: Split, mean, std, num_classes: int, devic
         curve_points: validate at this many evenly spaced points of the run (0: after each epoch), so
             a run shorter than an epoch still draws a time-to-accuracy curve.
     """
-    from .engine import autocast
+    from .evaluation import autocast
 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -411,7 +411,7 @@ def course_baseline(spec: str, dataset: Dataset, train_idx: torch.Tensor, val: S
     reaches ``target``. Validation passes are not timed, as for the speedrun.
     """
     from .bench import seed_style_loader
-    from .engine import evaluate
+    from .evaluation import evaluate
     from .loader import DeviceLoader
 
     torch.manual_seed(0)

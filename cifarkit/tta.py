@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
+from .evaluation import evaluate
 
 TTA_MODES = ("none", "flip", "5crop", "flip5crop", "scale3", "translate")
 AVERAGES = ("logits", "probs")
@@ -116,13 +117,12 @@ def tta_forward(
 
 
 def compare_tta(model: nn.Module, loader, device: torch.device, modes: Sequence[str] = TTA_MODES,
-                average: str = "logits") -> list[dict]:  # fmt: skip
+                average: str = "logits", amp: str = "off") -> list[dict]:  # fmt: skip
     """Evaluate every mode on one loader: top-1, top-5, loss, views and milliseconds per image."""
-    from .engine import evaluate
 
     rows = []
     for mode in modes:
-        r = evaluate(model, loader, device, forward=tta_forward(model, mode, average))
+        r = evaluate(model, loader, device, amp=amp, forward=tta_forward(model, mode, average))
         rows.append({"mode": mode, "views": view_count(mode), "top1": r["top1"], "top5": r["top5"], "loss": r["loss"],
                      "ms_per_image": 1000 * r["testing_time"] / r["n"], "n": r["n"]})  # fmt: skip
     base = rows[0]["top1"] if rows and rows[0]["mode"] == "none" else None

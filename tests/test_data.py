@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import tarfile
 
+import numpy as np
 import pytest
 import torch
 
@@ -186,3 +187,30 @@ def test_near_duplicates_find_altered_copies_not_lookalikes():
     pairs = near_duplicates(torch.cat([train, sky[:1]]), torch.cat([test, sky[1:]]))
     assert sorted((i, j) for i, j, _ in pairs) == [(10, 1), (20, 4)]
     assert all(d <= 15 for _, _, d in pairs)
+
+
+def test_demo_and_statistic_samples_cover_every_class_of_a_class_sorted_folder(tmp_path):
+    """Folder datasets are sorted by class: a demo of 4 or a statistic over 5,000 must not be one class."""
+    from cifarkit.data import load_dataset
+
+    folder = write_image_folder(tmp_path / "sorted", num_classes=3, train=12, test=4)
+    ds = load_dataset(f"folder:{folder}", tmp_path / "data")
+    assert ds.train.labels[:12].unique().tolist() == [0]  # the folder really is class-sorted
+    for split, n in ((ds.train, 3), (ds.train, 7), (ds.test, 3), (ds.test, 12)):
+        picked = split.pick(n, seed=1)
+        assert len(picked) == n and set(picked.labels[:3].tolist()) == {0, 1, 2}
+        counts = torch.bincount(picked.labels, minlength=3)
+        assert counts.max() - counts.min() <= 1  # spread evenly, not proportional to file order
+    assert torch.equal(ds.train.pick(5, seed=1).images, ds.train.pick(5, seed=1).images)
+    assert not torch.equal(ds.train.pick(5, seed=1).images, ds.train.pick(5, seed=2).images)
+    assert len(ds.train.pick(5000, seed=0)) == len(ds.train)  # more than there are: all of them
+
+
+def test_confused_examples_are_a_seeded_random_choice():
+    from cifarkit.analysis import confused_examples
+
+    labels = np.array([1] * 50 + [0] * 50)
+    preds = np.array([2] * 50 + [0] * 50)
+    first = confused_examples(labels, preds, 1, 2, n=5, seed=0)
+    assert len(first) == 5 and set(first) <= set(range(50)) and list(first) != list(range(5))
+    assert list(first) == list(confused_examples(labels, preds, 1, 2, n=5, seed=0))

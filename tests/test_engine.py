@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from cifarkit.config import TrainConfig
-from cifarkit.engine import evaluate, fit
+from cifarkit.engine import fit
 from cifarkit.errors import CheckpointError, ConfigError
+from cifarkit.evaluation import evaluate
 from cifarkit.runs import RUN_FILES, load_checkpoint, model_from_checkpoint
 
 FAST = dict(model="ex1", dataset="synthetic", batch_size=64, lr=3e-3, val_fraction=0.2)

@@ -126,3 +126,35 @@ def test_gif_uses_first_frame_and_palette_transparency_is_white(tmp_path):
     pal.info["transparency"] = 0
     pal.save(tmp_path / "clear.png", transparency=0)
     assert (decode_image(tmp_path / "clear.png", 8) == 255).all()
+
+
+def test_inference_does_not_import_training():
+    """Inference sits below training: no import (top-level or local) from evaluation/tta/predict reaches
+    engine, results or speedrun, so the old circle engine -> predict -> tta -> engine cannot come back."""
+    import ast
+    from pathlib import Path
+
+    import cifarkit
+
+    package = Path(cifarkit.__file__).parent
+    for name in ("evaluation", "tta", "predict", "loader"):
+        tree = ast.parse((package / f"{name}.py").read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1}
+        assert imported, name  # the check reads real imports
+        assert not imported & {"engine", "results", "speedrun", "series", "cli"}, (name, imported)
+
+
+def test_every_evaluation_of_a_checkpoint_agrees(ckpt, cli):
+    """evaluate (CLI), test.json, the TTA table and the notebooks' predictions: one path, one number."""
+    from cifarkit.analysis import test_predictions, tta_table
+    from cifarkit.data import load_dataset
+
+    run, spec = ckpt.parent, "synthetic:classes=3,train=30,test=5"
+    test_json = json.loads((run / "test.json").read_text())
+    code, out, err = cli("evaluate", run / "best.pt", "--dataset", spec, "--json")
+    assert code == 0, err
+    cli_top1 = json.loads(out.strip().splitlines()[-1])["top1"]
+    ds = load_dataset(spec)
+    labels, predictions = test_predictions(run, ds)
+    table = tta_table(run, ds)
+    assert cli_top1 == test_json["top1"] == (labels == predictions).mean() == table.loc["none", "top1"]

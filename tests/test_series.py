@@ -62,6 +62,31 @@ def test_index_links_resolve(smoke_report):
 
 
 @pytest.mark.slow
+def test_index_opens_with_three_findings(smoke_report):
+    lines = (smoke_report / "index.md").read_text().splitlines()
+    best, timing, status = (line.strip() for line in lines[2:5])
+    state = json.loads((smoke_report / "series.json").read_text())
+    chosen = series.best_run(smoke_report)
+    tested = [json.loads(p.read_text())["best_val_accuracy"] for p in smoke_report.glob("*/*/train.json")
+              if p.with_name("test.json").is_file()]  # fmt: skip
+    assert len(tested) >= 3 and chosen["val_top1"] == max(tested)
+    assert best.startswith("Best model on validation: `") and chosen["run"] in best and f"{chosen['val_top1']:.4f}" in best
+    test_top1 = json.loads((smoke_report / chosen["run"] / "test.json").read_text())["top1"]
+    assert f"test top-1 **{test_top1:.4f}**" in best
+    assert timing.startswith(f"The series took {series.fmt(state['total_seconds'])} s on **{state['env']['device']}**")
+    assert status == f"All {len(EXPECTED)} notebooks ran."
+
+
+@pytest.mark.slow
+def test_html_pages_are_titled_show_parameters_and_no_stray_reprs(smoke_report):
+    for name in EXPECTED:
+        page = (smoke_report / "notebooks" / f"{name}.html").read_text()
+        assert f"<title>{name}</title>" in page, name
+        assert "Parameters of this run" in page and "<td><code>'synthetic'</code></td>" in page, name
+        assert "PosixPath(" not in page and f"headline (summaries/{name}.json)" in page, name
+
+
+@pytest.mark.slow
 def test_executed_notebooks_have_outputs_and_no_widget_bars(smoke_report):
     nb = nbformat.read(smoke_report / "notebooks" / "01_ex1_baseline.ipynb", as_version=4)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
@@ -145,7 +170,7 @@ def test_series_user_errors_are_one_line(cli, tmp_path):
 
 def test_markdown_to_html_subset():
     page = series.markdown_to_html("# T\n\n| a | b |\n| --- | --- |\n| [x](y.html) | **z** |\n\n- item `c`", "t")
-    assert "<h1>T</h1>" in page and '<a href="y.html">x</a>' in page and "<b>z</b>" in page
+    assert "<h1>T</h1>" in page and '<a href="y.html">x</a>' in page and "<strong>z</strong>" in page
     assert "<li>item <code>c</code>" in page and page.count("<tr>") == 2
 
 
@@ -160,3 +185,16 @@ def test_run_selector_widget_and_model_table(smoke_report):
     assert table.loc[0, "params"] == 16_812_298 and table.loc[0, "input_px"] == 128
     widget = viz.run_selector(analysis.load_histories(runs))
     assert isinstance(widget, ipywidgets.VBox)
+
+
+def test_every_link_in_the_committed_example_reports_resolves():
+    import re
+
+    examples = Path(__file__).resolve().parent.parent / "reports" / "examples"
+    indexes = sorted(examples.glob("*/index.md"))
+    assert indexes
+    for index in indexes:
+        links = re.findall(r"\]\(([^)]+)\)", index.read_text())
+        assert links, index
+        missing = [x for x in links if not (index.parent / x).exists()]
+        assert missing == [], (index, missing)
