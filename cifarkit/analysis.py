@@ -152,6 +152,7 @@ def run_row(run: Path, root: Path | None = None) -> dict[str, Any]:
     """One comparison row: config essentials, best epoch, val/test top-1/top-5, time and throughput."""
     cfg, train = read_json(run / "config.json"), read_json(run / "train.json")
     test = read_json(run / "test.json") if (run / "test.json").is_file() else {}
+    env = read_json(run / "env.json") if (run / "env.json").is_file() else {}
     return {
         "run": str(run.relative_to(root)) if root else run.name,
         "model": cfg.get("model"),
@@ -159,6 +160,8 @@ def run_row(run: Path, root: Path | None = None) -> dict[str, Any]:
         "augment": cfg.get("augment"),
         "model_kwargs": json.dumps(cfg.get("model_kwargs") or {}),
         "label_smoothing": cfg.get("label_smoothing"),
+        "train_images": env.get("train_images"),
+        "val_images": env.get("val_images"),
         "epochs": train.get("epochs_run"),
         "best_epoch": train.get("best_epoch"),
         "val_top1": train.get("best_val_accuracy"),

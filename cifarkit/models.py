@@ -301,9 +301,12 @@ def model_summary(model: nn.Module, image_size: int, device: torch.device | str 
         model, input_size=(1, 3, image_size, image_size), device=device, verbose=0,
         col_names=("output_size", "num_params", "mult_adds"),
     )  # fmt: skip
+    layers = [{"layer": name, "params": sum(p.numel() for p in module.parameters(recurse=False))}
+              for name, module in model.named_modules() if any(True for _ in module.parameters(recurse=False))]  # fmt: skip
     return {
         "params": int(stats.total_params),
         "trainable_params": int(stats.trainable_params),
         "mult_adds": int(stats.total_mult_adds),
+        "layers": layers,  # every module that holds parameters itself, in model order
         "table": str(stats),
     }

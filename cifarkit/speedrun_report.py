@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from .data import Split
+from .metrics import standard_error
 from .speedrun import PIECES, Recipe, SpeedrunResult, ablation_recipes, accuracy, train
 
 Curve = list[dict[str, float]]  # rows with "seconds" (cumulative training time) and "val_top1"
@@ -30,11 +31,6 @@ def fit_curve(run_dir: str | Path) -> Curve:
 def time_to(curve: Curve, target: float) -> float | None:
     """Seconds until the first epoch whose validation top-1 reaches ``target`` (None if none does)."""
     return next((r["seconds"] for r in curve if r.get("val_top1", -1) >= target), None)
-
-
-def standard_error(p: float, n: int) -> float:
-    """Standard error of an accuracy ``p`` measured on ``n`` images (binomial)."""
-    return math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1))
 
 
 def run_ablation(recipe: Recipe, train_split: Split, val: Split, mean, std, num_classes: int, device: torch.device,

@@ -198,3 +198,34 @@ def test_every_link_in_the_committed_example_reports_resolves():
         assert links, index
         missing = [x for x in links if not (index.parent / x).exists()]
         assert missing == [], (index, missing)
+
+
+def markdown_outputs(nb_path: Path) -> str:
+    """Every Markdown output (generated commentary) of an executed notebook, joined."""
+    nb = nbformat.read(nb_path, as_version=4)
+    return "\n".join(o["data"]["text/markdown"] for c in nb.cells if c.cell_type == "code"
+                     for o in c.get("outputs", []) if "text/markdown" in o.get("data", {}))  # fmt: skip
+
+
+@pytest.mark.slow
+def test_generated_commentary_quotes_this_runs_numbers(smoke_report):
+    from cifarkit.commentary import pct
+
+    books = smoke_report / "notebooks"
+    (run,) = (smoke_report / "01_ex1_baseline").iterdir()
+    test = json.loads((run / "test.json").read_text())
+    train = json.loads((run / "train.json").read_text())
+    text = markdown_outputs(books / "01_ex1_baseline.ipynb")
+    assert f"**top-1 {pct(test['top1'])}**" in text and f"{test['n']:,} test images" in text
+    assert f"**{pct(train['best_val_accuracy'])}**, came in epoch {train['best_epoch']}" in text
+    assert "parameters**" in text and "mult-adds" in text
+    assert "Best model on validation" not in text  # the index's findings are not the notebook's
+    summary = json.loads((smoke_report / "summaries" / "03_augmentation.json").read_text())["headline"]
+    assert f"**`{summary['winner']}`** at {pct(summary['winner_val_top1'])}" in markdown_outputs(
+        books / "03_augmentation.ipynb"
+    )
+    summary = json.loads((smoke_report / "summaries" / "04_tta.json").read_text())["headline"]
+    tta_text = markdown_outputs(books / "04_tta.ipynb")
+    assert "Test-time augmentation (TTA) averages" in tta_text
+    if summary["best_mode_on_val"] != "none":
+        assert f"`{summary['best_mode_on_val']}`, changes test top-1 by **{100 * summary['gain']:+.1f} points**" in tta_text

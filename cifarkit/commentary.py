@@ -1,0 +1,162 @@
+"""Commentary written from a run's own numbers: the paragraphs a notebook shows after a result.
+
+Notebooks keep fixed Markdown for concepts only; every sentence about *this* run (which layer
+holds the parameters, when overfitting started, which difference is noise) comes from a function
+here, so the text never contradicts the numbers above it. Each function returns a :class:`Note`,
+a string that Jupyter (and the HTML report) renders as Markdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .metrics import difference_is_noise, standard_error
+
+
+class Note(str):
+    """Markdown text; displayed as Markdown by Jupyter and nbconvert."""
+
+    def _repr_markdown_(self) -> str:
+        return str(self)
+
+
+def pct(x: float) -> str:
+    """A fraction as a percentage with one decimal (0.7542 -> 75.4%)."""
+    return f"{100 * x:.1f}%"
+
+
+def points(x: float) -> str:
+    """A difference of fractions in percentage points, signed (0.015 -> +1.5 points)."""
+    return f"{100 * x:+.1f} points"
+
+
+def parameters(summary: Mapping[str, Any]) -> Note:
+    """Where a model's parameters sit (from :func:`cifarkit.models.model_summary`), and what mult-adds are."""
+    layers = sorted(summary["layers"], key=lambda r: -r["params"])
+    total = summary["params"]
+    top = layers[0]
+    linear = sum(r["params"] for r in summary["layers"] if "classifier" in r["layer"] or "fc" in r["layer"]
+                 or "head" in r["layer"])  # fmt: skip
+    text = (f"This model has **{total:,} parameters**. The largest single layer is `{top['layer']}` with "
+            f"{top['params']:,} ({pct(top['params'] / total)} of all)")  # fmt: skip
+    if linear and linear != top["params"]:
+        text += f"; the classifier head holds {linear:,} ({pct(linear / total)})"
+    text += (f". One image costs **{summary['mult_adds'] / 1e6:,.1f} million mult-adds** (multiply-accumulate "
+             "operations of one forward pass, the usual measure of compute; a training step costs about 3x that).")
+    return Note(text)
+
+
+def training_curves(train: Mapping[str, Any]) -> Note:
+    """When validation loss bottomed out versus when accuracy peaked, and what the train/validation gap means."""
+    tl, vl = train["train_losses"], train["val_losses"]
+    ta, va = train["train_accuracies"], train["val_accuracies"]
+    epochs = len(vl)
+    best, low = train["best_epoch"], train["min_val_loss_epoch"]
+    parts = [f"Over {epochs} epochs the best validation accuracy, **{pct(train['best_val_accuracy'])}**, came in "
+             f"epoch {best}; validation loss was lowest in epoch {low}."]  # fmt: skip
+    if low == epochs:
+        parts.append("Validation loss was still falling at the end, so this budget stopped before overfitting: "
+                     "more epochs would likely help.")  # fmt: skip
+    else:
+        rise = vl[-1] - vl[low - 1]
+        parts.append(f"After epoch {low} validation loss rose by {rise:.3f} while training loss kept falling "
+                     f"({tl[low - 1]:.3f} to {tl[-1]:.3f}): that is overfitting setting in.")  # fmt: skip
+        if best > low:
+            parts.append(f"Accuracy still improved until epoch {best}: the model got more images right while "
+                         "growing over-confident on the ones it gets wrong, which is what raises the loss.")  # fmt: skip
+    below = [i + 1 for i in range(epochs) if vl[i] < tl[i]]
+    if below:
+        parts.append(f"Validation loss sits *below* training loss in {len(below)} of {epochs} epochs (from epoch "
+                     f"{below[0]}). That is not a bug: training loss is averaged over the epoch while the model "
+                     "is still improving, and it is measured on augmented images (and with dropout, if the model "
+                     "has it); validation runs after the epoch, on plain images, in eval mode.")  # fmt: skip
+    gap = ta[-1] - va[-1]
+    parts.append(f"In the last epoch training accuracy was {pct(ta[-1])} and validation {pct(va[-1])} "
+                 f"(a gap of {points(gap)}).")  # fmt: skip
+    return Note(" ".join(parts))
+
+
+def test_metrics(test: Mapping[str, Any], classes: Sequence[str]) -> Note:
+    """The test numbers of the chosen checkpoint in words, with their noise and one-line definitions."""
+    n, top1 = test["n"], test["top1"]
+    per_class = {c: a for c, a in test["per_class_accuracy"].items() if a is not None}
+    worst = min(per_class, key=per_class.get)
+    best = max(per_class, key=per_class.get)
+    text = [f"On {n:,} test images the checkpoint chosen on validation reaches **top-1 {pct(top1)}** "
+            f"(± {100 * standard_error(top1, n):.1f} points standard error) and **top-5 {pct(test['top5'])}** "
+            "(top-5: the true class is among the five highest scores)."]  # fmt: skip
+    text.append(f"Macro F1 {test['f1_score']:.3f} averages each class's F1 (the balance of its precision and "
+                "recall) with equal weight per class.")  # fmt: skip
+    if test.get("auc_score") is not None:
+        text.append(f"One-vs-rest AUC {test['auc_score']:.3f}: for each class, the chance that a random image "
+                    "of it scores higher than a random other image (1.0 is a perfect ranking).")  # fmt: skip
+    text.append(f"Per class, `{best}` is easiest ({pct(per_class[best])}) and `{worst}` hardest "
+                f"({pct(per_class[worst])}).")  # fmt: skip
+    if test.get("most_confused"):
+        pair = test["most_confused"][0]
+        text.append(f"The most common mistake is `{pair['true']}` taken for `{pair['predicted']}` "
+                    f"({pair['count']} images).")  # fmt: skip
+    return Note(" ".join(text))
+
+
+def ablation(table: Any, baseline: str | None = None) -> Note:
+    """An ablation table (index: step, columns ``val_top1`` and ``val_images``) in words: the ranking,
+    each step's change over the one before, and which changes are within noise."""
+    steps = list(table.index)
+    n = int(table["val_images"].iloc[0])
+    winner = table["val_top1"].idxmax()
+    se = standard_error(float(table["val_top1"].mean()), n)
+    text = [f"Validation top-1 is measured on {n:,} images, so each number carries about ± {100 * se:.1f} "
+            "points (one standard error); differences under about twice that are noise."]  # fmt: skip
+    changes = []
+    for before, step in zip(steps, steps[1:], strict=False):
+        a, b = float(table.loc[before, "val_top1"]), float(table.loc[step, "val_top1"])
+        tag = " (within noise)" if difference_is_noise(a, n, b, n) else ""
+        changes.append(f"`{step}` {points(b - a)}{tag}")
+    text.append("Step by step: " + "; ".join(changes) + ".")
+    runner_up = table["val_top1"].drop(winner).max() if len(steps) > 1 else None
+    text.append(f"The highest is **`{winner}`** at {pct(float(table.loc[winner, 'val_top1']))}")
+    if runner_up is not None:
+        close = difference_is_noise(float(table.loc[winner, "val_top1"]), n, float(runner_up), n)
+        text[-1] += (", but the next best is within noise of it, so this budget does not separate them."
+                     if close else ", clearly ahead of the next best.")  # fmt: skip
+    else:
+        text[-1] += "."
+    return Note(" ".join(text))
+
+
+def tta(table: Any, chosen: str) -> Note:
+    """A TTA table (index: mode; ``top1``, ``n``, ``ms_per_image``, ``gain_vs_none``) in words for the mode
+    chosen on validation."""
+    none, pick = table.loc["none"], table.loc[chosen]
+    n = int(pick["n"])
+    text = ["Test-time augmentation (TTA) averages the model's outputs over transformed copies (views) of each "
+            "test image."]  # fmt: skip
+    if chosen == "none":
+        text.append("On validation no mode beat plain inference, so none is used.")
+        return Note(" ".join(text))
+    gain = float(pick["gain_vs_none"])
+    noise = difference_is_noise(float(none["top1"]), n, float(pick["top1"]), n)
+    cost = float(pick["ms_per_image"]) / max(float(none["ms_per_image"]), 1e-9)
+    text.append(f"The mode chosen on validation, `{chosen}`, changes test top-1 by **{points(gain)}** "
+                f"({pct(float(none['top1']))} to {pct(float(pick['top1']))} on {n:,} images"
+                f"{', within noise' if noise else ''}) at **{cost:.1f}x** the inference time per image.")  # fmt: skip
+    worst = table["gain_vs_none"].idxmin()
+    if float(table.loc[worst, "gain_vs_none"]) < 0:
+        text.append(f"Not every view helps: `{worst}` costs {points(float(table.loc[worst, 'gain_vs_none']))}, "
+                    "a view unlike anything the model saw in training.")  # fmt: skip
+    return Note(" ".join(text))
+
+
+def channels(stats: Any) -> Note:
+    """Which colour channel is brightest and most spread in this sample (a stats table with ``computed_mean``
+    and ``computed_std`` indexed R, G, B), and how close the computed values are to the published ones."""
+    mean, std = stats["computed_mean"], stats["computed_std"]
+    text = [f"In these training images the brightest channel on average is **{mean.idxmax()}** "
+            f"(mean {mean.max():.3f} on a 0-1 scale) and the darkest **{mean.idxmin()}** ({mean.min():.3f}); "
+            f"**{std.idxmax()}** varies most (std {std.max():.3f})."]  # fmt: skip
+    if "published_mean" in stats:
+        gap = float((stats["computed_mean"] - stats["published_mean"]).abs().max())
+        text.append(f"The computed means are within {gap:.3f} of the published ones.")
+    return Note(" ".join(text))
