@@ -35,6 +35,7 @@ test: $(VENV)/.stamp-dev
 
 lint: $(VENV)/.stamp-dev
 	$(PY) -m ruff check cifarkit tests
+	$(PY) -m ruff format --check cifarkit tests
 	$(PY) -m ruff check notebooks --select F  # notebooks: unused imports, undefined names
 
 bench: $(VENV)/.stamp-run

@@ -119,8 +119,9 @@ def test_predictions(run_dir: str | Path, ds: Dataset, device: str = "auto") -> 
     return labels.numpy(), logits.argmax(1).numpy()
 
 
-def confused_examples(labels: np.ndarray, preds: np.ndarray, true: int, predicted: int, n: int = 8,
-                      seed: int = 0) -> np.ndarray:  # fmt: skip
+def confused_examples(
+    labels: np.ndarray, preds: np.ndarray, true: int, predicted: int, n: int = 8, seed: int = 0
+) -> np.ndarray:
     """Indices of up to ``n`` test images of class ``true`` predicted as ``predicted``, a seeded random
     choice (not the first ``n`` in file order)."""
     found = np.flatnonzero((labels == true) & (preds == predicted))
@@ -217,15 +218,19 @@ ABLATION_STEPS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("+BatchNorm", {"augment": "crop+flip", "model_kwargs": {"batchnorm": True}}),
     ("+dropout", {"augment": "crop+flip", "model_kwargs": {"batchnorm": True, "dropout": 0.3}}),
     ("+cutout", {"augment": "crop+flip+cutout", "model_kwargs": {"batchnorm": True, "dropout": 0.3}}),
-    ("+label smoothing", {"augment": "crop+flip+cutout", "model_kwargs": {"batchnorm": True, "dropout": 0.3},
-                          "label_smoothing": 0.1}),
-)  # fmt: skip
+    (
+        "+label smoothing",
+        {"augment": "crop+flip+cutout", "model_kwargs": {"batchnorm": True, "dropout": 0.3}, "label_smoothing": 0.1},
+    ),
+)
 
 
 def ablation_steps(hidden_units: int) -> list[tuple[str, dict[str, Any]]]:
     """The ablation steps as TrainConfig overrides for tinyvgg with ``hidden_units``."""
-    return [(name, {**kw, "model_kwargs": {"hidden_units": hidden_units, **kw["model_kwargs"]}})
-            for name, kw in ABLATION_STEPS]  # fmt: skip
+    return [
+        (name, {**kw, "model_kwargs": {"hidden_units": hidden_units, **kw["model_kwargs"]}})
+        for name, kw in ABLATION_STEPS
+    ]
 
 
 def perf_summary(run: Path, split: str = "train") -> dict[str, Any]:
@@ -262,11 +267,20 @@ def model_table(runs: Sequence[Path]):
         num_classes = len(read_json(run / "env.json")["dataset_classes"])
         summary = model_summary(create_model(cfg["model"], num_classes, **cfg["resolved"]["model_kwargs"]), size)
         perf = perf_summary(run)
-        rows.append({"model": cfg["model"], "input_px": size, "params": summary["params"],
-                     "mult_adds": summary["mult_adds"], "s_per_epoch": train["train_time"] / max(train["epochs_run"], 1),
-                     "images_per_s": train["images_per_s"],
-                     "peak_memory_mb": perf.get("peak_memory_mb"),
-                     "val_top1": train["best_val_accuracy"], "test_top1": test.get("accuracy"), "run": run.name})  # fmt: skip
+        rows.append(
+            {
+                "model": cfg["model"],
+                "input_px": size,
+                "params": summary["params"],
+                "mult_adds": summary["mult_adds"],
+                "s_per_epoch": train["train_time"] / max(train["epochs_run"], 1),
+                "images_per_s": train["images_per_s"],
+                "peak_memory_mb": perf.get("peak_memory_mb"),
+                "val_top1": train["best_val_accuracy"],
+                "test_top1": test.get("accuracy"),
+                "run": run.name,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -279,11 +293,18 @@ def throughput_table(report_dir: str | Path):
     for run in find_runs(root):
         env, train = read_json(run / "env.json"), read_json(run / "train.json")
         perf = perf_summary(run)
-        rows.append({"run": str(run.relative_to(root)), "model": read_json(run / "config.json")["model"],
-                     "device": env.get("device"), "device_name": env.get("device_name"),
-                     "backends": "+".join(perf.get("backends", [])) or "none",
-                     "images_per_s": train.get("images_per_s"), "data_wait_fraction": train.get("data_wait_fraction"),
-                     "peak_memory_mb": perf.get("peak_memory_mb")})  # fmt: skip
+        rows.append(
+            {
+                "run": str(run.relative_to(root)),
+                "model": read_json(run / "config.json")["model"],
+                "device": env.get("device"),
+                "device_name": env.get("device_name"),
+                "backends": "+".join(perf.get("backends", [])) or "none",
+                "images_per_s": train.get("images_per_s"),
+                "data_wait_fraction": train.get("data_wait_fraction"),
+                "peak_memory_mb": perf.get("peak_memory_mb"),
+            }
+        )
     return pd.DataFrame(rows)
 
 

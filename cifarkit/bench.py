@@ -39,8 +39,15 @@ class PILArrayDataset(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i])), self.labels[i]
 
 
-def seed_style_loader(spec: str, dataset: Dataset, batch_size: int, workers: int, data_dir: Path,
-                      augment: bool = True, indices: torch.Tensor | None = None):  # fmt: skip
+def seed_style_loader(
+    spec: str,
+    dataset: Dataset,
+    batch_size: int,
+    workers: int,
+    data_dir: Path,
+    augment: bool = True,
+    indices: torch.Tensor | None = None,
+):
     """The pipeline the course seeds used: a per-item dataset with PIL transforms and DataLoader workers.
 
     Args:
@@ -57,7 +64,9 @@ def seed_style_loader(spec: str, dataset: Dataset, batch_size: int, workers: int
 
     size = dataset.image_size
     steps = [transforms.RandomCrop(size, padding=4, padding_mode="reflect"), transforms.RandomHorizontalFlip()]
-    tf = transforms.Compose([*(steps if augment else []), transforms.ToTensor(), transforms.Normalize(dataset.mean, dataset.std)])
+    tf = transforms.Compose(
+        [*(steps if augment else []), transforms.ToTensor(), transforms.Normalize(dataset.mean, dataset.std)]
+    )
     kind, _, arg = spec.partition(":")
     if kind == "folder":
         ds = datasets.ImageFolder(str(resolve_user_path(arg) / "train"), transform=tf)
@@ -69,10 +78,13 @@ def seed_style_loader(spec: str, dataset: Dataset, batch_size: int, workers: int
     if indices is not None:
         targets = torch.as_tensor(ds.targets if hasattr(ds, "targets") else ds.labels)
         if not torch.equal(targets, dataset.train.labels):
-            raise DataError(f"{spec}: torchvision lists the images in another order than cifarkit; cannot split it alike")
+            raise DataError(
+                f"{spec}: torchvision lists the images in another order than cifarkit; cannot split it alike"
+            )
         ds = torch.utils.data.Subset(ds, indices.tolist())
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True,
-                                       persistent_workers=workers > 0)  # fmt: skip
+    return torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True, persistent_workers=workers > 0
+    )
 
 
 def cycle(make_iter: Callable[[], Iterator]) -> Iterator:
@@ -81,8 +93,9 @@ def cycle(make_iter: Callable[[], Iterator]) -> Iterator:
         yield from make_iter()
 
 
-def time_training(model: nn.Module, batches: Iterator, device: torch.device, steps: int, warmup: int,
-                  amp: str = "off") -> float:  # fmt: skip
+def time_training(
+    model: nn.Module, batches: Iterator, device: torch.device, steps: int, warmup: int, amp: str = "off"
+) -> float:
     """Images per second of ``steps`` optimizer steps fed by ``batches`` (after ``warmup`` untimed steps)."""
     opt = make_optimizer(model, TrainConfig())
     loss_fn = nn.CrossEntropyLoss()
@@ -107,9 +120,17 @@ def time_training(model: nn.Module, batches: Iterator, device: torch.device, ste
     return images / (time.perf_counter() - start)
 
 
-def run_bench(dataset: str = "cifar10", model: str = "ex1", batch_size: int = 128, steps: int = 60,
-              workers: int = 2, rounds: int = 3, data_dir: str | None = None, device: str = "auto",
-              log: Callable[[str], None] = print) -> dict:  # fmt: skip
+def run_bench(
+    dataset: str = "cifar10",
+    model: str = "ex1",
+    batch_size: int = 128,
+    steps: int = 60,
+    workers: int = 2,
+    rounds: int = 3,
+    data_dir: str | None = None,
+    device: str = "auto",
+    log: Callable[[str], None] = print,
+) -> dict:
     """Measure (a) seed-style, (b) cifarkit loader, (c) step limit, interleaved over ``rounds``; medians and ratios."""
     seed_everything(0)
     dev = resolve_device(device)
@@ -145,10 +166,23 @@ def run_bench(dataset: str = "cifar10", model: str = "ex1", batch_size: int = 12
     result: dict = {k: statistics.median(v) for k, v in runs.items()}
     result["speedup_vs_seed"] = result["cifarkit_img_s"] / result["seed_style_img_s"]
     result["fraction_of_limit"] = result["cifarkit_img_s"] / result["step_limit_img_s"]
-    result.update(model=model, dataset=dataset, batch_size=batch_size, steps=steps, rounds=rounds, workers=workers,
-                  device=str(dev), amp=amp, channels_last=channels_last, threads=torch.get_num_threads(), spread={k: [min(v), max(v)] for k, v in runs.items()})  # fmt: skip
-    log(f"seed-style {result['seed_style_img_s']:.0f} img/s | cifarkit {result['cifarkit_img_s']:.0f} img/s | "
-        f"step limit {result['step_limit_img_s']:.0f} img/s")  # fmt: skip
+    result.update(
+        model=model,
+        dataset=dataset,
+        batch_size=batch_size,
+        steps=steps,
+        rounds=rounds,
+        workers=workers,
+        device=str(dev),
+        amp=amp,
+        channels_last=channels_last,
+        threads=torch.get_num_threads(),
+        spread={k: [min(v), max(v)] for k, v in runs.items()},
+    )
+    log(
+        f"seed-style {result['seed_style_img_s']:.0f} img/s | cifarkit {result['cifarkit_img_s']:.0f} img/s | "
+        f"step limit {result['step_limit_img_s']:.0f} img/s"
+    )
     log(
         f"cifarkit / seed-style = {result['speedup_vs_seed']:.2f}x, cifarkit / step limit = {result['fraction_of_limit']:.2f}"
     )

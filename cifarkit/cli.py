@@ -67,13 +67,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .engine import fit
 
     cfg = TrainConfig(
-        model=args.model, dataset=args.dataset, epochs=args.epochs or 10, batch_size=args.batch_size, lr=args.lr,
-        optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay, scheduler=args.scheduler,
-        augment=args.augment, label_smoothing=args.label_smoothing, patience=args.patience, monitor=args.monitor,
-        val_fraction=args.val_fraction, seed=args.seed, device=args.device, image_size=args.image_size,
-        amp=args.amp, channels_last={"auto": None, "on": True, "off": False}[args.channels_last], checkpoint_every=args.checkpoint_every,
-        deterministic=args.deterministic, compile=args.compile, profile=args.profile, profile_interval=args.profile_interval, torch_profile_steps=args.torch_profile,
-    )  # fmt: skip
+        model=args.model,
+        dataset=args.dataset,
+        epochs=args.epochs or 10,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        scheduler=args.scheduler,
+        augment=args.augment,
+        label_smoothing=args.label_smoothing,
+        patience=args.patience,
+        monitor=args.monitor,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        device=args.device,
+        image_size=args.image_size,
+        amp=args.amp,
+        channels_last={"auto": None, "on": True, "off": False}[args.channels_last],
+        checkpoint_every=args.checkpoint_every,
+        deterministic=args.deterministic,
+        compile=args.compile,
+        profile=args.profile,
+        profile_interval=args.profile_interval,
+        torch_profile_steps=args.torch_profile,
+    )
     if args.resume and not args.epochs:
         from .runs import load_checkpoint
 
@@ -125,8 +144,16 @@ def print_tta_table(rows: list[dict], args: argparse.Namespace) -> int:
         )
     if args.json:
         none = rows[0]
-        print_json_line({"top1": none["top1"], "top5": none["top5"], "loss": none["loss"], "n": none["n"],
-                         "split": args.split, "modes": rows})  # fmt: skip
+        print_json_line(
+            {
+                "top1": none["top1"],
+                "top5": none["top5"],
+                "loss": none["loss"],
+                "n": none["n"],
+                "split": args.split,
+                "modes": rows,
+            }
+        )
     return 0
 
 
@@ -185,8 +212,10 @@ def cmd_montage(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     out = Path(args.out)
     if out.is_dir():
-        print(f"cifarkit montage: error: --out {out} is a folder; name the PNG to write, e.g. {out}/montage.png",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"cifarkit montage: error: --out {out} is a folder; name the PNG to write, e.g. {out}/montage.png",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     print(montage(sorted(p for p in folder.glob("*.png") if p.resolve() != out.resolve()), out, args.cols))
     return 0
@@ -195,8 +224,15 @@ def cmd_montage(args: argparse.Namespace) -> int:
 def cmd_series(args: argparse.Namespace) -> int:
     from .series import run_series
 
-    report, ok = run_series(dataset=args.dataset, profile=args.profile, device=args.device, out=args.out,
-                            only=args.only, resume=args.resume, seed=args.seed)  # fmt: skip
+    report, ok = run_series(
+        dataset=args.dataset,
+        profile=args.profile,
+        device=args.device,
+        out=args.out,
+        only=args.only,
+        resume=args.resume,
+        seed=args.seed,
+    )
     print(f"report: {report / 'index.md'}")
     print(report)
     return 0 if ok else 1
@@ -221,8 +257,17 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
-    result = run_bench(dataset=args.dataset, model=args.model, batch_size=args.batch_size, steps=args.steps,
-                       workers=args.workers, rounds=args.rounds, data_dir=args.data_dir, device=args.device, log=print)  # fmt: skip
+    result = run_bench(
+        dataset=args.dataset,
+        model=args.model,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        workers=args.workers,
+        rounds=args.rounds,
+        data_dir=args.data_dir,
+        device=args.device,
+        log=print,
+    )
     if args.json:
         print_json_line(result)
     return 0
@@ -231,8 +276,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_speedrun(args: argparse.Namespace) -> int:
     from .speedrun import run_speedrun
 
-    summary = run_speedrun(args.dataset, args.recipe, device=args.device, target=args.target, baseline=args.baseline,
-                           out=args.out, data_dir=args.data_dir, seed=args.seed)  # fmt: skip
+    summary = run_speedrun(
+        args.dataset,
+        args.recipe,
+        device=args.device,
+        target=args.target,
+        baseline=args.baseline,
+        out=args.out,
+        data_dir=args.data_dir,
+        seed=args.seed,
+    )
     if args.json:
         print_json_line(summary)
     return 0
@@ -324,9 +377,7 @@ def build_parser() -> Parser:
         help="continue from a run's last.pt (its saved settings are used; --epochs may extend it)",
     )
     t.add_argument("--profile", action="store_true", help="record hardware telemetry into perf/*.jsonl")
-    t.add_argument(
-        "--profile-interval", type=positive_float, default=0.5, help="telemetry sampling period in seconds"
-    )
+    t.add_argument("--profile-interval", type=positive_float, default=0.5, help="telemetry sampling period in seconds")
     t.add_argument(
         "--torch-profile", type=int, default=0, metavar="N", help="record N training steps with torch.profiler"
     )
@@ -376,15 +427,22 @@ def build_parser() -> Parser:
     )
     se.set_defaults(func=cmd_series)
 
-    sr = sub.add_parser("speedrun", help="the fast recipe: train, check on test with TTA, time it (vs the course recipe)")
+    sr = sub.add_parser(
+        "speedrun", help="the fast recipe: train, check on test with TTA, time it (vs the course recipe)"
+    )
     add_common(sr)
     sr.add_argument("--recipe", default="speedrun", help="speedrun (CPU-sized) or flagship (airbench94-sized)")
     sr.add_argument("--target", type=fraction, default=0.70, help="accuracy the baseline must reach on validation")
-    sr.add_argument("--baseline", action="store_true",
-                    help="also time the course EX-1 recipe on a seed-style pipeline to --target (minutes on a CPU)")
+    sr.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also time the course EX-1 recipe on a seed-style pipeline to --target (minutes on a CPU)",
+    )
     sr.add_argument("--seed", type=int, default=0)
     sr.add_argument("--out", default="reports/runs", help="parent folder of the run folder (default reports/runs)")
-    sr.add_argument("--json", action="store_true", help="last stdout line: one JSON object (seconds, val/test top-1, curve, ...)")
+    sr.add_argument(
+        "--json", action="store_true", help="last stdout line: one JSON object (seconds, val/test top-1, curve, ...)"
+    )
     sr.set_defaults(func=cmd_speedrun)
 
     pp = sub.add_parser("plot-perf", help="figures and a summary table from profiler JSONL logs")

@@ -36,14 +36,21 @@ def parameters(summary: Mapping[str, Any]) -> Note:
     layers = sorted(summary["layers"], key=lambda r: -r["params"])
     total = summary["params"]
     top = layers[0]
-    linear = sum(r["params"] for r in summary["layers"] if "classifier" in r["layer"] or "fc" in r["layer"]
-                 or "head" in r["layer"])  # fmt: skip
-    text = (f"This model has **{total:,} parameters**. The largest single layer is `{top['layer']}` with "
-            f"{top['params']:,} ({pct(top['params'] / total)} of all)")  # fmt: skip
+    linear = sum(
+        r["params"]
+        for r in summary["layers"]
+        if "classifier" in r["layer"] or "fc" in r["layer"] or "head" in r["layer"]
+    )
+    text = (
+        f"This model has **{total:,} parameters**. The largest single layer is `{top['layer']}` with "
+        f"{top['params']:,} ({pct(top['params'] / total)} of all)"
+    )
     if linear and linear != top["params"]:
         text += f"; the classifier head holds {linear:,} ({pct(linear / total)})"
-    text += (f". One image costs **{summary['mult_adds'] / 1e6:,.1f} million mult-adds** (multiply-accumulate "
-             "operations of one forward pass, the usual measure of compute; a training step costs about 3x that).")
+    text += (
+        f". One image costs **{summary['mult_adds'] / 1e6:,.1f} million mult-adds** (multiply-accumulate "
+        "operations of one forward pass, the usual measure of compute; a training step costs about 3x that)."
+    )
     return Note(text)
 
 
@@ -53,27 +60,38 @@ def training_curves(train: Mapping[str, Any]) -> Note:
     ta, va = train["train_accuracies"], train["val_accuracies"]
     epochs = len(vl)
     best, low = train["best_epoch"], train["min_val_loss_epoch"]
-    parts = [f"Over {epochs} epochs the best validation accuracy, **{pct(train['best_val_accuracy'])}**, came in "
-             f"epoch {best}; validation loss was lowest in epoch {low}."]  # fmt: skip
+    parts = [
+        f"Over {epochs} epochs the best validation accuracy, **{pct(train['best_val_accuracy'])}**, came in "
+        f"epoch {best}; validation loss was lowest in epoch {low}."
+    ]
     if low == epochs:
-        parts.append("Validation loss was still falling at the end, so this budget stopped before overfitting: "
-                     "more epochs would likely help.")  # fmt: skip
+        parts.append(
+            "Validation loss was still falling at the end, so this budget stopped before overfitting: "
+            "more epochs would likely help."
+        )
     else:
         rise = vl[-1] - vl[low - 1]
-        parts.append(f"After epoch {low} validation loss rose by {rise:.3f} while training loss kept falling "
-                     f"({tl[low - 1]:.3f} to {tl[-1]:.3f}): that is overfitting setting in.")  # fmt: skip
+        parts.append(
+            f"After epoch {low} validation loss rose by {rise:.3f} while training loss kept falling "
+            f"({tl[low - 1]:.3f} to {tl[-1]:.3f}): that is overfitting setting in."
+        )
         if best > low:
-            parts.append(f"Accuracy still improved until epoch {best}: the model got more images right while "
-                         "growing over-confident on the ones it gets wrong, which is what raises the loss.")  # fmt: skip
+            parts.append(
+                f"Accuracy still improved until epoch {best}: the model got more images right while "
+                "growing over-confident on the ones it gets wrong, which is what raises the loss."
+            )
     below = [i + 1 for i in range(epochs) if vl[i] < tl[i]]
     if below:
-        parts.append(f"Validation loss sits *below* training loss in {len(below)} of {epochs} epochs (from epoch "
-                     f"{below[0]}). That is not a bug: training loss is averaged over the epoch while the model "
-                     "is still improving, and it is measured on augmented images (and with dropout, if the model "
-                     "has it); validation runs after the epoch, on plain images, in eval mode.")  # fmt: skip
+        parts.append(
+            f"Validation loss sits *below* training loss in {len(below)} of {epochs} epochs (from epoch "
+            f"{below[0]}). That is not a bug: training loss is averaged over the epoch while the model "
+            "is still improving, and it is measured on augmented images (and with dropout, if the model "
+            "has it); validation runs after the epoch, on plain images, in eval mode."
+        )
     gap = ta[-1] - va[-1]
-    parts.append(f"In the last epoch training accuracy was {pct(ta[-1])} and validation {pct(va[-1])} "
-                 f"(a gap of {points(gap)}).")  # fmt: skip
+    parts.append(
+        f"In the last epoch training accuracy was {pct(ta[-1])} and validation {pct(va[-1])} (a gap of {points(gap)})."
+    )
     return Note(" ".join(parts))
 
 
@@ -83,20 +101,28 @@ def test_metrics(test: Mapping[str, Any], classes: Sequence[str]) -> Note:
     per_class = {c: a for c, a in test["per_class_accuracy"].items() if a is not None}
     worst = min(per_class, key=per_class.get)
     best = max(per_class, key=per_class.get)
-    text = [f"On {n:,} test images the checkpoint chosen on validation reaches **top-1 {pct(top1)}** "
-            f"(± {100 * standard_error(top1, n):.1f} points standard error) and **top-5 {pct(test['top5'])}** "
-            "(top-5: the true class is among the five highest scores)."]  # fmt: skip
-    text.append(f"Macro F1 {test['f1_score']:.3f} averages each class's F1 (the balance of its precision and "
-                "recall) with equal weight per class.")  # fmt: skip
+    text = [
+        f"On {n:,} test images the checkpoint chosen on validation reaches **top-1 {pct(top1)}** "
+        f"(± {100 * standard_error(top1, n):.1f} points standard error) and **top-5 {pct(test['top5'])}** "
+        "(top-5: the true class is among the five highest scores)."
+    ]
+    text.append(
+        f"Macro F1 {test['f1_score']:.3f} averages each class's F1 (the balance of its precision and "
+        "recall) with equal weight per class."
+    )
     if test.get("auc_score") is not None:
-        text.append(f"One-vs-rest AUC {test['auc_score']:.3f}: for each class, the chance that a random image "
-                    "of it scores higher than a random other image (1.0 is a perfect ranking).")  # fmt: skip
-    text.append(f"Per class, `{best}` is easiest ({pct(per_class[best])}) and `{worst}` hardest "
-                f"({pct(per_class[worst])}).")  # fmt: skip
+        text.append(
+            f"One-vs-rest AUC {test['auc_score']:.3f}: for each class, the chance that a random image "
+            "of it scores higher than a random other image (1.0 is a perfect ranking)."
+        )
+    text.append(
+        f"Per class, `{best}` is easiest ({pct(per_class[best])}) and `{worst}` hardest ({pct(per_class[worst])})."
+    )
     if test.get("most_confused"):
         pair = test["most_confused"][0]
-        text.append(f"The most common mistake is `{pair['true']}` taken for `{pair['predicted']}` "
-                    f"({pair['count']} images).")  # fmt: skip
+        text.append(
+            f"The most common mistake is `{pair['true']}` taken for `{pair['predicted']}` ({pair['count']} images)."
+        )
     return Note(" ".join(text))
 
 
@@ -107,8 +133,10 @@ def ablation(table: Any, baseline: str | None = None) -> Note:
     n = int(table["val_images"].iloc[0])
     winner = table["val_top1"].idxmax()
     se = standard_error(float(table["val_top1"].mean()), n)
-    text = [f"Validation top-1 is measured on {n:,} images, so each number carries about ± {100 * se:.1f} "
-            "points (one standard error); differences under about twice that are noise."]  # fmt: skip
+    text = [
+        f"Validation top-1 is measured on {n:,} images, so each number carries about ± {100 * se:.1f} "
+        "points (one standard error); differences under about twice that are noise."
+    ]
     changes = []
     for before, step in zip(steps, steps[1:], strict=False):
         a, b = float(table.loc[before, "val_top1"]), float(table.loc[step, "val_top1"])
@@ -119,8 +147,11 @@ def ablation(table: Any, baseline: str | None = None) -> Note:
     text.append(f"The highest is **`{winner}`** at {pct(float(table.loc[winner, 'val_top1']))}")
     if runner_up is not None:
         close = difference_is_noise(float(table.loc[winner, "val_top1"]), n, float(runner_up), n)
-        text[-1] += (", but the next best is within noise of it, so this budget does not separate them."
-                     if close else ", clearly ahead of the next best.")  # fmt: skip
+        text[-1] += (
+            ", but the next best is within noise of it, so this budget does not separate them."
+            if close
+            else ", clearly ahead of the next best."
+        )
     else:
         text[-1] += "."
     return Note(" ".join(text))
@@ -131,21 +162,26 @@ def tta(table: Any, chosen: str) -> Note:
     chosen on validation."""
     none, pick = table.loc["none"], table.loc[chosen]
     n = int(pick["n"])
-    text = ["Test-time augmentation (TTA) averages the model's outputs over transformed copies (views) of each "
-            "test image."]  # fmt: skip
+    text = [
+        "Test-time augmentation (TTA) averages the model's outputs over transformed copies (views) of each test image."
+    ]
     if chosen == "none":
         text.append("On validation no mode beat plain inference, so none is used.")
         return Note(" ".join(text))
     gain = float(pick["gain_vs_none"])
     noise = difference_is_noise(float(none["top1"]), n, float(pick["top1"]), n)
     cost = float(pick["ms_per_image"]) / max(float(none["ms_per_image"]), 1e-9)
-    text.append(f"The mode chosen on validation, `{chosen}`, changes test top-1 by **{points(gain)}** "
-                f"({pct(float(none['top1']))} to {pct(float(pick['top1']))} on {n:,} images"
-                f"{', within noise' if noise else ''}) at **{cost:.1f}x** the inference time per image.")  # fmt: skip
+    text.append(
+        f"The mode chosen on validation, `{chosen}`, changes test top-1 by **{points(gain)}** "
+        f"({pct(float(none['top1']))} to {pct(float(pick['top1']))} on {n:,} images"
+        f"{', within noise' if noise else ''}) at **{cost:.1f}x** the inference time per image."
+    )
     worst = table["gain_vs_none"].idxmin()
     if float(table.loc[worst, "gain_vs_none"]) < 0:
-        text.append(f"Not every view helps: `{worst}` costs {points(float(table.loc[worst, 'gain_vs_none']))}, "
-                    "a view unlike anything the model saw in training.")  # fmt: skip
+        text.append(
+            f"Not every view helps: `{worst}` costs {points(float(table.loc[worst, 'gain_vs_none']))}, "
+            "a view unlike anything the model saw in training."
+        )
     return Note(" ".join(text))
 
 
@@ -153,9 +189,11 @@ def channels(stats: Any) -> Note:
     """Which colour channel is brightest and most spread in this sample (a stats table with ``computed_mean``
     and ``computed_std`` indexed R, G, B), and how close the computed values are to the published ones."""
     mean, std = stats["computed_mean"], stats["computed_std"]
-    text = [f"In these training images the brightest channel on average is **{mean.idxmax()}** "
-            f"(mean {mean.max():.3f} on a 0-1 scale) and the darkest **{mean.idxmin()}** ({mean.min():.3f}); "
-            f"**{std.idxmax()}** varies most (std {std.max():.3f})."]  # fmt: skip
+    text = [
+        f"In these training images the brightest channel on average is **{mean.idxmax()}** "
+        f"(mean {mean.max():.3f} on a 0-1 scale) and the darkest **{mean.idxmin()}** ({mean.min():.3f}); "
+        f"**{std.idxmax()}** varies most (std {std.max():.3f})."
+    ]
     if "published_mean" in stats:
         gap = float((stats["computed_mean"] - stats["published_mean"]).abs().max())
         text.append(f"The computed means are within {gap:.3f} of the published ones.")

@@ -21,9 +21,17 @@ from .errors import DataError, OutputError
 from .runs import atomic_write, ensure_dir
 
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 # Published per-channel statistics of the training images, in [0, 1] units.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -132,8 +140,9 @@ class Dataset:
         def cut(split: Split | None, limit: int | None) -> Split | None:
             return None if split is None else split.sample(limit, seed)
 
-        return Dataset(self.name, self.classes, self.mean, self.std, cut(self.train, train), cut(self.test, test),
-                       dict(self.extra))  # fmt: skip
+        return Dataset(
+            self.name, self.classes, self.mean, self.std, cut(self.train, train), cut(self.test, test), dict(self.extra)
+        )
 
     def with_class_order(self, classes: Sequence[str]) -> Dataset:
         """The same images with labels renumbered so that label ``i`` means ``classes[i]``.
@@ -150,8 +159,9 @@ class Dataset:
         def relabel(split: Split | None) -> Split | None:
             return None if split is None else Split(split.images, new_index[split.labels])
 
-        return Dataset(self.name, classes, self.mean, self.std, relabel(self.train), relabel(self.test),
-                       dict(self.extra))  # fmt: skip
+        return Dataset(
+            self.name, classes, self.mean, self.std, relabel(self.train), relabel(self.test), dict(self.extra)
+        )
 
     def split(self, name: str) -> Split:
         """Return the split called ``name`` ("train" or "test"), or fail clearly."""
@@ -386,8 +396,9 @@ def read_image_folder(split_dir: Path, size: int, cache_dir: Path | None) -> tup
         try:
             atomic_write(cache, lambda tmp: torch.save(blob, tmp))
         except OSError as exc:  # a full data folder: run on, decode again next time
-            warnings.warn(f"cannot write the decoded-image cache {cache} ({exc.strerror}); continuing without it",
-                          stacklevel=2)  # fmt: skip
+            warnings.warn(
+                f"cannot write the decoded-image cache {cache} ({exc.strerror}); continuing without it", stacklevel=2
+            )
     return classes, split
 
 

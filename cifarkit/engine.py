@@ -181,8 +181,17 @@ def prepare(cfg: TrainConfig, dataset: Dataset | None = None, data_dir: str | No
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     normalizer = Normalizer(dataset.mean, dataset.std, device, image_size, channels_last)
-    return Prepared(cfg, device, dataset, dataset.train.subset(train_idx), dataset.train.subset(val_idx),
-                    model, model_kwargs, image_size, normalizer)  # fmt: skip
+    return Prepared(
+        cfg,
+        device,
+        dataset,
+        dataset.train.subset(train_idx),
+        dataset.train.subset(val_idx),
+        model,
+        model_kwargs,
+        image_size,
+        normalizer,
+    )
 
 
 def eval_loader(split: Split, p: Prepared, batch_size: int | None = None) -> DeviceLoader:
@@ -192,8 +201,9 @@ def eval_loader(split: Split, p: Prepared, batch_size: int | None = None) -> Dev
 
 def checkpoint_meta(p: Prepared, epoch: int) -> dict[str, Any]:
     """Everything a checkpoint of this run needs to be used on its own."""
-    return run_checkpoint_meta(p.cfg.model, p.model_kwargs, p.dataset, p.cfg.dataset, p.image_size, p.cfg.to_dict(),
-                                epoch)  # fmt: skip
+    return run_checkpoint_meta(
+        p.cfg.model, p.model_kwargs, p.dataset, p.cfg.dataset, p.image_size, p.cfg.to_dict(), epoch
+    )
 
 
 def is_better(value: float, best: float | None, monitor: str) -> bool:
@@ -272,8 +282,16 @@ def fit(
         check_resume(state, cfg.epochs, resume)
         cfg = TrainConfig.from_dict({**state["config"], "epochs": cfg.epochs})
     p = prepare(cfg, dataset, data_dir)
-    train_loader = DeviceLoader(p.train, cfg.batch_size, p.normalizer, train=True, augment=cfg.augmentations,
-                                crop_padding=cfg.crop_padding, cutout_size=cfg.cutout_size, seed=cfg.seed)  # fmt: skip
+    train_loader = DeviceLoader(
+        p.train,
+        cfg.batch_size,
+        p.normalizer,
+        train=True,
+        augment=cfg.augmentations,
+        crop_padding=cfg.crop_padding,
+        cutout_size=cfg.cutout_size,
+        seed=cfg.seed,
+    )
     val_loader = eval_loader(p.val, p)
     if len(train_loader) == 0:
         raise ConfigError(f"no training batches: {len(p.train)} images, batch_size {cfg.batch_size}")
@@ -312,16 +330,31 @@ def fit(
         log(f"resuming {run_dir} at epoch {start_epoch}")
     else:
         run_dir = make_run_dir(out, cfg.model, cfg.dataset)
-    resolved = {"image_size": p.image_size, "model_kwargs": p.model_kwargs, "amp": amp, "device": str(p.device),
-                "channels_last": p.normalizer.channels_last}  # fmt: skip
+    resolved = {
+        "image_size": p.image_size,
+        "model_kwargs": p.model_kwargs,
+        "amp": amp,
+        "device": str(p.device),
+        "channels_last": p.normalizer.channels_last,
+    }
     write_json(run_dir / "config.json", {**cfg.to_dict(), "resolved": resolved})
-    write_json(run_dir / "env.json", {**env_info(p.device), "dataset_classes": list(p.dataset.classes),
-                                      "train_images": len(p.train), "val_images": len(p.val)})  # fmt: skip
+    write_json(
+        run_dir / "env.json",
+        {
+            **env_info(p.device),
+            "dataset_classes": list(p.dataset.classes),
+            "train_images": len(p.train),
+            "val_images": len(p.val),
+        },
+    )
 
     from .profiler import RunProfiler  # local: the profiler pulls in psutil and threads
 
-    profiler = (RunProfiler(run_dir / "perf", p.device, cfg, resumed_after=start_epoch - 1 if state else None)
-                if cfg.profile or cfg.torch_profile_steps else None)  # fmt: skip
+    profiler = (
+        RunProfiler(run_dir / "perf", p.device, cfg, resumed_after=start_epoch - 1 if state else None)
+        if cfg.profile or cfg.torch_profile_steps
+        else None
+    )
     tb = TensorBoardLog(run_dir, resumed_after=start_epoch - 1 if state else None)
     use_bar = sys.stdout.isatty() if progress is None else progress
     # torch.compile wraps the same parameters; checkpoints keep saving the plain module's state dict
@@ -330,8 +363,9 @@ def fit(
     for epoch in range(start_epoch, cfg.epochs + 1):
         epoch_iter = _progress(train_loader, use_bar, f"epoch {epoch}")
         with profiler.phase("train", epoch) if profiler else contextlib.nullcontext() as hooks:
-            stats = train_one_epoch(net, epoch_iter, optimizer, criterion, p.device, scheduler, amp, scaler,
-                                    on_step=hooks)  # fmt: skip
+            stats = train_one_epoch(
+                net, epoch_iter, optimizer, criterion, p.device, scheduler, amp, scaler, on_step=hooks
+            )
             if hooks is not None:
                 hooks.data_wait(stats.data_seconds)
         with profiler.phase("val", epoch) if profiler else contextlib.nullcontext():
@@ -356,8 +390,11 @@ def fit(
         if not math.isfinite(stats.loss):
             finish_run(run_dir, p, rows, best_epoch, test, tb)  # train.json and test.json of the last good best.pt
             files = [f for f in ("best.pt", "last.pt") if (run_dir / f).is_file()]
-            kept = (f"{' and '.join(files)} from before it are kept" if files
-                    else "no epoch finished cleanly, so no checkpoint was written")  # fmt: skip
+            kept = (
+                f"{' and '.join(files)} from before it are kept"
+                if files
+                else "no epoch finished cleanly, so no checkpoint was written"
+            )
             raise TrainingDiverged(
                 f"training diverged in epoch {epoch} (loss {stats.loss}); {kept} in {run_dir}; "
                 "lower --lr (or add --scheduler onecycle for a warm-up) and train again"
@@ -376,8 +413,11 @@ def fit(
                 "scaler": scaler.state_dict() if scaler is not None else None,
                 "loader": train_loader.state_dict(),
                 "torch_rng": torch.get_rng_state(),
-                "rows": rows, "best_value": best_value, "best_epoch": best_epoch, "stale": stale,
-            }  # fmt: skip
+                "rows": rows,
+                "best_value": best_value,
+                "best_epoch": best_epoch,
+                "stale": stale,
+            }
             save_checkpoint(run_dir / "last.pt", p.model, checkpoint_meta(p, epoch), training)
         if stop:
             log(f"early stopping at epoch {epoch}: no {cfg.monitor} improvement for {cfg.patience} epochs")

@@ -28,8 +28,9 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, loader: DeviceLoader, device: torch.device, amp: str = "off",
-                   forward: Forward | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:  # fmt: skip
+def predict_logits(
+    model: nn.Module, loader: DeviceLoader, device: torch.device, amp: str = "off", forward: Forward | None = None
+) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Logits (float32, CPU) and labels for every batch of ``loader``, and the seconds it took."""
     model.eval()
     forward = forward or model
@@ -82,6 +83,10 @@ def evaluate(
 
 def test_json(result: dict[str, Any]) -> dict[str, Any]:
     """``evaluate`` output with the course's test.json field names first (fractions, not percent)."""
-    renamed = {"accuracy": result["top1"], "top5_accuracy": result["top5"], "losses": result["loss"],
-               "testing time": result["testing_time"]}  # fmt: skip
+    renamed = {
+        "accuracy": result["top1"],
+        "top5_accuracy": result["top5"],
+        "losses": result["loss"],
+        "testing time": result["testing_time"],
+    }
     return {**renamed, **result}

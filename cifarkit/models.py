@@ -109,10 +109,13 @@ class Ex2(nn.Module):
         if image_size % 8:
             raise ConfigError(f"ex2 needs image_size divisible by 8, got {image_size}")
         self.features = nn.Sequential(
-            *conv_bn_relu(3, 16), nn.MaxPool2d(2),
-            *conv_bn_relu(16, 32), nn.MaxPool2d(2),
-            *conv_bn_relu(32, 64), nn.MaxPool2d(2),
-        )  # fmt: skip
+            *conv_bn_relu(3, 16),
+            nn.MaxPool2d(2),
+            *conv_bn_relu(16, 32),
+            nn.MaxPool2d(2),
+            *conv_bn_relu(32, 64),
+            nn.MaxPool2d(2),
+        )
         self.classifier = nn.Sequential(
             nn.Linear(64 * (image_size // 8) ** 2, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_classes)
         )
@@ -135,9 +138,7 @@ class SmallCifarNet(nn.Module):
             layers += [*conv_bn_relu(c_in, width), *conv_bn_relu(width, width), nn.MaxPool2d(2)]
             c_in = width
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(
-            GlobalAvgPool(), nn.Flatten(), nn.Dropout(dropout), nn.Linear(256, num_classes)
-        )
+        self.head = nn.Sequential(GlobalAvgPool(), nn.Flatten(), nn.Dropout(dropout), nn.Linear(256, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -263,8 +264,15 @@ class SpeedNet(nn.Module):
 
     input_size = 32
 
-    def __init__(self, num_classes: int = 10, image_size: int = 32, widths: tuple[int, int, int] | list[int] = (64, 256, 256),
-                 whiten: bool = True, act: str = "gelu", whiten_signs: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        num_classes: int = 10,
+        image_size: int = 32,
+        widths: tuple[int, int, int] | list[int] = (64, 256, 256),
+        whiten: bool = True,
+        act: str = "gelu",
+        whiten_signs: bool = True,
+    ) -> None:
         super().__init__()
         if len(widths) != 3 or min(widths) < 1:
             raise ConfigError(f"speednet needs three positive widths, got {widths}")
@@ -273,8 +281,9 @@ class SpeedNet(nn.Module):
         c0 = 24 if whiten_signs else 12  # 12 = 3 colours x 2 x 2 patch directions
         self.whiten = nn.Conv2d(3, c0, 2, padding=0, bias=True)
         self.whiten.weight.requires_grad_(not whiten)
-        self.blocks = nn.Sequential(SpeedBlock(c0, widths[0], act), SpeedBlock(widths[0], widths[1], act),
-                                    SpeedBlock(widths[1], widths[2], act))  # fmt: skip
+        self.blocks = nn.Sequential(
+            SpeedBlock(c0, widths[0], act), SpeedBlock(widths[0], widths[1], act), SpeedBlock(widths[1], widths[2], act)
+        )
         self.head = nn.Linear(widths[2], num_classes, bias=False)
         self.act = make_activation(act) if whiten_signs else nn.Identity()
 
@@ -298,11 +307,17 @@ def model_summary(model: nn.Module, image_size: int, device: torch.device | str 
     from torchinfo import summary
 
     stats = summary(
-        model, input_size=(1, 3, image_size, image_size), device=device, verbose=0,
+        model,
+        input_size=(1, 3, image_size, image_size),
+        device=device,
+        verbose=0,
         col_names=("output_size", "num_params", "mult_adds"),
-    )  # fmt: skip
-    layers = [{"layer": name, "params": sum(p.numel() for p in module.parameters(recurse=False))}
-              for name, module in model.named_modules() if any(True for _ in module.parameters(recurse=False))]  # fmt: skip
+    )
+    layers = [
+        {"layer": name, "params": sum(p.numel() for p in module.parameters(recurse=False))}
+        for name, module in model.named_modules()
+        if any(True for _ in module.parameters(recurse=False))
+    ]
     return {
         "params": int(stats.total_params),
         "trainable_params": int(stats.trainable_params),

@@ -31,18 +31,54 @@ class Profile:
 
 PROFILES = {
     # CI: every notebook runs end to end in about a minute on a 2-core CPU (synthetic data)
-    "smoke": Profile("smoke", epochs=2, train_images=1000, test_images=300, big_model_train_images=300,
-                     big_model_epochs=1, ablation_train_images=500, ablation_epochs=1, ablation_hidden_units=8, tta_test_images=200,
-                     speedrun_recipe="tiny", speedrun_ablation_train_images=500, course_epochs=2),
+    "smoke": Profile(
+        "smoke",
+        epochs=2,
+        train_images=1000,
+        test_images=300,
+        big_model_train_images=300,
+        big_model_epochs=1,
+        ablation_train_images=500,
+        ablation_epochs=1,
+        ablation_hidden_units=8,
+        tta_test_images=200,
+        speedrun_recipe="tiny",
+        speedrun_ablation_train_images=500,
+        course_epochs=2,
+    ),
     # meaningful numbers on a laptop CPU in minutes
-    "quick": Profile("quick", epochs=12, train_images=None, test_images=None, big_model_train_images=10_000,
-                     big_model_epochs=4, ablation_train_images=20_000, ablation_epochs=5, ablation_hidden_units=32, tta_test_images=None,
-                     speedrun_recipe="speedrun", speedrun_ablation_train_images=15_000, course_epochs=10),
+    "quick": Profile(
+        "quick",
+        epochs=12,
+        train_images=None,
+        test_images=None,
+        big_model_train_images=10_000,
+        big_model_epochs=4,
+        ablation_train_images=20_000,
+        ablation_epochs=5,
+        ablation_hidden_units=32,
+        tta_test_images=None,
+        speedrun_recipe="speedrun",
+        speedrun_ablation_train_images=15_000,
+        course_epochs=10,
+    ),
     # the course's settings: for a GPU
-    "full": Profile("full", epochs=30, train_images=None, test_images=None, big_model_train_images=None,
-                    big_model_epochs=30, ablation_train_images=None, ablation_epochs=30, ablation_hidden_units=64, tta_test_images=None,
-                    speedrun_recipe="flagship", speedrun_ablation_train_images=None, course_epochs=30),
-}  # fmt: skip
+    "full": Profile(
+        "full",
+        epochs=30,
+        train_images=None,
+        test_images=None,
+        big_model_train_images=None,
+        big_model_epochs=30,
+        ablation_train_images=None,
+        ablation_epochs=30,
+        ablation_hidden_units=64,
+        tta_test_images=None,
+        speedrun_recipe="flagship",
+        speedrun_ablation_train_images=None,
+        course_epochs=30,
+    ),
+}
 
 
 def get_profile(name: str) -> Profile:
@@ -122,16 +158,30 @@ class NotebookRun:
         self.headline.update(headline)
         write_json(
             self.report_dir / "summaries" / f"{self.notebook}.json",
-            {"notebook": self.notebook, "dataset": self.dataset, "profile": asdict(self.profile), "seed": self.seed,
-             "headline": self.headline, "figures": self.figures, "runs": self.runs},
-        )  # fmt: skip
+            {
+                "notebook": self.notebook,
+                "dataset": self.dataset,
+                "profile": asdict(self.profile),
+                "seed": self.seed,
+                "headline": self.headline,
+                "figures": self.figures,
+                "runs": self.runs,
+            },
+        )
         values = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in self.headline.values()]
         index = pd.Index(list(self.headline), name=f"headline (summaries/{self.notebook}.json)")
         return pd.DataFrame({"value": values}, index=index)
 
 
-def start(notebook: str, dataset: str = "cifar10", seed: int = 0, device: str = "auto", profile: str = "quick",
-          report_dir: str = "", interactive: bool = True) -> NotebookRun:  # fmt: skip
+def start(
+    notebook: str,
+    dataset: str = "cifar10",
+    seed: int = 0,
+    device: str = "auto",
+    profile: str = "quick",
+    report_dir: str = "",
+    interactive: bool = True,
+) -> NotebookRun:
     """Begin a notebook: validate parameters, pick or create the report folder, seed everything.
 
     Run by hand with ``report_dir=""``, a notebook gets its own ``reports/<timestamp>-<notebook>/``;

@@ -65,14 +65,21 @@ class Predictor:
         """The mixed precision the checkpoint was trained with; every evaluation of it uses the same."""
         return self.meta.get("config", {}).get("amp", "auto")
 
-    def evaluate(self, split: Split, tta: str = "none", average: str = "logits", batch_size: int = 256,
-                 report: bool = True) -> dict[str, Any]:  # fmt: skip
+    def evaluate(
+        self, split: Split, tta: str = "none", average: str = "logits", batch_size: int = 256, report: bool = True
+    ) -> dict[str, Any]:
         """The one evaluation path for a checkpoint (``evaluate``, test.json, notebooks): top-1/top-5, loss,
         time and, with ``report``, the full classification report under this checkpoint's class names.
         ``split`` must be labelled in this checkpoint's class order (see :meth:`check_dataset`)."""
         forward = tta_forward(self.model, tta, average)
-        return evaluate(self.model, self.loader(split, batch_size), self.device,
-                        tuple(self.classes) if report else None, self.amp, forward)  # fmt: skip
+        return evaluate(
+            self.model,
+            self.loader(split, batch_size),
+            self.device,
+            tuple(self.classes) if report else None,
+            self.amp,
+            forward,
+        )
 
     def compare_tta(self, split: Split, average: str = "logits", batch_size: int = 256) -> list[dict]:
         """Every TTA mode on ``split`` (see :func:`cifarkit.tta.compare_tta`), under this checkpoint's precision."""
@@ -127,9 +134,13 @@ def topk_entries(probs: torch.Tensor, classes: Sequence[str], k: int) -> list[di
 
 
 def predict_files(
-    predictor: Predictor, paths: Sequence[str | os.PathLike], tta: str = "none", topk: int = 5,
-    average: str = "logits", batch_size: int = 64,
-) -> list[dict]:  # fmt: skip
+    predictor: Predictor,
+    paths: Sequence[str | os.PathLike],
+    tta: str = "none",
+    topk: int = 5,
+    average: str = "logits",
+    batch_size: int = 64,
+) -> list[dict]:
     """One result per file, in order: ``{"path", "topk"}`` or ``{"path", "error"}``; a bad file never stops the rest."""
     results: list[dict] = []
     good: list[tuple[int, np.ndarray]] = []

@@ -26,10 +26,22 @@ import torch
 from .errors import CifarkitError
 
 METRICS = (
-    "gpu_busy_percent", "mem_busy_percent", "sclk_mhz", "mclk_mhz", "temp_c", "power_w",
-    "vram_used_mb", "vram_total_mb", "torch_mem_alloc_mb", "torch_mem_reserved_mb",
-    "torch_max_mem_alloc_mb", "cpu_percent", "system_cpu_percent", "rss_mb", "system_mem_used_mb",
-)  # fmt: skip
+    "gpu_busy_percent",
+    "mem_busy_percent",
+    "sclk_mhz",
+    "mclk_mhz",
+    "temp_c",
+    "power_w",
+    "vram_used_mb",
+    "vram_total_mb",
+    "torch_mem_alloc_mb",
+    "torch_mem_reserved_mb",
+    "torch_max_mem_alloc_mb",
+    "cpu_percent",
+    "system_cpu_percent",
+    "rss_mb",
+    "system_mem_used_mb",
+)
 PEAK_METRICS = ("vram_used_mb", "torch_max_mem_alloc_mb", "torch_mem_reserved_mb", "rss_mb", "system_mem_used_mb")
 MB = 1024 * 1024
 CLI_TIMEOUT_S = 2.0
@@ -205,8 +217,17 @@ def run_json(cmd: list[str], timeout: float = CLI_TIMEOUT_S) -> Any:
     return json.loads(text[start:])
 
 
-ROCM_SMI_CMD = ["rocm-smi", "--showuse", "--showmemuse", "--showclocks", "--showtemp", "--showpower",
-                "--showmeminfo", "vram", "--json"]  # fmt: skip
+ROCM_SMI_CMD = [
+    "rocm-smi",
+    "--showuse",
+    "--showmemuse",
+    "--showclocks",
+    "--showtemp",
+    "--showpower",
+    "--showmeminfo",
+    "vram",
+    "--json",
+]
 
 
 def parse_rocm_smi(data: dict, card: int = 0) -> dict[str, float]:
@@ -272,8 +293,9 @@ def parse_amd_smi_metric(data: Any, gpu: int = 0) -> dict[str, float]:
 class CliBackend(Backend):
     """A vendor CLI run once per sample, with a timeout, parsed by ``parser``."""
 
-    def __init__(self, name: str, cmd: list[str], parser: Callable[[Any], dict[str, float]],
-                 timeout: float = CLI_TIMEOUT_S) -> None:  # fmt: skip
+    def __init__(
+        self, name: str, cmd: list[str], parser: Callable[[Any], dict[str, float]], timeout: float = CLI_TIMEOUT_S
+    ) -> None:
         if shutil.which(cmd[0]) is None:
             raise FileNotFoundError(f"{cmd[0]} not on PATH")
         self.name, self.cmd, self.parser, self.timeout = name, cmd, parser, timeout
@@ -296,7 +318,7 @@ def gpu_backend_factories(device: torch.device) -> list[tuple[str, Callable[[], 
                 lambda: CliBackend(
                     "amd-smi", ["amd-smi", "metric", "--json"], functools.partial(parse_amd_smi_metric, gpu=index)
                 ),
-            ),  # fmt: skip
+            ),
         ]
     return [("nvml", lambda: NvmlBackend(index))]
 
@@ -355,8 +377,15 @@ class gpu_profile:  # noqa: N801 - used like a function: ``with gpu_profile(...)
         backends: use these instead of detecting (tests inject fakes here).
     """
 
-    def __init__(self, outfile: str | Path, interval: float = 0.5, device: torch.device | str | None = None,
-                 epoch: int | None = None, extra: dict | None = None, backends: list[Backend] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        outfile: str | Path,
+        interval: float = 0.5,
+        device: torch.device | str | None = None,
+        epoch: int | None = None,
+        extra: dict | None = None,
+        backends: list[Backend] | None = None,
+    ) -> None:
         self.outfile = Path(outfile)
         self.interval = interval
         self.device = torch.device(device) if device is not None else torch.device("cpu")
@@ -397,12 +426,21 @@ class gpu_profile:  # noqa: N801 - used like a function: ``with gpu_profile(...)
             self._thread.join(timeout=max(5.0, CLI_TIMEOUT_S * 2))
         self._sample()
         wall = time.perf_counter() - self._perf0
-        summary = {"phase": "summary", "wall_s": wall, "samples": self.samples,
-                   "backends": [b.name for b in self.backends]}  # fmt: skip
+        summary = {
+            "phase": "summary",
+            "wall_s": wall,
+            "samples": self.samples,
+            "backends": [b.name for b in self.backends],
+        }
         summary.update({f"peak_{k}": v for k, v in self.peaks.items()})
         if self.step_count:
-            summary.update(steps=self.step_count, images=self.step_images, images_per_s=self.step_images / wall,
-                           data_wait_s=self.data_seconds, data_wait_fraction=self.data_seconds / wall)  # fmt: skip
+            summary.update(
+                steps=self.step_count,
+                images=self.step_images,
+                images_per_s=self.step_images / wall,
+                data_wait_s=self.data_seconds,
+                data_wait_fraction=self.data_seconds / wall,
+            )
         self.summary = summary
         self._write(summary)
         with contextlib.suppress(OSError):  # the disk filled up: what was written stays
@@ -535,8 +573,9 @@ class RunProfiler:
         with contextlib.ExitStack() as stack:
             if self.enabled:
                 try:
-                    prof = gpu_profile(self.perf_dir / f"{name}_epoch.jsonl", self.interval, self.device, epoch,
-                                       {"split": name})  # fmt: skip
+                    prof = gpu_profile(
+                        self.perf_dir / f"{name}_epoch.jsonl", self.interval, self.device, epoch, {"split": name}
+                    )
                     stack.callback(lambda: self.summaries.__setitem__(name, prof.summary))  # after prof's exit
                     stack.enter_context(prof)
                     hooks.steps.append(prof.step)
@@ -565,6 +604,10 @@ class RunProfiler:
             except OSError as exc:
                 self._off(exc)
 
-        with profile(activities=activities, schedule=schedule(wait=1, warmup=1, active=self.torch_steps, repeat=1),
-                     on_trace_ready=save, record_shapes=True) as p:  # fmt: skip
+        with profile(
+            activities=activities,
+            schedule=schedule(wait=1, warmup=1, active=self.torch_steps, repeat=1),
+            on_trace_ready=save,
+            record_shapes=True,
+        ) as p:
             yield lambda step, n: p.step()

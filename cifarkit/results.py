@@ -45,8 +45,14 @@ def history_summary(rows: list[dict], cfg: TrainConfig, best_epoch: int | None) 
     }
 
 
-def finish_run(run_dir: Path, p: Prepared, rows: list[dict], best_epoch: int | None, test: bool = True,
-               tb: TensorBoardLog | None = None) -> None:  # fmt: skip
+def finish_run(
+    run_dir: Path,
+    p: Prepared,
+    rows: list[dict],
+    best_epoch: int | None,
+    test: bool = True,
+    tb: TensorBoardLog | None = None,
+) -> None:
     """Write train.json, draw the figures and (if ``test``) evaluate best.pt on the test split; close ``tb``
     with the test confusion matrix."""
     history = history_summary(rows, p.cfg, best_epoch)

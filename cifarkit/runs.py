@@ -118,8 +118,15 @@ def read_json(path: str | os.PathLike) -> Any:
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def checkpoint_meta(model_name: str, model_kwargs: dict[str, Any], dataset: Any, dataset_spec: str,
-                    image_size: int, config: dict[str, Any], epoch: int) -> dict[str, Any]:  # fmt: skip
+def checkpoint_meta(
+    model_name: str,
+    model_kwargs: dict[str, Any],
+    dataset: Any,
+    dataset_spec: str,
+    image_size: int,
+    config: dict[str, Any],
+    epoch: int,
+) -> dict[str, Any]:
     """Everything a checkpoint needs to be used on its own (the ``meta`` of :func:`save_checkpoint`).
 
     Args:

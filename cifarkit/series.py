@@ -36,8 +36,10 @@ def select_notebooks(only: str | None = None) -> list[Path]:
         wanted = {w.strip().zfill(2) for w in only.split(",") if w.strip()}
         unknown = wanted - {b.name[:2] for b in books}
         if unknown:
-            raise CifarkitError(f"--only {only}: no notebook numbered {', '.join(sorted(unknown))}; have "
-                                f"{', '.join(b.name[:2] for b in books)}")  # fmt: skip
+            raise CifarkitError(
+                f"--only {only}: no notebook numbered {', '.join(sorted(unknown))}; have "
+                f"{', '.join(b.name[:2] for b in books)}"
+            )
         books = [b for b in books if b.name[:2] in wanted]
     return books
 
@@ -54,9 +56,17 @@ def execute(nb: Path, out: Path, parameters: dict[str, Any], cwd: Path) -> None:
     log = out.with_suffix(".kernel.log")
     try:
         with quiet_on_ctrl_c():
-            pm.execute_notebook(str(nb), str(out), parameters=parameters, kernel_name=KERNEL, cwd=str(cwd),
-                                progress_bar=False, log_output=False, request_save_on_cell_execute=True,
-                                kernel_manager_class=kernel_manager_logging_to(log))  # fmt: skip
+            pm.execute_notebook(
+                str(nb),
+                str(out),
+                parameters=parameters,
+                kernel_name=KERNEL,
+                cwd=str(cwd),
+                progress_bar=False,
+                log_output=False,
+                request_save_on_cell_execute=True,
+                kernel_manager_class=kernel_manager_logging_to(log),
+            )
     finally:
         if log.is_file() and not kernel_log_has_news(log):
             log.unlink()
@@ -137,7 +147,9 @@ def show_parameters(node: Any) -> None:
     import nbformat
 
     params = node.metadata.get("papermill", {}).get("parameters", {})
-    where = next((i for i, c in enumerate(node.cells) if "injected-parameters" in c.get("metadata", {}).get("tags", [])), None)
+    where = next(
+        (i for i, c in enumerate(node.cells) if "injected-parameters" in c.get("metadata", {}).get("tags", [])), None
+    )
     if not params or where is None:
         return
     rows = "\n".join(f"| `{k}` | `{v!r}` |" for k, v in params.items())
@@ -190,8 +202,14 @@ def run_series(
         state = {"notebooks": {}}
     report = report.resolve()
     ensure_dir(report / "notebooks", "report folder")
-    params = {"dataset": dataset, "seed": seed, "device": device, "profile": profile, "report_dir": str(report),
-              "interactive": False}  # fmt: skip
+    params = {
+        "dataset": dataset,
+        "seed": seed,
+        "device": device,
+        "profile": profile,
+        "report_dir": str(report),
+        "interactive": False,
+    }
     state.update(parameters=params, env=env_info(dev), report_dir=str(report))
     write_json(report / "series.json", state)
     t_series = time.perf_counter()
@@ -206,12 +224,17 @@ def run_series(
         current = None
     except KeyboardInterrupt:  # Ctrl-C: record where it stopped, so the index and --resume know
         if current is not None and state["notebooks"].get(current.stem, {}).get("status") != "ok":
-            state["notebooks"][current.stem] = {"status": "interrupted", "error": "stopped by Ctrl-C",
-                                                "notebook": f"notebooks/{current.name}"}  # fmt: skip
+            state["notebooks"][current.stem] = {
+                "status": "interrupted",
+                "error": "stopped by Ctrl-C",
+                "notebook": f"notebooks/{current.name}",
+            }
         state["total_seconds"] = round(time.perf_counter() - t_series, 1)
         write_json(report / "series.json", state)
         write_index(report)
-        log(f"interrupted{f' in {current.name}' if current else ''}; what finished is kept: rerun with --resume {report}")
+        log(
+            f"interrupted{f' in {current.name}' if current else ''}; what finished is kept: rerun with --resume {report}"
+        )
         raise
     state["total_seconds"] = round(time.perf_counter() - t_series, 1)
     write_json(report / "series.json", state)
@@ -219,8 +242,9 @@ def run_series(
     return report, ok
 
 
-def run_one(nb: Path, tag: str, report: Path, state: dict, params: dict, t_series: float,
-            log: Callable[[str], None]) -> bool:  # fmt: skip
+def run_one(
+    nb: Path, tag: str, report: Path, state: dict, params: dict, t_series: float, log: Callable[[str], None]
+) -> bool:
     """Execute one notebook of the series into ``report`` (unless it finished before), record it in
     series.json, and return whether it succeeded."""
     entry = state["notebooks"].get(nb.stem, {})
@@ -241,8 +265,10 @@ def run_one(nb: Path, tag: str, report: Path, state: dict, params: dict, t_serie
             entry["html"] = str(to_html(executed).relative_to(report))
         except Exception as exc:  # a rendering problem must not hide the result
             entry["html_error"] = failure_text(exc)
-            log(f"{tag} {nb.name}: HTML rendering failed ({entry['html_error']}); "
-                f"the executed notebook is complete: {executed}")  # fmt: skip
+            log(
+                f"{tag} {nb.name}: HTML rendering failed ({entry['html_error']}); "
+                f"the executed notebook is complete: {executed}"
+            )
     state["notebooks"][nb.stem] = entry
     write_json(report / "series.json", state)
     log(f"{tag} {nb.name}: {entry['status']} in {entry['seconds']:.0f}s")
@@ -277,9 +303,12 @@ def best_run(report: Path) -> dict[str, Any] | None:
             continue
         test = train_json.with_name("test.json")
         config = train_json.with_name("config.json")
-        best = {"run": str(train_json.parent.relative_to(report)), "val_top1": val,
-                "test_top1": read_json(test).get("top1") if test.is_file() else None,
-                "model": read_json(config).get("model") if config.is_file() else None}  # fmt: skip
+        best = {
+            "run": str(train_json.parent.relative_to(report)),
+            "val_top1": val,
+            "test_top1": read_json(test).get("top1") if test.is_file() else None,
+            "model": read_json(config).get("model") if config.is_file() else None,
+        }
     return best
 
 
@@ -292,13 +321,20 @@ def findings(report: Path, state: dict[str, Any]) -> list[str]:
         first = "No training run finished, so there is no best model yet."
     else:
         test = "not evaluated on test" if best["test_top1"] is None else f"test top-1 **{best['test_top1']:.4f}**"
-        first = (f"Best model on validation: `{best['model']}` ({best['run']}), validation top-1 "
-                 f"{best['val_top1']:.4f}, {test}.")  # fmt: skip
-    second = (f"The series took {fmt(state.get('total_seconds'))} s on **{env.get('device')}** "
-              f"({env.get('device_name')}), profile {p['profile']}, dataset {p['dataset']}.")  # fmt: skip
+        first = (
+            f"Best model on validation: `{best['model']}` ({best['run']}), validation top-1 "
+            f"{best['val_top1']:.4f}, {test}."
+        )
+    second = (
+        f"The series took {fmt(state.get('total_seconds'))} s on **{env.get('device')}** "
+        f"({env.get('device_name')}), profile {p['profile']}, dataset {p['dataset']}."
+    )
     entries = state.get("notebooks", {})
-    not_ok = [f"{stem} {e.get('status')}" + (f" ({e['error']})" if e.get("error") else "")
-              for stem, e in entries.items() if e.get("status") != "ok"]  # fmt: skip
+    not_ok = [
+        f"{stem} {e.get('status')}" + (f" ({e['error']})" if e.get("error") else "")
+        for stem, e in entries.items()
+        if e.get("status") != "ok"
+    ]
     skipped = [b.stem for b in select_notebooks() if b.stem not in entries]
     third = f"All {len(entries)} notebooks ran." if not not_ok else "Not finished: " + "; ".join(not_ok) + "."
     if skipped:
@@ -315,10 +351,20 @@ def index_rows(report: Path) -> list[dict[str, Any]]:
     rows = []
     for stem, entry in state.get("notebooks", {}).items():
         s = sums.get(stem, {})
-        rows.append({"notebook": stem, "status": entry.get("status"), "seconds": entry.get("seconds"),
-                     "error": entry.get("error"), "html": entry.get("html"), "ipynb": entry.get("notebook"),
-                     "html_error": entry.get("html_error"),
-                     "headline": s.get("headline", {}), "figures": s.get("figures", []), "runs": s.get("runs", [])})  # fmt: skip
+        rows.append(
+            {
+                "notebook": stem,
+                "status": entry.get("status"),
+                "seconds": entry.get("seconds"),
+                "error": entry.get("error"),
+                "html": entry.get("html"),
+                "ipynb": entry.get("notebook"),
+                "html_error": entry.get("html_error"),
+                "headline": s.get("headline", {}),
+                "figures": s.get("figures", []),
+                "runs": s.get("runs", []),
+            }
+        )
     return rows
 
 
@@ -351,23 +397,33 @@ def write_index(report: Path) -> tuple[Path, Path]:
     ]
     for r in rows:
         headline = "; ".join(f"{k}: {fmt(v)}" for k, v in r["headline"].items()) or (r["error"] or "")
-        links = " · ".join(link(report, label, path) for label, path in (("html", r["html"]), ("ipynb", r["ipynb"])) if path)
+        links = " · ".join(
+            link(report, label, path) for label, path in (("html", r["html"]), ("ipynb", r["ipynb"])) if path
+        )
         if r["html_error"]:
             links += f" (no HTML page: rendering failed at {r['html_error']})"
         md.append(f"| {r['notebook']} | {r['status']} | {fmt(r['seconds'])} | {headline.replace('|', '/')} | {links} |")
     md += ["", "## Figures and run folders", ""]
     for r in rows:
         if r["figures"] or r["runs"]:
-            md.append(f"**{r['notebook']}**: " + ", ".join(
-                [link(report, Path(f).stem, f) for f in r["figures"]] + [f"run {link(report, Path(x).name, x)}" for x in r["runs"]]))  # fmt: skip
+            md.append(
+                f"**{r['notebook']}**: "
+                + ", ".join(
+                    [link(report, Path(f).stem, f) for f in r["figures"]]
+                    + [f"run {link(report, Path(x).name, x)}" for x in r["runs"]]
+                )
+            )
             md.append("")
-    md += ["## How to read this folder", "",
-           "- `notebooks/NN_*.html`: each executed notebook as a page (code hidden); `.ipynb`: with code and outputs.",
-           "- `NN_*/<run>/`: one training run: `config.json`, `env.json`, `train.json` (per-epoch lists),",
-           "  `test.json` (test metrics), `metrics.jsonl`, `best.pt`, `figures/`, `perf/*.jsonl` (hardware telemetry),",
-           "  `tensorboard/` (event files: `tensorboard --logdir` this folder).",
-           "- `figures/NN_*/`: the figures each notebook drew; `summaries/`: the headline numbers above as JSON.",
-           "- Fractions (accuracy, top-5) are in [0, 1]. Models were chosen on the validation split, never on test."]  # fmt: skip
+    md += [
+        "## How to read this folder",
+        "",
+        "- `notebooks/NN_*.html`: each executed notebook as a page (code hidden); `.ipynb`: with code and outputs.",
+        "- `NN_*/<run>/`: one training run: `config.json`, `env.json`, `train.json` (per-epoch lists),",
+        "  `test.json` (test metrics), `metrics.jsonl`, `best.pt`, `figures/`, `perf/*.jsonl` (hardware telemetry),",
+        "  `tensorboard/` (event files: `tensorboard --logdir` this folder).",
+        "- `figures/NN_*/`: the figures each notebook drew; `summaries/`: the headline numbers above as JSON.",
+        "- Fractions (accuracy, top-5) are in [0, 1]. Models were chosen on the validation split, never on test.",
+    ]
     md_path = write_text(report / "index.md", "\n".join(md) + "\n")
     html_path = write_text(report / "index.html", markdown_to_html("\n".join(md), report.name))
     return md_path, html_path
@@ -378,7 +434,11 @@ def markdown_to_html(text: str, title: str) -> str:
     import mistune
 
     body = mistune.create_markdown(plugins=["table"])(text)
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}")  # fmt: skip
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>{body}</body></html>\n")  # fmt: skip
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body>{body}</body></html>\n"
+    )

@@ -91,25 +91,61 @@ class Piece:
 
 
 PIECES: tuple[Piece, ...] = (
-    Piece("patch whitening", "whiten", False,
-          "a frozen first layer that decorrelates 2x2 patches (from training-set statistics) gives every later layer well-conditioned input from step one"),
-    Piece("identity init", "identity_init", False,
-          "each block's second conv starts as (part) identity, so the untrained deep net passes signal like a shallow one"),
-    Piece("frozen BN scales", "frozen_bn_scale", False,
-          "BatchNorm scales fixed at 1 remove parameters that only fight weight decay; the biases still learn"),
-    Piece("bias lr x64", "bias_lr_scale", 1.0,
-          "biases (the only BN parameters left) move 64x faster, so the few of them keep pace with the many weights"),
-    Piece("label smoothing", "label_smoothing", 0.0,
-          "a 0.2-smoothed target stops the net from pushing logits to infinity on easy images: better calibrated, less overfit"),
-    Piece("alternating flip", "alternating_flip", False,
-          "each image is flipped in every other epoch (not at random), so every epoch pair shows both mirror images exactly once"),
-    Piece("translate", "translate", 0,
-          "random shifts of up to 2 px (reflect padding): the cheapest augmentation that still teaches position invariance"),
-    Piece("lookahead (EMA)", "lookahead", False,
-          "every 5 steps the weights are pulled towards a slow moving average, which smooths the noise of a high learning rate"),
-    Piece("TTA", "tta", "none",
-          "averaging logits over mirrored (and shifted) test views cancels part of each view's error"),
-)  # fmt: skip
+    Piece(
+        "patch whitening",
+        "whiten",
+        False,
+        "a frozen first layer that decorrelates 2x2 patches (from training-set statistics) gives every later layer well-conditioned input from step one",
+    ),
+    Piece(
+        "identity init",
+        "identity_init",
+        False,
+        "each block's second conv starts as (part) identity, so the untrained deep net passes signal like a shallow one",
+    ),
+    Piece(
+        "frozen BN scales",
+        "frozen_bn_scale",
+        False,
+        "BatchNorm scales fixed at 1 remove parameters that only fight weight decay; the biases still learn",
+    ),
+    Piece(
+        "bias lr x64",
+        "bias_lr_scale",
+        1.0,
+        "biases (the only BN parameters left) move 64x faster, so the few of them keep pace with the many weights",
+    ),
+    Piece(
+        "label smoothing",
+        "label_smoothing",
+        0.0,
+        "a 0.2-smoothed target stops the net from pushing logits to infinity on easy images: better calibrated, less overfit",
+    ),
+    Piece(
+        "alternating flip",
+        "alternating_flip",
+        False,
+        "each image is flipped in every other epoch (not at random), so every epoch pair shows both mirror images exactly once",
+    ),
+    Piece(
+        "translate",
+        "translate",
+        0,
+        "random shifts of up to 2 px (reflect padding): the cheapest augmentation that still teaches position invariance",
+    ),
+    Piece(
+        "lookahead (EMA)",
+        "lookahead",
+        False,
+        "every 5 steps the weights are pulled towards a slow moving average, which smooths the noise of a high learning rate",
+    ),
+    Piece(
+        "TTA",
+        "tta",
+        "none",
+        "averaging logits over mirrored (and shifted) test views cancels part of each view's error",
+    ),
+)
 
 RECIPES: dict[str, Recipe] = {
     # CPU: the fastest way to the course's 70%, chosen on validation (see README "Speedrun"): at 0.8
@@ -117,8 +153,15 @@ RECIPES: dict[str, Recipe] = {
     # freezing the whitening bias after 0.25 epochs cost 0.6 points (within noise) for ~12% faster steps
     "speedrun": Recipe(),
     # airbench94-sized network and budget: for a GPU, or an hour on a fast CPU
-    "flagship": Recipe(name="flagship", widths=(64, 256, 256), epochs=10.0, batch_size=1024, lookahead=True,
-                       tta="translate", whiten_bias_epochs=3.0),
+    "flagship": Recipe(
+        name="flagship",
+        widths=(64, 256, 256),
+        epochs=10.0,
+        batch_size=1024,
+        lookahead=True,
+        tta="translate",
+        whiten_bias_epochs=3.0,
+    ),
     # seconds on any machine: CI smoke runs and first experiments
     "tiny": Recipe(name="tiny", widths=(8, 16, 16), epochs=2.0, batch_size=64, lr=0.2),
 }
@@ -172,8 +215,12 @@ def init_identity(model: SpeedNet) -> None:
 
 def model_kwargs(recipe: Recipe) -> dict[str, Any]:
     """The ``speednet`` options of a recipe (also stored in its checkpoints)."""
-    return {"widths": list(recipe.widths), "whiten": recipe.whiten, "act": recipe.activation,
-            "whiten_signs": recipe.whiten_signs}  # fmt: skip
+    return {
+        "widths": list(recipe.widths),
+        "whiten": recipe.whiten,
+        "act": recipe.activation,
+        "whiten_signs": recipe.whiten_signs,
+    }
 
 
 def build_model(recipe: Recipe, num_classes: int, train_images: torch.Tensor | None, device: torch.device) -> nn.Module:
@@ -197,7 +244,11 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
     weights = [p for n, p in trainable if p.ndim >= 2]
     groups = [
         {"params": weights, "lr_scale": 1.0, "weight_decay": recipe.weight_decay},
-        {"params": biases, "lr_scale": recipe.bias_lr_scale, "weight_decay": recipe.weight_decay / recipe.bias_lr_scale},
+        {
+            "params": biases,
+            "lr_scale": recipe.bias_lr_scale,
+            "weight_decay": recipe.weight_decay / recipe.bias_lr_scale,
+        },
     ]
     return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.momentum > 0)
 
@@ -306,9 +357,19 @@ def accuracy(model: nn.Module, split: Split, normalizer: Normalizer, tta: str = 
     return int(hits) / max(len(split.labels), 1)
 
 
-def train(recipe: Recipe, train_split: Split, mean, std, num_classes: int, device: torch.device,
-          val: Split | None = None, seed: int = 0, amp: str = "off", curve_points: int = 0,
-          log: Callable[[str], None] = print) -> SpeedrunResult:  # fmt: skip
+def train(
+    recipe: Recipe,
+    train_split: Split,
+    mean,
+    std,
+    num_classes: int,
+    device: torch.device,
+    val: Split | None = None,
+    seed: int = 0,
+    amp: str = "off",
+    curve_points: int = 0,
+    log: Callable[[str], None] = print,
+) -> SpeedrunResult:
     """Train the recipe's fixed schedule, validating (untimed) when ``val`` is given.
 
     Args:
@@ -343,7 +404,10 @@ def train(recipe: Recipe, train_split: Split, mean, std, num_classes: int, devic
         if val is not None:
             row["val_top1"] = accuracy(model, val, norm)
         curve.append(row)
-        log(f"epoch {row['epoch']:>5.2f} {seconds:7.1f}s" + (f" val_top1 {row['val_top1']:.4f}" if val is not None else ""))
+        log(
+            f"epoch {row['epoch']:>5.2f} {seconds:7.1f}s"
+            + (f" val_top1 {row['val_top1']:.4f}" if val is not None else "")
+        )
 
     step, epoch = 0, 0
     model.train()
@@ -396,16 +460,32 @@ def checkpoint_meta(recipe: Recipe, dataset: Dataset, spec: str) -> dict[str, An
     """What makes a speedrun checkpoint usable alone by ``evaluate`` and ``predict``."""
     from .runs import checkpoint_meta as meta
 
-    return meta("speednet", model_kwargs(recipe), dataset, spec, SpeedNet.input_size,
-                {"recipe": recipe.to_dict(), "amp": "off"}, math.ceil(recipe.epochs))  # fmt: skip
+    return meta(
+        "speednet",
+        model_kwargs(recipe),
+        dataset,
+        spec,
+        SpeedNet.input_size,
+        {"recipe": recipe.to_dict(), "amp": "off"},
+        math.ceil(recipe.epochs),
+    )
 
 
 # ----------------------------------------------------------------------------- the course baseline
 
 
-def course_baseline(spec: str, dataset: Dataset, train_idx: torch.Tensor, val: Split, target: float,
-                    device: torch.device, data_dir, max_epochs: int = 30, workers: int = 2,
-                    log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+def course_baseline(
+    spec: str,
+    dataset: Dataset,
+    train_idx: torch.Tensor,
+    val: Split,
+    target: float,
+    device: torch.device,
+    data_dir,
+    max_epochs: int = 30,
+    workers: int = 2,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """The course's EX-1 recipe (Adam 1e-3, batch 128, no augmentation) on a seed-style pipeline
     (torchvision dataset + PIL transforms + DataLoader workers), trained until validation top-1
     reaches ``target``. Validation passes are not timed, as for the speedrun.
@@ -444,27 +524,61 @@ def course_baseline(spec: str, dataset: Dataset, train_idx: torch.Tensor, val: S
 # ----------------------------------------------------------------------------- the command
 
 
-def write_run_files(run_dir, recipe: Recipe, spec: str, seed: int, val_fraction: float, result: SpeedrunResult,
-                    device: torch.device, train_images: int, val_images: int) -> None:  # fmt: skip
+def write_run_files(
+    run_dir,
+    recipe: Recipe,
+    spec: str,
+    seed: int,
+    val_fraction: float,
+    result: SpeedrunResult,
+    device: torch.device,
+    train_images: int,
+    val_images: int,
+) -> None:
     """config.json, env.json and train.json of a speedrun, readable by ``analysis.compare_runs`` like any run."""
     from .device import env_info
     from .runs import write_json
 
     val_curve = [r.get("val_top1") for r in result.curve]
-    write_json(run_dir / "config.json", {"model": "speednet", "dataset": spec, "seed": seed, "epochs": recipe.epochs,
-                                         "batch_size": recipe.batch_size, "val_fraction": val_fraction,
-                                         "recipe": recipe.to_dict()})  # fmt: skip
+    write_json(
+        run_dir / "config.json",
+        {
+            "model": "speednet",
+            "dataset": spec,
+            "seed": seed,
+            "epochs": recipe.epochs,
+            "batch_size": recipe.batch_size,
+            "val_fraction": val_fraction,
+            "recipe": recipe.to_dict(),
+        },
+    )
     write_json(run_dir / "env.json", {**env_info(device), "train_images": train_images, "val_images": val_images})
-    write_json(run_dir / "train.json", {
-        "val_accuracies": val_curve, "best_val_accuracy": result.val_top1, "best_epoch": len(val_curve),
-        "epochs_run": recipe.epochs, "train_time": result.seconds, "curve": result.curve,
-        "images_per_s": train_images * recipe.epochs / result.seconds if result.seconds else None,
-    })  # fmt: skip
+    write_json(
+        run_dir / "train.json",
+        {
+            "val_accuracies": val_curve,
+            "best_val_accuracy": result.val_top1,
+            "best_epoch": len(val_curve),
+            "epochs_run": recipe.epochs,
+            "train_time": result.seconds,
+            "curve": result.curve,
+            "images_per_s": train_images * recipe.epochs / result.seconds if result.seconds else None,
+        },
+    )
 
 
-def run_speedrun(spec: str, recipe: Recipe | str = "speedrun", device: str = "auto", target: float = 0.70,
-                 baseline: bool = False, out: str = "reports/runs", data_dir: str | None = None, seed: int = 0,
-                 val_fraction: float = 0.1, log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+def run_speedrun(
+    spec: str,
+    recipe: Recipe | str = "speedrun",
+    device: str = "auto",
+    target: float = 0.70,
+    baseline: bool = False,
+    out: str = "reports/runs",
+    data_dir: str | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Train a recipe's fixed schedule on train minus validation, check it on test with its TTA, and
     (with ``baseline``) time the course recipe to the same validation ``target`` in the same process.
 
@@ -489,12 +603,17 @@ def run_speedrun(spec: str, recipe: Recipe | str = "speedrun", device: str = "au
         raise ConfigError(f"{spec} needs a train and a test split for a speedrun")
     train_idx, val_idx = stratified_split(ds.train.labels, val_fraction, seed)
     train_split, val = ds.train.subset(train_idx), ds.train.subset(val_idx)
-    log(f"speedrun recipe {recipe.name} on {spec}: {len(train_split)} train / {len(val)} val / {len(ds.test)} test images, {dev}")
+    log(
+        f"speedrun recipe {recipe.name} on {spec}: {len(train_split)} train / {len(val)} val / {len(ds.test)} test images, {dev}"
+    )
     result = train(recipe, train_split, ds.mean, ds.std, ds.num_classes, dev, val=val, seed=seed, log=log)
     test_top1, tta_seconds = evaluate_with_tta(result, ds.test, ds.mean, ds.std, dev)
     # the curve's last point already is the plain validation top-1; only TTA needs another pass
-    val_tta = result.val_top1 if recipe.tta == "none" else accuracy(
-        result.model, val, Normalizer(ds.mean, ds.std, dev, channels_last=True), recipe.tta)
+    val_tta = (
+        result.val_top1
+        if recipe.tta == "none"
+        else accuracy(result.model, val, Normalizer(ds.mean, ds.std, dev, channels_last=True), recipe.tta)
+    )
     run_dir = make_run_dir(out, recipe.name, spec)
     ckpt = save_checkpoint(run_dir / "best.pt", result.model, checkpoint_meta(recipe, ds, spec))
     summary: dict[str, Any] = {
@@ -518,13 +637,19 @@ def run_speedrun(spec: str, recipe: Recipe | str = "speedrun", device: str = "au
         summary.update(base)
         summary["speedup"] = base["baseline_seconds"] / summary["seconds"] if base["baseline_seconds"] else None
     write_run_files(run_dir, recipe, spec, seed, val_fraction, result, dev, len(train_split), len(val))
-    write_json(run_dir / "test.json", {"accuracy": test_top1, "tta": recipe.tta, "testing time": tta_seconds,
-                                       "split": "test", "n": len(ds.test)})  # fmt: skip
+    write_json(
+        run_dir / "test.json",
+        {"accuracy": test_top1, "tta": recipe.tta, "testing time": tta_seconds, "split": "test", "n": len(ds.test)},
+    )
     write_json(run_dir / "speedrun.json", summary)
-    log(f"{recipe.name}: test top-1 {test_top1:.4f} (TTA {recipe.tta}) in {summary['seconds']:.1f} s "
-        f"(training {result.seconds:.1f} s + TTA {tta_seconds:.1f} s); run folder {run_dir}")  # fmt: skip
+    log(
+        f"{recipe.name}: test top-1 {test_top1:.4f} (TTA {recipe.tta}) in {summary['seconds']:.1f} s "
+        f"(training {result.seconds:.1f} s + TTA {tta_seconds:.1f} s); run folder {run_dir}"
+    )
     if baseline:
         b = summary["baseline_seconds"]
-        log(f"course EX-1 baseline: {'never reached ' + str(target) if b is None else f'{b:.1f} s to val {target}'}"
-            + (f"; speedup {summary['speedup']:.1f}x" if summary.get("speedup") else ""))  # fmt: skip
+        log(
+            f"course EX-1 baseline: {'never reached ' + str(target) if b is None else f'{b:.1f} s to val {target}'}"
+            + (f"; speedup {summary['speedup']:.1f}x" if summary.get("speedup") else "")
+        )
     return summary

@@ -33,8 +33,17 @@ def time_to(curve: Curve, target: float) -> float | None:
     return next((r["seconds"] for r in curve if r.get("val_top1", -1) >= target), None)
 
 
-def run_ablation(recipe: Recipe, train_split: Split, val: Split, mean, std, num_classes: int, device: torch.device,
-                 seed: int = 0, log: Callable[[str], None] = print):  # fmt: skip
+def run_ablation(
+    recipe: Recipe,
+    train_split: Split,
+    val: Split,
+    mean,
+    std,
+    num_classes: int,
+    device: torch.device,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+):
     """Train the full recipe and each one-piece-off variant; validation top-1 (with each variant's TTA).
 
     Returns a DataFrame: ``variant``, ``val_top1``, ``delta`` (vs the full recipe), ``se_delta``
@@ -49,10 +58,17 @@ def run_ablation(recipe: Recipe, train_split: Split, val: Split, mean, std, num_
     rows = []
     for label, variant in ablation_recipes(recipe):
         log(f"ablation: {label}")
-        result: SpeedrunResult = train(variant, train_split, mean, std, num_classes, device, seed=seed,
-                                       log=lambda s: None)  # fmt: skip
-        rows.append({"variant": label, "val_top1": accuracy(result.model, val, norm, variant.tta),
-                     "seconds": result.seconds, "reason": reasons.get(label, "")})  # fmt: skip
+        result: SpeedrunResult = train(
+            variant, train_split, mean, std, num_classes, device, seed=seed, log=lambda s: None
+        )
+        rows.append(
+            {
+                "variant": label,
+                "val_top1": accuracy(result.model, val, norm, variant.tta),
+                "seconds": result.seconds,
+                "reason": reasons.get(label, ""),
+            }
+        )
     df = pd.DataFrame(rows)
     full = df.loc[0, "val_top1"]
     n = len(val)
@@ -77,12 +93,18 @@ def describe_race(curves: dict[str, Curve], target: float) -> str:
     for name, c in curves.items():
         best = max((r["val_top1"] for r in c), default=float("nan"))
         t = times[name]
-        when = f"reached {pct(target)} after **{t:.1f} s** of training" if t is not None else f"never reached {pct(target)}"
+        when = (
+            f"reached {pct(target)} after **{t:.1f} s** of training"
+            if t is not None
+            else f"never reached {pct(target)}"
+        )
         lines.append(f"- **{name}** {when}; its best validation top-1 was {pct(best)} after {c[-1]['seconds']:.1f} s.")
     if len(reached) >= 2:
         fast, slow = min(reached, key=reached.get), max(reached, key=reached.get)
-        lines.append(f"\n**{fast}** got there {reached[slow] / reached[fast]:.1f}x sooner than **{slow}** on this "
-                     "machine (training time only; each curve's validation passes are not counted).")  # fmt: skip
+        lines.append(
+            f"\n**{fast}** got there {reached[slow] / reached[fast]:.1f}x sooner than **{slow}** on this "
+            "machine (training time only; each curve's validation passes are not counted)."
+        )
     return "\n".join(lines)
 
 
@@ -96,18 +118,30 @@ def describe_ablation(df) -> str:
     se = rest["se_delta"].median()
     n = df.attrs.get("n_val")
     images = f"the same {n} validation images" if n else "the same validation images"
-    parts = [f"The full recipe reached **{pct(full)}** validation top-1. A difference counts only beyond two "
-             f"standard errors (about {100 * 2 * se:.1f} points here, {len(df)} runs scored on {images})."]  # fmt: skip
+    parts = [
+        f"The full recipe reached **{pct(full)}** validation top-1. A difference counts only beyond two "
+        f"standard errors (about {100 * 2 * se:.1f} points here, {len(df)} runs scored on {images})."
+    ]
     if len(helped):
-        parts.append("Switching off " + ", ".join(f"**{v[2:]}** ({100 * d:+.1f} points)" for v, d in
-                                                  zip(helped["variant"], helped["delta"], strict=True))
-                     + " cost accuracy: those pieces earn their place at this budget.")  # fmt: skip
+        parts.append(
+            "Switching off "
+            + ", ".join(
+                f"**{v[2:]}** ({100 * d:+.1f} points)" for v, d in zip(helped["variant"], helped["delta"], strict=True)
+            )
+            + " cost accuracy: those pieces earn their place at this budget."
+        )
     if len(noise):
-        parts.append("Within noise at this budget: " + ", ".join(f"{v[2:]} ({100 * d:+.1f})" for v, d in
-                                                               zip(noise["variant"], noise["delta"], strict=True)) + ".")  # fmt: skip
+        parts.append(
+            "Within noise at this budget: "
+            + ", ".join(f"{v[2:]} ({100 * d:+.1f})" for v, d in zip(noise["variant"], noise["delta"], strict=True))
+            + "."
+        )
     if len(hurt):
-        parts.append("Switching off " + ", ".join(f"**{v[2:]}**" for v in hurt["variant"])
-                     + " *improved* validation accuracy here: at this budget that piece does not pay.")  # fmt: skip
+        parts.append(
+            "Switching off "
+            + ", ".join(f"**{v[2:]}**" for v in hurt["variant"])
+            + " *improved* validation accuracy here: at this budget that piece does not pay."
+        )
     return " ".join(parts)
 
 
@@ -119,4 +153,3 @@ def curve_rows(curves: dict[str, Curve]) -> list[dict[str, Any]]:
 def summarize(curves: dict[str, Curve], target: float, names: Sequence[str]) -> dict[str, float | None]:
     """Headline numbers for the report index: seconds to ``target`` per named curve."""
     return {f"seconds_to_{int(round(100 * target))}_{name}": time_to(curves[name], target) for name in names}
-

@@ -13,10 +13,14 @@ from pathlib import Path
 from typing import Any
 
 SCALARS = {  # metrics.jsonl field -> TensorBoard tag
-    "train_loss": "loss/train", "val_loss": "loss/validation",
-    "train_accuracy": "accuracy/train", "val_accuracy": "accuracy/validation", "val_top5": "top5/validation",
-    "lr": "learning_rate", "images_per_s": "speed/images_per_s",
-}  # fmt: skip
+    "train_loss": "loss/train",
+    "val_loss": "loss/validation",
+    "train_accuracy": "accuracy/train",
+    "val_accuracy": "accuracy/validation",
+    "val_top5": "top5/validation",
+    "lr": "learning_rate",
+    "images_per_s": "speed/images_per_s",
+}
 
 
 class TensorBoardLog:

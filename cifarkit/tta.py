@@ -116,15 +116,30 @@ def tta_forward(
     return forward
 
 
-def compare_tta(model: nn.Module, loader, device: torch.device, modes: Sequence[str] = TTA_MODES,
-                average: str = "logits", amp: str = "off") -> list[dict]:  # fmt: skip
+def compare_tta(
+    model: nn.Module,
+    loader,
+    device: torch.device,
+    modes: Sequence[str] = TTA_MODES,
+    average: str = "logits",
+    amp: str = "off",
+) -> list[dict]:
     """Evaluate every mode on one loader: top-1, top-5, loss, views and milliseconds per image."""
 
     rows = []
     for mode in modes:
         r = evaluate(model, loader, device, amp=amp, forward=tta_forward(model, mode, average))
-        rows.append({"mode": mode, "views": view_count(mode), "top1": r["top1"], "top5": r["top5"], "loss": r["loss"],
-                     "ms_per_image": 1000 * r["testing_time"] / r["n"], "n": r["n"]})  # fmt: skip
+        rows.append(
+            {
+                "mode": mode,
+                "views": view_count(mode),
+                "top1": r["top1"],
+                "top5": r["top5"],
+                "loss": r["loss"],
+                "ms_per_image": 1000 * r["testing_time"] / r["n"],
+                "n": r["n"],
+            }
+        )
     base = rows[0]["top1"] if rows and rows[0]["mode"] == "none" else None
     for row in rows:
         row["gain_vs_none"] = None if base is None else row["top1"] - base

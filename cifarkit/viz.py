@@ -51,8 +51,15 @@ def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], normaliz
         ax.set_yticks(range(n), classes)
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, f"{m[i, j]:.2f}" if normalize else int(m[i, j]), ha="center", va="center",
-                        fontsize=7, color="white" if m[i, j] > 0.5 * m.max() else "black")  # fmt: skip
+                ax.text(
+                    j,
+                    i,
+                    f"{m[i, j]:.2f}" if normalize else int(m[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if m[i, j] > 0.5 * m.max() else "black",
+                )
     ax.set(xlabel="predicted", ylabel="true", title="confusion matrix" + (" (row-normalised)" if normalize else ""))
     return fig
 
@@ -103,8 +110,15 @@ def plot_colour_histograms(images: np.ndarray, bins: int = 64) -> Figure:
     fig = Figure(figsize=(6, 3.2))
     ax = fig.subplots()
     for c, colour in enumerate(("red", "green", "blue")):
-        ax.hist(np.asarray(images)[:, c].ravel(), bins=bins, range=(0, 255), histtype="step", color=colour, label=colour,
-                density=True)  # fmt: skip
+        ax.hist(
+            np.asarray(images)[:, c].ravel(),
+            bins=bins,
+            range=(0, 255),
+            histtype="step",
+            color=colour,
+            label=colour,
+            density=True,
+        )
     ax.set(xlabel="pixel value", ylabel="density", title="colour histograms")
     ax.legend()
     return fig
@@ -233,8 +247,9 @@ def run_selector(histories: dict[str, dict]):
 
     names = list(histories)
     pick = widgets.SelectMultiple(options=names, value=tuple(names[:3]), rows=min(10, len(names)), description="runs")
-    metric = widgets.Dropdown(options=["val_accuracies", "val_losses", "train_losses", "train_accuracies"],
-                              description="metric")  # fmt: skip
+    metric = widgets.Dropdown(
+        options=["val_accuracies", "val_losses", "train_losses", "train_accuracies"], description="metric"
+    )
 
     def draw(runs, key):
         display(plot_overlaid({n: histories[n] for n in runs}, key))
@@ -251,8 +266,11 @@ def plot_time_to_accuracy(curves: dict[str, list[dict]], target: float | None = 
     if target is not None:
         ax.axhline(target, color="grey", ls="--", lw=1, label=f"target {target:.0%}")
     ax.set_xscale("log")
-    ax.set(xlabel="training time (s, log scale; validation passes not counted)", ylabel="validation top-1",
-           title="time to accuracy")  # fmt: skip
+    ax.set(
+        xlabel="training time (s, log scale; validation passes not counted)",
+        ylabel="validation top-1",
+        title="time to accuracy",
+    )
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     return fig

@@ -25,8 +25,13 @@ def write_cifar10_batches(root: Path, per_batch: int = 20, seed: int = 0) -> Pat
         labels = [int(x) for x in np.arange(per_batch) % 10]
         with open(folder / name, "wb") as f:
             pickle.dump({b"batch_label": name.encode(), b"data": data, b"labels": labels, b"filenames": []}, f)
-    meta = {b"label_names": [c.encode() for c in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-                                                   "horse", "ship", "truck")], b"num_vis": 3072}  # fmt: skip
+    meta = {
+        b"label_names": [
+            c.encode()
+            for c in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+        ],
+        b"num_vis": 3072,
+    }
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump(meta, f)
     return folder
@@ -39,19 +44,25 @@ def write_cifar100(root: Path, n: int = 50, seed: int = 0) -> Path:
     folder.mkdir(parents=True)
     for name in ("train", "test"):
         fine = [int(x) for x in np.arange(n) % 100]
-        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"fine_labels": fine,
-                 b"coarse_labels": [f // 5 for f in fine]}  # fmt: skip
+        batch = {
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"fine_labels": fine,
+            b"coarse_labels": [f // 5 for f in fine],
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(batch, f)
-    meta = {b"fine_label_names": [f"fine{i}".encode() for i in range(100)],
-            b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)]}  # fmt: skip
+    meta = {
+        b"fine_label_names": [f"fine{i}".encode() for i in range(100)],
+        b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)],
+    }
     with open(folder / "meta", "wb") as f:
         pickle.dump(meta, f)
     return folder
 
 
-def write_image_folder(root: Path, num_classes: int = 3, train: int = 12, test: int = 4, size: int = 32,
-                       fmt: str = "png") -> Path:  # fmt: skip
+def write_image_folder(
+    root: Path, num_classes: int = 3, train: int = 12, test: int = 4, size: int = 32, fmt: str = "png"
+) -> Path:
     """Write root/{train,test}/<class>/*.<fmt> from learnable synthetic images."""
     ds = make_synthetic(num_classes=num_classes, size=size, train_per_class=train, test_per_class=test)
     for split_name, split in (("train", ds.train), ("test", ds.test)):

@@ -13,10 +13,15 @@ def history(val_losses, train_losses=None, val_acc=None, best_epoch=None):
     n = len(val_losses)
     val_acc = val_acc or [0.5 + 0.02 * i for i in range(n)]
     best = best_epoch or max(range(n), key=lambda i: val_acc[i]) + 1
-    return {"train_losses": train_losses or [1.5 - 0.1 * i for i in range(n)], "val_losses": val_losses,
-            "train_accuracies": [0.4 + 0.05 * i for i in range(n)], "val_accuracies": val_acc,
-            "best_epoch": best, "best_val_accuracy": val_acc[best - 1],
-            "min_val_loss_epoch": min(range(n), key=lambda i: val_losses[i]) + 1}  # fmt: skip
+    return {
+        "train_losses": train_losses or [1.5 - 0.1 * i for i in range(n)],
+        "val_losses": val_losses,
+        "train_accuracies": [0.4 + 0.05 * i for i in range(n)],
+        "val_accuracies": val_acc,
+        "best_epoch": best,
+        "best_val_accuracy": val_acc[best - 1],
+        "min_val_loss_epoch": min(range(n), key=lambda i: val_losses[i]) + 1,
+    }
 
 
 def test_notes_render_as_markdown():
@@ -28,16 +33,23 @@ def test_training_curves_still_falling_versus_overfitting():
     falling = commentary.training_curves(history([1.0, 0.9, 0.8], train_losses=[1.2, 1.1, 1.0]))
     assert "still falling at the end" in falling and "overfitting setting in" not in falling
     assert "below* training loss in 3 of 3 epochs" in falling  # 0.8 < 1.0 and so on: explained, not ignored
-    over = commentary.training_curves(history([1.0, 0.7, 0.9, 1.1], train_losses=[0.9, 0.6, 0.4, 0.2],
-                                              val_acc=[0.5, 0.6, 0.65, 0.64]))  # fmt: skip
+    over = commentary.training_curves(
+        history([1.0, 0.7, 0.9, 1.1], train_losses=[0.9, 0.6, 0.4, 0.2], val_acc=[0.5, 0.6, 0.65, 0.64])
+    )
     assert "lowest in epoch 2" in over and "After epoch 2 validation loss rose by 0.400" in over
     assert "until epoch 3" in over and "below" not in over
 
 
 def test_test_metrics_quote_the_numbers_and_define_the_terms():
-    test = {"n": 2000, "top1": 0.7, "top5": 0.97, "f1_score": 0.69, "auc_score": 0.95,
-            "per_class_accuracy": {"cat": 0.5, "ship": 0.9, "empty": None},
-            "most_confused": [{"true": "cat", "predicted": "dog", "count": 40}]}  # fmt: skip
+    test = {
+        "n": 2000,
+        "top1": 0.7,
+        "top5": 0.97,
+        "f1_score": 0.69,
+        "auc_score": 0.95,
+        "per_class_accuracy": {"cat": 0.5, "ship": 0.9, "empty": None},
+        "most_confused": [{"true": "cat", "predicted": "dog", "count": 40}],
+    }
     note = commentary.test_metrics(test, ["cat", "ship", "empty"])
     assert "**top-1 70.0%**" in note and "± 1.0 points" in note and "**top-5 97.0%**" in note
     assert "`ship` is easiest (90.0%)" in note and "`cat` hardest (50.0%)" in note
@@ -46,8 +58,7 @@ def test_test_metrics_quote_the_numbers_and_define_the_terms():
 
 
 def test_ablation_says_which_differences_are_noise():
-    table = pd.DataFrame({"val_top1": [0.60, 0.66, 0.665], "val_images": [2000] * 3},
-                         index=["none", "+crop", "+bn"])  # fmt: skip
+    table = pd.DataFrame({"val_top1": [0.60, 0.66, 0.665], "val_images": [2000] * 3}, index=["none", "+crop", "+bn"])
     note = commentary.ablation(table)
     assert "`+crop` +6.0 points;" in note and "`+bn` +0.5 points (within noise)" in note
     assert "**`+bn`** at 66.5%, but the next best is within noise" in note
@@ -56,8 +67,15 @@ def test_ablation_says_which_differences_are_noise():
 
 
 def test_tta_note_reports_gain_cost_and_harmful_views():
-    table = pd.DataFrame({"top1": [0.70, 0.72, 0.65], "n": [5000] * 3, "ms_per_image": [0.1, 0.2, 0.5],
-                          "gain_vs_none": [0.0, 0.02, -0.05]}, index=["none", "flip", "scale3"])  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "top1": [0.70, 0.72, 0.65],
+            "n": [5000] * 3,
+            "ms_per_image": [0.1, 0.2, 0.5],
+            "gain_vs_none": [0.0, 0.02, -0.05],
+        },
+        index=["none", "flip", "scale3"],
+    )
     note = commentary.tta(table, "flip")
     assert "`flip`, changes test top-1 by **+2.0 points**" in note and "**2.0x**" in note
     assert "within noise" not in note and "`scale3` costs -5.0 points" in note
@@ -74,16 +92,23 @@ def test_parameters_name_the_largest_layer():
     assert sum(r["params"] for r in summary["layers"]) == summary["params"]
 
 
-@pytest.mark.parametrize(("a", "b", "n", "noise"), [(0.70, 0.71, 2000, True), (0.70, 0.75, 2000, False),
-                                                    (0.70, 0.71, 200_000, False)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("a", "b", "n", "noise"), [(0.70, 0.71, 2000, True), (0.70, 0.75, 2000, False), (0.70, 0.71, 200_000, False)]
+)
 def test_difference_is_noise(a, b, n, noise):
     assert difference_is_noise(a, n, b, n) is noise
     assert standard_error(0.7, 2100) == pytest.approx(0.01, rel=1e-3)
 
 
 def test_channels_note_names_the_brightest_channel():
-    stats = pd.DataFrame({"computed_mean": [0.49, 0.48, 0.45], "computed_std": [0.25, 0.24, 0.26],
-                          "published_mean": [0.4914, 0.4822, 0.4465]}, index=["R", "G", "B"])  # fmt: skip
+    stats = pd.DataFrame(
+        {
+            "computed_mean": [0.49, 0.48, 0.45],
+            "computed_std": [0.25, 0.24, 0.26],
+            "published_mean": [0.4914, 0.4822, 0.4465],
+        },
+        index=["R", "G", "B"],
+    )
     note = commentary.channels(stats)
     assert "brightest channel on average is **R** (mean 0.490" in note and "darkest **B** (0.450)" in note
     assert "**B** varies most (std 0.260)" in note and "within 0.003 of the published" in note

@@ -32,14 +32,31 @@ def test_training_learns_and_writes_every_file(trained):
     for name in RUN_FILES + ("last.pt", "figures/loss.png", "figures/accuracy.png", "figures/confusion_matrix.png"):
         assert (trained / name).is_file(), name
     train = json.loads((trained / "train.json").read_text())
-    for key in ("train_losses", "val_losses", "train_accuracies", "val_accuracies", "best_val_accuracy",
-                "best_epoch", "train_time"):  # fmt: skip
+    for key in (
+        "train_losses",
+        "val_losses",
+        "train_accuracies",
+        "val_accuracies",
+        "best_val_accuracy",
+        "best_epoch",
+        "train_time",
+    ):
         assert key in train
     assert len(train["val_accuracies"]) == 4
     assert train["best_val_accuracy"] > 0.5  # chance is 0.1
     test = json.loads((trained / "test.json").read_text())
-    for key in ("accuracy", "losses", "testing time", "precision_score", "recall_score", "f1_score", "auc_score",
-                "top5_accuracy", "per_class_accuracy", "confusion_matrix"):  # fmt: skip
+    for key in (
+        "accuracy",
+        "losses",
+        "testing time",
+        "precision_score",
+        "recall_score",
+        "f1_score",
+        "auc_score",
+        "top5_accuracy",
+        "per_class_accuracy",
+        "confusion_matrix",
+    ):
         assert key in test
     assert test["accuracy"] > 0.5 and 0 <= test["auc_score"] <= 1
     assert sum(map(sum, test["confusion_matrix"])) == test["n"] == 200
@@ -84,7 +101,8 @@ def test_same_command_twice_gives_same_numbers(tmp_path):
     b = fit(TrainConfig(**FAST, epochs=2), out=tmp_path / "b", log=lambda s: None)
     keys = ("train_loss", "val_loss", "val_accuracy")
     assert [[r[k] for k in keys] for r in read_jsonl(a / "metrics.jsonl")] == [
-        [r[k] for k in keys] for r in read_jsonl(b / "metrics.jsonl")]  # fmt: skip
+        [r[k] for k in keys] for r in read_jsonl(b / "metrics.jsonl")
+    ]
 
 
 class Interrupt(Exception):
@@ -93,8 +111,13 @@ class Interrupt(Exception):
 
 def assert_resume_matches_uninterrupted(tmp_path, **overrides) -> None:
     """Train 4 epochs straight, and 2 + (interrupted 3rd) + resumed: the metrics and weights must be identical."""
-    cfg = TrainConfig(**{**FAST, "model": "tinyvgg", "lr": 0.05, **overrides}, epochs=4, scheduler="cosine",
-                      optimizer="sgd", model_kwargs={"hidden_units": 8, "dropout": 0.3})  # fmt: skip
+    cfg = TrainConfig(
+        **{**FAST, "model": "tinyvgg", "lr": 0.05, **overrides},
+        epochs=4,
+        scheduler="cosine",
+        optimizer="sgd",
+        model_kwargs={"hidden_units": 8, "dropout": 0.3},
+    )
     full = fit(cfg, out=tmp_path / "full", log=lambda s: None)
 
     def stop_at_epoch_3(line: str) -> None:
@@ -136,8 +159,17 @@ def test_early_stopping_and_checkpoint_every(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "field,value", [("epochs", 0), ("lr", -1.0), ("optimizer", "rmsprop"), ("augment", "crop+blur"),
-                    ("val_fraction", 1.0), ("scheduler", "step"), ("amp", "fp8")])  # fmt: skip
+    "field,value",
+    [
+        ("epochs", 0),
+        ("lr", -1.0),
+        ("optimizer", "rmsprop"),
+        ("augment", "crop+blur"),
+        ("val_fraction", 1.0),
+        ("scheduler", "step"),
+        ("amp", "fp8"),
+    ],
+)
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ConfigError, match=field):
         TrainConfig(**{field: value})
@@ -225,7 +257,9 @@ def test_compiled_training_saves_plain_checkpoints(tmp_path):
 
 
 def test_determinism_is_on_by_default_and_can_be_traded_for_speed(tmp_path, cli):
-    code, _, err = cli("train", "--dataset", "synthetic", "--epochs", "1", "--no-deterministic", "--out", tmp_path / "a")
+    code, _, err = cli(
+        "train", "--dataset", "synthetic", "--epochs", "1", "--no-deterministic", "--out", tmp_path / "a"
+    )
     assert code == 0, err
     (run,) = (tmp_path / "a").iterdir()
     assert json.loads((run / "config.json").read_text())["deterministic"] is False

@@ -30,7 +30,9 @@ def one_line(code: int, err: str, expected_code: int, *needles: str) -> None:
 
 def no_temporaries(folder: Path) -> None:
     """Atomic writes leave no temporary or empty files behind."""
-    leftovers = [p for p in folder.rglob("*") if p.is_file() and (p.name.endswith((".tmp", ".part")) or p.stat().st_size == 0)]
+    leftovers = [
+        p for p in folder.rglob("*") if p.is_file() and (p.name.endswith((".tmp", ".part")) or p.stat().st_size == 0)
+    ]
     assert leftovers == []
 
 
@@ -47,8 +49,10 @@ def perf_log(tmp_path: Path) -> Path:
     """A small valid telemetry log."""
     log = tmp_path / "run" / "perf" / "train_epoch.jsonl"
     log.parent.mkdir(parents=True)
-    rows = [{"phase": "sample", "ts": 100.0 + i, "epoch": 1, "backend": "cpu", "cpu_percent": 50.0 + i, "rss_mb": 900 + i}
-            for i in range(5)]  # fmt: skip
+    rows = [
+        {"phase": "sample", "ts": 100.0 + i, "epoch": 1, "backend": "cpu", "cpu_percent": 50.0 + i, "rss_mb": 900 + i}
+        for i in range(5)
+    ]
     log.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return log
 
@@ -70,8 +74,11 @@ def enospc_after_partial_write(real, when=lambda path: True):
 
 @pytest.mark.parametrize("verb", ["train", "series", "speedrun"])
 def test_out_under_a_regular_file_is_one_line_before_any_work(cli, a_file, verb, data_dir):
-    args = {"train": ("train", *SMALL, "--epochs", "1"), "series": ("series", "--dataset", "synthetic", "--profile", "smoke"),
-            "speedrun": ("speedrun", "--dataset", "synthetic", "--recipe", "tiny")}[verb]  # fmt: skip
+    args = {
+        "train": ("train", *SMALL, "--epochs", "1"),
+        "series": ("series", "--dataset", "synthetic", "--profile", "smoke"),
+        "speedrun": ("speedrun", "--dataset", "synthetic", "--recipe", "tiny"),
+    }[verb]
     code, out, err = cli(*args, "--out", a_file / "runs")
     one_line(code, err, EXIT_USAGE, "--out folder", str(a_file / "runs"), "regular file")
     assert out == ""  # refused before the first epoch / notebook
@@ -119,7 +126,11 @@ def test_full_disk_leaves_no_empty_or_partial_figure(cli, perf_log, tmp_path, mo
     from matplotlib.figure import Figure
 
     real = Figure.savefig
-    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **kw: enospc_after_partial_write(lambda f, p, **k: real(f, p, **k))(fig, path, **kw))
+    monkeypatch.setattr(
+        Figure,
+        "savefig",
+        lambda fig, path, **kw: enospc_after_partial_write(lambda f, p, **k: real(f, p, **k))(fig, path, **kw),
+    )
     out = tmp_path / "figs"
     one_line(*cli("plot-perf", perf_log, "--out", out)[::2], EXIT_FAILED, "disk full")
     assert list(out.glob("*.png")) == []
@@ -141,8 +152,21 @@ def test_full_disk_leaves_no_empty_or_partial_figure(cli, perf_log, tmp_path, mo
 
 def test_unwritable_cache_trains_without_it(cli, tmp_path, a_file):
     folder = write_image_folder(tmp_path / "imgs", train=10, test=2)
-    code, out, err = cli("train", "--dataset", f"folder:{folder}", "--data-dir", a_file / "data", "--epochs", "1",
-                         "--batch-size", "16", "--val-fraction", "0.2", "--out", tmp_path / "runs")  # fmt: skip
+    code, out, err = cli(
+        "train",
+        "--dataset",
+        f"folder:{folder}",
+        "--data-dir",
+        a_file / "data",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--val-fraction",
+        "0.2",
+        "--out",
+        tmp_path / "runs",
+    )
     assert code == 0, err
     assert "Traceback" not in err and "decoded on every run" in err
     assert len(err.strip().splitlines()) == 1  # one warning line
@@ -173,8 +197,24 @@ def two_epoch_runs(tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("resume")
     runs = {}
     for scheduler in ("onecycle", "none"):
-        assert main(["train", *SMALL, "--epochs", "2", "--scheduler", scheduler, "--profile", "--profile-interval", "0.05",
-                     "--out", str(out / scheduler)]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "train",
+                    *SMALL,
+                    "--epochs",
+                    "2",
+                    "--scheduler",
+                    scheduler,
+                    "--profile",
+                    "--profile-interval",
+                    "0.05",
+                    "--out",
+                    str(out / scheduler),
+                ]
+            )
+            == 0
+        )
         (runs[scheduler],) = (out / scheduler).iterdir()
     return runs
 
@@ -241,8 +281,14 @@ def test_resume_does_not_duplicate_telemetry_of_the_rerun_epoch(tmp_path):
         if line.startswith("epoch   2/"):
             raise Cut  # epoch 2's telemetry is written, its checkpoint is not: last.pt holds epoch 1
 
-    cfg = TrainConfig(dataset="synthetic:classes=3,train=20,test=5", epochs=2, batch_size=32, val_fraction=0.2,
-                      profile=True, profile_interval=0.05)  # fmt: skip
+    cfg = TrainConfig(
+        dataset="synthetic:classes=3,train=20,test=5",
+        epochs=2,
+        batch_size=32,
+        val_fraction=0.2,
+        profile=True,
+        profile_interval=0.05,
+    )
     with pytest.raises(Cut):
         fit(cfg, out=tmp_path, log=cut_after_epoch_2_is_profiled)
     (run,) = tmp_path.iterdir()
@@ -300,8 +346,26 @@ def named_folders(tmp_path_factory) -> tuple[Path, Path, Path]:
         for old, new in zip(sorted((other / split).iterdir()), ("dog", "frog", "horse"), strict=True):
             old.rename(other / split / new)
     out = root / "runs"
-    assert main(["train", "--dataset", f"folder:{trained}", "--epochs", "1", "--batch-size", "16", "--val-fraction",
-                 "0.2", "--data-dir", str(root / "data"), "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                f"folder:{trained}",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "16",
+                "--val-fraction",
+                "0.2",
+                "--data-dir",
+                str(root / "data"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     (run,) = out.iterdir()
     return run, trained, other
 
@@ -397,8 +461,10 @@ def fake_report(root: Path, dataset: str = "synthetic") -> Path:
     """A report folder whose notebook 00 finished, as run_series leaves it."""
     report = root / "report"
     (report / "notebooks").mkdir(parents=True)
-    state = {"parameters": {"dataset": dataset, "profile": "smoke", "seed": 0},
-             "notebooks": {"00_data_exploration": {"status": "ok", "seconds": 1.0}}}  # fmt: skip
+    state = {
+        "parameters": {"dataset": dataset, "profile": "smoke", "seed": 0},
+        "notebooks": {"00_data_exploration": {"status": "ok", "seconds": 1.0}},
+    }
     (report / "series.json").write_text(json.dumps(state))
     return report
 
@@ -408,8 +474,11 @@ def test_series_resume_uses_the_reports_dataset(cli, tmp_path, data_dir):
     code, out, err = cli("series", "--resume", report, "--only", "00")
     assert code == 0 and "Traceback" not in err, err  # cifar10 (not downloadable here) was never touched
     assert json.loads((report / "series.json").read_text())["parameters"]["dataset"] == "synthetic"
-    one_line(*cli("series", "--resume", report, "--only", "00", "--dataset", "cifar10")[::2], EXIT_USAGE,
-             "started on --dataset synthetic")  # fmt: skip
+    one_line(
+        *cli("series", "--resume", report, "--only", "00", "--dataset", "cifar10")[::2],
+        EXIT_USAGE,
+        "started on --dataset synthetic",
+    )
 
 
 def test_ctrl_c_records_the_interrupted_notebook_and_writes_the_index(cli, tmp_path, monkeypatch, data_dir):

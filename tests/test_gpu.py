@@ -25,8 +25,9 @@ FAST = dict(model="ex1", dataset="synthetic", batch_size=64, lr=3e-3, val_fracti
 @pytest.fixture(scope="module")
 def cuda_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu")
-    return fit(TrainConfig(**FAST, epochs=3, amp="bf16", profile=True, profile_interval=0.05), out=out,
-               log=lambda s: None)  # fmt: skip
+    return fit(
+        TrainConfig(**FAST, epochs=3, amp="bf16", profile=True, profile_interval=0.05), out=out, log=lambda s: None
+    )
 
 
 def test_training_and_evaluation_on_cuda_with_bf16(cuda_run):

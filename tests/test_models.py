@@ -8,8 +8,14 @@ import torch
 from cifarkit.errors import ConfigError
 from cifarkit.models import count_parameters, create_model, default_input_size, list_models, model_summary
 
-EXPECTED_PARAMS_100 = {"ex1": 266_416, "ex2": 16_904_548, "smallcifarnet": 1_172_900, "tinyvgg": 522_276,
-                       "resnet18": 11_220_132, "speednet": 1_995_544}  # fmt: skip
+EXPECTED_PARAMS_100 = {
+    "ex1": 266_416,
+    "ex2": 16_904_548,
+    "smallcifarnet": 1_172_900,
+    "tinyvgg": 522_276,
+    "resnet18": 11_220_132,
+    "speednet": 1_995_544,
+}
 
 
 def test_registry_lists_the_course_models():
@@ -36,7 +42,11 @@ def test_ex1_is_the_course_baseline():
     m = create_model("ex1", 100)
     convs = [c for c in m.modules() if isinstance(c, torch.nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
-        (3, 12, (5, 5)), (12, 12, (5, 5)), (12, 24, (5, 5)), (24, 24, (5, 5))]  # fmt: skip
+        (3, 12, (5, 5)),
+        (12, 12, (5, 5)),
+        (12, 24, (5, 5)),
+        (24, 24, (5, 5)),
+    ]
     assert m.classifier.in_features == 2400
 
 

@@ -9,8 +9,16 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
-EXPECTED = ["00_data_exploration", "01_ex1_baseline", "02_ex2_bigger_model", "03_augmentation", "04_tta",
-            "05_profiling_analysis", "06_compare_runs", "07_speedrun"]  # fmt: skip
+EXPECTED = [
+    "00_data_exploration",
+    "01_ex1_baseline",
+    "02_ex2_bigger_model",
+    "03_augmentation",
+    "04_tta",
+    "05_profiling_analysis",
+    "06_compare_runs",
+    "07_speedrun",
+]
 COMMON = {"dataset", "seed", "device", "profile", "report_dir", "interactive"}
 
 

@@ -16,8 +16,11 @@ def ckpt(tmp_path_factory):
     from cifarkit.config import TrainConfig
     from cifarkit.engine import fit
 
-    run = fit(TrainConfig(dataset="synthetic:classes=3,train=30,test=5", epochs=1, batch_size=32),
-              out=tmp_path_factory.mktemp("runs"), log=lambda s: None)  # fmt: skip
+    run = fit(
+        TrainConfig(dataset="synthetic:classes=3,train=30,test=5", epochs=1, batch_size=32),
+        out=tmp_path_factory.mktemp("runs"),
+        log=lambda s: None,
+    )
     return run / "best.pt"
 
 

@@ -26,24 +26,52 @@ from cifarkit.profiler import (
 )
 
 # rocm-smi --showuse --showmemuse --showclocks --showtemp --showpower --showmeminfo vram --json (RX 7900, ROCm 6)
-ROCM_SMI_RDNA = {"card0": {
-    "GPU use (%)": "98", "GPU Memory Allocated (VRAM%)": "45", "GPU memory use (%)": "37",
-    "Temperature (Sensor edge) (C)": "61.0", "Temperature (Sensor junction) (C)": "75.0",
-    "Average Graphics Package Power (W)": "182.0", "fclk clock speed:": "(1940Mhz)",
-    "mclk clock speed:": "(1000Mhz)", "mclk clock level:": "3", "sclk clock speed:": "(2482Mhz)",
-    "sclk clock level:": "1", "VRAM Total Memory (B)": "17163091968", "VRAM Total Used Memory (B)": "7720398848"}}  # fmt: skip
+ROCM_SMI_RDNA = {
+    "card0": {
+        "GPU use (%)": "98",
+        "GPU Memory Allocated (VRAM%)": "45",
+        "GPU memory use (%)": "37",
+        "Temperature (Sensor edge) (C)": "61.0",
+        "Temperature (Sensor junction) (C)": "75.0",
+        "Average Graphics Package Power (W)": "182.0",
+        "fclk clock speed:": "(1940Mhz)",
+        "mclk clock speed:": "(1000Mhz)",
+        "mclk clock level:": "3",
+        "sclk clock speed:": "(2482Mhz)",
+        "sclk clock level:": "1",
+        "VRAM Total Memory (B)": "17163091968",
+        "VRAM Total Used Memory (B)": "7720398848",
+    }
+}
 # MI300-class GPUs report socket power under another key, and N/A for some fields
-ROCM_SMI_MI300 = {"card0": {
-    "GPU use (%)": "12", "GPU Memory Allocated (VRAM%)": "3", "Memory Activity": "N/A",
-    "Temperature (Sensor junction) (C)": "44.0", "Current Socket Graphics Package Power (W)": "151.0",
-    "sclk clock speed:": "(132Mhz)", "mclk clock speed:": "(900Mhz)"}}  # fmt: skip
-AMD_SMI_METRIC = [{"gpu": 0,
-    "usage": {"gfx_activity": {"value": 97, "unit": "%"}, "umc_activity": {"value": 40, "unit": "%"}, "mm_activity": "N/A"},
-    "power": {"socket_power": {"value": 180, "unit": "W"}, "gfx_voltage": {"value": 1100, "unit": "mV"}},
-    "clock": {"gfx_0": {"clk": {"value": 2100, "unit": "MHz"}, "min_clk": {"value": 500, "unit": "MHz"}},
-              "mem_0": {"clk": {"value": 1000, "unit": "MHz"}}},
-    "temperature": {"edge": {"value": 60, "unit": "C"}, "hotspot": {"value": 72, "unit": "C"}},
-    "mem_usage": {"total_vram": {"value": 16368, "unit": "MB"}, "used_vram": {"value": 7000, "unit": "MB"}}}]  # fmt: skip
+ROCM_SMI_MI300 = {
+    "card0": {
+        "GPU use (%)": "12",
+        "GPU Memory Allocated (VRAM%)": "3",
+        "Memory Activity": "N/A",
+        "Temperature (Sensor junction) (C)": "44.0",
+        "Current Socket Graphics Package Power (W)": "151.0",
+        "sclk clock speed:": "(132Mhz)",
+        "mclk clock speed:": "(900Mhz)",
+    }
+}
+AMD_SMI_METRIC = [
+    {
+        "gpu": 0,
+        "usage": {
+            "gfx_activity": {"value": 97, "unit": "%"},
+            "umc_activity": {"value": 40, "unit": "%"},
+            "mm_activity": "N/A",
+        },
+        "power": {"socket_power": {"value": 180, "unit": "W"}, "gfx_voltage": {"value": 1100, "unit": "mV"}},
+        "clock": {
+            "gfx_0": {"clk": {"value": 2100, "unit": "MHz"}, "min_clk": {"value": 500, "unit": "MHz"}},
+            "mem_0": {"clk": {"value": 1000, "unit": "MHz"}},
+        },
+        "temperature": {"edge": {"value": 60, "unit": "C"}, "hotspot": {"value": 72, "unit": "C"}},
+        "mem_usage": {"total_vram": {"value": 16368, "unit": "MB"}, "used_vram": {"value": 7000, "unit": "MB"}},
+    }
+]
 
 
 def test_to_number_handles_smi_strings():
@@ -53,9 +81,18 @@ def test_to_number_handles_smi_strings():
 
 def test_parse_rocm_smi_string_values_and_power_keys():
     a = parse_rocm_smi(ROCM_SMI_RDNA)
-    assert a == pytest.approx({"gpu_busy_percent": 98, "mem_busy_percent": 37, "sclk_mhz": 2482, "mclk_mhz": 1000,
-                               "temp_c": 61.0, "power_w": 182.0, "vram_used_mb": 7720398848 / 2**20,
-                               "vram_total_mb": 17163091968 / 2**20})  # fmt: skip
+    assert a == pytest.approx(
+        {
+            "gpu_busy_percent": 98,
+            "mem_busy_percent": 37,
+            "sclk_mhz": 2482,
+            "mclk_mhz": 1000,
+            "temp_c": 61.0,
+            "power_w": 182.0,
+            "vram_used_mb": 7720398848 / 2**20,
+            "vram_total_mb": 17163091968 / 2**20,
+        }
+    )
     b = parse_rocm_smi(ROCM_SMI_MI300)
     assert b["power_w"] == 151.0 and b["temp_c"] == 44.0 and "mem_busy_percent" not in b  # N/A is absent, not 0
     with pytest.raises(ValueError):
@@ -63,8 +100,16 @@ def test_parse_rocm_smi_string_values_and_power_keys():
 
 
 def test_parse_amd_smi_metric_both_layouts():
-    expected = {"gpu_busy_percent": 97, "mem_busy_percent": 40, "sclk_mhz": 2100, "mclk_mhz": 1000, "temp_c": 60,
-                "power_w": 180, "vram_used_mb": 7000, "vram_total_mb": 16368}  # fmt: skip
+    expected = {
+        "gpu_busy_percent": 97,
+        "mem_busy_percent": 40,
+        "sclk_mhz": 2100,
+        "mclk_mhz": 1000,
+        "temp_c": 60,
+        "power_w": 180,
+        "vram_used_mb": 7000,
+        "vram_total_mb": 16368,
+    }
     assert parse_amd_smi_metric(AMD_SMI_METRIC) == expected
     assert parse_amd_smi_metric({"gpu_data": AMD_SMI_METRIC}) == expected
 
@@ -74,18 +119,32 @@ def fake_nvml() -> types.SimpleNamespace:
     mem = types.SimpleNamespace(used=3 * 2**30, total=8 * 2**30)
     clocks = {1: 1800, 2: 7000}
     return types.SimpleNamespace(
-        NVML_CLOCK_SM=1, NVML_CLOCK_MEM=2, NVML_TEMPERATURE_GPU=0,
-        nvmlInit=lambda: None, nvmlShutdown=lambda: None, nvmlDeviceGetHandleByIndex=lambda i: f"gpu{i}",
-        nvmlDeviceGetUtilizationRates=lambda h: util, nvmlDeviceGetMemoryInfo=lambda h: mem,
-        nvmlDeviceGetClockInfo=lambda h, kind: clocks[kind], nvmlDeviceGetTemperature=lambda h, kind: 66,
+        NVML_CLOCK_SM=1,
+        NVML_CLOCK_MEM=2,
+        NVML_TEMPERATURE_GPU=0,
+        nvmlInit=lambda: None,
+        nvmlShutdown=lambda: None,
+        nvmlDeviceGetHandleByIndex=lambda i: f"gpu{i}",
+        nvmlDeviceGetUtilizationRates=lambda h: util,
+        nvmlDeviceGetMemoryInfo=lambda h: mem,
+        nvmlDeviceGetClockInfo=lambda h, kind: clocks[kind],
+        nvmlDeviceGetTemperature=lambda h, kind: 66,
         nvmlDeviceGetPowerUsage=lambda h: 215_500,
-    )  # fmt: skip
+    )
 
 
 def test_nvml_backend_through_fake_module():
     values = NvmlBackend(0, module=fake_nvml()).read()
-    assert values == {"gpu_busy_percent": 87, "mem_busy_percent": 33, "sclk_mhz": 1800, "mclk_mhz": 7000,
-                      "temp_c": 66, "power_w": 215.5, "vram_used_mb": 3072, "vram_total_mb": 8192}  # fmt: skip
+    assert values == {
+        "gpu_busy_percent": 87,
+        "mem_busy_percent": 33,
+        "sclk_mhz": 1800,
+        "mclk_mhz": 7000,
+        "temp_c": 66,
+        "power_w": 215.5,
+        "vram_used_mb": 3072,
+        "vram_total_mb": 8192,
+    }
 
 
 def test_amdsmi_library_through_fake_module():
@@ -93,15 +152,24 @@ def test_amdsmi_library_through_fake_module():
         AmdSmiClkType=types.SimpleNamespace(GFX="gfx", MEM="mem"),
         AmdSmiTemperatureType=types.SimpleNamespace(EDGE="edge"),
         AmdSmiTemperatureMetric=types.SimpleNamespace(CURRENT="cur"),
-        amdsmi_init=lambda: None, amdsmi_get_processor_handles=lambda: ["h0"],
+        amdsmi_init=lambda: None,
+        amdsmi_get_processor_handles=lambda: ["h0"],
         amdsmi_get_gpu_activity=lambda h: {"gfx_activity": 55, "umc_activity": 20, "mm_activity": "N/A"},
         amdsmi_get_clock_info=lambda h, t: {"clk": 2000 if t == "gfx" else 900},
         amdsmi_get_temp_metric=lambda h, t, m: 58,
         amdsmi_get_power_info=lambda h: {"current_socket_power": "N/A", "average_socket_power": 120},
         amdsmi_get_gpu_vram_usage=lambda h: {"vram_used": 4000, "vram_total": 16000},
-    )  # fmt: skip
-    assert AmdSmiLibBackend(0, module=lib).read() == {"gpu_busy_percent": 55, "mem_busy_percent": 20, "sclk_mhz": 2000,
-        "mclk_mhz": 900, "temp_c": 58, "power_w": 120, "vram_used_mb": 4000, "vram_total_mb": 16000}  # fmt: skip
+    )
+    assert AmdSmiLibBackend(0, module=lib).read() == {
+        "gpu_busy_percent": 55,
+        "mem_busy_percent": 20,
+        "sclk_mhz": 2000,
+        "mclk_mhz": 900,
+        "temp_c": 58,
+        "power_w": 120,
+        "vram_used_mb": 4000,
+        "vram_total_mb": 16000,
+    }
 
 
 def test_library_raising_on_import_is_recorded_not_raised(tmp_path, monkeypatch):
@@ -120,8 +188,15 @@ def read_lines(path):
 
 def test_sampler_records_the_schema_during_training(tmp_path):
     # pinned to the CPU: this checks what the CPU backend records (and that no GPU metric is invented)
-    cfg = TrainConfig(dataset="synthetic", epochs=2, batch_size=64, profile=True, profile_interval=0.05,
-                      torch_profile_steps=2, device="cpu")  # fmt: skip
+    cfg = TrainConfig(
+        dataset="synthetic",
+        epochs=2,
+        batch_size=64,
+        profile=True,
+        profile_interval=0.05,
+        torch_profile_steps=2,
+        device="cpu",
+    )
     run = fit(cfg, out=tmp_path, log=lambda s: None)
     train = read_lines(run / "perf" / "train_epoch.jsonl")
     samples = [r for r in train if r["phase"] == "sample"]
@@ -156,8 +231,12 @@ def test_failing_and_hanging_backends_do_not_stop_sampling(tmp_path):
     garbage = tmp_path / "garbage-smi"
     garbage.write_text("#!/bin/sh\necho 'WARNING: no json here'\n")
     garbage.chmod(0o755)
-    backends = [CpuBackend(), Broken(), CliBackend("hang", [str(hang)], parse_rocm_smi, timeout=0.2),
-                CliBackend("garbage", [str(garbage)], parse_rocm_smi)]  # fmt: skip
+    backends = [
+        CpuBackend(),
+        Broken(),
+        CliBackend("hang", [str(hang)], parse_rocm_smi, timeout=0.2),
+        CliBackend("garbage", [str(garbage)], parse_rocm_smi),
+    ]
     out = tmp_path / "log.jsonl"
     with gpu_profile(out, interval=0.05, backends=backends) as prof:
         x = sum(i * i for i in range(200_000))  # some work while sampling
@@ -187,8 +266,15 @@ def test_decorator_form(tmp_path):
 def synthetic_log(path, run_seconds=3.0, gpu=True):
     lines = []
     for i in range(int(run_seconds / 0.5)):
-        r = {"phase": "sample", "ts": 1000 + i * 0.5, "t_rel_s": i * 0.5, "backend": "cpu", "epoch": 1 + i // 3,
-             "cpu_percent": 150 + i, "rss_mb": 500 + i}  # fmt: skip
+        r = {
+            "phase": "sample",
+            "ts": 1000 + i * 0.5,
+            "t_rel_s": i * 0.5,
+            "backend": "cpu",
+            "epoch": 1 + i // 3,
+            "cpu_percent": 150 + i,
+            "rss_mb": 500 + i,
+        }
         if gpu:
             r.update(gpu_busy_percent=90 - i, power_w=100 + i)
         lines.append(json.dumps(r))

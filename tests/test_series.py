@@ -67,10 +67,15 @@ def test_index_opens_with_three_findings(smoke_report):
     best, timing, status = (line.strip() for line in lines[2:5])
     state = json.loads((smoke_report / "series.json").read_text())
     chosen = series.best_run(smoke_report)
-    tested = [json.loads(p.read_text())["best_val_accuracy"] for p in smoke_report.glob("*/*/train.json")
-              if p.with_name("test.json").is_file()]  # fmt: skip
+    tested = [
+        json.loads(p.read_text())["best_val_accuracy"]
+        for p in smoke_report.glob("*/*/train.json")
+        if p.with_name("test.json").is_file()
+    ]
     assert len(tested) >= 3 and chosen["val_top1"] == max(tested)
-    assert best.startswith("Best model on validation: `") and chosen["run"] in best and f"{chosen['val_top1']:.4f}" in best
+    assert (
+        best.startswith("Best model on validation: `") and chosen["run"] in best and f"{chosen['val_top1']:.4f}" in best
+    )
     test_top1 = json.loads((smoke_report / chosen["run"] / "test.json").read_text())["top1"]
     assert f"test top-1 **{test_top1:.4f}**" in best
     assert timing.startswith(f"The series took {series.fmt(state['total_seconds'])} s on **{state['env']['device']}**")
@@ -203,8 +208,13 @@ def test_every_link_in_the_committed_example_reports_resolves():
 def markdown_outputs(nb_path: Path) -> str:
     """Every Markdown output (generated commentary) of an executed notebook, joined."""
     nb = nbformat.read(nb_path, as_version=4)
-    return "\n".join(o["data"]["text/markdown"] for c in nb.cells if c.cell_type == "code"
-                     for o in c.get("outputs", []) if "text/markdown" in o.get("data", {}))  # fmt: skip
+    return "\n".join(
+        o["data"]["text/markdown"]
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if "text/markdown" in o.get("data", {})
+    )
 
 
 @pytest.mark.slow
@@ -228,4 +238,7 @@ def test_generated_commentary_quotes_this_runs_numbers(smoke_report):
     tta_text = markdown_outputs(books / "04_tta.ipynb")
     assert "Test-time augmentation (TTA) averages" in tta_text
     if summary["best_mode_on_val"] != "none":
-        assert f"`{summary['best_mode_on_val']}`, changes test top-1 by **{100 * summary['gain']:+.1f} points**" in tta_text
+        assert (
+            f"`{summary['best_mode_on_val']}`, changes test top-1 by **{100 * summary['gain']:+.1f} points**"
+            in tta_text
+        )

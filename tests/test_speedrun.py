@@ -135,8 +135,21 @@ TINY = "synthetic:classes=4,train=300,test=25"
 
 
 def test_speedrun_command_json_checkpoint_and_baseline(cli, tmp_path, data_dir):
-    code, out, err = cli("speedrun", "--dataset", TINY, "--recipe", "tiny", "--device", "cpu", "--baseline", "--target", "0.3",
-                         "--out", tmp_path, "--json")  # fmt: skip
+    code, out, err = cli(
+        "speedrun",
+        "--dataset",
+        TINY,
+        "--recipe",
+        "tiny",
+        "--device",
+        "cpu",
+        "--baseline",
+        "--target",
+        "0.3",
+        "--out",
+        tmp_path,
+        "--json",
+    )
     assert code == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
     for key in ("recipe", "seconds", "val_top1", "test_top1", "epochs", "checkpoint", "curve"):
@@ -145,7 +158,8 @@ def test_speedrun_command_json_checkpoint_and_baseline(cli, tmp_path, data_dir):
     assert [r["epoch"] for r in summary["curve"]] == sorted(r["epoch"] for r in summary["curve"])
     assert all(0 <= r["val_top1"] <= 1 for r in summary["curve"])
     assert summary["baseline_seconds"] is None or summary["speedup"] == pytest.approx(
-        summary["baseline_seconds"] / summary["seconds"])
+        summary["baseline_seconds"] / summary["seconds"]
+    )
     assert summary["baseline_curve"] and summary["test_top1"] > 0.25  # 4 learnable classes: chance is 0.25
     # the checkpoint stands alone: evaluate reads it like any other
     code, out, err = cli("evaluate", summary["checkpoint"], "--dataset", TINY, "--tta", "flip", "--json")
@@ -177,13 +191,22 @@ def test_race_and_ablation_commentary_quote_the_numbers():
 
     from cifarkit import speedrun_report as rep
 
-    curves = {"slow": [{"seconds": 100.0, "val_top1": 0.6}, {"seconds": 200.0, "val_top1": 0.71}],
-              "fast": [{"seconds": 20.0, "val_top1": 0.72}], "never": [{"seconds": 50.0, "val_top1": 0.5}]}  # fmt: skip
+    curves = {
+        "slow": [{"seconds": 100.0, "val_top1": 0.6}, {"seconds": 200.0, "val_top1": 0.71}],
+        "fast": [{"seconds": 20.0, "val_top1": 0.72}],
+        "never": [{"seconds": 50.0, "val_top1": 0.5}],
+    }
     assert rep.time_to(curves["slow"], 0.7) == 200.0 and rep.time_to(curves["never"], 0.7) is None
     text = rep.describe_race(curves, 0.7)
     assert "**200.0 s**" in text and "never reached 70.0%" in text and "10.0x sooner" in text
-    df = pd.DataFrame({"variant": ["full recipe", "- a", "- b", "- c"], "val_top1": [0.70, 0.60, 0.705, 0.76],
-                       "reason": ["", "x", "y", "z"], "seconds": [1.0] * 4})  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "variant": ["full recipe", "- a", "- b", "- c"],
+            "val_top1": [0.70, 0.60, 0.705, 0.76],
+            "reason": ["", "x", "y", "z"],
+            "seconds": [1.0] * 4,
+        }
+    )
     n = 5000
     df["delta"] = df["val_top1"] - 0.70
     df["se_delta"] = [0.0] + [2**0.5 * rep.standard_error(0.70, n)] * 3

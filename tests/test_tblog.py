@@ -24,8 +24,17 @@ def test_every_run_writes_curves_telemetry_and_confusion_matrix(tmp_path):
     run = fit(TrainConfig(**CFG, epochs=2, profile=True, profile_interval=0.05), out=tmp_path, log=lambda s: None)
     acc = events(run)
     tags = set(acc.Tags()["scalars"])
-    expected = {"loss/train", "loss/validation", "accuracy/train", "accuracy/validation", "top5/validation",
-                "learning_rate", "speed/images_per_s", "speed/data_wait_share", "test/top1"}  # fmt: skip
+    expected = {
+        "loss/train",
+        "loss/validation",
+        "accuracy/train",
+        "accuracy/validation",
+        "top5/validation",
+        "learning_rate",
+        "speed/images_per_s",
+        "speed/data_wait_share",
+        "test/top1",
+    }
     assert expected <= tags
     assert any(t.startswith("telemetry/train/peak_") for t in tags)
     rows = [r for r in (run / "metrics.jsonl").read_text().splitlines() if r]
