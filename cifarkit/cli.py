@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from .config import DEVICE_HELP
 from .errors import EXIT_FAILED, EXIT_USAGE, CifarkitError, os_error_line
 
 
@@ -62,37 +63,23 @@ def print_json_line(obj: dict) -> None:
 # ----------------------------------------------------------------------------- verbs
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def config_from_args(args: argparse.Namespace):
+    """The :class:`~cifarkit.config.TrainConfig` of a parsed ``train`` command: every option whose ``dest`` is a TrainConfig field
+    goes in as it is (see :func:`add_train_options`), so no setting is listed twice."""
+    from dataclasses import fields
+
     from .config import TrainConfig
+
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    values["channels_last"] = {"auto": None, "on": True, "off": False}[args.channels_last]
+    values["epochs"] = args.epochs or TrainConfig.epochs
+    return TrainConfig(**values)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
     from .engine import fit
 
-    cfg = TrainConfig(
-        model=args.model,
-        dataset=args.dataset,
-        epochs=args.epochs or 10,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        optimizer=args.optimizer,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        scheduler=args.scheduler,
-        augment=args.augment,
-        label_smoothing=args.label_smoothing,
-        patience=args.patience,
-        monitor=args.monitor,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        device=args.device,
-        image_size=args.image_size,
-        amp=args.amp,
-        channels_last={"auto": None, "on": True, "off": False}[args.channels_last],
-        checkpoint_every=args.checkpoint_every,
-        deterministic=args.deterministic,
-        compile=args.compile,
-        profile=args.profile,
-        profile_interval=args.profile_interval,
-        torch_profile_steps=args.torch_profile,
-    )
+    cfg = config_from_args(args)
     if args.resume and not args.epochs:
         from .runs import load_checkpoint
 
@@ -189,7 +176,7 @@ def cmd_plot_perf(args: argparse.Namespace) -> int:
     df = load_perf_logs(args.logs)
     if df.empty or not present_metrics(df):
         what = "no sample lines" if df.empty else "no metric values in the sample lines"
-        print(f"cifarkit plot-perf: error: {what} in the given logs; record them with train --profile", file=sys.stderr)
+        print(f"cifarkit plot-perf: error: {what} in the given logs; record them with train --telemetry", file=sys.stderr)
         return EXIT_USAGE
     out = ensure_dir(args.out, "--out folder")
     paths = plot_perf(df, out)
@@ -305,52 +292,83 @@ def fraction(text: str) -> float:
 # ----------------------------------------------------------------------------- parser
 
 
+def add_device(p: argparse.ArgumentParser) -> None:
+    """The ``--device`` option every verb that computes shares."""
+    p.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default auto: cuda, then mps, then cpu)")
+
+
 def add_common(p: argparse.ArgumentParser, dataset: bool = True) -> None:
     if dataset:
+        from .config import TrainConfig
         from .data import DATASET_HELP
 
-        p.add_argument("--dataset", default="cifar10", help=f"dataset spec: {DATASET_HELP} (default cifar10)")
+        p.add_argument(
+            "--dataset",
+            default=TrainConfig.dataset,
+            help=f"dataset spec: {DATASET_HELP} (default {TrainConfig.dataset})",
+        )
     p.add_argument(
         "--data-dir",
         default=None,
         help="where datasets and caches live (default: ./data of the checkout, or $CIFARKIT_DATA)",
     )
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    add_device(p)
 
 
-def build_parser() -> Parser:
-    from .config import AMP_MODES, MONITORS, OPTIMIZERS, SCHEDULERS
+def add_train_options(t: argparse.ArgumentParser) -> None:
+    """``train``'s options. Each ``dest`` is a :class:`~cifarkit.config.TrainConfig` field and each default is
+    read from it, so a setting and its default are declared once (in ``TrainConfig``)."""
+    from .config import AMP_MODES, MONITORS, OPTIMIZERS, SCHEDULERS, TrainConfig
 
-    parser = Parser(
-        prog="cifarkit",
-        description="CIFAR-10/100 experiments: train, evaluate, predict, profile, run the notebook series.",
-    )
-    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
-    sub.required = True
-
-    t = sub.add_parser("train", help="train a model; prints a line per epoch and the run folder last")
-    t.add_argument("--model", default="ex1", help="registered model name (see `cifarkit info`)")
+    d = TrainConfig  # the dataclass's field defaults
+    t.add_argument("--model", default=d.model, help=f"registered model name (see `cifarkit info`; default {d.model})")
     add_common(t)
     t.add_argument(
-        "--epochs", type=positive_int, default=None, help="epochs (default 10; with --resume: the saved value)"
+        "--epochs", type=positive_int, default=None, help=f"epochs (default {d.epochs}; with --resume: the run's own)"
+    )  # noqa: E501
+    t.add_argument("--batch-size", type=positive_int, default=d.batch_size, help=f"default {d.batch_size}")
+    t.add_argument("--lr", type=positive_float, default=d.lr, help=f"peak learning rate (default {d.lr})")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help=f"default {d.optimizer}")
+    t.add_argument(
+        "--momentum",
+        type=non_negative_float,
+        default=d.momentum,
+        help=f"SGD momentum, Nesterov when > 0 (default {d.momentum})",
     )
-    t.add_argument("--batch-size", type=positive_int, default=128)
-    t.add_argument("--lr", type=positive_float, default=1e-3)
-    t.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
-    t.add_argument("--momentum", type=non_negative_float, default=0.9, help="SGD momentum (Nesterov when > 0)")
-    t.add_argument("--weight-decay", type=non_negative_float, default=0.0)
-    t.add_argument("--scheduler", choices=SCHEDULERS, default="none", help="stepped every batch")
-    t.add_argument("--augment", default="crop+flip", help="none, or crop/flip/cutout joined with + (default crop+flip)")
-    t.add_argument("--label-smoothing", type=non_negative_float, default=0.0)
-    t.add_argument("--patience", type=int, default=0, help="early stopping patience in epochs (0: off)")
-    t.add_argument("--monitor", choices=MONITORS, default="val_accuracy", help="metric for best.pt and early stopping")
-    t.add_argument("--val-fraction", type=fraction, default=0.1, help="share of train held out for validation")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--image-size", type=positive_int, default=None, help="model input side (default: the model's own)")
+    t.add_argument("--weight-decay", type=non_negative_float, default=d.weight_decay, help=f"default {d.weight_decay}")
+    t.add_argument(
+        "--scheduler",
+        choices=SCHEDULERS,
+        default=d.scheduler,
+        help=f"learning-rate schedule over the whole run, stepped every batch (default {d.scheduler})",
+    )
+    t.add_argument(
+        "--augment", default=d.augment, help=f"none, or crop/flip/cutout joined with + (default {d.augment})"
+    )
+    t.add_argument(
+        "--label-smoothing", type=non_negative_float, default=d.label_smoothing, help=f"default {d.label_smoothing}"
+    )
+    t.add_argument("--patience", type=int, default=d.patience, help="early stopping patience in epochs (0: off)")
+    t.add_argument(
+        "--monitor",
+        choices=MONITORS,
+        default=d.monitor,
+        help=f"metric for best.pt and early stopping (default {d.monitor})",
+    )
+    t.add_argument(
+        "--val-fraction",
+        type=fraction,
+        default=d.val_fraction,
+        help=f"share of train held out for validation (default {d.val_fraction})",
+    )
+    t.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
+    t.add_argument(
+        "--image-size", type=positive_int, default=d.image_size, help="model input side (default: the model's own)"
+    )
     t.add_argument(
         "--amp",
         choices=AMP_MODES,
-        default="auto",
+        default=d.amp,
         help="mixed precision; auto: bf16 on CPUs with native bf16, else off (fp16 needs a GPU)",
     )
     t.add_argument(
@@ -359,28 +377,65 @@ def build_parser() -> Parser:
         default="auto",
         help="memory format; auto: on for CUDA/ROCm, off on CPU/MPS",
     )
-    t.add_argument("--checkpoint-every", type=positive_int, default=1, help="write last.pt every k epochs")
+    t.add_argument(
+        "--checkpoint-every", type=positive_int, default=d.checkpoint_every, help="write last.pt every k epochs"
+    )
     t.add_argument(
         "--deterministic",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="repeatable GPU kernels, so --resume continues exactly (default on; --no-deterministic trades it for speed)",
+        default=d.deterministic,
+        help="repeatable GPU kernels, so --resume continues exactly (--no-deterministic trades it for speed)",
     )
     t.add_argument(
-        "--compile", action="store_true", help="torch.compile the model (pays back only on long runs; see README)"
+        "--compile",
+        action="store_true",
+        default=d.compile,
+        help="torch.compile the model (pays back only on long runs; see README)",
     )
     t.add_argument("--out", default="reports/runs", help="parent folder of the run folder (default reports/runs)")
     t.add_argument(
         "--resume",
         default=None,
         metavar="CKPT",
-        help="continue from a run's last.pt (its saved settings are used; --epochs may extend it)",
+        help="continue from a run's last.pt (its saved settings are used; --epochs may extend a run "
+        "without a scheduler)",
     )
-    t.add_argument("--profile", action="store_true", help="record hardware telemetry into perf/*.jsonl")
-    t.add_argument("--profile-interval", type=positive_float, default=0.5, help="telemetry sampling period in seconds")
     t.add_argument(
-        "--torch-profile", type=int, default=0, metavar="N", help="record N training steps with torch.profiler"
+        "--telemetry",
+        "--profile",
+        dest="profile",
+        action="store_true",
+        default=d.profile,
+        help="record hardware telemetry into perf/*.jsonl (--profile is the older name)",
     )
+    t.add_argument(
+        "--telemetry-interval",
+        "--profile-interval",
+        dest="profile_interval",
+        type=positive_float,
+        default=d.profile_interval,
+        help=f"telemetry sampling period in seconds (default {d.profile_interval})",
+    )
+    t.add_argument(
+        "--torch-profile",
+        dest="torch_profile_steps",
+        type=int,
+        default=d.torch_profile_steps,
+        metavar="N",
+        help="record N training steps with torch.profiler",
+    )
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="cifarkit",
+        description="CIFAR-10/100 experiments: train, evaluate, predict, profile, run the notebook series.",
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
+    sub.required = True
+
+    t = sub.add_parser("train", help="train a model; prints a line per epoch and the run folder last")
+    add_train_options(t)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint on a dataset split")
@@ -418,7 +473,7 @@ def build_parser() -> Parser:
         default="quick",
         help="smoke: ~1 min CI check; quick: minutes on a CPU; full: the course settings, for a GPU",
     )
-    se.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    add_device(se)
     se.add_argument("--seed", type=int, default=0)
     se.add_argument("--out", default="reports", help="parent folder of the report folder (default reports)")
     se.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 00,03")
@@ -460,7 +515,7 @@ def build_parser() -> Parser:
     pr.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
     pr.add_argument("--checkpoint", required=True, help="a run's best.pt")
     pr.add_argument("--topk", type=positive_int, default=5)
-    pr.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    add_device(pr)
     add_tta(pr)
     pr.add_argument(
         "--json", action="store_true", help='one JSON object per input: {"path", "topk"} or {"path", "error"}'

@@ -13,6 +13,7 @@ SCHEDULERS = ("none", "cosine", "onecycle")
 AUGMENTATIONS = ("crop", "flip", "cutout")
 MONITORS = ("val_accuracy", "val_loss")
 AMP_MODES = ("auto", "off", "fp16", "bf16")
+DEVICE_HELP = "auto, cpu, cuda, cuda:N (also AMD ROCm), mps"
 
 
 def parse_augment(spec: str) -> tuple[str, ...]:
@@ -31,7 +32,7 @@ class TrainConfig:
     """Every knob of one training run. Invalid values raise ConfigError naming the field."""
 
     model: str = "ex1"
-    dataset: str = "synthetic"
+    dataset: str = "cifar10"
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3

@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import DEVICE_HELP
 from .errors import ConfigError
-
-DEVICE_HELP = "auto, cpu, cuda, cuda:N (also AMD ROCm), mps"
 
 
 def mps_available() -> bool:

@@ -124,3 +124,42 @@ def test_evaluate_with_tta_and_all_modes(run_dir, cli):
     table = json.loads(out.strip().splitlines()[-1])
     assert code == 0 and [m["mode"] for m in table["modes"]][:2] == ["none", "flip"] and table["n"] == 200
     one_line_error(*cli("evaluate", run_dir / "best.pt", "--dataset", "synthetic", "--tta", "zoom")[::2], "zoom")
+
+
+def test_train_options_are_the_config_fields_with_its_defaults():
+    """One declaration per setting: `train` with no options is TrainConfig(), and every option lands in a field."""
+    from dataclasses import fields
+
+    from cifarkit.cli import build_parser, config_from_args
+    from cifarkit.config import TrainConfig
+
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(["train"])) == TrainConfig()
+    args = parser.parse_args(
+        [
+            "train",
+            "--lr",
+            "0.02",
+            "--telemetry",
+            "--telemetry-interval",
+            "2",
+            "--torch-profile",
+            "3",
+            "--channels-last",
+            "on",
+            "--no-deterministic",
+            "--epochs",
+            "4",
+        ]
+    )
+    cfg = config_from_args(args)
+    assert (cfg.lr, cfg.profile, cfg.profile_interval, cfg.torch_profile_steps) == (0.02, True, 2.0, 3)
+    assert (cfg.channels_last, cfg.deterministic, cfg.epochs) == (True, False, 4)
+    assert config_from_args(parser.parse_args(["train", "--profile", "--profile-interval", "2"])).profile_interval == 2
+    cli_fields = {f.name for f in fields(TrainConfig) if hasattr(parser.parse_args(["train"]), f.name)}
+    assert {f.name for f in fields(TrainConfig)} - cli_fields == {
+        "nesterov",
+        "crop_padding",
+        "cutout_size",
+        "model_kwargs",
+    }
