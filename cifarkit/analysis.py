@@ -186,9 +186,26 @@ def compare_runs(root: str | Path):
     return pd.DataFrame(rows).sort_values("val_top1", ascending=False, ignore_index=True)
 
 
+def run_label(run: Path) -> str:
+    """A legend label that names the experiment and its budget, e.g. ``01 ex1 · crop+flip · 45,000 img × 12 ep``."""
+    run = Path(run)
+    cfg = read_json(run / "config.json") if (run / "config.json").is_file() else {}
+    env = read_json(run / "env.json") if (run / "env.json").is_file() else {}
+    train = read_json(run / "train.json") if (run / "train.json").is_file() else {}
+    notebook = run.parent.name[:2] if run.parent.name[:2].isdigit() else run.parent.name
+    images = f"{env['train_images']:,} img" if env.get("train_images") else "? img"
+    return (
+        f"{notebook} {cfg.get('model', '?')} · {cfg.get('augment', '?')} · {images} × {train.get('epochs_run', '?')} ep"
+    )
+
+
 def load_histories(runs: Sequence[Path]) -> dict[str, dict]:
-    """train.json of each run, keyed by run folder name."""
-    return {Path(r).name: read_json(Path(r) / "train.json") for r in runs}
+    """train.json of each run, keyed by :func:`run_label` (the run folder name is added if two labels clash)."""
+    out: dict[str, dict] = {}
+    for r in map(Path, runs):
+        label = run_label(r)
+        out[label if label not in out else f"{label} ({r.name})"] = read_json(r / "train.json")
+    return out
 
 
 def pair_images(a: torch.Tensor, b: torch.Tensor, pairs: Sequence[tuple[int, int, float]], names=("train", "test")):
@@ -196,7 +213,7 @@ def pair_images(a: torch.Tensor, b: torch.Tensor, pairs: Sequence[tuple[int, int
     images, titles = [], []
     for i, j, d in pairs:
         images += [a[i].numpy(), b[j].numpy()]
-        titles += [f"{names[0]} #{i}", f"{names[1]} #{j} (rms {d:g})"]
+        titles += [f"{names[0]} #{i}", f"{names[1]} #{j}\nRMS {d:g}/255"]
     return (np.stack(images) if images else np.zeros((0, 3, 32, 32), np.uint8)), titles
 
 

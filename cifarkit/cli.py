@@ -176,7 +176,9 @@ def cmd_plot_perf(args: argparse.Namespace) -> int:
     df = load_perf_logs(args.logs)
     if df.empty or not present_metrics(df):
         what = "no sample lines" if df.empty else "no metric values in the sample lines"
-        print(f"cifarkit plot-perf: error: {what} in the given logs; record them with train --telemetry", file=sys.stderr)
+        print(
+            f"cifarkit plot-perf: error: {what} in the given logs; record them with train --telemetry", file=sys.stderr
+        )
         return EXIT_USAGE
     out = ensure_dir(args.out, "--out folder")
     paths = plot_perf(df, out)

@@ -18,6 +18,37 @@ def save(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
 
 
+# train.json's field names as axis labels a reader understands
+AXIS_LABELS = {
+    "train_losses": "training loss (cross-entropy)",
+    "val_losses": "validation loss (cross-entropy)",
+    "train_accuracies": "training top-1 accuracy",
+    "val_accuracies": "validation top-1 accuracy",
+    "val_top5_accuracies": "validation top-5 accuracy",
+    "learning_rates": "learning rate",
+    "loss": "loss (cross-entropy)",
+    "accuracy": "top-1 accuracy",
+}
+
+
+def epoch_axis(ax, epochs: int) -> None:
+    """Whole-number epoch ticks (no "1.5 epochs")."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(0.5, max(epochs, 1) + 0.5)
+
+
+def robust_ylim(ax, values: Sequence[float]) -> None:
+    """Keep one outlier (a first-epoch loss of 5) from squashing the rest: cap the axis at 1.5x the 90th
+    percentile when the maximum is far above it."""
+    finite = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    if finite.size >= 4:
+        top, p90 = finite.max(), np.percentile(finite, 90)
+        if top > 2 * p90 > 0:
+            ax.set_ylim(top=1.5 * p90)
+
+
 def plot_curves(history: dict, metric: str, title: str | None = None) -> Figure:
     """Train vs validation ``loss`` or ``accuracy`` per epoch (uses train.json's field names)."""
     keys = {"loss": ("train_losses", "val_losses"), "accuracy": ("train_accuracies", "val_accuracies")}[metric]
@@ -29,7 +60,8 @@ def plot_curves(history: dict, metric: str, title: str | None = None) -> Figure:
     best = history.get("best_epoch")
     if best:
         ax.axvline(best, color="grey", ls="--", lw=1, label=f"best epoch ({best})")
-    ax.set(xlabel="epoch", ylabel=metric, title=title or metric)
+    ax.set(xlabel="epoch", ylabel=AXIS_LABELS[metric], title=title or metric)
+    epoch_axis(ax, len(history.get(keys[0]) or []))
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
@@ -70,7 +102,9 @@ def plot_per_class(per_class: dict[str, float | None]) -> Figure:
     fig = Figure(figsize=(6, max(3, 0.25 * len(items))))
     ax = fig.subplots()
     ax.barh([k for _, k in items], [v for v, _ in items], color="tab:blue")
-    ax.set(xlim=(0, 1), xlabel="accuracy", title="per-class accuracy")
+    for y, (v, _) in enumerate(items):
+        ax.text(min(v + 0.01, 0.9), y, f"{v:.2f}", va="center", fontsize=8)
+    ax.set(xlim=(0, 1), xlabel="test top-1 accuracy of the class", title="per-class accuracy (test)")
     ax.grid(axis="x", alpha=0.3)
     return fig
 
@@ -101,7 +135,7 @@ def plot_class_counts(counts) -> Figure:
     if len(counts) <= 20:
         ax.set_xticks(x + width * (len(counts.columns) - 1) / 2, counts.index, rotation=45, ha="right")
     ax.set(ylabel="images", title="images per class")
-    ax.legend()
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=len(counts.columns), frameon=False)
     return fig
 
 
@@ -125,20 +159,26 @@ def plot_colour_histograms(images: np.ndarray, bins: int = 64) -> Figure:
 
 
 def plot_overlaid(histories: dict[str, dict], key: str = "val_accuracies", title: str | None = None) -> Figure:
-    """One train.json field (e.g. ``val_accuracies``) of several runs on one axis."""
+    """One train.json field (e.g. ``val_accuracies``) of several runs on one axis; the legend uses the keys
+    of ``histories`` (name the experiments, not their folders)."""
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
+    longest, everything = 0, []
     for name, h in histories.items():
         values = h.get(key) or []
         ax.plot(range(1, len(values) + 1), values, marker="o", ms=3, label=name)
-    ax.set(xlabel="epoch", ylabel=key, title=title or key)
+        longest, everything = max(longest, len(values)), everything + list(values)
+    ax.set(xlabel="epoch", ylabel=AXIS_LABELS.get(key, key), title=title or AXIS_LABELS.get(key, key))
+    epoch_axis(ax, longest)
+    robust_ylim(ax, everything)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return fig
 
 
-def plot_prediction(image: np.ndarray, topk: Sequence[dict], title: str = "") -> Figure:
-    """An image (uint8, CHW or HWC) beside a bar chart of its top-k class probabilities."""
+def plot_prediction(image: np.ndarray, topk: Sequence[dict], title: str = "", true_class: str | None = None) -> Figure:
+    """An image (uint8, CHW or HWC) beside a bar chart of its top-k class probabilities; with ``true_class``
+    its bar is green (or named below when it is not in the top-k), the others grey."""
     img = np.asarray(image)
     if img.ndim == 3 and img.shape[0] == 3 and img.shape[-1] != 3:
         img = img.transpose(1, 2, 0)
@@ -149,8 +189,15 @@ def plot_prediction(image: np.ndarray, topk: Sequence[dict], title: str = "") ->
     ax_img.set_title(title, fontsize=9)
     names = [e["class"] for e in topk][::-1]
     probs = [e["prob"] for e in topk][::-1]
-    ax_bar.barh(names, probs, color=["tab:blue"] * (len(probs) - 1) + ["tab:orange"])
-    ax_bar.set(xlim=(0, 1), xlabel="probability")
+    if true_class is None:
+        colours = ["tab:blue"] * len(probs)
+    else:
+        colours = ["tab:green" if n == true_class else "tab:grey" for n in names]
+    ax_bar.barh(names, probs, color=colours)
+    xlabel = "probability" if true_class is None else "probability (green: the true class)"
+    if true_class is not None and true_class not in names:
+        xlabel = f"probability (true class {true_class} is not in the top {len(names)})"
+    ax_bar.set(xlim=(0, 1), xlabel=xlabel)
     for y, p in enumerate(probs):
         ax_bar.text(min(p + 0.02, 0.85), y, f"{p:.2f}", va="center", fontsize=8)
     fig.tight_layout()

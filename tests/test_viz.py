@@ -1,0 +1,65 @@
+"""Figures say what they show: readable axis labels, whole-number epochs, values on bars, the true class marked."""
+
+from __future__ import annotations
+
+import matplotlib.colors as mcolors
+import numpy as np
+
+from cifarkit import viz
+
+
+def history(n: int, first_loss: float = 2.0) -> dict:
+    return {
+        "train_losses": [first_loss] + [1.0 - 0.1 * i for i in range(n - 1)],
+        "val_losses": [1.5 - 0.1 * i for i in range(n)],
+        "val_accuracies": [0.5 + 0.05 * i for i in range(n)],
+        "train_accuracies": [0.4 + 0.05 * i for i in range(n)],
+        "best_epoch": n,
+    }
+
+
+def test_curves_use_readable_labels_and_whole_epochs():
+    fig = viz.plot_curves(history(3), "accuracy")
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "top-1 accuracy" and ax.get_xlabel() == "epoch"
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_overlaid_axis_is_not_squashed_by_one_outlier():
+    fig = viz.plot_overlaid({"a": history(6, first_loss=5.2), "b": history(6)}, "train_losses")
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "training loss (cross-entropy)"
+    assert ax.get_ylim()[1] < 5.2  # the 5.2 is clipped, the other values set the scale
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b"]
+
+
+def test_per_class_bars_carry_their_values():
+    fig = viz.plot_per_class({"cat": 0.5, "ship": 0.875})
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == ["0.50", "0.88"]
+
+
+def test_prediction_marks_the_true_class():
+    img = np.zeros((3, 8, 8), np.uint8)
+    rows = [{"class": "cat", "prob": 0.6}, {"class": "dog", "prob": 0.3}, {"class": "fox", "prob": 0.1}]
+    bars = viz.plot_prediction(img, rows, true_class="dog").axes[1].patches
+    colours = {p.get_width(): mcolors.to_hex(p.get_facecolor()) for p in bars}
+    assert colours[0.3] == mcolors.to_hex("tab:green") and colours[0.6] == mcolors.to_hex("tab:grey")
+    missing = viz.plot_prediction(img, rows, true_class="ship").axes[1]
+    assert "true class ship is not in the top 3" in missing.get_xlabel()
+
+
+def test_run_labels_name_the_experiment_and_budget(tmp_path):
+    import json
+
+    from cifarkit.analysis import load_histories, run_label
+
+    run = tmp_path / "01_ex1_baseline" / "20261122-000000-ex1-synthetic"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"model": "ex1", "augment": "crop+flip"}))
+    (run / "env.json").write_text(json.dumps({"train_images": 45000}))
+    (run / "train.json").write_text(json.dumps({"epochs_run": 12, "val_accuracies": [0.5]}))
+    assert run_label(run) == "01 ex1 · crop+flip · 45,000 img × 12 ep"
+    assert list(load_histories([run])) == ["01 ex1 · crop+flip · 45,000 img × 12 ep"]
