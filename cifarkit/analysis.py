@@ -281,7 +281,8 @@ def model_table(runs: Sequence[Path]):
         cfg, train = read_json(run / "config.json"), read_json(run / "train.json")
         test = read_json(run / "test.json") if (run / "test.json").is_file() else {}
         size = cfg["resolved"]["image_size"]
-        num_classes = len(read_json(run / "env.json")["dataset_classes"])
+        env = read_json(run / "env.json")
+        num_classes = len(env["dataset_classes"])
         summary = model_summary(create_model(cfg["model"], num_classes, **cfg["resolved"]["model_kwargs"]), size)
         perf = perf_summary(run)
         rows.append(
@@ -295,6 +296,9 @@ def model_table(runs: Sequence[Path]):
                 "peak_memory_mb": perf.get("peak_memory_mb"),
                 "val_top1": train["best_val_accuracy"],
                 "test_top1": test.get("accuracy"),
+                "train_images": env.get("train_images"),
+                "val_images": env.get("val_images"),
+                "epochs": train["epochs_run"],
                 "run": run.name,
             }
         )

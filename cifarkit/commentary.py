@@ -198,3 +198,55 @@ def channels(stats: Any) -> Note:
         gap = float((stats["computed_mean"] - stats["published_mean"]).abs().max())
         text.append(f"The computed means are within {gap:.3f} of the published ones.")
     return Note(" ".join(text))
+
+
+def model_comparison(table: Any) -> Note:
+    """Two rows of :func:`cifarkit.analysis.model_table` (a model and a reference) in words: what each costs
+    (parameters, mult-adds, seconds per epoch) and what it gets (validation top-1, with noise)."""
+    a, b = table.iloc[0], table.iloc[1]
+    n = int(min(a["val_images"], b["val_images"]))
+    text = [
+        f"`{a['model']}` at {a['input_px']} px has {a['params'] / b['params']:.1f}x the parameters of "
+        f"`{b['model']}` at {b['input_px']} px ({a['params']:,} vs {b['params']:,}) and needs "
+        f"{a['mult_adds'] / b['mult_adds']:.1f}x its mult-adds per image ({a['mult_adds'] / 1e6:,.1f}M vs "
+        f"{b['mult_adds'] / 1e6:,.1f}M); on this device an epoch took {a['s_per_epoch']:.1f} s vs "
+        f"{b['s_per_epoch']:.1f} s ({a['s_per_epoch'] / b['s_per_epoch']:.1f}x)."
+    ]
+    diff = float(a["val_top1"]) - float(b["val_top1"])
+    noise = difference_is_noise(float(a["val_top1"]), n, float(b["val_top1"]), n)
+    text.append(
+        f"Both trained {int(a['epochs'])} epochs on {int(a['train_images']):,} images; on {n:,} validation "
+        f"images `{a['model']}` reaches {pct(float(a['val_top1']))} and `{b['model']}` "
+        f"{pct(float(b['val_top1']))} ({points(diff)} for `{a['model']}`"
+        f"{', within noise' if noise else ''})."
+    )
+    return Note(" ".join(text))
+
+
+def ranking(table: Any) -> Note:
+    """A :func:`cifarkit.analysis.compare_runs` table in words: the leader, its budget, and whether the
+    runner-up is within noise or trained on a different budget."""
+    if len(table) == 0:
+        return Note("No runs were found under this folder yet.")
+    top = table.iloc[0]
+    text = [
+        f"The highest validation top-1 is **{pct(float(top['val_top1']))}**, by `{top['model']}` "
+        f"({int(top['train_images']):,} training images × {int(top['epochs'])} epochs, "
+        f"{float(top['train_time_s']):.0f} s of training)."
+    ]
+    if len(table) > 1:
+        nxt = table.iloc[1]
+        n = int(min(top["val_images"], nxt["val_images"]))
+        same_budget = (top["train_images"], top["epochs"]) == (nxt["train_images"], nxt["epochs"])
+        noise = difference_is_noise(float(top["val_top1"]), n, float(nxt["val_top1"]), n)
+        text.append(
+            f"The runner-up, `{nxt['model']}`, is {points(float(nxt['val_top1']) - float(top['val_top1']))}"
+            f"{' (within noise)' if noise else ''}."
+        )
+        if not same_budget:
+            text.append(
+                f"It trained on a different budget ({int(nxt['train_images']):,} images × "
+                f"{int(nxt['epochs'])} epochs), so the ranking mixes what a model can do with how long it "
+                "was trained: compare runs of equal budget for a verdict on the model."
+            )
+    return Note(" ".join(text))

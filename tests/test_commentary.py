@@ -111,4 +111,63 @@ def test_channels_note_names_the_brightest_channel():
     )
     note = commentary.channels(stats)
     assert "brightest channel on average is **R** (mean 0.490" in note and "darkest **B** (0.450)" in note
-    assert "**B** varies most (std 0.260)" in note and "within 0.003 of the published" in note
+    assert "**B** varies most (std 0.260)" in note and "within 0.004 of the published" in note
+
+
+def test_model_comparison_quotes_costs_and_noise():
+    table = pd.DataFrame(
+        [
+            {
+                "model": "ex2",
+                "input_px": 128,
+                "params": 16_000_000,
+                "mult_adds": 600_000_000,
+                "s_per_epoch": 40.0,
+                "val_top1": 0.57,
+                "val_images": 1000,
+                "train_images": 9000,
+                "epochs": 4,
+            },
+            {
+                "model": "small",
+                "input_px": 32,
+                "params": 1_000_000,
+                "mult_adds": 150_000_000,
+                "s_per_epoch": 10.0,
+                "val_top1": 0.64,
+                "val_images": 1000,
+                "train_images": 9000,
+                "epochs": 4,
+            },
+        ]
+    )
+    note = commentary.model_comparison(table)
+    assert "16.0x the parameters" in note and "4.0x its mult-adds" in note and "40.0 s vs 10.0 s (4.0x)" in note
+    assert "-7.0 points for `ex2`" in note and "within noise" not in note
+
+
+def test_ranking_warns_when_budgets_differ():
+    rows = [
+        {
+            "model": "ex1",
+            "val_top1": 0.76,
+            "val_images": 5000,
+            "train_images": 45000,
+            "epochs": 12,
+            "train_time_s": 120.0,
+        },
+        {
+            "model": "vgg",
+            "val_top1": 0.68,
+            "val_images": 2000,
+            "train_images": 18000,
+            "epochs": 5,
+            "train_time_s": 80.0,
+        },
+    ]
+    note = commentary.ranking(pd.DataFrame(rows))
+    assert "**76.0%**, by `ex1` (45,000 training images × 12 epochs, 120 s" in note
+    assert "-8.0 points" in note and "different budget (18,000 images × 5 epochs)" in note
+    same = commentary.ranking(pd.DataFrame([rows[0], {**rows[0], "model": "b", "val_top1": 0.755}]))
+    assert "(within noise)" in same and "different budget" not in same
+    assert "No runs" in commentary.ranking(pd.DataFrame())
