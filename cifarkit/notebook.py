@@ -212,6 +212,24 @@ def show_whole_tables() -> None:
     pd.set_option("display.precision", 4)
 
 
+def show_source(*objects: Any):
+    """The library's own source of ``objects`` (functions, methods, classes) as a Markdown code block with
+    its file and line: a "look inside" cell shows the real mechanism without the notebook redefining it."""
+    import inspect
+
+    from .commentary import Note
+
+    blocks = []
+    for obj in objects:
+        lines, start = inspect.getsourcelines(obj)
+        where = f"{obj.__module__}.{obj.__qualname__}"
+        blocks.append(
+            f"`{where}` (line {start} of `{obj.__module__.replace('.', '/')}.py`):\n\n```python\n"
+            f"{''.join(lines).rstrip()}\n```"
+        )
+    return Note("\n\n".join(blocks))
+
+
 def summaries(report_dir: str | Path) -> dict[str, dict]:
     """Every notebook summary written into a report folder, keyed by notebook name."""
     folder = Path(report_dir) / "summaries"

@@ -171,3 +171,13 @@ def test_ranking_warns_when_budgets_differ():
     same = commentary.ranking(pd.DataFrame([rows[0], {**rows[0], "model": "b", "val_top1": 0.755}]))
     assert "(within noise)" in same and "different budget" not in same
     assert "No runs" in commentary.ranking(pd.DataFrame())
+
+
+def test_look_inside_shows_the_librarys_own_source():
+    import inspect
+
+    from cifarkit import loader, notebook, tta
+
+    note = notebook.show_source(tta.tta_forward, loader.crop_at)
+    assert inspect.getsource(tta.tta_forward).rstrip() in note and inspect.getsource(loader.crop_at).rstrip() in note
+    assert note.count("```python") == 2 and "`cifarkit.tta.tta_forward` (line " in note

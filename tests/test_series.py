@@ -230,6 +230,8 @@ def test_generated_commentary_quotes_this_runs_numbers(smoke_report):
     assert f"**{pct(train['best_val_accuracy'])}**, came in epoch {train['best_epoch']}" in text
     assert "parameters**" in text and "mult-adds" in text
     assert "Best model on validation" not in text  # the index's findings are not the notebook's
+    assert "def train_one_epoch(" in text  # the look-inside cell shows the library's loop
+    assert "def tta_forward(" in markdown_outputs(books / "04_tta.ipynb")
     summary = json.loads((smoke_report / "summaries" / "03_augmentation.json").read_text())["headline"]
     assert f"**`{summary['winner']}`** at {pct(summary['winner_val_top1'])}" in markdown_outputs(
         books / "03_augmentation.ipynb"
