@@ -266,6 +266,12 @@ def perf_summary(run: Path, split: str = "train") -> dict[str, Any]:
             out[key] = max(values)
     # torch's allocator peak where a GPU backend ran, else the process RSS
     out["peak_memory_mb"] = out.get("peak_torch_max_mem_alloc_mb", out.get("peak_rss_mb"))
+    busy = [
+        r["gpu_busy_percent"]
+        for r in lines
+        if r.get("phase") == "sample" and isinstance(r.get("gpu_busy_percent"), (int, float))
+    ]
+    out["gpu_busy_median"] = float(np.median(busy)) if busy else None
     out["errors"] = sorted({f"{r['backend']}: {r['error']}" for r in lines if r.get("phase") == "error"})
     return out
 
@@ -306,7 +312,8 @@ def model_table(runs: Sequence[Path]):
 
 
 def throughput_table(report_dir: str | Path):
-    """Per training run of a report: device, telemetry backends, images/s and data-wait share."""
+    """Per training run of a report: device, telemetry backends, images/s, data-wait share, median GPU
+    busy percentage (where a GPU backend ran) and the :func:`bottleneck` verdict from both."""
     import pandas as pd
 
     root = Path(report_dir)
@@ -323,7 +330,9 @@ def throughput_table(report_dir: str | Path):
                 "backends": "+".join(perf.get("backends", [])) or "none",
                 "images_per_s": train.get("images_per_s"),
                 "data_wait_fraction": train.get("data_wait_fraction"),
+                "gpu_busy_median": perf.get("gpu_busy_median"),
                 "peak_memory_mb": perf.get("peak_memory_mb"),
+                "verdict": bottleneck(train.get("data_wait_fraction"), perf.get("gpu_busy_median")),
             }
         )
     return pd.DataFrame(rows)

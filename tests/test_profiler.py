@@ -312,3 +312,26 @@ def test_plot_perf_errors(tmp_path, cli):
     (tmp_path / "empty.jsonl").write_text("")
     code, _, err = cli("plot-perf", tmp_path / "empty.jsonl", "--out", tmp_path / "p")
     assert code == 2 and "no sample lines" in err
+
+
+def test_throughput_verdict_uses_gpu_busy_from_the_telemetry(tmp_path):
+    """A run with few data waits but an idle GPU is called what it is (launch or sync overhead)."""
+    from cifarkit.analysis import throughput_table
+
+    for name, busy in (("idle", 30), ("busy", 95)):
+        run = tmp_path / "01_ex1_baseline" / f"20261122-00000{len(name)}-{name}"
+        run.mkdir(parents=True)
+        (run / "env.json").write_text(json.dumps({"device": "cuda", "device_name": "gpu"}))
+        (run / "config.json").write_text(json.dumps({"model": "ex1"}))
+        (run / "train.json").write_text(
+            json.dumps({"images_per_s": 1000.0, "data_wait_fraction": 0.05, "val_accuracies": [0.5]})
+        )
+        log = run / "perf" / "train_epoch.jsonl"
+        log.parent.mkdir()
+        log.write_text(
+            "".join(json.dumps({"phase": "sample", "ts": i, "gpu_busy_percent": busy + i % 3}) + "\n" for i in range(9))
+        )
+    table = throughput_table(tmp_path).set_index("model").sort_values("gpu_busy_median")
+    assert list(table["gpu_busy_median"]) == [31.0, 96.0]
+    assert table["verdict"].iloc[0].startswith("GPU under-used (median 31% busy)")
+    assert table["verdict"].iloc[1].startswith("compute-bound")
