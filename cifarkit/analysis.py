@@ -186,6 +186,13 @@ def compare_runs(root: str | Path):
     return pd.DataFrame(rows).sort_values("val_top1", ascending=False, ignore_index=True)
 
 
+def ablation_table(runs: dict[str, Path]):
+    """The ablation's steps (in the order they were added) as rows of :func:`run_row`, indexed by step name."""
+    import pandas as pd
+
+    return pd.DataFrame([{"step": name, **run_row(Path(run))} for name, run in runs.items()]).set_index("step")
+
+
 def run_label(run: Path) -> str:
     """A legend label that names the experiment and its budget, e.g. ``01 ex1 · crop+flip · 45,000 img × 12 ep``."""
     run = Path(run)
