@@ -327,7 +327,7 @@ def add_train_options(t: argparse.ArgumentParser) -> None:
     add_common(t)
     t.add_argument(
         "--epochs", type=positive_int, default=None, help=f"epochs (default {d.epochs}; with --resume: the run's own)"
-    )  # noqa: E501
+    )
     t.add_argument("--batch-size", type=positive_int, default=d.batch_size, help=f"default {d.batch_size}")
     t.add_argument("--lr", type=positive_float, default=d.lr, help=f"peak learning rate (default {d.lr})")
     t.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help=f"default {d.optimizer}")
