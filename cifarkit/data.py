@@ -8,7 +8,6 @@ import os
 import pickle
 import tarfile
 import urllib.error
-import urllib.request
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DataError, OutputError
+from .errors import DataError, OutputError, short_list
 from .runs import atomic_write, ensure_dir
 
 CIFAR10_CLASSES = (
@@ -208,17 +207,11 @@ def resolve_user_path(path: str | os.PathLike) -> Path:
 # ----------------------------------------------------------------------------- CIFAR
 
 
-def md5sum(path: Path, chunk: int = 1 << 20) -> str:
-    """MD5 of a file, read in chunks."""
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def download_archive(archive: CifarArchive, data_dir: Path) -> Path:
+    """Download ``archive`` into ``data_dir`` with torchvision's downloader, verify its MD5, then move it
+    into place (a ``.part`` file until verified, so an interrupted download never looks complete)."""
+    from torchvision.datasets.utils import check_integrity, download_url  # seconds to import; only here
 
-
-def download_archive(archive: CifarArchive, data_dir: Path, timeout: float = 30.0) -> Path:
-    """Download ``archive`` into ``data_dir`` (atomically) and verify its checksum."""
     target = data_dir / archive.filename
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -230,27 +223,28 @@ def download_archive(archive: CifarArchive, data_dir: Path, timeout: float = 30.
             f"cannot download {archive.filename}: {data_dir} is not a writable folder; set --data-dir or "
             f"CIFARKIT_DATA to one, or place {archive.filename} (or its extracted {archive.folder}/) there"
         )
-    tmp = target.with_suffix(target.suffix + ".part")
+    part = archive.filename + ".part"
     try:
-        with urllib.request.urlopen(archive.url, timeout=timeout) as response, open(tmp, "wb") as out:
-            while block := response.read(1 << 20):
-                out.write(block)
+        download_url(archive.url, str(data_dir), filename=part, md5=archive.md5)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         raise DataError(
             f"cannot download {archive.url} ({exc}); offline? place {archive.filename} in {data_dir}/ "
             f"or use --dataset folder:PATH"
         ) from None
-    if md5sum(tmp) != archive.md5:
-        tmp.unlink(missing_ok=True)
-        raise DataError(f"downloaded {archive.filename} has the wrong checksum; delete it and retry")
-    tmp.replace(target)
+    except RuntimeError:  # torchvision's "File not found or corrupted." after a checksum mismatch
+        raise DataError(f"downloaded {archive.filename} has the wrong checksum; delete it and retry") from None
+    finally:
+        if not check_integrity(data_dir / part, archive.md5):
+            with contextlib.suppress(OSError):
+                (data_dir / part).unlink(missing_ok=True)
+    (data_dir / part).replace(target)
     return target
 
 
 def ensure_cifar(name: str, data_dir: Path, download: bool = True) -> Path:
     """Return the extracted batch folder for ``name``, downloading and extracting as needed."""
+    from torchvision.datasets.utils import check_integrity  # seconds to import; only here
+
     archive = CIFAR_ARCHIVES[name]
     folder = data_dir / archive.folder
     if (folder / archive.meta_file).is_file():
@@ -260,9 +254,9 @@ def ensure_cifar(name: str, data_dir: Path, download: bool = True) -> Path:
         if not download:
             raise DataError(f"{tar_path} not found; download {archive.url} and place it in {data_dir}/")
         download_archive(archive, data_dir)
-    elif md5sum(tar_path) != archive.md5:
+    elif not check_integrity(tar_path, archive.md5):
         raise DataError(f"{tar_path} is corrupt (checksum mismatch); delete it and download {archive.url} again")
-    try:
+    try:  # not torchvision's extract_archive: it extracts without tarfile's "data" filter
         with tarfile.open(tar_path, "r:gz") as tar:
             try:
                 tar.extractall(data_dir, filter="data")  # refuses absolute paths and links out of data_dir
@@ -327,17 +321,28 @@ def load_cifar(name: str, data_dir: Path, coarse: bool = False, download: bool =
 
 
 def list_image_folder(split_dir: Path) -> tuple[list[str], list[tuple[Path, int]]]:
-    """Classes (sorted sub-folders) and (file, label) pairs of ``split_dir/<class>/*``."""
-    classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Classes (sorted sub-folders, hidden ones such as ``.ipynb_checkpoints`` skipped) and (file, label)
+    pairs of ``split_dir/<class>/**``, listed by torchvision's ``find_classes`` / ``make_dataset`` as
+    ``ImageFolder`` lists them."""
+    from torchvision.datasets.folder import find_classes, make_dataset  # seconds to import; only here
+
+    try:
+        classes = [c for c in find_classes(split_dir)[0] if not c.startswith(".")]
+    except FileNotFoundError:
+        classes = []
     if not classes:
         raise DataError(f"{split_dir} has no class sub-folders; expected {split_dir}/<class>/<image>")
-    items: list[tuple[Path, int]] = []
-    for label, cls in enumerate(classes):
-        files = sorted(p for p in (split_dir / cls).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise DataError(f"class folder {split_dir / cls} has no images ({', '.join(IMAGE_SUFFIXES)})")
-        items.extend((f, label) for f in files)
-    return classes, items
+    class_to_idx = {c: i for i, c in enumerate(classes)}
+    try:
+        found = make_dataset(split_dir, class_to_idx, extensions=IMAGE_SUFFIXES)
+    except FileNotFoundError:  # torchvision names the empty classes in a multi-line message
+        found = make_dataset(split_dir, class_to_idx, extensions=IMAGE_SUFFIXES, allow_empty=True)
+        empty = sorted(set(classes) - {classes[label] for _, label in found})
+        raise DataError(
+            f"class folder {split_dir / empty[0]} has no images ({', '.join(IMAGE_SUFFIXES)})"
+            + (f"; nor have {short_list(empty[1:])}" if len(empty) > 1 else "")
+        ) from None
+    return classes, [(Path(f), label) for f, label in found]
 
 
 def pil_to_array(img, size: int) -> np.ndarray:
@@ -554,7 +559,11 @@ def interleaved_indices(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor
 
 
 def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded, stratified, disjoint train/validation indices (each class keeps its share)."""
+    """Seeded, stratified, disjoint train/validation indices (each class keeps its share).
+
+    Kept rather than scikit-learn's ``train_test_split(stratify=...)``: every run's validation images are
+    re-derived from its (seed, fraction) on ``--resume`` and in the notebooks' analysis, so another
+    algorithm would move earlier runs' validation images into training."""
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     g = torch.Generator().manual_seed(seed)
@@ -567,31 +576,3 @@ def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tu
         val_idx.append(idx[:n_val])
         train_idx.append(idx[n_val:])
     return torch.cat(train_idx).sort().values, torch.cat(val_idx).sort().values
-
-
-def image_hashes(images: torch.Tensor) -> list[str]:
-    """Content hash of each image (exact duplicates share a hash)."""
-    flat = images.reshape(images.shape[0], -1).numpy()
-    return [hashlib.blake2b(row.tobytes(), digest_size=16).hexdigest() for row in flat]
-
-
-def duplicate_report(splits: dict[str, torch.Tensor], max_examples: int = 20) -> dict:
-    """Exact-duplicate images across splits, by content hash.
-
-    Returns ``{"pairs": {"train/test": count, ...}, "examples": [{"a": [split, index],
-    "b": [split, index]}, ...]}``; duplicates inside one split are counted under "train/train".
-    """
-    seen: dict[str, tuple[str, int]] = {}
-    counts: dict[str, int] = {}
-    examples: list[dict] = []
-    for name, images in splits.items():
-        for i, h in enumerate(image_hashes(images)):
-            if h in seen:
-                first = seen[h]
-                key = f"{first[0]}/{name}"
-                counts[key] = counts.get(key, 0) + 1
-                if len(examples) < max_examples:
-                    examples.append({"a": [first[0], first[1]], "b": [name, i]})
-            else:
-                seen[h] = (name, i)
-    return {"pairs": counts, "total": sum(counts.values()), "examples": examples}

@@ -19,10 +19,11 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] =
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
-    """Counts with true classes as rows and predicted classes as columns."""
-    return np.bincount(labels * num_classes + preds, minlength=num_classes * num_classes).reshape(
-        num_classes, num_classes
-    )
+    """Counts with true classes as rows and predicted classes as columns (scikit-learn's, every class
+    present even when never seen or predicted)."""
+    from sklearn import metrics as sklearn_metrics  # seconds to import; only when used
+
+    return sklearn_metrics.confusion_matrix(labels, preds, labels=np.arange(num_classes))
 
 
 def most_confused(cm: np.ndarray, classes: Sequence[str], n: int = 10) -> list[dict]:
@@ -41,27 +42,29 @@ def most_confused(cm: np.ndarray, classes: Sequence[str], n: int = 10) -> list[d
 
 def auc_ovr(labels: np.ndarray, probs: np.ndarray) -> float | None:
     """Macro one-vs-rest ROC AUC from softmax probabilities; None when a class is absent from ``labels``."""
-    from sklearn.metrics import roc_auc_score
+    from sklearn import metrics as sklearn_metrics  # seconds to import; only when used
 
     num_classes = probs.shape[1]
     if len(np.unique(labels)) != num_classes:
         return None
     if num_classes == 2:
-        return float(roc_auc_score(labels, probs[:, 1]))
+        return float(sklearn_metrics.roc_auc_score(labels, probs[:, 1]))
     # probabilities are float32 softmax outputs; renormalise in float64 so sklearn's sum check passes
     p = probs.astype(np.float64)
-    return float(roc_auc_score(labels, p / p.sum(axis=1, keepdims=True), multi_class="ovr", average="macro"))
+    return float(
+        sklearn_metrics.roc_auc_score(labels, p / p.sum(axis=1, keepdims=True), multi_class="ovr", average="macro")
+    )
 
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> dict:
     """Macro precision / recall / F1, AUC, per-class accuracy, confusion matrix, most-confused pairs."""
-    from sklearn.metrics import precision_recall_fscore_support
+    from sklearn import metrics as sklearn_metrics  # seconds to import; only when used
 
     num_classes = len(classes)
     preds = probs.argmax(axis=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # classes never predicted get precision 0, which is what we want
-        precision, recall, f1, _ = precision_recall_fscore_support(
+        precision, recall, f1, _ = sklearn_metrics.precision_recall_fscore_support(
             labels, preds, labels=list(range(num_classes)), average="macro", zero_division=0
         )
     cm = confusion_matrix(labels, preds, num_classes)

@@ -13,11 +13,11 @@ from cifarkit import data
 from cifarkit.data import (
     CIFAR10_MEAN,
     channel_stats,
-    duplicate_report,
     load_dataset,
     make_synthetic,
     stratified_split,
 )
+from cifarkit.duplicates import duplicate_report
 from cifarkit.errors import DataError
 
 from .conftest import write_cifar10_batches, write_cifar100, write_image_folder
@@ -77,6 +77,42 @@ def test_offline_download_names_the_file_to_place(data_dir, monkeypatch):
     assert not list(data_dir.glob("*.part"))  # nothing half-written is left behind
 
 
+@pytest.fixture
+def served(tmp_path):
+    """A local HTTP server over tmp_path/www (the download path without the internet)."""
+    import functools
+    import http.server
+    import threading
+
+    www = tmp_path / "www"
+    www.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield www, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_download_verifies_the_checksum_then_extracts(data_dir, tmp_path, served, monkeypatch):
+    www, url = served
+    src = write_cifar10_batches(tmp_path / "src", per_batch=4)
+    with tarfile.open(www / "c10.tar.gz", "w:gz") as tar:
+        tar.add(src, arcname="cifar-10-batches-py")
+    md5 = hashlib.md5((www / "c10.tar.gz").read_bytes()).hexdigest()
+    served_archive = data.CifarArchive(**{**data.CIFAR_ARCHIVES["cifar10"].__dict__, "url": f"{url}/c10.tar.gz"})
+    monkeypatch.setitem(
+        data.CIFAR_ARCHIVES, "cifar10", data.CifarArchive(**{**served_archive.__dict__, "md5": "0" * 32})
+    )
+    with pytest.raises(DataError, match="wrong checksum"):
+        load_dataset("cifar10", data_dir)
+    assert sorted(p.name for p in data_dir.iterdir()) == []  # the bad download is not kept
+    monkeypatch.setitem(data.CIFAR_ARCHIVES, "cifar10", data.CifarArchive(**{**served_archive.__dict__, "md5": md5}))
+    ds = load_dataset("cifar10", data_dir)
+    assert len(ds.train) == 20 and len(ds.test) == 4
+    assert sorted(p.name for p in data_dir.iterdir()) == ["cifar-10-batches-py", "cifar-10-python.tar.gz"]
+
+
 def test_missing_archive_without_download(data_dir):
     with pytest.raises(DataError, match="cifar-100-python.tar.gz"):
         load_dataset("cifar100", data_dir, download=False)
@@ -119,6 +155,18 @@ def test_folder_empty_class_is_named(data_dir, image_folder):
     (image_folder / "train" / "class_9").mkdir()
     with pytest.raises(DataError, match="class_9"):
         load_dataset(f"folder:{image_folder}", data_dir)
+
+
+def test_folder_skips_hidden_folders_and_reads_nested_ones(data_dir, image_folder):
+    """Jupyter leaves .ipynb_checkpoints beside class folders; ImageFolder-style listing reads sub-folders."""
+    (image_folder / "train" / ".ipynb_checkpoints").mkdir()
+    nested = image_folder / "train" / "class_0" / "more"
+    nested.mkdir()
+    first_of_class_1 = sorted((image_folder / "train" / "class_1").glob("*.png"))[0]
+    first_of_class_1.rename(nested / "moved.png")
+    ds = load_dataset(f"folder:{image_folder}", data_dir)
+    assert ds.classes == ("class_0", "class_1", "class_2") and len(ds.train) == 36
+    assert ds.train.labels.bincount().tolist() == [13, 11, 12]
 
 
 def test_unknown_and_missing_specs(data_dir, tmp_path):
@@ -172,7 +220,7 @@ def test_duplicate_report_finds_cross_split_copies():
 
 
 def test_near_duplicates_find_altered_copies_not_lookalikes():
-    from cifarkit.analysis import near_duplicates
+    from cifarkit.duplicates import near_duplicates
 
     g = torch.Generator().manual_seed(0)
     train = torch.randint(0, 256, (50, 3, 32, 32), generator=g, dtype=torch.uint8)
@@ -214,3 +262,20 @@ def test_confused_examples_are_a_seeded_random_choice():
     first = confused_examples(labels, preds, 1, 2, n=5, seed=0)
     assert len(first) == 5 and set(first) <= set(range(50)) and list(first) != list(range(5))
     assert list(first) == list(confused_examples(labels, preds, 1, 2, n=5, seed=0))
+
+
+def test_confused_grid_rows_are_pairs_with_the_wrong_class_probability():
+    from cifarkit.analysis import confused_grid
+
+    ds = make_synthetic(num_classes=3, train_per_class=1, test_per_class=4)
+    labels = ds.test.labels.numpy()
+    probs = np.zeros((len(labels), 3), np.float32)
+    probs[np.arange(len(labels)), labels] = 1.0  # right everywhere ...
+    cats = np.flatnonzero(labels == 1)[:2]
+    probs[cats] = [0.1, 0.2, 0.7]  # ... except two images of class 1 taken for class 2
+    pairs = [{"true": ds.classes[1], "predicted": ds.classes[2]}, {"true": ds.classes[0], "predicted": ds.classes[1]}]
+    images, titles = confused_grid(ds, labels, probs, pairs, n=3)
+    assert images.shape == (6, 3, 32, 32)  # two rows of three: the rows stay aligned with their pair
+    assert titles[0] == f"{ds.classes[1]} → {ds.classes[2]}\np({ds.classes[2]}) 0.70"
+    assert titles[1] == f"p({ds.classes[2]}) 0.70" and titles[2] == ""
+    assert titles[3:] == ["", "", ""] and (images[2] == 255).all() and (images[3:] == 255).all()
