@@ -10,8 +10,22 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import DEVICE_HELP
+from .bench import run_bench
+from .comparison import run_labels
+from .config import AMP_MODES, DEVICE_HELP, MONITORS, OPTIMIZERS, SCHEDULERS, TrainConfig
+from .data import DATASET_HELP, load_dataset
+from .device import env_info, resolve_device
+from .engine import fit
 from .errors import EXIT_FAILED, EXIT_USAGE, CifarkitError, os_error_line
+from .models import list_models
+from .perflogs import load_events, load_perf_logs, present_metrics, summary_table
+from .predict import Predictor, expand_paths, predict_files
+from .profiler import available_backends
+from .runs import atomic_write, ensure_dir, load_checkpoint, write_text
+from .series import run_series
+from .speedrun import run_speedrun
+from .tta import AVERAGES, TTA_MODES, check_mode
+from .viz import montage, plot_perf
 
 
 class Parser(argparse.ArgumentParser):
@@ -68,8 +82,6 @@ def config_from_args(args: argparse.Namespace):
     goes in as it is (see :func:`add_train_options`), so no setting is listed twice."""
     from dataclasses import fields
 
-    from .config import TrainConfig
-
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     values["channels_last"] = {"auto": None, "on": True, "off": False}[args.channels_last]
     values["epochs"] = args.epochs or TrainConfig.epochs
@@ -77,16 +89,11 @@ def config_from_args(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .engine import fit
 
     cfg = config_from_args(args)
     if args.resume and not args.epochs:
-        from .runs import load_checkpoint
-
         cfg = cfg.with_(epochs=load_checkpoint(args.resume, wanted="last.pt")["config"]["epochs"])
     if not args.resume:
-        from .runs import ensure_dir
-
         ensure_dir(args.out, "--out folder")  # before minutes of data loading, not after
     run_dir = fit(cfg, out=args.out, data_dir=args.data_dir, resume=args.resume, progress=False)
     print(run_dir)
@@ -94,9 +101,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .data import load_dataset
-    from .predict import Predictor
-    from .tta import check_mode
 
     if args.tta != "all":
         check_mode(args.tta)
@@ -145,8 +149,6 @@ def print_tta_table(rows: list[dict], args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import Predictor, expand_paths, predict_files
-    from .tta import check_mode
 
     check_mode(args.tta)
     predictor = Predictor.from_checkpoint(args.checkpoint, args.device)
@@ -169,9 +171,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_plot_perf(args: argparse.Namespace) -> int:
-    from .perflogs import load_events, load_perf_logs, present_metrics, summary_table
-    from .runs import atomic_write, ensure_dir, write_text
-    from .viz import plot_perf
 
     df = load_perf_logs(args.logs)
     if df.empty or not present_metrics(df):
@@ -181,7 +180,7 @@ def cmd_plot_perf(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     out = ensure_dir(args.out, "--out folder")
-    paths = plot_perf(df, out)
+    paths = plot_perf(df, out, labels=run_labels(df["run_dir"]))
     table = summary_table(df)
     atomic_write(out / "summary.csv", table.to_csv)
     write_text(out / "summary.md", table.to_markdown() + "\n")
@@ -193,7 +192,6 @@ def cmd_plot_perf(args: argparse.Namespace) -> int:
 
 
 def cmd_montage(args: argparse.Namespace) -> int:
-    from .viz import montage
 
     folder = Path(args.folder)
     if not folder.is_dir():
@@ -211,7 +209,6 @@ def cmd_montage(args: argparse.Namespace) -> int:
 
 
 def cmd_series(args: argparse.Namespace) -> int:
-    from .series import run_series
 
     report, ok = run_series(
         dataset=args.dataset,
@@ -228,9 +225,6 @@ def cmd_series(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .device import env_info, resolve_device
-    from .models import list_models
-    from .profiler import available_backends
 
     info = env_info(resolve_device("auto"))
     info["profiler_backends"] = available_backends()
@@ -244,7 +238,6 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_bench
 
     result = run_bench(
         dataset=args.dataset,
@@ -263,7 +256,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_speedrun(args: argparse.Namespace) -> int:
-    from .speedrun import run_speedrun
 
     summary = run_speedrun(
         args.dataset,
@@ -301,9 +293,6 @@ def add_device(p: argparse.ArgumentParser) -> None:
 
 def add_common(p: argparse.ArgumentParser, dataset: bool = True) -> None:
     if dataset:
-        from .config import TrainConfig
-        from .data import DATASET_HELP
-
         p.add_argument(
             "--dataset",
             default=TrainConfig.dataset,
@@ -320,7 +309,6 @@ def add_common(p: argparse.ArgumentParser, dataset: bool = True) -> None:
 def add_train_options(t: argparse.ArgumentParser) -> None:
     """``train``'s options. Each ``dest`` is a :class:`~cifarkit.config.TrainConfig` field and each default is
     read from it, so a setting and its default are declared once (in ``TrainConfig``)."""
-    from .config import AMP_MODES, MONITORS, OPTIMIZERS, SCHEDULERS, TrainConfig
 
     d = TrainConfig  # the dataclass's field defaults
     t.add_argument("--model", default=d.model, help=f"registered model name (see `cifarkit info`; default {d.model})")
@@ -405,18 +393,18 @@ def add_train_options(t: argparse.ArgumentParser) -> None:
     t.add_argument(
         "--telemetry",
         "--profile",
-        dest="profile",
+        dest="telemetry",
         action="store_true",
-        default=d.profile,
+        default=d.telemetry,
         help="record hardware telemetry into perf/*.jsonl (--profile is the older name)",
     )
     t.add_argument(
         "--telemetry-interval",
         "--profile-interval",
-        dest="profile_interval",
+        dest="telemetry_interval",
         type=positive_float,
-        default=d.profile_interval,
-        help=f"telemetry sampling period in seconds (default {d.profile_interval})",
+        default=d.telemetry_interval,
+        help=f"telemetry sampling period in seconds (default {d.telemetry_interval})",
     )
     t.add_argument(
         "--torch-profile",
@@ -527,7 +515,6 @@ def build_parser() -> Parser:
 
 
 def add_tta(p: argparse.ArgumentParser) -> None:
-    from .tta import AVERAGES, TTA_MODES
 
     p.add_argument(
         "--tta",

@@ -201,7 +201,7 @@ def channels(stats: Any) -> Note:
 
 
 def model_comparison(table: Any) -> Note:
-    """Two rows of :func:`cifarkit.analysis.model_table` (a model and a reference) in words: what each costs
+    """Two rows of :func:`cifarkit.comparison.model_table` (a model and a reference) in words: what each costs
     (parameters, mult-adds, seconds per epoch) and what it gets (validation top-1, with noise)."""
     a, b = table.iloc[0], table.iloc[1]
     n = int(min(a["val_images"], b["val_images"]))
@@ -224,7 +224,7 @@ def model_comparison(table: Any) -> Note:
 
 
 def ranking(table: Any) -> Note:
-    """A :func:`cifarkit.analysis.compare_runs` table in words: the leader, its budget, and whether the
+    """A :func:`cifarkit.comparison.compare_runs` table in words: the leader, its budget, and whether the
     runner-up is within noise or trained on a different budget."""
     if len(table) == 0:
         return Note("No runs were found under this folder yet.")
@@ -249,4 +249,61 @@ def ranking(table: Any) -> Note:
                 f"{int(nxt['epochs'])} epochs), so the ranking mixes what a model can do with how long it "
                 "was trained: compare runs of equal budget for a verdict on the model."
             )
+    return Note(" ".join(text))
+
+
+def throughput(table: Any) -> Note:
+    """A :func:`cifarkit.comparison.throughput_table` in words: the device and telemetry, the fastest and
+    slowest run, the range of data-wait shares and what limited training overall."""
+    if len(table) == 0:
+        return Note("No training run with step timing was found in this report, so there is nothing to compare.")
+    fast, slow = table.loc[table["images_per_s"].idxmax()], table.loc[table["images_per_s"].idxmin()]
+    devices = sorted(
+        {f"{d}" + (f" ({n})" if n else "") for d, n in zip(table["device"], table["device_name"], strict=True)}
+    )
+    backends = sorted(set("+".join(table["backends"]).split("+")) - {"none"})
+    text = [
+        f"{len(table)} training run(s) on {', '.join(devices)}; telemetry from "
+        f"{', '.join(backends) if backends else 'no backend'}."
+    ]
+    if len(table) > 1:
+        text.append(
+            f"The fastest was `{fast['model']}` at {fast['images_per_s']:,.0f} images/s, the slowest "
+            f"`{slow['model']}` at {slow['images_per_s']:,.0f} images/s "
+            f"({fast['images_per_s'] / slow['images_per_s']:.1f}x apart: bigger models and larger inputs cost more per image)."
+        )
+    else:
+        text.append(f"It trained `{fast['model']}` at {fast['images_per_s']:,.0f} images/s.")
+    wait = table["data_wait_fraction"].dropna()
+    if len(wait):
+        worst = table.loc[wait.idxmax()]
+        text.append(
+            f"Data-wait shares ranged from {pct(wait.min())} to {pct(wait.max())} (`{worst['model']}`): "
+            + (
+                "the input pipeline held training back there, so a faster loader would pay off."
+                if wait.max() > 0.2
+                else "the input pipeline kept up everywhere, so the models' own arithmetic set the pace."
+            )
+        )
+    busy = table["gpu_busy_median"].dropna()
+    if len(busy):
+        text.append(f"Median GPU busy ranged from {busy.min():.0f}% to {busy.max():.0f}%.")
+    return Note(" ".join(text))
+
+
+def duplicates(exact: Mapping[str, Any], near: Sequence[tuple[int, int, float]], test_images: int, shown: int) -> Note:
+    """What the duplicate checks found (a :func:`cifarkit.duplicates.duplicate_report` and the pairs of
+    :func:`cifarkit.duplicates.near_duplicates`) and how much of the grid below shows."""
+    copies = exact["pairs"].get("train/test", 0)
+    test_with_near = len({j for _, j, _ in near})
+    text = [
+        f"**{copies:,}** test image(s) have an exact copy in train, and **{len(near):,}** train/test pairs are "
+        f"near-duplicates, touching {test_with_near:,} of {test_images:,} test images "
+        f"({pct(test_with_near / max(test_images, 1))})."
+    ]
+    if near:
+        text.append(
+            f"The grid shows {'all ' if shown >= len(near) else f'the {min(shown, len(near))} closest of '}"
+            f"{len(near)} pairs, closest first (RMS difference from {near[0][2]:g} to {near[min(shown, len(near)) - 1][2]:g} of 255)."
+        )
     return Note(" ".join(text))

@@ -27,6 +27,10 @@ def parse_augment(spec: str) -> tuple[str, ...]:
     return parts
 
 
+# config.json keys of earlier versions and their names now
+LEGACY_KEYS = {"profile": "telemetry", "profile_interval": "telemetry_interval"}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every knob of one training run. Invalid values raise ConfigError naming the field."""
@@ -57,8 +61,8 @@ class TrainConfig:
     compile: bool = False
     checkpoint_every: int = 1
     model_kwargs: dict[str, Any] | None = None
-    profile: bool = False
-    profile_interval: float = 0.5
+    telemetry: bool = False  # hardware telemetry into perf/*.jsonl (cifarkit.profiler)
+    telemetry_interval: float = 0.5  # seconds between telemetry samples
     torch_profile_steps: int = 0
 
     def __post_init__(self) -> None:
@@ -83,7 +87,7 @@ class TrainConfig:
         check(self.image_size is None or self.image_size >= 8, "image_size", "use an integer >= 8")
         check(self.amp in AMP_MODES, "amp", f"choose {', '.join(AMP_MODES)}")
         check(self.checkpoint_every >= 1, "checkpoint_every", "use an integer >= 1")
-        check(0 < self.profile_interval < math.inf, "profile_interval", "use a finite positive number of seconds")
+        check(0 < self.telemetry_interval < math.inf, "telemetry_interval", "use a finite positive number of seconds")
         check(self.torch_profile_steps >= 0, "torch_profile_steps", "use 0 (off) or a positive integer")
 
     @property
@@ -98,6 +102,7 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Rebuild from :meth:`to_dict` output, ignoring keys this version does not know."""
         known = {f.name for f in fields(cls)}
+        data = {LEGACY_KEYS.get(k, k): v for k, v in data.items()}  # config.json of earlier versions
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def with_(self, **changes: Any) -> TrainConfig:

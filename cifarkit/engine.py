@@ -33,6 +33,7 @@ from .errors import CheckpointError, ConfigError, DataError, TrainingDiverged, s
 from .evaluation import autocast, evaluate
 from .loader import DeviceLoader, Normalizer
 from .models import create_model, default_input_size
+from .profiler import RunProfiler
 from .results import finish_run
 from .runs import append_jsonl, load_checkpoint, make_run_dir, save_checkpoint, write_json
 from .runs import checkpoint_meta as run_checkpoint_meta
@@ -348,11 +349,9 @@ def fit(
         },
     )
 
-    from .profiler import RunProfiler  # local: the profiler pulls in psutil and threads
-
     profiler = (
         RunProfiler(run_dir / "perf", p.device, cfg, resumed_after=start_epoch - 1 if state else None)
-        if cfg.profile or cfg.torch_profile_steps
+        if cfg.telemetry or cfg.torch_profile_steps
         else None
     )
     tb = TensorBoardLog(run_dir, resumed_after=start_epoch - 1 if state else None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -323,5 +324,23 @@ def model_summary(model: nn.Module, image_size: int, device: torch.device | str 
         "trainable_params": int(stats.trainable_params),
         "mult_adds": int(stats.total_mult_adds),
         "layers": layers,  # every module that holds parameters itself, in model order
-        "table": str(stats),
+        "table": readable_summary(str(stats)),
     }
+
+
+def readable_summary(table: str) -> str:
+    """torchinfo's table with its mult-adds unit spelled out (it prints ``(Units.MEGABYTES)`` for millions)."""
+    return re.sub(
+        r"Total mult-adds \((?:Units\.)?(\w+)\)", lambda m: f"Total mult-adds ({MULT_ADD_UNITS.get(m[1], m[1])})", table
+    )
+
+
+# torchinfo's unit names for its mult-adds total, in words
+MULT_ADD_UNITS = {
+    "MEGABYTES": "millions",
+    "GIGABYTES": "billions",
+    "TERABYTES": "trillions",
+    "M": "millions",
+    "G": "billions",
+    "T": "trillions",
+}

@@ -6,8 +6,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .commentary import Note
+from .comparison import find_runs
+from .config import TrainConfig
+from .data import load_dataset, project_root
+from .device import resolve_device, seed_everything
+from .engine import fit
 from .errors import ConfigError
 from .runs import ensure_dir, make_run_dir, read_json, slug, write_json
+from .viz import save
 
 
 @dataclass(frozen=True)
@@ -115,7 +122,6 @@ class NotebookRun:
 
     def data(self, train_images: int | None | str = "profile", test_images: int | None | str = "profile"):
         """The dataset, loaded once per notebook, cut to the profile's sizes (stratified, seeded)."""
-        from .data import load_dataset
 
         if self._data is None:
             self._data = load_dataset(self.dataset)
@@ -125,22 +131,27 @@ class NotebookRun:
 
     def config(self, **overrides: Any):
         """A TrainConfig with this notebook's dataset, seed and device, plus ``overrides``."""
-        from .config import TrainConfig
 
         return TrainConfig(dataset=self.dataset, seed=self.seed, device=self.device, **overrides)
 
     def train(self, dataset, test: bool = True, **overrides: Any) -> Path:
         """Train into this notebook's runs folder with profiling on; log a line per epoch; return the run folder."""
-        from .engine import fit
 
-        cfg = self.config(**{"profile": True, **overrides})
+        cfg = self.config(**{"telemetry": True, **overrides})
         run = fit(cfg, out=self.runs_dir, dataset=dataset, progress=self.interactive, test=test)
         self.runs.append(str(run.relative_to(self.report_dir)))
         return run
 
+    def run_or_train(self, notebook: str, dataset, **overrides: Any) -> Path:
+        """The latest run that ``notebook`` (e.g. ``01_ex1_baseline``) wrote into this report; when there is
+        none (this notebook run alone), train one here with ``overrides`` instead. Prints which it used."""
+        found = find_runs(self.report_dir / notebook)
+        run = found[-1] if found else self.train(dataset, **overrides)
+        print(f"using {run}" + ("" if found else f" (trained here: {notebook} has no run in this report)"))
+        return run
+
     def save(self, fig, name: str):
         """Save a figure under ``figures/<notebook>/<name>.png``, remember it, and return it for display."""
-        from .viz import save
 
         path = save(fig, self.figures_dir / f"{name}.png")
         self.figures.append(str(path.relative_to(self.report_dir)))
@@ -187,8 +198,6 @@ def start(
     Run by hand with ``report_dir=""``, a notebook gets its own ``reports/<timestamp>-<notebook>/``;
     the series runner passes one shared folder to every notebook.
     """
-    from .data import project_root
-    from .device import resolve_device, seed_everything
 
     prof = get_profile(profile)
     resolve_device(device)  # fail now, in one line, rather than in the first training cell
@@ -216,8 +225,6 @@ def show_source(*objects: Any):
     """The library's own source of ``objects`` (functions, methods, classes) as a Markdown code block with
     its file and line: a "look inside" cell shows the real mechanism without the notebook redefining it."""
     import inspect
-
-    from .commentary import Note
 
     blocks = []
     for obj in objects:

@@ -23,7 +23,9 @@ from typing import Any
 
 import torch
 
+from .device import resolve_device
 from .errors import CifarkitError
+from .runs import write_text
 
 METRICS = (
     "gpu_busy_percent",
@@ -350,7 +352,6 @@ def open_backends(device: torch.device) -> tuple[list[Backend], list[dict]]:
 
 def available_backends(device: torch.device | None = None) -> dict[str, str]:
     """Which telemetry backends work here ("ok") and why the others do not (for ``cifarkit info``)."""
-    from .device import resolve_device
 
     device = device or resolve_device("auto")
     backends, errors = open_backends(device)
@@ -541,8 +542,8 @@ class RunProfiler:
         epochs is dropped from the logs so that no epoch appears twice."""
         self.perf_dir = Path(perf_dir)
         self.device = device
-        self.enabled = bool(cfg.profile)
-        self.interval = cfg.profile_interval
+        self.enabled = bool(cfg.telemetry)
+        self.interval = cfg.telemetry_interval
         self.torch_steps = int(cfg.torch_profile_steps)
         self.summaries: dict[str, dict[str, Any]] = {}  # the last summary line of each phase ("train", "val")
         if resumed_after is not None and self.perf_dir.is_dir():
@@ -552,7 +553,6 @@ class RunProfiler:
                 self._off(exc)
 
     def _drop_epochs_after(self, epoch: int) -> None:
-        from .runs import write_text
 
         for log in sorted(self.perf_dir.glob("*.jsonl")):
             with open(log, errors="replace") as f:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, OutputError
+from .models import create_model
 
 CHECKPOINT_FORMAT = "cifarkit-checkpoint-v1"
 RUN_FILES = ("config.json", "env.json", "train.json", "test.json", "metrics.jsonl", "best.pt")
@@ -194,7 +195,6 @@ def load_checkpoint(path: str | os.PathLike, wanted: str = "best.pt") -> dict[st
 
 def model_from_checkpoint(blob: dict[str, Any], device: torch.device | str = "cpu") -> nn.Module:
     """Rebuild the network stored in a checkpoint, in eval mode, on ``device``."""
-    from .models import create_model
 
     model = create_model(blob["model_name"], blob["num_classes"], **blob.get("model_kwargs", {}))
     model.load_state_dict(blob["state_dict"])

@@ -13,7 +13,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .data import load_dataset, project_root
+from .device import env_info, resolve_device
 from .errors import CifarkitError
+from .notebook import get_profile, summaries
 from .runs import ensure_dir, make_run_dir, read_json, write_json, write_text
 
 KERNEL = "python3"
@@ -21,7 +24,6 @@ KERNEL = "python3"
 
 def notebooks_dir() -> Path:
     """The checkout's ``notebooks/`` folder."""
-    from .data import project_root
 
     root = project_root()
     if root is None or not (root / "notebooks").is_dir():
@@ -175,9 +177,6 @@ def run_series(
     ``dataset`` defaults to ``cifar10`` (on resume: the report's). Ctrl-C records the interrupted
     notebook in series.json and index.md before it stops.
     """
-    from .data import load_dataset
-    from .device import env_info, resolve_device
-    from .notebook import get_profile
 
     get_profile(profile)
     dev = resolve_device(device)
@@ -344,7 +343,6 @@ def findings(report: Path, state: dict[str, Any]) -> list[str]:
 
 def index_rows(report: Path) -> list[dict[str, Any]]:
     """One row per notebook: status, time, headline numbers and links."""
-    from .notebook import summaries
 
     state = read_json(report / "series.json")
     sums = summaries(report)

@@ -17,11 +17,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data import Dataset, Split
-from .device import synchronize
+from .bench import seed_style_loader
+from .data import Dataset, Split, default_data_dir, load_dataset, stratified_split
+from .device import configure_threads, env_info, resolve_device, synchronize
 from .errors import ConfigError
-from .loader import Normalizer, crop_at, draw_crop_offsets, flip_where
+from .evaluation import autocast, evaluate
+from .loader import DeviceLoader, Normalizer, crop_at, draw_crop_offsets, flip_where
 from .models import ACTIVATIONS, SpeedNet, create_model
+from .runs import checkpoint_meta as run_checkpoint_meta
+from .runs import ensure_dir, make_run_dir, save_checkpoint, write_json
+from .tta import tta_forward
 
 TTA_LEVELS = ("none", "flip", "translate")  # names of cifarkit.tta modes, cheapest first
 
@@ -344,7 +349,6 @@ def accuracy(model: nn.Module, split: Split, normalizer: Normalizer, tta: str = 
     The batch is small on purpose: views are stacked (2-6x the batch), and on a 2-core CPU a
     forward pass of ~256 images ran 30% faster per image than one of 1,000.
     """
-    from .tta import tta_forward
 
     model.eval()
     forward = tta_forward(model, tta)
@@ -376,7 +380,6 @@ def train(
         curve_points: validate at this many evenly spaced points of the run (0: after each epoch), so
             a run shorter than an epoch still draws a time-to-accuracy curve.
     """
-    from .evaluation import autocast
 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -458,9 +461,7 @@ def evaluate_with_tta(result: SpeedrunResult, split: Split, mean, std, device: t
 
 def checkpoint_meta(recipe: Recipe, dataset: Dataset, spec: str) -> dict[str, Any]:
     """What makes a speedrun checkpoint usable alone by ``evaluate`` and ``predict``."""
-    from .runs import checkpoint_meta as meta
-
-    return meta(
+    return run_checkpoint_meta(
         "speednet",
         model_kwargs(recipe),
         dataset,
@@ -490,9 +491,6 @@ def course_baseline(
     (torchvision dataset + PIL transforms + DataLoader workers), trained until validation top-1
     reaches ``target``. Validation passes are not timed, as for the speedrun.
     """
-    from .bench import seed_style_loader
-    from .evaluation import evaluate
-    from .loader import DeviceLoader
 
     torch.manual_seed(0)
     loader = seed_style_loader(spec, dataset, 128, workers, data_dir, augment=False, indices=train_idx)
@@ -535,9 +533,7 @@ def write_run_files(
     train_images: int,
     val_images: int,
 ) -> None:
-    """config.json, env.json and train.json of a speedrun, readable by ``analysis.compare_runs`` like any run."""
-    from .device import env_info
-    from .runs import write_json
+    """config.json, env.json and train.json of a speedrun, readable by ``comparison.compare_runs`` like any run."""
 
     val_curve = [r.get("val_top1") for r in result.curve]
     write_json(
@@ -586,9 +582,6 @@ def run_speedrun(
     ``val_top1``, ``test_top1``, ``epochs``, ``checkpoint``, ``curve`` and, with a baseline,
     ``baseline_seconds`` and ``speedup``. The run folder gets config.json, train.json, test.json and best.pt.
     """
-    from .data import default_data_dir, load_dataset, stratified_split
-    from .device import configure_threads, resolve_device
-    from .runs import ensure_dir, make_run_dir, save_checkpoint, write_json
 
     if not 0 < target < 1:
         raise ConfigError(f"target={target} is invalid: use a fraction between 0 and 1, e.g. 0.70")

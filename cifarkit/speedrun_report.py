@@ -10,7 +10,9 @@ from typing import Any
 import torch
 
 from .data import Split
+from .loader import Normalizer
 from .metrics import standard_error
+from .perflogs import read_jsonl
 from .speedrun import PIECES, Recipe, SpeedrunResult, ablation_recipes, accuracy, train
 
 Curve = list[dict[str, float]]  # rows with "seconds" (cumulative training time) and "val_top1"
@@ -18,7 +20,6 @@ Curve = list[dict[str, float]]  # rows with "seconds" (cumulative training time)
 
 def fit_curve(run_dir: str | Path) -> Curve:
     """A ``fit`` run's validation top-1 against cumulative training seconds (validation passes not counted)."""
-    from .perflogs import read_jsonl
 
     rows = read_jsonl(Path(run_dir) / "metrics.jsonl")
     seconds, curve = 0.0, []
@@ -50,8 +51,6 @@ def run_ablation(
     (standard error of that difference), ``within_noise`` (|delta| < 2 se), ``seconds``, ``reason``.
     """
     import pandas as pd
-
-    from .loader import Normalizer
 
     norm = Normalizer(mean, std, device, channels_last=True)
     reasons = {f"- {p.name}": p.reason for p in PIECES}

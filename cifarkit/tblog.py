@@ -12,6 +12,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from .viz import plot_confusion
+
 SCALARS = {  # metrics.jsonl field -> TensorBoard tag
     "train_loss": "loss/train",
     "val_loss": "loss/validation",
@@ -69,7 +71,6 @@ class TensorBoardLog:
         """The test confusion matrix (row-normalised) as an image."""
         if self.writer is None or "confusion_matrix" not in test:
             return
-        from .viz import plot_confusion
 
         try:
             self.writer.add_figure("test/confusion_matrix", plot_confusion(test["confusion_matrix"], classes), step)

@@ -3,6 +3,7 @@ so they save headless on any backend and still display inline when returned in a
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,10 +11,14 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from .errors import ConfigError, DataError
+from .perflogs import present_metrics
+from .profiler import METRICS
+from .runs import atomic_write
+
 
 def save(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
     """Save ``fig`` as PNG, creating the folder; written whole or not at all (no 0-byte figures)."""
-    from .runs import atomic_write
 
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
 
@@ -125,7 +130,7 @@ def image_grid(images: np.ndarray, titles: Sequence[str] | None = None, cols: in
 
 
 def plot_class_counts(counts) -> Figure:
-    """Grouped bars of images per class for each split (``analysis.class_counts`` output)."""
+    """Grouped bars of images per class for each split (``explore.class_counts`` output)."""
     fig = Figure(figsize=(max(6, 0.35 * len(counts) + 2), 3.5))
     ax = fig.subplots()
     width = 0.8 / max(len(counts.columns), 1)
@@ -176,96 +181,167 @@ def plot_overlaid(histories: dict[str, dict], key: str = "val_accuracies", title
     return fig
 
 
-def plot_prediction(image: np.ndarray, topk: Sequence[dict], title: str = "", true_class: str | None = None) -> Figure:
-    """An image (uint8, CHW or HWC) beside a bar chart of its top-k class probabilities; with ``true_class``
-    its bar is green (or named below when it is not in the top-k), the others grey."""
+def as_hwc(image: np.ndarray) -> np.ndarray:
+    """A uint8 image as height x width x channels (CHW input is transposed)."""
     img = np.asarray(image)
-    if img.ndim == 3 and img.shape[0] == 3 and img.shape[-1] != 3:
-        img = img.transpose(1, 2, 0)
-    fig = Figure(figsize=(7, 2.8))
-    ax_img, ax_bar = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.6]})
-    ax_img.imshow(img)
-    ax_img.axis("off")
-    ax_img.set_title(title, fontsize=9)
+    return img.transpose(1, 2, 0) if img.ndim == 3 and img.shape[0] == 3 and img.shape[-1] != 3 else img
+
+
+def topk_bars(ax, topk: Sequence[dict], true_class: str | None = None) -> None:
+    """Horizontal bars of top-k class probabilities, the true class green (or named when it is missing)."""
     names = [e["class"] for e in topk][::-1]
     probs = [e["prob"] for e in topk][::-1]
-    if true_class is None:
-        colours = ["tab:blue"] * len(probs)
-    else:
-        colours = ["tab:green" if n == true_class else "tab:grey" for n in names]
-    ax_bar.barh(names, probs, color=colours)
+    colours = ["tab:blue" if true_class is None else "tab:green" if n == true_class else "tab:grey" for n in names]
+    ax.barh(names, probs, color=colours)
     xlabel = "probability" if true_class is None else "probability (green: the true class)"
     if true_class is not None and true_class not in names:
         xlabel = f"probability (true class {true_class} is not in the top {len(names)})"
-    ax_bar.set(xlim=(0, 1), xlabel=xlabel)
+    ax.set(xlim=(0, 1), xlabel=xlabel)
     for y, p in enumerate(probs):
-        ax_bar.text(min(p + 0.02, 0.85), y, f"{p:.2f}", va="center", fontsize=8)
+        ax.text(min(p + 0.02, 0.85), y, f"{p:.2f}", va="center", fontsize=8)
+
+
+def plot_prediction(image: np.ndarray, topk: Sequence[dict], title: str = "", true_class: str | None = None) -> Figure:
+    """An image (uint8, CHW or HWC) beside a bar chart of its top-k class probabilities; with ``true_class``
+    its bar is green (or named below when it is not in the top-k), the others grey."""
+    fig = Figure(figsize=(7, 2.8))
+    ax_img, ax_bar = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.6]})
+    ax_img.imshow(as_hwc(image))
+    ax_img.axis("off")
+    ax_img.set_title(title, fontsize=9)
+    topk_bars(ax_bar, topk, true_class)
     fig.tight_layout()
     return fig
 
 
-def plot_perf_metric(df, metric: str) -> Figure:
-    """One telemetry metric over time, a line per run, epoch boundaries dashed."""
-    fig = Figure(figsize=(8, 3.2))
-    ax = fig.subplots()
-    for run, part in df.groupby("run"):
-        part = part[part[metric].notna()]
-        t, y = part["t_s"].to_numpy(dtype=float), part[metric].to_numpy(dtype=float)
-        if len(t) > 2:  # break the line where sampling paused (e.g. val logs between epochs)
-            gaps = np.diff(t) > 5 * max(float(np.median(np.diff(t))), 1e-3)
-            t, y = np.insert(t, np.flatnonzero(gaps) + 1, np.nan), np.insert(y, np.flatnonzero(gaps) + 1, np.nan)
-        ax.plot(t, y, lw=1.2, marker=".", ms=2, label=run)
-        if "epoch" in part and part["epoch"].notna().any():
-            starts = part.groupby("epoch")["t_s"].min().iloc[1:]
-            for t in starts:
-                ax.axvline(t, color="grey", ls="--", lw=0.6, alpha=0.6)
-    ax.set(xlabel="seconds since start", ylabel=metric, title=metric)
-    ax.grid(alpha=0.3)
-    if df["run"].nunique() <= 8:
-        ax.legend(fontsize=7)
+def plot_tta_side_by_side(images: Sequence[np.ndarray], predictions, true_classes: Sequence[str]) -> Figure:
+    """Each image (a row) beside its top-k bars under every TTA mode (a column each), so plain and TTA
+    predictions of the same image sit side by side. ``predictions`` maps a mode to the DataFrame of
+    :func:`cifarkit.predict.predict` for ``images`` in order (rows ``image_0``, ``image_1``, ...)."""
+    modes = list(predictions)
+    fig = Figure(figsize=(2.2 + 3.6 * len(modes), 2.1 * len(images)), layout="constrained")
+    axes = fig.subplots(
+        len(images), 1 + len(modes), squeeze=False, gridspec_kw={"width_ratios": [0.7] + [1] * len(modes)}
+    )
+    for i, (image, truth) in enumerate(zip(images, true_classes, strict=True)):
+        axes[i, 0].imshow(as_hwc(image))
+        axes[i, 0].axis("off")
+        axes[i, 0].set_title(f"true: {truth}", fontsize=9)
+        for ax, mode in zip(axes[i, 1:], modes, strict=True):
+            df = predictions[mode]
+            topk_bars(ax, df[df["image"] == f"image_{i}"].to_dict("records"), truth)
+            ax.set_title(f"TTA {mode}", fontsize=9)
+            if i < len(images) - 1:
+                ax.set_xlabel("")
     return fig
 
 
-def plot_perf(df, out_dir: str | os.PathLike, log=print) -> list[Path]:
-    """A PNG per metric present in ``df`` (from :func:`cifarkit.perflogs.load_perf_logs`); absent ones are named."""
-    from .perflogs import present_metrics
-    from .profiler import METRICS
+# profiler metric names as axis labels with units
+METRIC_LABELS = {
+    "gpu_busy_percent": "GPU busy (%)",
+    "mem_busy_percent": "GPU memory controller busy (%)",
+    "sclk_mhz": "GPU clock (MHz)",
+    "mclk_mhz": "GPU memory clock (MHz)",
+    "temp_c": "GPU temperature (°C)",
+    "power_w": "GPU power (W)",
+    "vram_used_mb": "GPU memory used, whole device (MB)",
+    "vram_total_mb": "GPU memory total (MB)",
+    "torch_mem_alloc_mb": "torch tensors allocated (MB)",
+    "torch_mem_reserved_mb": "torch allocator reserved (MB)",
+    "torch_max_mem_alloc_mb": "torch peak allocated (MB)",
+    "cpu_percent": "process CPU (% of one core; 200 = two cores busy)",
+    "system_cpu_percent": "whole-machine CPU (% of all cores)",
+    "rss_mb": "process memory, RSS (MB)",
+    "system_mem_used_mb": "whole-machine memory used (MB)",
+}
 
+
+def plot_perf_metric(df, metric: str, labels: dict[str, str] | None = None) -> Figure:
+    """One telemetry metric over time, one panel per experiment (the run folder's parent, e.g.
+    ``03_augmentation``) with one colour per run named by ``labels`` (run folder -> label), training
+    logs solid and validation logs dotted; epoch starts dashed where a panel holds a single run."""
+    experiments = sorted(df["experiment"].unique()) if "experiment" in df else [None]
+    fig = Figure(figsize=(min(4.2 * len(experiments), 16), 3.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(experiments), sharey=True, squeeze=False)[0])
+    for ax, experiment in zip(axes, experiments, strict=True):
+        panel = df if experiment is None else df[df["experiment"] == experiment]
+        folders = list(dict.fromkeys(panel["folder"]))
+        for colour, folder in zip(itertools.cycle(plt_colours()), folders):
+            runs = panel[panel["folder"] == folder]
+            run_dir = runs["run_dir"].iloc[0] if "run_dir" in runs else folder
+            name = (labels or {}).get(run_dir, folder)
+            for run, part in runs.groupby("run"):
+                part = part[part[metric].notna()]
+                if part.empty:
+                    continue
+                t, y = part["t_s"].to_numpy(dtype=float), part[metric].to_numpy(dtype=float)
+                if len(t) > 2:  # break the line where sampling paused (e.g. val logs between epochs)
+                    gaps = np.flatnonzero(np.diff(t) > 5 * max(float(np.median(np.diff(t))), 1e-3)) + 1
+                    t, y = np.insert(t, gaps, np.nan), np.insert(y, gaps, np.nan)
+                val = str(run).endswith("val_epoch")
+                ax.plot(t, y, lw=1.2, color=colour, ls=":" if val else "-", label=None if val else name)
+            if len(folders) == 1 and "epoch" in runs and runs["epoch"].notna().any():
+                for start in runs.groupby("epoch")["t_s"].min().iloc[1:]:
+                    ax.axvline(start, color="grey", ls="--", lw=0.6, alpha=0.5)
+        ax.set(xlabel="seconds since the run started", title=experiment or "")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
+    axes[0].set_ylabel(METRIC_LABELS.get(metric, metric))
+    fig.suptitle(f"{METRIC_LABELS.get(metric, metric)} (solid: training, dotted: validation)", fontsize=10)
+    return fig
+
+
+def plt_colours() -> list[str]:
+    """Ten distinguishable colours (matplotlib's tab10)."""
+    return [f"tab:{c}" for c in ("blue", "orange", "green", "red", "purple", "brown", "pink", "gray", "olive", "cyan")]
+
+
+def plot_perf(df, out_dir: str | os.PathLike, log=print, labels: dict[str, str] | None = None) -> list[Path]:
+    """A PNG per metric present in ``df`` (from :func:`cifarkit.perflogs.load_perf_logs`); absent ones are named."""
     present = present_metrics(df)
     missing = [m for m in METRICS if m not in present]
     if missing:
         log(f"no data for: {', '.join(missing)} (skipped)")
-    return [save(plot_perf_metric(df, m), Path(out_dir) / f"{m}.png") for m in present]
+    return [save(plot_perf_metric(df, m, labels), Path(out_dir) / f"{m}.png") for m in present]
+
+
+def montage_columns(n: int, most: int = 3) -> int:
+    """The most columns (up to ``most``) that fill a grid of ``n`` tiles with no empty cell."""
+    return next(c for c in range(min(most, max(n, 1)), 0, -1) if n % c == 0) if n else 1
 
 
 def montage(images: Sequence[str | os.PathLike], out: str | os.PathLike, cols: int = 3, cell: int = 480) -> Path:
-    """Stitch PNGs into one grid image, each scaled to fit a ``cell`` x ``cell``*0.6 tile, white background.
+    """Stitch PNGs into one grid image, each scaled to ``cell`` pixels wide (rows as tall as their tallest
+    image), centred on white. Pick ``cols`` with :func:`montage_columns` to leave no cell empty.
 
     An image that cannot be read stops the montage with a :class:`~cifarkit.errors.DataError` naming it.
     """
     from PIL import Image
-
-    from .errors import ConfigError, DataError
-    from .runs import atomic_write
 
     paths = [Path(p) for p in images]
     if not paths:
         raise DataError("montage: no PNG files to stitch")
     if cols < 1:
         raise ConfigError(f"--cols must be >= 1, got {cols}")
-    tile_w, tile_h = cell, int(cell * 0.6)
-    rows = -(-len(paths) // cols)
-    sheet = Image.new("RGB", (min(cols, len(paths)) * tile_w, rows * tile_h), "white")
-    for i, path in enumerate(paths):
+    tiles = []
+    for path in paths:
         try:
             with Image.open(path) as img:
                 img = img.convert("RGB")
         except Exception as exc:  # not an image, truncated, unreadable
             reason = f"{exc.__class__.__name__}: {exc}".replace("\n", " ")
             raise DataError(f"cannot read image {path} ({reason}); remove or replace it") from None
-        img.thumbnail((tile_w, tile_h))
-        r, c = divmod(i, cols)
-        sheet.paste(img, (c * tile_w + (tile_w - img.width) // 2, r * tile_h + (tile_h - img.height) // 2))
+        tiles.append(img.resize((cell, max(1, round(img.height * cell / img.width))), Image.LANCZOS))
+    cols = min(cols, len(tiles))
+    rows = [tiles[i : i + cols] for i in range(0, len(tiles), cols)]
+    heights = [max(t.height for t in row) for row in rows]
+    sheet = Image.new("RGB", (cols * cell, sum(heights)), "white")
+    top = 0
+    for row, height in zip(rows, heights, strict=True):
+        for c, tile in enumerate(row):
+            sheet.paste(tile, (c * cell, top + (height - tile.height) // 2))
+        top += height
     return atomic_write(out, lambda tmp: sheet.save(tmp, format="PNG"))
 
 

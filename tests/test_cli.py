@@ -56,19 +56,38 @@ def test_info(cli):
     assert info["profiler_backends"]["cpu"] == "ok"
 
 
-def test_bench_json_keys(cli):
-    code, out, _ = cli("bench", "--dataset", "synthetic", "--steps", "3", "--rounds", "1", "--workers", "0", "--json")
+def test_bench_json_reports_three_pipelines_on_one_workload(cli):
+    args = ("--dataset", "synthetic", "--steps", "3", "--rounds", "2", "--workers", "0", "--batch-size", "32")
+    code, out, _ = cli("bench", *args, "--json")
     assert code == 0
-    result = json.loads(out.strip().splitlines()[-1])
-    for key in ("seed_style_img_s", "cifarkit_img_s", "step_limit_img_s", "speedup_vs_seed", "fraction_of_limit"):
-        assert result[key] > 0
-    assert result["speedup_vs_seed"] == pytest.approx(result["cifarkit_img_s"] / result["seed_style_img_s"])
+    progress, last = out.strip().splitlines()[:-1], out.strip().splitlines()[-1]
+    result = json.loads(last)
+    assert sum(line.startswith("round ") for line in progress) == 2 * 3  # rounds x pipelines, interleaved
+    for key in ("seed_style_img_s", "cifarkit_img_s", "step_limit_img_s"):
+        low, high = result["spread"][key]
+        assert 0 < low <= result[key] <= high < 1e7, (key, result)  # the median of the rounds
+    # the step limit feeds one fixed batch with no input pipeline: a real pipeline cannot be several times faster
+    assert 0 < result["fraction_of_limit"] < 3, result
+    assert (result["batch_size"], result["steps"], result["rounds"]) == (32, 3, 2)
+    assert result["device"] == str(resolve_device("auto"))
 
 
-def test_help_on_every_verb(cli):
-    for verb in ("train", "evaluate", "info", "bench"):
+def test_help_on_every_verb_lists_its_options(cli):
+    """Every verb the parser knows answers --help with its own usage line and each of its options."""
+    import argparse
+
+    from cifarkit.cli import build_parser
+
+    parser = build_parser()
+    (verbs,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert {"train", "evaluate", "predict", "series", "speedrun", "plot-perf", "montage"} <= set(verbs.choices)
+    for verb, sub in verbs.choices.items():
         code, out, _ = cli(verb, "--help")
-        assert code == 0 and "usage:" in out
+        assert code == 0 and f"usage: cifarkit {verb}" in " ".join(out.split()), (verb, out[:200])
+        options = [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
+        assert options, verb
+        for option in options:
+            assert option in out, (verb, option)
 
 
 @pytest.mark.parametrize(
@@ -153,9 +172,11 @@ def test_train_options_are_the_config_fields_with_its_defaults():
         ]
     )
     cfg = config_from_args(args)
-    assert (cfg.lr, cfg.profile, cfg.profile_interval, cfg.torch_profile_steps) == (0.02, True, 2.0, 3)
+    assert (cfg.lr, cfg.telemetry, cfg.telemetry_interval, cfg.torch_profile_steps) == (0.02, True, 2.0, 3)
     assert (cfg.channels_last, cfg.deterministic, cfg.epochs) == (True, False, 4)
-    assert config_from_args(parser.parse_args(["train", "--profile", "--profile-interval", "2"])).profile_interval == 2
+    assert (
+        config_from_args(parser.parse_args(["train", "--profile", "--profile-interval", "2"])).telemetry_interval == 2
+    )
     cli_fields = {f.name for f in fields(TrainConfig) if hasattr(parser.parse_args(["train"]), f.name)}
     assert {f.name for f in fields(TrainConfig)} - cli_fields == {
         "nesterov",

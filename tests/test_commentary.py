@@ -181,3 +181,42 @@ def test_look_inside_shows_the_librarys_own_source():
     note = notebook.show_source(tta.tta_forward, loader.crop_at)
     assert inspect.getsource(tta.tta_forward).rstrip() in note and inspect.getsource(loader.crop_at).rstrip() in note
     assert note.count("```python") == 2 and "`cifarkit.tta.tta_forward` (line " in note
+
+
+def throughput_rows(waits, rates=(2000.0, 500.0), busy=(None, None)):
+    return pd.DataFrame(
+        {
+            "model": ["ex1", "ex2"],
+            "device": ["cpu", "cpu"],
+            "device_name": ["Xeon", "Xeon"],
+            "backends": ["psutil", "psutil"],
+            "images_per_s": list(rates),
+            "data_wait_fraction": list(waits),
+            "gpu_busy_median": list(busy),
+        }
+    )
+
+
+def test_throughput_names_the_fastest_and_what_limited_training():
+    note = commentary.throughput(throughput_rows([0.02, 0.05]))
+    assert "2 training run(s) on cpu (Xeon); telemetry from psutil." in note
+    assert "fastest was `ex1` at 2,000 images/s, the slowest `ex2` at 500 images/s (4.0x apart" in note
+    assert "from 2.0% to 5.0% (`ex2`)" in note and "kept up everywhere" in note
+    slow_loader = commentary.throughput(throughput_rows([0.02, 0.45]))
+    assert "held training back" in slow_loader and "kept up" not in slow_loader
+    gpu = commentary.throughput(throughput_rows([0.02, 0.05], busy=(40.0, 90.0)))
+    assert "Median GPU busy ranged from 40% to 90%." in gpu
+
+
+def test_throughput_of_an_empty_report_says_so():
+    assert "nothing to compare" in commentary.throughput(throughput_rows([0.1, 0.1]).iloc[0:0])
+
+
+def test_duplicates_says_how_many_and_how_many_are_shown():
+    near = [(5, 1, 3.0), (7, 1, 4.5), (9, 2, 12.25)]
+    note = commentary.duplicates({"pairs": {"train/test": 2}}, near, test_images=100, shown=2)
+    assert "**2** test image(s) have an exact copy" in note and "**3** train/test pairs" in note
+    assert "touching 2 of 100 test images (2.0%)" in note
+    assert "the 2 closest of 3 pairs" in note and "from 3 to 4.5 of 255" in note
+    assert "shows all 3 pairs" in commentary.duplicates({"pairs": {}}, near, 100, shown=24)
+    assert "grid" not in commentary.duplicates({"pairs": {}}, [], 100, shown=24)

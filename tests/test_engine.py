@@ -181,6 +181,14 @@ def test_config_round_trips():
     assert cfg.augmentations == ("crop", "flip", "cutout")
 
 
+def test_config_of_an_earlier_version_reads_its_telemetry_keys():
+    """config.json written before the rename said "profile" for telemetry; resume and analysis still read it."""
+    old = {**TrainConfig().to_dict(), "profile": True, "profile_interval": 2.0}
+    del old["telemetry"], old["telemetry_interval"]
+    cfg = TrainConfig.from_dict(old)
+    assert (cfg.telemetry, cfg.telemetry_interval) == (True, 2.0)
+
+
 def test_dataset_without_test_split_trains_and_skips_test_json(tmp_path):
     from cifarkit.data import make_synthetic
 

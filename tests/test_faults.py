@@ -286,8 +286,8 @@ def test_resume_does_not_duplicate_telemetry_of_the_rerun_epoch(tmp_path):
         epochs=2,
         batch_size=32,
         val_fraction=0.2,
-        profile=True,
-        profile_interval=0.05,
+        telemetry=True,
+        telemetry_interval=0.05,
     )
     with pytest.raises(Cut):
         fit(cfg, out=tmp_path, log=cut_after_epoch_2_is_profiled)

@@ -26,7 +26,7 @@ FAST = dict(model="ex1", dataset="synthetic", batch_size=64, lr=3e-3, val_fracti
 def cuda_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu")
     return fit(
-        TrainConfig(**FAST, epochs=3, amp="bf16", profile=True, profile_interval=0.05), out=out, log=lambda s: None
+        TrainConfig(**FAST, epochs=3, amp="bf16", telemetry=True, telemetry_interval=0.05), out=out, log=lambda s: None
     )
 
 

@@ -74,3 +74,6 @@ def test_summary_reports_params_and_mult_adds():
     s = model_summary(create_model("ex1", 10), 32)
     assert s["params"] == count_parameters(create_model("ex1", 10))
     assert s["mult_adds"] > 1_000_000 and "Conv2d" in s["table"]
+    # torchinfo labels its mult-adds total "(Units.MEGABYTES)"; the table says what the number counts
+    (line,) = [row for row in s["table"].splitlines() if row.startswith("Total mult-adds")]
+    assert line == f"Total mult-adds (millions): {s['mult_adds'] / 1e6:.2f}"

@@ -131,22 +131,6 @@ def test_gif_uses_first_frame_and_palette_transparency_is_white(tmp_path):
     assert (decode_image(tmp_path / "clear.png", 8) == 255).all()
 
 
-def test_inference_does_not_import_training():
-    """Inference sits below training: no import (top-level or local) from evaluation/tta/predict reaches
-    engine, results or speedrun, so the old circle engine -> predict -> tta -> engine cannot come back."""
-    import ast
-    from pathlib import Path
-
-    import cifarkit
-
-    package = Path(cifarkit.__file__).parent
-    for name in ("evaluation", "tta", "predict", "loader"):
-        tree = ast.parse((package / f"{name}.py").read_text())
-        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1}
-        assert imported, name  # the check reads real imports
-        assert not imported & {"engine", "results", "speedrun", "series", "cli"}, (name, imported)
-
-
 def test_every_evaluation_of_a_checkpoint_agrees(ckpt, cli):
     """evaluate (CLI), test.json, the TTA table and the notebooks' predictions: one path, one number."""
     from cifarkit.analysis import test_predictions, tta_table

@@ -192,8 +192,8 @@ def test_sampler_records_the_schema_during_training(tmp_path):
         dataset="synthetic",
         epochs=2,
         batch_size=64,
-        profile=True,
-        profile_interval=0.05,
+        telemetry=True,
+        telemetry_interval=0.05,
         torch_profile_steps=2,
         device="cpu",
     )
@@ -302,8 +302,12 @@ def test_plot_perf_and_montage_from_synthetic_logs(tmp_path, cli):
     code, out, _ = cli("montage", tmp_path / "plots", "--cols", "2", "--out", tmp_path / "m.png")
     from PIL import Image
 
-    with Image.open(tmp_path / "m.png") as img:
-        assert code == 0 and img.size == (2 * 480, 2 * 288)
+    tiles = []
+    for png in sorted((tmp_path / "plots").glob("*.png")):
+        with Image.open(png) as tile:
+            tiles.append(round(tile.height * 480 / tile.width))
+    with Image.open(tmp_path / "m.png") as img:  # 4 figures in 2 columns, each row as tall as its tallest
+        assert code == 0 and img.size == (2 * 480, max(tiles[:2]) + max(tiles[2:]))
 
 
 def test_plot_perf_errors(tmp_path, cli):
@@ -316,7 +320,7 @@ def test_plot_perf_errors(tmp_path, cli):
 
 def test_throughput_verdict_uses_gpu_busy_from_the_telemetry(tmp_path):
     """A run with few data waits but an idle GPU is called what it is (launch or sync overhead)."""
-    from cifarkit.analysis import throughput_table
+    from cifarkit.comparison import throughput_table
 
     for name, busy in (("idle", 30), ("busy", 95)):
         run = tmp_path / "01_ex1_baseline" / f"20261122-00000{len(name)}-{name}"

@@ -182,13 +182,13 @@ def test_markdown_to_html_subset():
 def test_run_selector_widget_and_model_table(smoke_report):
     import ipywidgets
 
-    from cifarkit import analysis, viz
+    from cifarkit import comparison, viz
 
-    runs = analysis.find_runs(smoke_report / "02_ex2_bigger_model")
-    table = analysis.model_table(runs)
+    runs = comparison.find_runs(smoke_report / "02_ex2_bigger_model")
+    table = comparison.model_table(runs)
     assert list(table["model"]) == ["ex2", "smallcifarnet"]
     assert table.loc[0, "params"] == 16_812_298 and table.loc[0, "input_px"] == 128
-    widget = viz.run_selector(analysis.load_histories(runs))
+    widget = viz.run_selector(comparison.load_histories(runs))
     assert isinstance(widget, ipywidgets.VBox)
 
 

@@ -21,7 +21,7 @@ def events(run: Path):
 
 
 def test_every_run_writes_curves_telemetry_and_confusion_matrix(tmp_path):
-    run = fit(TrainConfig(**CFG, epochs=2, profile=True, profile_interval=0.05), out=tmp_path, log=lambda s: None)
+    run = fit(TrainConfig(**CFG, epochs=2, telemetry=True, telemetry_interval=0.05), out=tmp_path, log=lambda s: None)
     acc = events(run)
     tags = set(acc.Tags()["scalars"])
     expected = {

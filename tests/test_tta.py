@@ -68,14 +68,30 @@ def test_unknown_mode_and_average():
         tta_forward(nn.Identity(), "flip", average="median")
 
 
-def test_compare_tta_table():
-    from cifarkit.data import make_synthetic
-    from cifarkit.loader import DeviceLoader, Normalizer
-    from cifarkit.models import create_model
+class LeftMinusRight(nn.Module):
+    """Class 1 when the left half of the image is brighter than the right: exact on images made that way,
+    and blind under a horizontal flip averaged with the original (the two views cancel to a tie)."""
 
-    ds = make_synthetic(num_classes=3, train_per_class=2, test_per_class=4)
-    loader = DeviceLoader(ds.test, 8, Normalizer(ds.mean, ds.std, torch.device("cpu")))
-    rows = compare_tta(create_model("ex1", 3).eval(), loader, torch.device("cpu"))
-    assert [r["mode"] for r in rows] == list(TTA_MODES)
-    assert all(r["n"] == 12 and r["ms_per_image"] > 0 and 0 <= r["top1"] <= 1 for r in rows)
-    assert rows[0]["gain_vs_none"] == 0
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        score = x[..., :half].mean(dim=(1, 2, 3)) - x[..., half:].mean(dim=(1, 2, 3))
+        return torch.stack([torch.zeros_like(score), score], dim=1)
+
+
+def test_compare_tta_measures_what_each_mode_does_to_a_known_model():
+    from cifarkit.data import Split
+    from cifarkit.loader import DeviceLoader, Normalizer
+
+    labels = torch.arange(16) % 2
+    images = torch.zeros(16, 3, 32, 32, dtype=torch.uint8)
+    images[labels == 1, :, :, :16] = 200  # class 1: bright left half
+    images[labels == 0, :, :, 16:] = 200  # class 0: bright right half
+    loader = DeviceLoader(Split(images, labels), 8, Normalizer((0.5,) * 3, (0.25,) * 3, torch.device("cpu")))
+    rows = {r["mode"]: r for r in compare_tta(LeftMinusRight(), loader, torch.device("cpu"))}
+    assert list(rows) == list(TTA_MODES) and all(r["n"] == 16 and r["ms_per_image"] > 0 for r in rows.values())
+    assert rows["none"]["top1"] == 1.0 and rows["none"]["gain_vs_none"] == 0 and rows["none"]["views"] == 1
+    # the flipped view cancels the original to a tie, which argmax gives to class 0: only class 0 is right
+    assert rows["flip"]["top1"] == 0.5 and rows["flip"]["gain_vs_none"] == -0.5 and rows["flip"]["views"] == 2
+    assert rows["5crop"]["top1"] == 1.0 and rows["5crop"]["views"] == 5  # crops keep left and right apart
+    no_base = compare_tta(LeftMinusRight(), loader, torch.device("cpu"), modes=("flip",))
+    assert no_base[0]["gain_vs_none"] is None  # no "none" row to compare with

@@ -54,7 +54,7 @@ def test_prediction_marks_the_true_class():
 def test_run_labels_name_the_experiment_and_budget(tmp_path):
     import json
 
-    from cifarkit.analysis import load_histories, run_label
+    from cifarkit.comparison import load_histories, run_label
 
     run = tmp_path / "01_ex1_baseline" / "20261122-000000-ex1-synthetic"
     run.mkdir(parents=True)
@@ -68,7 +68,7 @@ def test_run_labels_name_the_experiment_and_budget(tmp_path):
 def test_ablation_table_keeps_step_order_and_budgets(tmp_path):
     import json
 
-    from cifarkit.analysis import ablation_table
+    from cifarkit.comparison import ablation_table
 
     runs = {}
     for i, (step, val) in enumerate((("none", 0.6), ("+crop", 0.7), ("+bn", 0.65))):
