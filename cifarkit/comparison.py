@@ -60,16 +60,22 @@ def ablation_table(runs: dict[str, Path]):
 
 
 def run_label(run: Path) -> str:
-    """A legend label that names the experiment and its budget, e.g. ``01 ex1 · crop+flip · 45,000 img × 12 ep``."""
+    """A legend label that names the experiment, what sets the run apart and its budget, e.g.
+    ``03 tinyvgg · crop+flip · BatchNorm, dropout 0.3 · 4,500 img × 5 ep``."""
     run = Path(run)
     cfg = read_json(run / "config.json") if (run / "config.json").is_file() else {}
     env = read_json(run / "env.json") if (run / "env.json").is_file() else {}
     train = read_json(run / "train.json") if (run / "train.json").is_file() else {}
     notebook = run.parent.name[:2] if run.parent.name[:2].isdigit() else run.parent.name
     images = f"{env['train_images']:,} img" if env.get("train_images") else "? img"
-    return (
-        f"{notebook} {cfg.get('model', '?')} · {cfg.get('augment', '?')} · {images} × {train.get('epochs_run', '?')} ep"
-    )
+    kwargs = cfg.get("model_kwargs") or {}
+    extras = [
+        "BatchNorm" if kwargs.get("batchnorm") else "",
+        f"dropout {kwargs['dropout']:g}" if kwargs.get("dropout") else "",
+        f"label smoothing {cfg['label_smoothing']:g}" if cfg.get("label_smoothing") else "",
+    ]
+    parts = [f"{notebook} {cfg.get('model', '?')}", str(cfg.get("augment", "?")), ", ".join(e for e in extras if e)]
+    return " · ".join(p for p in parts if p) + f" · {images} × {train.get('epochs_run', '?')} ep"
 
 
 def run_labels(run_dirs: Sequence[str | Path]) -> dict[str, str]:

@@ -63,6 +63,12 @@ def test_run_labels_name_the_experiment_and_budget(tmp_path):
     (run / "train.json").write_text(json.dumps({"epochs_run": 12, "val_accuracies": [0.5]}))
     assert run_label(run) == "01 ex1 · crop+flip · 45,000 img × 12 ep"
     assert list(load_histories([run])) == ["01 ex1 · crop+flip · 45,000 img × 12 ep"]
+    (run / "config.json").write_text(
+        json.dumps({"model": "tinyvgg", "augment": "crop+flip", "model_kwargs": {"batchnorm": True, "dropout": 0.3}})
+    )
+    assert run_label(run) == "01 tinyvgg · crop+flip · BatchNorm, dropout 0.3 · 45,000 img × 12 ep"
+    (run / "config.json").write_text(json.dumps({"model": "tinyvgg", "augment": "none", "label_smoothing": 0.1}))
+    assert run_label(run) == "01 tinyvgg · none · label smoothing 0.1 · 45,000 img × 12 ep"
 
 
 def test_ablation_table_keeps_step_order_and_budgets(tmp_path):
