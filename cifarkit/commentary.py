@@ -8,6 +8,7 @@ a string that Jupyter (and the HTML report) renders as Markdown.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,6 +20,23 @@ class Note(str):
 
     def _repr_markdown_(self) -> str:
         return str(self)
+
+
+# a sentence ends at . ! or ? followed by a space and a capital, a Markdown mark or a bracket ("75.4%" does not)
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z*`(])")
+
+
+def first_sentences(notes: Sequence[str]) -> list[str]:
+    """The first sentence of each paragraph: what a takeaway list repeats."""
+    return [SENTENCE_END.split(n.strip(), maxsplit=1)[0] for n in notes if n.strip()]
+
+
+def in_this_run(notes: Sequence[str]) -> Note:
+    """The takeaways that depend on the run: the first sentence of each generated paragraph, as bullets."""
+    bullets = first_sentences(notes)
+    if not bullets:
+        return Note("*No generated findings in this notebook run.*")
+    return Note("**In this run:**\n\n" + "\n".join(f"- {b}" for b in bullets))
 
 
 def pct(x: float) -> str:

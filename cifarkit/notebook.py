@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .commentary import Note
+from .commentary import Note, first_sentences, in_this_run
 from .comparison import find_runs
 from .config import TrainConfig
 from .data import load_dataset, project_root
@@ -109,6 +109,7 @@ class NotebookRun:
     headline: dict[str, Any] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     _data: Any = None
 
     @property
@@ -161,6 +162,15 @@ class NotebookRun:
         """Remember figures saved elsewhere (e.g. by ``viz.plot_perf``) for the report index."""
         self.figures += [str(Path(p).resolve().relative_to(self.report_dir)) for p in paths]
 
+    def note(self, text: Note) -> Note:
+        """Show a generated paragraph (a :mod:`cifarkit.commentary` result) and remember it for :meth:`takeaways`."""
+        self.notes.append(str(text))
+        return text
+
+    def takeaways(self) -> Note:
+        """ "In this run": the first sentence of every paragraph :meth:`note` showed, as bullets."""
+        return in_this_run(self.notes)
+
     def finish(self, **headline: Any):
         """Write ``summaries/<notebook>.json`` (headline numbers, figures, runs) for the report index, and
         return the headline as a small table (what the notebook's last cell shows)."""
@@ -177,6 +187,7 @@ class NotebookRun:
                 "headline": self.headline,
                 "figures": self.figures,
                 "runs": self.runs,
+                "in_this_run": first_sentences(self.notes),
             },
         )
         values = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in self.headline.values()]

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from .commentary import Note, pct
 from .data import Split
 from .loader import Normalizer
 from .metrics import standard_error
@@ -80,15 +81,17 @@ def run_ablation(
     return out
 
 
-def pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
-def describe_race(curves: dict[str, Curve], target: float) -> str:
-    """Markdown: how long each recipe took to reach ``target`` on validation, and the ratio to the slowest."""
+def describe_race(curves: dict[str, Curve], target: float) -> Note:
+    """How long each recipe took to reach ``target`` on validation, the ratio first, then a line per recipe."""
     times = {name: time_to(c, target) for name, c in curves.items()}
     reached = {k: v for k, v in times.items() if v is not None}
     lines = []
+    if len(reached) >= 2:
+        fast, slow = min(reached, key=reached.get), max(reached, key=reached.get)
+        lines.append(
+            f"**{fast}** reached {pct(target)} validation top-1 {reached[slow] / reached[fast]:.1f}x sooner than "
+            f"**{slow}** on this machine (training time only; each curve's validation passes are not counted).\n"
+        )
     for name, c in curves.items():
         best = max((r["val_top1"] for r in c), default=float("nan"))
         t = times[name]
@@ -98,16 +101,18 @@ def describe_race(curves: dict[str, Curve], target: float) -> str:
             else f"never reached {pct(target)}"
         )
         lines.append(f"- **{name}** {when}; its best validation top-1 was {pct(best)} after {c[-1]['seconds']:.1f} s.")
-    if len(reached) >= 2:
-        fast, slow = min(reached, key=reached.get), max(reached, key=reached.get)
-        lines.append(
-            f"\n**{fast}** got there {reached[slow] / reached[fast]:.1f}x sooner than **{slow}** on this "
-            "machine (training time only; each curve's validation passes are not counted)."
-        )
-    return "\n".join(lines)
+    return Note("\n".join(lines))
 
 
-def describe_ablation(df) -> str:
+def describe_test(test_top1: float, tta: str, images: int, train_seconds: float, tta_seconds: float) -> Note:
+    """The speedrun checkpoint's one test number and what it cost, as airbench counts (training plus TTA)."""
+    return Note(
+        f"The speedrun model reaches **{pct(test_top1)}** test top-1 with TTA `{tta}` on {images:,} images, after "
+        f"{train_seconds:.1f} s of training plus {tta_seconds:.1f} s of TTA = **{train_seconds + tta_seconds:.1f} s** in all."
+    )
+
+
+def describe_ablation(df) -> Note:
     """Markdown: which pieces measurably helped on validation, which were within noise, which hurt."""
     full = df.loc[0, "val_top1"]
     rest = df.iloc[1:]
@@ -141,7 +146,7 @@ def describe_ablation(df) -> str:
             + ", ".join(f"**{v[2:]}**" for v in hurt["variant"])
             + " *improved* validation accuracy here: at this budget that piece does not pay."
         )
-    return " ".join(parts)
+    return Note(" ".join(parts))
 
 
 def curve_rows(curves: dict[str, Curve]) -> list[dict[str, Any]]:

@@ -220,3 +220,32 @@ def test_duplicates_says_how_many_and_how_many_are_shown():
     assert "the 2 closest of 3 pairs" in note and "from 3 to 4.5 of 255" in note
     assert "shows all 3 pairs" in commentary.duplicates({"pairs": {}}, near, 100, shown=24)
     assert "grid" not in commentary.duplicates({"pairs": {}}, [], 100, shown=24)
+
+
+def test_takeaways_repeat_the_first_sentence_of_each_note():
+    notes = [
+        "This model has **50,326 parameters**. The largest layer is `fc`.",
+        "Validation top-1 peaked at **75.4%** in epoch 9 of 10! Then it fell.",
+        "",
+    ]
+    assert commentary.first_sentences(notes) == [
+        "This model has **50,326 parameters**.",
+        "Validation top-1 peaked at **75.4%** in epoch 9 of 10!",
+    ]
+    note = commentary.in_this_run(notes)
+    assert note.startswith("**In this run:**\n\n- This model has **50,326 parameters**.\n- Validation")
+    assert "No generated findings" in commentary.in_this_run([])
+
+
+def test_a_notebook_remembers_its_notes_for_the_takeaways_and_the_summary(tmp_path):
+    import json
+
+    from cifarkit import notebook
+
+    nb = notebook.start("01_ex1_baseline", "synthetic", 0, "cpu", "smoke", str(tmp_path), False)
+    shown = nb.note(commentary.Note("First finding, 12.5% of it. Detail."))
+    assert shown == "First finding, 12.5% of it. Detail." and shown._repr_markdown_()
+    assert nb.takeaways() == "**In this run:**\n\n- First finding, 12.5% of it."
+    nb.finish(x=1)
+    summary = json.loads((tmp_path / "summaries" / "01_ex1_baseline.json").read_text())
+    assert summary["in_this_run"] == ["First finding, 12.5% of it."]

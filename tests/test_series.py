@@ -232,6 +232,8 @@ def test_generated_commentary_quotes_this_runs_numbers(smoke_report):
     assert "Best model on validation" not in text  # the index's findings are not the notebook's
     assert "def train_one_epoch(" in text  # the look-inside cell shows the library's loop
     assert "def tta_forward(" in markdown_outputs(books / "04_tta.ipynb")
+    for book in sorted(books.glob("0*.ipynb")):  # every notebook ends with generated takeaways of its own run
+        assert "**In this run:**\n\n- " in markdown_outputs(book), book.name
     summary = json.loads((smoke_report / "summaries" / "03_augmentation.json").read_text())["headline"]
     assert f"**`{summary['winner']}`** at {pct(summary['winner_val_top1'])}" in markdown_outputs(
         books / "03_augmentation.ipynb"

@@ -215,6 +215,12 @@ def test_race_and_ablation_commentary_quote_the_numbers():
     text = rep.describe_ablation(df)
     assert "**70.0%**" in text and "**a** (-10.0 points)" in text and "b (+0.5)" in text
     assert "**c** *improved*" in text and "5000 validation images" in text
+    assert rep.describe_race(curves, 0.7).startswith("**fast** reached 70.0% validation top-1 10.0x sooner")
+    test_note = rep.describe_test(0.7212, "translate", 10000, 53.5, 1.9)
+    assert test_note == (
+        "The speedrun model reaches **72.1%** test top-1 with TTA `translate` on 10,000 images, after "
+        "53.5 s of training plus 1.9 s of TTA = **55.4 s** in all."
+    )
 
 
 def test_curve_points_give_a_curve_inside_one_epoch():
