@@ -14,6 +14,8 @@ from .bench import run_bench
 from .comparison import run_labels
 from .config import AMP_MODES, DEVICE_HELP, MONITORS, OPTIMIZERS, SCHEDULERS, TrainConfig
 from .data import DATASET_HELP, load_dataset
+from .deploy import BenchSettings, deploy_bench
+from .deploy import table as deploy_table
 from .device import env_info, resolve_device
 from .engine import fit
 from .errors import EXIT_FAILED, EXIT_USAGE, CifarkitError, os_error_line
@@ -24,6 +26,7 @@ from .profiler import available_backends
 from .runs import atomic_write, ensure_dir, load_checkpoint, write_text
 from .series import run_series
 from .speedrun import run_speedrun
+from .sweep import run_sweep
 from .tta import AVERAGES, TTA_MODES, check_mode
 from .viz import montage, plot_perf
 
@@ -272,6 +275,39 @@ def cmd_speedrun(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy_bench(args: argparse.Namespace) -> int:
+
+    settings = BenchSettings(
+        sparsities=tuple(args.sparsity),
+        finetune_epochs=args.finetune_epochs,
+        runs=args.runs,
+        warmup=args.warmup,
+    )
+    log = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    rows = deploy_bench(args.checkpoint, args.dataset, args.out, args.device, settings, args.data_dir, log=log)
+    if args.json:
+        for row in rows:
+            print_json_line(row)
+    else:
+        print(deploy_table(rows, settings))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+
+    parser = build_parser()
+    args.out = args.out or str(Path("reports") / "sweeps" / Path(args.config).stem)
+    results = run_sweep(
+        args.config, args.out, lambda argv: config_from_args(parser.parse_args(["train", *argv])), args.workers
+    )
+    failed = [r["name"] for r in results if r["status"] != "done"]
+    print(
+        f"{len(results) - len(failed)} of {len(results)} run(s) done in {args.out}"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
+    return EXIT_FAILED if failed else 0
+
+
 def fraction(text: str) -> float:
     """argparse type: a number strictly between 0 and 1."""
     try:
@@ -414,6 +450,12 @@ def add_train_options(t: argparse.ArgumentParser) -> None:
         metavar="N",
         help="record N training steps with torch.profiler",
     )
+    t.add_argument(
+        "--pretrained",
+        action="store_true",
+        default=d.pretrained,
+        help="start from ImageNet weights (resnet18_imagenet, mobilenetv3_imagenet; cached in $TORCH_HOME/hub)",
+    )
 
 
 def build_parser() -> Parser:
@@ -489,6 +531,36 @@ def build_parser() -> Parser:
         "--json", action="store_true", help="last stdout line: one JSON object (seconds, val/test top-1, curve, ...)"
     )
     sr.set_defaults(func=cmd_speedrun)
+
+    db = sub.add_parser(
+        "deploy-bench", help="int8, pruned and ONNX variants of a checkpoint: accuracy, size, latency side by side"
+    )
+    db.add_argument("checkpoint", help="a run's best.pt")
+    db.add_argument("--dataset", default=None, help=f"dataset spec: {DATASET_HELP} (default: the checkpoint's own)")
+    add_common(db, dataset=False)
+    db.add_argument("--out", default=None, help="folder for the variants (default: deploy/ beside the checkpoint)")
+    db.add_argument(
+        "--sparsity", type=fraction, nargs="+", default=list(BenchSettings.sparsities), help="channel shares to prune"
+    )
+    db.add_argument(
+        "--finetune-epochs", type=positive_float, default=BenchSettings.finetune_epochs, help="after each pruning"
+    )
+    db.add_argument("--runs", type=positive_int, default=BenchSettings.runs, help="batch-1 calls timed per variant")
+    db.add_argument("--warmup", type=positive_int, default=BenchSettings.warmup, help="untimed calls first")
+    db.add_argument("--json", action="store_true", help="one JSON line per variant and device (stdout)")
+    db.set_defaults(func=cmd_deploy_bench)
+
+    sw = sub.add_parser("sweep", help="run a grid or list of training configs as parallel processes (resumable)")
+    sw.add_argument(
+        "config", help='JSON: {"base": {...}, "grid": {"lr": [0.001, 0.01]}} or {"base": {...}, "runs": [...]}'
+    )
+    sw.add_argument(
+        "--workers", type=positive_int, default=None, help="processes at a time (default: one per GPU, else 1)"
+    )
+    sw.add_argument(
+        "--out", default="reports/sweeps/sweep", help="parent of the run folders (default reports/sweeps/sweep)"
+    )
+    sw.set_defaults(func=cmd_sweep)
 
     pp = sub.add_parser("plot-perf", help="figures and a summary table from profiler JSONL logs")
     pp.add_argument("logs", nargs="+", metavar="LOG", help="perf/*.jsonl files or folders holding them")

@@ -325,3 +325,33 @@ def duplicates(exact: Mapping[str, Any], near: Sequence[tuple[int, int, float]],
             f"{len(near)} pairs, closest first (RMS difference from {near[0][2]:g} to {near[min(shown, len(near)) - 1][2]:g} of 255)."
         )
     return Note(" ".join(text))
+
+
+def times(ratio: float, more: str, less: str) -> str:
+    """A ratio in words: ``2.0x faster``, ``3.1x slower``, or ``about the same`` within 5%."""
+    if 0.95 <= ratio <= 1.05:
+        return f"about the same {more.split()[-1] if ' ' in more else ''}".rstrip()
+    return f"{ratio:.1f}x {more}" if ratio > 1 else f"{1 / ratio:.1f}x {less}"
+
+
+def deployment(rows: Any) -> Note:
+    """A ``deploy_bench`` table (DataFrame) in words: on the CPU, what each variant gains in latency and
+    size against fp32 and what it costs in test top-1 (noise judged on the rows' ``test_images``)."""
+    cpu = rows[rows["device"] == "cpu"].set_index("variant")
+    if "fp32" not in cpu.index:
+        return Note("No fp32 row on the CPU to compare the variants with.")
+    base = cpu.loc["fp32"]
+    n = int(base["test_images"])
+    text = [
+        f"On the CPU ({int(base['threads'])} threads) the fp32 model answers one image in "
+        f"**{base['latency_ms_p50']:.2f} ms** (median; 95th percentile {base['latency_ms_p95']:.2f} ms) and takes "
+        f"{base['size_mb']:.2f} MB on disk; its test top-1 is {pct(float(base['top1']))} on {n:,} images."
+    ]
+    for name, r in cpu.drop(index="fp32").iterrows():
+        noise = difference_is_noise(float(r["top1"]), n, float(base["top1"]), n)
+        text.append(
+            f"`{name}`: {times(base['latency_ms_p50'] / r['latency_ms_p50'], 'faster', 'slower')} at batch 1, "
+            f"{times(base['size_mb'] / r['size_mb'], 'smaller', 'larger')} on disk, "
+            f"{points(float(r['top1']) - float(base['top1']))} of test top-1{' (within noise)' if noise else ''}."
+        )
+    return Note(" ".join(text))

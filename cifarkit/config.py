@@ -64,6 +64,7 @@ class TrainConfig:
     telemetry: bool = False  # hardware telemetry into perf/*.jsonl (cifarkit.profiler)
     telemetry_interval: float = 0.5  # seconds between telemetry samples
     torch_profile_steps: int = 0
+    pretrained: bool = False  # start from ImageNet weights (resnet18_imagenet, mobilenetv3_imagenet)
 
     def __post_init__(self) -> None:
         def check(ok: bool, name: str, what: str) -> None:

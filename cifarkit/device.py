@@ -83,7 +83,10 @@ def resolve_channels_last(value: bool | None, device: torch.device) -> bool:
 
 
 def configure_threads(num_threads: int | None = None) -> int:
-    """Use every core this process may run on (torch's default can undercount in containers)."""
+    """Use every core this process may run on (torch's default can undercount in containers), or
+    ``$CIFARKIT_THREADS`` of them (a sweep splits the cores between its processes)."""
+    if num_threads is None and os.environ.get("CIFARKIT_THREADS", "").isdigit():
+        num_threads = int(os.environ["CIFARKIT_THREADS"])
     if num_threads is None:
         try:
             num_threads = len(os.sched_getaffinity(0))

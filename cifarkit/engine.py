@@ -32,7 +32,7 @@ from .device import (
 from .errors import CheckpointError, ConfigError, DataError, TrainingDiverged, short_list
 from .evaluation import autocast, evaluate
 from .loader import DeviceLoader, Normalizer
-from .models import create_model, default_input_size
+from .models import create_model, default_input_size, load_imagenet_weights
 from .profiler import RunProfiler
 from .results import finish_run
 from .runs import append_jsonl, load_checkpoint, make_run_dir, save_checkpoint, write_json
@@ -177,7 +177,10 @@ def prepare(cfg: TrainConfig, dataset: Dataset | None = None, data_dir: str | No
         )
     image_size = cfg.image_size or default_input_size(cfg.model)
     model_kwargs = {"image_size": image_size, **(cfg.model_kwargs or {})}
-    model = create_model(cfg.model, dataset.num_classes, **model_kwargs).to(device)
+    model = create_model(cfg.model, dataset.num_classes, **model_kwargs)
+    if cfg.pretrained:
+        load_imagenet_weights(model)
+    model = model.to(device)
     channels_last = resolve_channels_last(cfg.channels_last, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

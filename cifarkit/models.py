@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+import urllib.error
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 
 _REGISTRY: dict[str, type[nn.Module]] = {}
 
@@ -218,6 +220,84 @@ class ResNet18(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.layers(self.stem(x)))
+
+
+class Pretrained(nn.Module):
+    """A torchvision ImageNet architecture with a new classifier, for transfer learning (``--pretrained``
+    loads its ImageNet weights from the torch hub cache, see :func:`load_imagenet_weights`). The input is
+    upsampled to 128 px: ImageNet features expect objects larger than CIFAR's 32 px, and 128 px keeps a
+    CPU epoch affordable (224 px, the ImageNet size, costs 3x more)."""
+
+    input_size = 128
+    builder = ""  # torchvision.models function name
+    weights = ""  # torchvision weights enum and member, e.g. "ResNet18_Weights.IMAGENET1K_V1"
+    classifier = ""  # dotted name of the final linear layer inside ``net``
+
+    def __init__(self, num_classes: int = 10, image_size: int = 128) -> None:
+        super().__init__()
+        import torchvision
+
+        self.net = getattr(torchvision.models, self.builder)(weights=None)
+        parent, _, attr = self.classifier.rpartition(".")
+        holder = self.net.get_submodule(parent) if parent else self.net
+        old = getattr(holder, attr)
+        setattr(holder, attr, nn.Linear(old.in_features, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@register_model("resnet18_imagenet")
+class ResNet18ImageNet(Pretrained):
+    """torchvision's ResNet-18 (11.7M parameters), the classic transfer-learning backbone."""
+
+    builder, weights, classifier = "resnet18", "ResNet18_Weights.IMAGENET1K_V1", "fc"
+
+
+@register_model("mobilenetv3_imagenet")
+class MobileNetV3ImageNet(Pretrained):
+    """torchvision's MobileNetV3-Small (2.5M parameters), built for phones."""
+
+    builder, weights, classifier = "mobilenet_v3_small", "MobileNet_V3_Small_Weights.IMAGENET1K_V1", "classifier.3"
+
+
+def imagenet_weights_file(model: Pretrained) -> tuple[str, Path]:
+    """The download address of a model's ImageNet weights and where torch's hub cache keeps them."""
+    import torchvision
+
+    enum, member = model.weights.split(".")
+    url = getattr(torchvision.models, enum)[member].url
+    return url, Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+def load_imagenet_weights(model: nn.Module) -> nn.Module:
+    """Load a :class:`Pretrained` model's ImageNet weights (all but its new classifier) from the torch hub
+    cache, downloading them there when online; offline, a one-line error names the file to place."""
+    if not isinstance(model, Pretrained):
+        names = ", ".join(n for n in list_models() if issubclass(_REGISTRY[n], Pretrained))
+        raise ConfigError(f"{type(model).__name__} has no ImageNet weights; --pretrained works with {names}")
+    url, path = imagenet_weights_file(model)
+    if not path.is_file():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(url, str(path), progress=False)
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            raise DataError(
+                f"ImageNet weights {path.name} are not cached and cannot be downloaded ({exc.__class__.__name__}); "
+                f"place {path.name} (from {url}) in {path.parent}/ or set TORCH_HOME, or train without --pretrained"
+            ) from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(
+            f"{path} is not a readable weights file ({exc.__class__.__name__}); delete it and retry"
+        ) from None
+    head = model.classifier + "."
+    state = {k: v for k, v in state.items() if not k.startswith(head)}
+    missing, unexpected = model.net.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith(head) for k in missing):
+        raise DataError(f"{path} does not hold {model.builder}'s ImageNet weights; delete it and retry")
+    return model
 
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}

@@ -10,6 +10,7 @@ from .commentary import Note, first_sentences, in_this_run
 from .comparison import find_runs
 from .config import TrainConfig
 from .data import load_dataset, project_root
+from .deploy import BenchSettings
 from .device import resolve_device, seed_everything
 from .engine import fit
 from .errors import ConfigError
@@ -34,6 +35,9 @@ class Profile:
     speedrun_recipe: str = "speedrun"  # a name from cifarkit.speedrun.RECIPES
     speedrun_ablation_train_images: int | None = None
     course_epochs: int = 10  # the course EX-1 recipe's budget in the 07 race
+    deploy_sparsities: tuple[float, ...] = (0.3, 0.5)  # 08: channel shares pruned
+    deploy_finetune_epochs: float = 1.0  # 08: fine-tune after each pruning
+    deploy_runs: int = 200  # 08: batch-1 calls timed per variant
 
 
 PROFILES = {
@@ -52,6 +56,9 @@ PROFILES = {
         speedrun_recipe="tiny",
         speedrun_ablation_train_images=500,
         course_epochs=2,
+        deploy_sparsities=(0.5,),
+        deploy_finetune_epochs=0.5,
+        deploy_runs=20,
     ),
     # meaningful numbers on a laptop CPU in minutes
     "quick": Profile(
@@ -84,6 +91,9 @@ PROFILES = {
         speedrun_recipe="flagship",
         speedrun_ablation_train_images=None,
         course_epochs=30,
+        deploy_sparsities=(0.3, 0.5, 0.7),
+        deploy_finetune_epochs=3.0,
+        deploy_runs=500,
     ),
 }
 
@@ -150,6 +160,13 @@ class NotebookRun:
         run = found[-1] if found else self.train(dataset, **overrides)
         print(f"using {run}" + ("" if found else f" (trained here: {notebook} has no run in this report)"))
         return run
+
+    def deploy_settings(self) -> BenchSettings:
+        """How notebook 08 builds and times the deployment variants under this profile."""
+        p = self.profile
+        return BenchSettings(
+            sparsities=p.deploy_sparsities, finetune_epochs=p.deploy_finetune_epochs, runs=p.deploy_runs, seed=self.seed
+        )
 
     def save(self, fig, name: str):
         """Save a figure under ``figures/<notebook>/<name>.png``, remember it, and return it for display."""

@@ -12,12 +12,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from .compress import OnnxModel, model_from_blob
 from .data import IMAGE_SUFFIXES, Dataset, Split, decode_image, pil_to_array, resolve_user_path
 from .device import resolve_channels_last, resolve_device
 from .errors import CheckpointError, CifarkitError, DataError, short_list
 from .evaluation import evaluate, predict_logits
 from .loader import DeviceLoader, Normalizer
-from .runs import load_checkpoint, model_from_checkpoint
+from .runs import load_checkpoint
 from .tta import compare_tta, tta_forward
 
 
@@ -35,16 +36,26 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> Predictor:
-        """Load ``path`` (``weights_only``) onto ``device``, in the memory format that suits it."""
+        """Load ``path`` onto ``device``: a cifarkit checkpoint of any variant (``best.pt``, pruned, int8;
+        ``weights_only``) or an exported ``.onnx`` file. int8 and ONNX models run on the CPU."""
         dev = resolve_device(device) if isinstance(device, str) else device
-        blob = load_checkpoint(path)
-        model = model_from_checkpoint(blob, dev)
-        channels_last = resolve_channels_last(None, dev)
+        if Path(path).suffix.lower() == ".onnx":
+            if not Path(path).is_file():
+                raise CheckpointError(f"ONNX model {path} not found; export one with deploy-bench")
+            model: nn.Module = OnnxModel(path)
+            meta = {**model.meta, "variant": "onnx"}
+            dev = torch.device("cpu")
+        else:
+            blob = load_checkpoint(path)
+            meta = {k: v for k, v in blob.items() if k not in ("state_dict", "fp32_shapes")}
+            if blob.get("variant") == "int8":
+                dev = torch.device("cpu")
+            model = model_from_blob(blob).to(dev)
+        channels_last = resolve_channels_last(None, dev) and meta.get("variant", "fp32") in ("fp32", "pruned")
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        norm = Normalizer(blob["mean"], blob["std"], dev, blob["image_size"], channels_last)
-        meta = {k: v for k, v in blob.items() if k != "state_dict"}
-        return cls(model, list(blob["classes"]), norm, int(blob.get("data_image_size", 32)), dev, meta, Path(path))
+        norm = Normalizer(meta["mean"], meta["std"], dev, meta["image_size"], channels_last)
+        return cls(model, list(meta["classes"]), norm, int(meta.get("data_image_size", 32)), dev, meta, Path(path))
 
     def check_dataset(self, dataset: Dataset) -> Dataset:
         """``dataset`` with its labels in this checkpoint's class order; one-line error when its classes differ.
@@ -62,7 +73,10 @@ class Predictor:
 
     @property
     def amp(self) -> str:
-        """The mixed precision the checkpoint was trained with; every evaluation of it uses the same."""
+        """The mixed precision the checkpoint was trained with; every evaluation of it uses the same (int8 and
+        ONNX models run as they are)."""
+        if self.meta.get("variant") in ("int8", "onnx"):
+            return "off"
         return self.meta.get("config", {}).get("amp", "auto")
 
     def evaluate(

@@ -8,6 +8,7 @@ import math
 import os
 import re
 import uuid
+import warnings
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +18,6 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, OutputError
-from .models import create_model
 
 CHECKPOINT_FORMAT = "cifarkit-checkpoint-v1"
 RUN_FILES = ("config.json", "env.json", "train.json", "test.json", "metrics.jsonl", "best.pt")
@@ -183,7 +183,9 @@ def load_checkpoint(path: str | os.PathLike, wanted: str = "best.pt") -> dict[st
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found; pass the {wanted} of a run folder")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # int8 weights are rebuilt through torch's deprecated TypedStorage
+            warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
+            blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(
             f"{path} is not a readable cifarkit checkpoint ({exc.__class__.__name__}); pass the {wanted} of a run folder"
@@ -191,11 +193,3 @@ def load_checkpoint(path: str | os.PathLike, wanted: str = "best.pt") -> dict[st
     if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a cifarkit checkpoint; pass the {wanted} of a run folder")
     return blob
-
-
-def model_from_checkpoint(blob: dict[str, Any], device: torch.device | str = "cpu") -> nn.Module:
-    """Rebuild the network stored in a checkpoint, in eval mode, on ``device``."""
-
-    model = create_model(blob["model_name"], blob["num_classes"], **blob.get("model_kwargs", {}))
-    model.load_state_dict(blob["state_dict"])
-    return model.to(device).eval()

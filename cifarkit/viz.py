@@ -236,6 +236,27 @@ def plot_tta_side_by_side(images: Sequence[np.ndarray], predictions, true_classe
     return fig
 
 
+def plot_deploy(rows) -> Figure:
+    """Accuracy against batch-1 latency for every deployment variant (a ``deploy_bench`` table), marker area
+    proportional to the size on disk, one colour per device, each point named."""
+    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    ax = fig.subplots()
+    biggest = max(float(r) for r in rows["size_mb"]) or 1.0
+    for colour, (device, part) in zip(plt_colours(), rows.groupby("device"), strict=False):
+        area = 40 + 600 * part["size_mb"].astype(float) / biggest
+        ax.scatter(part["latency_ms_p50"], part["top1"], s=area, alpha=0.6, color=colour, label=f"on {device}")
+        for _, r in part.iterrows():
+            ax.annotate(
+                r["variant"], (r["latency_ms_p50"], r["top1"]), textcoords="offset points", xytext=(6, 4), fontsize=8
+            )
+    ax.set_xscale("log")
+    ax.set(xlabel="latency per image at batch 1, median (ms, log scale)", ylabel="test top-1 accuracy")
+    ax.set_title("accuracy vs latency (marker area: size on disk)", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return fig
+
+
 # profiler metric names as axis labels with units
 METRIC_LABELS = {
     "gpu_busy_percent": "GPU busy (%)",
@@ -270,6 +291,8 @@ def plot_perf_metric(df, metric: str, labels: dict[str, str] | None = None) -> F
             runs = panel[panel["folder"] == folder]
             run_dir = runs["run_dir"].iloc[0] if "run_dir" in runs else folder
             name = (labels or {}).get(run_dir, folder)
+            if experiment and name[:2] == experiment[:2] and name[:2].isdigit():
+                name = name[3:]  # the panel's title already names the notebook
             for run, part in runs.groupby("run"):
                 part = part[part[metric].notna()]
                 if part.empty:
@@ -286,7 +309,8 @@ def plot_perf_metric(df, metric: str, labels: dict[str, str] | None = None) -> F
         ax.set(xlabel="seconds since the run started", title=experiment or "")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, loc="best")
+            # below the panel: long run labels never cover the curves or squeeze a neighbour
+            ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     axes[0].set_ylabel(METRIC_LABELS.get(metric, metric))
     fig.suptitle(f"{METRIC_LABELS.get(metric, metric)} (solid: training, dotted: validation)", fontsize=10)
     return fig

@@ -8,11 +8,12 @@ import time
 import pytest
 import torch
 
+from cifarkit.compress import model_from_blob
 from cifarkit.config import TrainConfig
 from cifarkit.engine import fit
 from cifarkit.errors import CheckpointError, ConfigError
 from cifarkit.evaluation import evaluate
-from cifarkit.runs import RUN_FILES, load_checkpoint, model_from_checkpoint
+from cifarkit.runs import RUN_FILES, load_checkpoint
 
 FAST = dict(model="ex1", dataset="synthetic", batch_size=64, lr=3e-3, val_fraction=0.2)
 
@@ -78,7 +79,7 @@ def test_checkpoint_is_self_contained(trained):
     assert blob["model_name"] == "ex1" and blob["num_classes"] == 10
     assert len(blob["classes"]) == 10 and len(blob["mean"]) == 3 and blob["image_size"] == 32
     assert "training" not in blob  # best.pt is weights + metadata only
-    model = model_from_checkpoint(blob)
+    model = model_from_blob(blob)
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
 
 
@@ -89,7 +90,7 @@ def test_evaluate_reports_everything(trained):
     blob = load_checkpoint(trained / "best.pt")
     ds = load_dataset("synthetic")
     loader = DeviceLoader(ds.test, 50, Normalizer(blob["mean"], blob["std"], torch.device("cpu")))
-    r = evaluate(model_from_checkpoint(blob), loader, torch.device("cpu"), ds.classes)
+    r = evaluate(model_from_blob(blob), loader, torch.device("cpu"), ds.classes)
     assert r["n"] == 200 and 0 <= r["top1"] <= r["top5"] <= 1
     assert r["most_confused"] == sorted(r["most_confused"], key=lambda p: -p["count"])
     test = json.loads((trained / "test.json").read_text())
@@ -261,7 +262,7 @@ def test_compiled_training_saves_plain_checkpoints(tmp_path):
     blob = load_checkpoint(run / "best.pt")
     assert blob["config"]["compile"] is True
     assert not any(k.startswith("_orig_mod") for k in blob["state_dict"])  # loads into the plain model
-    assert model_from_checkpoint(blob) is not None
+    assert model_from_blob(blob) is not None
 
 
 def test_determinism_is_on_by_default_and_can_be_traded_for_speed(tmp_path, cli):

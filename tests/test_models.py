@@ -15,6 +15,8 @@ EXPECTED_PARAMS_100 = {
     "tinyvgg": 522_276,
     "resnet18": 11_220_132,
     "speednet": 1_995_544,
+    "resnet18_imagenet": 11_227_812,  # torchvision: 11,689,512 at 1000 classes
+    "mobilenetv3_imagenet": 1_620_356,  # torchvision: 2,542,856 at 1000 classes
 }
 
 
@@ -77,3 +79,46 @@ def test_summary_reports_params_and_mult_adds():
     # torchinfo labels its mult-adds total "(Units.MEGABYTES)"; the table says what the number counts
     (line,) = [row for row in s["table"].splitlines() if row.startswith("Total mult-adds")]
     assert line == f"Total mult-adds (millions): {s['mult_adds'] / 1e6:.2f}"
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    """An empty torch hub cache, so nothing reads or writes the real one."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    return tmp_path / "torch" / "hub" / "checkpoints"
+
+
+def test_pretrained_backbones_start_from_the_cached_imagenet_weights(torch_home):
+    import torchvision
+
+    from cifarkit.config import TrainConfig
+    from cifarkit.engine import prepare
+    from cifarkit.models import imagenet_weights_file
+
+    torch.manual_seed(1)
+    imagenet = torchvision.models.mobilenet_v3_small(weights=None).state_dict()  # stands in for the real file
+    _, path = imagenet_weights_file(create_model("mobilenetv3_imagenet", 10))
+    assert path.parent == torch_home and path.name == "mobilenet_v3_small-047dcff4.pth"
+    path.parent.mkdir(parents=True)
+    torch.save(imagenet, path)
+    cfg = TrainConfig(model="mobilenetv3_imagenet", dataset="synthetic:classes=3,train=8,test=2", pretrained=True)
+    model = prepare(cfg).model.cpu()
+    assert torch.equal(model.net.features[0][0].weight, imagenet["features.0.0.weight"])  # the backbone is ImageNet's
+    assert model.net.classifier[3].out_features == 3  # a new head for this dataset's classes
+    fresh = prepare(cfg.with_(pretrained=False)).model.cpu()
+    assert not torch.equal(fresh.net.features[0][0].weight, imagenet["features.0.0.weight"])
+
+
+def test_pretrained_offline_names_the_file_to_place(torch_home, monkeypatch, cli, tmp_path):
+    import urllib.error
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    args = ("train", "--model", "resnet18_imagenet", "--pretrained", "--dataset", "synthetic", "--out", tmp_path)
+    code, _, err = cli(*args)
+    assert code != 0 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "resnet18-f37072fd.pth" in err and str(torch_home) in err and "without --pretrained" in err
+    code, _, err = cli("train", "--model", "ex1", "--pretrained", "--dataset", "synthetic", "--out", tmp_path)
+    assert code == 2 and "has no ImageNet weights" in err and "mobilenetv3_imagenet" in err

@@ -18,6 +18,7 @@ EXPECTED = [
     "05_profiling_analysis",
     "06_compare_runs",
     "07_speedrun",
+    "08_deploy",
 ]
 COMMON = {"dataset", "seed", "device", "profile", "report_dir", "interactive"}
 

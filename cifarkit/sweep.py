@@ -1,0 +1,169 @@
+"""Experiment sweeps: ``cifarkit sweep CONFIG.json --workers K`` runs a grid or list of training configs as
+independent ``cifarkit train`` processes, one run folder each, resumable.
+
+CONFIG.json holds ``base`` (train options by their CLI names, e.g. ``"batch-size": 64``) and either
+``grid`` (option -> list of values; every combination runs) or ``runs`` (a list of option sets).
+Every config is checked by ``train``'s own parser before anything starts. Processes are scheduled by the
+standard library's ``concurrent.futures`` (a worker slot per process); on a machine with GPUs each slot
+gets its own GPU, on a CPU the cores are split between the slots. Each run writes a normal run folder
+under ``OUT/<NN>-<options>/``, so notebook 06 and ``analysis``/``comparison`` rank them like any run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ConfigError, DataError
+from .runs import ensure_dir, slug, write_json
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One training config of a sweep: its folder name and ``train`` arguments."""
+
+    name: str
+    options: dict[str, Any]
+
+    def argv(self) -> list[str]:
+        """The options as ``cifarkit train`` arguments (``true`` flags as bare switches)."""
+        args: list[str] = []
+        for key, value in self.options.items():
+            flag = "--" + key.replace("_", "-")
+            if value is True:
+                args.append(flag)
+            elif value is False or value is None:
+                continue
+            else:
+                args += [flag, str(value)]
+        return args
+
+
+def load_sweep(path: str | Path) -> list[SweepRun]:
+    """The runs of a sweep file, in a stable order, each named by its index and the options that vary."""
+    path = Path(path)
+    try:
+        spec = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"sweep file {path} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is not JSON ({exc}); see README 'Sweeps' for the format") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("base", {}), dict):
+        raise ConfigError(f"{path}: expected an object with 'base' and 'grid' or 'runs'")
+    unknown = set(spec) - {"base", "grid", "runs"}
+    if unknown or ("grid" in spec) == ("runs" in spec):
+        raise ConfigError(f"{path}: give 'base' and exactly one of 'grid' or 'runs' (found {sorted(spec)})")
+    base = spec.get("base", {})
+    if "grid" in spec:
+        grid = spec["grid"]
+        if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+            raise ConfigError(f"{path}: 'grid' maps each option to a non-empty list of values")
+        keys = sorted(grid)
+        variants = [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
+    else:
+        variants = spec["runs"]
+        if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants) or not variants:
+            raise ConfigError(f"{path}: 'runs' is a non-empty list of option objects")
+    runs = []
+    for i, variant in enumerate(variants):
+        label = "-".join(f"{k}-{json.dumps(v) if isinstance(v, bool) else v}" for k, v in variant.items()) or "base"
+        runs.append(SweepRun(f"{i:02d}-{slug(label)}"[:80], {**base, **variant}))
+    return runs
+
+
+def check_runs(runs: list[SweepRun], check: Callable[[list[str]], Any]) -> None:
+    """Run ``check`` (``train``'s parser and TrainConfig, from the CLI) on every run's arguments: a bad
+    option or value stops the sweep before any process starts, in one line naming the run."""
+    for run in runs:
+        if "out" in run.options or "resume" in run.options:
+            raise ConfigError(f"sweep run {run.name}: 'out' and 'resume' are set by the sweep itself")
+        said = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(said):
+                check(run.argv())
+        except ConfigError as exc:
+            raise ConfigError(f"sweep run {run.name}: {exc}") from None
+        except SystemExit:  # argparse's one line, without its "cifarkit train:" prefix
+            reason = said.getvalue().strip().split("error: ", 1)[-1]
+            raise ConfigError(f"sweep run {run.name}: {reason}") from None
+
+
+def state_of(folder: Path) -> tuple[str, Path | None]:
+    """("done", run) when a finished run is in ``folder``, ("stopped", last.pt) to resume, or ("new", None)."""
+    runs = sorted(p.parent for p in folder.glob("*/config.json")) if folder.is_dir() else []
+    if not runs:
+        return "new", None
+    run = runs[-1]
+    if (run / "train.json").is_file():  # written when a run ends (also when it diverged: rerunning won't help)
+        return "done", run
+    return ("stopped", run / "last.pt") if (run / "last.pt").is_file() else ("new", None)
+
+
+def slots(workers: int | None) -> list[dict[str, str]]:
+    """One environment per worker slot: a GPU each where there are GPUs, else a share of the CPU cores."""
+    gpus = torch.cuda.device_count()
+    count = workers or max(gpus, 1)
+    if gpus:
+        return [{"CUDA_VISIBLE_DEVICES": str(i % gpus)} for i in range(count)]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return [{"CIFARKIT_THREADS": str(max(1, cores // count))} for _ in range(count)]
+
+
+def run_sweep(
+    config: str | Path,
+    out: str | Path,
+    check: Callable[[list[str]], Any],
+    workers: int | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Run every config of ``config`` into ``out`` with ``workers`` processes at a time; finished runs are
+    skipped and stopped ones resumed, so rerunning the command completes a sweep. Returns a status per run
+    and writes them to ``out/sweep.json``. ``check`` validates one run's ``train`` arguments."""
+    runs = load_sweep(config)
+    check_runs(runs, check)
+    out = ensure_dir(out, "--out folder")
+    envs = slots(workers)
+    free = list(range(len(envs)))
+    log(
+        f"{len(runs)} run(s), {len(envs)} worker(s): {', '.join(' '.join(f'{k}={v}' for k, v in e.items()) for e in envs)}"
+    )
+
+    def launch(run: SweepRun) -> dict[str, Any]:
+        folder = out / run.name
+        state, found = state_of(folder)
+        if state == "done":
+            log(f"{run.name}: done already ({found})")
+            return {"name": run.name, "status": "done", "run": str(found), "skipped": True}
+        slot = free.pop()
+        try:
+            argv = ["--resume", str(found)] if state == "stopped" else run.argv()
+            cmd = [sys.executable, "-m", "cifarkit", "train", *argv, "--out", str(folder)]
+            log(f"{run.name}: {'resuming' if state == 'stopped' else 'starting'} on slot {slot}")
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(folder / "train.log", "a") as stdout:
+                code = subprocess.run(
+                    cmd, stdout=stdout, stderr=subprocess.STDOUT, env={**os.environ, **envs[slot]}
+                ).returncode
+        finally:
+            free.append(slot)
+        state, found = state_of(folder)
+        status = "done" if code == 0 and state == "done" else "failed"
+        log(f"{run.name}: {status}" + ("" if status == "done" else f" (exit {code}; see {folder / 'train.log'})"))
+        return {"name": run.name, "status": status, "run": str(found) if found else None, "exit": code}
+
+    with ThreadPoolExecutor(max_workers=len(envs)) as pool:
+        results = list(pool.map(launch, runs))
+    write_json(out / "sweep.json", {"config": str(config), "workers": len(envs), "runs": results})
+    return results

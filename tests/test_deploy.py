@@ -1,0 +1,147 @@
+"""deploy-bench: int8, pruned and ONNX variants are real models, measured side by side, usable by predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from cifarkit.compress import OnnxModel, model_from_blob, prune_channels, quantize_int8, resize_to
+from cifarkit.config import TrainConfig
+from cifarkit.data import load_dataset
+from cifarkit.deploy import BenchSettings, deploy_bench
+from cifarkit.engine import fit
+from cifarkit.errors import CheckpointError, ConfigError
+from cifarkit.models import create_model
+from cifarkit.predict import Predictor
+from cifarkit.runs import load_checkpoint
+
+DATA = "synthetic:classes=4,train=64,test=32"
+FAST = BenchSettings(sparsities=(0.5,), finetune_epochs=0.5, calibration_images=64, warmup=1, runs=5, throughput_runs=1)
+COLUMNS = {"variant", "file", "top1", "size_mb", "params", "latency_ms_p50", "latency_ms_p95", "throughput_img_s"}
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory) -> tuple[Path, list[dict]]:
+    out = tmp_path_factory.mktemp("deploy")
+    cfg = TrainConfig(model="ex1", dataset=DATA, epochs=3, batch_size=32, lr=0.005, device="cpu", val_fraction=0.25)
+    run = fit(cfg, out=out, log=lambda s: None)
+    rows = deploy_bench(run / "best.pt", device="cpu", settings=FAST, log=lambda s: None)
+    return run, rows
+
+
+def test_every_variant_is_built_evaluated_and_timed(bench):
+    run, rows = bench
+    assert [r["variant"] for r in rows] == ["fp32", "int8-static", "pruned-50%", "onnx"]
+    for r in rows:
+        assert COLUMNS <= set(r) and r["device"] == "cpu" and Path(r["file"]).is_file(), r
+        assert 0 <= r["top1"] <= 1 and 0 < r["latency_ms_p50"] <= r["latency_ms_p95"] and r["throughput_img_s"] > 0
+    by = {r["variant"]: r for r in rows}
+    assert sorted(p.name for p in (run / "deploy").iterdir()) == ["int8.pt", "model.onnx", "pruned-50.pt"]
+    assert by["pruned-50%"]["params"] < 0.5 * by["fp32"]["params"]  # whole channels gone, not zeroed
+    # int8 and ONNX store the same weights (batch norm folded into the convolutions)
+    assert 0.9 * by["fp32"]["params"] < by["int8-static"]["params"] <= by["fp32"]["params"]
+    assert 0.9 * by["fp32"]["params"] < by["onnx"]["params"] <= by["fp32"]["params"]
+    assert all(r["test_images"] == len(load_dataset(DATA).test) for r in rows)
+    assert by["int8-static"]["size_mb"] < 0.5 * by["fp32"]["size_mb"]  # int8 weights, a quarter of fp32 plus scales
+    test = json.loads((run / "test.json").read_text())
+    assert by["fp32"]["top1"] == pytest.approx(test["top1"], abs=1e-6)  # the same evaluation path as test.json
+    assert by["onnx"]["top1"] == pytest.approx(by["fp32"]["top1"], abs=1 / 32)  # same model, other runtime
+
+
+def test_variants_load_like_best_pt_and_keep_their_answers(bench):
+    run, rows = bench
+    deploy = run / "deploy"
+    fp32 = model_from_blob(load_checkpoint(run / "best.pt"))
+    int8 = Predictor.from_checkpoint(deploy / "int8.pt", "auto")
+    assert int8.device.type == "cpu" and int8.amp == "off" and int8.classes == [f"class_{i}" for i in range(4)]
+    x = int8.normalizer(load_dataset(DATA).test.images)  # the images it was calibrated for, not noise
+    with torch.no_grad():
+        agree = (int8.model(x).argmax(1) == fp32(x).argmax(1)).float().mean()
+        assert agree >= 0.9 and (int8.model(x) - fp32(x)).abs().max() < 1.0  # rounding, not another model
+        assert "dynamic" in type(int8.model.get_submodule("classifier")).__module__  # int8 weights, float logits
+    onnx = Predictor.from_checkpoint(deploy / "model.onnx")
+    assert torch.allclose(onnx.model(x), fp32(x), atol=1e-4)
+    pruned = Predictor.from_checkpoint(deploy / "pruned-50.pt", "cpu")
+    assert sum(p.numel() for p in pruned.model.parameters()) < sum(p.numel() for p in fp32.parameters())
+
+
+@pytest.mark.parametrize("variant", ["int8.pt", "model.onnx", "pruned-50.pt"])
+def test_predict_accepts_every_variant(bench, variant, cli, tmp_path):
+    from PIL import Image
+
+    run, _ = bench
+    Image.new("RGB", (40, 30), "red").save(tmp_path / "red.png")
+    code, out, err = cli("predict", tmp_path / "red.png", "--checkpoint", run / "deploy" / variant, "--json")
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["topk"][0]["class"].startswith("class_") and 0 < result["topk"][0]["prob"] <= 1
+
+
+def test_resize_to_rebuilds_a_pruned_network():
+    model = create_model("smallcifarnet", 10).eval()
+    pruned = prune_channels(model, 0.5, torch.randn(1, 3, 32, 32), 10)
+    fresh = resize_to(create_model("smallcifarnet", 10).eval(), pruned.state_dict())
+    fresh.load_state_dict(pruned.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    assert not fresh.training and torch.equal(fresh(x), pruned(x))
+    assert sum(p.numel() for p in fresh.parameters()) < 0.5 * sum(p.numel() for p in model.parameters())
+
+
+def test_untraceable_models_fall_back_to_dynamic_int8():
+    class Branchy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(3 * 32 * 32, 4)
+
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent control flow: torch.fx cannot trace it
+                x = x * 2
+            return self.fc(x.flatten(1))
+
+    quantized, method = quantize_int8(Branchy(), [torch.randn(4, 3, 32, 32)])
+    assert method == "dynamic" and "quantized.dynamic" in type(quantized.fc).__module__
+
+
+def test_weights_of_another_shape_are_refused_in_one_line(bench, tmp_path, cli):
+    run, _ = bench
+    blob = load_checkpoint(run / "deploy" / "pruned-50.pt")
+    blob.pop("variant")  # pruned weights presented as the full-size model
+    torch.save(blob, tmp_path / "mixed.pt")
+    (tmp_path / "img.png").write_bytes((run / "figures" / "loss.png").read_bytes())
+    code, _, err = cli("predict", tmp_path / "img.png", "--checkpoint", tmp_path / "mixed.pt")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "do not fit model ex1" in err, err
+
+
+def test_bad_inputs_are_one_line(tmp_path, cli):
+    with pytest.raises(ConfigError, match="--sparsity"):
+        BenchSettings(sparsities=(1.5,))
+    (tmp_path / "junk.onnx").write_bytes(b"not onnx")
+    with pytest.raises(CheckpointError, match="not a loadable ONNX model"):
+        OnnxModel(tmp_path / "junk.onnx")
+    code, _, err = cli("deploy-bench", tmp_path / "missing.pt")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "missing.pt" in err
+    code, _, err = cli("deploy-bench", tmp_path / "missing.pt", "--sparsity", "2")
+    assert code == 2 and "between 0 and 1" in err
+
+
+def test_deployment_commentary_compares_with_fp32_on_the_cpu():
+    import pandas as pd
+
+    from cifarkit import commentary
+
+    rows = pd.DataFrame(
+        [
+            {"variant": "fp32", "top1": 0.75, "size_mb": 0.2, "latency_ms_p50": 1.0, "latency_ms_p95": 1.5},
+            {"variant": "int8-static", "top1": 0.748, "size_mb": 0.05, "latency_ms_p50": 2.0, "latency_ms_p95": 2.5},
+            {"variant": "onnx", "top1": 0.75, "size_mb": 0.2, "latency_ms_p50": 0.25, "latency_ms_p95": 0.3},
+        ]
+    ).assign(device="cpu", threads=2, test_images=10000)
+    note = commentary.deployment(rows)
+    assert "fp32 model answers one image in **1.00 ms** (median; 95th percentile 1.50 ms)" in note
+    assert (
+        "`int8-static`: 2.0x slower at batch 1, 4.0x smaller on disk, -0.2 points of test top-1 (within noise)" in note
+    )
+    assert "`onnx`: 4.0x faster at batch 1, about the same on disk, +0.0 points" in note

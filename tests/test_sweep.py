@@ -1,0 +1,90 @@
+"""sweep: grids and lists of train configs as processes, checked first, one run folder each, resumable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cifarkit.comparison import compare_runs
+from cifarkit.errors import ConfigError, DataError
+from cifarkit.sweep import SweepRun, load_sweep, state_of
+
+BASE = {"model": "ex1", "dataset": "synthetic:classes=3,train=12,test=4", "epochs": 1, "batch-size": 16}
+
+
+def write(tmp_path: Path, spec) -> Path:
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(spec) if not isinstance(spec, str) else spec)
+    return path
+
+
+def test_grid_runs_every_combination_in_a_stable_order(tmp_path):
+    runs = load_sweep(write(tmp_path, {"base": BASE, "grid": {"lr": [0.001, 0.01], "optimizer": ["adam", "sgd"]}}))
+    assert [r.name for r in runs] == [
+        "00-lr-0.001-optimizer-adam",
+        "01-lr-0.001-optimizer-sgd",
+        "02-lr-0.01-optimizer-adam",
+        "03-lr-0.01-optimizer-sgd",
+    ]
+    assert runs[3].options == {**BASE, "lr": 0.01, "optimizer": "sgd"}
+    assert runs[3].argv()[:2] == ["--model", "ex1"] and "--batch-size" in runs[3].argv()
+    listed = load_sweep(write(tmp_path, {"base": BASE, "runs": [{"lr": 0.1}, {"telemetry": True}]}))
+    assert [r.name for r in listed] == ["00-lr-0.1", "01-telemetry-true"] and listed[1].argv()[-1] == "--telemetry"
+    assert SweepRun("x", {"deterministic": False}).argv() == []
+
+
+@pytest.mark.parametrize(
+    "spec,needle",
+    [
+        ("{not json", "is not JSON"),
+        ({"base": BASE}, "exactly one of 'grid' or 'runs'"),
+        ({"base": BASE, "grid": {"lr": [0.1]}, "runs": [{}]}, "exactly one of"),
+        ({"base": BASE, "grid": {"lr": []}}, "non-empty list"),
+    ],
+)
+def test_bad_sweep_files_are_named(tmp_path, spec, needle):
+    with pytest.raises((ConfigError, DataError), match=needle):
+        load_sweep(write(tmp_path, spec))
+
+
+@pytest.mark.parametrize(
+    "runs,needle",
+    [
+        ([{"lr": -1}], "sweep run 01-lr--1: argument --lr: -1 must be a finite number > 0"),
+        ([{"colour": "red"}], "sweep run 01-colour-red: unrecognized arguments: --colour red"),
+        ([{"out": "x"}], "set by the sweep itself"),
+    ],
+)
+def test_every_config_is_checked_before_anything_runs(tmp_path, cli, runs, needle):
+    code, out, err = cli(
+        "sweep", write(tmp_path, {"base": BASE, "runs": [{"lr": 0.01}, *runs]}), "--out", tmp_path / "o"
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+    assert not (tmp_path / "o").exists()  # nothing started
+
+
+def test_sweep_runs_in_parallel_writes_normal_runs_and_resumes(tmp_path, cli):
+    config = write(tmp_path, {"base": BASE, "grid": {"lr": [0.001, 0.01]}})
+    code, out, err = cli("sweep", config, "--workers", "2", "--out", tmp_path / "o")
+    assert code == 0, err
+    assert out.strip().splitlines()[-1] == f"2 of 2 run(s) done in {tmp_path / 'o'}"
+    table = compare_runs(tmp_path / "o")  # notebook 06 ranks them like any run
+    assert len(table) == 2 and sorted(table["run"].str[:2]) == ["00", "01"]
+    summary = json.loads((tmp_path / "o" / "sweep.json").read_text())
+    assert [r["status"] for r in summary["runs"]] == ["done", "done"] and summary["workers"] == 2
+    code, out, _ = cli("sweep", config, "--out", tmp_path / "o")  # again: nothing left to do
+    assert code == 0 and out.count("done already") == 2
+
+
+def test_state_of_a_run_folder(tmp_path):
+    assert state_of(tmp_path / "missing") == ("new", None)
+    run = tmp_path / "00-x" / "20261123-000000-ex1"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    assert state_of(tmp_path / "00-x") == ("new", None)  # stopped before its first checkpoint
+    (run / "last.pt").write_bytes(b"")
+    assert state_of(tmp_path / "00-x") == ("stopped", run / "last.pt")
+    (run / "train.json").write_text("{}")
+    assert state_of(tmp_path / "00-x") == ("done", run)
