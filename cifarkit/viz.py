@@ -249,11 +249,17 @@ def plot_deploy(rows) -> Figure:
             ax.annotate(
                 r["variant"], (r["latency_ms_p50"], r["top1"]), textcoords="offset points", xytext=(6, 4), fontsize=8
             )
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
     ax.set_xscale("log")
+    ax.margins(x=0.2, y=0.12)  # room for the point labels at the edges
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.5, 1, 2 (not 5x10^-1)
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     ax.set(xlabel="latency per image at batch 1, median (ms, log scale)", ylabel="test top-1 accuracy")
     ax.set_title("accuracy vs latency (marker area: size on disk)", fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, markerscale=0.5, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3, frameon=False)
     return fig
 
 

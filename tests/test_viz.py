@@ -87,3 +87,26 @@ def test_ablation_table_keeps_step_order_and_budgets(tmp_path):
     table = ablation_table(runs)
     assert list(table.index) == ["none", "+crop", "+bn"] and table["val_top1"].idxmax() == "+crop"
     assert list(table["val_images"]) == [200] * 3 and list(table["epochs"]) == [5] * 3
+
+
+def test_deploy_scatter_names_every_variant_with_plain_latency_ticks():
+    import pandas as pd
+
+    from cifarkit import viz
+
+    rows = pd.DataFrame(
+        {
+            "variant": ["fp32", "int8-static", "onnx"],
+            "top1": [0.75, 0.751, 0.75],
+            "size_mb": [0.2, 0.06, 0.2],
+            "latency_ms_p50": [0.9, 0.5, 0.2],
+            "device": ["cpu"] * 3,
+        }
+    )
+    ax = viz.plot_deploy(rows).axes[0]
+    assert ax.get_xscale() == "log" and "latency" in ax.get_xlabel() and "top-1" in ax.get_ylabel()
+    assert sorted(t.get_text() for t in ax.texts) == ["fp32", "int8-static", "onnx"]
+    sizes = ax.collections[0].get_sizes()
+    assert sizes[1] < sizes[0] == sizes[2]  # marker area follows the size on disk
+    ticks = [ax.xaxis.get_major_formatter()(v, 0) for v in (0.2, 0.5, 1.0)]
+    assert ticks == ["0.2", "0.5", "1"]
