@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import Dataset, Split, stratified_split
+from .data import Dataset, Split
 from .predict import Predictor
 from .runs import read_json
 
@@ -71,8 +71,7 @@ def confused_grid(ds: Dataset, labels: np.ndarray, probs: np.ndarray, pairs: Seq
 def validation_split(run: str | Path, ds: Dataset) -> Split:
     """The validation images a run held out of ``ds``'s train split (same fraction and seed as in training)."""
     cfg = read_json(Path(run) / "config.json")
-    _, val_idx = stratified_split(ds.split("train").labels, cfg["val_fraction"], cfg["seed"])
-    return ds.train.subset(val_idx)
+    return ds.split("train").hold_out(cfg["val_fraction"], cfg["seed"])[1]
 
 
 def tta_table(run: str | Path, ds: Dataset, device: str = "auto", split: str = "test"):

@@ -330,7 +330,7 @@ def duplicates(exact: Mapping[str, Any], near: Sequence[tuple[int, int, float]],
 def times(ratio: float, more: str, less: str) -> str:
     """A ratio in words: ``2.0x faster``, ``3.1x slower``, or ``about the same`` within 5%."""
     if 0.95 <= ratio <= 1.05:
-        return f"about the same {more.split()[-1] if ' ' in more else ''}".rstrip()
+        return "about the same"
     return f"{ratio:.1f}x {more}" if ratio > 1 else f"{1 / ratio:.1f}x {less}"
 
 

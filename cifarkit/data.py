@@ -103,6 +103,12 @@ class Split:
         of a class-sorted folder."""
         return self.subset(interleaved_indices(self.labels, n, seed))
 
+    def hold_out(self, fraction: float, seed: int) -> tuple[Split, Split]:
+        """(train, validation): a seeded, stratified ``fraction`` held out, as training runs split it; the
+        same (fraction, seed) gives the same images again (resume, analysis, deploy-bench)."""
+        train_idx, val_idx = stratified_split(self.labels, fraction, seed)
+        return self.subset(train_idx), self.subset(val_idx)
+
     def sample(self, limit: int | None, seed: int = 0) -> Split:
         """At most ``limit`` images, stratified by class and seeded (None, or a limit >= the size: all)."""
         if limit is None or limit >= len(self):

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .compress import OnnxModel, export_onnx, int8_blob, model_from_blob, prune_channels, quantize_int8
-from .data import Dataset, Split, load_dataset, stratified_split
+from .data import Dataset, Split, load_dataset
 from .device import configure_threads, resolve_amp, resolve_device, seed_everything, synchronize
 from .engine import train_one_epoch
 from .errors import ConfigError
@@ -29,7 +29,6 @@ from .loader import DeviceLoader, Normalizer
 from .predict import Predictor
 from .runs import atomic_write, ensure_dir, load_checkpoint
 
-# what the bench states about its timing, printed with the table
 QUANT_NOTE = "FX graph mode, x86 backend, calibrated on training images"  # how the int8 variant is made
 TIMING = "time.perf_counter around each call, device synchronised; {warmup} warm-up calls, then {runs} timed"
 
@@ -101,8 +100,7 @@ def training_images(ds: Dataset, blob: dict[str, Any]) -> Split:
     cfg = blob.get("config", {})
     if "val_fraction" not in cfg:
         return ds.split("train")
-    train_idx, _ = stratified_split(ds.split("train").labels, cfg["val_fraction"], cfg.get("seed", 0))
-    return ds.train.subset(train_idx)
+    return ds.split("train").hold_out(cfg["val_fraction"], cfg.get("seed", 0))[0]
 
 
 def save_variant(path: Path, blob: dict[str, Any]) -> Path:

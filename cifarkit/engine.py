@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .config import TrainConfig
-from .data import Dataset, Split, load_dataset, stratified_split
+from .data import Dataset, Split, load_dataset
 from .device import (
     IntervalTimer,
     configure_determinism,
@@ -169,8 +169,8 @@ def prepare(cfg: TrainConfig, dataset: Dataset | None = None, data_dir: str | No
         dataset = load_dataset(cfg.dataset, data_dir)
     if dataset.train is None:
         raise ConfigError(f"dataset {cfg.dataset} has no train split; training needs {cfg.dataset}/train/<class>/")
-    train_idx, val_idx = stratified_split(dataset.train.labels, cfg.val_fraction, cfg.seed)
-    if len(val_idx) == 0:
+    train, val = dataset.train.hold_out(cfg.val_fraction, cfg.seed)
+    if len(val) == 0:
         raise DataError(
             f"{cfg.dataset}: no image is left for the validation split ({len(dataset.train)} training images, "
             "one per class); give every class at least 2 training images"
@@ -189,8 +189,8 @@ def prepare(cfg: TrainConfig, dataset: Dataset | None = None, data_dir: str | No
         cfg,
         device,
         dataset,
-        dataset.train.subset(train_idx),
-        dataset.train.subset(val_idx),
+        train,
+        val,
         model,
         model_kwargs,
         image_size,

@@ -594,7 +594,7 @@ def run_speedrun(
     ds = load_dataset(spec, root)
     if ds.train is None or ds.test is None:
         raise ConfigError(f"{spec} needs a train and a test split for a speedrun")
-    train_idx, val_idx = stratified_split(ds.train.labels, val_fraction, seed)
+    train_idx, val_idx = stratified_split(ds.train.labels, val_fraction, seed)  # the baseline needs the indices
     train_split, val = ds.train.subset(train_idx), ds.train.subset(val_idx)
     log(
         f"speedrun recipe {recipe.name} on {spec}: {len(train_split)} train / {len(val)} val / {len(ds.test)} test images, {dev}"

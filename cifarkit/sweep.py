@@ -151,7 +151,7 @@ def run_sweep(
             argv = ["--resume", str(found)] if state == "stopped" else run.argv()
             cmd = [sys.executable, "-m", "cifarkit", "train", *argv, "--out", str(folder)]
             log(f"{run.name}: {'resuming' if state == 'stopped' else 'starting'} on slot {slot}")
-            folder.mkdir(parents=True, exist_ok=True)
+            ensure_dir(folder, "sweep run folder")
             with open(folder / "train.log", "a") as stdout:
                 code = subprocess.run(
                     cmd, stdout=stdout, stderr=subprocess.STDOUT, env={**os.environ, **envs[slot]}
