@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import distributed
 from .bench import run_bench
 from .comparison import run_labels
 from .config import AMP_MODES, DEVICE_HELP, MONITORS, OPTIMIZERS, SCHEDULERS, TrainConfig
@@ -26,7 +27,7 @@ from .profiler import available_backends
 from .runs import atomic_write, ensure_dir, load_checkpoint, write_text
 from .series import run_series
 from .speedrun import run_speedrun
-from .sweep import run_sweep
+from .sweep import Slurm, run_sweep
 from .tta import AVERAGES, TTA_MODES, check_mode
 from .viz import montage, plot_perf
 
@@ -98,8 +99,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = cfg.with_(epochs=load_checkpoint(args.resume, wanted="last.pt")["config"]["epochs"])
     if not args.resume:
         ensure_dir(args.out, "--out folder")  # before minutes of data loading, not after
-    run_dir = fit(cfg, out=args.out, data_dir=args.data_dir, resume=args.resume, progress=False)
-    print(run_dir)
+    with distributed.session(cfg.device) as dist:  # one process, or a rank of a torchrun launch
+        run_dir = fit(cfg, out=args.out, data_dir=args.data_dir, resume=args.resume, progress=False, dist=dist)
+        if dist.is_main:
+            print(run_dir)
     return 0
 
 
@@ -297,8 +300,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     parser = build_parser()
     args.out = args.out or str(Path("reports") / "sweeps" / Path(args.config).stem)
+    slurm = (
+        Slurm(args.slurm_partition, args.slurm_time, args.slurm_gpus, args.slurm_cpus)
+        if args.executor == "slurm"
+        else None
+    )
     results = run_sweep(
-        args.config, args.out, lambda argv: config_from_args(parser.parse_args(["train", *argv])), args.workers
+        args.config,
+        args.out,
+        lambda argv: config_from_args(parser.parse_args(["train", *argv])),
+        args.workers,
+        slurm=slurm,
     )
     failed = [r["name"] for r in results if r["status"] != "done"]
     print(
@@ -456,6 +468,12 @@ def add_train_options(t: argparse.ArgumentParser) -> None:
         default=d.pretrained,
         help="start from ImageNet weights (resnet18_imagenet, mobilenetv3_imagenet; cached in $TORCH_HOME/hub)",
     )
+    t.add_argument(
+        "--sync-bn",
+        action="store_true",
+        default=d.sync_bn,
+        help="under torchrun on GPUs: synchronise batch norm over all processes (statistics of the global batch)",
+    )
 
 
 def build_parser() -> Parser:
@@ -560,6 +578,19 @@ def build_parser() -> Parser:
     sw.add_argument(
         "--out", default="reports/sweeps/sweep", help="parent of the run folders (default reports/sweeps/sweep)"
     )
+    sw.add_argument(
+        "--executor",
+        choices=("local", "slurm"),
+        default="local",
+        help="local processes (default), or one SLURM job per run submitted with submitit (--workers: at a time)",
+    )
+    d = Slurm
+    sw.add_argument("--slurm-partition", default=d.partition, help="SLURM partition (default: the cluster's)")
+    sw.add_argument(
+        "--slurm-time", type=positive_int, default=d.time_min, help=f"minutes per job (default {d.time_min})"
+    )
+    sw.add_argument("--slurm-gpus", type=int, default=d.gpus, help=f"GPUs per job (default {d.gpus}; 0 for CPU jobs)")
+    sw.add_argument("--slurm-cpus", type=positive_int, default=d.cpus, help=f"CPU cores per job (default {d.cpus})")
     sw.set_defaults(func=cmd_sweep)
 
     pp = sub.add_parser("plot-perf", help="figures and a summary table from profiler JSONL logs")
@@ -607,7 +638,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return int(args.func(args) or 0)
         except CifarkitError as exc:
-            print(f"cifarkit {args.verb}: error: {exc}", file=sys.stderr)
+            print(f"cifarkit {args.verb}{distributed.rank_tag()}: error: {exc}", file=sys.stderr)
             return exc.exit_code
         except KeyboardInterrupt:
             print(f"cifarkit {args.verb}: interrupted", file=sys.stderr)

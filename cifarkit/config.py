@@ -65,6 +65,7 @@ class TrainConfig:
     telemetry_interval: float = 0.5  # seconds between telemetry samples
     torch_profile_steps: int = 0
     pretrained: bool = False  # start from ImageNet weights (resnet18_imagenet, mobilenetv3_imagenet)
+    sync_bn: bool = False  # under torchrun on GPUs: batch norm statistics over the global batch
 
     def __post_init__(self) -> None:
         def check(ok: bool, name: str, what: str) -> None:

@@ -82,8 +82,9 @@ def resolve_channels_last(value: bool | None, device: torch.device) -> bool:
     return device.type == "cuda" if value is None else bool(value)
 
 
-def configure_threads(num_threads: int | None = None) -> int:
-    """Use every core this process may run on (torch's default can undercount in containers), or
+def configure_threads(num_threads: int | None = None, processes: int = 1) -> int:
+    """Use every core this process may run on (torch's default can undercount in containers), its
+    share when ``processes`` train side by side on this machine (torchrun's ranks), or
     ``$CIFARKIT_THREADS`` of them (a sweep splits the cores between its processes)."""
     if num_threads is None and os.environ.get("CIFARKIT_THREADS", "").isdigit():
         num_threads = int(os.environ["CIFARKIT_THREADS"])
@@ -92,6 +93,7 @@ def configure_threads(num_threads: int | None = None) -> int:
             num_threads = len(os.sched_getaffinity(0))
         except AttributeError:  # macOS, Windows
             num_threads = os.cpu_count() or 1
+        num_threads //= max(1, processes)
     torch.set_num_threads(max(1, num_threads))
     return torch.get_num_threads()
 

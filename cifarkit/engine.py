@@ -29,6 +29,7 @@ from .device import (
     seed_everything,
     synchronize,
 )
+from .distributed import Dist, per_rank_batch, shard
 from .errors import CheckpointError, ConfigError, DataError, TrainingDiverged, short_list
 from .evaluation import autocast, evaluate
 from .loader import DeviceLoader, Normalizer
@@ -158,13 +159,16 @@ class Prepared:
     history: list[dict] = field(default_factory=list)
 
 
-def prepare(cfg: TrainConfig, dataset: Dataset | None = None, data_dir: str | None = None) -> Prepared:
-    """Seed, pick the device, load and split the data, build the model."""
+def prepare(
+    cfg: TrainConfig, dataset: Dataset | None = None, data_dir: str | None = None, dist: Dist | None = None
+) -> Prepared:
+    """Seed, pick the device (a distributed rank's own), load and split the data, build the model."""
+    dist = dist or Dist()
     seed_everything(cfg.seed)
     configure_determinism(cfg.deterministic)
-    device = resolve_device(cfg.device)
+    device = dist.device or resolve_device(cfg.device)
     if device.type == "cpu":
-        configure_threads()
+        configure_threads(processes=dist.local_world_size)
     if dataset is None:
         dataset = load_dataset(cfg.dataset, data_dir)
     if dataset.train is None:
@@ -226,7 +230,7 @@ def format_epoch(r: dict, epochs: int) -> str:
     )
 
 
-def check_resume(state: dict[str, Any], epochs: int, path: str | Path) -> None:
+def check_resume(state: dict[str, Any], epochs: int, path: str | Path, world_size: int = 1) -> None:
     """Refuse, in one line and before anything is written, a resume that cannot continue the run as asked.
 
     The rule: a run whose learning rate follows a schedule (``onecycle``, ``cosine``) keeps the number
@@ -235,6 +239,18 @@ def check_resume(state: dict[str, Any], epochs: int, path: str | Path) -> None:
     """
     saved = state["config"]
     done = int(state["epoch"])
+    trained_by = int(state["training"].get("world_size", 1))
+    if trained_by != world_size:
+        how = (
+            f"{trained_by} processes in all (torchrun --nproc_per_node {trained_by} -m cifarkit train --resume {path}, "
+            "or as many over several --nnodes)"
+            if trained_by > 1
+            else f"one process (python -m cifarkit train --resume {path})"
+        )
+        raise ConfigError(
+            f"{path} was trained by {trained_by} process(es) and this launch has {world_size}; last.pt holds each "
+            f"process's own data order and augmentation stream, so resume it with {how}"
+        )
     if epochs != saved["epochs"] and saved["scheduler"] != "none":
         raise ConfigError(
             f"cannot change epochs from {saved['epochs']} to {epochs} when resuming: the {saved['scheduler']} "
@@ -260,6 +276,7 @@ def fit(
     log: Callable[[str], None] = print,
     progress: bool | None = None,
     test: bool = True,
+    dist: Dist | None = None,
 ) -> Path:
     """Train ``cfg.model`` on ``cfg.dataset``; return the run folder.
 
@@ -277,28 +294,40 @@ def fit(
         progress: tqdm bars (default: only when stdout is a terminal).
         test: evaluate best.pt on the test split at the end. Model selection sweeps pass False and
             call :func:`evaluate_run` on the winner only, so the test split never guides a choice.
+        dist: this process's rank in a torchrun launch (:func:`cifarkit.distributed.setup`). Each rank
+            trains on its shard with ``cfg.batch_size / world_size`` images per step (the global batch
+            stays ``cfg.batch_size``); rank 0 validates, writes and logs; every rank returns the folder.
     """
+    dist = dist or Dist()
+    if not dist.is_main:
+        log = _quiet
+        progress = False
     state = None
     if resume is not None:
         state = load_checkpoint(resume, wanted="last.pt")
         if "training" not in state:
             raise CheckpointError(f"{resume} holds weights only; resume from the run's last.pt")
-        check_resume(state, cfg.epochs, resume)
+        check_resume(state, cfg.epochs, resume, dist.world_size)
         cfg = TrainConfig.from_dict({**state["config"], "epochs": cfg.epochs})
-    p = prepare(cfg, dataset, data_dir)
+    p = prepare(cfg, dataset, data_dir, dist)
+    p.model = dist.sync_batchnorm(p.model, cfg.sync_bn)
+    if dist.enabled:
+        torch.manual_seed(cfg.seed + dist.rank)  # dropout draws its own masks on each rank
     train_loader = DeviceLoader(
-        p.train,
-        cfg.batch_size,
+        shard(p.train, dist.rank, dist.world_size),
+        per_rank_batch(cfg.batch_size, dist.world_size),
         p.normalizer,
         train=True,
         augment=cfg.augmentations,
         crop_padding=cfg.crop_padding,
         cutout_size=cfg.cutout_size,
-        seed=cfg.seed,
+        seed=cfg.seed + dist.rank,  # each rank draws its own order and augmentation
     )
-    val_loader = eval_loader(p.val, p)
+    val_loader = eval_loader(p.val, p) if dist.is_main else None
     if len(train_loader) == 0:
-        raise ConfigError(f"no training batches: {len(p.train)} images, batch_size {cfg.batch_size}")
+        raise ConfigError(
+            f"no training batches: {train_loader.num_images} images per process, batch_size {cfg.batch_size}"
+        )
     optimizer = make_optimizer(p.model, cfg)
     scheduler = make_scheduler(optimizer, cfg, len(train_loader))
     amp = resolve_amp(cfg.amp, p.device)
@@ -313,6 +342,7 @@ def fit(
     if state is not None:
         run_dir = Path(resume).resolve().parent
         t = state["training"]
+        mine = t["ranks"][dist.rank] if dist.enabled else t  # this rank's data order and random stream
         if list(state["classes"]) != list(p.dataset.classes):
             raise CheckpointError(
                 f"{resume} was trained on the classes {short_list(state['classes'])} but {cfg.dataset} has "
@@ -324,43 +354,30 @@ def fit(
             scheduler.load_state_dict(t["scheduler"])
         if scaler is not None and t.get("scaler"):
             scaler.load_state_dict(t["scaler"])
-        train_loader.load_state_dict(t["loader"])
-        torch.set_rng_state(t["torch_rng"])
+        train_loader.load_state_dict(mine["loader"])
+        torch.set_rng_state(mine["torch_rng"])
         rows, best_value, best_epoch, stale = list(t["rows"]), t["best_value"], t["best_epoch"], t["stale"]
         start_epoch = state["epoch"] + 1
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # rewrite: it may hold epochs after the checkpoint
-        for r in rows:
-            append_jsonl(run_dir / "metrics.jsonl", r)
+        if dist.is_main:
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # rewrite: it may hold epochs after the checkpoint
+            for r in rows:
+                append_jsonl(run_dir / "metrics.jsonl", r)
         log(f"resuming {run_dir} at epoch {start_epoch}")
     else:
-        run_dir = make_run_dir(out, cfg.model, cfg.dataset)
-    resolved = {
-        "image_size": p.image_size,
-        "model_kwargs": p.model_kwargs,
-        "amp": amp,
-        "device": str(p.device),
-        "channels_last": p.normalizer.channels_last,
-    }
-    write_json(run_dir / "config.json", {**cfg.to_dict(), "resolved": resolved})
-    write_json(
-        run_dir / "env.json",
-        {
-            **env_info(p.device),
-            "dataset_classes": list(p.dataset.classes),
-            "train_images": len(p.train),
-            "val_images": len(p.val),
-        },
-    )
-
+        run_dir = dist.broadcast(make_run_dir(out, cfg.model, cfg.dataset) if dist.is_main else None)
+    resumed_after = start_epoch - 1 if state else None
+    # rank 0's telemetry in perf/ as always; every other rank's in perf/rank<N>/
+    perf_dir = run_dir / "perf" if dist.is_main else run_dir / "perf" / f"rank{dist.rank}"
     profiler = (
-        RunProfiler(run_dir / "perf", p.device, cfg, resumed_after=start_epoch - 1 if state else None)
+        RunProfiler(perf_dir, p.device, cfg, resumed_after=resumed_after)
         if cfg.telemetry or cfg.torch_profile_steps
         else None
     )
-    tb = TensorBoardLog(run_dir, resumed_after=start_epoch - 1 if state else None)
-    use_bar = sys.stdout.isatty() if progress is None else progress
     # torch.compile wraps the same parameters; checkpoints keep saving the plain module's state dict
-    net = torch.compile(p.model) if cfg.compile else p.model
+    model = torch.compile(p.model) if cfg.compile else p.model
+    net = dist.wrap(model)  # DistributedDataParallel when launched by torchrun
+    tb = write_run_start(run_dir, p, cfg, amp, dist, resumed_after) if dist.is_main else None
+    use_bar = sys.stdout.isatty() if progress is None else progress
     epoch = start_epoch - 1
     for epoch in range(start_epoch, cfg.epochs + 1):
         epoch_iter = _progress(train_loader, use_bar, f"epoch {epoch}")
@@ -370,27 +387,21 @@ def fit(
             )
             if hooks is not None:
                 hooks.data_wait(stats.data_seconds)
-        with profiler.phase("val", epoch) if profiler else contextlib.nullcontext():
-            val = evaluate(net, val_loader, p.device, amp=amp)
-        row = {
-            "epoch": epoch,
-            "train_loss": stats.loss,
-            "train_accuracy": stats.accuracy,
-            "val_loss": val["loss"],
-            "val_accuracy": val["top1"],
-            "val_top5": val["top5"],
-            "lr": optimizer.param_groups[0]["lr"],
-            "images_per_s": stats.images_per_s,
-            "data_wait_s": stats.data_seconds,
-            "epoch_time_s": stats.seconds,
-            "val_time_s": val["testing_time"],
-        }
+        stats = all_ranks(stats, dist)
+        row = None
+        if dist.is_main:
+            with profiler.phase("val", epoch) if profiler else contextlib.nullcontext():
+                val = evaluate(model, val_loader, p.device, amp=amp)
+            row = epoch_row(epoch, stats, val, optimizer)
+            append_jsonl(run_dir / "metrics.jsonl", row)
+            if tb is not None:
+                tb.epoch(row, profiler.summaries if profiler else None)
+            log(format_epoch(row, cfg.epochs))
+        row = dist.broadcast(row)  # rank 0's validation decides for every rank
         rows.append(row)
-        append_jsonl(run_dir / "metrics.jsonl", row)
-        tb.epoch(row, profiler.summaries if profiler else None)
-        log(format_epoch(row, cfg.epochs))
         if not math.isfinite(stats.loss):
-            finish_run(run_dir, p, rows, best_epoch, test, tb)  # train.json and test.json of the last good best.pt
+            if dist.is_main:
+                finish_run(run_dir, p, rows, best_epoch, test, tb)  # train.json, test.json of the last good best.pt
             files = [f for f in ("best.pt", "last.pt") if (run_dir / f).is_file()]
             kept = (
                 f"{' and '.join(files)} from before it are kept"
@@ -404,28 +415,91 @@ def fit(
         value = row[cfg.monitor]
         if is_better(value, best_value, cfg.monitor):
             best_value, best_epoch, stale = value, epoch, 0
-            save_checkpoint(run_dir / "best.pt", p.model, checkpoint_meta(p, epoch))
+            if dist.is_main:
+                save_checkpoint(run_dir / "best.pt", p.model, checkpoint_meta(p, epoch))
         else:
             stale += 1
         stop = cfg.patience > 0 and stale >= cfg.patience
         if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs or stop:
+            ranks = dist.gather({"loader": train_loader.state_dict(), "torch_rng": torch.get_rng_state()})
             training = {
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "scaler": scaler.state_dict() if scaler is not None else None,
-                "loader": train_loader.state_dict(),
-                "torch_rng": torch.get_rng_state(),
+                **ranks[0],
+                "world_size": dist.world_size,
+                **({"ranks": ranks} if dist.enabled else {}),
                 "rows": rows,
                 "best_value": best_value,
                 "best_epoch": best_epoch,
                 "stale": stale,
             }
-            save_checkpoint(run_dir / "last.pt", p.model, checkpoint_meta(p, epoch), training)
+            if dist.is_main:
+                save_checkpoint(run_dir / "last.pt", p.model, checkpoint_meta(p, epoch), training)
         if stop:
             log(f"early stopping at epoch {epoch}: no {cfg.monitor} improvement for {cfg.patience} epochs")
             break
-    finish_run(run_dir, p, rows, best_epoch, test, tb)
+    if dist.is_main:
+        finish_run(run_dir, p, rows, best_epoch, test, tb)
+    dist.barrier()  # every rank returns once the run folder is complete
     return run_dir
+
+
+def write_run_start(
+    run_dir: Path, p: Prepared, cfg: TrainConfig, amp: str, dist: Dist, resumed_after: int | None
+) -> TensorBoardLog:
+    """config.json (the settings and what ``auto`` resolved to) and env.json; the run's TensorBoard log."""
+    resolved = {
+        "image_size": p.image_size,
+        "model_kwargs": p.model_kwargs,
+        "amp": amp,
+        "device": str(p.device),
+        "channels_last": p.normalizer.channels_last,
+        **dist.describe(),
+    }
+    write_json(run_dir / "config.json", {**cfg.to_dict(), "resolved": resolved})
+    write_json(
+        run_dir / "env.json",
+        {
+            **env_info(p.device),
+            **dist.describe(),
+            "dataset_classes": list(p.dataset.classes),
+            "train_images": len(p.train) // dist.world_size * dist.world_size,
+            "val_images": len(p.val),
+        },
+    )
+    return TensorBoardLog(run_dir, resumed_after=resumed_after)
+
+
+def epoch_row(epoch: int, stats: EpochStats, val: dict, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """One line of metrics.jsonl."""
+    return {
+        "epoch": epoch,
+        "train_loss": stats.loss,
+        "train_accuracy": stats.accuracy,
+        "val_loss": val["loss"],
+        "val_accuracy": val["top1"],
+        "val_top5": val["top5"],
+        "lr": optimizer.param_groups[0]["lr"],
+        "images_per_s": stats.images_per_s,
+        "data_wait_s": stats.data_seconds,
+        "epoch_time_s": stats.seconds,
+        "val_time_s": val["testing_time"],
+    }
+
+
+def all_ranks(stats: EpochStats, dist: Dist) -> EpochStats:
+    """One epoch's statistics over every rank: loss and accuracy over all their images, the slowest
+    rank's time (the step waits for it), so ``images_per_s`` is the whole group's throughput."""
+    if not dist.enabled:
+        return stats
+    loss_sum, correct, images = dist.sum([stats.loss * stats.images, stats.accuracy * stats.images, stats.images])
+    n = max(images, 1)
+    return EpochStats(loss_sum / n, correct / n, int(images), dist.max(stats.seconds), dist.max(stats.data_seconds))
+
+
+def _quiet(_: str) -> None:
+    """The log of ranks other than 0."""
 
 
 def _progress(loader: DeviceLoader, enabled: bool, desc: str):

@@ -37,6 +37,12 @@ class TrainingDiverged(CifarkitError):
     exit_code = EXIT_FAILED
 
 
+class RankLost(CifarkitError):
+    """Another process of a distributed run stopped (it failed, was killed or lost the network)."""
+
+    exit_code = EXIT_FAILED
+
+
 def short_list(names: Sequence[str], limit: int = 5) -> str:
     """``a, b, c`` or, past ``limit`` names, ``a, b, c, d, e, ... (100 in all)``, for error messages."""
     shown = ", ".join(names[:limit])

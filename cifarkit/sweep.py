@@ -16,6 +16,7 @@ import io
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -121,49 +122,118 @@ def slots(workers: int | None) -> list[dict[str, str]]:
     return [{"CIFARKIT_THREADS": str(max(1, cores // count))} for _ in range(count)]
 
 
+def train_process(argv: list[str], folder: str | Path, env: dict[str, str] | None = None) -> int:
+    """Run ``cifarkit train ARGV --out FOLDER`` as a process, its output appended to ``FOLDER/train.log``;
+    return its exit code. The same function runs in a local worker slot and inside a SLURM job."""
+    folder = ensure_dir(folder, "sweep run folder")
+    cmd = [sys.executable, "-m", "cifarkit", "train", *argv, "--out", str(folder)]
+    with open(folder / "train.log", "a") as stdout:
+        return subprocess.run(
+            cmd, stdout=stdout, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        ).returncode
+
+
+@dataclass(frozen=True)
+class Slurm:
+    """Where and how each run of a sweep is submitted as its own SLURM job (through submitit).
+
+    ``cluster`` is submitit's: ``slurm`` on a cluster; ``local`` runs the same jobs as local processes
+    (what the tests use on machines without SLURM).
+    """
+
+    partition: str | None = None
+    time_min: int = 60
+    gpus: int = 1
+    cpus: int = 4
+    cluster: str = "slurm"
+
+
+def submit_all(runs: list[tuple[SweepRun, list[str]]], out: Path, slurm: Slurm, workers: int | None) -> list[Any]:
+    """Submit one SLURM job per (run, train argv) with submitit, at most ``workers`` running at a time;
+    returns the submitit jobs in the same order."""
+    import submitit  # only sweeps sent to a cluster need it
+
+    if slurm.cluster == "slurm" and shutil.which("sbatch") is None:
+        raise ConfigError("--executor slurm needs SLURM's sbatch on PATH; run the sweep on the cluster's login node")
+    executor = submitit.AutoExecutor(folder=out / "slurm" / "%j", cluster=slurm.cluster)
+    params: dict[str, Any] = {"timeout_min": slurm.time_min, "cpus_per_task": slurm.cpus, "name": out.name}
+    if slurm.cluster == "slurm":
+        params |= {"slurm_gpus_per_node": slurm.gpus, "slurm_array_parallelism": workers or len(runs)}
+        if slurm.partition:
+            params["slurm_partition"] = slurm.partition
+    executor.update_parameters(**params)
+    with executor.batch():  # one job array
+        jobs = [executor.submit(train_process, argv, out / run.name) for run, argv in runs]
+    return jobs
+
+
 def run_sweep(
     config: str | Path,
     out: str | Path,
     check: Callable[[list[str]], Any],
     workers: int | None = None,
     log: Callable[[str], None] = print,
+    slurm: Slurm | None = None,
 ) -> list[dict[str, Any]]:
     """Run every config of ``config`` into ``out`` with ``workers`` processes at a time; finished runs are
     skipped and stopped ones resumed, so rerunning the command completes a sweep. Returns a status per run
-    and writes them to ``out/sweep.json``. ``check`` validates one run's ``train`` arguments."""
+    and writes them to ``out/sweep.json``. ``check`` validates one run's ``train`` arguments. With ``slurm``,
+    each run is a SLURM job submitted by submitit (an array, ``workers`` at a time) instead of a local process.
+    """
     runs = load_sweep(config)
     check_runs(runs, check)
     out = ensure_dir(out, "--out folder")
-    envs = slots(workers)
-    free = list(range(len(envs)))
-    log(
-        f"{len(runs)} run(s), {len(envs)} worker(s): {', '.join(' '.join(f'{k}={v}' for k, v in e.items()) for e in envs)}"
-    )
-
-    def launch(run: SweepRun) -> dict[str, Any]:
-        folder = out / run.name
-        state, found = state_of(folder)
+    todo: list[tuple[SweepRun, list[str]]] = []
+    results: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        state, found = state_of(out / run.name)
         if state == "done":
             log(f"{run.name}: done already ({found})")
-            return {"name": run.name, "status": "done", "run": str(found), "skipped": True}
-        slot = free.pop()
-        try:
-            argv = ["--resume", str(found)] if state == "stopped" else run.argv()
-            cmd = [sys.executable, "-m", "cifarkit", "train", *argv, "--out", str(folder)]
-            log(f"{run.name}: {'resuming' if state == 'stopped' else 'starting'} on slot {slot}")
-            ensure_dir(folder, "sweep run folder")
-            with open(folder / "train.log", "a") as stdout:
-                code = subprocess.run(
-                    cmd, stdout=stdout, stderr=subprocess.STDOUT, env={**os.environ, **envs[slot]}
-                ).returncode
-        finally:
-            free.append(slot)
+            results[run.name] = {"name": run.name, "status": "done", "run": str(found), "skipped": True}
+        else:
+            todo.append((run, ["--resume", str(found)] if state == "stopped" else run.argv()))
+
+    def finished(run: SweepRun, code: int | None, why: str = "") -> dict[str, Any]:
+        folder = out / run.name
         state, found = state_of(folder)
         status = "done" if code == 0 and state == "done" else "failed"
-        log(f"{run.name}: {status}" + ("" if status == "done" else f" (exit {code}; see {folder / 'train.log'})"))
+        log(
+            f"{run.name}: {status}"
+            + ("" if status == "done" else f" ({why or f'exit {code}'}; see {folder / 'train.log'})")
+        )
         return {"name": run.name, "status": status, "run": str(found) if found else None, "exit": code}
 
-    with ThreadPoolExecutor(max_workers=len(envs)) as pool:
-        results = list(pool.map(launch, runs))
-    write_json(out / "sweep.json", {"config": str(config), "workers": len(envs), "runs": results})
-    return results
+    if slurm is not None:
+        jobs = submit_all(todo, out, slurm, workers) if todo else []
+        log(f"{len(runs)} run(s), {len(todo)} submitted to {slurm.cluster}: jobs {', '.join(j.job_id for j in jobs)}")
+        for (run, _), job in zip(todo, jobs, strict=True):
+            try:
+                results[run.name] = finished(run, job.result())
+            except Exception as exc:  # the job was cancelled, timed out or its node failed
+                results[run.name] = finished(run, None, f"job {job.job_id}: {str(exc).strip().splitlines()[-1][:200]}")
+        used = workers or len(todo)
+    else:
+        envs = slots(workers)
+        free = list(range(len(envs)))
+        log(
+            f"{len(runs)} run(s), {len(envs)} worker(s): "
+            + ", ".join(" ".join(f"{k}={v}" for k, v in e.items()) for e in envs)
+        )
+
+        def launch(item: tuple[SweepRun, list[str]]) -> dict[str, Any]:
+            run, argv = item
+            slot = free.pop()
+            try:
+                log(f"{run.name}: {'resuming' if argv[0] == '--resume' else 'starting'} on slot {slot}")
+                code = train_process(argv, out / run.name, envs[slot])
+            finally:
+                free.append(slot)
+            return finished(run, code)
+
+        with ThreadPoolExecutor(max_workers=len(envs)) as pool:
+            for result in pool.map(launch, todo):
+                results[result["name"]] = result
+        used = len(envs)
+    ordered = [results[run.name] for run in runs]
+    write_json(out / "sweep.json", {"config": str(config), "workers": used, "runs": ordered})
+    return ordered

@@ -15,6 +15,7 @@ from cifarkit.engine import fit
 from cifarkit.predict import Predictor, predict
 from cifarkit.runs import read_json
 
+from .test_distributed import metrics, only_run, train
 from .test_engine import assert_resume_matches_uninterrupted
 
 pytestmark = pytest.mark.gpu
@@ -78,3 +79,14 @@ def test_interval_timer_counts_gpu_time_not_launch_time():
     wall = time.perf_counter() - t0
     measured = timer.seconds()
     assert measured == pytest.approx(wall, rel=0.5) and measured > launched
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL data parallelism needs 2 GPUs (one process each)")
+def test_two_gpus_with_nccl_and_sync_bn(tmp_path):
+    argv = ["--dataset", "synthetic", "--model", "smallcifarnet", "--epochs", "2", "--batch-size", "64"]
+    result = train([*argv, "--device", "cuda", "--sync-bn"], tmp_path, processes=2)
+    assert result.returncode == 0, result.stderr
+    run = only_run(tmp_path)
+    resolved = read_json(run / "config.json")["resolved"]
+    assert resolved["backend"] == "nccl" and resolved["world_size"] == 2 and resolved["device"] == "cuda:0"
+    assert [r["epoch"] for r in metrics(run)] == [1, 2] and metrics(run)[-1]["val_accuracy"] > 0.3

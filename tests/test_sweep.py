@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
+from cifarkit.cli import build_parser, config_from_args
 from cifarkit.comparison import compare_runs
 from cifarkit.errors import ConfigError, DataError
-from cifarkit.sweep import SweepRun, load_sweep, state_of
+from cifarkit.sweep import Slurm, SweepRun, load_sweep, run_sweep, state_of
 
 BASE = {"model": "ex1", "dataset": "synthetic:classes=3,train=12,test=4", "epochs": 1, "batch-size": 16}
 
@@ -88,3 +90,33 @@ def test_state_of_a_run_folder(tmp_path):
     assert state_of(tmp_path / "00-x") == ("stopped", run / "last.pt")
     (run / "train.json").write_text("{}")
     assert state_of(tmp_path / "00-x") == ("done", run)
+
+
+def check_with_train_parser(argv: list[str]):
+    return config_from_args(build_parser().parse_args(["train", *argv]))
+
+
+def test_slurm_executor_submits_one_job_per_run_through_submitit(tmp_path):
+    # submitit's "local" cluster runs the very jobs --executor slurm submits, as local processes
+    runs = [{"lr": 0.01}, {"dataset": f"folder:{tmp_path / 'missing'}"}]
+    config = write(tmp_path, {"base": BASE, "runs": runs})
+    said: list[str] = []
+    results = run_sweep(config, tmp_path / "o", check_with_train_parser, 2, said.append, Slurm(cluster="local", cpus=1))
+    assert [r["status"] for r in results] == ["done", "failed"] and results[1]["exit"] == 2
+    assert (tmp_path / "o" / results[0]["name"]).is_dir() and (Path(results[0]["run"]) / "best.pt").is_file()
+    failed_log = next((tmp_path / "o").glob("01-*/train.log")).read_text()
+    assert "cifarkit train: error:" in failed_log and "Traceback" not in failed_log
+    jobs = [p.name for p in (tmp_path / "o" / "slurm").iterdir() if p.name != "%j"]  # %j: submitit's batch folder
+    assert len(jobs) == 2 and all(name.isdigit() for name in jobs)  # one job folder per run
+    assert said[0].startswith("2 run(s), 2 submitted to local: jobs ")
+    again = run_sweep(config, tmp_path / "o", check_with_train_parser, 2, said.append, Slurm(cluster="local", cpus=1))
+    assert again[0].get("skipped") and again[1]["status"] == "failed"  # the finished run is not submitted again
+
+
+@pytest.mark.skipif(shutil.which("sbatch") is not None, reason="this machine has SLURM")
+def test_slurm_executor_without_slurm_fails_in_one_line(tmp_path, cli):
+    config = write(tmp_path, {"base": BASE, "grid": {"lr": [0.01]}})
+    code, _, err = cli("sweep", config, "--executor", "slurm", "--out", tmp_path / "o")
+    assert code == 2 and err.strip().splitlines() == [
+        "cifarkit sweep: error: --executor slurm needs SLURM's sbatch on PATH; run the sweep on the cluster's login node"
+    ]
