@@ -61,7 +61,8 @@ def ablation_table(runs: dict[str, Path]):
 
 def run_label(run: Path) -> str:
     """A legend label that names the experiment, what sets the run apart and its budget, e.g.
-    ``03 tinyvgg · crop+flip · BatchNorm, dropout 0.3 · 4,500 img × 5 ep``."""
+    ``03 tinyvgg · crop+flip · BatchNorm, dropout 0.3 · 4,500 img × 5 ep`` (a torchrun run adds
+    ``2 processes``)."""
     run = Path(run)
     cfg = read_json(run / "config.json") if (run / "config.json").is_file() else {}
     env = read_json(run / "env.json") if (run / "env.json").is_file() else {}
@@ -73,6 +74,9 @@ def run_label(run: Path) -> str:
         "BatchNorm" if kwargs.get("batchnorm") else "",
         f"dropout {kwargs['dropout']:g}" if kwargs.get("dropout") else "",
         f"label smoothing {cfg['label_smoothing']:g}" if cfg.get("label_smoothing") else "",
+        f"{env['world_size']} processes" + (", synced BN" if cfg.get("sync_bn") else "")
+        if env.get("world_size", 1) > 1
+        else "",
     ]
     parts = [f"{notebook} {cfg.get('model', '?')}", str(cfg.get("augment", "?")), ", ".join(e for e in extras if e)]
     return " · ".join(p for p in parts if p) + f" · {images} × {train.get('epochs_run', '?')} ep"

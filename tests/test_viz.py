@@ -69,6 +69,9 @@ def test_run_labels_name_the_experiment_and_budget(tmp_path):
     assert run_label(run) == "01 tinyvgg · crop+flip · BatchNorm, dropout 0.3 · 45,000 img × 12 ep"
     (run / "config.json").write_text(json.dumps({"model": "tinyvgg", "augment": "none", "label_smoothing": 0.1}))
     assert run_label(run) == "01 tinyvgg · none · label smoothing 0.1 · 45,000 img × 12 ep"
+    (run / "env.json").write_text(json.dumps({"train_images": 45000, "world_size": 4}))
+    (run / "config.json").write_text(json.dumps({"model": "ex1", "augment": "none", "sync_bn": True}))
+    assert run_label(run) == "01 ex1 · none · 4 processes, synced BN · 45,000 img × 12 ep"
 
 
 def test_ablation_table_keeps_step_order_and_budgets(tmp_path):
