@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -160,6 +161,36 @@ def test_resume_under_torchrun_continues_with_each_ranks_own_stream(tmp_path):
     alone = train(["--resume", str(run / "last.pt"), "--epochs", "4"], tmp_path)
     assert alone.returncode == 2 and "Traceback" not in alone.stderr
     assert alone.stderr.count("\n") == 1 and "trained by 2 process(es) and this launch has 1" in alone.stderr
+
+
+def test_two_nodes_meet_through_c10d_rendezvous(tmp_path):
+    # two torchrun agents, as on two machines (here both on localhost), one process each
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    agent = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1"]
+    agent += ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "test"]
+    argv = ["--dataset", "synthetic:classes=4,size=16,train=32,test=8", "--model", "ex1", "--epochs", "1"]
+    argv += ["--batch-size", "16", "--device", "cpu", "--out", str(tmp_path)]
+    nodes = [
+        subprocess.Popen(
+            [*agent, "--node-rank", str(i), "-m", "cifarkit", "train", *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cifarkit_env(),
+        )
+        for i in range(2)
+    ]
+    outputs = [node.communicate(timeout=180) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    run = only_run(tmp_path)
+    assert read_resolved(run)["world_size"] == 2 and [r["epoch"] for r in metrics(run)] == [1]
+    assert sum(out.strip().endswith(str(run)) for out, _ in outputs) == 1  # only the rank-0 node prints
+
+
+def read_resolved(run: Path) -> dict:
+    return json.loads((run / "config.json").read_text())["resolved"]
 
 
 def test_missing_rendezvous_variables_fail_in_one_line(tmp_path):
