@@ -36,7 +36,7 @@ class Recipe:
     """Every knob of a speedrun. The defaults are the CPU ``speedrun`` recipe; see :data:`RECIPES`."""
 
     name: str = "speedrun"
-    widths: tuple[int, int, int] = (32, 64, 128)
+    widths: tuple[int, int, int] = (32, 64, 96)
     activation: str = "gelu"
     whiten_signs: bool = True
     epochs: float = 0.8
