@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .errors import DataError, OutputError, short_list
-from .runs import atomic_write, ensure_dir
+from .runs import ensure_dir, save_blob
 
 CIFAR10_CLASSES = (
     "airplane",
@@ -405,7 +405,7 @@ def read_image_folder(split_dir: Path, size: int, cache_dir: Path | None) -> tup
     if cache is not None:
         blob = {"classes": classes, "images": split.images, "labels": split.labels}
         try:
-            atomic_write(cache, lambda tmp: torch.save(blob, tmp))
+            save_blob(cache, blob)
         except OSError as exc:  # a full data folder: run on, decode again next time
             warnings.warn(
                 f"cannot write the decoded-image cache {cache} ({exc.strerror}); continuing without it", stacklevel=2

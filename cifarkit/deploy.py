@@ -27,7 +27,7 @@ from .errors import ConfigError
 from .evaluation import autocast
 from .loader import DeviceLoader, Normalizer
 from .predict import Predictor
-from .runs import atomic_write, ensure_dir, load_checkpoint
+from .runs import ensure_dir, load_checkpoint, save_blob, save_checkpoint
 
 QUANT_NOTE = "FX graph mode, x86 backend, calibrated on training images"  # how the int8 variant is made
 TIMING = "time.perf_counter around each call, device synchronised; {warmup} warm-up calls, then {runs} timed"
@@ -103,11 +103,6 @@ def training_images(ds: Dataset, blob: dict[str, Any]) -> Split:
     return ds.split("train").hold_out(cfg["val_fraction"], cfg.get("seed", 0))[0]
 
 
-def save_variant(path: Path, blob: dict[str, Any]) -> Path:
-    """Write a variant's checkpoint blob atomically (``weights_only`` loadable)."""
-    return atomic_write(path, lambda tmp: torch.save(blob, tmp))
-
-
 def file_mb(path: Path) -> float:
     """A file's size in megabytes (10^6 bytes)."""
     return round(path.stat().st_size / 1e6, 3)
@@ -165,15 +160,14 @@ def deploy_bench(
     calibration = [cpu_norm(b) for b in train.pick(s.calibration_images, s.seed).images.split(64)]
     fp32 = model_from_blob(blob)
     quantized, method = quantize_int8(fp32, calibration)
-    files.append((f"int8-{method}", save_variant(out / "int8.pt", int8_blob(blob, quantized, method, fp32))))
+    files.append((f"int8-{method}", save_blob(out / "int8.pt", int8_blob(blob, quantized, method, fp32))))
     log(f"int8 ({method}, {QUANT_NOTE}) -> {out / 'int8.pt'}")
     for sparsity in s.sparsities:
         pruned = prune_channels(fp32, sparsity, example, len(ds.classes))
         pruned = fine_tune(pruned, train, Normalizer(blob["mean"], blob["std"], dev, size), dev, s).cpu()
-        state = {k: v.detach().cpu() for k, v in pruned.state_dict().items()}
-        path = save_variant(
-            out / f"pruned-{round(100 * sparsity)}.pt",
-            {**blob, "variant": "pruned", "sparsity": sparsity, "state_dict": state},
+        meta = {k: v for k, v in blob.items() if k not in ("format", "state_dict")}
+        path = save_checkpoint(
+            out / f"pruned-{round(100 * sparsity)}.pt", pruned, {**meta, "variant": "pruned", "sparsity": sparsity}
         )
         files.append((f"pruned-{round(100 * sparsity)}%", path))
         log(f"pruned {sparsity:.0%} of channels, fine-tuned {s.finetune_epochs:g} epoch(s) -> {path}")

@@ -171,6 +171,11 @@ def save_checkpoint(
     blob = {"format": CHECKPOINT_FORMAT, **meta, "state_dict": state}
     if training is not None:
         blob["training"] = training
+    return save_blob(path, blob)
+
+
+def save_blob(path: str | os.PathLike, blob: dict[str, Any]) -> Path:
+    """``torch.save`` a dict atomically (see :func:`atomic_write`): checkpoints, variants, dataset caches."""
     return atomic_write(path, lambda tmp: torch.save(blob, tmp))
 
 
