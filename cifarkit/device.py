@@ -82,6 +82,15 @@ def resolve_channels_last(value: bool | None, device: torch.device) -> bool:
     return device.type == "cuda" if value is None else bool(value)
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one; torch's own count
+    can undercount in containers)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def configure_threads(num_threads: int | None = None, processes: int = 1) -> int:
     """Use every core this process may run on (torch's default can undercount in containers), its
     share when ``processes`` train side by side on this machine (torchrun's ranks), or
@@ -89,11 +98,7 @@ def configure_threads(num_threads: int | None = None, processes: int = 1) -> int
     if num_threads is None and os.environ.get("CIFARKIT_THREADS", "").isdigit():
         num_threads = int(os.environ["CIFARKIT_THREADS"])
     if num_threads is None:
-        try:
-            num_threads = len(os.sched_getaffinity(0))
-        except AttributeError:  # macOS, Windows
-            num_threads = os.cpu_count() or 1
-        num_threads //= max(1, processes)
+        num_threads = usable_cores() // max(1, processes)
     torch.set_num_threads(max(1, num_threads))
     return torch.get_num_threads()
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from .device import usable_cores
 from .errors import ConfigError, DataError
 from .runs import ensure_dir, slug, write_json
 
@@ -118,8 +119,7 @@ def slots(workers: int | None) -> list[dict[str, str]]:
     count = workers or max(gpus, 1)
     if gpus:
         return [{"CUDA_VISIBLE_DEVICES": str(i % gpus)} for i in range(count)]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return [{"CIFARKIT_THREADS": str(max(1, cores // count))} for _ in range(count)]
+    return [{"CIFARKIT_THREADS": str(max(1, usable_cores() // count))} for _ in range(count)]
 
 
 def train_process(argv: list[str], folder: str | Path, env: dict[str, str] | None = None) -> int:
