@@ -64,8 +64,7 @@ class Dist:
         if not self.enabled:
             return obj
         box = [obj if self.is_main else None]
-        with lost_rank_errors(self):
-            dist.broadcast_object_list(box, src=0)
+        dist.broadcast_object_list(box, src=0)
         return box[0]
 
     def gather(self, obj: Any) -> list[Any]:
@@ -73,32 +72,27 @@ class Dist:
         if not self.enabled:
             return [obj]
         out: list[Any] = [None] * self.world_size
-        with lost_rank_errors(self):
-            dist.all_gather_object(out, obj)
+        dist.all_gather_object(out, obj)
         return out
 
     def sum(self, values: list[float]) -> list[float]:
         """Element-wise sum over the ranks of a few numbers (loss sums, counts)."""
-        if not self.enabled:
-            return list(values)
-        t = torch.tensor(values, dtype=torch.float64, device=self.device if self.backend == "nccl" else "cpu")
-        with lost_rank_errors(self):
-            dist.all_reduce(t)
-        return t.tolist()
+        return self._all_reduce(values, dist.ReduceOp.SUM)
 
     def max(self, value: float) -> float:
         """The largest ``value`` over the ranks (the slowest rank's epoch time)."""
+        return self._all_reduce([value], dist.ReduceOp.MAX)[0]
+
+    def _all_reduce(self, values: list[float], op: Any) -> list[float]:
         if not self.enabled:
-            return value
-        t = torch.tensor([value], dtype=torch.float64, device=self.device if self.backend == "nccl" else "cpu")
-        with lost_rank_errors(self):
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return float(t.item())
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device if self.backend == "nccl" else "cpu")
+        dist.all_reduce(t, op=op)
+        return t.tolist()
 
     def barrier(self) -> None:
         if self.enabled:
-            with lost_rank_errors(self):
-                dist.barrier()
+            dist.barrier()
 
     def sync_batchnorm(self, model: nn.Module, on: bool) -> nn.Module:
         """``model`` with every BatchNorm synchronised over the ranks (statistics of the global batch) when
@@ -119,8 +113,7 @@ class Dist:
         if not self.enabled:
             return model
         ids = [self.device.index] if self.device is not None and self.device.type == "cuda" else None
-        with lost_rank_errors(self):
-            return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 def launch_from_env(environ: Mapping[str, str] | None = None) -> tuple[int, int, int, int] | None:
@@ -158,7 +151,8 @@ def setup(device_name: str = "auto", environ: Mapping[str, str] | None = None) -
 
     Without torchrun's variables this returns ``Dist()`` and touches nothing.
     """
-    launch = launch_from_env(environ)
+    env = os.environ if environ is None else environ
+    launch = launch_from_env(env)
     if launch is None:
         return Dist()
     rank, world, local_rank, local_world = launch
@@ -188,8 +182,8 @@ def setup(device_name: str = "auto", environ: Mapping[str, str] | None = None) -
             dist.init_process_group(backend, rank=rank, world_size=world)
         except (RuntimeError, ValueError) as exc:
             raise RankLost(
-                f"rank {rank} could not join the process group at {os.environ.get('MASTER_ADDR')}:"
-                f"{os.environ.get('MASTER_PORT')} ({str(exc).splitlines()[0]}); check the rendezvous address "
+                f"rank {rank} could not join the process group at {env['MASTER_ADDR']}:{env['MASTER_PORT']} "
+                f"({str(exc).splitlines()[0]}); check the rendezvous address "
                 "and that every node started"
             ) from None
     return Dist(rank, world, local_rank, local_world, backend, device)
@@ -205,9 +199,10 @@ def teardown() -> None:
 def session(device_name: str = "auto") -> Iterator[Dist]:
     """``with session(args.device) as d:`` joins the group (when under torchrun) and always leaves it.
 
-    Inside, a peer that vanishes mid-step and torchrun's SIGTERM (sent to the survivors when one rank
-    fails) both end this rank with one :class:`RankLost` line; checkpoints are written atomically, so
-    what stays on disk is the last completed epoch's.
+    Inside, a peer that vanishes during a collective (those of :class:`Dist` and DDP's gradient exchange)
+    and torchrun's SIGTERM (sent to the survivors when one rank fails) both end this rank with one
+    :class:`RankLost` line; checkpoints are written atomically, so what stays on disk is the last
+    completed epoch's.
     """
     d = setup(device_name)
     previous = signal.getsignal(signal.SIGTERM)
@@ -224,7 +219,7 @@ def session(device_name: str = "auto") -> Iterator[Dist]:
 
 def _stopped_by_launcher(signum: int, frame: Any) -> None:
     raise RankLost(
-        f"stopped{rank_tag()}: the launcher ended this process (another rank failed; see its error); "
+        "stopped: the launcher ended this process (another rank failed; see its error); "
         "best.pt and last.pt hold the last completed epoch"
     )
 
