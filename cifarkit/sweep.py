@@ -224,7 +224,7 @@ def run_sweep(
             run, argv = item
             slot = free.pop()
             try:
-                log(f"{run.name}: {'resuming' if argv[0] == '--resume' else 'starting'} on slot {slot}")
+                log(f"{run.name}: {'resuming' if argv[:1] == ['--resume'] else 'starting'} on slot {slot}")
                 code = train_process(argv, out / run.name, envs[slot])
             finally:
                 free.append(slot)

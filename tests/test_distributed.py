@@ -19,7 +19,7 @@ from cifarkit.data import make_synthetic
 from cifarkit.distributed import Dist, launch_from_env, per_rank_batch, rank_tag, shard
 from cifarkit.engine import check_resume
 from cifarkit.errors import ConfigError
-from cifarkit.runs import load_checkpoint
+from cifarkit.runs import load_checkpoint, read_json
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 FULL_ENV = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
@@ -134,10 +134,10 @@ def test_two_processes_match_one_and_only_rank_0_writes(tmp_path):
     assert [r["epoch"] for r in rows2] == [1, 2, 3, 4, 5, 6]  # one line per epoch, not one per rank
     assert abs(rows1[-1]["val_accuracy"] - rows2[-1]["val_accuracy"]) <= TOLERANCE
     assert rows2[-1]["val_accuracy"] > 0.5 and rows2[-1]["train_loss"] < rows2[0]["train_loss"]
-    config = json.loads((run2 / "config.json").read_text())
+    config = read_json(run2 / "config.json")
     assert config["batch_size"] == 64 and config["resolved"]["world_size"] == 2
     assert config["resolved"]["backend"] == "gloo"
-    env = json.loads((run2 / "env.json").read_text())
+    env = read_json(run2 / "env.json")
     assert env["train_images"] == 1800 and env["world_size"] == 2  # 2,000 - 10% validation, both shards
     assert (run2 / "perf" / "train_epoch.jsonl").is_file() and (run2 / "perf" / "val_epoch.jsonl").is_file()
     assert (run2 / "perf" / "rank1" / "train_epoch.jsonl").is_file()  # every rank's telemetry, its own file
@@ -145,7 +145,7 @@ def test_two_processes_match_one_and_only_rank_0_writes(tmp_path):
     last = load_checkpoint(run2 / "last.pt", wanted="last.pt")["training"]
     assert last["world_size"] == 2 and len(last["ranks"]) == 2
     assert not torch.equal(last["ranks"][0]["loader"]["generator"], last["ranks"][1]["loader"]["generator"])
-    assert json.loads((run2 / "test.json").read_text())["top1"] > 0.5
+    assert read_json(run2 / "test.json")["top1"] > 0.5
 
 
 def test_resume_under_torchrun_continues_with_each_ranks_own_stream(tmp_path):
@@ -185,12 +185,8 @@ def test_two_nodes_meet_through_c10d_rendezvous(tmp_path):
     outputs = [node.communicate(timeout=180) for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], outputs
     run = only_run(tmp_path)
-    assert read_resolved(run)["world_size"] == 2 and [r["epoch"] for r in metrics(run)] == [1]
+    assert read_json(run / "config.json")["resolved"]["world_size"] == 2 and [r["epoch"] for r in metrics(run)] == [1]
     assert sum(out.strip().endswith(str(run)) for out, _ in outputs) == 1  # only the rank-0 node prints
-
-
-def read_resolved(run: Path) -> dict:
-    return json.loads((run / "config.json").read_text())["resolved"]
 
 
 def test_missing_rendezvous_variables_fail_in_one_line(tmp_path):
