@@ -272,6 +272,7 @@ def cmd_speedrun(args: argparse.Namespace) -> int:
         out=args.out,
         data_dir=args.data_dir,
         seed=args.seed,
+        amp=args.amp,
     )
     if args.json:
         print_json_line(summary)
@@ -354,6 +355,15 @@ def add_common(p: argparse.ArgumentParser, dataset: bool = True) -> None:
     add_device(p)
 
 
+def add_amp(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument(
+        "--amp",
+        choices=AMP_MODES,
+        default=default,
+        help="mixed precision; auto: bf16 on CPUs with native bf16, else off (fp16 needs a GPU)",
+    )
+
+
 def add_train_options(t: argparse.ArgumentParser) -> None:
     """``train``'s options. Each ``dest`` is a :class:`~cifarkit.config.TrainConfig` field and each default is
     read from it, so a setting and its default are declared once (in ``TrainConfig``)."""
@@ -403,12 +413,7 @@ def add_train_options(t: argparse.ArgumentParser) -> None:
     t.add_argument(
         "--image-size", type=positive_int, default=d.image_size, help="model input side (default: the model's own)"
     )
-    t.add_argument(
-        "--amp",
-        choices=AMP_MODES,
-        default=d.amp,
-        help="mixed precision; auto: bf16 on CPUs with native bf16, else off (fp16 needs a GPU)",
-    )
+    add_amp(t, d.amp)
     t.add_argument(
         "--channels-last",
         choices=("auto", "on", "off"),
@@ -544,6 +549,7 @@ def build_parser() -> Parser:
         help="also time the course EX-1 recipe on a seed-style pipeline to --target (minutes on a CPU)",
     )
     sr.add_argument("--seed", type=int, default=0)
+    add_amp(sr, "auto")
     sr.add_argument("--out", default="reports/runs", help="parent folder of the run folder (default reports/runs)")
     sr.add_argument(
         "--json", action="store_true", help="last stdout line: one JSON object (seconds, val/test top-1, curve, ...)"

@@ -64,7 +64,7 @@ def run_ablation(
         rows.append(
             {
                 "variant": label,
-                "val_top1": accuracy(result.model, val, norm, variant.tta),
+                "val_top1": accuracy(result.model, val, norm, variant.tta, result.amp),
                 "seconds": result.seconds,
                 "reason": reasons.get(label, ""),
             }

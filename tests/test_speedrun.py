@@ -8,6 +8,7 @@ from dataclasses import fields
 import pytest
 import torch
 
+from cifarkit import runs
 from cifarkit import speedrun as sr
 from cifarkit.data import Split
 from cifarkit.errors import ConfigError
@@ -129,29 +130,42 @@ def test_bad_recipes_fail_in_one_line():
         sr.Recipe(tta="5crop")
     with pytest.raises(ConfigError, match="epochs"):
         sr.Recipe(epochs=0)
+    with pytest.raises(ConfigError, match="cpu_micro_batch=100 is invalid: use 0 .* divisor >= 2 of batch_size 256"):
+        sr.Recipe(cpu_micro_batch=100)
+
+
+def test_chunked_backward_gives_the_whole_batch_gradient():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5))
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=0.2)
+    x, y = torch.randn(8, 3, 2, 2), torch.randint(0, 5, (8,))
+    grads = {}
+    for chunk in (0, 2, 4):
+        model.zero_grad()
+        sr.backward_in_chunks(model, criterion, x, y, chunk, CPU)
+        grads[chunk] = [p.grad.clone() for p in model.parameters()]
+    for chunk in (2, 4):
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads[0], grads[chunk], strict=True))
+    seen = []
+    model.register_forward_hook(lambda m, args, out: seen.append(len(args[0])))
+    sr.backward_in_chunks(model, criterion, x, y, 2, CPU)
+    assert seen == [2, 2, 2, 2]
 
 
 TINY = "synthetic:classes=4,train=300,test=25"
 
 
-def test_speedrun_command_json_checkpoint_and_baseline(cli, tmp_path, data_dir):
+def tiny_speedrun(cli, out_dir, *options: str) -> dict:
+    """``speedrun --recipe tiny`` on TINY (CPU) with ``options``; its JSON summary."""
     code, out, err = cli(
-        "speedrun",
-        "--dataset",
-        TINY,
-        "--recipe",
-        "tiny",
-        "--device",
-        "cpu",
-        "--baseline",
-        "--target",
-        "0.3",
-        "--out",
-        tmp_path,
-        "--json",
+        "speedrun", "--dataset", TINY, "--recipe", "tiny", "--device", "cpu", *options, "--out", out_dir, "--json"
     )
     assert code == 0, err
-    summary = json.loads(out.strip().splitlines()[-1])
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_speedrun_command_json_checkpoint_and_baseline(cli, tmp_path, data_dir):
+    summary = tiny_speedrun(cli, tmp_path, "--baseline", "--target", "0.3")
     for key in ("recipe", "seconds", "val_top1", "test_top1", "epochs", "checkpoint", "curve"):
         assert key in summary
     assert summary["recipe"] == "tiny" and summary["seconds"] >= summary["train_seconds"] > 0
@@ -165,6 +179,26 @@ def test_speedrun_command_json_checkpoint_and_baseline(cli, tmp_path, data_dir):
     code, out, err = cli("evaluate", summary["checkpoint"], "--dataset", TINY, "--tta", "flip", "--json")
     assert code == 0, err
     assert json.loads(out.strip().splitlines()[-1])["top1"] == pytest.approx(summary["test_top1"], abs=0.051)
+
+
+def test_speedrun_bf16_checkpoint_is_evaluated_in_bf16(cli, tmp_path):
+    summary = tiny_speedrun(cli, tmp_path, "--amp", "bf16")
+    assert summary["amp"] == "bf16"
+    ckpt = runs.load_checkpoint(summary["checkpoint"])
+    assert ckpt["config"]["amp"] == "bf16"  # so evaluate and predict run it as it was trained
+    code, out, err = cli("evaluate", summary["checkpoint"], "--dataset", TINY, "--tta", "translate", "--json")
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["top1"] == pytest.approx(summary["test_top1"], abs=0.051)
+
+
+def test_speedrun_amp_auto_is_fp32_without_native_bf16(monkeypatch):
+    from cifarkit import device as device_mod
+    from cifarkit.data import make_synthetic
+
+    monkeypatch.setattr(device_mod, "cpu_supports_bf16", lambda: False)
+    ds = make_synthetic(num_classes=4, train_per_class=32, test_per_class=4)
+    result = sr.train(sr.get_recipe("tiny").with_(epochs=0.5), ds.train, ds.mean, ds.std, 4, CPU, log=lambda s: None)
+    assert result.amp == "off"
 
 
 def test_speedrun_user_errors(cli, tmp_path):
