@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import distributed
+from .ampcheck import run_amp_check
 from .bench import run_bench
 from .comparison import run_labels
 from .config import AMP_MODES, DEVICE_HELP, MONITORS, OPTIMIZERS, SCHEDULERS, TrainConfig
@@ -256,6 +257,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         device=args.device,
         log=print,
     )
+    if args.json:
+        print_json_line(result)
+    return 0
+
+
+def cmd_amp_check(args: argparse.Namespace) -> int:
+
+    result = run_amp_check(args.recipe, args.device, tuple(args.modes), args.batch_size, args.steps)
     if args.json:
         print_json_line(result)
     return 0
@@ -555,6 +564,19 @@ def build_parser() -> Parser:
         "--json", action="store_true", help="last stdout line: one JSON object (seconds, val/test top-1, curve, ...)"
     )
     sr.set_defaults(func=cmd_speedrun)
+
+    ac = sub.add_parser(
+        "amp-check", help="fp32 vs mixed precision: img/s of a recipe's training step and the kernels that ran it"
+    )
+    add_device(ac)
+    ac.add_argument("--recipe", default="flagship", help="the speedrun recipe whose network is timed")
+    ac.add_argument(
+        "--modes", nargs="+", choices=[m for m in AMP_MODES if m != "auto"], default=["off", "bf16"], help="amp modes"
+    )
+    ac.add_argument("--batch-size", type=positive_int, default=None, help="images per step (default: the recipe's)")
+    ac.add_argument("--steps", type=positive_int, default=3, help="timed steps per mode, after one warm-up step")
+    ac.add_argument("--json", action="store_true", help="last stdout line: one JSON object (img/s, kernels per mode)")
+    ac.set_defaults(func=cmd_amp_check)
 
     db = sub.add_parser(
         "deploy-bench", help="int8, pruned and ONNX variants of a checkpoint: accuracy, size, latency side by side"

@@ -1,0 +1,84 @@
+"""``cifarkit amp-check``: oneDNN log parsing, the fp32 whitening convolution under bf16, CLI errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cifarkit import ampcheck
+
+FWD = (
+    "onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx2,forward_training,"
+    "src:f32::blocked:acdb::f0 wei:f32::blocked:Acdb8a::f0 bia:f32::blocked:a::f0 dst:f32::blocked:acdb::f0,"
+    ",alg:convolution_direct,mb128_ic3oc24_ih32oh31kh2sh1dh0ph0_iw32ow31kw2sw1dw0pw0,0.51"
+)
+BWD_BF16 = (
+    "onednn_verbose,primitive,exec,cpu,convolution,brg_conv_bwd_w:avx512_core_amx,backward_weights,"
+    "src_bf16::blocked:acdb::f0 wei_bf16::blocked:abcd::f0 diff_dst_bf16::blocked:acdb::f0,"
+    ",alg:convolution_direct,mb64_ic64oc64_ih16oh16kh3sh1dh0ph1_iw16ow16kw3sw1dw0pw1,1.2"
+)
+
+
+def test_parse_onednn_line_reads_direction_implementation_dtype_and_shape():
+    assert ampcheck.parse_onednn_line(FWD) == {
+        "impl": "brg_conv_fwd:avx2",
+        "prop": "forward_training",
+        "dtype": "f32",
+        "ic": 3,
+        "oc": 24,
+        "ih": 32,
+        "kh": 2,
+    }
+    row = ampcheck.parse_onednn_line(BWD_BF16)  # older oneDNN spells the data type src_bf16
+    assert (row["impl"], row["prop"], row["dtype"], row["ic"], row["kh"]) == (
+        "brg_conv_bwd_w:avx512_core_amx",
+        "backward_weights",
+        "bf16",
+        64,
+        3,
+    )
+    assert ampcheck.parse_onednn_line(FWD.replace(",exec,", ",create:cache_miss,")) is None
+    assert ampcheck.parse_onednn_line(FWD.replace("convolution", "reorder")) is None
+    assert ampcheck.parse_onednn_line("epoch 1 val_top1 0.61") is None
+
+
+def test_summarize_and_whitening_dtypes_count_calls():
+    rows = [ampcheck.parse_onednn_line(FWD)] * 2 + [ampcheck.parse_onednn_line(BWD_BF16)]
+    assert ampcheck.summarize(rows) == {
+        "forward_training brg_conv_fwd:avx2 f32": 2,
+        "backward_weights brg_conv_bwd_w:avx512_core_amx bf16": 1,
+    }
+    assert ampcheck.whitening_dtypes(rows) == ["f32"]
+
+
+def test_amp_check_times_each_mode_and_keeps_whitening_in_fp32():
+    lines = []
+    result = ampcheck.run_amp_check("tiny", "cpu", ("off", "bf16"), batch_size=32, steps=1, log=lines.append)
+    assert result["device"] == "cpu" and result["batch_size"] == 32 and set(result["modes"]) == {"off", "bf16"}
+    for mode, row in result["modes"].items():
+        assert row["img_per_s"] > 0 and row["seconds_per_step"] > 0, mode
+        # the profile names the operators that ran the convolutions, forward and backward
+        assert any("conv" in name and op["calls"] >= 3 for name, op in row["operators"].items()), mode
+    if torch.backends.mkldnn.is_available() and result["modes"]["off"]["kernels"]:
+        # oneDNN ran the fp32 network; under bf16 autocast the 2x2 whitening conv still gets fp32 tensors
+        assert result["modes"]["off"]["whitening_dtypes"] == ["f32"]
+        assert result["modes"]["bf16"]["whitening_dtypes"] == ["f32"]
+    assert lines[0].startswith("amp  off:") and any(line.startswith("amp bf16:") for line in lines)
+
+
+def test_amp_check_cli_json_and_errors(cli):
+    code, out, err = cli("amp-check", "--recipe", "tiny", "--device", "cpu", "--modes", "off", "--batch-size", "16")
+    assert code == 0 and "img/s" in out
+    code, out, _ = cli("amp-check", "--recipe", "tiny", "--device", "cpu", "--modes", "off", "--steps", "1", "--json")
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["modes"]["off"]["img_per_s"] > 0
+    code, _, err = cli("amp-check", "--recipe", "tiny", "--device", "cpu", "--modes", "fp16")
+    assert code != 0 and "fp16 needs a GPU" in err
+    code, _, err = cli("amp-check", "--recipe", "fastest", "--device", "cpu")
+    assert code != 0 and "unknown recipe 'fastest'" in err
+
+
+def test_amp_check_rejects_zero_steps():
+    with pytest.raises(ValueError, match="steps must be at least 1"):
+        ampcheck.run_amp_check("tiny", "cpu", steps=0)
