@@ -143,15 +143,28 @@ def accelerator_name(device: torch.device) -> str:
     return cpu_model()
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name where the OS tells it, else the architecture."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU's marketing name where the OS tells it, else the architecture. On x86 Linux the CPU
+    family and model numbers follow the name: a virtual machine's name ("AMD EPYC") alone does not
+    tell a 2017 core from a 2023 one, and they train at very different speeds.
+
+    Args:
+        cpuinfo: the text of /proc/cpuinfo (read from the system when None).
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() not in fields:  # the first processor's lines
+            fields[key.strip()] = value.strip()
+    if "model name" not in fields:
+        return platform.processor() or platform.machine()
+    detail = [f"family {fields['cpu family']} model {fields['model']}"] if "cpu family" in fields else []
+    return f"{fields['model name']} ({', '.join([*detail, f'{os.cpu_count()} cores'])})"
 
 
 def git_commit() -> str | None:

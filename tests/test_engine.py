@@ -256,6 +256,20 @@ def test_interval_timer_sums_wall_time_on_cpu():
     assert 0.06 <= timer.seconds() < 0.5
 
 
+def test_cpu_model_names_the_family_and_model_a_virtual_cpu_hides(monkeypatch):
+    from cifarkit import device
+
+    monkeypatch.setattr(device.os, "cpu_count", lambda: 2)
+    two_cores = (
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 23\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n"
+        "\nprocessor\t: 1\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: other\n"
+    )
+    assert device.cpu_model(two_cores) == "AMD EPYC (family 23 model 1, 2 cores)"  # the first processor's lines
+    assert device.cpu_model("model name\t: Apple M2\n") == "Apple M2 (2 cores)"  # no family line: name alone
+    monkeypatch.setattr(device.platform, "processor", lambda: "arm")
+    assert device.cpu_model("") == "arm"
+
+
 @pytest.mark.slow
 def test_compiled_training_saves_plain_checkpoints(tmp_path):
     run = fit(TrainConfig(**FAST, epochs=1, compile=True, device="cpu"), out=tmp_path, log=lambda s: None)
