@@ -404,6 +404,12 @@ def backward_in_chunks(
         loss.backward()
 
 
+def pace_minutes(seconds: float, step: int, total: int) -> float:
+    """Minutes the whole schedule of ``total`` steps takes if every step costs what the first
+    ``step`` did on average: a projection, not a promise (a machine's pace drifts)."""
+    return seconds * total / max(step, 1) / 60
+
+
 def train(
     recipe: Recipe,
     train_split: Split,
@@ -457,6 +463,11 @@ def train(
         log(
             f"epoch {row['epoch']:>5.2f} {seconds:7.1f}s"
             + (f" val_top1 {row['val_top1']:.4f}" if val is not None else "")
+            + (
+                f" (at this pace {pace_minutes(seconds, step, total):.0f} min of training in all)"
+                if step < total
+                else ""
+            )
         )
 
     step, epoch = 0, 0

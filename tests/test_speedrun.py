@@ -262,7 +262,16 @@ def test_curve_points_give_a_curve_inside_one_epoch():
 
     ds = make_synthetic(num_classes=4, train_per_class=64, test_per_class=4)
     recipe = sr.get_recipe("tiny").with_(epochs=0.75)  # 4 batches an epoch: 3 steps
-    result = sr.train(recipe, ds.train, ds.mean, ds.std, 4, CPU, val=ds.test, curve_points=3, log=lambda s: None)
+    lines = []
+    result = sr.train(recipe, ds.train, ds.mean, ds.std, 4, CPU, val=ds.test, curve_points=3, log=lines.append)
     assert [r["epoch"] for r in result.curve] == [0.25, 0.5, 0.75]
+    # progress lines project the whole run's time from the pace so far; the last line has no projection
+    assert len(lines) == 3 and all("at this pace" in line for line in lines[:2]) and "at this pace" not in lines[2]
     assert [r["seconds"] for r in result.curve] == sorted(r["seconds"] for r in result.curve)
     assert result.seconds == result.curve[-1]["seconds"]
+
+
+def test_pace_minutes_scales_the_time_so_far_to_the_whole_schedule():
+    assert sr.pace_minutes(430.0, 44, 528) == pytest.approx(86.0)
+    assert sr.pace_minutes(60.0, 10, 10) == pytest.approx(1.0)
+    assert sr.pace_minutes(0.0, 0, 5) == 0.0
