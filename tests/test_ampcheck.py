@@ -82,3 +82,18 @@ def test_amp_check_cli_json_and_errors(cli):
 def test_amp_check_rejects_zero_steps():
     with pytest.raises(ValueError, match="steps must be at least 1"):
         ampcheck.run_amp_check("tiny", "cpu", steps=0)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_amp_check_warns_before_bf16_on_a_cpu_without_native_bf16(monkeypatch, native):
+    monkeypatch.setattr(ampcheck, "cpu_supports_bf16", lambda: native)
+    lines = []
+    result = ampcheck.run_amp_check("tiny", "cpu", ("off", "bf16"), batch_size=16, steps=1, log=lines.append)
+    assert result["native_bf16"] is native
+    notes = [i for i, line in enumerate(lines) if line.startswith("note:") and "no native bf16" in line]
+    bf16_at = next(i for i, line in enumerate(lines) if line.startswith("amp bf16:"))
+    off_at = next(i for i, line in enumerate(lines) if line.startswith("amp  off:"))
+    if native:
+        assert notes == []
+    else:  # said once, after the fp32 timing and before the slow bf16 one
+        assert len(notes) == 1 and off_at < notes[0] < bf16_at
