@@ -39,7 +39,7 @@ lint: $(VENV)/.stamp-dev
 	$(PY) -m ruff check notebooks --select F  # notebooks: unused imports, undefined names
 
 bench: $(VENV)/.stamp-run
-	$(PY) -m cifarkit bench $(ARGS)
+	$(PY) -m cifarkit input-bench $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

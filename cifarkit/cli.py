@@ -1,77 +1,62 @@
-"""Command line: ``python -m cifarkit <verb>``; every verb has ``--help``; user mistakes exit 2 in one line."""
+"""Command line: ``python -m cifarkit <verb>``; every verb has ``--help``; user mistakes exit 2 in one line.
+
+The parser needs only :mod:`cifarkit.config` and :mod:`cifarkit.errors` (no torch), so ``--help`` answers at
+once; each verb imports what it runs when it runs (the one module allowed to import inside functions)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import distributed
-from .ampcheck import run_amp_check
-from .bench import run_bench
-from .comparison import run_labels
-from .config import AMP_MODES, DEVICE_HELP, MONITORS, OPTIMIZERS, SCHEDULERS, TrainConfig
-from .data import DATASET_HELP, load_dataset
-from .deploy import BenchSettings, deploy_bench
-from .deploy import table as deploy_table
-from .device import env_info, resolve_device
-from .engine import fit
-from .errors import EXIT_FAILED, EXIT_USAGE, CifarkitError, os_error_line
-from .models import list_models
-from .perflogs import load_events, load_perf_logs, present_metrics, summary_table
-from .predict import Predictor, expand_paths, predict_files
-from .profiler import available_backends
-from .runs import atomic_write, ensure_dir, load_checkpoint, write_text
-from .series import run_series
-from .speedrun import run_speedrun
-from .sweep import Slurm, run_sweep
-from .tta import AVERAGES, TTA_MODES, check_mode
-from .viz import montage, plot_perf
+from cifarkit.config import (
+    AMP_MODES,
+    DATASET_HELP,
+    DEVICE_HELP,
+    MONITORS,
+    OPTIMIZERS,
+    SCHEDULERS,
+    TTA_AVERAGES,
+    TTA_MODES,
+    DeploySettings,
+    Slurm,
+    TrainConfig,
+    fraction,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
+from cifarkit.errors import EXIT_FAILED, EXIT_USAGE, CifarkitError, os_error_line, printable, rank_tag
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line naming the problem (no usage dump)."""
+    """argparse, but a usage mistake is one line naming the problem (no usage dump), and options are taken
+    only as spelled in full (``--res`` is not ``--resume``: a sweep file's keys reach ``train`` as written)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be >= 1")
-    return value
+class Renamed(argparse.Action):
+    """An option that was renamed: using it is a usage error naming the new option (no silent alias)."""
 
+    def __init__(self, option_strings: list[str], dest: str, new: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
 
-def finite_float(text: str, minimum: float, inclusive: bool) -> float:
-    """A finite number >= (or >) ``minimum``, or an argparse error saying which."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    ok = value >= minimum if inclusive else value > minimum
-    if not (ok and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number {'>=' if inclusive else '>'} {minimum:g}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    return finite_float(text, 0, inclusive=True)
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    return finite_float(text, 0, inclusive=False)
+    def __call__(self, parser: argparse.ArgumentParser, namespace: object, values: object, option: str | None = None):
+        parser.error(
+            f"{option} is now {self.new} (hardware telemetry); 'profile' names only the work size of "
+            "`cifarkit series --profile smoke|quick|full`"
+        )
 
 
 def print_json_line(obj: dict) -> None:
@@ -94,6 +79,10 @@ def config_from_args(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from cifarkit.report.figures import run_callbacks
+    from cifarkit.runs import ensure_dir, load_checkpoint
+    from cifarkit.tools import distributed
+    from cifarkit.train import fit
 
     cfg = config_from_args(args)
     if args.resume and not args.epochs:
@@ -101,13 +90,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.resume:
         ensure_dir(args.out, "--out folder")  # before minutes of data loading, not after
     with distributed.session(cfg.device) as dist:  # one process, or a rank of a torchrun launch
-        run_dir = fit(cfg, out=args.out, data_dir=args.data_dir, resume=args.resume, progress=False, dist=dist)
+        run_dir = fit(
+            cfg, out=args.out, data_dir=args.data_dir, resume=args.resume, callbacks=run_callbacks(), dist=dist
+        )
         if dist.is_main:
             print(run_dir)
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cifarkit.data import load_dataset
+    from cifarkit.evaluate import check_mode
+    from cifarkit.predict import Predictor
 
     if args.tta != "all":
         check_mode(args.tta)
@@ -156,6 +150,8 @@ def print_tta_table(rows: list[dict], args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from cifarkit.evaluate import check_mode
+    from cifarkit.predict import Predictor, expand_paths, predict_files
 
     check_mode(args.tta)
     predictor = Predictor.from_checkpoint(args.checkpoint, args.device)
@@ -168,9 +164,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.json:
             print_json_line(r)
         elif "error" in r:
-            print(f"{r['path']}: error: {r['error']}", file=sys.stderr)
+            print(f"{printable(r['path'])}: error: {printable(r['error'])}", file=sys.stderr)
         else:
-            print(f"{r['path']}: " + ", ".join(f"{e['class']} {e['prob']:.3f}" for e in r["topk"]))
+            print(
+                f"{printable(r['path'])}: " + ", ".join(f"{printable(e['class'])} {e['prob']:.3f}" for e in r["topk"])
+            )
     failed = sum("error" in r for r in results)
     if failed:
         print(f"cifarkit predict: {failed} of {len(results)} file(s) could not be read", file=sys.stderr)
@@ -178,6 +176,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_plot_perf(args: argparse.Namespace) -> int:
+    from cifarkit.report.comparison import run_labels
+    from cifarkit.report.figures import plot_perf
+    from cifarkit.runs import atomic_write, ensure_dir, write_text
+    from cifarkit.tools.perflogs import load_events, load_perf_logs, present_metrics, summary_table
 
     df = load_perf_logs(args.logs)
     if df.empty or not present_metrics(df):
@@ -199,6 +201,7 @@ def cmd_plot_perf(args: argparse.Namespace) -> int:
 
 
 def cmd_montage(args: argparse.Namespace) -> int:
+    from cifarkit.report.figures import montage
 
     folder = Path(args.folder)
     if not folder.is_dir():
@@ -211,11 +214,15 @@ def cmd_montage(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    print(montage(sorted(p for p in folder.glob("*.png") if p.resolve() != out.resolve()), out, args.cols))
+    pngs = [
+        p for p in folder.glob("*.png") if p.is_file() and p.resolve() != out.resolve()
+    ]  # regular files: a FIFO would block
+    print(montage(sorted(pngs), out, args.cols))
     return 0
 
 
 def cmd_series(args: argparse.Namespace) -> int:
+    from cifarkit.report.series import run_series
 
     report, ok = run_series(
         dataset=args.dataset,
@@ -232,6 +239,9 @@ def cmd_series(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from cifarkit.device import env_info, resolve_device
+    from cifarkit.models import list_models
+    from cifarkit.tools.telemetry import available_backends
 
     info = env_info(resolve_device("auto"))
     info["profiler_backends"] = available_backends()
@@ -244,7 +254,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
+def cmd_input_bench(args: argparse.Namespace) -> int:
+    from cifarkit.tools.inputbench import run_bench
 
     result = run_bench(
         dataset=args.dataset,
@@ -263,6 +274,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_amp_check(args: argparse.Namespace) -> int:
+    from cifarkit.tools.ampcheck import run_amp_check
 
     result = run_amp_check(args.recipe, args.device, tuple(args.modes), args.batch_size, args.steps)
     if args.json:
@@ -271,6 +283,7 @@ def cmd_amp_check(args: argparse.Namespace) -> int:
 
 
 def cmd_speedrun(args: argparse.Namespace) -> int:
+    from cifarkit.speedrun.recipe import run_speedrun
 
     summary = run_speedrun(
         args.dataset,
@@ -289,8 +302,10 @@ def cmd_speedrun(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy_bench(args: argparse.Namespace) -> int:
+    from cifarkit.tools.deploy import deploy_bench
+    from cifarkit.tools.deploy import table as deploy_table
 
-    settings = BenchSettings(
+    settings = DeploySettings(
         sparsities=tuple(args.sparsity),
         finetune_epochs=args.finetune_epochs,
         runs=args.runs,
@@ -307,6 +322,7 @@ def cmd_deploy_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from cifarkit.tools.sweep import run_sweep
 
     parser = build_parser()
     args.out = args.out or str(Path("reports") / "sweeps" / Path(args.config).stem)
@@ -328,17 +344,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         + (f"; failed: {', '.join(failed)}" if failed else "")
     )
     return EXIT_FAILED if failed else 0
-
-
-def fraction(text: str) -> float:
-    """argparse type: a number strictly between 0 and 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be a fraction between 0 and 1, e.g. 0.70")
-    return value
 
 
 # ----------------------------------------------------------------------------- parser
@@ -377,116 +382,78 @@ def add_train_options(t: argparse.ArgumentParser) -> None:
     """``train``'s options. Each ``dest`` is a :class:`~cifarkit.config.TrainConfig` field and each default is
     read from it, so a setting and its default are declared once (in ``TrainConfig``)."""
 
-    d = TrainConfig  # the dataclass's field defaults
-    t.add_argument("--model", default=d.model, help=f"registered model name (see `cifarkit info`; default {d.model})")
+    def field(flag: str, help: str, dest: str | None = None, **kw: object) -> None:
+        dest = dest or flag[2:].replace("-", "_")
+        default = getattr(TrainConfig, dest)
+        t.add_argument(flag, dest=dest, default=default, help=help.format(default=default), **kw)
+
+    switch = {"action": argparse.BooleanOptionalAction}  # --x and --no-x, so a sweep can say false
+    field("--model", "registered model name (see `cifarkit info`; default {default})")
     add_common(t)
     t.add_argument(
-        "--epochs", type=positive_int, default=None, help=f"epochs (default {d.epochs}; with --resume: the run's own)"
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help=f"epochs (default {TrainConfig.epochs}; with --resume: the run's own)",
     )
-    t.add_argument("--batch-size", type=positive_int, default=d.batch_size, help=f"default {d.batch_size}")
-    t.add_argument("--lr", type=positive_float, default=d.lr, help=f"peak learning rate (default {d.lr})")
-    t.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help=f"default {d.optimizer}")
-    t.add_argument(
-        "--momentum",
-        type=non_negative_float,
-        default=d.momentum,
-        help=f"SGD momentum, Nesterov when > 0 (default {d.momentum})",
-    )
-    t.add_argument("--weight-decay", type=non_negative_float, default=d.weight_decay, help=f"default {d.weight_decay}")
-    t.add_argument(
+    field("--batch-size", "default {default}", type=positive_int)
+    field("--lr", "peak learning rate (default {default})", type=positive_float)
+    field("--optimizer", "default {default}", choices=OPTIMIZERS)
+    field("--momentum", "SGD momentum, Nesterov when > 0 (default {default})", type=non_negative_float)
+    field("--weight-decay", "default {default}", type=non_negative_float)
+    field(
         "--scheduler",
+        "learning-rate schedule over the whole run, stepped every batch (default {default})",
         choices=SCHEDULERS,
-        default=d.scheduler,
-        help=f"learning-rate schedule over the whole run, stepped every batch (default {d.scheduler})",
     )
-    t.add_argument(
-        "--augment", default=d.augment, help=f"none, or crop/flip/cutout joined with + (default {d.augment})"
+    field("--augment", "none, or crop/flip/cutout joined with + (default {default})")
+    field("--label-smoothing", "default {default}", type=non_negative_float)
+    field(
+        "--alternating-flip",
+        "flip each image every other epoch rather than by chance (with flip in --augment)",
+        **switch,
     )
-    t.add_argument(
-        "--label-smoothing", type=non_negative_float, default=d.label_smoothing, help=f"default {d.label_smoothing}"
-    )
-    t.add_argument("--patience", type=int, default=d.patience, help="early stopping patience in epochs (0: off)")
-    t.add_argument(
-        "--monitor",
-        choices=MONITORS,
-        default=d.monitor,
-        help=f"metric for best.pt and early stopping (default {d.monitor})",
-    )
-    t.add_argument(
-        "--val-fraction",
-        type=fraction,
-        default=d.val_fraction,
-        help=f"share of train held out for validation (default {d.val_fraction})",
-    )
-    t.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
-    t.add_argument(
-        "--image-size", type=positive_int, default=d.image_size, help="model input side (default: the model's own)"
-    )
-    add_amp(t, d.amp)
+    field("--patience", "early stopping patience in epochs (0: off)", type=int)
+    field("--monitor", "metric for best.pt and early stopping (default {default})", choices=MONITORS)
+    field("--val-fraction", "share of train held out for validation (default {default})", type=fraction)
+    field("--seed", "default {default}", type=int)
+    field("--image-size", "model input side (default: the model's own)", type=positive_int)
+    add_amp(t, TrainConfig.amp)
     t.add_argument(
         "--channels-last",
         choices=("auto", "on", "off"),
         default="auto",
         help="memory format; auto: on for CUDA/ROCm, off on CPU/MPS",
     )
-    t.add_argument(
-        "--checkpoint-every", type=positive_int, default=d.checkpoint_every, help="write last.pt every k epochs"
-    )
-    t.add_argument(
+    field("--checkpoint-every", "write last.pt every k epochs", type=positive_int)
+    field(
         "--deterministic",
-        action=argparse.BooleanOptionalAction,
-        default=d.deterministic,
-        help="repeatable GPU kernels, so --resume continues exactly (--no-deterministic trades it for speed)",
+        "repeatable GPU kernels, so --resume continues exactly (--no-deterministic trades it for speed)",
+        **switch,
     )
-    t.add_argument(
-        "--compile",
-        action="store_true",
-        default=d.compile,
-        help="torch.compile the model (pays back only on long runs; see README)",
-    )
+    field("--compile", "torch.compile the model (pays back only on long runs; see README)", **switch)
     t.add_argument("--out", default="reports/runs", help="parent folder of the run folder (default reports/runs)")
     t.add_argument(
         "--resume",
-        default=None,
         metavar="CKPT",
-        help="continue from a run's last.pt (its saved settings are used; --epochs may extend a run "
-        "without a scheduler)",
+        help="continue from a run's last.pt (its saved settings are used; --epochs may extend a run without a scheduler)",
     )
-    t.add_argument(
-        "--telemetry",
-        "--profile",
-        dest="telemetry",
-        action="store_true",
-        default=d.telemetry,
-        help="record hardware telemetry into perf/*.jsonl (--profile is the older name)",
+    field("--telemetry", "record hardware telemetry into perf/*.jsonl", **switch)
+    field("--telemetry-interval", "telemetry sampling period in seconds (default {default})", type=positive_float)
+    for old, new in (("--profile", "--telemetry"), ("--profile-interval", "--telemetry-interval")):
+        t.add_argument(old, action=Renamed, nargs=0 if new == "--telemetry" else None, help=argparse.SUPPRESS, new=new)
+    field(
+        "--torch-profile", "record N training steps with torch.profiler", "torch_profile_steps", type=int, metavar="N"
     )
-    t.add_argument(
-        "--telemetry-interval",
-        "--profile-interval",
-        dest="telemetry_interval",
-        type=positive_float,
-        default=d.telemetry_interval,
-        help=f"telemetry sampling period in seconds (default {d.telemetry_interval})",
-    )
-    t.add_argument(
-        "--torch-profile",
-        dest="torch_profile_steps",
-        type=int,
-        default=d.torch_profile_steps,
-        metavar="N",
-        help="record N training steps with torch.profiler",
-    )
-    t.add_argument(
+    field(
         "--pretrained",
-        action="store_true",
-        default=d.pretrained,
-        help="start from ImageNet weights (resnet18_imagenet, mobilenetv3_imagenet; cached in $TORCH_HOME/hub)",
+        "start from ImageNet weights (resnet18_imagenet, mobilenetv3_imagenet; cached in $TORCH_HOME/hub)",
+        **switch,
     )
-    t.add_argument(
+    field(
         "--sync-bn",
-        action="store_true",
-        default=d.sync_bn,
-        help="under torchrun on GPUs: synchronise batch norm over all processes (statistics of the global batch)",
+        "under torchrun on GPUs: synchronise batch norm over all processes (statistics of the global batch)",
+        **switch,
     )
 
 
@@ -515,7 +482,7 @@ def build_parser() -> Parser:
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
 
-    b = sub.add_parser("bench", help="input pipeline throughput: seed-style vs cifarkit loader vs step limit")
+    b = sub.add_parser("input-bench", help="input pipeline throughput: seed-style vs cifarkit loader vs step limit")
     add_common(b)
     b.add_argument("--model", default="ex1")
     b.add_argument("--batch-size", type=positive_int, default=128)
@@ -523,7 +490,7 @@ def build_parser() -> Parser:
     b.add_argument("--workers", type=int, default=2, help="DataLoader workers of the seed-style pipeline")
     b.add_argument("--rounds", type=positive_int, default=3, help="interleaved repetitions; medians are reported")
     b.add_argument("--json", action="store_true", help="last stdout line: one JSON object with the rates and ratios")
-    b.set_defaults(func=cmd_bench)
+    b.set_defaults(func=cmd_input_bench)
 
     se = sub.add_parser("series", help="run the notebook series headless into one report folder")
     se.add_argument(
@@ -551,7 +518,9 @@ def build_parser() -> Parser:
     )
     add_common(sr)
     sr.add_argument("--recipe", default="speedrun", help="speedrun (CPU-sized) or flagship (airbench94-sized)")
-    sr.add_argument("--target", type=fraction, default=0.70, help="accuracy the baseline must reach on validation")
+    sr.add_argument(
+        "--target", type=fraction, default=0.70, help="validation top-1 that counts as reached (recipe and baseline)"
+    )
     sr.add_argument(
         "--baseline",
         action="store_true",
@@ -586,13 +555,13 @@ def build_parser() -> Parser:
     add_common(db, dataset=False)
     db.add_argument("--out", default=None, help="folder for the variants (default: deploy/ beside the checkpoint)")
     db.add_argument(
-        "--sparsity", type=fraction, nargs="+", default=list(BenchSettings.sparsities), help="channel shares to prune"
+        "--sparsity", type=fraction, nargs="+", default=list(DeploySettings.sparsities), help="channel shares to prune"
     )
     db.add_argument(
-        "--finetune-epochs", type=positive_float, default=BenchSettings.finetune_epochs, help="after each pruning"
+        "--finetune-epochs", type=positive_float, default=DeploySettings.finetune_epochs, help="after each pruning"
     )
-    db.add_argument("--runs", type=positive_int, default=BenchSettings.runs, help="batch-1 calls timed per variant")
-    db.add_argument("--warmup", type=positive_int, default=BenchSettings.warmup, help="untimed calls first")
+    db.add_argument("--runs", type=positive_int, default=DeploySettings.runs, help="batch-1 calls timed per variant")
+    db.add_argument("--warmup", type=positive_int, default=DeploySettings.warmup, help="untimed calls first")
     db.add_argument("--json", action="store_true", help="one JSON line per variant and device (stdout)")
     db.set_defaults(func=cmd_deploy_bench)
 
@@ -604,7 +573,7 @@ def build_parser() -> Parser:
         "--workers", type=positive_int, default=None, help="processes at a time (default: one per GPU, else 1)"
     )
     sw.add_argument(
-        "--out", default="reports/sweeps/sweep", help="parent of the run folders (default reports/sweeps/sweep)"
+        "--out", default=None, help="parent of the run folders (default reports/sweeps/<the sweep file's name>)"
     )
     sw.add_argument(
         "--executor",
@@ -653,7 +622,7 @@ def add_tta(p: argparse.ArgumentParser) -> None:
         help=f"test-time augmentation: {', '.join(TTA_MODES)} (default none); evaluate also takes all",
     )
     p.add_argument(
-        "--tta-average", choices=AVERAGES, default="logits", help="average the views' logits or probabilities"
+        "--tta-average", choices=TTA_AVERAGES, default="logits", help="average the views' logits or probabilities"
     )
 
 
@@ -666,7 +635,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return int(args.func(args) or 0)
         except CifarkitError as exc:
-            print(f"cifarkit {args.verb}{distributed.rank_tag()}: error: {exc}", file=sys.stderr)
+            print(f"cifarkit {args.verb}{rank_tag()}: error: {printable(exc)}", file=sys.stderr)
             return exc.exit_code
         except KeyboardInterrupt:
             print(f"cifarkit {args.verb}: interrupted", file=sys.stderr)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from .errors import ConfigError
+from cifarkit.errors import ConfigError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "onecycle")
@@ -14,6 +15,9 @@ AUGMENTATIONS = ("crop", "flip", "cutout")
 MONITORS = ("val_accuracy", "val_loss")
 AMP_MODES = ("auto", "off", "fp16", "bf16")
 DEVICE_HELP = "auto, cpu, cuda, cuda:N (also AMD ROCm), mps"
+DATASET_HELP = "cifar10, cifar100, cifar100:coarse, folder:PATH, synthetic[:classes=N,size=N,train=N,test=N]"
+TTA_MODES = ("none", "flip", "5crop", "flip5crop", "scale3", "translate")
+TTA_AVERAGES = ("logits", "probs")  # what TTA averages over the views
 
 
 def parse_augment(spec: str) -> tuple[str, ...]:
@@ -49,6 +53,7 @@ class TrainConfig:
     augment: str = "crop+flip"
     crop_padding: int = 4
     cutout_size: int = 8
+    alternating_flip: bool = False  # flip each image every other epoch instead of by chance (the speedrun's)
     patience: int = 0
     monitor: str = "val_accuracy"
     val_fraction: float = 0.1
@@ -61,7 +66,7 @@ class TrainConfig:
     compile: bool = False
     checkpoint_every: int = 1
     model_kwargs: dict[str, Any] | None = None
-    telemetry: bool = False  # hardware telemetry into perf/*.jsonl (cifarkit.profiler)
+    telemetry: bool = False  # hardware telemetry into perf/*.jsonl (cifarkit.tools.telemetry)
     telemetry_interval: float = 0.5  # seconds between telemetry samples
     torch_profile_steps: int = 0
     pretrained: bool = False  # start from ImageNet weights (resnet18_imagenet, mobilenetv3_imagenet)
@@ -110,3 +115,121 @@ class TrainConfig:
     def with_(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)
+
+
+def variant_name(sparsity: float) -> str:
+    """The pruned variant's name (and file stem) for a channel share: 0.3 -> ``pruned-30``, 0.305 -> ``pruned-30.5``."""
+    return f"pruned-{round(100 * sparsity, 1):g}"
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    """How ``deploy-bench`` builds and times the deployment variants (notebook 08 takes its profile's)."""
+
+    sparsities: tuple[float, ...] = (0.3, 0.5)  # share of channels removed per prunable layer
+    finetune_epochs: float = 1.0  # epochs over the training split after pruning (fractions allowed)
+    finetune_lr: float = 1e-3
+    calibration_images: int = 512  # training images that calibrate the int8 activation ranges
+    warmup: int = 20
+    runs: int = 200  # batch-1 calls timed for the latency percentiles
+    throughput_batch: int = 256
+    throughput_runs: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if any(not 0 < s < 1 for s in self.sparsities):
+            raise ConfigError(f"--sparsity values must be between 0 and 1, got {list(self.sparsities)}")
+        names = [variant_name(s) for s in self.sparsities]
+        if len(set(names)) < len(names):
+            raise ConfigError(
+                f"--sparsity {' '.join(f'{s:g}' for s in self.sparsities)} names one variant twice; "
+                "give shares that differ by at least 0.001"
+            )
+        if self.runs < 2 or self.warmup < 0 or self.throughput_runs < 1:
+            raise ConfigError("--runs must be >= 2 and --warmup >= 0")
+
+
+@dataclass(frozen=True)
+class Slurm:
+    """Where and how each run of a sweep is submitted as its own SLURM job (through submitit).
+
+    ``cluster`` is submitit's: ``slurm`` on a cluster; ``local`` runs the same jobs as local processes
+    (what the tests use on machines without SLURM).
+    """
+
+    partition: str | None = None
+    time_min: int = 60
+    gpus: int = 1
+    cpus: int = 4
+    cluster: str = "slurm"
+
+
+# Named recipes: the settings an experiment is known by, declared once; notebooks and the CLI name them.
+RECIPES: dict[str, dict[str, Any]] = {
+    # the course's EX-1 as the students ran it: Adam at 1e-3, batch 128, no augmentation, no schedule
+    "course-ex1": {"model": "ex1", "optimizer": "adam", "lr": 1e-3, "batch_size": 128, "augment": "none"},
+    # cifarkit's EX-1 (notebook 01): the same network with crop+flip and a one-cycle schedule to a 5x peak
+    "ex1": {
+        "model": "ex1",
+        "optimizer": "adam",
+        "lr": 5e-3,
+        "batch_size": 128,
+        "augment": "crop+flip",
+        "scheduler": "onecycle",
+    },
+}
+
+
+def recipe(name: str, **overrides: Any) -> TrainConfig:
+    """The :class:`TrainConfig` of the named recipe in :data:`RECIPES`, with ``overrides`` on top."""
+    if name not in RECIPES:
+        raise ConfigError(f"unknown recipe {name!r}; choose {', '.join(RECIPES)}")
+    return TrainConfig(**{**RECIPES[name], **overrides})
+
+
+# ----------------------------------------------------------------------------- command-line types
+# argparse ``type=`` functions: a bad value is refused while parsing, in argparse's one line
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 1")
+    return value
+
+
+def finite_float(text: str, minimum: float, inclusive: bool) -> float:
+    """A finite number >= (or >) ``minimum``, or an argparse error saying which."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    ok = value >= minimum if inclusive else value > minimum
+    if not (ok and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number {'>=' if inclusive else '>'} {minimum:g}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    return finite_float(text, 0, inclusive=True)
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    return finite_float(text, 0, inclusive=False)
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be a fraction between 0 and 1, e.g. 0.70")
+    return value

@@ -12,12 +12,14 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from .errors import DataError, OutputError, short_list
-from .runs import ensure_dir, save_blob
+from cifarkit.config import DATASET_HELP
+from cifarkit.errors import DataError, OutputError, short_list
+from cifarkit.runs import ensure_dir, save_blob
 
 CIFAR10_CLASSES = (
     "airplane",
@@ -278,14 +280,42 @@ def ensure_cifar(name: str, data_dir: Path, download: bool = True) -> Path:
     return folder
 
 
+class CifarUnpickler(pickle.Unpickler):
+    """Reads a CIFAR python batch as data only: the official files hold a dict of bytes, ints, lists and
+    numpy arrays, so those are the only classes it will build; anything else (a crafted file naming
+    ``os.system``, say) is refused before it can run."""
+
+    ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),  # how numpy 1.x pickled arrays (the official files)
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),  # protocol 5 arrays
+        ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),  # bytes pickled by Python 3 at protocol 2
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise DataError(f"holds {module}.{name}, which no CIFAR batch contains")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
     if not path.is_file():
         raise DataError(f"missing CIFAR batch file {path}; delete the folder and extract the archive again")
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
+            batch = CifarUnpickler(f, encoding="bytes").load()
+    except DataError as exc:
+        raise DataError(
+            f"{path} is not a CIFAR batch: it {exc}; delete the folder and extract the official archive again"
+        ) from None
     except Exception as exc:  # a truncated or foreign file
         raise DataError(f"cannot read CIFAR batch {path} ({exc.__class__.__name__}); re-extract the archive") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{path} is not a CIFAR batch (a {type(batch).__name__}, not a dict); re-extract the archive")
+    return batch
 
 
 def read_cifar_batches(folder: Path, files: Iterable[str], label_key: bytes) -> Split:
@@ -326,29 +356,59 @@ def load_cifar(name: str, data_dir: Path, coarse: bool = False, download: bool =
 # ----------------------------------------------------------------------------- image folders
 
 
+def image_files(folder: Path) -> list[Path]:
+    """The image files below ``folder`` in ``ImageFolder``'s order (folders by path, files by name).
+
+    Only regular files count (a FIFO or socket named ``*.png`` would block a reader forever), and
+    links to folders are followed once: a link back to a folder being walked (``again -> ..``) is a loop
+    and is refused in one line, rather than walked until the path is too long to open; a folder reached
+    by two links is read once.
+    """
+    found: dict[str, list[str]] = {}
+    ancestors: list[tuple[int, int]] = []
+    visited: set[tuple[int, int]] = set()
+
+    def walk(path: Path) -> None:
+        st = path.stat()
+        key = (st.st_dev, st.st_ino)
+        if key in ancestors:
+            raise DataError(f"{path} links back to a folder that contains it (a loop); remove the link")
+        if key in visited:  # a second link to a folder already read: its images count once
+            return
+        visited.add(key)
+        ancestors.append(key)
+        files = found.setdefault(str(path), [])
+        for entry in sorted(os.scandir(path), key=lambda e: e.name):
+            try:
+                if entry.is_dir():  # follows links
+                    walk(Path(entry.path))
+                elif entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES):  # regular files only
+                    files.append(entry.name)
+            except OSError:  # a dangling link or an entry that vanished: not an image
+                continue
+        ancestors.pop()
+
+    walk(folder)
+    return [Path(root) / name for root in sorted(found) for name in found[root]]
+
+
 def list_image_folder(split_dir: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     """Classes (sorted sub-folders, hidden ones such as ``.ipynb_checkpoints`` skipped) and (file, label)
-    pairs of ``split_dir/<class>/**``, listed by torchvision's ``find_classes`` / ``make_dataset`` as
-    ``ImageFolder`` lists them."""
-    from torchvision.datasets.folder import find_classes, make_dataset  # seconds to import; only here
-
+    pairs of ``split_dir/<class>/**``, in the order torchvision's ``ImageFolder`` lists them."""
     try:
-        classes = [c for c in find_classes(split_dir)[0] if not c.startswith(".")]
-    except FileNotFoundError:
+        classes = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+    except (FileNotFoundError, NotADirectoryError):
         classes = []
     if not classes:
         raise DataError(f"{split_dir} has no class sub-folders; expected {split_dir}/<class>/<image>")
-    class_to_idx = {c: i for i, c in enumerate(classes)}
-    try:
-        found = make_dataset(split_dir, class_to_idx, extensions=IMAGE_SUFFIXES)
-    except FileNotFoundError:  # torchvision names the empty classes in a multi-line message
-        found = make_dataset(split_dir, class_to_idx, extensions=IMAGE_SUFFIXES, allow_empty=True)
-        empty = sorted(set(classes) - {classes[label] for _, label in found})
+    items = [(path, label) for label, c in enumerate(classes) for path in image_files(split_dir / c)]
+    empty = sorted(set(classes) - {classes[label] for _, label in items})
+    if empty:
         raise DataError(
             f"class folder {split_dir / empty[0]} has no images ({', '.join(IMAGE_SUFFIXES)})"
             + (f"; nor have {short_list(empty[1:])}" if len(empty) > 1 else "")
-        ) from None
-    return classes, [(Path(f), label) for f, label in found]
+        )
+    return classes, items
 
 
 def pil_to_array(img, size: int) -> np.ndarray:
@@ -387,7 +447,9 @@ def folder_fingerprint(items: list[tuple[Path, int]], classes: list[str], size: 
     return h.hexdigest()[:16]
 
 
-def read_image_folder(split_dir: Path, size: int, cache_dir: Path | None) -> tuple[list[str], Split]:
+def read_image_folder(
+    split_dir: Path, size: int, cache_dir: Path | None, progress: bool = False
+) -> tuple[list[str], Split]:
     """Decode every image of ``split_dir`` once; reuse the cached tensor while the folder is unchanged."""
     classes, items = list_image_folder(split_dir)
     key = folder_fingerprint(items, classes, size)
@@ -399,7 +461,12 @@ def read_image_folder(split_dir: Path, size: int, cache_dir: Path | None) -> tup
         except Exception:
             cache.unlink(missing_ok=True)  # a stale or partial cache is rebuilt, never trusted
     images = np.empty((len(items), 3, size, size), dtype=np.uint8)
-    for i, (path, _) in enumerate(items):
+    listed = enumerate(items)
+    if progress:  # the first load of a large folder takes a minute on a small CPU; later ones read the cache
+        from tqdm.auto import tqdm
+
+        listed = tqdm(listed, total=len(items), desc=f"decoding {split_dir.name}/ (once; cached after)", unit="img")
+    for i, (path, _) in listed:
         images[i] = decode_image(path, size)
     split = Split(torch.from_numpy(images), torch.tensor([label for _, label in items], dtype=torch.long))
     if cache is not None:
@@ -413,7 +480,7 @@ def read_image_folder(split_dir: Path, size: int, cache_dir: Path | None) -> tup
     return classes, split
 
 
-def load_folder(path: str, data_dir: Path, size: int = 32) -> Dataset:
+def load_folder(path: str, data_dir: Path, size: int = 32, progress: bool = False) -> Dataset:
     """Load ``PATH/train/<class>/*`` and ``PATH/test/<class>/*``; either may be absent, not both."""
     root = resolve_user_path(path)
     if not root.is_dir():
@@ -432,7 +499,7 @@ def load_folder(path: str, data_dir: Path, size: int = 32) -> Dataset:
     classes: list[str] | None = None
     for name in ("train", "test"):
         if (root / name).is_dir():
-            split_classes, splits[name] = read_image_folder(root / name, size, cache_dir)
+            split_classes, splits[name] = read_image_folder(root / name, size, cache_dir, progress)
             if classes is not None and split_classes != classes:
                 raise DataError(f"{root}/train and {root}/test have different class folders; make them match")
             classes = split_classes
@@ -508,11 +575,13 @@ def parse_synthetic(options: str) -> dict[str, int]:
 
 # ----------------------------------------------------------------------------- entry point
 
-DATASET_HELP = "cifar10, cifar100, cifar100:coarse, folder:PATH, synthetic[:classes=N,size=N,train=N,test=N]"
-
 
 def load_dataset(
-    spec: str, data_dir: str | os.PathLike | None = None, image_size: int = 32, download: bool = True
+    spec: str,
+    data_dir: str | os.PathLike | None = None,
+    image_size: int = 32,
+    download: bool = True,
+    progress: bool = False,
 ) -> Dataset:
     """Load a dataset from its spec string.
 
@@ -522,6 +591,7 @@ def load_dataset(
         data_dir: where archives and caches live (default: :func:`default_data_dir`).
         image_size: side length folder images are decoded to (CIFAR is always 32).
         download: fetch missing CIFAR archives from the official site.
+        progress: a progress bar while a folder's images are decoded (the first time; then they are cached).
     """
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     kind, _, arg = spec.partition(":")
@@ -530,7 +600,7 @@ def load_dataset(
             raise DataError("cifar10 has no coarse labels; use cifar10 or cifar100:coarse")
         return load_cifar(kind, root, coarse=arg == "coarse", download=download)
     if kind == "folder" and arg:
-        return load_folder(arg, root, size=image_size)
+        return load_folder(arg, root, size=image_size, progress=progress)
     if kind == "synthetic":
         return make_synthetic(**parse_synthetic(arg))
     raise DataError(f"unknown dataset {spec!r}; choose {DATASET_HELP}")
@@ -540,7 +610,8 @@ def load_dataset(
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and (population) std of uint8 images, in [0, 1] units."""
+    """Per-channel mean and (population) std of uint8 images, in [0, 1] units. A channel that never varies
+    (images of one colour) gets the std of one grey level, 1/255, so normalising it never divides by zero."""
     total = torch.zeros(3, dtype=torch.float64)
     total_sq = torch.zeros(3, dtype=torch.float64)
     for start in range(0, images.shape[0], chunk):
@@ -549,7 +620,7 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float,
         total_sq += (x * x).sum(dim=(0, 2, 3))
     count = images.shape[0] * images.shape[2] * images.shape[3]
     mean = total / count
-    std = (total_sq / count - mean * mean).clamp_min(0).sqrt()
+    std = (total_sq / count - mean * mean).clamp_min(0).sqrt().clamp_min(1 / 255)
     return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import DEVICE_HELP
-from .errors import ConfigError
+from cifarkit.config import DEVICE_HELP
+from cifarkit.errors import ConfigError
 
 
 def mps_available() -> bool:
@@ -256,6 +256,13 @@ class IntervalTimer:
         elapsed = time.perf_counter() - (self._t0 or time.perf_counter())
         self._wall += elapsed
         return elapsed
+
+    def __enter__(self) -> IntervalTimer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def seconds(self) -> float:
         """Total seconds of all intervals so far (on CUDA: waits for the recorded events)."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import errno
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 
 EXIT_USAGE = 2  # a bad argument, dataset or checkpoint: fix the command and run it again
 EXIT_FAILED = 1  # the command was right but the run failed (diverged, disk full, an image that cannot be read)
@@ -62,3 +63,25 @@ def os_error_line(exc: OSError) -> str:
     if exc.errno == errno.ENOENT:
         return f"{where}: file not found"
     return f"{where}: {reason}"
+
+
+def rank_tag(environ: Mapping[str, str] | None = None) -> str:
+    """`` (rank 1 of 2)`` for the messages of a process torchrun started with several ranks, else ``""``."""
+    env = os.environ if environ is None else environ
+    rank, world = env.get("RANK", ""), env.get("WORLD_SIZE", "")
+    return f" (rank {rank} of {world})" if rank.isdigit() and world.isdigit() and int(world) > 1 else ""
+
+
+def printable(text: object) -> str:
+    """``text`` safe to print as one line on any terminal: control characters (a newline in a file name)
+    become escapes such as ``\\n``, and bytes that are not UTF-8 (kept by Python as surrogates) ``\\xNN``."""
+    out = []
+    for ch in str(text):
+        cp = ord(ch)
+        if 0xDC80 <= cp <= 0xDCFF:  # an undecodable byte of a file name
+            out.append(f"\\x{cp - 0xDC00:02x}")
+        elif cp < 32 or 127 <= cp < 160 or 0xD800 <= cp < 0xE000:
+            out.append(repr(ch)[1:-1])
+        else:
+            out.append(ch)
+    return "".join(out)

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from .data import Split
+from cifarkit.data import Split
 
 
 def reflect_index(index: torch.Tensor, size: int) -> torch.Tensor:
@@ -41,21 +41,9 @@ def crop_at(images: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     return images.reshape(n, c, h * w).gather(2, flat).reshape(n, c, h, w)
 
 
-def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random crop after reflect padding by ``padding``, with an independent offset per image."""
-    if padding == 0:
-        return images
-    return crop_at(images, draw_crop_offsets(images.shape[0], padding, generator))
-
-
 def flip_where(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     """Flip left-right the images whose entry in the boolean ``flip`` is True."""
     return torch.where(flip.to(images.device)[:, None, None, None], images.flip(-1), images)
-
-
-def random_flip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Flip each image left-right with probability 1/2."""
-    return flip_where(images, torch.rand(images.shape[0], generator=generator) < 0.5)
 
 
 def cutout_at(images: torch.Tensor, centres: torch.Tensor, size: int) -> torch.Tensor:
@@ -75,12 +63,6 @@ def cutout_at(images: torch.Tensor, centres: torch.Tensor, size: int) -> torch.T
 def draw_cutout_centres(n: int, h: int, w: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """(2, n) random square centres (row, column), drawn on the CPU."""
     return torch.stack([torch.randint(0, h, (n,), generator=generator), torch.randint(0, w, (n,), generator=generator)])
-
-
-def random_cutout(images: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Zero a ``size`` x ``size`` square at a random centre of each image (clipped at the borders)."""
-    n, _, h, w = images.shape
-    return cutout_at(images, draw_cutout_centres(n, h, w, generator), size)
 
 
 class Normalizer:
@@ -137,6 +119,7 @@ class DeviceLoader:
         crop_padding: int = 4,
         cutout_size: int = 8,
         seed: int = 0,
+        alternating_flip: bool = False,
     ) -> None:
         device = normalizer.mean.device
         self.images = split.images.to(device)
@@ -149,6 +132,12 @@ class DeviceLoader:
         self.cutout_size = cutout_size
         # A CPU generator keeps the random stream identical on every device type.
         self.generator = torch.Generator().manual_seed(seed)
+        self.epoch = 0  # epochs drawn so far
+        # alternating flip (airbench): a random bit per image drawn once, inverted every other epoch, so each
+        # image is seen both ways round in any two consecutive epochs instead of by chance
+        self.flip_bits = None
+        if alternating_flip and "flip" in self.augment:
+            self.flip_bits = torch.rand(self.num_images, generator=self.generator) < 0.5
 
     def __len__(self) -> int:
         n = self.labels.shape[0]
@@ -168,21 +157,25 @@ class DeviceLoader:
         # Every random number of the epoch is drawn here, on the CPU generator, and moved to the device
         # in one go: a small host-to-device copy per batch would wait for the GPU queue to drain each step.
         order = torch.randperm(n, generator=self.generator)
-        plan = {name: value.to(self.images.device) for name, value in self.draw_epoch(n).items()}
+        plan = {name: value.to(self.images.device) for name, value in self.draw_epoch(order).items()}
         order = order.to(self.images.device)
+        self.epoch += 1
         for b in range(len(self)):
             sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
             idx = order[sl]
             yield self.prepare(self.images[idx], {k: v[..., sl] for k, v in plan.items()}), self.labels[idx]
 
-    def draw_epoch(self, n: int) -> dict[str, torch.Tensor]:
-        """The epoch's per-position random draws (CPU): crop offsets, flip flags, cutout centres."""
-        g = self.generator
+    def draw_epoch(self, order: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The epoch's per-position random draws (CPU) for images in ``order``: crop offsets, flip flags,
+        cutout centres."""
+        g, n = self.generator, len(order)
         _, _, h, w = self.images.shape
         plan = {}
         if "crop" in self.augment and self.crop_padding > 0:
             plan["crop"] = draw_crop_offsets(n, self.crop_padding, g)
-        if "flip" in self.augment:
+        if self.flip_bits is not None:
+            plan["flip"] = self.flip_bits[order] ^ bool(self.epoch % 2)
+        elif "flip" in self.augment:
             plan["flip"] = torch.rand(n, generator=g) < 0.5
         if "cutout" in self.augment:
             plan["cutout"] = draw_cutout_centres(n, h, w, g)
@@ -200,7 +193,8 @@ class DeviceLoader:
         return self.normalizer.finish(x)
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
+        return {"generator": self.generator.get_state(), "epoch": self.epoch}
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+        self.epoch = int(state.get("epoch", 0))  # absent in checkpoints written before alternating flip

@@ -12,14 +12,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .compress import OnnxModel, model_from_blob
-from .data import IMAGE_SUFFIXES, Dataset, Split, decode_image, pil_to_array, resolve_user_path
-from .device import resolve_channels_last, resolve_device
-from .errors import CheckpointError, CifarkitError, DataError, short_list
-from .evaluation import evaluate, predict_logits
-from .loader import DeviceLoader, Normalizer
-from .runs import load_checkpoint
-from .tta import compare_tta, tta_forward
+from cifarkit.data import Dataset, Split, decode_image, image_files, pil_to_array, resolve_user_path
+from cifarkit.device import resolve_channels_last, resolve_device
+from cifarkit.errors import CheckpointError, CifarkitError, DataError, short_list
+from cifarkit.evaluate import compare_tta, evaluate, predict_logits, tta_forward
+from cifarkit.loader import DeviceLoader, Normalizer
+from cifarkit.runs import load_checkpoint, test_json, write_json
+from cifarkit.variants import OnnxModel, model_from_blob
 
 
 @dataclass
@@ -55,7 +54,9 @@ class Predictor:
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         norm = Normalizer(meta["mean"], meta["std"], dev, meta["image_size"], channels_last)
-        return cls(model, list(meta["classes"]), norm, int(meta.get("data_image_size", 32)), dev, meta, Path(path))
+        size = int(meta.get("data_image_size", 32))
+        check_runs(model, norm, size, len(meta["classes"]), path)
+        return cls(model, list(meta["classes"]), norm, size, dev, meta, Path(path))
 
     def check_dataset(self, dataset: Dataset) -> Dataset:
         """``dataset`` with its labels in this checkpoint's class order; one-line error when its classes differ.
@@ -96,7 +97,7 @@ class Predictor:
         )
 
     def compare_tta(self, split: Split, average: str = "logits", batch_size: int = 256) -> list[dict]:
-        """Every TTA mode on ``split`` (see :func:`cifarkit.tta.compare_tta`), under this checkpoint's precision."""
+        """Every TTA mode on ``split`` (see :func:`cifarkit.evaluate.compare_tta`), under this checkpoint's precision."""
         return compare_tta(self.model, self.loader(split, batch_size), self.device, average=average, amp=self.amp)
 
     def logits(self, split: Split, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,15 +130,33 @@ class Predictor:
         return torch.softmax(logits.float(), dim=1).cpu()
 
 
+@torch.no_grad()
+def check_runs(model: nn.Module, normalizer: Normalizer, size: int, num_classes: int, path: str | os.PathLike) -> None:
+    """One image through the loaded network: layers whose shapes do not chain, or outputs that do not match
+    the class names, are refused in one line before any real image is scored."""
+    try:
+        out = model.eval()(normalizer(torch.zeros(1, 3, size, size, dtype=torch.uint8, device=normalizer.mean.device)))
+    except Exception as exc:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else exc.__class__.__name__
+        raise CheckpointError(f"the network in {path} does not run ({reason}); is it the right file?") from None
+    if tuple(out.shape) != (1, num_classes):
+        raise CheckpointError(
+            f"the network in {path} gives {tuple(out.shape)[1:]} outputs per image but names {num_classes} classes; "
+            "is it the right file?"
+        )
+
+
 def expand_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files as given; folders expanded to the image files inside them (recursively, sorted)."""
+    """Files and folders (folders expanded to the image files inside them, recursively, sorted), each
+    found relative to the working directory or else the repository root, so a notebook in ``notebooks/``
+    and a shell at the root name the same files alike."""
     out: list[Path] = []
     for p in paths:
         path = resolve_user_path(p)
         if path.is_dir():
-            out.extend(sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+            out.extend(image_files(path))
         else:
-            out.append(Path(p))
+            out.append(path)
     return out
 
 
@@ -187,7 +206,7 @@ def predict(
     Args:
         model_or_ckpt: a :class:`Predictor` or the path of a checkpoint.
         images: file paths, PIL images, or uint8 arrays (HWC or CHW).
-        tta: a test-time augmentation mode (see :data:`cifarkit.tta.TTA_MODES`).
+        tta: a test-time augmentation mode (see :data:`cifarkit.evaluate.TTA_MODES`).
         topk: classes kept per image.
         average: average TTA views as ``logits`` or ``probs``.
         device: used when a checkpoint path is given.
@@ -212,3 +231,13 @@ def predict(
         for rank, entry in enumerate(topk_entries(probs, predictor.classes, topk), start=1):
             rows.append({"image": name, "rank": rank, **entry, "error": None})
     return pd.DataFrame(rows, columns=["image", "rank", "class", "prob", "error"])
+
+
+def evaluate_run(run_dir: str | Path, dataset: Dataset, device: torch.device | str = "auto") -> dict[str, Any]:
+    """Score a run's best.pt on ``dataset``'s test split; write and return its test.json."""
+    run_dir = Path(run_dir)
+    predictor = Predictor.from_checkpoint(run_dir / "best.pt", device)
+    dataset = predictor.check_dataset(dataset)
+    result = {"split": "test", "checkpoint": "best.pt", **test_json(predictor.evaluate(dataset.split("test")))}
+    write_json(run_dir / "test.json", result)
+    return result

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import shutil
 import uuid
 import warnings
 from collections.abc import Callable
@@ -17,10 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import CheckpointError, OutputError
+from cifarkit.errors import CheckpointError, ConfigError, DataError, OutputError
 
 CHECKPOINT_FORMAT = "cifarkit-checkpoint-v1"
-RUN_FILES = ("config.json", "env.json", "train.json", "test.json", "metrics.jsonl", "best.pt")
 
 
 def timestamp() -> str:
@@ -111,9 +111,112 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """Read one JSON file."""
-    with open(path) as f:
-        return json.load(f)
+    """Read one JSON file; a file that is not JSON (empty, cut short, not text, nested beyond reason) is a
+    one-line :class:`~cifarkit.errors.DataError` naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (ValueError, RecursionError) as exc:
+        reason = str(exc).splitlines()[0][:80] if isinstance(exc, ValueError) else "nested too deep"
+        raise DataError(f"{path} is not valid JSON ({reason}); restore it, or delete the folder it describes") from None
+
+
+def read_run_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A run folder's JSON file as a dict, or ``{}`` when it is missing, and ``{}`` with one warning when it
+    is broken: one damaged run never stops a comparison, a legend or the index of a report."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        data = read_json(path)
+    except (DataError, OSError) as exc:
+        warnings.warn(f"{path} skipped: {exc}", stacklevel=2)
+        return {}
+    if not isinstance(data, dict):
+        warnings.warn(f"{path} skipped: it holds a {type(data).__name__}, not a JSON object", stacklevel=2)
+        return {}
+    return data
+
+
+# ----------------------------------------------------------------------------- a training run's files
+
+
+class RunLock:
+    """An OS lock on a run folder itself (no lock file is left behind), released by :meth:`close` or when the
+    process ends, however it ends."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks here
+            return
+        fd = os.open(run_dir, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise OutputError(
+                f"{run_dir} is being trained by another process; wait for it to end or stop it first"
+            ) from None
+        self.fd = fd
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def write_run_start(run_dir: Path, config: Any, resolved: dict[str, Any], environment: dict[str, Any]) -> None:
+    """config.json (the settings, plus what ``auto`` resolved to under ``resolved``) and env.json."""
+    write_json(run_dir / "config.json", {**config.to_dict(), "resolved": resolved})
+    write_json(run_dir / "env.json", environment)
+
+
+def write_metrics(run_dir: Path, rows: list[dict]) -> None:
+    """metrics.jsonl holding exactly ``rows`` (a resumed run drops the epochs after its checkpoint)."""
+    write_text(run_dir / "metrics.jsonl", "".join(json.dumps(_clean(r), default=str) + "\n" for r in rows))
+
+
+def train_json(rows: list[dict], monitor: str, best_epoch: int | None) -> dict[str, Any]:
+    """train.json from the metrics rows: the course's per-epoch lists plus best epoch, timing and throughput."""
+    best = next((r for r in rows if r["epoch"] == best_epoch), None)
+    val_loss = [r["val_loss"] for r in rows]
+    seconds = sum(r["epoch_time_s"] for r in rows)
+    return {
+        "train_losses": [r["train_loss"] for r in rows],
+        "val_losses": val_loss,
+        "train_accuracies": [r["train_accuracy"] for r in rows],
+        "val_accuracies": [r["val_accuracy"] for r in rows],
+        "val_top5_accuracies": [r["val_top5"] for r in rows],
+        "learning_rates": [r["lr"] for r in rows],
+        "best_val_accuracy": best["val_accuracy"] if best else None,
+        "best_val_top5": best["val_top5"] if best else None,
+        "best_epoch": best_epoch,
+        "monitor": monitor,
+        "min_val_loss_epoch": rows[val_loss.index(min(val_loss))]["epoch"] if rows else None,
+        "epochs_run": len(rows),
+        "train_time": seconds,
+        "images_per_s": sum(r["images_per_s"] for r in rows) / len(rows) if rows else None,
+        "data_wait_fraction": sum(r["data_wait_s"] for r in rows) / max(seconds, 1e-9),
+    }
+
+
+# test.json keeps the course's field names; evaluate()'s own names for the same numbers are not repeated
+TEST_NAMES = {"top1": "accuracy", "top5": "top5_accuracy", "loss": "losses", "testing_time": "testing time"}
+
+
+def test_json(result: dict[str, Any]) -> dict[str, Any]:
+    """test.json from an :func:`cifarkit.evaluate.evaluate` result: one key per number, the course's names
+    (``accuracy``, ``top5_accuracy``, ``losses``, ``testing time``, ``precision_score``, ...)."""
+    return {TEST_NAMES.get(k, k): v for k, v in result.items()}
+
+
+def write_train_json(run_dir: Path, rows: list[dict], monitor: str, best_epoch: int | None) -> dict[str, Any]:
+    """Write (and return) :func:`train_json`."""
+    summary = train_json(rows, monitor, best_epoch)
+    write_json(run_dir / "train.json", summary)
+    return summary
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -125,7 +228,7 @@ def checkpoint_meta(
     dataset: Any,
     dataset_spec: str,
     image_size: int,
-    config: dict[str, Any],
+    config: Any,
     epoch: int,
 ) -> dict[str, Any]:
     """Everything a checkpoint needs to be used on its own (the ``meta`` of :func:`save_checkpoint`).
@@ -136,7 +239,7 @@ def checkpoint_meta(
         dataset: the :class:`~cifarkit.data.Dataset` it was trained on (classes, normalisation, size).
         dataset_spec: the spec that loads that dataset again.
         image_size: the model's input side.
-        config: the training settings.
+        config: the training settings (a :class:`~cifarkit.config.TrainConfig` or its dict).
         epoch: the epoch the weights come from.
     """
     return {
@@ -149,7 +252,7 @@ def checkpoint_meta(
         "image_size": image_size,
         "data_image_size": dataset.image_size,
         "dataset": dataset_spec,
-        "config": config,
+        "config": config.to_dict() if hasattr(config, "to_dict") else config,
         "epoch": epoch,
     }
 
@@ -175,8 +278,22 @@ def save_checkpoint(
 
 
 def save_blob(path: str | os.PathLike, blob: dict[str, Any]) -> Path:
-    """``torch.save`` a dict atomically (see :func:`atomic_write`): checkpoints, variants, dataset caches."""
-    return atomic_write(path, lambda tmp: torch.save(blob, tmp))
+    """``torch.save`` a dict atomically (see :func:`atomic_write`): checkpoints, variants, dataset caches.
+
+    torch reports a failed write (a full disk) as a RuntimeError from its zip writer; it is raised here as
+    the OSError it is, so every command reports it in one line like any other write error."""
+
+    def save(tmp: Path) -> None:
+        try:
+            torch.save(blob, tmp)
+        except RuntimeError as exc:
+            if "inline_container" not in str(exc) and "write" not in str(exc).lower():
+                raise
+            free = shutil.disk_usage(tmp.parent).free
+            code = errno.ENOSPC if free < 64 * 2**20 else errno.EIO
+            raise OSError(code, os.strerror(code), str(path)) from None
+
+    return atomic_write(path, save)
 
 
 def load_checkpoint(path: str | os.PathLike, wanted: str = "best.pt") -> dict[str, Any]:
@@ -197,4 +314,115 @@ def load_checkpoint(path: str | os.PathLike, wanted: str = "best.pt") -> dict[st
         ) from None
     if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a cifarkit checkpoint; pass the {wanted} of a run folder")
+    check_meta(blob, path)
+    if not isinstance(blob.get("state_dict"), dict) or not all(isinstance(k, str) for k in blob["state_dict"]):
+        raise CheckpointError(f"{path}: its state_dict is not a mapping of weight names; is it the right file?")
     return blob
+
+
+MAX_CLASSES = 100_000  # far above any classification head cifarkit trains; a larger count is a corrupt file
+SIMPLE = (str, int, float, bool, type(None))
+
+
+def plain(value: Any) -> bool:
+    """A model option a checkpoint may carry: a simple value or a short list of them (e.g. widths)."""
+    return isinstance(value, SIMPLE) or (
+        isinstance(value, list) and len(value) <= 64 and all(isinstance(x, SIMPLE) for x in value)
+    )
+
+
+def check_meta(meta: Any, path: str | os.PathLike) -> None:
+    """Check a checkpoint's (or an ONNX export's) description field by field before any model is built from
+    it: one line naming the first field that is missing, of the wrong type or out of range."""
+
+    def bad(field: str, want: str) -> CheckpointError:
+        got = repr(meta.get(field) if isinstance(meta, dict) else meta)[:60]
+        return CheckpointError(f"{path}: field {field!r} is {got}, expected {want}; is it the right file?")
+
+    if not isinstance(meta, dict):
+        raise CheckpointError(
+            f"{path}: its description is a {type(meta).__name__}, not a mapping; is it the right file?"
+        )
+    if not isinstance(meta.get("model_name"), str):
+        raise bad("model_name", "a registered model name")
+    kwargs = meta.get("model_kwargs", {})
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) and plain(v) for k, v in kwargs.items()):
+        raise bad("model_kwargs", "a mapping of option names to plain values")
+    n = meta.get("num_classes")
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_CLASSES:
+        raise bad("num_classes", f"an integer from 1 to {MAX_CLASSES:,}")
+    classes = meta.get("classes")
+    if not isinstance(classes, list) or len(classes) != n or not all(isinstance(c, str) for c in classes):
+        raise bad("classes", f"a list of {n} class names (num_classes)")
+    for field in ("mean", "std"):
+        values = meta.get(field)
+        if not (
+            isinstance(values, list)
+            and len(values) == 3
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+            and (field == "mean" or all(v > 0 for v in values))
+        ):
+            raise bad(field, "three finite numbers, one per colour channel" + (" (> 0)" if field == "std" else ""))
+    for field in ("image_size", "data_image_size"):
+        size = meta.get(field, 32)
+        if not isinstance(size, int) or isinstance(size, bool) or not 8 <= size <= 4096:
+            raise bad(field, "an image side from 8 to 4096 pixels")
+    if meta.get("variant", "fp32") not in ("fp32", "pruned", "int8", "onnx"):
+        raise bad("variant", "fp32, pruned, int8 or onnx")
+
+
+# ----------------------------------------------------------------------------- resuming a run
+
+
+def resume_state(path: str | os.PathLike, epochs: int, world_size: int) -> dict[str, Any]:
+    """The last.pt at ``path``, checked (:func:`check_resume`) before anything is built or written."""
+    state = load_checkpoint(path, wanted="last.pt")
+    if "training" not in state:
+        raise CheckpointError(f"{path} holds weights only; resume from the run's last.pt")
+    state["finish_only"] = check_resume(state, epochs, path, world_size)
+    return state
+
+
+def check_resume(state: dict[str, Any], epochs: int, path: str | os.PathLike, world_size: int = 1) -> bool:
+    """Refuse, in one line and before anything is written, a resume that cannot continue the run as asked;
+    return True when the run has trained to its end and only its reports are missing (it is then finished).
+
+    The rule: a run whose learning rate follows a schedule (``onecycle``, ``cosine``) keeps the number
+    of epochs it started with, because the whole schedule was laid out for that length at step 0;
+    a run without a schedule may be extended. A finished (or early-stopped) run has nothing to resume,
+    unless it was stopped between its last checkpoint and its train.json/test.json: those are written.
+    """
+    saved = state["config"]
+    done = int(state["epoch"])
+    trained_by = int(state["training"].get("world_size", 1))
+    if trained_by != world_size:
+        how = (
+            f"{trained_by} processes in all (torchrun --nproc_per_node {trained_by} -m cifarkit train --resume {path}, "
+            "or as many over several --nnodes)"
+            if trained_by > 1
+            else f"one process (python -m cifarkit train --resume {path})"
+        )
+        raise ConfigError(
+            f"{path} was trained by {trained_by} process(es) and this launch has {world_size}; last.pt holds each "
+            f"process's own data order and augmentation stream, so resume it with {how}"
+        )
+    if epochs != saved["epochs"] and saved["scheduler"] != "none":
+        raise ConfigError(
+            f"cannot change epochs from {saved['epochs']} to {epochs} when resuming: the {saved['scheduler']} "
+            "learning-rate schedule was fixed for the run's length at its start; resume without --epochs, "
+            "or start a new run with the length you want"
+        )
+    t = state["training"]
+    stopped = saved["patience"] > 0 and t["stale"] >= saved["patience"]
+    if stopped or epochs <= done:
+        folder = Path(path).parent
+        if not all((folder / name).is_file() for name in ("train.json", "test.json")):
+            return True  # trained, but killed before its reports: finish it
+    if stopped:
+        raise ConfigError(f"{path}: the run stopped early at epoch {done}; there is nothing to resume")
+    if epochs <= done:
+        raise ConfigError(
+            f"{path} has already trained {done} epoch(s); nothing to resume for {epochs} epochs "
+            + ("(pass --epochs above it to train longer)" if saved["scheduler"] == "none" else "(the run is finished)")
+        )
+    return False

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from cifarkit import ampcheck
+from cifarkit.tools import ampcheck
 
 FWD = (
     "onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx2,forward_training,"
@@ -61,11 +61,12 @@ def test_amp_check_times_each_mode_and_keeps_whitening_in_fp32():
         assert row["img_per_s"] > 0 and row["seconds_per_step"] > 0, mode
         # the profile names the operators that ran the convolutions, forward and backward
         assert any("conv" in name and op["calls"] >= 3 for name, op in row["operators"].items()), mode
-    if torch.backends.mkldnn.is_available() and result["modes"]["off"]["kernels"]:
-        # oneDNN ran the fp32 network; under bf16 autocast the 2x2 whitening conv still gets fp32 tensors
-        assert result["modes"]["off"]["whitening_dtypes"] == ["f32"]
-        assert result["modes"]["bf16"]["whitening_dtypes"] == ["f32"]
     assert lines[0].startswith("amp  off:") and any(line.startswith("amp bf16:") for line in lines)
+    if not (torch.backends.mkldnn.is_available() and result["modes"]["off"]["kernels"]):
+        pytest.skip("oneDNN logged no convolution kernels on this build; the whitening dtype cannot be read")
+    # oneDNN ran the fp32 network; under bf16 autocast the 2x2 whitening conv still gets fp32 tensors
+    assert result["modes"]["off"]["whitening_dtypes"] == ["f32"]
+    assert result["modes"]["bf16"]["whitening_dtypes"] == ["f32"]
 
 
 def test_amp_check_cli_json_and_errors(cli):

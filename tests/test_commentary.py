@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from cifarkit import commentary
-from cifarkit.metrics import difference_is_noise, standard_error
+from cifarkit.report import commentary
+from cifarkit.report.stats import difference_is_noise, standard_error
 
 
 def history(val_losses, train_losses=None, val_acc=None, best_epoch=None):
@@ -25,8 +25,13 @@ def history(val_losses, train_losses=None, val_acc=None, best_epoch=None):
 
 
 def test_notes_render_as_markdown():
+    """IPython shows a note as Markdown (bold numbers in the HTML report), not as a quoted Python string."""
+    from IPython.core.formatters import DisplayFormatter
+
     note = commentary.training_curves(history([1.0, 0.9, 0.8]))
-    assert isinstance(note, str) and note._repr_markdown_() == str(note)
+    shown, _ = DisplayFormatter().format(note)
+    assert shown["text/markdown"] == note and "**" in note
+    assert not shown["text/markdown"].startswith(("'", '"'))
 
 
 def test_training_curves_still_falling_versus_overfitting():
@@ -43,8 +48,8 @@ def test_training_curves_still_falling_versus_overfitting():
 def test_test_metrics_quote_the_numbers_and_define_the_terms():
     test = {
         "n": 2000,
-        "top1": 0.7,
-        "top5": 0.97,
+        "accuracy": 0.7,
+        "top5_accuracy": 0.97,
         "f1_score": 0.69,
         "auc_score": 0.95,
         "per_class_accuracy": {"cat": 0.5, "ship": 0.9, "empty": None},
@@ -77,9 +82,12 @@ def test_tta_note_reports_gain_cost_and_harmful_views():
         index=["none", "flip", "scale3"],
     )
     note = commentary.tta(table, "flip")
-    assert "`flip`, changes test top-1 by **+2.0 points**" in note and "**2.0x**" in note
-    assert "within noise" not in note and "`scale3` costs -5.0 points" in note
-    assert "none is used" in commentary.tta(table, "none")
+    assert note.startswith("The TTA mode chosen on validation, `flip`, changes test top-1 by **+2.0 points**")
+    assert "**2.0x**" in note  # the finding comes first, with its gain and cost; the definition after it
+    assert "within noise" not in note and "`scale3` costs -5.0 points, more than noise explains" in note
+    assert "plain inference is used: test top-1 **70.0%**" in commentary.tta(table, "none")
+    close = table.assign(top1=[0.70, 0.72, 0.69], gain_vs_none=[0.0, 0.02, -0.01])
+    assert "`scale3` (-1.0 points), is within noise" in commentary.tta(close, "flip")  # no cause for noise
 
 
 def test_parameters_name_the_largest_layer():
@@ -176,11 +184,14 @@ def test_ranking_warns_when_budgets_differ():
 def test_look_inside_shows_the_librarys_own_source():
     import inspect
 
-    from cifarkit import loader, notebook, tta
+    from cifarkit import evaluate, loader
+    from cifarkit.report import notebook
 
-    note = notebook.show_source(tta.tta_forward, loader.crop_at)
-    assert inspect.getsource(tta.tta_forward).rstrip() in note and inspect.getsource(loader.crop_at).rstrip() in note
-    assert note.count("```python") == 2 and "`cifarkit.tta.tta_forward` (line " in note
+    note = notebook.show_source(evaluate.tta_forward, loader.crop_at)
+    assert (
+        inspect.getsource(evaluate.tta_forward).rstrip() in note and inspect.getsource(loader.crop_at).rstrip() in note
+    )
+    assert note.count("```python") == 2 and "`cifarkit.evaluate.tta_forward` (line " in note
 
 
 def throughput_rows(waits, rates=(2000.0, 500.0), busy=(None, None)):
@@ -240,7 +251,7 @@ def test_takeaways_repeat_the_first_sentence_of_each_note():
 def test_a_notebook_remembers_its_notes_for_the_takeaways_and_the_summary(tmp_path):
     import json
 
-    from cifarkit import notebook
+    from cifarkit.report import notebook
 
     nb = notebook.start("01_ex1_baseline", "synthetic", 0, "cpu", "smoke", str(tmp_path), False)
     shown = nb.note(commentary.Note("First finding, 12.5% of it. Detail."))

@@ -17,8 +17,8 @@ from cifarkit.data import (
     make_synthetic,
     stratified_split,
 )
-from cifarkit.duplicates import duplicate_report
 from cifarkit.errors import DataError
+from cifarkit.report.duplicates import duplicate_report
 
 from .conftest import write_cifar10_batches, write_cifar100, write_image_folder
 
@@ -45,6 +45,36 @@ def test_cifar100_fine_and_coarse(data_dir):
     assert fine.num_classes == 100 and coarse.num_classes == 20
     assert coarse.train.labels.max() < 20
     assert torch.equal(coarse.train.labels, fine.train.labels // 5)
+
+
+class RunsACommand:
+    """What an attacker would put in a pickle: unpickling it calls os.system."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (self.command,))
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar_batches_load_as_data_only(data_dir, tmp_path, protocol):
+    """A crafted batches.meta is refused in one line before anything in it runs; real batches of any
+    pickle protocol still load."""
+    import pickle
+
+    folder = write_cifar10_batches(data_dir, per_batch=10)
+    batch = pickle.load(open(folder / "data_batch_1", "rb"), encoding="bytes")
+    (folder / "data_batch_1").write_bytes(pickle.dumps(batch, protocol=protocol))
+    assert len(load_dataset("cifar10", data_dir, download=False).train) == 50
+    marker = tmp_path / "ran"
+    meta = {b"label_names": [b"a"] * 10, b"num_vis": RunsACommand(f"touch {marker}")}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=protocol))
+    with pytest.raises(DataError, match=r"batches.meta is not a CIFAR batch: it holds (posix|os)\.system") as err:
+        load_dataset("cifar10", data_dir, download=False)
+    assert not marker.exists() and "\n" not in str(err.value)
 
 
 def test_cifar_archive_extracted_and_checksum_verified(data_dir, tmp_path, monkeypatch):
@@ -220,7 +250,7 @@ def test_duplicate_report_finds_cross_split_copies():
 
 
 def test_near_duplicates_find_altered_copies_not_lookalikes():
-    from cifarkit.duplicates import near_duplicates
+    from cifarkit.report.duplicates import near_duplicates
 
     g = torch.Generator().manual_seed(0)
     train = torch.randint(0, 256, (50, 3, 32, 32), generator=g, dtype=torch.uint8)
@@ -255,7 +285,7 @@ def test_demo_and_statistic_samples_cover_every_class_of_a_class_sorted_folder(t
 
 
 def test_confused_examples_are_a_seeded_random_choice():
-    from cifarkit.analysis import confused_examples
+    from cifarkit.report.analysis import confused_examples
 
     labels = np.array([1] * 50 + [0] * 50)
     preds = np.array([2] * 50 + [0] * 50)
@@ -265,7 +295,7 @@ def test_confused_examples_are_a_seeded_random_choice():
 
 
 def test_confused_grid_rows_are_pairs_with_the_wrong_class_probability():
-    from cifarkit.analysis import confused_grid
+    from cifarkit.report.analysis import confused_grid
 
     ds = make_synthetic(num_classes=3, train_per_class=1, test_per_class=4)
     labels = ds.test.labels.numpy()

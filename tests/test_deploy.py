@@ -8,18 +8,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifarkit.compress import OnnxModel, model_from_blob, prune_channels, quantize_int8, resize_to
-from cifarkit.config import TrainConfig
+from cifarkit.config import DeploySettings, TrainConfig
 from cifarkit.data import load_dataset
-from cifarkit.deploy import BenchSettings, deploy_bench
-from cifarkit.engine import fit
 from cifarkit.errors import CheckpointError, ConfigError
 from cifarkit.models import create_model
 from cifarkit.predict import Predictor
+from cifarkit.report.figures import run_callbacks
 from cifarkit.runs import load_checkpoint
+from cifarkit.tools.compress import prune_channels, quantize_int8
+from cifarkit.tools.deploy import deploy_bench
+from cifarkit.train import fit
+from cifarkit.variants import OnnxModel, model_from_blob, resize_to
 
 DATA = "synthetic:classes=4,train=64,test=32"
-FAST = BenchSettings(sparsities=(0.5,), finetune_epochs=0.5, calibration_images=64, warmup=1, runs=5, throughput_runs=1)
+FAST = DeploySettings(
+    sparsities=(0.5,), finetune_epochs=0.5, calibration_images=64, warmup=1, runs=5, throughput_runs=1
+)
 COLUMNS = {"variant", "file", "top1", "size_mb", "params", "latency_ms_p50", "latency_ms_p95", "throughput_img_s"}
 
 
@@ -27,7 +31,7 @@ COLUMNS = {"variant", "file", "top1", "size_mb", "params", "latency_ms_p50", "la
 def bench(tmp_path_factory) -> tuple[Path, list[dict]]:
     out = tmp_path_factory.mktemp("deploy")
     cfg = TrainConfig(model="ex1", dataset=DATA, epochs=3, batch_size=32, lr=0.005, device="cpu", val_fraction=0.25)
-    run = fit(cfg, out=out, log=lambda s: None)
+    run = fit(cfg, out=out, log=lambda s: None, callbacks=run_callbacks())
     rows = deploy_bench(run / "best.pt", device="cpu", settings=FAST, log=lambda s: None)
     return run, rows
 
@@ -47,7 +51,7 @@ def test_every_variant_is_built_evaluated_and_timed(bench):
     assert all(r["test_images"] == len(load_dataset(DATA).test) for r in rows)
     assert by["int8-static"]["size_mb"] < 0.5 * by["fp32"]["size_mb"]  # int8 weights, a quarter of fp32 plus scales
     test = json.loads((run / "test.json").read_text())
-    assert by["fp32"]["top1"] == pytest.approx(test["top1"], abs=1e-6)  # the same evaluation path as test.json
+    assert by["fp32"]["top1"] == pytest.approx(test["accuracy"], abs=1e-6)  # the same evaluation path as test.json
     assert by["onnx"]["top1"] == pytest.approx(by["fp32"]["top1"], abs=1 / 32)  # same model, other runtime
 
 
@@ -117,7 +121,7 @@ def test_weights_of_another_shape_are_refused_in_one_line(bench, tmp_path, cli):
 
 def test_bad_inputs_are_one_line(tmp_path, cli):
     with pytest.raises(ConfigError, match="--sparsity"):
-        BenchSettings(sparsities=(1.5,))
+        DeploySettings(sparsities=(1.5,))
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
     with pytest.raises(CheckpointError, match="not a loadable ONNX model"):
         OnnxModel(tmp_path / "junk.onnx")
@@ -130,7 +134,7 @@ def test_bad_inputs_are_one_line(tmp_path, cli):
 def test_deployment_commentary_compares_with_fp32_on_the_cpu():
     import pandas as pd
 
-    from cifarkit import commentary
+    from cifarkit.report import commentary
 
     rows = pd.DataFrame(
         [

@@ -16,10 +16,9 @@ import torch
 from torch import nn
 
 from cifarkit.data import make_synthetic
-from cifarkit.distributed import Dist, launch_from_env, per_rank_batch, rank_tag, shard
-from cifarkit.engine import check_resume
-from cifarkit.errors import ConfigError
-from cifarkit.runs import load_checkpoint, read_json
+from cifarkit.errors import ConfigError, rank_tag
+from cifarkit.runs import check_resume, load_checkpoint, read_json
+from cifarkit.tools.distributed import Dist, launch_from_env, per_rank_batch, shard
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 FULL_ENV = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
@@ -105,9 +104,9 @@ def test_the_global_batch_splits_evenly_or_is_refused():
 
 def test_sync_bn_is_refused_on_cpu_processes_and_ignored_alone():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
-    assert Dist().sync_batchnorm(model, True) is model
+    assert Dist().prepare_model(model, True) is model
     with pytest.raises(ConfigError, match="--sync-bn needs GPUs"):
-        Dist(rank=0, world_size=2, backend="gloo").sync_batchnorm(model, True)
+        Dist(rank=0, world_size=2, backend="gloo").prepare_model(model, True)
 
 
 @pytest.mark.parametrize("saved,now,needle", [(2, 1, "torchrun --nproc_per_node 2"), (1, 2, "one process")])
@@ -145,7 +144,7 @@ def test_two_processes_match_one_and_only_rank_0_writes(tmp_path):
     last = load_checkpoint(run2 / "last.pt", wanted="last.pt")["training"]
     assert last["world_size"] == 2 and len(last["ranks"]) == 2
     assert not torch.equal(last["ranks"][0]["loader"]["generator"], last["ranks"][1]["loader"]["generator"])
-    assert read_json(run2 / "test.json")["top1"] > 0.5
+    assert read_json(run2 / "test.json")["accuracy"] > 0.5
 
 
 def test_resume_under_torchrun_continues_with_each_ranks_own_stream(tmp_path):

@@ -206,8 +206,8 @@ def two_epoch_runs(tmp_path_factory) -> dict[str, Path]:
                     "2",
                     "--scheduler",
                     scheduler,
-                    "--profile",
-                    "--profile-interval",
+                    "--telemetry",
+                    "--telemetry-interval",
                     "0.05",
                     "--out",
                     str(out / scheduler),
@@ -254,8 +254,9 @@ def test_extending_an_unscheduled_run_works(cli, two_epoch_runs, tmp_path):
 
 
 def test_infinite_profile_interval_is_refused_at_parse_time(cli):
-    one_line(*cli("train", "--profile", "--profile-interval", "inf")[::2], EXIT_USAGE, "finite")
-    one_line(*cli("train", "--profile-interval", "0")[::2], EXIT_USAGE, "> 0")
+    one_line(*cli("train", "--telemetry", "--telemetry-interval", "inf")[::2], EXIT_USAGE, "finite")
+    one_line(*cli("train", "--telemetry-interval", "0")[::2], EXIT_USAGE, "> 0")
+    one_line(*cli("train", "--profile")[::2], EXIT_USAGE, "--profile is now --telemetry")
 
 
 def test_a_file_where_perf_belongs_turns_telemetry_off_not_training(cli, two_epoch_runs, tmp_path):
@@ -271,8 +272,9 @@ def test_a_file_where_perf_belongs_turns_telemetry_off_not_training(cli, two_epo
 
 def test_resume_does_not_duplicate_telemetry_of_the_rerun_epoch(tmp_path):
     from cifarkit.config import TrainConfig
-    from cifarkit.engine import fit
-    from cifarkit.perflogs import read_jsonl
+    from cifarkit.report.figures import run_callbacks
+    from cifarkit.tools.perflogs import read_jsonl
+    from cifarkit.train import fit
 
     class Cut(Exception):
         pass
@@ -290,9 +292,9 @@ def test_resume_does_not_duplicate_telemetry_of_the_rerun_epoch(tmp_path):
         telemetry_interval=0.05,
     )
     with pytest.raises(Cut):
-        fit(cfg, out=tmp_path, log=cut_after_epoch_2_is_profiled)
+        fit(cfg, out=tmp_path, log=cut_after_epoch_2_is_profiled, callbacks=run_callbacks())
     (run,) = tmp_path.iterdir()
-    fit(cfg, resume=run / "last.pt", log=lambda s: None)
+    fit(cfg, resume=run / "last.pt", log=lambda s: None, callbacks=run_callbacks())
     for log in ("train_epoch.jsonl", "val_epoch.jsonl"):
         summaries = [r["epoch"] for r in read_jsonl(run / "perf" / log) if r["phase"] == "summary"]
         assert summaries == [1, 2], log
@@ -307,9 +309,9 @@ def test_absurd_learning_rates_are_refused_at_parse_time(cli):
 
 
 def test_divergence_exits_non_zero_and_keeps_the_last_good_checkpoint(cli, tmp_path, monkeypatch):
-    import cifarkit.engine
+    import cifarkit.train
 
-    real = cifarkit.engine.train_one_epoch
+    real = cifarkit.train.train_one_epoch
     calls = []
 
     def diverge_in_epoch_2(*args, **kwargs):
@@ -317,7 +319,7 @@ def test_divergence_exits_non_zero_and_keeps_the_last_good_checkpoint(cli, tmp_p
         calls.append(1)
         return stats if len(calls) < 2 else type(stats)(**{**stats.__dict__, "loss": float("nan")})
 
-    monkeypatch.setattr(cifarkit.engine, "train_one_epoch", diverge_in_epoch_2)
+    monkeypatch.setattr(cifarkit.train, "train_one_epoch", diverge_in_epoch_2)
     code, out, err = cli("train", *SMALL, "--epochs", "3", "--out", tmp_path)
     one_line(code, err, EXIT_FAILED, "diverged in epoch 2", "best.pt and last.pt", "lower --lr")
     (run,) = tmp_path.iterdir()
@@ -379,9 +381,9 @@ def test_evaluate_refuses_a_dataset_with_other_class_names(cli, named_folders):
 
 
 def test_tta_table_and_test_predictions_refuse_other_class_names(named_folders):
-    from cifarkit.analysis import test_predictions, tta_table
     from cifarkit.data import load_dataset
     from cifarkit.errors import CheckpointError
+    from cifarkit.report.analysis import test_predictions, tta_table
 
     run, _, other = named_folders
     ds = load_dataset(f"folder:{other}")
@@ -392,8 +394,8 @@ def test_tta_table_and_test_predictions_refuse_other_class_names(named_folders):
 
 
 def test_the_same_classes_in_another_order_are_mapped(named_folders):
-    from cifarkit.analysis import test_predictions
     from cifarkit.data import load_dataset
+    from cifarkit.report.analysis import test_predictions
 
     run, trained, _ = named_folders
     ds = load_dataset(f"folder:{trained}")
@@ -482,12 +484,12 @@ def test_series_resume_uses_the_reports_dataset(cli, tmp_path, data_dir):
 
 
 def test_ctrl_c_records_the_interrupted_notebook_and_writes_the_index(cli, tmp_path, monkeypatch, data_dir):
-    import cifarkit.series
+    import cifarkit.report.series
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cifarkit.series, "execute", interrupted)
+    monkeypatch.setattr(cifarkit.report.series, "execute", interrupted)
     report = fake_report(tmp_path)
     code, out, err = cli("series", "--resume", report, "--only", "00,01")
     one_line(code, err, 130, "interrupted")

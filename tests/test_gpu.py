@@ -11,12 +11,12 @@ import torch
 
 from cifarkit.config import TrainConfig
 from cifarkit.device import IntervalTimer
-from cifarkit.engine import fit
 from cifarkit.predict import Predictor, predict
 from cifarkit.runs import read_json
+from cifarkit.train import fit
 
 from .test_distributed import metrics, only_run, train
-from .test_engine import assert_resume_matches_uninterrupted
+from .test_train import assert_resume_matches_uninterrupted
 
 pytestmark = pytest.mark.gpu
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 import torch
 
 from cifarkit.data import Split
-from cifarkit.loader import DeviceLoader, Normalizer, random_crop, random_cutout, random_flip, reflect_index
+from cifarkit.loader import (
+    DeviceLoader,
+    Normalizer,
+    crop_at,
+    cutout_at,
+    draw_crop_offsets,
+    draw_cutout_centres,
+    flip_where,
+    reflect_index,
+)
 
 
 def ramp_images(n: int = 64, size: int = 32) -> torch.Tensor:
@@ -25,7 +34,7 @@ def test_reflect_index_mirrors_like_reflect_padding():
 def test_crop_keeps_shape_dtype_and_differs_per_image():
     imgs = ramp_images()
     g = torch.Generator().manual_seed(0)
-    out = random_crop(imgs, 4, g)
+    out = crop_at(imgs, draw_crop_offsets(len(imgs), 4, g))
     assert out.shape == imgs.shape and out.dtype == torch.uint8
     first_cols = out[:, 0, 5, 5]
     assert len(set(first_cols.tolist())) > 3  # different offsets for different images
@@ -35,7 +44,7 @@ def test_crop_matches_reflect_pad_then_crop():
     imgs = torch.randint(0, 256, (8, 3, 10, 10), dtype=torch.uint8)
     g = torch.Generator().manual_seed(3)
     offsets = torch.randint(-2, 3, (2, 8), generator=torch.Generator().manual_seed(3))
-    out = random_crop(imgs, 2, g)
+    out = crop_at(imgs, draw_crop_offsets(8, 2, g))
     padded = torch.nn.functional.pad(imgs.float(), (2, 2, 2, 2), mode="reflect")
     for i in range(8):
         dy, dx = offsets[0, i] + 2, offsets[1, i] + 2
@@ -44,7 +53,7 @@ def test_crop_matches_reflect_pad_then_crop():
 
 def test_flip_flips_about_half_each_image_whole():
     imgs = ramp_images(200)
-    out = random_flip(imgs, torch.Generator().manual_seed(0))
+    out = flip_where(imgs, torch.rand(len(imgs), generator=torch.Generator().manual_seed(0)) < 0.5)
     flipped = out[:, 0, 0, 0] == imgs[0, 0, 0, -1]
     assert 60 < flipped.sum() < 140
     assert torch.equal(out[flipped], imgs[flipped].flip(-1))
@@ -53,7 +62,7 @@ def test_flip_flips_about_half_each_image_whole():
 
 def test_cutout_zeroes_one_square_per_image_at_different_places():
     x = torch.ones(32, 3, 32, 32)
-    out = random_cutout(x, 8, torch.Generator().manual_seed(0))
+    out = cutout_at(x, draw_cutout_centres(32, 32, 32, torch.Generator().manual_seed(0)), 8)
     zeros = (out[:, 0] == 0).flatten(1).sum(1)
     assert (zeros > 0).all() and (zeros <= 64).all()
     assert (out == 0).all(dim=1).any(dim=(1, 2)).all()  # all channels cleared together
@@ -96,3 +105,25 @@ def test_loader_state_resumes_the_random_stream():
     b = DeviceLoader(split, 16, norm, train=True, augment=("crop", "flip"), seed=99)
     b.load_state_dict(state)
     assert all(torch.equal(p, q) for p, q in zip(nxt, [x for x, _ in b], strict=True))
+
+
+def test_alternating_flip_shows_each_image_both_ways_in_two_epochs_and_resumes():
+    images = torch.arange(64 * 3 * 4 * 4, dtype=torch.float32).reshape(64, 3, 4, 4).remainder(251).to(torch.uint8)
+    split = Split(images, torch.arange(64))  # the label names the image
+    norm = Normalizer((0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255), torch.device("cpu"))
+
+    def flipped(loader) -> dict[int, bool]:
+        seen = {}
+        for x, y in loader:
+            for img, label in zip(x, y.tolist(), strict=True):
+                seen[label] = not torch.equal(img, images[label].float())
+        return seen
+
+    loader = DeviceLoader(split, 16, norm, train=True, augment=("flip",), seed=3, alternating_flip=True)
+    first, second = flipped(loader), flipped(loader)
+    assert len(first) == len(second) == 64 and 16 < sum(first.values()) < 48
+    assert all(first[i] != second[i] for i in range(64))  # inverted every other epoch
+    state = loader.state_dict()
+    again = DeviceLoader(split, 16, norm, train=True, augment=("flip",), seed=3, alternating_flip=True)
+    again.load_state_dict(state)
+    assert flipped(again) == flipped(loader) == first  # a resumed loader continues the same alternation

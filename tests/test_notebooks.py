@@ -56,3 +56,25 @@ def test_notebook_defines_no_reusable_code(path):
             src = "\n".join(line for line in "".join(cell["source"]).splitlines() if not line.startswith("%"))
             tree = ast.parse(src)
             assert not any(isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda)) for n in ast.walk(tree))
+
+
+def test_a_cifarkit_error_in_a_notebook_is_a_short_message_and_marks_the_report(tmp_path):
+    """What a learner sees: a mistake they can fix is two lines in the notebook's terms (the parameters
+    cell, not a command-line flag); any other exception keeps its traceback; the report says it failed."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    cells = [
+        f"from cifarkit.report import notebook\nnb = notebook.start('zz_check', 'synthetic', report_dir=r'{tmp_path}')",
+        "from cifarkit.errors import DataError\nraise DataError('offline? put the archive in data/ or use --dataset folder:PATH')",
+        "1 / 0",
+    ]
+    book = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    NotebookClient(book, kernel_name="python3", allow_errors=True, timeout=120).execute(cwd=str(tmp_path))
+    (brief,) = [o for o in book.cells[1].outputs if o.output_type == "error"]
+    assert len(brief.traceback) == 2 and brief.ename == "DataError"
+    assert '`dataset = "folder:PATH"` in the parameters cell' in brief.traceback[0]
+    (other,) = [o for o in book.cells[2].outputs if o.output_type == "error"]
+    assert len(other.traceback) > 2  # an unexpected error still shows where it happened
+    summary = json.loads((tmp_path / "summaries" / "zz_check.json").read_text())
+    assert summary["status"] == "failed" and summary["error"].startswith("ZeroDivisionError")

@@ -1,41 +1,93 @@
-"""The package's layering: every internal import at module top, no import circle, small modules."""
+"""The package's architecture: a small core at the top, sub-packages that stand on it, imports that only
+point down, no import circle, small modules."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import cifarkit
 
 PACKAGE = Path(cifarkit.__file__).parent
+# what may import what: a module imports only from its own layer or the layers before it
+LAYERS = ("core", "speedrun", "tools", "report", "entry")
+ENTRY = {"cli", "__main__"}  # the command line: parses first, imports a verb's modules when it runs
+LAZY = ENTRY | {"__init__"}  # may import inside functions (the command line; the package's lazy names)
 
 
-def internal_imports(path: Path) -> tuple[set[str], list[int]]:
-    """(modules imported at module top outside ``if TYPE_CHECKING``, line numbers of imports inside functions)."""
+def module_name(path: Path) -> str:
+    """``report/figures.py`` -> ``report.figures``; ``train.py`` -> ``train``."""
+    return ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+
+
+def layer(module: str) -> str:
+    """The layer of ``module``: its sub-package, the entry points, or the core."""
+    head = module.split(".")[0]
+    if head in ENTRY:
+        return "entry"
+    return head if head in ("speedrun", "tools", "report") else "core"
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports(path: Path, nested: bool = False) -> set[str]:
+    """The cifarkit modules ``path`` imports: at module top (outside ``if TYPE_CHECKING``), or with ``nested``
+    only those inside functions."""
     tree = ast.parse(path.read_text())
-    top = {n.module or "__init__" for n in tree.body if isinstance(n, ast.ImportFrom) and n.level == 1}
-    nested = [
-        n.lineno
-        for f in ast.walk(tree)
-        if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-        for n in ast.walk(f)
-        if isinstance(n, ast.ImportFrom) and n.level == 1
-    ]
-    return top, nested
+    if nested:
+        nodes = [
+            n for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in ast.walk(f)
+        ]
+    else:
+        nodes = list(tree.body)
+    found = set()
+    for n in nodes:
+        if isinstance(n, ast.ImportFrom) and n.module and n.module.split(".")[0] == "cifarkit":
+            names = [n.module[len("cifarkit.") :]] if n.module != "cifarkit" else [a.name for a in n.names]
+            found.update(x for x in names if x)
+            if n.module != "cifarkit":  # `from cifarkit.report import figures` imports report.figures
+                found.update(f"{n.module[len('cifarkit.') :]}.{a.name}" for a in n.names)
+        elif isinstance(n, ast.Import):
+            found.update(a.name[len("cifarkit.") :] for a in n.names if a.name.startswith("cifarkit."))
+    known = modules()
+    return {m for m in found if m in known}
+
+
+def test_no_relative_imports():
+    """Absolute ``from cifarkit.x import`` everywhere: a learner sees where each name lives."""
+    for name, path in modules().items():
+        tree = ast.parse(path.read_text())
+        relative = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level > 0]
+        assert not relative, f"{name}: relative import at line(s) {relative}"
 
 
 def test_internal_imports_sit_at_module_top():
-    for path in sorted(PACKAGE.glob("*.py")):
-        _, nested = internal_imports(path)
-        assert not nested, f"{path.name}: package import inside a function at line(s) {nested}"
+    for name, path in modules().items():
+        if name.split(".")[-1] not in LAZY:
+            assert not imports(path, nested=True), f"{name}: cifarkit import inside a function"
+
+
+def test_imports_only_point_down():
+    """The core imports nothing above it; speedrun only the core; tools the core and speedrun; report all of them."""
+    graph = {name: imports(path) for name, path in modules().items()}
+    assert "report.figures" in graph["report.notebook"] and "train" in graph["report.notebook"]  # the graph is real
+    for name, deps in graph.items():
+        rank = LAYERS.index(layer(name))
+        above = sorted(d for d in deps if LAYERS.index(layer(d)) > rank)
+        assert not above, f"{name} ({layer(name)}) imports {above} from a layer above it"
 
 
 def test_no_import_circle():
-    graph = {p.stem: internal_imports(p)[0] for p in PACKAGE.glob("*.py")}
-    assert graph["engine"] >= {"evaluation", "results"} and "engine" in graph["notebook"]  # the graph is real
+    graph = {name: imports(path) for name, path in modules().items()}
 
     def visit(module: str, path: tuple[str, ...]) -> None:
         for dep in graph.get(module, ()):
+            if dep.split(".")[0] in ("speedrun", "tools", "report") and "." not in dep:
+                continue  # a sub-package's __init__ is not an edge back into its modules
             assert dep not in path, " -> ".join((*path, dep))
             visit(dep, (*path, dep))
 
@@ -43,26 +95,26 @@ def test_no_import_circle():
         visit(module, (module,))
 
 
-def test_inference_sits_below_training():
-    """evaluation/tta/predict/loader reach neither engine, results, speedrun, series nor cli, directly or not."""
-    graph = {p.stem: internal_imports(p)[0] for p in PACKAGE.glob("*.py")}
-
-    def reach(module: str) -> set[str]:
-        seen: set[str] = set()
-        todo = [module]
-        while todo:
-            for dep in graph.get(todo.pop(), ()):
-                if dep not in seen:
-                    seen.add(dep)
-                    todo.append(dep)
-        return seen
-
-    for name in ("evaluation", "tta", "predict", "loader"):
-        assert not reach(name) & {"engine", "results", "speedrun", "series", "cli"}, (name, reach(name))
+def test_core_is_small_and_flat():
+    """At most 14 modules at the package top, the core's names say what they hold."""
+    top = sorted(p.stem for p in PACKAGE.glob("*.py"))
+    assert len(top) <= 14, top
+    assert {"config", "data", "loader", "models", "train", "evaluate", "predict", "runs"} <= set(top)
 
 
 def test_modules_stay_small():
-    """A few hundred lines per module at most (cli and speedrun, the largest, included)."""
-    sizes = {p.name: len(p.read_text().splitlines()) for p in PACKAGE.glob("*.py")}
-    assert max(sizes.values()) <= 700, sizes
-    assert sizes["analysis.py"] <= 200, sizes  # one run only; exploration and comparison have their own modules
+    """A few hundred lines per module."""
+    sizes = {name: len(p.read_text().splitlines()) for name, p in modules().items()}
+    assert max(sizes.values()) <= 700, sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
+
+
+def test_help_does_not_import_torch():
+    """``cifarkit --help`` parses before it imports anything heavy: torch loads only for a verb that runs."""
+    code = (
+        "import sys\n"
+        "from cifarkit import cli\n"
+        "try:\n    cli.main(['train', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False", out

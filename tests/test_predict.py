@@ -14,7 +14,7 @@ from cifarkit.data import decode_image
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     from cifarkit.config import TrainConfig
-    from cifarkit.engine import fit
+    from cifarkit.train import fit
 
     run = fit(
         TrainConfig(dataset="synthetic:classes=3,train=30,test=5", epochs=1, batch_size=32),
@@ -105,7 +105,7 @@ def test_not_a_checkpoint_and_unknown_mode(images, cli, tmp_path):
 
 def test_python_api_and_figure(ckpt, images):
     from cifarkit.predict import Predictor, predict
-    from cifarkit.viz import plot_prediction
+    from cifarkit.report.figures import plot_prediction
 
     pred = Predictor.from_checkpoint(ckpt, "cpu")
     arr = np.asarray(rgb())
@@ -133,8 +133,8 @@ def test_gif_uses_first_frame_and_palette_transparency_is_white(tmp_path):
 
 def test_every_evaluation_of_a_checkpoint_agrees(ckpt, cli):
     """evaluate (CLI), test.json, the TTA table and the notebooks' predictions: one path, one number."""
-    from cifarkit.analysis import test_predictions, tta_table
     from cifarkit.data import load_dataset
+    from cifarkit.report.analysis import test_predictions, tta_table
 
     run, spec = ckpt.parent, "synthetic:classes=3,train=30,test=5"
     test_json = json.loads((run / "test.json").read_text())
@@ -144,4 +144,4 @@ def test_every_evaluation_of_a_checkpoint_agrees(ckpt, cli):
     ds = load_dataset(spec)
     labels, predictions = test_predictions(run, ds)
     table = tta_table(run, ds)
-    assert cli_top1 == test_json["top1"] == (labels == predictions).mean() == table.loc["none", "top1"]
+    assert cli_top1 == test_json["accuracy"] == (labels == predictions).mean() == table.loc["none", "top1"]

@@ -8,9 +8,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cifarkit import series
 from cifarkit.device import resolve_device
 from cifarkit.errors import CifarkitError
+from cifarkit.report import series
 from tests.test_notebooks import EXPECTED
 
 
@@ -76,7 +76,7 @@ def test_index_opens_with_three_findings(smoke_report):
     assert (
         best.startswith("Best model on validation: `") and chosen["run"] in best and f"{chosen['val_top1']:.4f}" in best
     )
-    test_top1 = json.loads((smoke_report / chosen["run"] / "test.json").read_text())["top1"]
+    test_top1 = json.loads((smoke_report / chosen["run"] / "test.json").read_text())["accuracy"]
     assert f"test top-1 **{test_top1:.4f}**" in best
     assert timing.startswith(f"The series took {series.fmt(state['total_seconds'])} s on **{state['env']['device']}**")
     assert status == f"All {len(EXPECTED)} notebooks ran."
@@ -182,13 +182,13 @@ def test_markdown_to_html_subset():
 def test_run_selector_widget_and_model_table(smoke_report):
     import ipywidgets
 
-    from cifarkit import comparison, viz
+    from cifarkit.report import comparison, figures
 
     runs = comparison.find_runs(smoke_report / "02_ex2_bigger_model")
     table = comparison.model_table(runs)
     assert list(table["model"]) == ["ex2", "smallcifarnet"]
     assert table.loc[0, "params"] == 16_812_298 and table.loc[0, "input_px"] == 128
-    widget = viz.run_selector(comparison.load_histories(runs))
+    widget = figures.run_selector(comparison.load_histories(runs))
     assert isinstance(widget, ipywidgets.VBox)
 
 
@@ -219,18 +219,18 @@ def markdown_outputs(nb_path: Path) -> str:
 
 @pytest.mark.slow
 def test_generated_commentary_quotes_this_runs_numbers(smoke_report):
-    from cifarkit.commentary import pct
+    from cifarkit.report.commentary import pct
 
     books = smoke_report / "notebooks"
     (run,) = (smoke_report / "01_ex1_baseline").iterdir()
     test = json.loads((run / "test.json").read_text())
     train = json.loads((run / "train.json").read_text())
     text = markdown_outputs(books / "01_ex1_baseline.ipynb")
-    assert f"**top-1 {pct(test['top1'])}**" in text and f"{test['n']:,} test images" in text
+    assert f"**top-1 {pct(test['accuracy'])}**" in text and f"{test['n']:,} test images" in text
     assert f"**{pct(train['best_val_accuracy'])}**, came in epoch {train['best_epoch']}" in text
     assert "parameters**" in text and "mult-adds" in text
     assert "Best model on validation" not in text  # the index's findings are not the notebook's
-    assert "def train_one_epoch(" in text  # the look-inside cell shows the library's loop
+    assert "def fit(" in text and "def train_step(" in text  # the look-inside cell shows the library's loop
     assert "def tta_forward(" in markdown_outputs(books / "04_tta.ipynb")
     for book in sorted(books.glob("0*.ipynb")):  # every notebook ends with generated takeaways of its own run
         assert "**In this run:**\n\n- " in markdown_outputs(book), book.name

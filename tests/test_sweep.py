@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from cifarkit.cli import build_parser, config_from_args
-from cifarkit.comparison import compare_runs
+from cifarkit.config import Slurm
 from cifarkit.errors import ConfigError, DataError
-from cifarkit.sweep import Slurm, SweepRun, load_sweep, run_sweep, state_of
+from cifarkit.report.comparison import compare_runs
+from cifarkit.tools.sweep import SweepRun, load_sweep, run_sweep, state_of
 
 BASE = {"model": "ex1", "dataset": "synthetic:classes=3,train=12,test=4", "epochs": 1, "batch-size": 16}
 
@@ -34,7 +35,7 @@ def test_grid_runs_every_combination_in_a_stable_order(tmp_path):
     assert runs[3].argv()[:2] == ["--model", "ex1"] and "--batch-size" in runs[3].argv()
     listed = load_sweep(write(tmp_path, {"base": BASE, "runs": [{"lr": 0.1}, {"telemetry": True}]}))
     assert [r.name for r in listed] == ["00-lr-0.1", "01-telemetry-true"] and listed[1].argv()[-1] == "--telemetry"
-    assert SweepRun("x", {"deterministic": False}).argv() == []
+    assert SweepRun("x", {"deterministic": False, "image_size": None}).argv() == ["--no-deterministic"]
 
 
 @pytest.mark.parametrize(
@@ -89,6 +90,8 @@ def test_state_of_a_run_folder(tmp_path):
     (run / "last.pt").write_bytes(b"")
     assert state_of(tmp_path / "00-x") == ("stopped", run / "last.pt")
     (run / "train.json").write_text("{}")
+    assert state_of(tmp_path / "00-x") == ("stopped", run / "last.pt")  # killed before test.json: finish it
+    (run / "test.json").write_text("{}")
     assert state_of(tmp_path / "00-x") == ("done", run)
 
 
@@ -103,7 +106,8 @@ def test_slurm_executor_submits_one_job_per_run_through_submitit(tmp_path):
     said: list[str] = []
     results = run_sweep(config, tmp_path / "o", check_with_train_parser, 2, said.append, Slurm(cluster="local", cpus=1))
     assert [r["status"] for r in results] == ["done", "failed"] and results[1]["exit"] == 2
-    assert (tmp_path / "o" / results[0]["name"]).is_dir() and (Path(results[0]["run"]) / "best.pt").is_file()
+    assert Path(results[0]["run"]).parent.name.startswith(results[0]["name"] + "-")
+    assert (Path(results[0]["run"]) / "best.pt").is_file()
     failed_log = next((tmp_path / "o").glob("01-*/train.log")).read_text()
     assert "cifarkit train: error:" in failed_log and "Traceback" not in failed_log
     jobs = [p.name for p in (tmp_path / "o" / "slurm").iterdir() if p.name != "%j"]  # %j: submitit's batch folder
@@ -120,3 +124,54 @@ def test_slurm_executor_without_slurm_fails_in_one_line(tmp_path, cli):
     assert code == 2 and err.strip().splitlines() == [
         "cifarkit sweep: error: --executor slurm needs SLURM's sbatch on PATH; run the sweep on the cluster's login node"
     ]
+
+
+def test_each_run_config_carries_every_value_of_its_sweep_file(tmp_path, cli, monkeypatch):
+    """A false switch reaches the run (it is not dropped), and the default output folder is the sweep file's own."""
+    monkeypatch.chdir(tmp_path)
+    spec = {"base": {**BASE, "deterministic": False, "compile": False}, "grid": {"lr": [0.002, 0.02]}}
+    config = write(tmp_path, spec)
+    code, out, err = cli("sweep", config)
+    assert code == 0, err
+    out_dir = Path("reports/sweeps/sweep")  # named after sweep.json
+    assert out.strip().splitlines()[-1] == f"2 of 2 run(s) done in {out_dir}"
+    saved = sorted((json.loads(p.read_text()) for p in out_dir.glob("*/*/config.json")), key=lambda c: c["lr"])
+    assert [c["lr"] for c in saved] == [0.002, 0.02]
+    for c in saved:
+        assert c["deterministic"] is False and c["compile"] is False
+        assert (c["model"], c["dataset"], c["epochs"], c["batch_size"]) == ("ex1", BASE["dataset"], 1, 16)
+
+
+def test_a_run_killed_before_its_reports_is_finished_by_resume_and_by_a_sweep_rerun(tmp_path, cli):
+    """kill -9 between the last last.pt and train.json/test.json loses nothing: --resume writes them."""
+    config = write(tmp_path, {"base": BASE, "runs": [{"lr": 0.003}]})
+    out = tmp_path / "o"
+    assert cli("sweep", config, "--out", out)[0] == 0
+    (run,) = [p.parent for p in out.glob("*/*/config.json")]
+    test = json.loads((run / "test.json").read_text())
+    (run / "train.json").unlink()
+    (run / "test.json").unlink()
+    code, out_text, err = cli("sweep", config, "--out", out)  # the rerun finishes it instead of skipping it
+    assert code == 0, err
+    assert json.loads((run / "test.json").read_text())["accuracy"] == test["accuracy"]
+    assert json.loads((run / "train.json").read_text())["epochs_run"] == 1
+    (run / "test.json").unlink()
+    code, out_text, err = cli("train", "--resume", run / "last.pt")
+    assert code == 0 and (run / "test.json").is_file(), err
+    code, _, err = cli("train", "--resume", run / "last.pt")  # complete now: nothing to resume
+    assert code == 2 and "nothing to resume" in err
+
+
+def test_an_edited_sweep_reruns_what_changed_and_abbreviations_are_not_options(tmp_path, cli):
+    """Runs are keyed by all their options: an edited file is not answered with the old results; and
+    an abbreviated key cannot smuggle in --resume (to a run outside the sweep's folder)."""
+    config = write(tmp_path, {"base": BASE, "runs": [{"lr": 0.003}]})
+    assert cli("sweep", config, "--out", tmp_path / "o")[0] == 0
+    config = write(tmp_path, {"base": {**BASE, "batch-size": 8}, "runs": [{"lr": 0.003}]})
+    code, out, err = cli("sweep", config, "--out", tmp_path / "o")
+    assert code == 0 and "done already" not in out + err, out + err
+    saved = sorted(json.loads(p.read_text())["batch_size"] for p in (tmp_path / "o").glob("*/*/config.json"))
+    assert saved == [8, 16]  # the old run is kept, the edited one ran
+    config = write(tmp_path, {"base": BASE, "runs": [{"res": str(tmp_path / "elsewhere" / "last.pt")}]})
+    code, _, err = cli("sweep", config, "--out", tmp_path / "o2")
+    assert code == 2 and "unrecognized arguments: --res" in err

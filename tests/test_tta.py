@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from cifarkit.errors import ConfigError
-from cifarkit.tta import TTA_MODES, compare_tta, tta_forward, tta_views, view_count
+from cifarkit.evaluate import TTA_MODES, compare_tta, tta_forward, tta_views, view_count
 
 EXPECTED_VIEWS = {"none": 1, "flip": 2, "5crop": 5, "flip5crop": 10, "scale3": 3, "translate": 6}
 

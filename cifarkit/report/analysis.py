@@ -1,0 +1,82 @@
+"""Analysing one run: its test predictions, confused examples, overfitting point, validation split, TTA table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cifarkit.data import Dataset, Split
+from cifarkit.predict import Predictor
+from cifarkit.runs import read_json
+
+
+@torch.no_grad()
+def test_probabilities(run_dir: str | Path, ds: Dataset, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """(labels, softmax probabilities) of a run's best.pt on ``ds``'s test split."""
+    p = Predictor.from_checkpoint(Path(run_dir) / "best.pt", device)
+    logits, labels = p.logits(p.check_dataset(ds).split("test"))
+    return labels.numpy(), logits.float().softmax(1).numpy()
+
+
+def test_predictions(run_dir: str | Path, ds: Dataset, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """(labels, predicted classes) of a run's best.pt on ``ds``'s test split."""
+    labels, probs = test_probabilities(run_dir, ds, device)
+    return labels, probs.argmax(1)
+
+
+def confused_examples(
+    labels: np.ndarray, preds: np.ndarray, true: int, predicted: int, n: int = 8, seed: int = 0
+) -> np.ndarray:
+    """Indices of up to ``n`` test images of class ``true`` predicted as ``predicted``, a seeded random
+    choice (not the first ``n`` in file order)."""
+    found = np.flatnonzero((labels == true) & (preds == predicted))
+    return np.sort(np.random.default_rng(seed).permutation(found)[:n])
+
+
+def overfitting_point(train: dict) -> dict[str, Any]:
+    """When validation loss bottomed out versus when validation accuracy peaked."""
+    val_loss = train["val_losses"]
+    return {
+        "min_val_loss_epoch": train.get("min_val_loss_epoch"),  # train.json already holds it
+        "best_val_accuracy_epoch": train.get("best_epoch"),
+        "epochs_run": len(val_loss),
+        "final_train_minus_val_accuracy": (train["train_accuracies"][-1] - train["val_accuracies"][-1])
+        if val_loss
+        else None,
+    }
+
+
+def confused_grid(ds: Dataset, labels: np.ndarray, probs: np.ndarray, pairs: Sequence[dict], n: int = 6):
+    """Example test images for each most-confused pair, a row per pair padded to ``n`` (blank cells), the
+    first titled ``true → predicted`` and each with the probability the model gave the wrong class."""
+    index = {c: i for i, c in enumerate(ds.classes)}
+    preds = probs.argmax(1)
+    blank = np.full((3, *ds.test.images.shape[2:]), 255, np.uint8)
+    images, titles = [], []
+    for pair in pairs:
+        wrong = index[pair["predicted"]]
+        idx = confused_examples(labels, preds, index[pair["true"]], wrong, n)
+        images += [ds.test.images[i].numpy() for i in idx] + [blank] * (n - len(idx))
+        titles += [f"p({pair['predicted']}) {probs[i, wrong]:.2f}" for i in idx] + [""] * (n - len(idx))
+        if len(idx):
+            titles[-n] = f"{pair['true']} → {pair['predicted']}\n{titles[-n]}"
+    return (np.stack(images) if images else np.zeros((0, 3, 32, 32), np.uint8)), titles
+
+
+def validation_split(run: str | Path, ds: Dataset) -> Split:
+    """The validation images a run held out of ``ds``'s train split (same fraction and seed as in training)."""
+    cfg = read_json(Path(run) / "config.json")
+    return ds.split("train").hold_out(cfg["val_fraction"], cfg["seed"])[1]
+
+
+def tta_table(run: str | Path, ds: Dataset, device: str = "auto", split: str = "test"):
+    """Every TTA mode of a run's best.pt on ``ds``'s ``test`` split (or the run's ``val`` split), as a DataFrame."""
+    p = Predictor.from_checkpoint(Path(run) / "best.pt", device)
+    ds = p.check_dataset(ds)
+    images = validation_split(run, ds) if split == "val" else ds.split(split)
+    return pd.DataFrame(p.compare_tta(images)).set_index("mode")

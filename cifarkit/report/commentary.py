@@ -1,0 +1,361 @@
+"""Commentary written from a run's own numbers: the paragraphs a notebook shows after a result.
+
+Notebooks keep fixed Markdown for concepts only; every sentence about *this* run (which layer
+holds the parameters, when overfitting started, which difference is noise) comes from a function
+here, so the text never contradicts the numbers above it. Each function returns a :class:`Note`,
+a string that Jupyter (and the HTML report) renders as Markdown.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from cifarkit.report.stats import difference_is_noise, standard_error
+from cifarkit.tools.perflogs import INPUT_BOUND_SHARE
+
+
+class Note(str):
+    """Markdown text; displayed as Markdown by Jupyter and nbconvert."""
+
+    def _repr_markdown_(self) -> str:
+        return str(self)
+
+
+# a sentence ends at . ! or ? followed by a space and a capital, a Markdown mark or a bracket ("75.4%" does not)
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z*`(])")
+
+
+def first_sentences(notes: Sequence[str]) -> list[str]:
+    """The first sentence of each paragraph: what a takeaway list repeats."""
+    return [SENTENCE_END.split(n.strip(), maxsplit=1)[0] for n in notes if n.strip()]
+
+
+def in_this_run(notes: Sequence[str]) -> Note:
+    """The takeaways that depend on the run: the first sentence of each generated paragraph, as bullets."""
+    bullets = first_sentences(notes)
+    if not bullets:
+        return Note("*No generated findings in this notebook run.*")
+    return Note("**In this run:**\n\n" + "\n".join(f"- {b}" for b in bullets))
+
+
+def pct(x: float) -> str:
+    """A fraction as a percentage with one decimal (0.7542 -> 75.4%)."""
+    return f"{100 * x:.1f}%"
+
+
+def points(x: float) -> str:
+    """A difference of fractions in percentage points, signed (0.015 -> +1.5 points)."""
+    return f"{100 * x:+.1f} points"
+
+
+def parameters(summary: Mapping[str, Any]) -> Note:
+    """Where a model's parameters sit (from :func:`cifarkit.models.model_summary`), and what mult-adds are."""
+    layers = sorted(summary["layers"], key=lambda r: -r["params"])
+    total = summary["params"]
+    top = layers[0]
+    linear = sum(
+        r["params"]
+        for r in summary["layers"]
+        if "classifier" in r["layer"] or "fc" in r["layer"] or "head" in r["layer"]
+    )
+    text = (
+        f"This model has **{total:,} parameters**. The largest single layer is `{top['layer']}` with "
+        f"{top['params']:,} ({pct(top['params'] / total)} of all)"
+    )
+    if linear and linear != top["params"]:
+        text += f"; the classifier head holds {linear:,} ({pct(linear / total)})"
+    text += (
+        f". One image costs **{summary['mult_adds'] / 1e6:,.1f} million mult-adds** (multiply-accumulate "
+        "operations of one forward pass, the usual measure of compute; a training step costs about 3x that)."
+    )
+    return Note(text)
+
+
+def training_curves(train: Mapping[str, Any]) -> Note:
+    """When validation loss bottomed out versus when accuracy peaked, and what the train/validation gap means."""
+    tl, vl = train["train_losses"], train["val_losses"]
+    ta, va = train["train_accuracies"], train["val_accuracies"]
+    epochs = len(vl)
+    best, low = train["best_epoch"], train["min_val_loss_epoch"]
+    parts = [
+        f"Over {epochs} epochs the best validation accuracy, **{pct(train['best_val_accuracy'])}**, came in "
+        f"epoch {best}; validation loss was lowest in epoch {low}."
+    ]
+    if low == epochs:
+        parts.append(
+            "Validation loss was still falling at the end, so this budget stopped before overfitting: "
+            "more epochs would likely help."
+        )
+    else:
+        rise = vl[-1] - vl[low - 1]
+        parts.append(
+            f"After epoch {low} validation loss rose by {rise:.3f} while training loss kept falling "
+            f"({tl[low - 1]:.3f} to {tl[-1]:.3f}): that is overfitting setting in."
+        )
+        if best > low:
+            parts.append(
+                f"Accuracy still improved until epoch {best}: the model got more images right while "
+                "growing over-confident on the ones it gets wrong, which is what raises the loss."
+            )
+    below = [i + 1 for i in range(epochs) if vl[i] < tl[i]]
+    if below:
+        parts.append(
+            f"Validation loss sits *below* training loss in {len(below)} of {epochs} epochs (from epoch "
+            f"{below[0]}). That is not a bug: training loss is averaged over the epoch while the model "
+            "is still improving, and it is measured on augmented images (and with dropout, if the model "
+            "has it); validation runs after the epoch, on plain images, in eval mode."
+        )
+    gap = ta[-1] - va[-1]
+    parts.append(
+        f"In the last epoch training accuracy was {pct(ta[-1])} and validation {pct(va[-1])} (a gap of {points(gap)})."
+    )
+    return Note(" ".join(parts))
+
+
+def test_metrics(test: Mapping[str, Any], classes: Sequence[str]) -> Note:
+    """The test numbers of the chosen checkpoint in words, with their noise and one-line definitions."""
+    n, top1 = test["n"], test["accuracy"]
+    per_class = {c: a for c, a in test["per_class_accuracy"].items() if a is not None}
+    worst = min(per_class, key=per_class.get)
+    best = max(per_class, key=per_class.get)
+    text = [
+        f"On {n:,} test images the checkpoint chosen on validation reaches **top-1 {pct(top1)}** "
+        f"(± {100 * standard_error(top1, n):.1f} points standard error) and **top-5 {pct(test['top5_accuracy'])}** "
+        "(top-5: the true class is among the five highest scores)."
+    ]
+    text.append(
+        f"Macro F1 {test['f1_score']:.3f} averages each class's F1 (the balance of its precision and "
+        "recall) with equal weight per class."
+    )
+    if test.get("auc_score") is not None:
+        text.append(
+            f"One-vs-rest AUC {test['auc_score']:.3f}: for each class, the chance that a random image "
+            "of it scores higher than a random other image (1.0 is a perfect ranking)."
+        )
+    text.append(
+        f"Per class, `{best}` is easiest ({pct(per_class[best])}) and `{worst}` hardest ({pct(per_class[worst])})."
+    )
+    if test.get("most_confused"):
+        pair = test["most_confused"][0]
+        text.append(
+            f"The most common mistake is `{pair['true']}` taken for `{pair['predicted']}` ({pair['count']} images)."
+        )
+    return Note(" ".join(text))
+
+
+def ablation(table: Any, baseline: str | None = None) -> Note:
+    """An ablation table (index: step, columns ``val_top1`` and ``val_images``) in words: the ranking,
+    each step's change over the one before, and which changes are within noise."""
+    steps = list(table.index)
+    n = int(table["val_images"].iloc[0])
+    winner = table["val_top1"].idxmax()
+    se = standard_error(float(table["val_top1"].mean()), n)
+    text = [
+        f"Validation top-1 is measured on {n:,} images, so each number carries about ± {100 * se:.1f} "
+        "points (one standard error); differences under about twice that are noise."
+    ]
+    changes = []
+    for before, step in zip(steps, steps[1:], strict=False):
+        a, b = float(table.loc[before, "val_top1"]), float(table.loc[step, "val_top1"])
+        tag = " (within noise)" if difference_is_noise(a, n, b, n) else ""
+        changes.append(f"`{step}` {points(b - a)}{tag}")
+    text.append("Step by step: " + "; ".join(changes) + ".")
+    runner_up = table["val_top1"].drop(winner).max() if len(steps) > 1 else None
+    text.append(f"The highest is **`{winner}`** at {pct(float(table.loc[winner, 'val_top1']))}")
+    if runner_up is not None:
+        close = difference_is_noise(float(table.loc[winner, "val_top1"]), n, float(runner_up), n)
+        text[-1] += (
+            ", but the next best is within noise of it, so this budget does not separate them."
+            if close
+            else ", clearly ahead of the next best."
+        )
+    else:
+        text[-1] += "."
+    return Note(" ".join(text))
+
+
+def tta(table: Any, chosen: str) -> Note:
+    """A TTA table (index: mode; ``top1``, ``n``, ``ms_per_image``, ``gain_vs_none``) in words for the mode
+    chosen on validation."""
+    none, pick = table.loc["none"], table.loc[chosen]
+    n = int(pick["n"])
+    definition = (
+        "Test-time augmentation (TTA) averages the model's outputs over transformed copies (views) of each image."
+    )
+    if chosen == "none":
+        return Note(
+            f"On validation no TTA mode beat plain inference, so plain inference is used: test top-1 "
+            f"**{pct(float(none['top1']))}** on {n:,} images. {definition}"
+        )
+    gain = float(pick["gain_vs_none"])
+    noise = difference_is_noise(float(none["top1"]), n, float(pick["top1"]), n)
+    cost = float(pick["ms_per_image"]) / max(float(none["ms_per_image"]), 1e-9)
+    text = [
+        f"The TTA mode chosen on validation, `{chosen}`, changes test top-1 by **{points(gain)}** "
+        f"({pct(float(none['top1']))} to {pct(float(pick['top1']))} on {n:,} images"
+        f"{', within noise' if noise else ''}) at **{cost:.1f}x** the inference time per image.",
+        definition,
+    ]
+    worst = table["gain_vs_none"].idxmin()
+    loss = float(table.loc[worst, "gain_vs_none"])
+    if loss < 0 and not difference_is_noise(float(none["top1"]), n, float(table.loc[worst, "top1"]), n):
+        text.append(f"Not every view helps: `{worst}` costs {points(loss)}, more than noise explains.")
+    elif loss < 0:
+        text.append(f"The worst mode, `{worst}` ({points(loss)}), is within noise of plain inference.")
+    return Note(" ".join(text))
+
+
+def channels(stats: Any) -> Note:
+    """Which colour channel is brightest and most spread in this sample (a stats table with ``computed_mean``
+    and ``computed_std`` indexed R, G, B), and how close the computed values are to the published ones."""
+    mean, std = stats["computed_mean"], stats["computed_std"]
+    text = [
+        f"In these training images the brightest channel on average is **{mean.idxmax()}** "
+        f"(mean {mean.max():.3f} on a 0-1 scale) and the darkest **{mean.idxmin()}** ({mean.min():.3f}); "
+        f"**{std.idxmax()}** varies most (std {std.max():.3f})."
+    ]
+    if "published_mean" in stats:
+        gap = float((stats["computed_mean"] - stats["published_mean"]).abs().max())
+        text.append(f"The computed means are within {gap:.3f} of the published ones.")
+    return Note(" ".join(text))
+
+
+def model_comparison(table: Any) -> Note:
+    """Two rows of :func:`cifarkit.report.comparison.model_table` (a model and a reference) in words: what each costs
+    (parameters, mult-adds, seconds per epoch) and what it gets (validation top-1, with noise)."""
+    a, b = table.iloc[0], table.iloc[1]
+    n = int(min(a["val_images"], b["val_images"]))
+    text = [
+        f"`{a['model']}` at {a['input_px']} px has {a['params'] / b['params']:.1f}x the parameters of "
+        f"`{b['model']}` at {b['input_px']} px ({a['params']:,} vs {b['params']:,}) and needs "
+        f"{a['mult_adds'] / b['mult_adds']:.1f}x its mult-adds per image ({a['mult_adds'] / 1e6:,.1f}M vs "
+        f"{b['mult_adds'] / 1e6:,.1f}M); on this device an epoch took {a['s_per_epoch']:.1f} s vs "
+        f"{b['s_per_epoch']:.1f} s ({a['s_per_epoch'] / b['s_per_epoch']:.1f}x)."
+    ]
+    diff = float(a["val_top1"]) - float(b["val_top1"])
+    noise = difference_is_noise(float(a["val_top1"]), n, float(b["val_top1"]), n)
+    text.append(
+        f"Both trained {int(a['epochs'])} epochs on {int(a['train_images']):,} images; on {n:,} validation "
+        f"images `{a['model']}` reaches {pct(float(a['val_top1']))} and `{b['model']}` "
+        f"{pct(float(b['val_top1']))} ({points(diff)} for `{a['model']}`"
+        f"{', within noise' if noise else ''})."
+    )
+    return Note(" ".join(text))
+
+
+def ranking(table: Any) -> Note:
+    """A :func:`cifarkit.report.comparison.compare_runs` table in words: the leader, its budget, and whether the
+    runner-up is within noise or trained on a different budget."""
+    if len(table) == 0:
+        return Note("No runs were found under this folder yet.")
+    top = table.iloc[0]
+    text = [
+        f"The highest validation top-1 is **{pct(float(top['val_top1']))}**, by `{top['model']}` "
+        f"({int(top['train_images']):,} training images × {int(top['epochs'])} epochs, "
+        f"{float(top['train_time_s']):.0f} s of training)."
+    ]
+    if len(table) > 1:
+        nxt = table.iloc[1]
+        n = int(min(top["val_images"], nxt["val_images"]))
+        same_budget = (top["train_images"], top["epochs"]) == (nxt["train_images"], nxt["epochs"])
+        noise = difference_is_noise(float(top["val_top1"]), n, float(nxt["val_top1"]), n)
+        text.append(
+            f"The runner-up, `{nxt['model']}`, is {points(float(nxt['val_top1']) - float(top['val_top1']))}"
+            f"{' (within noise)' if noise else ''}."
+        )
+        if not same_budget:
+            text.append(
+                f"It trained on a different budget ({int(nxt['train_images']):,} images × "
+                f"{int(nxt['epochs'])} epochs), so the ranking mixes what a model can do with how long it "
+                "was trained: compare runs of equal budget for a verdict on the model."
+            )
+    return Note(" ".join(text))
+
+
+def throughput(table: Any) -> Note:
+    """A :func:`cifarkit.report.comparison.throughput_table` in words: the device and telemetry, the fastest and
+    slowest run, the range of data-wait shares and what limited training overall."""
+    if len(table) == 0:
+        return Note("No training run with step timing was found in this report, so there is nothing to compare.")
+    fast, slow = table.loc[table["images_per_s"].idxmax()], table.loc[table["images_per_s"].idxmin()]
+    devices = sorted(
+        {f"{d}" + (f" ({n})" if n else "") for d, n in zip(table["device"], table["device_name"], strict=True)}
+    )
+    backends = sorted(set("+".join(table["backends"]).split("+")) - {"none"})
+    text = [
+        f"{len(table)} training run(s) on {', '.join(devices)}; telemetry from "
+        f"{', '.join(backends) if backends else 'no backend'}."
+    ]
+    if len(table) > 1:
+        text.append(
+            f"The fastest was `{fast['model']}` at {fast['images_per_s']:,.0f} images/s, the slowest "
+            f"`{slow['model']}` at {slow['images_per_s']:,.0f} images/s "
+            f"({fast['images_per_s'] / slow['images_per_s']:.1f}x apart: bigger models and larger inputs cost more per image)."
+        )
+    else:
+        text.append(f"It trained `{fast['model']}` at {fast['images_per_s']:,.0f} images/s.")
+    wait = table["data_wait_fraction"].dropna()
+    if len(wait):
+        worst = table.loc[wait.idxmax()]
+        text.append(
+            f"Data-wait shares ranged from {pct(wait.min())} to {pct(wait.max())} (`{worst['model']}`): "
+            + (
+                "the input pipeline held training back there, so a faster loader would pay off."
+                if wait.max() > INPUT_BOUND_SHARE
+                else "the input pipeline kept up everywhere, so the models' own arithmetic set the pace."
+            )
+        )
+    busy = table["gpu_busy_median"].dropna()
+    if len(busy):
+        text.append(f"Median GPU busy ranged from {busy.min():.0f}% to {busy.max():.0f}%.")
+    return Note(" ".join(text))
+
+
+def duplicates(exact: Mapping[str, Any], near: Sequence[tuple[int, int, float]], test_images: int, shown: int) -> Note:
+    """What the duplicate checks found (a :func:`cifarkit.report.duplicates.duplicate_report` and the pairs of
+    :func:`cifarkit.report.duplicates.near_duplicates`) and how much of the grid below shows."""
+    copies = exact["pairs"].get("train/test", 0)
+    test_with_near = len({j for _, j, _ in near})
+    text = [
+        f"**{copies:,}** test image(s) have an exact copy in train, and **{len(near):,}** train/test pairs are "
+        f"near-duplicates, touching {test_with_near:,} of {test_images:,} test images "
+        f"({pct(test_with_near / max(test_images, 1))})."
+    ]
+    if near:
+        text.append(
+            f"The grid shows {'all ' if shown >= len(near) else f'the {min(shown, len(near))} closest of '}"
+            f"{len(near)} pairs, closest first (RMS difference from {near[0][2]:g} to {near[min(shown, len(near)) - 1][2]:g} of 255)."
+        )
+    return Note(" ".join(text))
+
+
+def times(ratio: float, more: str, less: str) -> str:
+    """A ratio in words: ``2.0x faster``, ``3.1x slower``, or ``about the same`` within 5%."""
+    if 0.95 <= ratio <= 1.05:
+        return "about the same"
+    return f"{ratio:.1f}x {more}" if ratio > 1 else f"{1 / ratio:.1f}x {less}"
+
+
+def deployment(rows: Any) -> Note:
+    """A ``deploy_bench`` table (DataFrame) in words: on the CPU, what each variant gains in latency and
+    size against fp32 and what it costs in test top-1 (noise judged on the rows' ``test_images``)."""
+    cpu = rows[rows["device"] == "cpu"].set_index("variant")
+    if "fp32" not in cpu.index:
+        return Note("No fp32 row on the CPU to compare the variants with.")
+    base = cpu.loc["fp32"]
+    n = int(base["test_images"])
+    text = [
+        f"On the CPU ({int(base['threads'])} threads) the fp32 model answers one image in "
+        f"**{base['latency_ms_p50']:.2f} ms** (median; 95th percentile {base['latency_ms_p95']:.2f} ms) and takes "
+        f"{base['size_mb']:.2f} MB on disk; its test top-1 is {pct(float(base['top1']))} on {n:,} images."
+    ]
+    for name, r in cpu.drop(index="fp32").iterrows():
+        noise = difference_is_noise(float(r["top1"]), n, float(base["top1"]), n)
+        text.append(
+            f"`{name}`: {times(base['latency_ms_p50'] / r['latency_ms_p50'], 'faster', 'slower')} at batch 1, "
+            f"{times(base['size_mb'] / r['size_mb'], 'smaller', 'larger')} on disk, "
+            f"{points(float(r['top1']) - float(base['top1']))} of test top-1{' (within noise)' if noise else ''}."
+        )
+    return Note(" ".join(text))

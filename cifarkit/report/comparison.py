@@ -1,0 +1,214 @@
+"""Comparing run folders: ranking tables, legend labels, histories, model costs, throughput, the ablation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cifarkit.models import create_model, model_summary
+from cifarkit.runs import read_json, read_run_file, slug
+from cifarkit.tools.perflogs import bottleneck, perf_summary
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    """Every readable training run folder (holding train.json and config.json) under ``root``; a run whose
+    JSON is broken is left out with one warning."""
+    found = sorted(p.parent for p in Path(root).rglob("train.json") if (p.parent / "config.json").is_file())
+    return [run for run in found if read_run_file(run / "config.json") and read_run_file(run / "train.json")]
+
+
+def run_row(run: Path, root: Path | None = None) -> dict[str, Any]:
+    """One comparison row: config essentials, best epoch, val/test top-1/top-5, time and throughput."""
+    cfg, train = read_json(run / "config.json"), read_json(run / "train.json")
+    test = read_json(run / "test.json") if (run / "test.json").is_file() else {}
+    env = read_json(run / "env.json") if (run / "env.json").is_file() else {}
+    return {
+        "run": str(run.relative_to(root)) if root else run.name,
+        "model": cfg.get("model"),
+        "dataset": cfg.get("dataset"),
+        "augment": cfg.get("augment"),
+        "model_kwargs": json.dumps(cfg.get("model_kwargs") or {}),
+        "label_smoothing": cfg.get("label_smoothing"),
+        "train_images": env.get("train_images"),
+        "val_images": env.get("val_images"),
+        "epochs": train.get("epochs_run"),
+        "best_epoch": train.get("best_epoch"),
+        "val_top1": train.get("best_val_accuracy"),
+        "val_top5": train.get("best_val_top5"),
+        "test_top1": test.get("accuracy"),
+        "test_top5": test.get("top5_accuracy"),
+        "train_time_s": train.get("train_time"),
+        "images_per_s": train.get("images_per_s"),
+        "data_wait_fraction": train.get("data_wait_fraction"),
+    }
+
+
+# what notebook 06 shows of the ranking: what ran, on what data, with what budget, and how it scored
+RANKING_COLUMNS = [
+    "run", "model", "dataset", "augment", "model_kwargs", "train_images", "epochs", "budget",
+    "best_epoch", "val_images", "val_top1", "val_top5", "test_top1", "test_top5", "train_time_s",
+]  # fmt: skip
+
+
+def compare_runs(root: str | Path, dataset: str | None = None):
+    """All runs under ``root`` (only those on ``dataset``, when given) as a DataFrame ranked by best
+    validation top-1 (test never ranks); ``budget`` is training images x epochs. Empty, with every
+    column, when there is no run."""
+    root = Path(root)
+    rows = [run_row(r, root) for r in find_runs(root)]
+    if dataset is not None:
+        rows = [r for r in rows if slug(str(r["dataset"])) == slug(dataset)]
+    if not rows:
+        return pd.DataFrame(columns=[*RANKING_COLUMNS, "label_smoothing", "images_per_s", "data_wait_fraction"])
+    df = pd.DataFrame(rows)
+    df["budget"] = df["train_images"] * df["epochs"]
+    return df.sort_values("val_top1", ascending=False, ignore_index=True)
+
+
+def ablation_table(runs: dict[str, Path]):
+    """The ablation's steps (in the order they were added) as rows of :func:`run_row`, indexed by step name."""
+    return pd.DataFrame([{"step": name, **run_row(Path(run))} for name, run in runs.items()]).set_index("step")
+
+
+def run_label(run: Path) -> str:
+    """A legend label that names the experiment, what sets the run apart and its budget, e.g.
+    ``03 tinyvgg · crop+flip · BatchNorm, dropout 0.3 · 4,500 img × 5 ep`` (a torchrun run adds
+    ``2 processes``)."""
+    run = Path(run)
+    cfg, env, train = (read_run_file(run / name) for name in ("config.json", "env.json", "train.json"))
+    notebook = run.parent.name[:2] if run.parent.name[:2].isdigit() else run.parent.name
+    images = f"{env['train_images']:,} img" if env.get("train_images") else "? img"
+    kwargs = cfg.get("model_kwargs") or {}
+    extras = [
+        "BatchNorm" if kwargs.get("batchnorm") else "",
+        f"dropout {kwargs['dropout']:g}" if kwargs.get("dropout") else "",
+        f"label smoothing {cfg['label_smoothing']:g}" if cfg.get("label_smoothing") else "",
+        f"{env['world_size']} processes" + (", synced BN" if cfg.get("sync_bn") else "")
+        if env.get("world_size", 1) > 1
+        else "",
+    ]
+    parts = [f"{notebook} {cfg.get('model', '?')}", str(cfg.get("augment", "?")), ", ".join(e for e in extras if e)]
+    return " · ".join(p for p in parts if p) + f" · {images} × {train.get('epochs_run', '?')} ep"
+
+
+def run_labels(run_dirs: Sequence[str | Path]) -> dict[str, str]:
+    """:func:`run_label` of each training run folder among ``run_dirs`` (others are left out), keyed as given."""
+    return {
+        str(d): run_label(Path(d)) for d in dict.fromkeys(map(str, run_dirs)) if (Path(d) / "config.json").is_file()
+    }
+
+
+def load_histories(runs: Sequence[Path]) -> dict[str, dict]:
+    """train.json of each run, keyed by :func:`run_label` (the run folder name is added if two labels clash)."""
+    out: dict[str, dict] = {}
+    for r in map(Path, runs):
+        label = run_label(r)
+        out[label if label not in out else f"{label} ({r.name})"] = read_json(r / "train.json")
+    return out
+
+
+# the augmentation ablation of the course runs: each step adds to the one before
+ABLATION_STEPS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("no augmentation", {"augment": "none", "model_kwargs": {}}),
+    ("crop+flip", {"augment": "crop+flip", "model_kwargs": {}}),
+    ("+BatchNorm", {"augment": "crop+flip", "model_kwargs": {"batchnorm": True}}),
+    ("+dropout", {"augment": "crop+flip", "model_kwargs": {"batchnorm": True, "dropout": 0.3}}),
+    ("+cutout", {"augment": "crop+flip+cutout", "model_kwargs": {"batchnorm": True, "dropout": 0.3}}),
+    (
+        "+label smoothing",
+        {"augment": "crop+flip+cutout", "model_kwargs": {"batchnorm": True, "dropout": 0.3}, "label_smoothing": 0.1},
+    ),
+)
+
+
+def ablation_steps(hidden_units: int) -> list[tuple[str, dict[str, Any]]]:
+    """The ablation steps as TrainConfig overrides for tinyvgg with ``hidden_units``."""
+    return [
+        (name, {**kw, "model_kwargs": {"hidden_units": hidden_units, **kw["model_kwargs"]}})
+        for name, kw in ABLATION_STEPS
+    ]
+
+
+def model_table(runs: Sequence[Path]):
+    """Size, cost and results side by side: params, mult-adds, input size, s/epoch, peak memory, val/test top-1."""
+    rows = []
+    for run in map(Path, runs):
+        cfg, train = read_json(run / "config.json"), read_json(run / "train.json")
+        test = read_json(run / "test.json") if (run / "test.json").is_file() else {}
+        size = cfg["resolved"]["image_size"]
+        env = read_json(run / "env.json")
+        num_classes = len(env["dataset_classes"])
+        summary = model_summary(create_model(cfg["model"], num_classes, **cfg["resolved"]["model_kwargs"]), size)
+        perf = perf_summary(run)
+        rows.append(
+            {
+                "model": cfg["model"],
+                "input_px": size,
+                "params": summary["params"],
+                "mult_adds": summary["mult_adds"],
+                "s_per_epoch": train["train_time"] / max(train["epochs_run"], 1),
+                "images_per_s": train["images_per_s"],
+                "peak_memory_mb": perf.get("peak_memory_mb"),
+                "val_top1": train["best_val_accuracy"],
+                "test_top1": test.get("accuracy"),
+                "train_images": env.get("train_images"),
+                "val_images": env.get("val_images"),
+                "epochs": train["epochs_run"],
+                "run": run.name,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def throughput_table(report_dir: str | Path):
+    """Per training run of a report: device, telemetry backends, images/s, data-wait share, median GPU
+    busy percentage (where a GPU backend ran) and the :func:`bottleneck` verdict from both."""
+    root = Path(report_dir)
+    rows = []
+    for run in find_runs(root):
+        env, train = read_json(run / "env.json"), read_json(run / "train.json")
+        perf = perf_summary(run)
+        rows.append(
+            {
+                "run": str(run.relative_to(root)),
+                "model": read_json(run / "config.json")["model"],
+                "device": env.get("device"),
+                "device_name": env.get("device_name"),
+                "backends": "+".join(perf.get("backends", [])) or "none",
+                "images_per_s": train.get("images_per_s"),
+                "data_wait_fraction": train.get("data_wait_fraction"),
+                "gpu_busy_median": perf.get("gpu_busy_median"),
+                "peak_memory_mb": perf.get("peak_memory_mb"),
+                "verdict": bottleneck(train.get("data_wait_fraction"), perf.get("gpu_busy_median")),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def throughput_headline(table: pd.DataFrame) -> dict[str, Any]:
+    """The headline of a :func:`throughput_table` for ``finish()``: device, backends, run count, the largest
+    data-wait share and the fastest run (None where the report holds no runs)."""
+    if table.empty:
+        return {"device": None, "backends": None, "runs": 0, "max_data_wait_fraction": None, "fastest": None}
+    fastest = table.loc[table["images_per_s"].idxmax()]
+    return {
+        "device": table["device"].iloc[0],
+        "backends": table["backends"].iloc[0],
+        "runs": len(table),
+        "max_data_wait_fraction": float(table["data_wait_fraction"].max()),
+        "fastest": f"{fastest['model']} {fastest['images_per_s']:.0f} img/s",
+    }
+
+
+def ranking_headline(table: pd.DataFrame) -> dict[str, Any]:
+    """The headline of a :func:`compare_runs` table for ``finish()``: run count, the best run by validation."""
+    top = table.iloc[0] if len(table) else None
+    return {
+        "runs": len(table),
+        "best_run": None if top is None else top["run"],
+        "best_val_top1": None if top is None else float(top["val_top1"]),
+    }

@@ -1,0 +1,481 @@
+"""Every figure cifarkit draws. Figures are built with ``matplotlib.figure.Figure`` (no pyplot),
+so they save headless on any backend and still display inline when returned in a notebook."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from cifarkit.errors import ConfigError, DataError
+from cifarkit.runs import atomic_write, read_json
+from cifarkit.tools.perflogs import present_metrics
+from cifarkit.tools.telemetry import METRICS, Telemetry
+from cifarkit.tools.tensorboard import TensorBoard
+from cifarkit.train import Callback, Run
+
+
+def save(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Save ``fig`` as PNG, creating the folder; written whole or not at all (no 0-byte figures)."""
+
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
+
+
+# train.json's field names as axis labels a reader understands
+AXIS_LABELS = {
+    "train_losses": "training loss (cross-entropy)",
+    "val_losses": "validation loss (cross-entropy)",
+    "train_accuracies": "training top-1 accuracy",
+    "val_accuracies": "validation top-1 accuracy",
+    "val_top5_accuracies": "validation top-5 accuracy",
+    "learning_rates": "learning rate",
+    "loss": "loss (cross-entropy)",
+    "accuracy": "top-1 accuracy",
+}
+
+
+def epoch_axis(ax, epochs: int) -> None:
+    """Whole-number epoch ticks (no "1.5 epochs")."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(0.5, max(epochs, 1) + 0.5)
+
+
+def robust_ylim(ax, values: Sequence[float]) -> None:
+    """Keep one outlier (a first-epoch loss of 5) from squashing the rest: cap the axis at 1.5x the 90th
+    percentile when the maximum is far above it."""
+    finite = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    if finite.size >= 4:
+        top, p90 = finite.max(), np.percentile(finite, 90)
+        if top > 2 * p90 > 0:
+            ax.set_ylim(top=1.5 * p90)
+
+
+def plot_curves(history: dict, metric: str, title: str | None = None) -> Figure:
+    """Train vs validation ``loss`` or ``accuracy`` per epoch (uses train.json's field names)."""
+    keys = {"loss": ("train_losses", "val_losses"), "accuracy": ("train_accuracies", "val_accuracies")}[metric]
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for key, label in zip(keys, ("train", "validation"), strict=True):
+        values = history.get(key) or []
+        ax.plot(range(1, len(values) + 1), values, marker="o", ms=3, label=label)
+    best = history.get("best_epoch")
+    if best:
+        ax.axvline(best, color="grey", ls="--", lw=1, label=f"best epoch ({best})")
+    ax.set(xlabel="epoch", ylabel=AXIS_LABELS[metric], title=title or metric)
+    epoch_axis(ax, len(history.get(keys[0]) or []))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], normalize: bool = True) -> Figure:
+    """Confusion matrix heat map (rows: true class, columns: predicted), row-normalised by default."""
+    m = np.asarray(cm, dtype=float)
+    if normalize:
+        m = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    n = len(classes)
+    side = max(5.0, min(0.45 * n, 24.0))
+    fig = Figure(figsize=(side, side * 0.85))
+    ax = fig.subplots()
+    im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if n <= 20:
+        ax.set_xticks(range(n), classes, rotation=45, ha="right")
+        ax.set_yticks(range(n), classes)
+        for i in range(n):
+            for j in range(n):
+                ax.text(
+                    j,
+                    i,
+                    f"{m[i, j]:.2f}" if normalize else int(m[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if m[i, j] > 0.5 * m.max() else "black",
+                )
+    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix" + (" (row-normalised)" if normalize else ""))
+    return fig
+
+
+def plot_per_class(per_class: dict[str, float | None]) -> Figure:
+    """Horizontal bars of accuracy per class, worst at the top."""
+    items = sorted(((v if v is not None else 0.0), k) for k, v in per_class.items())
+    fig = Figure(figsize=(6, max(3, 0.25 * len(items))))
+    ax = fig.subplots()
+    ax.barh([k for _, k in items], [v for v, _ in items], color="tab:blue")
+    for y, (v, _) in enumerate(items):
+        ax.text(min(v + 0.01, 0.9), y, f"{v:.2f}", va="center", fontsize=8)
+    ax.set(xlim=(0, 1), xlabel="test top-1 accuracy of the class", title="per-class accuracy (test)")
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def image_grid(images: np.ndarray, titles: Sequence[str] | None = None, cols: int = 10, scale: float = 1.2) -> Figure:
+    """Show uint8 images (N, 3, H, W) in a grid with optional titles."""
+    n = len(images)
+    rows = max(1, -(-n // cols))
+    fig = Figure(figsize=(cols * scale, rows * scale * (1.25 if titles else 1)))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for i, ax in enumerate(axes):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(np.asarray(images[i]).transpose(1, 2, 0))
+            if titles:
+                ax.set_title(titles[i], fontsize=7)
+    return fig
+
+
+def plot_class_counts(counts) -> Figure:
+    """Grouped bars of images per class for each split (``explore.class_counts`` output)."""
+    fig = Figure(figsize=(max(6, 0.35 * len(counts) + 2), 3.5))
+    ax = fig.subplots()
+    width = 0.8 / max(len(counts.columns), 1)
+    x = np.arange(len(counts))
+    for i, col in enumerate(counts.columns):
+        ax.bar(x + i * width, counts[col], width, label=col)
+    if len(counts) <= 20:
+        ax.set_xticks(x + width * (len(counts.columns) - 1) / 2, counts.index, rotation=45, ha="right")
+    ax.set(ylabel="images", title="images per class")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=len(counts.columns), frameon=False)
+    return fig
+
+
+def plot_colour_histograms(images: np.ndarray, bins: int = 64) -> Figure:
+    """Pixel value histograms of the R, G and B channels of uint8 images (N, 3, H, W)."""
+    fig = Figure(figsize=(6, 3.2))
+    ax = fig.subplots()
+    for c, colour in enumerate(("red", "green", "blue")):
+        ax.hist(
+            np.asarray(images)[:, c].ravel(),
+            bins=bins,
+            range=(0, 255),
+            histtype="step",
+            color=colour,
+            label=colour,
+            density=True,
+        )
+    ax.set(xlabel="pixel value", ylabel="density", title="colour histograms")
+    ax.legend()
+    return fig
+
+
+def plot_overlaid(histories: dict[str, dict], key: str = "val_accuracies", title: str | None = None) -> Figure:
+    """One train.json field (e.g. ``val_accuracies``) of several runs on one axis; the legend uses the keys
+    of ``histories`` (name the experiments, not their folders)."""
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    longest, everything = 0, []
+    styles = itertools.cycle([("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")])  # identical runs stay visible
+    for (name, h), (line, mark) in zip(histories.items(), styles, strict=False):
+        values = h.get(key) or []
+        ax.plot(range(1, len(values) + 1), values, ls=line, marker=mark, ms=3, label=name)
+        longest, everything = max(longest, len(values)), everything + list(values)
+    ax.set(xlabel="epoch", ylabel=AXIS_LABELS.get(key, key), title=title or AXIS_LABELS.get(key, key))
+    epoch_axis(ax, longest)
+    robust_ylim(ax, everything)
+    ax.grid(alpha=0.3)
+    if histories:
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    else:
+        ax.text(0.5, 0.5, "no runs to draw", ha="center", va="center", transform=ax.transAxes)
+    return fig
+
+
+def as_hwc(image: np.ndarray) -> np.ndarray:
+    """A uint8 image as height x width x channels (CHW input is transposed)."""
+    img = np.asarray(image)
+    return img.transpose(1, 2, 0) if img.ndim == 3 and img.shape[0] == 3 and img.shape[-1] != 3 else img
+
+
+def topk_bars(ax, topk: Sequence[dict], true_class: str | None = None) -> None:
+    """Horizontal bars of top-k class probabilities, the true class green (or named when it is missing)."""
+    names = [e["class"] for e in topk][::-1]
+    probs = [100 * e["prob"] for e in topk][::-1]
+    colours = ["tab:blue" if true_class is None else "tab:green" if n == true_class else "tab:grey" for n in names]
+    ax.barh(names, probs, color=colours)
+    xlabel = "probability (%)" if true_class is None else "probability (%; green: the true class)"
+    if true_class is not None and true_class not in names:
+        xlabel = f"probability (%; true class {true_class} is not in the top {len(names)})"
+    ax.set(xlim=(0, 100), xlabel=xlabel)
+    for y, p in enumerate(probs):
+        ax.text(min(p + 2, 80), y, f"{p:.1f}%" if p >= 0.1 else "<0.1%", va="center", fontsize=8)
+
+
+def plot_prediction(image: np.ndarray, topk: Sequence[dict], title: str = "", true_class: str | None = None) -> Figure:
+    """An image (uint8, CHW or HWC) beside a bar chart of its top-k class probabilities; with ``true_class``
+    its bar is green (or named below when it is not in the top-k), the others grey."""
+    fig = Figure(figsize=(7, 2.8))
+    ax_img, ax_bar = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.6]})
+    ax_img.imshow(as_hwc(image))
+    ax_img.axis("off")
+    ax_img.set_title(title, fontsize=9)
+    topk_bars(ax_bar, topk, true_class)
+    fig.tight_layout()
+    return fig
+
+
+def plot_own_predictions(images: Sequence[np.ndarray], table, names: Sequence[str]) -> Figure:
+    """Each of your images (a row) beside the bar chart of its top-k classes in percent. ``table`` is
+    :func:`cifarkit.predict.predict`'s DataFrame for ``names`` (an unreadable file shows its error)."""
+    fig = Figure(figsize=(7, 2.2 * max(len(names), 1)), layout="constrained")
+    axes = fig.subplots(max(len(names), 1), 2, squeeze=False, gridspec_kw={"width_ratios": [0.7, 1.6]})
+    for (ax_img, ax_bar), image, name in zip(axes, images, names, strict=True):
+        rows = table[table["image"] == name]
+        ax_img.axis("off")
+        ax_img.set_title(Path(name).name[:40], fontsize=9)
+        if image is None or rows["error"].notna().any():
+            ax_bar.axis("off")
+            ax_bar.text(
+                0, 0.5, str(rows["error"].dropna().iloc[0] if len(rows) else "unreadable")[:120], wrap=True, fontsize=8
+            )
+            continue
+        ax_img.imshow(as_hwc(image))
+        topk_bars(ax_bar, rows.to_dict("records"))
+    return fig
+
+
+def plot_tta_side_by_side(images: Sequence[np.ndarray], predictions, true_classes: Sequence[str]) -> Figure:
+    """Each image (a row) beside its top-k bars under every TTA mode (a column each), so plain and TTA
+    predictions of the same image sit side by side. ``predictions`` maps a mode to the DataFrame of
+    :func:`cifarkit.predict.predict` for ``images`` in order (rows ``image_0``, ``image_1``, ...)."""
+    modes = list(predictions)
+    fig = Figure(figsize=(2.2 + 3.6 * len(modes), 2.1 * len(images)), layout="constrained")
+    axes = fig.subplots(
+        len(images), 1 + len(modes), squeeze=False, gridspec_kw={"width_ratios": [0.7] + [1] * len(modes)}
+    )
+    for i, (image, truth) in enumerate(zip(images, true_classes, strict=True)):
+        axes[i, 0].imshow(as_hwc(image))
+        axes[i, 0].axis("off")
+        axes[i, 0].set_title(f"true: {truth}", fontsize=9)
+        for ax, mode in zip(axes[i, 1:], modes, strict=True):
+            df = predictions[mode]
+            topk_bars(ax, df[df["image"] == f"image_{i}"].to_dict("records"), truth)
+            ax.set_title(f"TTA {mode}", fontsize=9)
+            if i < len(images) - 1:
+                ax.set_xlabel("")
+    return fig
+
+
+def plot_deploy(rows) -> Figure:
+    """Accuracy against batch-1 latency for every deployment variant (a ``deploy_bench`` table), marker area
+    proportional to the size on disk, one colour per device, each point named."""
+    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    ax = fig.subplots()
+    biggest = max(float(r) for r in rows["size_mb"]) or 1.0
+    for colour, (device, part) in zip(plt_colours(), rows.groupby("device"), strict=False):
+        area = 40 + 600 * part["size_mb"].astype(float) / biggest
+        ax.scatter(part["latency_ms_p50"], part["top1"], s=area, alpha=0.6, color=colour, label=f"on {device}")
+        for _, r in part.iterrows():
+            ax.annotate(
+                r["variant"], (r["latency_ms_p50"], r["top1"]), textcoords="offset points", xytext=(6, 4), fontsize=8
+            )
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    ax.set_xscale("log")
+    ax.margins(x=0.2, y=0.12)  # room for the point labels at the edges
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.5, 1, 2 (not 5x10^-1)
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    ax.set(xlabel="latency per image at batch 1, median (ms, log scale)", ylabel="test top-1 accuracy")
+    ax.set_title("accuracy vs latency (marker area: size on disk)", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, markerscale=0.5, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3, frameon=False)
+    return fig
+
+
+# profiler metric names as axis labels with units
+METRIC_LABELS = {
+    "gpu_busy_percent": "GPU busy (%)",
+    "mem_busy_percent": "GPU memory controller busy (%)",
+    "sclk_mhz": "GPU clock (MHz)",
+    "mclk_mhz": "GPU memory clock (MHz)",
+    "temp_c": "GPU temperature (°C)",
+    "power_w": "GPU power (W)",
+    "vram_used_mb": "GPU memory used, whole device (MB)",
+    "vram_total_mb": "GPU memory total (MB)",
+    "torch_mem_alloc_mb": "torch tensors allocated (MB)",
+    "torch_mem_reserved_mb": "torch allocator reserved (MB)",
+    "torch_max_mem_alloc_mb": "torch peak allocated (MB)",
+    "cpu_percent": "process CPU (% of one core; 200 = two cores busy)",
+    "system_cpu_percent": "whole-machine CPU (% of all cores)",
+    "rss_mb": "process memory, RSS (MB)",
+    "system_mem_used_mb": "whole-machine memory used (MB)",
+}
+
+
+def plot_perf_metric(df, metric: str, labels: dict[str, str] | None = None) -> Figure:
+    """One telemetry metric over time, one panel per experiment (the run folder's parent, e.g.
+    ``03_augmentation``) with one colour per run named by ``labels`` (run folder -> label), training
+    logs solid and validation logs dotted; epoch starts dashed where a panel holds a single run."""
+    experiments = sorted(df["experiment"].unique()) if "experiment" in df else [None]
+    fig = Figure(figsize=(min(4.2 * len(experiments), 16), 3.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(experiments), sharey=True, squeeze=False)[0])
+    for ax, experiment in zip(axes, experiments, strict=True):
+        panel = df if experiment is None else df[df["experiment"] == experiment]
+        folders = list(dict.fromkeys(panel["folder"]))
+        for colour, folder in zip(itertools.cycle(plt_colours()), folders):
+            runs = panel[panel["folder"] == folder]
+            run_dir = runs["run_dir"].iloc[0] if "run_dir" in runs else folder
+            name = (labels or {}).get(run_dir, folder)
+            if experiment and name[:2] == experiment[:2] and name[:2].isdigit():
+                name = name[3:]  # the panel's title already names the notebook
+            for run, part in runs.groupby("run"):
+                part = part[part[metric].notna()]
+                if part.empty:
+                    continue
+                t, y = part["t_s"].to_numpy(dtype=float), part[metric].to_numpy(dtype=float)
+                if len(t) > 2:  # break the line where sampling paused (e.g. val logs between epochs)
+                    gaps = np.flatnonzero(np.diff(t) > 5 * max(float(np.median(np.diff(t))), 1e-3)) + 1
+                    t, y = np.insert(t, gaps, np.nan), np.insert(y, gaps, np.nan)
+                val = str(run).endswith("val_epoch")
+                ax.plot(t, y, lw=1.2, color=colour, ls=":" if val else "-", label=None if val else name)
+            if len(folders) == 1 and "epoch" in runs and runs["epoch"].notna().any():
+                for start in runs.groupby("epoch")["t_s"].min().iloc[1:]:
+                    ax.axvline(start, color="grey", ls="--", lw=0.6, alpha=0.5)
+        ax.set(xlabel="seconds since the run started", title=experiment or "")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            # below the panel: long run labels never cover the curves or squeeze a neighbour
+            ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+    axes[0].set_ylabel(METRIC_LABELS.get(metric, metric))
+    fig.suptitle(f"{METRIC_LABELS.get(metric, metric)} (solid: training, dotted: validation)", fontsize=10)
+    return fig
+
+
+def plt_colours() -> list[str]:
+    """Ten distinguishable colours (matplotlib's tab10)."""
+    return [f"tab:{c}" for c in ("blue", "orange", "green", "red", "purple", "brown", "pink", "gray", "olive", "cyan")]
+
+
+def plot_perf(df, out_dir: str | os.PathLike, log=print, labels: dict[str, str] | None = None) -> list[Path]:
+    """A PNG per metric present in ``df`` (from :func:`cifarkit.tools.perflogs.load_perf_logs`); absent ones are named."""
+    present = present_metrics(df)
+    missing = [m for m in METRICS if m not in present]
+    if missing:
+        log(f"no data for: {', '.join(missing)} (skipped)")
+    return [save(plot_perf_metric(df, m, labels), Path(out_dir) / f"{m}.png") for m in present]
+
+
+def montage_columns(n: int, most: int = 3) -> int:
+    """The most columns (up to ``most``) that fill a grid of ``n`` tiles with no empty cell."""
+    return next(c for c in range(min(most, max(n, 1)), 0, -1) if n % c == 0) if n else 1
+
+
+def montage(images: Sequence[str | os.PathLike], out: str | os.PathLike, cols: int = 3, cell: int = 480) -> Path:
+    """Stitch PNGs into one grid image, each scaled to ``cell`` pixels wide (rows as tall as their tallest
+    image), centred on white. Pick ``cols`` with :func:`montage_columns` to leave no cell empty.
+
+    An image that cannot be read stops the montage with a :class:`~cifarkit.errors.DataError` naming it.
+    """
+    from PIL import Image
+
+    paths = [Path(p) for p in images]
+    if not paths:
+        raise DataError("montage: no PNG files to stitch")
+    if cols < 1:
+        raise ConfigError(f"--cols must be >= 1, got {cols}")
+    tiles = []
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                img = img.convert("RGB")
+        except Exception as exc:  # not an image, truncated, unreadable
+            reason = f"{exc.__class__.__name__}: {exc}".replace("\n", " ")
+            raise DataError(f"cannot read image {path} ({reason}); remove or replace it") from None
+        # fit the tile in cell x 4 cells: a 1 x 100,000 strip must not become a 480 x 48,000,000 image
+        scale = min(cell / img.width, 4 * cell / img.height)
+        tiles.append(img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.LANCZOS))
+    cols = min(cols, len(tiles))
+    rows = [tiles[i : i + cols] for i in range(0, len(tiles), cols)]
+    heights = [max(t.height for t in row) for row in rows]
+    sheet = Image.new("RGB", (cols * cell, sum(heights)), "white")
+    top = 0
+    for row, height in zip(rows, heights, strict=True):
+        for c, tile in enumerate(row):
+            sheet.paste(tile, (c * cell + (cell - tile.width) // 2, top + (height - tile.height) // 2))
+        top += height
+    return atomic_write(out, lambda tmp: sheet.save(tmp, format="PNG"))
+
+
+def write_run_figures(run_dir: Path, history: dict) -> list[Path]:
+    """The training-curve figures of a run folder (test figures: :func:`write_test_figures`)."""
+    figures = run_dir / "figures"
+    return [
+        save(plot_curves(history, "loss"), figures / "loss.png"),
+        save(plot_curves(history, "accuracy"), figures / "accuracy.png"),
+    ]
+
+
+def write_test_figures(run_dir: Path, test: dict, classes: Sequence[str]) -> list[Path]:
+    """Confusion matrix and per-class accuracy of a run's test.json."""
+    figures = run_dir / "figures"
+    return [
+        save(plot_confusion(test["confusion_matrix"], classes), figures / "confusion_matrix.png"),
+        save(plot_per_class(test["per_class_accuracy"]), figures / "per_class_accuracy.png"),
+    ]
+
+
+class RunFigures(Callback):
+    """Draws a run's figures when it ends: training curves, and the test confusion matrix and per-class
+    accuracy when it was tested."""
+
+    def run_end(self, run: Run, test: dict[str, Any] | None) -> None:
+        write_run_figures(run.run_dir, read_json(run.run_dir / "train.json"))
+        if test is not None:
+            write_test_figures(run.run_dir, test, run.dataset.classes)
+
+
+def run_selector(histories: dict[str, dict]):
+    """An ipywidgets picker of runs that redraws overlaid validation curves (for interactive notebooks)."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    names = list(histories)
+    wide = widgets.Layout(width="95%")
+    pick = widgets.SelectMultiple(
+        options=names, value=tuple(names[:3]), rows=min(10, max(len(names), 1)), description="runs", layout=wide
+    )
+    metric = widgets.Dropdown(
+        options=["val_accuracies", "val_losses", "train_losses", "train_accuracies"], description="metric"
+    )
+
+    def draw(runs, key):
+        if not runs:
+            print("Select one or more runs above (Ctrl/Cmd-click adds one) to draw their curves.")
+            return
+        display(plot_overlaid({n: histories[n] for n in runs}, key))
+
+    return widgets.VBox([pick, metric, widgets.interactive_output(draw, {"runs": pick, "key": metric})])
+
+
+def plot_time_to_accuracy(curves: dict[str, list[dict]], target: float | None = None) -> Figure:
+    """Validation top-1 against cumulative training seconds (log x), one line per recipe, target dashed."""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for name, curve in curves.items():
+        ax.plot([r["seconds"] for r in curve], [r["val_top1"] for r in curve], marker="o", ms=3, label=name)
+    if target is not None:
+        ax.axhline(target, color="grey", ls="--", lw=1, label=f"target {target:.0%}")
+    ax.set_xscale("log")
+    ax.set(
+        xlabel="training time (s, log scale; validation passes not counted)",
+        ylabel="validation top-1",
+        title="time to accuracy",
+    )
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    return fig
+
+
+def run_callbacks() -> list[Callback]:
+    """What every run trained by the CLI or a notebook gets: telemetry (when its config asks for it),
+    TensorBoard events (with the test confusion matrix drawn here) and the run folder's figures."""
+    telemetry = Telemetry()
+    return [telemetry, TensorBoard(telemetry, draw_confusion=plot_confusion), RunFigures()]

@@ -1,0 +1,392 @@
+"""What each notebook calls first: profiles (smoke / quick / full), its report folder, data, figures and summary."""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from cifarkit.config import DeploySettings, TrainConfig
+from cifarkit.config import recipe as named_recipe
+from cifarkit.data import load_dataset, project_root, resolve_user_path
+from cifarkit.device import resolve_device, seed_everything
+from cifarkit.errors import CifarkitError, ConfigError
+from cifarkit.predict import evaluate_run, expand_paths, predict
+from cifarkit.report.commentary import Note, first_sentences, in_this_run
+from cifarkit.report.comparison import compare_runs, find_runs
+from cifarkit.report.figures import plot_own_predictions, run_callbacks, save, write_test_figures
+from cifarkit.runs import ensure_dir, make_run_dir, read_json, slug, write_json
+from cifarkit.train import fit
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much work a notebook does. ``None`` limits keep the whole split."""
+
+    name: str
+    epochs: int  # baseline epochs; notebooks scale from it
+    train_images: int | None
+    test_images: int | None
+    big_model_train_images: int | None  # EX-2 at 128 px and the 32 px reference model are costly on CPU
+    big_model_epochs: int
+    ablation_train_images: int | None
+    ablation_epochs: int
+    ablation_hidden_units: int
+    tta_test_images: int | None
+    speedrun_recipe: str = "speedrun"  # a name from cifarkit.speedrun.recipe.RECIPES
+    speedrun_ablation_train_images: int | None = None
+    course_epochs: int = 10  # the course EX-1 recipe's budget in the 07 race
+    deploy: DeploySettings = DeploySettings()  # 08: how the variants are built and timed
+
+
+PROFILES = {
+    # CI: every notebook runs end to end in about a minute on a 2-core CPU (synthetic data)
+    "smoke": Profile(
+        "smoke",
+        epochs=2,
+        train_images=1000,
+        test_images=300,
+        big_model_train_images=300,
+        big_model_epochs=1,
+        ablation_train_images=500,
+        ablation_epochs=1,
+        ablation_hidden_units=8,
+        tta_test_images=200,
+        speedrun_recipe="tiny",
+        speedrun_ablation_train_images=500,
+        course_epochs=2,
+        deploy=DeploySettings(sparsities=(0.5,), finetune_epochs=0.5, runs=20),
+    ),
+    # meaningful numbers on a laptop CPU in minutes
+    "quick": Profile(
+        "quick",
+        epochs=12,
+        train_images=None,
+        test_images=None,
+        big_model_train_images=10_000,
+        big_model_epochs=4,
+        ablation_train_images=20_000,
+        ablation_epochs=5,
+        ablation_hidden_units=32,
+        tta_test_images=None,
+        speedrun_recipe="speedrun",
+        speedrun_ablation_train_images=15_000,
+        course_epochs=10,
+    ),
+    # the course's settings: for a GPU
+    "full": Profile(
+        "full",
+        epochs=30,
+        train_images=None,
+        test_images=None,
+        big_model_train_images=None,
+        big_model_epochs=30,
+        ablation_train_images=None,
+        ablation_epochs=30,
+        ablation_hidden_units=64,
+        tta_test_images=None,
+        speedrun_recipe="flagship",
+        speedrun_ablation_train_images=None,
+        course_epochs=30,
+        deploy=DeploySettings(sparsities=(0.3, 0.5, 0.7), finetune_epochs=3.0, runs=500),
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    """The named profile, or a one-line error listing the choices."""
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; choose {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+@dataclass
+class NotebookRun:
+    """One notebook's place in a report: parameters, folders, loaded data and the summary it leaves."""
+
+    notebook: str
+    dataset: str
+    seed: int
+    device: str
+    profile: Profile
+    report_dir: Path
+    interactive: bool
+    headline: dict[str, Any] = field(default_factory=dict)
+    figures: list[str] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    _data: Any = None
+
+    @property
+    def runs_dir(self) -> Path:
+        """Where this notebook's training runs go: ``<report>/<notebook>/``."""
+        return self.report_dir / self.notebook
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.report_dir / "figures" / self.notebook
+
+    def data(self, train_images: int | None | str = "profile", test_images: int | None | str = "profile"):
+        """The dataset, loaded once per notebook, cut to the profile's sizes (stratified, seeded)."""
+
+        if self._data is None:
+            self._data = load_dataset(self.dataset, progress=self.interactive)
+        train = self.profile.train_images if train_images == "profile" else train_images
+        test = self.profile.test_images if test_images == "profile" else test_images
+        return self._data.subsample(train, test, seed=self.seed)
+
+    def config(self, recipe: str | None = None, **overrides: Any) -> TrainConfig:
+        """A TrainConfig with this notebook's dataset, seed and device: the named recipe (see
+        :data:`cifarkit.config.RECIPES`) or the defaults, plus ``overrides``."""
+        mine = {"dataset": self.dataset, "seed": self.seed, "device": self.device, **overrides}
+        return named_recipe(recipe, **mine) if recipe else TrainConfig(**mine)
+
+    def train(self, dataset, test: bool = True, recipe: str | None = None, **overrides: Any) -> Path:
+        """Train ``recipe`` (or the defaults) with ``overrides`` into this notebook's runs folder, telemetry on;
+        log a line per epoch; return the run folder."""
+        cfg = self.config(recipe, **{"telemetry": True, **overrides})
+        run = fit(cfg, self.runs_dir, dataset, progress=self.interactive, test=test, callbacks=run_callbacks())
+        self.runs.append(str(run.relative_to(self.report_dir)))
+        return run
+
+    def evaluate_run(self, run: Path, dataset) -> dict[str, Any]:
+        """Score ``run``'s best.pt on ``dataset``'s test split (its test.json) and draw the test figures."""
+        result = evaluate_run(run, dataset, self.device)
+        write_test_figures(run, result, dataset.classes)
+        return result
+
+    def runs_to_compare(self, runs_root: str = "") -> Path:
+        """The folder notebook 06 ranks: ``runs_root`` (found from the notebook or the repository root), else
+        this report folder; when that holds no run yet, the committed example report, said in one sentence."""
+        if runs_root:
+            return resolve_user_path(runs_root)
+        if find_runs(self.report_dir):
+            return self.report_dir
+        examples = (project_root() or Path.cwd()) / "reports" / "examples"
+        if find_runs(examples):
+            print(
+                f"This report folder holds no training run yet, so the committed example report is ranked instead "
+                f"({examples}); run notebooks 01-03 first, or set runs_root, to rank your own runs."
+            )
+            return examples
+        print("No training run found: run notebooks 01-03 first, or set runs_root to a folder of runs.")
+        return self.report_dir
+
+    def ranking(self, runs_root: str = "", all_datasets: bool = False):
+        """Notebook 06's runs and table: the runs of :meth:`runs_to_compare` ranked on validation, only those
+        on this notebook's dataset unless ``all_datasets`` (the committed examples are ranked whatever their
+        dataset); says in one line how many runs the filter hid. Returns (folder, table)."""
+        root = self.runs_to_compare(runs_root)
+        everything = compare_runs(root)
+        if all_datasets or root.name == "examples" or everything.empty:
+            return root, everything
+        table = compare_runs(root, self.dataset)
+        if len(table) < len(everything):
+            print(
+                f"{len(everything) - len(table)} of {len(everything)} runs in {root} are on another dataset than "
+                f"{self.dataset} and are not ranked; set all_datasets = True to rank them all."
+            )
+        return root, table
+
+    def own_images(self, predictor, image_paths, tta: str = "none", topk: int = 5):
+        """Your images (files or folders, from the notebook or the repository root), each beside its top-k
+        classes in percent; a one-line hint when ``image_paths`` is empty."""
+        files = expand_paths(image_paths)
+        if not files:
+            print("No images given: put file or folder paths in image_paths (e.g. ['my_photo.jpg']) and rerun.")
+            return None
+        table = predict(predictor, files, tta=tta, topk=topk)
+        images = []
+        for f in files:
+            try:
+                images.append(predictor.to_uint8(f))
+            except CifarkitError:
+                images.append(None)
+        return self.save(plot_own_predictions(images, table, [str(f) for f in files]), "your_images")
+
+    def run_or_train(self, notebook: str, dataset, **overrides: Any) -> Path:
+        """The latest run that ``notebook`` (e.g. ``01_ex1_baseline``) wrote into this report; when there is
+        none (this notebook run alone), train one here with ``overrides`` instead. Prints which it used."""
+        found = find_runs(self.report_dir / notebook)
+        run = found[-1] if found else self.train(dataset, **overrides)
+        print(f"using {run}" + ("" if found else f" (trained here: {notebook} has no run in this report)"))
+        return run
+
+    def deploy_settings(self) -> DeploySettings:
+        """How notebook 08 builds and times the deployment variants: the profile's, with this notebook's seed."""
+        return replace(self.profile.deploy, seed=self.seed)
+
+    def save(self, fig, name: str):
+        """Save a figure under ``figures/<notebook>/<name>.png``, remember it, and return it for display."""
+
+        path = save(fig, self.figures_dir / f"{name}.png")
+        self.figures.append(str(path.relative_to(self.report_dir)))
+        return fig
+
+    def add_figures(self, paths) -> None:
+        """Remember figures saved elsewhere (e.g. by ``viz.plot_perf``) for the report index."""
+        self.figures += [str(Path(p).resolve().relative_to(self.report_dir)) for p in paths]
+
+    def note(self, text: Note) -> Note:
+        """Show a generated paragraph (a :mod:`cifarkit.report.commentary` result) and remember it for :meth:`takeaways`."""
+        self.notes.append(str(text))
+        return text
+
+    def takeaways(self) -> Note:
+        """ "In this run": the first sentence of every paragraph :meth:`note` showed, as bullets."""
+        return in_this_run(self.notes)
+
+    def write_summary(self, status: str, error: str | None = None) -> None:
+        """``summaries/<notebook>.json``: the status (``running``, ``failed`` with its error, ``finished``),
+        headline numbers, figures and runs, so a report folder says what happened in it, failures included."""
+        write_json(
+            self.report_dir / "summaries" / f"{self.notebook}.json",
+            {
+                "notebook": self.notebook,
+                "status": status,
+                **({"error": error} if error else {}),
+                "dataset": self.dataset,
+                "profile": asdict(self.profile),
+                "seed": self.seed,
+                "headline": self.headline,
+                "figures": self.figures,
+                "runs": self.runs,
+                "in_this_run": first_sentences(self.notes),
+            },
+        )
+
+    def record_failures(self) -> None:
+        """In IPython: a cell that fails marks this notebook ``failed`` in its summary (with the error's first
+        line), so a report folder left by a failed run says so instead of sitting there empty."""
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return
+        shell = get_ipython()
+        if shell is None:
+            return
+
+        def after(result: Any) -> None:
+            error = getattr(result, "error_in_exec", None)
+            if error is not None:
+                self.write_summary(
+                    "failed", f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                )
+
+        for old in [cb for cb in shell.events.callbacks["post_run_cell"] if getattr(cb, "__name__", "") == "after"]:
+            shell.events.unregister("post_run_cell", old)  # a rerun of the first cells replaces the hook
+        shell.events.register("post_run_cell", after)
+
+    def finish(self, **headline: Any):
+        """Write ``summaries/<notebook>.json`` (headline numbers, figures, runs) for the report index, and
+        return the headline as a small table (what the notebook's last cell shows)."""
+        import pandas as pd
+
+        self.headline.update(headline)
+        self.write_summary("finished")
+        values = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in self.headline.values()]
+        index = pd.Index(list(self.headline), name=f"headline (summaries/{self.notebook}.json)")
+        return pd.DataFrame({"value": values}, index=index)
+
+
+def start(
+    notebook: str,
+    dataset: str = "cifar10",
+    seed: int = 0,
+    device: str = "auto",
+    profile: str = "quick",
+    report_dir: str = "",
+    interactive: bool = True,
+) -> NotebookRun:
+    """Begin a notebook: validate parameters, pick or create the report folder, seed everything.
+
+    Run by hand with ``report_dir=""``, a notebook gets its own ``reports/<timestamp>-<notebook>/``;
+    the series runner passes one shared folder to every notebook.
+    """
+
+    show_errors_briefly()
+    prof = get_profile(profile)
+    resolve_device(device)  # fail now, in one line, rather than in the first training cell
+    if report_dir:
+        folder = ensure_dir(report_dir, "report folder")
+    else:
+        root = project_root() or Path.cwd()
+        folder = make_run_dir(root / "reports", slug(notebook))
+    seed_everything(seed)
+    show_whole_tables()
+    nb = NotebookRun(notebook, dataset, seed, device, prof, folder.resolve(), interactive)
+    nb.write_summary("running")
+    nb.record_failures()
+    return nb
+
+
+PARAMETERS = ("dataset", "seed", "device", "profile", "epochs", "report_dir")  # what a parameters cell sets
+
+
+def in_notebook_terms(message: str) -> str:
+    """A library message in a notebook's own terms: ``--dataset folder:PATH`` (a command-line flag) reads
+    ``dataset = "folder:PATH"`` (a line of the parameters cell)."""
+
+    def swap(m: re.Match) -> str:
+        name = m.group(1).replace("-", "_")
+        return f'`{name} = "{m.group(2)}"` in the parameters cell' if name in PARAMETERS else m.group(0)
+
+    return re.sub(r"--([a-z][a-z_-]*)[ =]([^\s;,)]+)", swap, message)
+
+
+def show_errors_briefly() -> None:
+    """In IPython, show a cifarkit error (a mistake a learner can fix) as a short message in the notebook's
+    terms instead of the library's traceback; other exceptions keep theirs. The cell still fails, so
+    Run All stops there and the series runner records it; ``%tb`` shows the full traceback."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+
+    def brief(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: int | None = None) -> list[str]:
+        sys.last_type, sys.last_value, sys.last_traceback = etype, value, tb  # for %tb
+        stb = [
+            f"\x1b[0;31m{etype.__name__}\x1b[0m: {in_notebook_terms(str(value))}",
+            "Change what the message names (usually a line of the parameters cell) and run the cells again.",
+        ]
+        shell._showtraceback(etype, value, stb)
+        return stb
+
+    shell.set_custom_exc((CifarkitError,), brief)
+
+
+def show_whole_tables() -> None:
+    """pandas shows every column and the full text of each cell (run names, errors), four decimals."""
+    import pandas as pd
+
+    pd.set_option("display.max_colwidth", None)
+    pd.set_option("display.max_columns", None)
+    pd.set_option("display.width", 200)
+    pd.set_option("display.precision", 4)
+
+
+def show_source(*objects: Any):
+    """The library's own source of ``objects`` (functions, methods, classes) as a Markdown code block with
+    its file and line: a "look inside" cell shows the real mechanism without the notebook redefining it."""
+    import inspect
+
+    blocks = []
+    for obj in objects:
+        lines, start = inspect.getsourcelines(obj)
+        where = f"{obj.__module__}.{obj.__qualname__}"
+        blocks.append(
+            f"`{where}` (line {start} of `{obj.__module__.replace('.', '/')}.py`):\n\n```python\n"
+            f"{''.join(lines).rstrip()}\n```"
+        )
+    return Note("\n\n".join(blocks))
+
+
+def summaries(report_dir: str | Path) -> dict[str, dict]:
+    """Every notebook summary written into a report folder, keyed by notebook name."""
+    folder = Path(report_dir) / "summaries"
+    return {p.stem: read_json(p) for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}

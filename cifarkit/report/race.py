@@ -1,0 +1,152 @@
+"""What notebook 07 shows about the speedrun: time-to-accuracy curves, the ablation table and their commentary."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from cifarkit.data import Split
+from cifarkit.loader import Normalizer
+from cifarkit.report.commentary import Note, pct
+from cifarkit.report.stats import difference_is_noise, difference_se
+from cifarkit.speedrun.recipe import PIECES, Recipe, SpeedrunResult, ablation_recipes, accuracy, train
+from cifarkit.tools.perflogs import read_jsonl
+
+Curve = list[dict[str, float]]  # rows with "seconds" (cumulative training time) and "val_top1"
+
+
+def fit_curve(run_dir: str | Path) -> Curve:
+    """A ``fit`` run's validation top-1 against cumulative training seconds (validation passes not counted)."""
+
+    rows = read_jsonl(Path(run_dir) / "metrics.jsonl")
+    seconds, curve = 0.0, []
+    for r in rows:
+        seconds += r["epoch_time_s"]
+        curve.append({"epoch": r["epoch"], "seconds": seconds, "val_top1": r["val_accuracy"]})
+    return curve
+
+
+def time_to(curve: Curve, target: float) -> float | None:
+    """Seconds until the first epoch whose validation top-1 reaches ``target`` (None if none does)."""
+    return next((r["seconds"] for r in curve if r.get("val_top1", -1) >= target), None)
+
+
+def run_ablation(
+    recipe: Recipe,
+    train_split: Split,
+    val: Split,
+    mean,
+    std,
+    num_classes: int,
+    device: torch.device,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+):
+    """Train the full recipe and each one-piece-off variant; validation top-1 (with each variant's TTA).
+
+    Returns a DataFrame: ``variant``, ``val_top1``, ``delta`` (vs the full recipe), ``se_delta``
+    (standard error of that difference), ``within_noise`` (|delta| < 2 se), ``seconds``, ``reason``.
+    """
+    import pandas as pd
+
+    norm = Normalizer(mean, std, device, channels_last=True)
+    reasons = {f"- {p.name}": p.reason for p in PIECES}
+    rows = []
+    for label, variant in ablation_recipes(recipe):
+        log(f"ablation: {label}")
+        result: SpeedrunResult = train(
+            variant, train_split, mean, std, num_classes, device, seed=seed, log=lambda s: None
+        )
+        rows.append(
+            {
+                "variant": label,
+                "val_top1": accuracy(result.model, val, norm, variant.tta, result.amp),
+                "seconds": result.seconds,
+                "reason": reasons.get(label, ""),
+            }
+        )
+    df = pd.DataFrame(rows)
+    full = df.loc[0, "val_top1"]
+    n = len(val)
+    df["delta"] = df["val_top1"] - full
+    df["se_delta"] = [difference_se(full, n, v, n) for v in df["val_top1"]]
+    df["within_noise"] = [difference_is_noise(full, n, v, n) for v in df["val_top1"]]
+    df.loc[0, ["delta", "se_delta", "within_noise"]] = [0.0, 0.0, True]
+    out = df[["variant", "val_top1", "delta", "se_delta", "within_noise", "seconds", "reason"]]
+    out.attrs["n_val"] = n
+    return out
+
+
+def describe_race(curves: dict[str, Curve], target: float) -> Note:
+    """How long each recipe took to reach ``target`` on validation, the ratio first, then a line per recipe."""
+    times = {name: time_to(c, target) for name, c in curves.items()}
+    reached = {k: v for k, v in times.items() if v is not None}
+    lines = []
+    if len(reached) >= 2:
+        fast, slow = min(reached, key=reached.get), max(reached, key=reached.get)
+        lines.append(
+            f"**{fast}** reached {pct(target)} validation top-1 {reached[slow] / reached[fast]:.1f}x sooner than "
+            f"**{slow}** on this machine (training time only; each curve's validation passes are not counted).\n"
+        )
+    for name, c in curves.items():
+        best = max((r["val_top1"] for r in c), default=float("nan"))
+        t = times[name]
+        when = (
+            f"reached {pct(target)} after **{t:.1f} s** of training"
+            if t is not None
+            else f"never reached {pct(target)}"
+        )
+        lines.append(f"- **{name}** {when}; its best validation top-1 was {pct(best)} after {c[-1]['seconds']:.1f} s.")
+    return Note("\n".join(lines))
+
+
+def describe_test(test_top1: float, tta: str, images: int, train_seconds: float, tta_seconds: float) -> Note:
+    """The speedrun checkpoint's one test number and what it cost, as airbench counts (training plus TTA)."""
+    return Note(
+        f"The speedrun model reaches **{pct(test_top1)}** test top-1 with TTA `{tta}` on {images:,} images, after "
+        f"{train_seconds:.1f} s of training plus {tta_seconds:.1f} s of TTA = **{train_seconds + tta_seconds:.1f} s** in all."
+    )
+
+
+def describe_ablation(df) -> Note:
+    """Markdown: which pieces measurably helped on validation, which were within noise, which hurt."""
+    full = df.loc[0, "val_top1"]
+    rest = df.iloc[1:]
+    helped = rest[(~rest["within_noise"]) & (rest["delta"] < 0)].sort_values("delta")
+    hurt = rest[(~rest["within_noise"]) & (rest["delta"] > 0)]
+    noise = rest[rest["within_noise"]]
+    se = rest["se_delta"].median()
+    n = df.attrs.get("n_val")
+    images = f"the same {n} validation images" if n else "the same validation images"
+    parts = [
+        f"The full recipe reached **{pct(full)}** validation top-1. A difference counts only beyond two "
+        f"standard errors (about {100 * 2 * se:.1f} points here, {len(df)} runs scored on {images})."
+    ]
+    if len(helped):
+        parts.append(
+            "Switching off "
+            + ", ".join(
+                f"**{v[2:]}** ({100 * d:+.1f} points)" for v, d in zip(helped["variant"], helped["delta"], strict=True)
+            )
+            + " cost accuracy: those pieces earn their place at this budget."
+        )
+    if len(noise):
+        parts.append(
+            "Within noise at this budget: "
+            + ", ".join(f"{v[2:]} ({100 * d:+.1f})" for v, d in zip(noise["variant"], noise["delta"], strict=True))
+            + "."
+        )
+    if len(hurt):
+        parts.append(
+            "Switching off "
+            + ", ".join(f"**{v[2:]}**" for v in hurt["variant"])
+            + " *improved* validation accuracy here: at this budget that piece does not pay."
+        )
+    return Note(" ".join(parts))
+
+
+def summarize(curves: dict[str, Curve], target: float, names: Sequence[str]) -> dict[str, float | None]:
+    """Headline numbers for the report index: seconds to ``target`` per named curve."""
+    return {f"seconds_to_{int(round(100 * target))}_{name}": time_to(curves[name], target) for name in names}

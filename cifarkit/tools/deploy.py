@@ -1,0 +1,224 @@
+"""What it costs to run a checkpoint, and what can be traded for speed: ``cifarkit deploy-bench``.
+
+From one checkpoint it builds the variants of :mod:`cifarkit.tools.compress` (int8, pruned at a few
+sparsities with a short fine-tune, ONNX) and measures every one side by side in one process: test
+top-1, size on disk, parameters, batch-1 latency (median and 95th percentile over a warm run) and
+throughput at a large batch. Every number comes from the same test images and the same machine.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cifarkit.config import DeploySettings, variant_name
+from cifarkit.data import Dataset, Split, load_dataset
+from cifarkit.device import configure_threads, resolve_amp, resolve_device, seed_everything, synchronize
+from cifarkit.errors import ConfigError
+from cifarkit.evaluate import autocast
+from cifarkit.loader import DeviceLoader, Normalizer
+from cifarkit.predict import Predictor
+from cifarkit.runs import ensure_dir, load_checkpoint, save_blob, save_checkpoint
+from cifarkit.tools.compress import export_onnx, int8_blob, prune_channels, quantize_int8
+from cifarkit.train import train_one_epoch
+from cifarkit.variants import OnnxModel, model_from_blob
+
+QUANT_NOTE = "FX graph mode, x86 backend, calibrated on training images"  # how the int8 variant is made
+TIMING = "time.perf_counter around each call, device synchronised; {warmup} warm-up calls, then {runs} timed"
+
+
+def latency(forward: Callable[[torch.Tensor], Any], x1: torch.Tensor, xb: torch.Tensor, s: DeploySettings) -> dict:
+    """Batch-1 latency percentiles (ms) and throughput at ``xb``'s batch size (images/s) of ``forward``."""
+    device = x1.device
+    times = []
+    with torch.no_grad():
+        for i in range(s.warmup + s.runs):
+            synchronize(device)
+            start = time.perf_counter()
+            forward(x1)
+            synchronize(device)
+            if i >= s.warmup:
+                times.append(1000 * (time.perf_counter() - start))
+        forward(xb)  # warm the large-batch path
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(s.throughput_runs):
+            forward(xb)
+        synchronize(device)
+        seconds = time.perf_counter() - start
+    q = statistics.quantiles(times, n=20)  # 5% steps: q[9] is the median, q[18] the 95th percentile
+    return {
+        "latency_ms_p50": round(statistics.median(times), 4),
+        "latency_ms_p95": round(q[18], 4),
+        "throughput_img_s": round(len(xb) * s.throughput_runs / seconds, 1),
+    }
+
+
+def fine_tune(model: nn.Module, train: Split, norm: Normalizer, device: torch.device, s: DeploySettings) -> nn.Module:
+    """A short fine-tune after pruning on ``train``: Adam at a small learning rate, crop+flip, ``finetune_epochs``."""
+    model = model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=s.finetune_lr)
+    criterion = nn.CrossEntropyLoss()
+    whole, part = divmod(s.finetune_epochs, 1)
+    for epoch in range(int(whole) + (1 if part else 0)):
+        split = train if epoch < whole else train.sample(max(1, int(part * len(train))), s.seed + epoch)
+        loader = DeviceLoader(split, 128, norm, train=True, augment=("crop", "flip"), seed=s.seed + epoch)
+        train_one_epoch(model, loader, optimizer, criterion, device)
+    return model.eval()
+
+
+def training_images(ds: Dataset, blob: dict[str, Any]) -> Split:
+    """The images the checkpoint trained on: its dataset's train split without the validation images its
+    run held out (same fraction and seed), so calibration and fine-tuning see nothing new."""
+    cfg = blob.get("config", {})
+    if "val_fraction" not in cfg:
+        return ds.split("train")
+    return ds.split("train").hold_out(cfg["val_fraction"], cfg.get("seed", 0))[0]
+
+
+def file_mb(path: Path) -> float:
+    """A file's size in megabytes (10^6 bytes)."""
+    return round(path.stat().st_size / 1e6, 3)
+
+
+def params(model: nn.Module) -> int:
+    """Weights and biases a model stores: float parameters, the int8 weights of quantized layers (held
+    behind ``weight()`` methods), or an ONNX model's initializers."""
+    if isinstance(model, OnnxModel):
+        return model.params
+    total = 0
+    for module in model.modules():
+        for name in ("weight", "bias"):
+            value = getattr(module, name, None)
+            if callable(value) and not isinstance(value, torch.Tensor):
+                value = value()  # quantized modules unpack their weights on request
+            if isinstance(value, torch.Tensor):
+                total += value.numel()
+    return total
+
+
+def deploy_bench(
+    checkpoint: str | Path,
+    dataset: str | None = None,
+    out: str | Path | None = None,
+    device: str = "auto",
+    settings: DeploySettings | None = None,
+    data_dir: str | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Build every variant of ``checkpoint`` into ``out`` (default ``deploy/`` beside it) and measure each.
+
+    Returns one row per variant and device: ``variant``, ``file``, ``top1``, ``size_mb``, ``params``,
+    ``latency_ms_p50``, ``latency_ms_p95``, ``throughput_img_s``, ``device``, ``threads``, ``test_images``
+    and ``autocast`` (each model is evaluated and timed under the mixed precision :class:`Predictor` uses).
+    """
+    s = settings or DeploySettings()
+    checkpoint = Path(checkpoint)
+    blob = load_checkpoint(checkpoint)
+    out = ensure_dir(out or checkpoint.parent / "deploy", "--out folder")
+    seed_everything(s.seed)
+    dev = resolve_device(device)
+    threads = configure_threads()
+    ds = load_dataset(dataset or blob["dataset"], data_dir)
+    base = Predictor.from_checkpoint(checkpoint, dev)
+    ds = base.check_dataset(ds)
+    test = ds.split("test")
+    size = int(blob["image_size"])
+    cpu = torch.device("cpu")
+    cpu_norm = Normalizer(blob["mean"], blob["std"], cpu, size)
+    example = cpu_norm(test.images[:1])
+
+    files: list[tuple[str, Path]] = [("fp32", checkpoint)]
+    train = training_images(ds, blob)
+    calibration = [cpu_norm(b) for b in train.pick(s.calibration_images, s.seed).images.split(64)]
+    fp32 = model_from_blob(blob)
+    quantized, method = quantize_int8(fp32, calibration)
+    files.append((f"int8-{method}", save_blob(out / "int8.pt", int8_blob(blob, quantized, method, fp32))))
+    log(f"int8 ({method}, {QUANT_NOTE}) -> {out / 'int8.pt'}")
+    for sparsity in s.sparsities:
+        pruned = prune_channels(fp32, sparsity, example, len(ds.classes))
+        pruned = fine_tune(pruned, train, Normalizer(blob["mean"], blob["std"], dev, size), dev, s).cpu()
+        meta = {k: v for k, v in blob.items() if k not in ("format", "state_dict")}
+        path = save_checkpoint(
+            out / f"{variant_name(sparsity)}.pt", pruned, {**meta, "variant": "pruned", "sparsity": sparsity}
+        )
+        files.append((f"{variant_name(sparsity)}%", path))
+        log(f"pruned {sparsity:.0%} of channels, fine-tuned {s.finetune_epochs:g} epoch(s) -> {path}")
+    onnx_path = export_onnx(fp32, example, out / "model.onnx", {k: v for k, v in blob.items() if k != "state_dict"})
+    diff = check_onnx(fp32, onnx_path, cpu_norm(test.images[:64]))
+    files.append(("onnx", onnx_path))
+    log(f"onnx (logits within {diff:.1g} of PyTorch's on 64 test images) -> {onnx_path}")
+
+    rows = []
+    for variant, path in files:
+        for run_on in dict.fromkeys([dev, cpu]):
+            predictor = Predictor.from_checkpoint(path, run_on)
+            if predictor.device != run_on:
+                continue  # int8 and ONNX run on the CPU only
+            result = predictor.evaluate(test, report=False)
+            top1 = result["top1"]
+            x1 = predictor.normalizer(test.images[:1].to(run_on))
+            xb = predictor.normalizer(test.images[: s.throughput_batch].to(run_on))
+            precision = resolve_amp(predictor.amp, run_on)  # timed as evaluated: the checkpoint's autocast
+
+            def forward(x: torch.Tensor, p: Predictor = predictor, amp: str = precision) -> torch.Tensor:
+                with autocast(p.device, amp):
+                    return p.model(x)
+
+            row = {
+                "variant": variant,
+                "file": str(path),
+                "top1": round(top1, 4),
+                "test_images": result["n"],
+                "size_mb": file_mb(path),
+                "params": params(predictor.model),
+                **latency(forward, x1, xb, s),
+                "device": str(run_on),
+                "autocast": precision,
+                "threads": threads if run_on.type == "cpu" else None,
+            }
+            rows.append(row)
+            log(f"measured {variant} on {run_on}: top-1 {top1:.4f}, {row['latency_ms_p50']:.3f} ms/image at batch 1")
+    return rows
+
+
+def check_onnx(model: nn.Module, path: Path, x: torch.Tensor, tolerance: float = 1e-3) -> float:
+    """The largest difference between PyTorch's and ONNX Runtime's logits on ``x``; raises when above
+    ``tolerance`` (an export that changed the model must not be measured as if it were the same)."""
+    with torch.no_grad():
+        diff = float((OnnxModel(path)(x) - copy.deepcopy(model).eval()(x)).abs().max())
+    if diff > tolerance:
+        raise ConfigError(
+            f"{path}: ONNX Runtime's logits differ from PyTorch's by {diff:.2g} (> {tolerance}); not measured"
+        )
+    return diff
+
+
+def table(rows: Sequence[dict[str, Any]], settings: DeploySettings) -> str:
+    """The rows as a Markdown table, with how they were timed."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows).drop(columns=["file"])
+    return df.to_markdown(index=False) + "\n\n" + TIMING.format(warmup=settings.warmup, runs=settings.runs) + "."
+
+
+def headline(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Notebook 08's headline: fp32 and int8 top-1, latency and size on the CPU, and the fastest variant."""
+    cpu = [r for r in rows if r["device"] == "cpu"]
+    by = {r["variant"].split("-")[0]: r for r in cpu if r["variant"].split("-")[0] in ("fp32", "int8", "onnx")}
+    fastest = min(cpu, key=lambda r: r["latency_ms_p50"]) if cpu else None
+    return {
+        "fp32_top1": by.get("fp32", {}).get("top1"),
+        "int8_top1": by.get("int8", {}).get("top1"),
+        "fp32_latency_ms": by.get("fp32", {}).get("latency_ms_p50"),
+        "int8_latency_ms": by.get("int8", {}).get("latency_ms_p50"),
+        "onnx_latency_ms": by.get("onnx", {}).get("latency_ms_p50"),
+        "fastest_on_cpu": fastest["variant"] if fastest else None,
+    }

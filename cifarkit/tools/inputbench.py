@@ -1,0 +1,127 @@
+"""``cifarkit input-bench``: training throughput of (a) a seed-style PIL/DataLoader pipeline, (b) the cifarkit
+device loader and (c) the training step alone on a fixed batch, measured in one run on one model."""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cifarkit.config import TrainConfig
+from cifarkit.data import default_data_dir, load_dataset
+from cifarkit.device import (
+    configure_threads,
+    resolve_amp,
+    resolve_channels_last,
+    resolve_device,
+    seed_everything,
+    synchronize,
+)
+from cifarkit.errors import DataError
+from cifarkit.loader import DeviceLoader, Normalizer
+from cifarkit.models import create_model, default_input_size
+from cifarkit.speedrun.course import seed_style_loader
+from cifarkit.train import make_optimizer, train_step
+
+
+def cycle(make_iter: Callable[[], Iterator]) -> Iterator:
+    """Endless batches, starting a new epoch whenever one ends."""
+    while True:
+        yield from make_iter()
+
+
+def time_training(
+    model: nn.Module, batches: Iterator, device: torch.device, steps: int, warmup: int, amp: str = "off"
+) -> float:
+    """Images per second of ``steps`` optimizer steps fed by ``batches`` (after ``warmup`` untimed steps)."""
+    opt = make_optimizer(model, TrainConfig())
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+
+    def step() -> int:
+        x, y = next(batches)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        train_step(model, x, y, opt, loss_fn, device, amp)
+        return y.shape[0]
+
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    start = time.perf_counter()
+    images = sum(step() for _ in range(steps))
+    synchronize(device)
+    return images / (time.perf_counter() - start)
+
+
+def run_bench(
+    dataset: str = "cifar10",
+    model: str = "ex1",
+    batch_size: int = 128,
+    steps: int = 60,
+    workers: int = 2,
+    rounds: int = 3,
+    data_dir: str | None = None,
+    device: str = "auto",
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Measure (a) seed-style, (b) cifarkit loader, (c) step limit, interleaved over ``rounds``; medians and ratios."""
+    seed_everything(0)
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        configure_threads()
+    root = Path(data_dir) if data_dir else default_data_dir()
+    ds = load_dataset(dataset, root)
+    if ds.train is None:
+        raise DataError(f"{dataset} has no train split to benchmark; give a dataset with PATH/train/<class>/ images")
+    size = default_input_size(model)
+    amp = resolve_amp("auto", dev)
+    channels_last = resolve_channels_last(None, dev)
+    base = create_model(model, ds.num_classes, image_size=size).to(dev)
+    if channels_last:
+        base = base.to(memory_format=torch.channels_last)
+    norm = Normalizer(ds.mean, ds.std, dev, size, channels_last=channels_last)
+    ours = DeviceLoader(ds.train, batch_size, norm, train=True, augment=("crop", "flip"), seed=0)
+    seed_loader = seed_style_loader(dataset, ds, batch_size, workers, root)
+    finish = norm.finish  # seed-style batches arrive normalised at the data size: same resize and memory format
+    fixed_x, fixed_y = next(iter(ours))
+    warmup = max(3, steps // 10)
+    runs: dict[str, list[float]] = {"seed_style_img_s": [], "cifarkit_img_s": [], "step_limit_img_s": []}
+    seed_batches = cycle(lambda: ((finish(x.to(dev)), y) for x, y in seed_loader))
+    for r in range(rounds):
+        for key, batches in (
+            ("seed_style_img_s", seed_batches),
+            ("cifarkit_img_s", cycle(lambda: iter(ours))),
+            ("step_limit_img_s", cycle(lambda: iter([(fixed_x, fixed_y)]))),
+        ):
+            rate = time_training(copy.deepcopy(base), batches, dev, steps, warmup, amp)
+            runs[key].append(rate)
+            log(f"round {r + 1}/{rounds} {key[:-6]:>12}: {rate:8.0f} img/s")
+    result: dict = {k: statistics.median(v) for k, v in runs.items()}
+    result["speedup_vs_seed"] = result["cifarkit_img_s"] / result["seed_style_img_s"]
+    result["fraction_of_limit"] = result["cifarkit_img_s"] / result["step_limit_img_s"]
+    result.update(
+        model=model,
+        dataset=dataset,
+        batch_size=batch_size,
+        steps=steps,
+        rounds=rounds,
+        workers=workers,
+        device=str(dev),
+        amp=amp,
+        channels_last=channels_last,
+        threads=torch.get_num_threads(),
+        spread={k: [min(v), max(v)] for k, v in runs.items()},
+    )
+    log(
+        f"seed-style {result['seed_style_img_s']:.0f} img/s | cifarkit {result['cifarkit_img_s']:.0f} img/s | "
+        f"step limit {result['step_limit_img_s']:.0f} img/s"
+    )
+    log(
+        f"cifarkit / seed-style = {result['speedup_vs_seed']:.2f}x, cifarkit / step limit = {result['fraction_of_limit']:.2f}"
+    )
+    return result

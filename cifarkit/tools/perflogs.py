@@ -1,0 +1,156 @@
+"""Telemetry analysis: read the profiler's JSONL logs, summarise them per run, name the bottleneck."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cifarkit.errors import DataError
+from cifarkit.tools.telemetry import METRICS
+
+# share of a training step spent waiting for the next batch above which the input pipeline is the bottleneck
+INPUT_BOUND_SHARE = 0.2
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Every JSON object line of ``path``; malformed lines (and bytes that are not text) are skipped with
+    one warning naming them."""
+    records, bad = [], []
+    with open(path, errors="replace") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError):  # not JSON, or nested too deep to be a record
+                bad.append(number)
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                bad.append(number)
+    if bad:
+        warnings.warn(f"{path}: skipped {len(bad)} malformed line(s): {bad[:10]}", stacklevel=2)
+    return records
+
+
+def run_id(path: Path) -> str:
+    """A readable id for a log: ``<run folder>/<file stem>`` (``perf/`` folders are skipped)."""
+    parent = path.parent.parent if path.parent.name == "perf" else path.parent
+    return f"{parent.name}/{path.stem}"
+
+
+def load_perf_logs(paths: Sequence[str | os.PathLike]):
+    """Samples of one or many logs as a DataFrame with ``run`` and ``t_s`` (seconds since the run's first sample).
+
+    Folders are searched for ``*.jsonl``. Summary and error lines are left out (see :func:`load_events`).
+    """
+    import pandas as pd  # pandas costs a third of a second to import; only here
+
+    frames = []
+    for path in expand_logs(paths):
+        samples = [r for r in read_jsonl(path) if r.get("phase") == "sample"]
+        if samples:
+            df = pd.DataFrame(samples)
+            run_dir = path.parent.parent if path.parent.name == "perf" else path.parent
+            df["run"] = run_id(path)
+            df["folder"] = run_id(path).rsplit("/", 1)[0]
+            df["run_dir"] = str(run_dir)
+            df["experiment"] = run_dir.parent.name  # e.g. 03_augmentation in a series report
+            frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=["run", "folder", "run_dir", "experiment", "t_s", "ts", "epoch", *METRICS])
+    df = pd.concat(frames, ignore_index=True)
+    for column in ("ts", "epoch", *METRICS):  # a hand-edited or foreign log may hold text where numbers belong
+        if column in df:
+            df[column] = pd.to_numeric(df[column], errors="coerce")
+    if "ts" not in df:
+        df["ts"] = float("nan")
+    unusable = int(df["ts"].isna().sum())
+    if unusable:
+        warnings.warn(f"skipped {unusable} sample line(s) without a numeric ts (timestamp)", stacklevel=2)
+        df = df[df["ts"].notna()].copy()
+        if df.empty:
+            return pd.DataFrame(columns=["run", "folder", "run_dir", "experiment", "t_s", "ts", "epoch", *METRICS])
+    # one time origin per run folder, so its train and val logs share an axis
+    df["t_s"] = df["ts"] - df.groupby("folder")["ts"].transform("min")
+    return df.sort_values(["run", "ts"], ignore_index=True)
+
+
+def load_events(paths: Sequence[str | os.PathLike], phase: str = "summary"):
+    """The ``summary`` (or ``error``) lines of the logs, one row each, with ``run``."""
+    import pandas as pd  # pandas costs a third of a second to import; only here
+
+    rows = [{"run": run_id(p), **r} for p in expand_logs(paths) for r in read_jsonl(p) if r.get("phase") == phase]
+    return pd.DataFrame(rows)
+
+
+def expand_logs(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Files as given, folders expanded to their ``*.jsonl`` files (recursively)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(p.rglob("*.jsonl")))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise DataError(f"perf log {p} not found; pass JSONL files or folders holding them")
+    return out
+
+
+def present_metrics(df) -> list[str]:
+    """Metrics with at least one value in ``df``, in schema order."""
+    return [m for m in METRICS if m in df.columns and df[m].notna().any()]
+
+
+def summary_table(df):
+    """Median and max of every present metric, one row per run."""
+    import pandas as pd  # pandas costs a third of a second to import; only here
+
+    metrics = present_metrics(df)
+    if not metrics:
+        return pd.DataFrame()
+    table = df.groupby("run")[metrics].agg(["median", "max"])
+    table.columns = [f"{m}_{stat}" for m, stat in table.columns]
+    return table.round(2)
+
+
+def perf_summary(run: Path, split: str = "train") -> dict[str, Any]:
+    """Peaks over a run's profiler summaries (memory) and its backends."""
+    path = Path(run) / "perf" / f"{split}_epoch.jsonl"
+    if not path.is_file():
+        return {}
+    lines = read_jsonl(path)
+    summaries = [r for r in lines if r.get("phase") == "summary"]
+    out: dict[str, Any] = {"backends": sorted({b for s in summaries for b in s.get("backends", [])})}
+    for key in ("peak_rss_mb", "peak_torch_max_mem_alloc_mb", "peak_vram_used_mb"):
+        values = [s[key] for s in summaries if s.get(key) is not None]
+        if values:
+            out[key] = max(values)
+    # torch's allocator peak where a GPU backend ran, else the process RSS
+    out["peak_memory_mb"] = out.get("peak_torch_max_mem_alloc_mb", out.get("peak_rss_mb"))
+    busy = [
+        r["gpu_busy_percent"]
+        for r in lines
+        if r.get("phase") == "sample" and isinstance(r.get("gpu_busy_percent"), (int, float))
+    ]
+    out["gpu_busy_median"] = float(np.median(busy)) if busy else None
+    out["errors"] = sorted({f"{r['backend']}: {r['error']}" for r in lines if r.get("phase") == "error"})
+    return out
+
+
+def bottleneck(data_wait_fraction: float | None, gpu_busy_median: float | None = None) -> str:
+    """A one-sentence verdict on what limited training speed."""
+    if data_wait_fraction is None:
+        return "no step timing recorded"
+    if data_wait_fraction > INPUT_BOUND_SHARE:
+        return f"input-bound: {data_wait_fraction:.0%} of step time went to waiting for data"
+    if gpu_busy_median is not None and gpu_busy_median < 60:
+        return f"GPU under-used (median {gpu_busy_median:.0f}% busy) although data waits were only {data_wait_fraction:.0%}: launch or sync overhead"
+    return f"compute-bound: only {data_wait_fraction:.0%} of step time waited for data; the model's own work dominated"

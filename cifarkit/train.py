@@ -1,0 +1,682 @@
+"""Training: one step, one epoch (``train_one_epoch``) and a whole run (``fit``).
+
+``fit`` is one loop: train an epoch, validate, keep the best checkpoint, save the state to resume from.
+Everything else plugs in from outside through two small interfaces, so the loop reads the same with or
+without them:
+
+- :class:`Callback`: hardware telemetry, TensorBoard, figures and the progress bar see the run start,
+  each phase's steps, each epoch's row and the end (:mod:`cifarkit.tools`, :mod:`cifarkit.report`).
+- :class:`SingleProcess`: the handful of collectives data parallelism needs; one process here,
+  :class:`cifarkit.tools.distributed.Dist` under torchrun.
+
+The run folder's files are written and read through :mod:`cifarkit.runs`; the test split is scored by
+:func:`cifarkit.predict.evaluate_run`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cifarkit.config import TrainConfig
+from cifarkit.data import Dataset, Split, load_dataset
+from cifarkit.device import (
+    IntervalTimer,
+    configure_determinism,
+    configure_threads,
+    env_info,
+    resolve_amp,
+    resolve_channels_last,
+    resolve_device,
+    seed_everything,
+    synchronize,
+)
+from cifarkit.errors import CheckpointError, ConfigError, DataError, TrainingDiverged, short_list
+from cifarkit.evaluate import autocast, evaluate
+from cifarkit.loader import DeviceLoader, Normalizer
+from cifarkit.models import create_model, default_input_size, load_imagenet_weights
+from cifarkit.predict import evaluate_run
+from cifarkit.runs import (
+    RunLock,
+    append_jsonl,
+    checkpoint_meta,
+    make_run_dir,
+    resume_state,
+    save_checkpoint,
+    write_metrics,
+    write_run_start,
+    write_train_json,
+)
+
+# ----------------------------------------------------------------------------- one step, one epoch
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam, AdamW or SGD (momentum, Nesterov) with weight decay, from the config."""
+    params = model.parameters()
+    if cfg.optimizer == "sgd":
+        nesterov = cfg.nesterov and cfg.momentum > 0
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov, weight_decay=cfg.weight_decay
+        )
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """A per-step scheduler (cosine or one-cycle over the whole run), or None."""
+    total = cfg.epochs * steps_per_epoch
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    if cfg.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total)
+    return None
+
+
+def train_step(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    device: torch.device,
+    amp: str = "off",
+    scaler: torch.amp.GradScaler | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step on the batch ``x, y``; returns (loss, logits), both still on the device."""
+    with autocast(device, amp):
+        logits = model(x)
+        loss = criterion(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:  # fp16: scale the loss so small gradients do not underflow
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss, logits
+
+
+@dataclass
+class EpochStats:
+    """What one training epoch measured."""
+
+    loss: float
+    accuracy: float
+    images: int
+    seconds: float
+    data_seconds: float
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DeviceLoader,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    device: torch.device,
+    scheduler: Any = None,
+    amp: str = "off",
+    scaler: torch.amp.GradScaler | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> EpochStats:
+    """One pass over ``loader``; the scheduler steps per batch. ``on_step(step, n)`` sees each step.
+
+    Nothing in the step waits for the device (no ``.item()``, no host copies): loss and accuracy
+    accumulate on the device and are read once at the end, so a GPU is never left idle by Python.
+    The data-wait share is timed with :class:`IntervalTimer` (CUDA events on GPUs).
+    """
+    model.train()
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    images = 0
+    timer = IntervalTimer(device)
+    synchronize(device)
+    start = time.perf_counter()
+    batches = iter(loader)
+    for step in range(len(loader)):
+        with timer:
+            x, y = next(batches)
+        loss, logits = train_step(model, x, y, optimizer, criterion, device, amp, scaler)
+        if scheduler is not None:
+            scheduler.step()
+        total_loss += loss.detach() * y.shape[0]
+        correct += (logits.detach().argmax(1) == y).sum()
+        images += y.shape[0]
+        if on_step is not None:
+            on_step(step, int(y.shape[0]))
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    n = max(images, 1)
+    return EpochStats(float(total_loss) / n, float(correct) / n, images, seconds, timer.seconds())
+
+
+# ----------------------------------------------------------------------------- the plug-in interfaces
+
+
+@dataclass
+class StepHooks:
+    """What a phase's listeners hear: ``hooks(step, n)`` after each step, ``hooks.data_wait(s)`` at the end."""
+
+    steps: list[Callable[[int, int], None]] = field(default_factory=list)
+    waits: list[Callable[[float], None]] = field(default_factory=list)
+
+    def __call__(self, step: int, images: int) -> None:
+        for listener in self.steps:
+            listener(step, images)
+
+    def data_wait(self, seconds: float) -> None:
+        for listener in self.waits:
+            listener(seconds)
+
+
+class Callback:
+    """A plug-in of :func:`fit`; every hook does nothing unless a subclass overrides it.
+
+    ``run_start`` sees the prepared :class:`Run` (its folder exists), ``phase("train"|"val", epoch)`` wraps
+    each phase and may yield :class:`StepHooks`, ``epoch_end`` gets each metrics row (rank 0 only) and
+    ``run_end`` the test result (None when the run was not tested). Failures inside a callback are the
+    callback's own business: telemetry and TensorBoard turn theirs into one warning and carry on.
+    """
+
+    def run_start(self, run: Run) -> None:
+        """The run folder exists and config.json is written."""
+
+    def phase(self, name: str, epoch: int) -> contextlib.AbstractContextManager[StepHooks | None]:
+        """Wrap one ``train`` or ``val`` phase."""
+        return contextlib.nullcontext()
+
+    def epoch_end(self, run: Run, row: dict[str, Any]) -> None:
+        """One epoch's metrics row (as written to metrics.jsonl)."""
+
+    def run_end(self, run: Run, test: dict[str, Any] | None) -> None:
+        """train.json (and test.json when tested) are written."""
+
+
+class Callbacks(Callback):
+    """Several callbacks as one: each hook calls them in order; phases nest and their step hooks merge."""
+
+    def __init__(self, callbacks: Sequence[Callback]) -> None:
+        self.callbacks = list(callbacks)
+
+    def run_start(self, run: Run) -> None:
+        for cb in self.callbacks:
+            cb.run_start(run)
+
+    @contextlib.contextmanager
+    def phase(self, name: str, epoch: int) -> Iterator[StepHooks]:
+        merged = StepHooks()
+        with contextlib.ExitStack() as stack:
+            for cb in self.callbacks:
+                hooks = stack.enter_context(cb.phase(name, epoch))
+                if hooks is not None:
+                    merged.steps += hooks.steps
+                    merged.waits += hooks.waits
+            yield merged
+
+    def epoch_end(self, run: Run, row: dict[str, Any]) -> None:
+        for cb in self.callbacks:
+            cb.epoch_end(run, row)
+
+    def run_end(self, run: Run, test: dict[str, Any] | None) -> None:
+        for cb in self.callbacks:
+            cb.run_end(run, test)
+
+
+class ProgressBar(Callback):
+    """One tqdm bar over the whole run (every epoch's steps), so its estimated end is the run's end; after
+    the first steps it says once how long the whole run will take on this machine at that pace."""
+
+    def run_start(self, run: Run) -> None:
+        from tqdm.auto import tqdm
+
+        done = (run.start_epoch - 1) * len(run.train_loader)
+        self.bar = tqdm(total=run.cfg.epochs * len(run.train_loader), initial=done, desc="training", unit="step")
+        self.first, self.told = done, False
+
+    def step(self, step: int, images: int) -> None:
+        self.bar.update(1)
+        taken = self.bar.n - self.first
+        elapsed = self.bar.format_dict["elapsed"]
+        if not self.told and (taken >= 20 or elapsed > 10) and taken > 0:
+            total = elapsed / taken * (self.bar.total - self.first)
+            self.bar.write(
+                f"at the pace of its first {taken} steps this training takes about {total / 60:.1f} min here"
+            )
+            self.told = True
+
+    def phase(self, name: str, epoch: int) -> contextlib.AbstractContextManager[StepHooks | None]:
+        return contextlib.nullcontext(StepHooks([self.step]) if name == "train" else None)
+
+    def run_end(self, run: Run, test: dict[str, Any] | None) -> None:
+        self.bar.close()
+
+
+class SingleProcess:
+    """The collectives ``fit`` needs, for one process: each is the identity. Under torchrun,
+    :class:`cifarkit.tools.distributed.Dist` implements them across the processes."""
+
+    rank = 0
+    world_size = 1
+    local_world_size = 1
+    device: torch.device | None = None  # a rank's own device (None: the config's choice)
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that validates, writes the run folder and prints."""
+        return self.rank == 0
+
+    def describe(self) -> dict[str, Any]:
+        return {"world_size": 1, "backend": None}
+
+    def shard(self, split: Split) -> Split:
+        return split
+
+    def batch_size(self, global_batch: int) -> int:
+        return global_batch
+
+    def prepare_model(self, model: nn.Module, sync_bn: bool) -> nn.Module:
+        return model
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def broadcast(self, obj: Any) -> Any:
+        return obj
+
+    def gather(self, obj: Any) -> list[Any]:
+        return [obj]
+
+    def reduce_epoch(self, stats: EpochStats) -> EpochStats:
+        return stats
+
+    def barrier(self) -> None:
+        pass
+
+
+# ----------------------------------------------------------------------------- a run
+
+
+@dataclass
+class Run:
+    """One training run: what ``fit`` builds before the first step, and where the loop stands."""
+
+    cfg: TrainConfig
+    dist: SingleProcess
+    device: torch.device
+    dataset: Dataset
+    train: Split
+    val: Split
+    model: nn.Module
+    model_kwargs: dict
+    image_size: int
+    normalizer: Normalizer
+    train_loader: DeviceLoader
+    val_loader: DeviceLoader
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    amp: str
+    scaler: torch.amp.GradScaler | None
+    criterion: nn.Module
+    run_dir: Path = Path()
+    rows: list[dict] = field(default_factory=list)
+    best_value: float | None = None
+    best_epoch: int | None = None
+    stale: int = 0  # epochs since the monitored metric last improved
+    start_epoch: int = 1
+
+    @property
+    def resumed_after(self) -> int | None:
+        """The epoch a resumed run's checkpoint held (None for a fresh run)."""
+        return self.start_epoch - 1 if self.start_epoch > 1 else None
+
+    def train_epoch(self, net: nn.Module, hooks: StepHooks) -> EpochStats:
+        """One epoch of ``net`` (the model, or its DDP/compiled wrapper) with this run's optimizer and data."""
+        stats = train_one_epoch(
+            net,
+            self.train_loader,
+            self.optimizer,
+            self.criterion,
+            self.device,
+            self.scheduler,
+            self.amp,
+            self.scaler,
+            hooks,
+        )
+        hooks.data_wait(stats.data_seconds)
+        return stats
+
+    def validate(self, model: nn.Module) -> dict[str, Any]:
+        """Loss, top-1 and top-5 of ``model`` on the validation split, in the run's precision."""
+        return evaluate(model, self.val_loader, self.device, amp=self.amp)
+
+    def meta(self, epoch: int) -> dict[str, Any]:
+        """Everything a checkpoint of this run needs to be used on its own."""
+        cfg = self.cfg
+        return checkpoint_meta(cfg.model, self.model_kwargs, self.dataset, cfg.dataset, self.image_size, cfg, epoch)
+
+
+def prepare(
+    cfg: TrainConfig, dataset: Dataset | None = None, data_dir: str | None = None, dist: SingleProcess | None = None
+) -> Run:
+    """Seed, pick the device (a rank's own), load and split the data, build model, loaders and optimizer."""
+    dist = dist or SingleProcess()
+    seed_everything(cfg.seed)
+    configure_determinism(cfg.deterministic)
+    device = dist.device or resolve_device(cfg.device)
+    if device.type == "cpu":
+        configure_threads(processes=dist.local_world_size)
+    dataset = dataset if dataset is not None else load_dataset(cfg.dataset, data_dir)
+    if dataset.train is None:
+        raise ConfigError(f"dataset {cfg.dataset} has no train split; training needs {cfg.dataset}/train/<class>/")
+    train, val = dataset.train.hold_out(cfg.val_fraction, cfg.seed)
+    if len(val) == 0:
+        raise DataError(
+            f"{cfg.dataset}: no image is left for the validation split ({len(dataset.train)} training images, "
+            "one per class); give every class at least 2 training images"
+        )
+    image_size = cfg.image_size or default_input_size(cfg.model)
+    model_kwargs = {"image_size": image_size, **(cfg.model_kwargs or {})}
+    model = create_model(cfg.model, dataset.num_classes, **model_kwargs)
+    if cfg.pretrained:
+        load_imagenet_weights(model)
+    channels_last = resolve_channels_last(cfg.channels_last, device)
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = dist.prepare_model(model, cfg.sync_bn)
+    if dist.enabled:
+        torch.manual_seed(cfg.seed + dist.rank)  # dropout draws its own masks on each rank
+    normalizer = Normalizer(dataset.mean, dataset.std, device, image_size, channels_last)
+    train_loader = DeviceLoader(
+        dist.shard(train),
+        dist.batch_size(cfg.batch_size),
+        normalizer,
+        train=True,
+        augment=cfg.augmentations,
+        crop_padding=cfg.crop_padding,
+        cutout_size=cfg.cutout_size,
+        seed=cfg.seed + dist.rank,  # each rank draws its own order and augmentation
+        alternating_flip=cfg.alternating_flip,
+    )
+    if len(train_loader) == 0:
+        raise ConfigError(
+            f"no training batches: {train_loader.num_images} images per process, batch_size {cfg.batch_size}"
+        )
+    optimizer = make_optimizer(model, cfg)
+    amp = resolve_amp(cfg.amp, device)
+    return Run(
+        cfg=cfg,
+        dist=dist,
+        device=device,
+        dataset=dataset,
+        train=train,
+        val=val,
+        model=model,
+        model_kwargs=model_kwargs,
+        image_size=image_size,
+        normalizer=normalizer,
+        train_loader=train_loader,
+        val_loader=DeviceLoader(val, max(cfg.batch_size, 256), normalizer),
+        optimizer=optimizer,
+        scheduler=make_scheduler(optimizer, cfg, len(train_loader)),
+        amp=amp,
+        scaler=torch.amp.GradScaler(device.type) if amp == "fp16" else None,
+        criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+    )
+
+
+def fit(
+    cfg: TrainConfig,
+    out: str | Path = "runs",
+    dataset: Dataset | None = None,
+    data_dir: str | None = None,
+    resume: str | Path | None = None,
+    log: Callable[[str], None] = print,
+    progress: bool = False,
+    test: bool = True,
+    callbacks: Sequence[Callback] = (),
+    dist: SingleProcess | None = None,
+) -> Path:
+    """Train ``cfg.model`` on ``cfg.dataset``; return the run folder.
+
+    The folder gets config.json, env.json, metrics.jsonl (a line per epoch), best.pt (best validation
+    ``cfg.monitor``), last.pt (the state to resume from, every ``checkpoint_every`` epochs), train.json and,
+    with ``test``, test.json (best.pt on the test split; model selection passes False so that the test
+    split never guides a choice, then calls :func:`cifarkit.predict.evaluate_run` on the winner).
+
+    Args:
+        cfg: the run's configuration.
+        out: parent folder of the run folder.
+        dataset: an already loaded dataset (else ``cfg.dataset`` is loaded from ``data_dir``).
+        resume: a last.pt to continue from; the run continues in that checkpoint's folder.
+        log: where the per-epoch lines go.
+        progress: one progress bar over the whole run.
+        callbacks: plug-ins (telemetry, TensorBoard, figures; see :class:`Callback`).
+        dist: this process's place in a torchrun launch; rank 0 validates, writes and logs.
+    """
+    dist = dist or SingleProcess()
+    saved = resume_state(resume, cfg.epochs, dist.world_size) if resume is not None else None
+    if saved is not None:
+        cfg = TrainConfig.from_dict({**saved["config"], "epochs": cfg.epochs})
+    run = prepare(cfg, dataset, data_dir, dist)
+    with open_folder(run, out, saved, resume, log):  # locked by rank 0 until the run ends, however it ends
+        main = dist.is_main
+        hooks = Callbacks([*callbacks, *([ProgressBar()] if progress and main else [])])
+        if main:
+            write_run_start(run.run_dir, cfg, resolved_settings(run), environment(run))
+        hooks.run_start(run)
+        # torch.compile wraps the same parameters; checkpoints keep saving the plain module's state dict
+        model = torch.compile(run.model) if cfg.compile else run.model
+        net = dist.wrap(model)  # DistributedDataParallel when launched by torchrun
+        for epoch in range(run.start_epoch, cfg.epochs + 1):
+            with hooks.phase("train", epoch) as on_step:
+                stats = dist.reduce_epoch(run.train_epoch(net, on_step))
+            row = None
+            if main:
+                with hooks.phase("val", epoch):
+                    row = epoch_row(epoch, stats, run.validate(model), run.optimizer)
+                append_jsonl(run.run_dir / "metrics.jsonl", row)
+                hooks.epoch_end(run, row)
+                log(format_epoch(row, cfg.epochs))
+            run.rows.append(dist.broadcast(row))  # rank 0's validation decides for every rank
+            if not math.isfinite(stats.loss):
+                finish(run, hooks, test)
+                raise TrainingDiverged(diverged_message(run, epoch, stats.loss))
+            stop = keep_best(run, run.rows[-1][cfg.monitor], epoch)
+            if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs or stop:
+                save_training_state(run, epoch)
+            if stop:
+                log(f"early stopping at epoch {epoch}: no {cfg.monitor} improvement for {cfg.patience} epochs")
+                break
+        finish(run, hooks, test)
+        dist.barrier()  # every rank returns once the run folder is complete
+    return run.run_dir
+
+
+# ----------------------------------------------------------------------------- the loop's named steps
+
+
+def epoch_row(epoch: int, stats: EpochStats, val: dict, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """One line of metrics.jsonl."""
+    return {
+        "epoch": epoch,
+        "train_loss": stats.loss,
+        "train_accuracy": stats.accuracy,
+        "val_loss": val["loss"],
+        "val_accuracy": val["top1"],
+        "val_top5": val["top5"],
+        "lr": optimizer.param_groups[0]["lr"],
+        "images_per_s": stats.images_per_s,
+        "data_wait_s": stats.data_seconds,
+        "epoch_time_s": stats.seconds,
+        "val_time_s": val["testing_time"],
+    }
+
+
+def format_epoch(r: dict, epochs: int) -> str:
+    """The one log line printed per epoch."""
+    return (
+        f"epoch {r['epoch']:>3}/{epochs} train_loss {r['train_loss']:.4f} train_acc {r['train_accuracy']:.4f} "
+        f"val_loss {r['val_loss']:.4f} val_acc {r['val_accuracy']:.4f} val_top5 {r['val_top5']:.4f} "
+        f"lr {r['lr']:.2e} {r['images_per_s']:.0f} img/s data_wait {r['data_wait_s']:.2f}s {r['epoch_time_s']:.1f}s"
+    )
+
+
+def is_better(value: float, best: float | None, monitor: str) -> bool:
+    """Whether ``value`` of the monitored metric improves on ``best``."""
+    if best is None:
+        return True
+    return value < best if monitor == "val_loss" else value > best
+
+
+def keep_best(run: Run, value: float, epoch: int) -> bool:
+    """Save best.pt when ``value`` improves on the best so far; return whether early stopping is due."""
+    if is_better(value, run.best_value, run.cfg.monitor):
+        run.best_value, run.best_epoch, run.stale = value, epoch, 0
+        if run.dist.is_main:
+            save_checkpoint(run.run_dir / "best.pt", run.model, run.meta(epoch))
+    else:
+        run.stale += 1
+    return run.cfg.patience > 0 and run.stale >= run.cfg.patience
+
+
+def save_training_state(run: Run, epoch: int) -> None:
+    """last.pt: the weights plus everything an exact resume needs (optimizer, schedule, each rank's data
+    order and random stream, the rows so far and the best-so-far bookkeeping)."""
+    ranks = run.dist.gather({"loader": run.train_loader.state_dict(), "torch_rng": torch.get_rng_state()})
+    training = {
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
+        "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+        **ranks[0],
+        "world_size": run.dist.world_size,
+        **({"ranks": ranks} if run.dist.enabled else {}),
+        "rows": run.rows,
+        "best_value": run.best_value,
+        "best_epoch": run.best_epoch,
+        "stale": run.stale,
+    }
+    if run.dist.is_main:
+        save_checkpoint(run.run_dir / "last.pt", run.model, run.meta(epoch), training)
+
+
+def finish(run: Run, hooks: Callback, test: bool) -> None:
+    """train.json; with ``test``, best.pt scored on the test split (test.json); the callbacks' end."""
+    if not run.dist.is_main:
+        return
+    write_train_json(run.run_dir, run.rows, run.cfg.monitor, run.best_epoch)
+    result = None
+    # a folder with only train/ has nothing to test on; a run stopped before its first best epoch has no best.pt
+    if test and run.dataset.test is not None and (run.run_dir / "best.pt").is_file():
+        result = evaluate_run(run.run_dir, run.dataset, run.device)
+    hooks.run_end(run, result)
+
+
+def diverged_message(run: Run, epoch: int, loss: float) -> str:
+    """What a diverged run says: which epoch, which checkpoints survive, what to change."""
+    files = [f for f in ("best.pt", "last.pt") if (run.run_dir / f).is_file()]
+    kept = (
+        f"{' and '.join(files)} from before it are kept"
+        if files
+        else "no epoch finished cleanly, so no checkpoint was written"
+    )
+    return (
+        f"training diverged in epoch {epoch} (loss {loss}); {kept} in {run.run_dir}; "
+        "lower --lr (or add --scheduler onecycle for a warm-up) and train again"
+    )
+
+
+def resolved_settings(run: Run) -> dict[str, Any]:
+    """What ``auto`` and the defaults resolved to on this machine (config.json's ``resolved``)."""
+    return {
+        "image_size": run.image_size,
+        "model_kwargs": run.model_kwargs,
+        "amp": run.amp,
+        "device": str(run.device),
+        "channels_last": run.normalizer.channels_last,
+        **run.dist.describe(),
+    }
+
+
+def environment(run: Run) -> dict[str, Any]:
+    """env.json: the machine (:func:`cifarkit.device.env_info`), the launch and the data's sizes."""
+    world = run.dist.world_size
+    return {
+        **env_info(run.device),
+        **run.dist.describe(),
+        "dataset_classes": list(run.dataset.classes),
+        "train_images": len(run.train) // world * world,
+        "val_images": len(run.val),
+    }
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+@contextlib.contextmanager
+def open_folder(
+    run: Run, out: str | Path, saved: dict | None, resume: str | Path | None, log: Callable
+) -> Iterator[None]:
+    """The run's folder, locked by rank 0 while the block runs (two trainers never write one): a new one
+    under ``out``, or the resumed checkpoint's with its state restored (or, when it had trained to its end
+    and only its reports are missing, set to write them)."""
+    main = run.dist.is_main
+    if saved is None:
+        run.run_dir = run.dist.broadcast(make_run_dir(out, run.cfg.model, run.cfg.dataset) if main else None)
+    lock = RunLock(run.run_dir if saved is None else Path(resume).resolve().parent) if main else None
+    try:
+        if saved is not None:
+            restore(run, saved, Path(resume))
+            done = saved["finish_only"]
+            log(
+                f"finishing {run.run_dir}: it has trained, writing its reports"
+                if done
+                else f"resuming {run.run_dir} at epoch {run.start_epoch}"
+            )
+        yield
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def restore(run: Run, state: dict[str, Any], path: Path) -> None:
+    """Put a checkpoint's training state back into ``run``: weights, optimizer, schedule, this rank's data
+    order and random stream, the rows so far; metrics.jsonl is rewritten to end at the checkpoint's epoch."""
+    t = state["training"]
+    mine = t["ranks"][run.dist.rank] if run.dist.enabled else t
+    if list(state["classes"]) != list(run.dataset.classes):
+        raise CheckpointError(
+            f"{path} was trained on the classes {short_list(state['classes'])} but {run.cfg.dataset} has "
+            f"{short_list(run.dataset.classes)}; resume on the dataset the run started with"
+        )
+    run.model.load_state_dict(state["state_dict"])
+    run.optimizer.load_state_dict(t["optimizer"])
+    if run.scheduler is not None and t.get("scheduler"):
+        run.scheduler.load_state_dict(t["scheduler"])
+    if run.scaler is not None and t.get("scaler"):
+        run.scaler.load_state_dict(t["scaler"])
+    run.train_loader.load_state_dict(mine["loader"])
+    torch.set_rng_state(mine["torch_rng"])
+    run.rows, run.best_value, run.best_epoch, run.stale = list(t["rows"]), t["best_value"], t["best_epoch"], t["stale"]
+    # a run that trained to its end (or stopped early) and lost only its reports skips the loop
+    run.start_epoch = run.cfg.epochs + 1 if state["finish_only"] else int(state["epoch"]) + 1
+    run.run_dir = path.resolve().parent
+    if run.dist.is_main:
+        write_metrics(run.run_dir, run.rows)  # it may hold epochs after the checkpoint

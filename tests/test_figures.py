@@ -1,0 +1,115 @@
+"""Figures say what they show: readable axis labels, whole-number epochs, values on bars, the true class marked."""
+
+from __future__ import annotations
+
+import matplotlib.colors as mcolors
+import numpy as np
+
+from cifarkit.report import figures
+
+
+def history(n: int, first_loss: float = 2.0) -> dict:
+    return {
+        "train_losses": [first_loss] + [1.0 - 0.1 * i for i in range(n - 1)],
+        "val_losses": [1.5 - 0.1 * i for i in range(n)],
+        "val_accuracies": [0.5 + 0.05 * i for i in range(n)],
+        "train_accuracies": [0.4 + 0.05 * i for i in range(n)],
+        "best_epoch": n,
+    }
+
+
+def test_curves_use_readable_labels_and_whole_epochs():
+    fig = figures.plot_curves(history(3), "accuracy")
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "top-1 accuracy" and ax.get_xlabel() == "epoch"
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_overlaid_axis_is_not_squashed_by_one_outlier():
+    fig = figures.plot_overlaid({"a": history(6, first_loss=5.2), "b": history(6)}, "train_losses")
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "training loss (cross-entropy)"
+    assert ax.get_ylim()[1] < 5.2  # the 5.2 is clipped, the other values set the scale
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b"]
+
+
+def test_per_class_bars_carry_their_values():
+    fig = figures.plot_per_class({"cat": 0.5, "ship": 0.875})
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == ["0.50", "0.88"]
+
+
+def test_prediction_marks_the_true_class():
+    img = np.zeros((3, 8, 8), np.uint8)
+    rows = [{"class": "cat", "prob": 0.6}, {"class": "dog", "prob": 0.3}, {"class": "fox", "prob": 0.1}]
+    bars = figures.plot_prediction(img, rows, true_class="dog").axes[1].patches
+    colours = {round(p.get_width()): mcolors.to_hex(p.get_facecolor()) for p in bars}  # bars in percent
+    assert colours[30] == mcolors.to_hex("tab:green") and colours[60] == mcolors.to_hex("tab:grey")
+    missing = figures.plot_prediction(img, rows, true_class="ship").axes[1]
+    assert "true class ship is not in the top 3" in missing.get_xlabel()
+
+
+def test_run_labels_name_the_experiment_and_budget(tmp_path):
+    import json
+
+    from cifarkit.report.comparison import load_histories, run_label
+
+    run = tmp_path / "01_ex1_baseline" / "20261122-000000-ex1-synthetic"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"model": "ex1", "augment": "crop+flip"}))
+    (run / "env.json").write_text(json.dumps({"train_images": 45000}))
+    (run / "train.json").write_text(json.dumps({"epochs_run": 12, "val_accuracies": [0.5]}))
+    assert run_label(run) == "01 ex1 · crop+flip · 45,000 img × 12 ep"
+    assert list(load_histories([run])) == ["01 ex1 · crop+flip · 45,000 img × 12 ep"]
+    (run / "config.json").write_text(
+        json.dumps({"model": "tinyvgg", "augment": "crop+flip", "model_kwargs": {"batchnorm": True, "dropout": 0.3}})
+    )
+    assert run_label(run) == "01 tinyvgg · crop+flip · BatchNorm, dropout 0.3 · 45,000 img × 12 ep"
+    (run / "config.json").write_text(json.dumps({"model": "tinyvgg", "augment": "none", "label_smoothing": 0.1}))
+    assert run_label(run) == "01 tinyvgg · none · label smoothing 0.1 · 45,000 img × 12 ep"
+    (run / "env.json").write_text(json.dumps({"train_images": 45000, "world_size": 4}))
+    (run / "config.json").write_text(json.dumps({"model": "ex1", "augment": "none", "sync_bn": True}))
+    assert run_label(run) == "01 ex1 · none · 4 processes, synced BN · 45,000 img × 12 ep"
+
+
+def test_ablation_table_keeps_step_order_and_budgets(tmp_path):
+    import json
+
+    from cifarkit.report.comparison import ablation_table
+
+    runs = {}
+    for i, (step, val) in enumerate((("none", 0.6), ("+crop", 0.7), ("+bn", 0.65))):
+        run = tmp_path / f"run{i}"
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"model": "tinyvgg"}))
+        (run / "env.json").write_text(json.dumps({"train_images": 1800, "val_images": 200}))
+        (run / "train.json").write_text(json.dumps({"best_val_accuracy": val, "epochs_run": 5}))
+        runs[step] = run
+    table = ablation_table(runs)
+    assert list(table.index) == ["none", "+crop", "+bn"] and table["val_top1"].idxmax() == "+crop"
+    assert list(table["val_images"]) == [200] * 3 and list(table["epochs"]) == [5] * 3
+
+
+def test_deploy_scatter_names_every_variant_with_plain_latency_ticks():
+    import pandas as pd
+
+    from cifarkit.report import figures
+
+    rows = pd.DataFrame(
+        {
+            "variant": ["fp32", "int8-static", "onnx"],
+            "top1": [0.75, 0.751, 0.75],
+            "size_mb": [0.2, 0.06, 0.2],
+            "latency_ms_p50": [0.9, 0.5, 0.2],
+            "device": ["cpu"] * 3,
+        }
+    )
+    ax = figures.plot_deploy(rows).axes[0]
+    assert ax.get_xscale() == "log" and "latency" in ax.get_xlabel() and "top-1" in ax.get_ylabel()
+    assert sorted(t.get_text() for t in ax.texts) == ["fp32", "int8-static", "onnx"]
+    sizes = ax.collections[0].get_sizes()
+    assert sizes[1] < sizes[0] == sizes[2]  # marker area follows the size on disk
+    ticks = [ax.xaxis.get_major_formatter()(v, 0) for v in (0.2, 0.5, 1.0)]
+    assert ticks == ["0.2", "0.5", "1"]

@@ -1,0 +1,315 @@
+"""The second hostile-input campaign (issue 22): files load as data only, no folder can hang a reader or
+count an image twice, and every such case answers in one line."""
+
+from __future__ import annotations
+
+import os
+import signal
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from cifarkit.data import list_image_folder
+
+from .conftest import write_image_folder
+from .test_faults import SMALL, one_line
+
+
+@contextmanager
+def within(seconds: int):
+    """Fail (instead of hanging the suite) when the block takes longer than ``seconds``."""
+
+    def stop(signum, frame):
+        raise AssertionError(f"still running after {seconds} s: it hangs")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_fifo_named_png_is_not_an_image(tmp_path, cli):
+    root = write_image_folder(tmp_path / "imgs", num_classes=2, train=4, test=2)
+    os.mkfifo(root / "train" / "class_0" / "zz_fifo.png")
+    with within(30):
+        classes, items = list_image_folder(root / "train")
+        assert len(items) == 8 and all(p.is_file() for p, _ in items)
+        os.mkfifo(tmp_path / "imgs" / "a_fifo.png")
+        for i, (p, _) in enumerate(items[:2]):
+            (tmp_path / "imgs" / f"{i}.png").write_bytes(p.read_bytes())
+        code, out, err = cli("montage", tmp_path / "imgs", "--out", tmp_path / "m.png")
+    assert code == 0 and (tmp_path / "m.png").is_file(), err
+
+
+def test_a_link_loop_in_an_image_folder_is_refused_in_one_line(tmp_path, cli):
+    root = write_image_folder(tmp_path / "imgs", num_classes=2, train=6, test=2)
+    (root / "train" / "class_0" / "again").symlink_to("..")
+    with within(30):
+        code, _, err = cli("train", "--dataset", f"folder:{root}", "--epochs", "1", "--out", tmp_path / "runs")
+    one_line(code, err, 2, "links back to a folder that contains it", "remove the link")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_linked_folder_of_images_is_read_once(tmp_path):
+    root = write_image_folder(tmp_path / "imgs", num_classes=2, train=6, test=2)
+    elsewhere = tmp_path / "more"
+    (root / "train" / "class_1").rename(elsewhere)
+    (root / "train" / "class_1").symlink_to(elsewhere)  # a class folder that is a link: followed
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "x.png").write_bytes(next(elsewhere.glob("*.png")).read_bytes())
+    (elsewhere / "a").symlink_to(extra)
+    (elsewhere / "b").symlink_to(extra)  # the same folder twice
+    classes, items = list_image_folder(root / "train")
+    paths = [p.resolve() for p, label in items if label == 1]
+    assert classes == ["class_0", "class_1"] and len(paths) == len(set(paths)) == 7
+
+
+@pytest.mark.parametrize(
+    "addr,needle",
+    [("127.0.0.1", "nothing answered at MASTER_ADDR=127.0.0.1"), ("no-such-host.invalid", "does not resolve")],
+)
+def test_a_rank_without_its_rank_0_stops_in_one_line(tmp_path, addr, needle):
+    """RANK=1 with no rank 0 (or an address that does not resolve) waits CIFARKIT_RENDEZVOUS_TIMEOUT, not forever."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    env = {
+        **os.environ,
+        "RANK": "1",
+        "WORLD_SIZE": "2",
+        "LOCAL_RANK": "0",
+        "LOCAL_WORLD_SIZE": "1",
+        "MASTER_ADDR": addr,
+        "MASTER_PORT": str(port),
+        "CIFARKIT_RENDEZVOUS_TIMEOUT": "2",
+    }
+    cmd = [sys.executable, "-m", "cifarkit", "train", *SMALL, "--device", "cpu", "--out", str(tmp_path / "runs")]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    one_line(done.returncode, done.stderr, 1, needle, "rank 1")
+
+
+def test_two_trainers_never_write_one_run_folder(tmp_path, cli):
+    import fcntl
+
+    code, out, err = cli("train", *SMALL, "--epochs", "2", "--scheduler", "none", "--out", tmp_path / "runs")
+    assert code == 0, err
+    run = Path(out.strip().splitlines()[-1])
+    before = (run / "metrics.jsonl").read_text()
+    held = os.open(run, os.O_RDONLY)  # another trainer holds the folder
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        code, _, err = cli("train", "--resume", run / "last.pt", "--epochs", "3")
+        one_line(code, err, 2, "is being trained by another process", "wait for it to end")
+    finally:
+        os.close(held)
+    assert (run / "metrics.jsonl").read_text() == before  # nothing rewritten
+    code, _, err = cli("train", "--resume", run / "last.pt", "--epochs", "3")  # free again: it resumes
+    assert code == 0, err
+
+
+def test_killing_a_sweep_stops_its_trainers(tmp_path):
+    """kill -9 of the sweep process leaves no `train` child writing on (Linux: the kernel's parent-death signal)."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the parent-death signal is Linux's")
+    spec = {"base": {"dataset": "synthetic:classes=3,train=400,test=20", "epochs": 50, "batch-size": 8}, "runs": [{}]}
+    (tmp_path / "s.json").write_text(json.dumps(spec))
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "cifarkit", "sweep", str(tmp_path / "s.json"), "--out", str(tmp_path / "o")]
+    )
+    try:
+        deadline = time.monotonic() + 60
+        children = []
+        while not children and time.monotonic() < deadline:
+            children = [c for c in psutil.Process(sweep.pid).children() if "train" in c.cmdline()]
+            time.sleep(0.2)
+        assert children, "the sweep started no trainer"
+        sweep.kill()
+        sweep.wait()
+        gone, alive = psutil.wait_procs(children, timeout=20)
+        assert not alive, [c.cmdline() for c in alive]
+    finally:
+        sweep.kill()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    from PIL import Image
+
+    from cifarkit.config import TrainConfig
+    from cifarkit.train import fit
+
+    cfg = TrainConfig(model="ex1", dataset="synthetic:classes=3,train=20,test=5", epochs=1, batch_size=16)
+    run = fit(cfg, out=tmp_path_factory.mktemp("runs"), log=lambda s: None)
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(run / "image.png")
+    return run
+
+
+def edited(blob: dict, change) -> dict:
+    blob = dict(blob)
+    change(blob)
+    return blob
+
+
+TAMPERED = {
+    "model_name missing": (lambda b: b.pop("model_name"), "field 'model_name'"),
+    "model_kwargs a list": (lambda b: b.update(model_kwargs=[1, 2]), "field 'model_kwargs'"),
+    "fewer class names": (lambda b: b.update(classes=b["classes"][:2]), "field 'classes'"),
+    "num_classes 1e9": (lambda b: b.update(num_classes=10**9), "field 'num_classes'"),
+    "one-element mean": (lambda b: b.update(mean=[0.5]), "field 'mean'"),
+    "a billion-wide head": (
+        lambda b: b.update(num_classes=90_000, classes=[str(i) for i in range(90_000)]),
+        "do not fit",
+    ),
+    "pruned but full": (lambda b: b.update(variant="pruned", sparsity=0.3), "holds the full network's weights"),
+    "unknown option": (lambda b: b.update(model_kwargs={"colour": 3}), "cannot be built"),
+    "layers that do not chain": (
+        lambda b: b.update(
+            variant="pruned",
+            state_dict={
+                k: (v[:-1] if k.startswith("features.0.") and v.ndim >= 1 else v) for k, v in b["state_dict"].items()
+            },
+        ),
+        "does not run",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERED))
+def test_a_tampered_checkpoint_is_refused_in_one_line_before_a_model_is_built(trained, tmp_path, cli, case):
+    import torch
+
+    change, needle = TAMPERED[case]
+    blob = torch.load(trained / "best.pt", weights_only=True)
+    torch.save(edited(blob, change), tmp_path / "best.pt")
+    for args in (("evaluate", tmp_path / "best.pt", "--dataset", "synthetic:classes=3,train=20,test=5"),):
+        code, _, err = cli(*args)
+        one_line(code, err, 2, needle)
+    code, _, err = cli("predict", trained / "image.png", "--checkpoint", tmp_path / "best.pt")
+    one_line(code, err, 2, needle)
+
+
+def test_predict_prints_a_file_name_with_a_newline_safely(trained, tmp_path, cli):
+    forged = tmp_path / "cat.png\nairplane.png: ship 1.000"
+    forged.write_bytes((trained / "image.png").read_bytes())
+    code, out, err = cli("predict", forged, "--checkpoint", trained / "best.pt")
+    assert code == 0, err
+    (line,) = out.strip().splitlines()  # one answer line, the newline shown escaped
+    assert "\\n" in line and line.count(": ") == 2
+
+
+@pytest.mark.parametrize("verb", ["train", "speedrun"])
+def test_torchs_own_full_disk_error_is_one_line_with_nothing_half_written(tmp_path, cli, monkeypatch, verb):
+    """torch.save reports a full disk as a RuntimeError from its zip writer, not an OSError."""
+    import collections
+    import shutil
+
+    import torch
+
+    import cifarkit.runs
+
+    real = torch.save
+
+    def full_disk(obj, path, *args, **kwargs):
+        if Path(path).name.startswith(".best.pt"):
+            Path(path).write_bytes(b"partial")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 12")
+        return real(obj, path, *args, **kwargs)
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(cifarkit.runs.torch, "save", full_disk)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    args = ("--recipe", "tiny") if verb == "speedrun" else ("--epochs", "1")
+    dataset = "synthetic:classes=3,train=60,test=10"
+    code, _, err = cli(verb, "--dataset", dataset, *args, "--device", "cpu", "--out", tmp_path / "runs")
+    one_line(code, err, 1, "disk full", "best.pt")
+    leftovers = [
+        p.name for p in (tmp_path / "runs").rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".best")
+    ]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize("content", ["", "{not json", '{"notebooks": {}}', "[1, 2]", "[" * 100_000])
+def test_series_resume_on_a_broken_series_json_is_one_line(tmp_path, cli, content):
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "series.json").write_text(content)
+    code, _, err = cli("series", "--resume", report, "--dataset", "synthetic")
+    one_line(code, err, 2, "series.json")
+
+
+def test_an_empty_only_list_is_refused(cli):
+    code, _, err = cli("series", "--only", ",", "--dataset", "synthetic", "--profile", "smoke")
+    one_line(code, err, 2, "names no notebook")
+
+
+def test_deeply_nested_json_is_one_line_or_a_skipped_line(tmp_path, cli):
+    (tmp_path / "sweep.json").write_text("[" * 100_000)
+    code, _, err = cli("sweep", tmp_path / "sweep.json")
+    one_line(code, err, 2, "is not JSON", "nested too deep")
+    log = tmp_path / "perf" / "train_epoch.jsonl"
+    log.parent.mkdir()
+    good = '{"phase": "sample", "ts": 1.0, "epoch": 1, "backend": "cpu", "cpu_percent": 50.0}\n'
+    log.write_text(good + "[" * 100_000 + "\n" + good.replace("1.0", "2.0"))
+    code, out, err = cli("plot-perf", log, "--out", tmp_path / "plots")
+    assert code == 0 and "Traceback" not in err and "skipped 1 malformed line" in err, err
+
+
+def test_a_broken_run_file_does_not_stop_a_comparison_or_plot(tmp_path, cli, trained):
+    import shutil
+
+    from cifarkit.report.comparison import compare_runs
+
+    for name in ("a", "b"):
+        shutil.copytree(trained, tmp_path / "runs" / name)
+    (tmp_path / "runs" / "b" / "config.json").write_text("{broken")
+    with pytest.warns(UserWarning, match="config.json skipped"):
+        table = compare_runs(tmp_path / "runs")
+    assert len(table) == 1
+
+
+def test_deploy_bench_refuses_two_sparsities_that_name_one_file(cli, trained):
+    code, _, err = cli("deploy-bench", trained / "best.pt", "--sparsity", "0.3", "0.3001")
+    one_line(code, err, 2, "names one variant twice")
+
+
+def test_images_of_one_colour_train_without_a_traceback(tmp_path, cli):
+    from PIL import Image
+
+    for split, n in (("train", 12), ("test", 4)):
+        for c in ("a", "b"):
+            (tmp_path / "flat" / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (32, 32), (90, 90, 90)).save(tmp_path / "flat" / split / c / f"{i}.png")
+    dataset = f"folder:{tmp_path / 'flat'}"
+    code, out, err = cli(
+        "speedrun", "--dataset", dataset, "--recipe", "tiny", "--device", "cpu", "--out", tmp_path / "r"
+    )
+    assert code == 0 and "Traceback" not in err, err
+
+
+def test_a_very_tall_png_makes_a_bounded_montage(tmp_path, cli):
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (1, 100_000), "red").save(tmp_path / "imgs" / "tall.png")
+    Image.new("RGB", (64, 48), "blue").save(tmp_path / "imgs" / "small.png")
+    code, _, err = cli("montage", tmp_path / "imgs", "--out", tmp_path / "m.png")
+    assert code == 0, err
+    with Image.open(tmp_path / "m.png") as sheet:
+        assert sheet.width <= 3 * 480 and sheet.height <= 4 * 480

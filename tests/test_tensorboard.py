@@ -1,0 +1,89 @@
+"""TensorBoard: every run writes event files with its curves, telemetry and confusion matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cifarkit.config import TrainConfig
+from cifarkit.report.figures import run_callbacks
+from cifarkit.train import fit
+
+CFG = dict(dataset="synthetic:classes=3,train=20,test=5", batch_size=32, val_fraction=0.2)
+
+
+def events(run: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    return acc
+
+
+def test_every_run_writes_curves_telemetry_and_confusion_matrix(tmp_path):
+    run = fit(
+        TrainConfig(**CFG, epochs=2, telemetry=True, telemetry_interval=0.05),
+        out=tmp_path,
+        log=lambda s: None,
+        callbacks=run_callbacks(),
+    )
+    acc = events(run)
+    tags = set(acc.Tags()["scalars"])
+    expected = {
+        "loss/train",
+        "loss/validation",
+        "accuracy/train",
+        "accuracy/validation",
+        "top5/validation",
+        "learning_rate",
+        "speed/images_per_s",
+        "speed/data_wait_share",
+        "test/top1",
+    }
+    assert expected <= tags
+    assert any(t.startswith("telemetry/train/peak_") for t in tags)
+    rows = [r for r in (run / "metrics.jsonl").read_text().splitlines() if r]
+    import json
+
+    metrics = [json.loads(r) for r in rows]
+    assert [e.step for e in acc.Scalars("loss/validation")] == [1, 2]
+    assert [e.value for e in acc.Scalars("accuracy/validation")] == pytest.approx([m["val_accuracy"] for m in metrics])
+    test_top1 = json.loads((run / "test.json").read_text())["accuracy"]
+    assert acc.Scalars("test/top1")[0].value == pytest.approx(test_top1)
+    assert acc.Tags()["images"] == ["test/confusion_matrix"]
+
+
+def test_resume_does_not_show_the_rerun_epoch_twice(tmp_path):
+    class Cut(Exception):
+        pass
+
+    def cut_at_epoch_2(line: str) -> None:
+        if line.startswith("epoch   2/"):
+            raise Cut  # epoch 2 was logged to TensorBoard, but last.pt holds epoch 1
+
+    cfg = TrainConfig(**CFG, epochs=3)
+    with pytest.raises(Cut):
+        fit(cfg, out=tmp_path, log=cut_at_epoch_2, callbacks=run_callbacks())
+    (run,) = tmp_path.iterdir()
+    fit(cfg, resume=run / "last.pt", log=lambda s: None, callbacks=run_callbacks())
+    assert [e.step for e in events(run).Scalars("loss/validation")] == [1, 2, 3]
+
+
+def test_unwritable_tensorboard_folder_warns_and_trains(tmp_path):
+    cfg = TrainConfig(**CFG, epochs=1)
+
+    import cifarkit.train
+
+    real = cifarkit.train.make_run_dir
+
+    def run_dir_with_a_file_in_the_way(*args, **kwargs):
+        run = real(*args, **kwargs)
+        (run / "tensorboard").write_text("in the way")
+        return run
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cifarkit.train, "make_run_dir", run_dir_with_a_file_in_the_way)
+        with pytest.warns(UserWarning, match="TensorBoard events off"):
+            run = fit(cfg, out=tmp_path, log=lambda s: None, callbacks=run_callbacks())
+    assert (run / "best.pt").is_file() and (run / "test.json").is_file()
