@@ -134,6 +134,7 @@ def evaluate(
     classes: tuple[str, ...] | None = None,
     amp: str = "off",
     forward: Forward | None = None,
+    per_image: bool = False,
 ) -> dict[str, Any]:
     """Top-1/top-5 (fractions), loss, n and time; with ``classes`` also P/R/F1, AUC, per-class and confusion.
 
@@ -144,6 +145,8 @@ def evaluate(
         classes: class names; pass them to get the full classification report.
         amp: mixed precision mode.
         forward: replaces ``model(x)``, e.g. a test-time-augmentation wrapper.
+        per_image: add ``correct``, a bool tensor with each image's top-1 right or wrong, for paired
+            comparisons of two models or modes on the same images.
     """
     logits, labels, seconds = predict_logits(model, loader, device, amp, forward)
     n = int(labels.numel())
@@ -159,6 +162,8 @@ def evaluate(
     if classes is not None:
         probs = torch.softmax(logits, dim=1).numpy()
         result.update(classification_metrics(labels.numpy(), probs, classes))
+    if per_image:
+        result["correct"] = logits.argmax(1) == labels
     return result
 
 
@@ -275,11 +280,13 @@ def compare_tta(
     average: str = "logits",
     amp: str = "off",
 ) -> list[dict]:
-    """Evaluate every mode on one loader: top-1, top-5, loss, views and milliseconds per image."""
-
-    rows = []
+    """Evaluate every mode on one loader: top-1, top-5, loss, views and milliseconds per image, and against
+    the first mode (``none``) on the same images: ``fixed`` (images it gets right that ``none`` got wrong)
+    and ``broken`` (the reverse), the counts a paired test of the difference reads."""
+    rows, first = [], None
     for mode in modes:
-        r = evaluate(model, loader, device, amp=amp, forward=tta_forward(model, mode, average))
+        r = evaluate(model, loader, device, amp=amp, forward=tta_forward(model, mode, average), per_image=True)
+        first = r["correct"] if first is None else first
         rows.append(
             {
                 "mode": mode,
@@ -289,6 +296,8 @@ def compare_tta(
                 "loss": r["loss"],
                 "ms_per_image": 1000 * r["testing_time"] / r["n"],
                 "n": r["n"],
+                "fixed": int((r["correct"] & ~first).sum()),
+                "broken": int((~r["correct"] & first).sum()),
             }
         )
     base = rows[0]["top1"] if rows and rows[0]["mode"] == "none" else None

@@ -178,6 +178,20 @@ def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     write_text(run_dir / "metrics.jsonl", "".join(json.dumps(_clean(r), default=str) + "\n" for r in rows))
 
 
+def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a run's metrics.jsonl (one per epoch); a line that is not a JSON object is skipped."""
+    rows = []
+    path = Path(run_dir) / "metrics.jsonl"
+    for line in path.read_text(errors="replace").splitlines() if path.is_file() else []:
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
 def train_json(rows: list[dict], monitor: str, best_epoch: int | None) -> dict[str, Any]:
     """train.json from the metrics rows: the course's per-epoch lists plus best epoch, timing and throughput."""
     best = next((r for r in rows if r["epoch"] == best_epoch), None)

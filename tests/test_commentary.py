@@ -37,7 +37,7 @@ def test_notes_render_as_markdown():
 def test_training_curves_still_falling_versus_overfitting():
     falling = commentary.training_curves(history([1.0, 0.9, 0.8], train_losses=[1.2, 1.1, 1.0]))
     assert "still falling at the end" in falling and "overfitting setting in" not in falling
-    assert "below* training loss in 3 of 3 epochs" in falling  # 0.8 < 1.0 and so on: explained, not ignored
+    assert "below* training loss in 3 of 3 epochs (epochs 1-3)" in falling  # 0.8 < 1.0 and so on: explained
     over = commentary.training_curves(
         history([1.0, 0.7, 0.9, 1.1], train_losses=[0.9, 0.6, 0.4, 0.2], val_acc=[0.5, 0.6, 0.65, 0.64])
     )
@@ -233,19 +233,22 @@ def test_duplicates_says_how_many_and_how_many_are_shown():
     assert "grid" not in commentary.duplicates({"pairs": {}}, [], 100, shown=24)
 
 
-def test_takeaways_repeat_the_first_sentence_of_each_note():
+def test_takeaways_repeat_each_notes_finding_or_its_first_sentence():
     notes = [
         "This model has **50,326 parameters**. The largest layer is `fc`.",
         "Validation top-1 peaked at **75.4%** in epoch 9 of 10! Then it fell.",
         "",
     ]
-    assert commentary.first_sentences(notes) == [
+    assert commentary.findings(notes) == [
         "This model has **50,326 parameters**.",
         "Validation top-1 peaked at **75.4%** in epoch 9 of 10!",
     ]
     note = commentary.in_this_run(notes)
     assert note.startswith("**In this run:**\n\n- This model has **50,326 parameters**.\n- Validation")
     assert "No generated findings" in commentary.in_this_run([])
+    chosen = commentary.Note("A definition comes first. Then **72.0%**, the answer.", finding="The answer: **72.0%**.")
+    assert commentary.findings([chosen]) == ["The answer: **72.0%**."]  # the writer's choice, not the first sentence
+    assert commentary.findings(["**a** reached it.\n\n- **b** too"]) == ["**a** reached it."]  # one line only
 
 
 def test_a_notebook_remembers_its_notes_for_the_takeaways_and_the_summary(tmp_path):
@@ -260,3 +263,39 @@ def test_a_notebook_remembers_its_notes_for_the_takeaways_and_the_summary(tmp_pa
     nb.finish(x=1)
     summary = json.loads((tmp_path / "summaries" / "01_ex1_baseline.json").read_text())
     assert summary["in_this_run"] == ["First finding, 12.5% of it."]
+
+
+def test_epochs_below_training_loss_are_named_as_they_are():
+    """Epoch 1 and epochs 8-12 is not 'from epoch 1' (a claim the numbers beside it contradicted)."""
+    vl = [1.0] + [2.0] * 6 + [0.5] * 5
+    tl = [1.5] + [1.0] * 6 + [0.9] * 5
+    note = commentary.training_curves(history(list(vl), train_losses=tl))
+    assert "in 6 of 12 epochs (epoch 1 and epochs 8-12)" in note
+
+
+def test_tta_on_the_same_images_is_judged_by_the_paired_test():
+    """Same test images for every mode: only the images one of them gets right decide (McNemar)."""
+    from cifarkit.report.stats import difference_is_noise, paired_is_noise
+
+    table = pd.DataFrame(
+        {"top1": [0.70, 0.72], "n": [1000] * 2, "ms_per_image": [0.1, 0.2], "gain_vs_none": [0.0, 0.02],
+         "fixed": [0, 24], "broken": [0, 4]},
+        index=["none", "flip"],
+    )  # fmt: skip
+    note = commentary.tta(table, "flip")
+    assert "fixed 24 images plain inference got wrong and broke 4" in note and "within noise" not in note
+    assert difference_is_noise(0.70, 1000, 0.72, 1000)  # as independent samples the same 2 points were noise
+    assert paired_is_noise(14, 10) and not paired_is_noise(24, 4)
+    assert "within noise" in commentary.tta(table.assign(fixed=[0, 30], broken=[0, 10 + 20 - 10]), "flip")
+
+
+def test_pace_says_when_the_machine_was_not_quiet():
+    """01 trained at 136-1,105 img/s in one run and said nothing: a spread beyond 30% is named now."""
+    steady = [{"images_per_s": v} for v in (300.0, 1000.0, 1020.0, 990.0)]  # epoch 1 pays the warm-up
+    assert "steady pace" in commentary.pace(steady) and "990 to 1,020 images/s over 3 epoch(s)" in commentary.pace(
+        steady
+    )
+    loaded = [{"images_per_s": v} for v in (1000.0, 1105.0, 136.0, 700.0)]
+    note = commentary.pace(loaded)
+    assert "136 to 1,105 images/s" in note and "not a clean measurement" in note
+    assert "cannot be judged" in commentary.pace([])

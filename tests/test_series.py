@@ -246,3 +246,18 @@ def test_generated_commentary_quotes_this_runs_numbers(smoke_report):
             f"`{summary['best_mode_on_val']}`, changes test top-1 by **{100 * summary['gain']:+.1f} points**"
             in tta_text
         )
+
+
+def test_every_notebooks_in_this_run_states_a_number_from_its_run(smoke_report):
+    """The Takeaways' "In this run" repeats what each paragraph found, with the run's numbers, not a definition."""
+    import re
+
+    summaries = sorted((smoke_report / "summaries").glob("*.json"))
+    assert len(summaries) == 9
+    for path in summaries:
+        summary = json.loads(path.read_text())
+        assert summary["status"] == "finished", path.name
+        found = summary["in_this_run"]
+        assert found and any(re.search(r"\d", line) for line in found), (path.name, found)
+        assert not any(line.startswith("Test-time augmentation (TTA) averages") for line in found)
+        assert all("\n" not in line for line in found), (path.name, found)

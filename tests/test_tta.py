@@ -93,5 +93,8 @@ def test_compare_tta_measures_what_each_mode_does_to_a_known_model():
     # the flipped view cancels the original to a tie, which argmax gives to class 0: only class 0 is right
     assert rows["flip"]["top1"] == 0.5 and rows["flip"]["gain_vs_none"] == -0.5 and rows["flip"]["views"] == 2
     assert rows["5crop"]["top1"] == 1.0 and rows["5crop"]["views"] == 5  # crops keep left and right apart
+    # paired counts against plain inference on the same images: flip breaks the 8 class-1 images, fixes none
+    assert (rows["none"]["fixed"], rows["none"]["broken"]) == (0, 0)
+    assert (rows["flip"]["fixed"], rows["flip"]["broken"]) == (0, 8)
     no_base = compare_tta(LeftMinusRight(), loader, torch.device("cpu"), modes=("flip",))
     assert no_base[0]["gain_vs_none"] is None  # no "none" row to compare with

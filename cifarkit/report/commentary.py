@@ -12,12 +12,19 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cifarkit.report.stats import difference_is_noise, standard_error
+from cifarkit.report.stats import difference_is_noise, paired_is_noise, standard_error
 from cifarkit.tools.perflogs import INPUT_BOUND_SHARE
 
 
 class Note(str):
-    """Markdown text; displayed as Markdown by Jupyter and nbconvert."""
+    """Markdown text; displayed as Markdown by Jupyter and nbconvert. ``finding`` is the sentence the function
+    that wrote it chose as its answer (with the run's numbers), which the Takeaways' "In this run" repeats;
+    without one, the first sentence stands for it."""
+
+    def __new__(cls, text: str, finding: str | None = None) -> Note:
+        note = super().__new__(cls, text)
+        note.finding = finding
+        return note
 
     def _repr_markdown_(self) -> str:
         return str(self)
@@ -27,17 +34,34 @@ class Note(str):
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z*`(])")
 
 
-def first_sentences(notes: Sequence[str]) -> list[str]:
-    """The first sentence of each paragraph: what a takeaway list repeats."""
-    return [SENTENCE_END.split(n.strip(), maxsplit=1)[0] for n in notes if n.strip()]
+def first_sentence(text: str) -> str:
+    """The first sentence (and first line) of a paragraph."""
+    return SENTENCE_END.split(text.strip(), maxsplit=1)[0].split("\n")[0]
+
+
+def findings(notes: Sequence[str]) -> list[str]:
+    """What each paragraph found: its :class:`Note`'s ``finding``, else its first sentence."""
+    return [getattr(n, "finding", None) or first_sentence(n) for n in notes if n.strip()]
 
 
 def in_this_run(notes: Sequence[str]) -> Note:
-    """The takeaways that depend on the run: the first sentence of each generated paragraph, as bullets."""
-    bullets = first_sentences(notes)
+    """The takeaways that depend on the run: the finding of each generated paragraph, as bullets."""
+    bullets = findings(notes)
     if not bullets:
         return Note("*No generated findings in this notebook run.*")
     return Note("**In this run:**\n\n" + "\n".join(f"- {b}" for b in bullets))
+
+
+def epoch_list(epochs: Sequence[int]) -> str:
+    """Epoch numbers as runs: [1, 8, 9, 10] -> ``epoch 1 and epochs 8-10``."""
+    runs: list[list[int]] = []
+    for e in epochs:
+        if runs and e == runs[-1][-1] + 1:
+            runs[-1].append(e)
+        else:
+            runs.append([e])
+    words = [f"epoch {r[0]}" if len(r) == 1 else f"epochs {r[0]}-{r[-1]}" for r in runs]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def pct(x: float) -> str:
@@ -102,8 +126,8 @@ def training_curves(train: Mapping[str, Any]) -> Note:
     below = [i + 1 for i in range(epochs) if vl[i] < tl[i]]
     if below:
         parts.append(
-            f"Validation loss sits *below* training loss in {len(below)} of {epochs} epochs (from epoch "
-            f"{below[0]}). That is not a bug: training loss is averaged over the epoch while the model "
+            f"Validation loss sits *below* training loss in {len(below)} of {epochs} epochs ({epoch_list(below)}). "
+            "That is not a bug: training loss is averaged over the epoch while the model "
             "is still improving, and it is measured on augmented images (and with dropout, if the model "
             "has it); validation runs after the epoch, on plain images, in eval mode."
         )
@@ -173,7 +197,7 @@ def ablation(table: Any, baseline: str | None = None) -> Note:
         )
     else:
         text[-1] += "."
-    return Note(" ".join(text))
+    return Note(" ".join(text), finding=text[-1])
 
 
 def tta(table: Any, chosen: str) -> Note:
@@ -190,7 +214,7 @@ def tta(table: Any, chosen: str) -> Note:
             f"**{pct(float(none['top1']))}** on {n:,} images. {definition}"
         )
     gain = float(pick["gain_vs_none"])
-    noise = difference_is_noise(float(none["top1"]), n, float(pick["top1"]), n)
+    noise = same_images_noise(table, chosen, n)
     cost = float(pick["ms_per_image"]) / max(float(none["ms_per_image"]), 1e-9)
     text = [
         f"The TTA mode chosen on validation, `{chosen}`, changes test top-1 by **{points(gain)}** "
@@ -198,13 +222,51 @@ def tta(table: Any, chosen: str) -> Note:
         f"{', within noise' if noise else ''}) at **{cost:.1f}x** the inference time per image.",
         definition,
     ]
+    if "fixed" in table:
+        text[0] = text[0][:-1] + (
+            f"; it fixed {int(pick['fixed'])} images plain inference got wrong and broke {int(pick['broken'])} "
+            "it got right (the paired test reads only those)."
+        )
     worst = table["gain_vs_none"].idxmin()
     loss = float(table.loc[worst, "gain_vs_none"])
-    if loss < 0 and not difference_is_noise(float(none["top1"]), n, float(table.loc[worst, "top1"]), n):
+    if loss < 0 and not same_images_noise(table, worst, n):
         text.append(f"Not every view helps: `{worst}` costs {points(loss)}, more than noise explains.")
     elif loss < 0:
         text.append(f"The worst mode, `{worst}` ({points(loss)}), is within noise of plain inference.")
     return Note(" ".join(text))
+
+
+def same_images_noise(table: Any, mode: str, n: int) -> bool:
+    """Whether ``mode``'s row of a TTA table is within noise of ``none``'s: the paired test on the images
+    only one of them gets right where the table has those counts, else the independent-samples rule."""
+    row = table.loc[mode]
+    if "fixed" in table:
+        return paired_is_noise(int(row["fixed"]), int(row["broken"]))
+    return difference_is_noise(float(table.loc["none", "top1"]), n, float(row["top1"]), n)
+
+
+PACE_SPREAD = 0.3  # epochs more than 30% apart in images/s: the machine was not quiet
+
+
+def pace(rows: Sequence[Mapping[str, Any]]) -> Note:
+    """How steady training speed was over the epochs (a run's metrics rows); the first epoch, which pays
+    the warm-up, is left out when there are three or more. A spread beyond 30% means something else
+    competed for the machine (or it throttled), so the run's times are not a clean measurement."""
+    rates = [float(r["images_per_s"]) for r in rows if r.get("images_per_s")]
+    steady = rates[1:] if len(rates) >= 3 else rates
+    if not steady:
+        return Note("No epoch timing was recorded, so the training pace cannot be judged.")
+    lo, hi = min(steady), max(steady)
+    spread = hi / lo - 1
+    text = f"Training ran at {lo:,.0f} to {hi:,.0f} images/s over {len(steady)} epoch(s)"
+    if spread > PACE_SPREAD:
+        text += (
+            f", {spread:.0%} apart: something else probably competed for the machine (or it throttled), so "
+            "this run's times are not a clean measurement; rerun on a quiet machine before comparing them."
+        )
+    else:
+        text += f" (within {spread:.0%} of each other): a steady pace, so its times can be compared."
+    return Note(text)
 
 
 def channels(stats: Any) -> Note:
@@ -218,7 +280,11 @@ def channels(stats: Any) -> Note:
     ]
     if "published_mean" in stats:
         gap = float((stats["computed_mean"] - stats["published_mean"]).abs().max())
-        text.append(f"The computed means are within {gap:.3f} of the published ones.")
+        text.append(
+            "The computed means match the published ones to three decimals."
+            if gap < 0.0005
+            else f"The computed means are within {gap:.3f} of the published ones."
+        )
     return Note(" ".join(text))
 
 
@@ -292,7 +358,7 @@ def throughput(table: Any) -> Note:
         text.append(
             f"The fastest was `{fast['model']}` at {fast['images_per_s']:,.0f} images/s, the slowest "
             f"`{slow['model']}` at {slow['images_per_s']:,.0f} images/s "
-            f"({fast['images_per_s'] / slow['images_per_s']:.1f}x apart: bigger models and larger inputs cost more per image)."
+            f"({fast['images_per_s'] / slow['images_per_s']:.1f}x apart)."
         )
     else:
         text.append(f"It trained `{fast['model']}` at {fast['images_per_s']:,.0f} images/s.")
@@ -310,7 +376,7 @@ def throughput(table: Any) -> Note:
     busy = table["gpu_busy_median"].dropna()
     if len(busy):
         text.append(f"Median GPU busy ranged from {busy.min():.0f}% to {busy.max():.0f}%.")
-    return Note(" ".join(text))
+    return Note(" ".join(text), finding=text[1])
 
 
 def duplicates(exact: Mapping[str, Any], near: Sequence[tuple[int, int, float]], test_images: int, shown: int) -> Note:
@@ -358,4 +424,10 @@ def deployment(rows: Any) -> Note:
             f"{times(base['size_mb'] / r['size_mb'], 'smaller', 'larger')} on disk, "
             f"{points(float(r['top1']) - float(base['top1']))} of test top-1{' (within noise)' if noise else ''}."
         )
-    return Note(" ".join(text))
+    fastest = cpu["latency_ms_p50"].idxmin()
+    finding = (
+        f"On the CPU the fastest variant at batch 1 is `{fastest}` ({cpu.loc[fastest, 'latency_ms_p50']:.2f} ms vs "
+        f"fp32's {base['latency_ms_p50']:.2f} ms), at {pct(float(cpu.loc[fastest, 'top1']))} test top-1 vs "
+        f"{pct(float(base['top1']))}."
+    )
+    return Note(" ".join(text), finding=finding)

@@ -186,7 +186,8 @@ def throughput_table(report_dir: str | Path):
                 "verdict": bottleneck(train.get("data_wait_fraction"), perf.get("gpu_busy_median")),
             }
         )
-    return pd.DataFrame(rows)
+    columns = ["run", "model", "device", "device_name", "backends", "images_per_s", "data_wait_fraction"]
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=[*columns, "gpu_busy_median", "verdict"])
 
 
 def throughput_headline(table: pd.DataFrame) -> dict[str, Any]:

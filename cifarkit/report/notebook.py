@@ -14,7 +14,7 @@ from cifarkit.data import load_dataset, project_root, resolve_user_path
 from cifarkit.device import resolve_device, seed_everything
 from cifarkit.errors import CifarkitError, ConfigError
 from cifarkit.predict import evaluate_run, expand_paths, predict
-from cifarkit.report.commentary import Note, first_sentences, in_this_run
+from cifarkit.report.commentary import Note, findings, in_this_run
 from cifarkit.report.comparison import compare_runs, find_runs
 from cifarkit.report.figures import plot_own_predictions, run_callbacks, save, write_test_figures
 from cifarkit.runs import ensure_dir, make_run_dir, read_json, slug, write_json
@@ -190,6 +190,12 @@ class NotebookRun:
             )
         return root, table
 
+    def ensure_a_run(self, notebook: str, **overrides: Any) -> None:
+        """When this report holds no training run (the notebook runs alone), train ``notebook``'s run here
+        first (see :meth:`run_or_train`), so there is something to analyse."""
+        if not find_runs(self.report_dir):
+            self.run_or_train(notebook, self.data(), **overrides)
+
     def own_images(self, predictor, image_paths, tta: str = "none", topk: int = 5):
         """Your images (files or folders, from the notebook or the repository root), each beside its top-k
         classes in percent; a one-line hint when ``image_paths`` is empty."""
@@ -231,11 +237,11 @@ class NotebookRun:
 
     def note(self, text: Note) -> Note:
         """Show a generated paragraph (a :mod:`cifarkit.report.commentary` result) and remember it for :meth:`takeaways`."""
-        self.notes.append(str(text))
+        self.notes.append(text)
         return text
 
     def takeaways(self) -> Note:
-        """ "In this run": the first sentence of every paragraph :meth:`note` showed, as bullets."""
+        """The "In this run" list: what every paragraph :meth:`note` showed found (its finding), as bullets."""
         return in_this_run(self.notes)
 
     def write_summary(self, status: str, error: str | None = None) -> None:
@@ -253,7 +259,7 @@ class NotebookRun:
                 "headline": self.headline,
                 "figures": self.figures,
                 "runs": self.runs,
-                "in_this_run": first_sentences(self.notes),
+                "in_this_run": findings(self.notes),
             },
         )
 

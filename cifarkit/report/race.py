@@ -144,7 +144,12 @@ def describe_ablation(df) -> Note:
             + ", ".join(f"**{v[2:]}**" for v in hurt["variant"])
             + " *improved* validation accuracy here: at this budget that piece does not pay."
         )
-    return Note(" ".join(parts))
+    if len(helped):
+        top = helped.iloc[0]
+        finding = f"The piece worth most here is **{top['variant'][2:]}**: without it validation top-1 falls {100 * -top['delta']:.1f} points from {pct(full)} (one seed)."
+    else:
+        finding = f"At this budget no single piece moved validation top-1 beyond noise from the full recipe's {pct(full)} (one seed)."
+    return Note(" ".join(parts), finding=finding)
 
 
 def summarize(curves: dict[str, Curve], target: float, names: Sequence[str]) -> dict[str, float | None]:

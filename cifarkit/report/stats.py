@@ -1,4 +1,7 @@
-"""Statistics of comparisons: the standard error of an accuracy and the one rule that calls a difference noise."""
+"""Statistics of comparisons, with one rule throughout: a difference is noise when it is smaller than two
+standard errors of the difference. Accuracies of two models on different images use the standard errors
+of both (:func:`difference_is_noise`); two models or modes scored on the same images use the images only
+one of them gets right (:func:`paired_is_noise`, McNemar's test), which is the stronger test there."""
 
 from __future__ import annotations
 
@@ -14,6 +17,14 @@ def standard_error(p: float, n: int) -> float:
 def difference_se(a: float, n_a: int, b: float, n_b: int) -> float:
     """Standard error of the difference of two accuracies measured on independent images."""
     return math.hypot(standard_error(a, n_a), standard_error(b, n_b))
+
+
+def paired_is_noise(fixed: int, broken: int, z: float = 2.0) -> bool:
+    """Whether two models (or modes) scored on the *same* images differ by less than ``z`` standard errors,
+    from the images only one of them gets right (McNemar's test, normal form): ``fixed`` are right only in
+    the second, ``broken`` only in the first. Images both get right or wrong say nothing about the
+    difference, which is why this test is stronger than comparing two independent accuracies."""
+    return abs(fixed - broken) < z * math.sqrt(max(fixed + broken, 1))
 
 
 def difference_is_noise(a: float, n_a: int, b: float, n_b: int, z: float = 2.0) -> bool:
