@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from cifarkit.config import DATASET_HELP
-from cifarkit.errors import DataError, OutputError, short_list
+from cifarkit.errors import DataError, OutputError, printable, short_list
 from cifarkit.runs import ensure_dir, save_blob
 
 CIFAR10_CLASSES = (
@@ -401,6 +401,13 @@ def list_image_folder(split_dir: Path) -> tuple[list[str], list[tuple[Path, int]
         classes = []
     if not classes:
         raise DataError(f"{split_dir} has no class sub-folders; expected {split_dir}/<class>/<image>")
+    for c in classes:  # class names go into reports, JSON and checkpoints: they must be text
+        try:
+            c.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError(
+                f"class folder {printable(split_dir / c)} has a name that is not UTF-8 text; rename it"
+            ) from None
     items = [(path, label) for label, c in enumerate(classes) for path in image_files(split_dir / c)]
     empty = sorted(set(classes) - {classes[label] for _, label in items})
     if empty:

@@ -313,3 +313,26 @@ def test_a_very_tall_png_makes_a_bounded_montage(tmp_path, cli):
     assert code == 0, err
     with Image.open(tmp_path / "m.png") as sheet:
         assert sheet.width <= 3 * 480 and sheet.height <= 4 * 480
+
+
+@pytest.mark.parametrize("variant", ["int8", "pruned"])
+def test_deploy_bench_refuses_a_variant_in_one_line(trained, tmp_path, cli, variant):
+    import torch
+
+    blob = torch.load(trained / "best.pt", weights_only=True)
+    torch.save({**blob, "variant": variant}, tmp_path / f"{variant}.pt")
+    code, _, err = cli("deploy-bench", tmp_path / f"{variant}.pt", "--device", "cpu")
+    one_line(code, err, 2, f"is the {variant} variant", "pass the run's best.pt")
+
+
+def test_a_class_folder_whose_name_is_not_utf8_is_one_line(tmp_path, cli):
+    from PIL import Image
+
+    for split in (b"train", b"test"):
+        for name in (b"caf\xe9", b"dog"):
+            folder = os.path.join(os.fsencode(tmp_path / "imgs"), split, name)
+            os.makedirs(folder)
+            for i in range(4):
+                Image.new("RGB", (32, 32), (40 * i, 90, 20)).save(os.path.join(folder, b"%d.png" % i))
+    code, _, err = cli("train", "--dataset", f"folder:{tmp_path / 'imgs'}", "--epochs", "1", "--out", tmp_path / "r")
+    one_line(code, err, 2, "has a name that is not UTF-8 text", "caf\\xe9")

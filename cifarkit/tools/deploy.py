@@ -21,7 +21,7 @@ from torch import nn
 from cifarkit.config import DeploySettings, variant_name
 from cifarkit.data import Dataset, Split, load_dataset
 from cifarkit.device import configure_threads, resolve_amp, resolve_device, seed_everything, synchronize
-from cifarkit.errors import ConfigError
+from cifarkit.errors import CheckpointError, ConfigError
 from cifarkit.evaluate import autocast
 from cifarkit.loader import DeviceLoader, Normalizer
 from cifarkit.predict import Predictor
@@ -122,6 +122,11 @@ def deploy_bench(
     s = settings or DeploySettings()
     checkpoint = Path(checkpoint)
     blob = load_checkpoint(checkpoint)
+    if blob.get("variant", "fp32") != "fp32":
+        raise CheckpointError(
+            f"{checkpoint} is the {blob['variant']} variant of a model; deploy-bench builds its variants from the "
+            "fp32 original, so pass the run's best.pt"
+        )
     out = ensure_dir(out or checkpoint.parent / "deploy", "--out folder")
     seed_everything(s.seed)
     dev = resolve_device(device)
