@@ -113,3 +113,11 @@ def test_deploy_scatter_names_every_variant_with_plain_latency_ticks():
     assert sizes[1] < sizes[0] == sizes[2]  # marker area follows the size on disk
     ticks = [ax.xaxis.get_major_formatter()(v, 0) for v in (0.2, 0.5, 1.0)]
     assert ticks == ["0.2", "0.5", "1"]
+
+
+def test_learning_rate_and_curve_labels_say_what_they_show():
+    history = {"learning_rates": [1e-3, 5e-3, 1e-4], "train_losses": [2.0, 1.5, 1.2], "val_losses": [1.9, 1.6, 1.4]}
+    (line,) = figures.plot_learning_rate(history).axes[0].get_lines()
+    assert list(line.get_ydata()) == [1e-3, 5e-3, 1e-4] and list(line.get_xdata()) == [1, 2, 3]
+    labels = [t.get_text() for t in figures.plot_curves(history, "loss").axes[0].get_legend().get_texts()]
+    assert labels[0].startswith("train (augmented images") and labels[1].startswith("validation (plain images")

@@ -145,3 +145,18 @@ def test_every_evaluation_of_a_checkpoint_agrees(ckpt, cli):
     labels, predictions = test_predictions(run, ds)
     table = tta_table(run, ds)
     assert cli_top1 == test_json["accuracy"] == (labels == predictions).mean() == table.loc["none", "top1"]
+
+
+def test_tta_demos_show_images_where_the_mode_changes_the_answer(ckpt, capsys):
+    from cifarkit.data import load_dataset
+    from cifarkit.predict import Predictor
+    from cifarkit.report.analysis import tta_demos
+
+    predictor = Predictor.from_checkpoint(ckpt, "cpu")
+    split = load_dataset("synthetic").test
+    demo = tta_demos(predictor, split, "scale3", n=4, seed=0, pool=200)
+    images = demo.images.numpy()
+    differs = predictor.probabilities(images, "none").argmax(1) != predictor.probabilities(images, "scale3").argmax(1)
+    changed_in_pool = int(capsys.readouterr().out.split(" changes the top-1 answer of ")[1].split(" ")[0])
+    assert len(demo) == 4 and int(differs.sum()) == min(changed_in_pool, 3)  # changed ones first, then agreeing
+    assert not differs[-1]  # at least one where the mode agrees with plain inference

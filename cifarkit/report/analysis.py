@@ -80,3 +80,20 @@ def tta_table(run: str | Path, ds: Dataset, device: str = "auto", split: str = "
     ds = p.check_dataset(ds)
     images = validation_split(run, ds) if split == "val" else ds.split(split)
     return pd.DataFrame(p.compare_tta(images)).set_index("mode")
+
+
+def tta_demos(predictor: Predictor, split: Split, mode: str, n: int = 4, seed: int = 0, pool: int = 1000) -> Split:
+    """``n`` images for notebook 04's side-by-side demo: up to ``n - 1`` where ``mode`` changes the top-1
+    answer of plain inference (the interesting cases, right or wrong), and at least one where it does not,
+    drawn from a seeded, class-balanced sample of ``pool`` images. Prints how often the answer changed."""
+    sample = split.pick(pool, seed)
+    images = sample.images.numpy()
+    differs = predictor.probabilities(images, "none").argmax(1) != predictor.probabilities(images, mode).argmax(1)
+    changed, same = differs.nonzero().flatten(), (~differs).nonzero().flatten()
+    shown = min(len(changed), n - 1)
+    chosen = torch.cat([changed[:shown], same[: n - shown]])
+    print(
+        f"`{mode}` changes the top-1 answer of {len(changed)} of {len(sample)} sampled images; the demo shows "
+        f"{shown} of those and {len(chosen) - shown} where it does not"
+    )
+    return sample.subset(chosen)

@@ -62,7 +62,9 @@ def plot_curves(history: dict, metric: str, title: str | None = None) -> Figure:
     keys = {"loss": ("train_losses", "val_losses"), "accuracy": ("train_accuracies", "val_accuracies")}[metric]
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    for key, label in zip(keys, ("train", "validation"), strict=True):
+    # the training numbers are averaged over the epoch on augmented images (and with dropout): say so
+    labels = ("train (augmented images, averaged over the epoch)", "validation (plain images, after the epoch)")
+    for key, label in zip(keys, labels, strict=True):
         values = history.get(key) or []
         ax.plot(range(1, len(values) + 1), values, marker="o", ms=3, label=label)
     best = history.get("best_epoch")
@@ -72,6 +74,19 @@ def plot_curves(history: dict, metric: str, title: str | None = None) -> Figure:
     epoch_axis(ax, len(history.get(keys[0]) or []))
     ax.grid(alpha=0.3)
     ax.legend()
+    return fig
+
+
+def plot_learning_rate(history: dict, title: str = "learning rate") -> Figure:
+    """The learning rate at the end of each epoch (train.json's ``learning_rates``): the schedule the
+    optimizer followed, e.g. one-cycle's warm-up and anneal."""
+    values = history.get("learning_rates") or []
+    fig = Figure(figsize=(6, 3))
+    ax = fig.subplots()
+    ax.plot(range(1, len(values) + 1), values, marker="o", ms=3)
+    ax.set(xlabel="epoch", ylabel="learning rate (end of epoch)", title=title)
+    epoch_axis(ax, len(values))
+    ax.grid(alpha=0.3)
     return fig
 
 
