@@ -121,3 +121,22 @@ def test_learning_rate_and_curve_labels_say_what_they_show():
     assert list(line.get_ydata()) == [1e-3, 5e-3, 1e-4] and list(line.get_xdata()) == [1, 2, 3]
     labels = [t.get_text() for t in figures.plot_curves(history, "loss").axes[0].get_legend().get_texts()]
     assert labels[0].startswith("train (augmented images") and labels[1].startswith("validation (plain images")
+
+
+def test_own_images_are_drawn_beside_their_topk_in_percent_and_errors_in_full():
+    import pandas as pd
+
+    error = (
+        "cannot read image broken.png: UnidentifiedImageError: cannot identify image file; remove or replace the file"
+    )
+    table = pd.DataFrame(
+        [
+            {"image": "broken.png", "rank": None, "class": None, "prob": None, "error": error},
+            {"image": "cat.png", "rank": 1, "class": "cat", "prob": 0.9, "error": None},
+            {"image": "cat.png", "rank": 2, "class": "dog", "prob": 0.1, "error": None},
+        ]
+    )
+    fig = figures.plot_own_predictions([None, np.zeros((3, 8, 8), np.uint8)], table, ["broken.png", "cat.png"])
+    shown = " ".join(t.get_text() for t in fig.axes[1].texts).replace("\n", " ")
+    assert shown == error  # wrapped, not cut
+    assert sorted(round(p.get_width()) for p in fig.axes[3].patches) == [10, 90]  # percent

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -247,9 +248,8 @@ def plot_own_predictions(images: Sequence[np.ndarray], table, names: Sequence[st
         ax_img.set_title(Path(name).name[:40], fontsize=9)
         if image is None or rows["error"].notna().any():
             ax_bar.axis("off")
-            ax_bar.text(
-                0, 0.5, str(rows["error"].dropna().iloc[0] if len(rows) else "unreadable")[:120], wrap=True, fontsize=8
-            )
+            error = str(rows["error"].dropna().iloc[0] if len(rows) else "unreadable")
+            ax_bar.text(0, 0.5, "\n".join(textwrap.wrap(error, 70)[:5]), va="center", fontsize=8)
             continue
         ax_img.imshow(as_hwc(image))
         topk_bars(ax_bar, rows.to_dict("records"))
