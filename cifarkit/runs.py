@@ -101,13 +101,40 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     return write_text(path, json.dumps(_clean(data), indent=2, default=str) + "\n")
 
 
+def jsonl_line(record: dict) -> str:
+    """One JSONL line: ``record`` as JSON (NaN/inf as null), newline-terminated."""
+    return json.dumps(_clean(record), default=str) + "\n"
+
+
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     """Append one JSON object as one line (flushed, so a crash loses at most that line)."""
     path = Path(path)
     ensure_dir(path.parent)
     with open(path, "a") as f:
-        f.write(json.dumps(_clean(record), default=str) + "\n")
+        f.write(jsonl_line(record))
         f.flush()
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Every JSON object line of ``path``; malformed lines (and bytes that are not text) are skipped with
+    one warning naming them."""
+    records, bad = [], []
+    with open(path, errors="replace") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError):  # not JSON, or nested too deep to be a record
+                bad.append(number)
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                bad.append(number)
+    if bad:
+        warnings.warn(f"{path}: skipped {len(bad)} malformed line(s): {bad[:10]}", stacklevel=2)
+    return records
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -175,21 +202,13 @@ def write_run_start(run_dir: Path, config: Any, resolved: dict[str, Any], enviro
 
 def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     """metrics.jsonl holding exactly ``rows`` (a resumed run drops the epochs after its checkpoint)."""
-    write_text(run_dir / "metrics.jsonl", "".join(json.dumps(_clean(r), default=str) + "\n" for r in rows))
+    write_text(run_dir / "metrics.jsonl", "".join(map(jsonl_line, rows)))
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The rows of a run's metrics.jsonl (one per epoch); a line that is not a JSON object is skipped."""
-    rows = []
+    """The rows of a run's metrics.jsonl (one per epoch; none when it is missing), read by :func:`read_jsonl`."""
     path = Path(run_dir) / "metrics.jsonl"
-    for line in path.read_text(errors="replace").splitlines() if path.is_file() else []:
-        try:
-            row = json.loads(line)
-        except (ValueError, RecursionError):
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+    return read_jsonl(path) if path.is_file() else []
 
 
 def train_json(rows: list[dict], monitor: str, best_epoch: int | None) -> dict[str, Any]:
@@ -242,7 +261,7 @@ def checkpoint_meta(
     dataset: Any,
     dataset_spec: str,
     image_size: int,
-    config: Any,
+    config: dict[str, Any],
     epoch: int,
 ) -> dict[str, Any]:
     """Everything a checkpoint needs to be used on its own (the ``meta`` of :func:`save_checkpoint`).
@@ -253,7 +272,7 @@ def checkpoint_meta(
         dataset: the :class:`~cifarkit.data.Dataset` it was trained on (classes, normalisation, size).
         dataset_spec: the spec that loads that dataset again.
         image_size: the model's input side.
-        config: the training settings (a :class:`~cifarkit.config.TrainConfig` or its dict).
+        config: the training settings.
         epoch: the epoch the weights come from.
     """
     return {
@@ -266,7 +285,7 @@ def checkpoint_meta(
         "image_size": image_size,
         "data_image_size": dataset.image_size,
         "dataset": dataset_spec,
-        "config": config.to_dict() if hasattr(config, "to_dict") else config,
+        "config": config,
         "epoch": epoch,
     }
 

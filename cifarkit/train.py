@@ -248,9 +248,11 @@ class ProgressBar(Callback):
 
     def step(self, step: int, images: int) -> None:
         self.bar.update(1)
+        if self.told:  # said once; every later step only moves the bar
+            return
         taken = self.bar.n - self.first
         elapsed = self.bar.format_dict["elapsed"]
-        if not self.told and (taken >= 20 or elapsed > 10) and taken > 0:
+        if taken >= 20 or elapsed > 10:
             total = elapsed / taken * (self.bar.total - self.first)
             self.bar.write(
                 f"at the pace of its first {taken} steps this training takes about {total / 60:.1f} min here"
@@ -369,7 +371,9 @@ class Run:
     def meta(self, epoch: int) -> dict[str, Any]:
         """Everything a checkpoint of this run needs to be used on its own."""
         cfg = self.cfg
-        return checkpoint_meta(cfg.model, self.model_kwargs, self.dataset, cfg.dataset, self.image_size, cfg, epoch)
+        return checkpoint_meta(
+            cfg.model, self.model_kwargs, self.dataset, cfg.dataset, self.image_size, cfg.to_dict(), epoch
+        )
 
 
 def prepare(

@@ -60,13 +60,18 @@ def compare_runs(root: str | Path, dataset: str | None = None):
     column, when there is no run."""
     root = Path(root)
     rows = [run_row(r, root) for r in find_runs(root)]
-    if dataset is not None:
-        rows = [r for r in rows if slug(str(r["dataset"])) == slug(dataset)]
     if not rows:
         return pd.DataFrame(columns=[*RANKING_COLUMNS, "label_smoothing", "images_per_s", "data_wait_fraction"])
     df = pd.DataFrame(rows)
     df["budget"] = df["train_images"] * df["epochs"]
-    return df.sort_values("val_top1", ascending=False, ignore_index=True)
+    df = df.sort_values("val_top1", ascending=False, ignore_index=True)
+    return df if dataset is None else on_dataset(df, dataset)
+
+
+def on_dataset(table: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """The rows of a ranking table whose runs trained on ``dataset`` (specs compared by their slug, so
+    ``folder:data/x`` and ``folder:/abs/data/x`` are one dataset)."""
+    return table[table["dataset"].map(lambda d: slug(str(d))) == slug(dataset)].reset_index(drop=True)
 
 
 def ablation_table(runs: dict[str, Path]):

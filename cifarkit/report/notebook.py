@@ -15,7 +15,7 @@ from cifarkit.device import resolve_device, seed_everything
 from cifarkit.errors import CifarkitError, ConfigError
 from cifarkit.predict import evaluate_run, expand_paths, predict
 from cifarkit.report.commentary import Note, findings, in_this_run
-from cifarkit.report.comparison import compare_runs, find_runs
+from cifarkit.report.comparison import compare_runs, find_runs, on_dataset
 from cifarkit.report.figures import plot_own_predictions, run_callbacks, save, write_test_figures
 from cifarkit.runs import ensure_dir, make_run_dir, read_json, slug, write_json
 from cifarkit.train import fit
@@ -182,7 +182,7 @@ class NotebookRun:
         everything = compare_runs(root)
         if all_datasets or root.name == "examples" or everything.empty:
             return root, everything
-        table = compare_runs(root, self.dataset)
+        table = on_dataset(everything, self.dataset)
         if len(table) < len(everything):
             print(
                 f"{len(everything) - len(table)} of {len(everything)} runs in {root} are on another dataset than "
@@ -266,11 +266,7 @@ class NotebookRun:
     def record_failures(self) -> None:
         """In IPython: a cell that fails marks this notebook ``failed`` in its summary (with the error's first
         line), so a report folder left by a failed run says so instead of sitting there empty."""
-        try:
-            from IPython import get_ipython
-        except ImportError:
-            return
-        shell = get_ipython()
+        shell = ipython_shell()
         if shell is None:
             return
 
@@ -342,15 +338,20 @@ def in_notebook_terms(message: str) -> str:
     return re.sub(r"--([a-z][a-z_-]*)[ =]([^\s;,)]+)", swap, message)
 
 
+def ipython_shell() -> Any:
+    """The running IPython shell (a notebook's kernel), or None outside IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()
+
+
 def show_errors_briefly() -> None:
     """In IPython, show a cifarkit error (a mistake a learner can fix) as a short message in the notebook's
     terms instead of the library's traceback; other exceptions keep theirs. The cell still fails, so
     Run All stops there and the series runner records it; ``%tb`` shows the full traceback."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return
-    shell = get_ipython()
+    shell = ipython_shell()
     if shell is None:
         return
 

@@ -11,8 +11,8 @@ from cifarkit.data import Split
 from cifarkit.loader import Normalizer
 from cifarkit.report.commentary import Note, pct
 from cifarkit.report.stats import difference_is_noise, difference_se
+from cifarkit.runs import read_metrics
 from cifarkit.speedrun.recipe import PIECES, Recipe, SpeedrunResult, ablation_recipes, accuracy, train
-from cifarkit.tools.perflogs import read_jsonl
 
 Curve = list[dict[str, float]]  # rows with "seconds" (cumulative training time) and "val_top1"
 
@@ -20,7 +20,7 @@ Curve = list[dict[str, float]]  # rows with "seconds" (cumulative training time)
 def fit_curve(run_dir: str | Path) -> Curve:
     """A ``fit`` run's validation top-1 against cumulative training seconds (validation passes not counted)."""
 
-    rows = read_jsonl(Path(run_dir) / "metrics.jsonl")
+    rows = read_metrics(run_dir)
     seconds, curve = 0.0, []
     for r in rows:
         seconds += r["epoch_time_s"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -12,32 +11,11 @@ from typing import Any
 import numpy as np
 
 from cifarkit.errors import DataError
+from cifarkit.runs import read_jsonl
 from cifarkit.tools.telemetry import METRICS
 
 # share of a training step spent waiting for the next batch above which the input pipeline is the bottleneck
 INPUT_BOUND_SHARE = 0.2
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Every JSON object line of ``path``; malformed lines (and bytes that are not text) are skipped with
-    one warning naming them."""
-    records, bad = [], []
-    with open(path, errors="replace") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except (ValueError, RecursionError):  # not JSON, or nested too deep to be a record
-                bad.append(number)
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-            else:
-                bad.append(number)
-    if bad:
-        warnings.warn(f"{path}: skipped {len(bad)} malformed line(s): {bad[:10]}", stacklevel=2)
-    return records
 
 
 def run_id(path: Path) -> str:
