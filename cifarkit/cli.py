@@ -85,9 +85,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cifarkit.train import fit
 
     cfg = config_from_args(args)
-    if args.resume and not args.epochs:
-        cfg = cfg.with_(epochs=load_checkpoint(args.resume, wanted="last.pt")["config"]["epochs"])
-    if not args.resume:
+    if args.resume:  # a run continues on its own device and length (fit reads the rest of its config)
+        saved = load_checkpoint(args.resume, wanted="last.pt")["config"]
+        cfg = cfg.with_(device=saved["device"], epochs=args.epochs or saved["epochs"])
+    else:
         ensure_dir(args.out, "--out folder")  # before minutes of data loading, not after
     with distributed.session(cfg.device) as dist:  # one process, or a rank of a torchrun launch
         run_dir = fit(

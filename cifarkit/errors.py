@@ -65,6 +65,15 @@ def os_error_line(exc: OSError) -> str:
     return f"{where}: {reason}"
 
 
+def duration_text(seconds: float) -> str:
+    """A duration as a person says it: "40 s", "3.5 min", "1.2 h" (never "0 min")."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def rank_tag(environ: Mapping[str, str] | None = None) -> str:
     """`` (rank 1 of 2)`` for the messages of a process torchrun started with several ranks, else ``""``."""
     env = os.environ if environ is None else environ

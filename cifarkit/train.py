@@ -39,7 +39,7 @@ from cifarkit.device import (
     seed_everything,
     synchronize,
 )
-from cifarkit.errors import CheckpointError, ConfigError, DataError, TrainingDiverged, short_list
+from cifarkit.errors import CheckpointError, ConfigError, DataError, TrainingDiverged, duration_text, short_list
 from cifarkit.evaluate import autocast, evaluate
 from cifarkit.loader import DeviceLoader, Normalizer
 from cifarkit.models import create_model, default_input_size, load_imagenet_weights
@@ -255,7 +255,7 @@ class ProgressBar(Callback):
         if taken >= 20 or elapsed > 10:
             total = elapsed / taken * (self.bar.total - self.first)
             self.bar.write(
-                f"at the pace of its first {taken} steps this training takes about {total / 60:.1f} min here"
+                f"at the pace of its first {taken} steps this training takes about {duration_text(total)} here"
             )
             self.told = True
 

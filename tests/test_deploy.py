@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,13 @@ def test_weights_of_another_shape_are_refused_in_one_line(bench, tmp_path, cli):
     (tmp_path / "img.png").write_bytes((run / "figures" / "loss.png").read_bytes())
     code, _, err = cli("predict", tmp_path / "img.png", "--checkpoint", tmp_path / "mixed.pt")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "do not fit model ex1" in err, err
+
+
+def test_pruning_without_torch_pruning_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch_pruning", None)  # as if it were not installed
+    model = create_model("ex1", 4)
+    with pytest.raises(ConfigError, match="pip install torch-pruning"):
+        prune_channels(model, 0.5, torch.zeros(1, 3, 32, 32), 4)
 
 
 def test_bad_inputs_are_one_line(tmp_path, cli):

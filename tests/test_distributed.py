@@ -162,6 +162,30 @@ def test_resume_under_torchrun_continues_with_each_ranks_own_stream(tmp_path):
     assert alone.stderr.count("\n") == 1 and "trained by 2 process(es) and this launch has 1" in alone.stderr
 
 
+def test_a_resumed_launch_joins_on_the_runs_own_device(tmp_path, monkeypatch):
+    # On a GPU machine `--resume` alone (device auto) made both ranks of a CPU run pick the one GPU;
+    # the launch must use the device the run was trained on, as fit does for the rest of its config.
+    from cifarkit.cli import main
+    from cifarkit.tools import distributed
+
+    argv = ["train", "--dataset", "synthetic:classes=4,size=16,train=32,test=8", "--model", "ex1"]
+    assert main([*argv, "--epochs", "2", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    last = only_run(tmp_path) / "last.pt"
+    joined = []
+
+    class Joined(Exception):
+        pass
+
+    def session(device_name: str = "auto"):
+        joined.append(device_name)
+        raise Joined
+
+    monkeypatch.setattr(distributed, "session", session)
+    with pytest.raises(Joined):
+        main(["train", "--resume", str(last)])
+    assert joined == ["cpu"]
+
+
 def test_two_nodes_meet_through_c10d_rendezvous(tmp_path):
     # two torchrun agents, as on two machines (here both on localhost), one process each
     with socket.socket() as probe:

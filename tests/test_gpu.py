@@ -12,6 +12,7 @@ import torch
 from cifarkit.config import TrainConfig
 from cifarkit.device import IntervalTimer
 from cifarkit.predict import Predictor, predict
+from cifarkit.report.figures import run_callbacks
 from cifarkit.runs import read_json
 from cifarkit.train import fit
 
@@ -27,7 +28,10 @@ FAST = dict(model="ex1", dataset="synthetic", batch_size=64, lr=3e-3, val_fracti
 def cuda_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu")
     return fit(
-        TrainConfig(**FAST, epochs=3, amp="bf16", telemetry=True, telemetry_interval=0.05), out=out, log=lambda s: None
+        TrainConfig(**FAST, epochs=3, amp="bf16", telemetry=True, telemetry_interval=0.05),
+        out=out,
+        log=lambda s: None,
+        callbacks=run_callbacks(),
     )
 
 
@@ -61,7 +65,7 @@ def test_predict_on_cuda_matches_cpu(cuda_run):
 
 
 def test_exact_resume_on_cuda(tmp_path):
-    assert_resume_matches_uninterrupted(tmp_path, device="cuda", model="smallcifarnet")
+    assert_resume_matches_uninterrupted(tmp_path, device="cuda", model="smallcifarnet", model_kwargs={})
 
 
 def test_interval_timer_counts_gpu_time_not_launch_time():

@@ -10,7 +10,7 @@ import torch
 
 from cifarkit import runs
 from cifarkit.data import Split
-from cifarkit.errors import ConfigError
+from cifarkit.errors import ConfigError, duration_text
 from cifarkit.loader import DeviceLoader, Normalizer
 from cifarkit.models import create_model
 from cifarkit.report.stats import difference_is_noise, difference_se
@@ -281,3 +281,10 @@ def test_pace_minutes_scales_the_time_so_far_to_the_whole_schedule():
     assert sr.pace_minutes(430.0, 44, 528) == pytest.approx(86.0)
     assert sr.pace_minutes(60.0, 10, 10) == pytest.approx(1.0)
     assert sr.pace_minutes(0.0, 0, 5) == 0.0
+
+
+@pytest.mark.parametrize(
+    "seconds,said", [(9.4, "9 s"), (89, "89 s"), (150, "2.5 min"), (5160, "86.0 min"), (9000, "2.5 h")]
+)
+def test_durations_read_as_a_person_says_them(seconds, said):
+    assert duration_text(seconds) == said  # the flagship on a GPU said "0 min of training in all"

@@ -116,11 +116,10 @@ class Interrupt(Exception):
 def assert_resume_matches_uninterrupted(tmp_path, **overrides) -> None:
     """Train 4 epochs straight, and 2 + (interrupted 3rd) + resumed: the metrics and weights must be identical."""
     cfg = TrainConfig(
-        **{**FAST, "model": "tinyvgg", "lr": 0.05, **overrides},
+        **{**FAST, "model": "tinyvgg", "lr": 0.05, "model_kwargs": {"hidden_units": 8, "dropout": 0.3}, **overrides},
         epochs=4,
         scheduler="cosine",
         optimizer="sgd",
-        model_kwargs={"hidden_units": 8, "dropout": 0.3},
     )
     full = fit(cfg, out=tmp_path / "full", log=lambda s: None)
 

@@ -20,7 +20,7 @@ from torch import nn
 from cifarkit.config import TrainConfig
 from cifarkit.data import Split, default_data_dir, load_dataset, stratified_split
 from cifarkit.device import configure_threads, env_info, resolve_amp, resolve_device, synchronize
-from cifarkit.errors import ConfigError
+from cifarkit.errors import ConfigError, duration_text
 from cifarkit.evaluate import autocast, evaluate, tta_forward
 from cifarkit.loader import DeviceLoader, Normalizer
 from cifarkit.models import ACTIVATIONS, SpeedNet, create_model
@@ -442,7 +442,7 @@ def train(
             f"epoch {row['epoch']:>5.2f} {seconds:7.1f}s"
             + (f" val_top1 {row['val_top1']:.4f}" if val is not None else "")
             + (
-                f" (at this pace {pace_minutes(seconds, step, total):.0f} min of training in all)"
+                f" (at this pace {duration_text(60 * pace_minutes(seconds, step, total))} of training in all)"
                 if step < total
                 else ""
             )

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cifarkit.errors import ConfigError
 from cifarkit.runs import atomic_write
 from cifarkit.variants import ONNX_META_KEY, convert_int8_graph, dynamic_int8, prepare_int8_graph
 
@@ -33,7 +34,12 @@ ONNX_OPSET = 18
 def prune_channels(model: nn.Module, ratio: float, example: torch.Tensor, num_classes: int) -> nn.Module:
     """A copy of ``model`` with ``ratio`` of the channels of every prunable layer removed (lowest L1 norm
     first); the classifier's outputs are kept. Needs ``torch-pruning``."""
-    import torch_pruning as tp
+    try:
+        import torch_pruning as tp
+    except ImportError:
+        raise ConfigError(
+            "pruned variants need torch-pruning, one of cifarkit's dependencies: pip install torch-pruning"
+        ) from None
 
     if not 0.0 < ratio < 1.0:
         raise ValueError(f"pruning ratio must be between 0 and 1, got {ratio}")
