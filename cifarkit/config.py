@@ -35,6 +35,9 @@ def parse_augment(spec: str) -> tuple[str, ...]:
 LEGACY_KEYS = {"profile": "telemetry", "profile_interval": "telemetry_interval"}
 
 
+MAX_EPOCHS = 10_000  # a bad value (1e11) would otherwise lay out a schedule and train for ever
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every knob of one training run. Invalid values raise ConfigError naming the field."""
@@ -77,7 +80,7 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is invalid: {what}")
 
-        check(self.epochs >= 1, "epochs", "use an integer >= 1")
+        check(1 <= self.epochs <= MAX_EPOCHS, "epochs", f"use an integer from 1 to {MAX_EPOCHS:,}")
         check(self.batch_size >= 1, "batch_size", "use an integer >= 1")
         check(0 < self.lr < math.inf, "lr", "use a finite positive number")
         check(self.optimizer in OPTIMIZERS, "optimizer", f"choose {', '.join(OPTIMIZERS)}")

@@ -491,7 +491,8 @@ def load_folder(path: str, data_dir: Path, size: int = 32, progress: bool = Fals
     """Load ``PATH/train/<class>/*`` and ``PATH/test/<class>/*``; either may be absent, not both."""
     root = resolve_user_path(path)
     if not root.is_dir():
-        raise DataError(f"dataset folder {path} not found; expected {path}/train/<class>/ and {path}/test/<class>/")
+        state = "is a file, not a folder" if root.exists() else "not found"
+        raise DataError(f"dataset folder {path} {state}; expected {path}/train/<class>/ and {path}/test/<class>/")
     cache_dir: Path | None = data_dir / "cache"
     try:
         ensure_dir(cache_dir, "dataset cache folder")
@@ -520,6 +521,9 @@ def load_folder(path: str, data_dir: Path, size: int = 32, progress: bool = Fals
 # ----------------------------------------------------------------------------- synthetic
 
 
+SYNTHETIC_MAX_GB = 4  # uint8 pixels; float copies made while drawing them need several times more
+
+
 def make_synthetic(
     num_classes: int = 10,
     size: int = 32,
@@ -536,8 +540,14 @@ def make_synthetic(
         test_per_class: test images per class.
         seed: generator seed; the same arguments always give the same images.
     """
-    if not 2 <= num_classes <= 1000 or size < 8 or train_per_class < 1 or test_per_class < 1:
-        raise DataError("synthetic needs 2-1000 classes, size >= 8 and at least one image per class and split")
+    if not 2 <= num_classes <= 1000 or not 8 <= size <= 512 or train_per_class < 1 or test_per_class < 1:
+        raise DataError("synthetic needs 2-1000 classes, size 8-512 and at least one image per class and split")
+    gigabytes = num_classes * (train_per_class + test_per_class) * size * size * 3 / 1e9
+    if gigabytes > SYNTHETIC_MAX_GB:
+        raise DataError(
+            f"synthetic images of these sizes would take {gigabytes:,.1f} GB of memory (at most {SYNTHETIC_MAX_GB} GB); "
+            "use fewer or smaller images"
+        )
     g = torch.Generator().manual_seed(seed)
     colours = torch.rand(num_classes, 3, 1, 1, generator=g) * 0.6 + 0.2
     angles = torch.arange(num_classes, dtype=torch.float32) * (torch.pi / num_classes)

@@ -120,6 +120,29 @@ def test_weights_of_another_shape_are_refused_in_one_line(bench, tmp_path, cli):
     assert code == 2 and len(err.strip().splitlines()) == 1 and "do not fit model ex1" in err, err
 
 
+def test_a_full_disk_while_building_leaves_the_variants_folder_as_it_was(bench, tmp_path, cli, monkeypatch):
+    import errno
+    import shutil
+
+    import onnx
+
+    run, _ = bench
+    shutil.copy(run / "best.pt", tmp_path / "best.pt")
+    old = tmp_path / "deploy"
+    old.mkdir()
+    (old / "int8.pt").write_bytes(b"the previous int8 variant")
+
+    def full_disk(proto, path, *args, **kwargs):  # the last variant written
+        Path(path).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(onnx, "save", full_disk)
+    code, _, err = cli("deploy-bench", tmp_path / "best.pt", "--sparsity", "0.5", "--finetune-epochs", "0.5",
+                       "--runs", "2", "--warmup", "1", "--device", "cpu")  # fmt: skip
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "disk full" in err, err
+    assert [p.name for p in old.iterdir()] == ["int8.pt"] and (old / "int8.pt").read_bytes().startswith(b"the prev")
+
+
 def test_pruning_without_torch_pruning_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch_pruning", None)  # as if it were not installed
     model = create_model("ex1", 4)

@@ -497,3 +497,20 @@ def test_ctrl_c_records_the_interrupted_notebook_and_writes_the_index(cli, tmp_p
     assert state["notebooks"]["01_ex1_baseline"]["status"] == "interrupted"
     assert "01_ex1_baseline | interrupted" in (report / "index.md").read_text()
     assert f"--resume {report.resolve()}" in out
+
+
+def test_a_full_disk_during_the_series_is_one_line_and_keeps_series_json(cli, tmp_path, monkeypatch, data_dir):
+    import cifarkit.report.series
+    import cifarkit.runs
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "notebooks/00_data_exploration.ipynb")
+
+    report = fake_report(tmp_path)
+    before = (report / "series.json").read_text()
+    monkeypatch.setattr(cifarkit.report.series, "execute", full_disk)
+    monkeypatch.setattr(cifarkit.runs, "write_text", lambda path, text: full_disk())  # series.json cannot be saved
+    code, out, err = cli("series", "--resume", report, "--only", "00")
+    one_line(code, err, EXIT_FAILED, "disk full")
+    assert (report / "series.json").read_text() == before
+    no_temporaries(report)

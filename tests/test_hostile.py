@@ -336,3 +336,23 @@ def test_a_class_folder_whose_name_is_not_utf8_is_one_line(tmp_path, cli):
                 Image.new("RGB", (32, 32), (40 * i, 90, 20)).save(os.path.join(folder, b"%d.png" % i))
     code, _, err = cli("train", "--dataset", f"folder:{tmp_path / 'imgs'}", "--epochs", "1", "--out", tmp_path / "r")
     one_line(code, err, 2, "has a name that is not UTF-8 text", "caf\\xe9")
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (("train", "--dataset", "synthetic:size=100000"), "size 8-512"),  # was a 40 TB allocation's traceback
+        (("train", "--dataset", "synthetic:classes=1000,train=10000"), "GB of memory"),
+        (("train", "--dataset", "synthetic", "--epochs", "100000000000"), "from 1 to 10,000"),  # trained for ever
+        (("input-bench", "--dataset", "synthetic:train=5,test=1", "--batch-size", "1000"), "at most 50"),  # spun
+    ],
+)
+def test_sizes_that_cannot_run_are_refused_in_one_line(cli, tmp_path, args, needle):
+    code, _, err = cli(*args, *(("--out", tmp_path) if args[0] == "train" else ()))
+    one_line(code, err, 2, needle)
+
+
+def test_a_dataset_folder_that_is_a_file_says_so(cli, tmp_path):
+    (tmp_path / "data.json").write_text("{}")
+    code, _, err = cli("train", "--dataset", f"folder:{tmp_path / 'data.json'}", "--out", tmp_path)
+    one_line(code, err, 2, "is a file, not a folder")

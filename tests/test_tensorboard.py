@@ -87,3 +87,47 @@ def test_unwritable_tensorboard_folder_warns_and_trains(tmp_path):
         with pytest.warns(UserWarning, match="TensorBoard events off"):
             run = fit(cfg, out=tmp_path, log=lambda s: None, callbacks=run_callbacks())
     assert (run / "best.pt").is_file() and (run / "test.json").is_file()
+
+
+def test_a_full_disk_under_tensorboard_warns_and_the_run_finishes(tmp_path, monkeypatch):
+    import errno
+
+    from torch.utils.tensorboard.writer import FileWriter
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(FileWriter, "add_event", full_disk)
+    with pytest.warns(UserWarning, match="TensorBoard events off.*No space left"):
+        run = fit(TrainConfig(**CFG, epochs=2), out=tmp_path, log=lambda s: None, callbacks=run_callbacks())
+    assert (run / "best.pt").is_file() and (run / "test.json").is_file()
+    assert [line for line in (run / "metrics.jsonl").read_text().splitlines() if line][-1].startswith('{"epoch": 2')
+
+
+def test_a_read_only_tensorboard_folder_on_resume_warns_and_the_run_finishes(tmp_path, monkeypatch):
+    # as root the folder cannot be made read-only; the writer refuses as it would on a read-only folder
+    from torch.utils.tensorboard import writer
+
+    class Cut(Exception):
+        pass
+
+    def cut_at_epoch_2(line: str) -> None:
+        if line.startswith("epoch   2/"):
+            raise Cut
+
+    cfg = TrainConfig(**CFG, epochs=3)
+    with pytest.raises(Cut):
+        fit(cfg, out=tmp_path, log=cut_at_epoch_2, callbacks=run_callbacks())
+    (run,) = tmp_path.iterdir()
+    real = writer.SummaryWriter.__init__
+
+    def read_only(self, log_dir=None, *args, purge_step=None, **kwargs):
+        if purge_step is not None:
+            raise PermissionError(13, "Permission denied", log_dir)
+        real(self, log_dir, *args, purge_step=purge_step, **kwargs)
+
+    monkeypatch.setattr(writer.SummaryWriter, "__init__", read_only)
+    with pytest.warns(UserWarning, match="TensorBoard events off.*Permission denied"):
+        fit(cfg, resume=run / "last.pt", log=lambda s: None, callbacks=run_callbacks())
+    assert [r for r in (run / "metrics.jsonl").read_text().splitlines() if r][-1].startswith('{"epoch": 3')
+    assert (run / "test.json").is_file()

@@ -9,7 +9,9 @@ throughput at a large batch. Every number comes from the same test images and th
 from __future__ import annotations
 
 import copy
+import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -104,6 +106,41 @@ def params(model: nn.Module) -> int:
     return total
 
 
+def build_variants(
+    blob: dict[str, Any],
+    fp32: nn.Module,
+    ds: Dataset,
+    test: Split,
+    out: Path,
+    dev: torch.device,
+    s: DeploySettings,
+    log: Callable[[str], None],
+) -> list[tuple[str, Path]]:
+    """Write the int8, pruned and ONNX variants of ``fp32`` (the checkpoint ``blob``'s model) into ``out``."""
+    size = int(blob["image_size"])
+    cpu_norm = Normalizer(blob["mean"], blob["std"], torch.device("cpu"), size)
+    example = cpu_norm(test.images[:1])
+    train = training_images(ds, blob)
+    calibration = [cpu_norm(b) for b in train.pick(s.calibration_images, s.seed).images.split(64)]
+    quantized, method = quantize_int8(fp32, calibration)
+    files = [(f"int8-{method}", save_blob(out / "int8.pt", int8_blob(blob, quantized, method, fp32)))]
+    log(f"int8 ({method}, {QUANT_NOTE}) built")
+    for sparsity in s.sparsities:
+        pruned = prune_channels(fp32, sparsity, example, len(ds.classes))
+        pruned = fine_tune(pruned, train, Normalizer(blob["mean"], blob["std"], dev, size), dev, s).cpu()
+        meta = {k: v for k, v in blob.items() if k not in ("format", "state_dict")}
+        path = save_checkpoint(
+            out / f"{variant_name(sparsity)}.pt", pruned, {**meta, "variant": "pruned", "sparsity": sparsity}
+        )
+        files.append((f"{variant_name(sparsity)}%", path))
+        log(f"pruned {sparsity:.0%} of channels, fine-tuned {s.finetune_epochs:g} epoch(s)")
+    onnx_path = export_onnx(fp32, example, out / "model.onnx", {k: v for k, v in blob.items() if k != "state_dict"})
+    diff = check_onnx(fp32, onnx_path, cpu_norm(test.images[:64]))
+    files.append(("onnx", onnx_path))
+    log(f"onnx built (logits within {diff:.1g} of PyTorch's on 64 test images)")
+    return files
+
+
 def deploy_bench(
     checkpoint: str | Path,
     dataset: str | None = None,
@@ -135,31 +172,16 @@ def deploy_bench(
     base = Predictor.from_checkpoint(checkpoint, dev)
     ds = base.check_dataset(ds)
     test = ds.split("test")
-    size = int(blob["image_size"])
     cpu = torch.device("cpu")
-    cpu_norm = Normalizer(blob["mean"], blob["std"], cpu, size)
-    example = cpu_norm(test.images[:1])
-
     files: list[tuple[str, Path]] = [("fp32", checkpoint)]
-    train = training_images(ds, blob)
-    calibration = [cpu_norm(b) for b in train.pick(s.calibration_images, s.seed).images.split(64)]
-    fp32 = model_from_blob(blob)
-    quantized, method = quantize_int8(fp32, calibration)
-    files.append((f"int8-{method}", save_blob(out / "int8.pt", int8_blob(blob, quantized, method, fp32))))
-    log(f"int8 ({method}, {QUANT_NOTE}) -> {out / 'int8.pt'}")
-    for sparsity in s.sparsities:
-        pruned = prune_channels(fp32, sparsity, example, len(ds.classes))
-        pruned = fine_tune(pruned, train, Normalizer(blob["mean"], blob["std"], dev, size), dev, s).cpu()
-        meta = {k: v for k, v in blob.items() if k not in ("format", "state_dict")}
-        path = save_checkpoint(
-            out / f"{variant_name(sparsity)}.pt", pruned, {**meta, "variant": "pruned", "sparsity": sparsity}
-        )
-        files.append((f"{variant_name(sparsity)}%", path))
-        log(f"pruned {sparsity:.0%} of channels, fine-tuned {s.finetune_epochs:g} epoch(s) -> {path}")
-    onnx_path = export_onnx(fp32, example, out / "model.onnx", {k: v for k, v in blob.items() if k != "state_dict"})
-    diff = check_onnx(fp32, onnx_path, cpu_norm(test.images[:64]))
-    files.append(("onnx", onnx_path))
-    log(f"onnx (logits within {diff:.1g} of PyTorch's on 64 test images) -> {onnx_path}")
+    with tempfile.TemporaryDirectory(prefix=".variants-", dir=out) as stage:  # removed whatever happens
+        built = build_variants(blob, model_from_blob(blob), ds, test, Path(stage), dev, s, log)
+        # every variant is whole before the first replaces its old file, so a full disk or Ctrl-C while
+        # building leaves the folder as it was; renames within one folder take no space
+        for variant, path in built:
+            os.replace(path, out / path.name)
+            files.append((variant, out / path.name))
+            log(f"{variant} -> {out / path.name}")
 
     rows = []
     for variant, path in files:

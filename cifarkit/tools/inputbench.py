@@ -22,7 +22,7 @@ from cifarkit.device import (
     seed_everything,
     synchronize,
 )
-from cifarkit.errors import DataError
+from cifarkit.errors import ConfigError, DataError
 from cifarkit.loader import DeviceLoader, Normalizer
 from cifarkit.models import create_model, default_input_size
 from cifarkit.speedrun.course import seed_style_loader
@@ -30,9 +30,15 @@ from cifarkit.train import make_optimizer, train_step
 
 
 def cycle(make_iter: Callable[[], Iterator]) -> Iterator:
-    """Endless batches, starting a new epoch whenever one ends."""
+    """Endless batches, starting a new epoch whenever one ends (an epoch without a batch is an error, not a
+    loop that spins for ever)."""
     while True:
-        yield from make_iter()
+        batches = 0
+        for batch in make_iter():
+            batches += 1
+            yield batch
+        if batches == 0:
+            raise ConfigError("an epoch gave no batch: --batch-size is larger than the training split; lower it")
 
 
 def time_training(
@@ -78,6 +84,11 @@ def run_bench(
     ds = load_dataset(dataset, root)
     if ds.train is None:
         raise DataError(f"{dataset} has no train split to benchmark; give a dataset with PATH/train/<class>/ images")
+    if batch_size > len(ds.train):
+        raise ConfigError(
+            f"--batch-size {batch_size} is larger than {dataset}'s {len(ds.train)} training images; "
+            f"use at most {len(ds.train)}"
+        )
     size = default_input_size(model)
     amp = resolve_amp("auto", dev)
     channels_last = resolve_channels_last(None, dev)
