@@ -17,7 +17,7 @@ from cifarkit.device import resolve_channels_last, resolve_device
 from cifarkit.errors import CheckpointError, CifarkitError, DataError, short_list
 from cifarkit.evaluate import compare_tta, evaluate, predict_logits, tta_forward
 from cifarkit.loader import DeviceLoader, Normalizer
-from cifarkit.runs import load_checkpoint, test_json, write_json
+from cifarkit.runs import load_checkpoint, read_run_file, test_json, write_json
 from cifarkit.variants import OnnxModel, model_from_blob
 
 
@@ -81,10 +81,17 @@ class Predictor:
         return self.meta.get("config", {}).get("amp", "auto")
 
     def evaluate(
-        self, split: Split, tta: str = "none", average: str = "logits", batch_size: int = 256, report: bool = True
+        self,
+        split: Split,
+        tta: str = "none",
+        average: str = "logits",
+        batch_size: int = 256,
+        report: bool = True,
+        per_image: bool = False,
     ) -> dict[str, Any]:
         """The one evaluation path for a checkpoint (``evaluate``, test.json, notebooks): top-1/top-5, loss,
-        time and, with ``report``, the full classification report under this checkpoint's class names.
+        time and, with ``report``, the full classification report under this checkpoint's class names
+        (``per_image``: each image's top-1 right or wrong, for paired comparisons).
         ``split`` must be labelled in this checkpoint's class order (see :meth:`check_dataset`)."""
         forward = tta_forward(self.model, tta, average)
         return evaluate(
@@ -94,6 +101,7 @@ class Predictor:
             tuple(self.classes) if report else None,
             self.amp,
             forward,
+            per_image,
         )
 
     def compare_tta(self, split: Split, average: str = "logits", batch_size: int = 256) -> list[dict]:
@@ -241,3 +249,14 @@ def evaluate_run(run_dir: str | Path, dataset: Dataset, device: torch.device | s
     result = {"split": "test", "checkpoint": "best.pt", **test_json(predictor.evaluate(dataset.split("test")))}
     write_json(run_dir / "test.json", result)
     return result
+
+
+def validation_correct(run_dir: str | Path, dataset: Dataset, device: torch.device | str = "auto") -> torch.Tensor:
+    """Each validation image's top-1 right or wrong under a run's best.pt: the images its run held out of
+    ``dataset`` (the one it trained on; same fraction and seed), in a fixed order, so that runs held out
+    alike can be compared image by image (a paired test)."""
+    run_dir = Path(run_dir)
+    cfg = read_run_file(run_dir / "config.json")
+    predictor = Predictor.from_checkpoint(run_dir / "best.pt", device)
+    _, val = predictor.check_dataset(dataset).train.hold_out(cfg["val_fraction"], cfg["seed"])
+    return predictor.evaluate(val, report=False, per_image=True)["correct"]

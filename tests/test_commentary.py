@@ -66,9 +66,39 @@ def test_ablation_says_which_differences_are_noise():
     table = pd.DataFrame({"val_top1": [0.60, 0.66, 0.665], "val_images": [2000] * 3}, index=["none", "+crop", "+bn"])
     note = commentary.ablation(table)
     assert "`+crop` +6.0 points;" in note and "`+bn` +0.5 points (within noise)" in note
-    assert "**`+bn`** at 66.5%, but the next best is within noise" in note
+    assert "**`+bn`** at 66.5%, but the next best (`+crop`) is within noise" in note
     clear = commentary.ablation(pd.DataFrame({"val_top1": [0.5, 0.7], "val_images": [2000] * 2}, index=["a", "b"]))
-    assert "clearly ahead" in clear
+    assert "clearly ahead of the next best (`a`)" in clear
+
+
+def test_ablation_on_the_same_images_uses_the_paired_test():
+    import torch
+
+    n = 2000
+    base = torch.zeros(n, dtype=torch.bool)
+    base[:1200] = True  # 60.0%
+    crop = base.clone()
+    crop[1200:1230] = True  # 61.5%: 30 images fixed, none broken
+    table = pd.DataFrame(
+        {"val_top1": [float(base.float().mean()), float(crop.float().mean())], "val_images": [n] * 2},
+        index=["none", "+crop"],
+    )
+    independent = commentary.ablation(table)
+    paired = commentary.ablation(table, correct={"none": base, "+crop": crop})
+    assert "`+crop` +1.5 points (within noise)" in independent  # 2 SE of the difference is about 3.1 points
+    assert "Step by step: `+crop` +1.5 points." in paired  # 30 images fixed, none broken: beyond noise
+    assert "paired test" in paired and "clearly ahead of the next best (`none`)" in paired
+
+
+def test_seed_spread_quotes_each_seed_and_says_when_there_is_one():
+    note = commentary.seed_spread({"+bn": [0.70, 0.68, 0.71], "+crop": [0.69, 0.69, 0.66]}, seed=0)
+    assert "seeds 0 to 2" in note and "`+bn`: 70.0%, 68.0%, 71.0%" in note
+    assert note.finding == (
+        "Over 3 seeds `+bn` averages 69.7% and `+crop` 68.0%; seeds alone moved them by 3.0 and 3.0 points, "
+        "and `+bn` was ahead in 2 of 3 seeds."
+    )
+    one = commentary.seed_spread({"+bn": [0.70], "+crop": [0.69]}, seed=4)
+    assert "trained once (seed 4)" in one and "cannot tell" in one
 
 
 def test_tta_note_reports_gain_cost_and_harmful_views():
@@ -194,7 +224,7 @@ def test_look_inside_shows_the_librarys_own_source():
     assert note.count("```python") == 2 and "`cifarkit.evaluate.tta_forward` (line " in note
 
 
-def throughput_rows(waits, rates=(2000.0, 500.0), busy=(None, None)):
+def throughput_rows(waits, rates=(2000.0, 500.0), busy=(None, None), load=(5.0, 8.0)):
     return pd.DataFrame(
         {
             "model": ["ex1", "ex2"],
@@ -204,6 +234,7 @@ def throughput_rows(waits, rates=(2000.0, 500.0), busy=(None, None)):
             "images_per_s": list(rates),
             "data_wait_fraction": list(waits),
             "gpu_busy_median": list(busy),
+            "other_load_percent": list(load),
         }
     )
 
@@ -217,6 +248,33 @@ def test_throughput_names_the_fastest_and_what_limited_training():
     assert "held training back" in slow_loader and "kept up" not in slow_loader
     gpu = commentary.throughput(throughput_rows([0.02, 0.05], busy=(40.0, 90.0)))
     assert "Median GPU busy ranged from 40% to 90%." in gpu
+    assert "the models' own arithmetic set the pace" in note
+    # 05 once said the models' arithmetic set the pace while another load held half the machine
+    shared = commentary.throughput(throughput_rows([0.02, 0.05], load=(5.0, 52.0)))
+    assert "own arithmetic" not in shared and "about 52% of the machine's CPU while `ex2` trained" in shared
+
+
+def test_pace_and_race_say_when_other_processes_competed():
+    steady = [{"images_per_s": v} for v in (300.0, 1000.0, 1020.0, 990.0)]
+    loaded = commentary.pace(steady, other_load=48.0)
+    assert "steady pace" not in loaded and "(within 3% of each other). Other processes used about 48%" in loaded
+    assert "steady pace" in commentary.pace(steady, other_load=10.0)
+    assert "about 60% of the machine's CPU during the race" in commentary.competing_load(60.0, "the race")
+    assert "otherwise quiet during the race (other processes used about 3%" in commentary.competing_load(
+        3.0, "the race"
+    )
+    assert "could not be measured" in commentary.competing_load(None, "the race")
+
+
+def test_other_load_is_the_machine_less_this_process():
+    from cifarkit.tools.perflogs import bottleneck, other_load_percent
+
+    samples = [{"phase": "sample", "system_cpu_percent": 100.0, "cpu_percent": 116.0}] * 3  # 2 cores
+    assert other_load_percent(samples, cores=2) == pytest.approx(42.0)
+    assert other_load_percent([{"phase": "sample", "cpu_percent": 50.0}], cores=2) is None
+    assert other_load_percent(samples, cores=None) is None
+    assert bottleneck(0.05, None, 42.0).startswith("shared machine: other processes used about 42%")
+    assert bottleneck(0.05, None, 10.0).startswith("compute-bound")
 
 
 def test_throughput_of_an_empty_report_says_so():
@@ -299,3 +357,24 @@ def test_pace_says_when_the_machine_was_not_quiet():
     note = commentary.pace(loaded)
     assert "136 to 1,105 images/s" in note and "not a clean measurement" in note
     assert "cannot be judged" in commentary.pace([])
+
+
+def test_seed_repeats_retrain_the_two_best_steps_with_the_next_seeds(tmp_path):
+    from dataclasses import replace
+
+    from cifarkit.report import comparison, notebook
+
+    nb = notebook.start(
+        "03_augmentation", "synthetic:classes=3,train=20,test=4", 5, "cpu", "smoke", str(tmp_path), False
+    )
+    nb.profile = replace(nb.profile, ablation_seeds=3)
+    ds = nb.data()
+    steps = dict(comparison.ablation_steps(8)[:3])
+    runs = {name: nb.train(ds, test=False, model="tinyvgg", epochs=1, **steps[name]) for name in steps}
+    table = comparison.ablation_table(runs)
+    spread = nb.seed_repeats(ds, table, steps, model="tinyvgg", epochs=1)
+    best = list(table["val_top1"].sort_values(ascending=False).index[:2])
+    assert list(spread) == best and all(len(v) == 3 for v in spread.values())
+    assert [spread[s][0] for s in best] == [table.loc[s, "val_top1"] for s in best]  # the ablation's own run first
+    seeds = sorted(notebook.read_json(tmp_path / r / "config.json")["seed"] for r in nb.runs[3:])
+    assert seeds == [6, 6, 7, 7]  # seed + 1 and seed + 2 for each of the two

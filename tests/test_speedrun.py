@@ -13,7 +13,7 @@ from cifarkit.data import Split
 from cifarkit.errors import ConfigError, duration_text
 from cifarkit.loader import DeviceLoader, Normalizer
 from cifarkit.models import create_model
-from cifarkit.report.stats import difference_is_noise, difference_se
+from cifarkit.report.stats import difference_is_noise, paired_is_noise, paired_se
 from cifarkit.speedrun import recipe as sr
 
 CPU = torch.device("cpu")
@@ -239,22 +239,25 @@ def test_race_and_ablation_commentary_quote_the_numbers():
     assert rep.time_to(curves["slow"], 0.7) == 200.0 and rep.time_to(curves["never"], 0.7) is None
     text = rep.describe_race(curves, 0.7)
     assert "**200.0 s**" in text and "never reached 70.0%" in text and "10.0x sooner" in text
+    n = 5000
+    fixed, broken = [0, 50, 125, 400, 100], [0, 550, 100, 100, 25]  # images only the variant / only the full gets right
     df = pd.DataFrame(
         {
-            "variant": ["full recipe", "- a", "- b", "- c"],
-            "val_top1": [0.70, 0.60, 0.705, 0.76],
-            "reason": ["", "x", "y", "z"],
-            "seconds": [1.0] * 4,
+            "variant": ["full recipe", "- a", "- b", "- c", "- d"],
+            "delta": [(f - b) / n for f, b in zip(fixed, broken, strict=True)],
+            "se_delta": [paired_se(f, b, n) for f, b in zip(fixed, broken, strict=True)],
+            "within_noise": [paired_is_noise(f, b) for f, b in zip(fixed, broken, strict=True)],
+            "reason": ["", "x", "y", "z", "w"],
+            "seconds": [1.0] * 5,
         }
     )
-    n = 5000
-    df["delta"] = df["val_top1"] - 0.70
-    df["se_delta"] = [0.0] + [difference_se(0.70, n, v, n) for v in df["val_top1"][1:]]
-    df["within_noise"] = [True] + [difference_is_noise(0.70, n, v, n) for v in df["val_top1"][1:]]
+    df["val_top1"] = 0.70 + df["delta"]
     df.attrs["n_val"] = n
     text = rep.describe_ablation(df)
     assert "**70.0%**" in text and "**a** (-10.0 points)" in text and "b (+0.5)" in text
-    assert "**c** *improved*" in text and "5000 validation images" in text
+    assert "paired test" in text and "Each run is one seed" in text and "5000 validation images" in text
+    # d is +1.5 points: noise for two independent samples of 5,000, but the paired test sees 100 vs 25 images
+    assert difference_is_noise(0.70, n, 0.715, n) and "**c**, **d** *improved*" in text
     assert rep.describe_race(curves, 0.7).startswith("**fast** reached 70.0% validation top-1 10.0x sooner")
     test_note = rep.describe_test(0.7212, "translate", 10000, 53.5, 1.9)
     assert test_note == (

@@ -340,3 +340,22 @@ def test_throughput_verdict_uses_gpu_busy_from_the_telemetry(tmp_path):
     assert list(table["gpu_busy_median"]) == [31.0, 96.0]
     assert table["verdict"].iloc[0].startswith("GPU under-used (median 31% busy)")
     assert table["verdict"].iloc[1].startswith("compute-bound")
+
+
+def test_machine_load_counts_a_process_that_is_not_this_one():
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from cifarkit.tools.telemetry import MachineLoad
+
+    spin = "import time\nt = time.time()\nwhile time.time() - t < 4: pass"
+    with MachineLoad() as load:
+        busy = subprocess.Popen([sys.executable, "-c", spin])  # still running at the end: not a finished child
+        time.sleep(1.5)
+    busy.kill()
+    busy.wait()
+    one_core = 100 / (psutil.cpu_count() or 1)
+    assert 0.5 * one_core < load.other_percent <= 100  # about one core's worth of someone else's work

@@ -12,8 +12,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cifarkit.report.stats import difference_is_noise, paired_is_noise, standard_error
-from cifarkit.tools.perflogs import INPUT_BOUND_SHARE
+from cifarkit.report.stats import difference_is_noise, fixed_broken, paired_is_noise, standard_error
+from cifarkit.tools.perflogs import INPUT_BOUND_SHARE, OTHER_LOAD_PERCENT
 
 
 class Note(str):
@@ -169,35 +169,76 @@ def test_metrics(test: Mapping[str, Any], classes: Sequence[str]) -> Note:
     return Note(" ".join(text))
 
 
-def ablation(table: Any, baseline: str | None = None) -> Note:
+def ablation(table: Any, correct: Mapping[str, Any] | None = None) -> Note:
     """An ablation table (index: step, columns ``val_top1`` and ``val_images``) in words: the ranking,
-    each step's change over the one before, and which changes are within noise."""
+    each step's change over the one before, and which changes are within noise. With ``correct`` (each
+    step's per-image right/wrong on the shared validation images, see
+    :func:`cifarkit.predict.validation_correct`) every comparison is the paired test; without, the test
+    for independent samples."""
     steps = list(table.index)
     n = int(table["val_images"].iloc[0])
     winner = table["val_top1"].idxmax()
+
+    def noise(a: str, b: str) -> bool:
+        if correct is not None:
+            return paired_is_noise(*fixed_broken(correct[a], correct[b]))
+        return difference_is_noise(float(table.loc[a, "val_top1"]), n, float(table.loc[b, "val_top1"]), n)
+
     se = standard_error(float(table["val_top1"].mean()), n)
     text = [
         f"Validation top-1 is measured on {n:,} images, so each number carries about ± {100 * se:.1f} "
-        "points (one standard error); differences under about twice that are noise."
+        "points (one standard error). "
+        + (
+            "Every step is scored on the same images, so two steps are compared with a paired test: a "
+            "difference counts only beyond two standard errors of the difference, counted from the images "
+            "only one of the two gets right."
+            if correct is not None
+            else "A difference counts only beyond two standard errors of the difference."
+        )
     ]
     changes = []
     for before, step in zip(steps, steps[1:], strict=False):
         a, b = float(table.loc[before, "val_top1"]), float(table.loc[step, "val_top1"])
-        tag = " (within noise)" if difference_is_noise(a, n, b, n) else ""
-        changes.append(f"`{step}` {points(b - a)}{tag}")
+        changes.append(f"`{step}` {points(b - a)}{' (within noise)' if noise(before, step) else ''}")
     text.append("Step by step: " + "; ".join(changes) + ".")
-    runner_up = table["val_top1"].drop(winner).max() if len(steps) > 1 else None
-    text.append(f"The highest is **`{winner}`** at {pct(float(table.loc[winner, 'val_top1']))}")
-    if runner_up is not None:
-        close = difference_is_noise(float(table.loc[winner, "val_top1"]), n, float(runner_up), n)
+    ranked = table["val_top1"].sort_values(ascending=False)
+    text.append(f"The highest is **`{winner}`** at {pct(float(ranked.iloc[0]))}")
+    if len(steps) > 1:
         text[-1] += (
-            ", but the next best is within noise of it, so this budget does not separate them."
-            if close
-            else ", clearly ahead of the next best."
+            f", but the next best (`{ranked.index[1]}`) is within noise of it, so this budget does not separate them."
+            if noise(winner, ranked.index[1])
+            else f", clearly ahead of the next best (`{ranked.index[1]}`)."
         )
     else:
         text[-1] += "."
     return Note(" ".join(text), finding=text[-1])
+
+
+def seed_spread(values: Mapping[str, Sequence[float]], seed: int) -> Note:
+    """The ablation's leader and runner-up retrained with more seeds (``values``: step -> validation top-1
+    per seed, the first being ``seed``, the ablation's own): how far seeds alone move each, and whether the
+    order holds in every seed. One seed per step says so instead."""
+    counts = {len(v) for v in values.values()}
+    if max(counts, default=1) < 2:
+        return Note(
+            "Each step was trained once (seed "
+            f"{seed}), so this ablation cannot tell a real difference from the luck of one seed; the quick "
+            "and full profiles retrain the two best steps with more seeds."
+        )
+    (lead, a), (second, b) = list(values.items())[:2]
+    spread = {name: 100 * (max(v) - min(v)) for name, v in values.items()}
+    wins = sum(x > y for x, y in zip(a, b, strict=False))
+    seeds = min(len(a), len(b))
+    finding = (
+        f"Over {seeds} seeds `{lead}` averages {pct(sum(a) / len(a))} and `{second}` {pct(sum(b) / len(b))}; "
+        f"seeds alone moved them by {spread[lead]:.1f} and {spread[second]:.1f} points, and `{lead}` was ahead in "
+        f"{wins} of {seeds} seeds."
+    )
+    detail = "; ".join(f"`{name}`: " + ", ".join(pct(x) for x in v) for name, v in values.items())
+    return Note(
+        f"Retrained with seeds {seed} to {seed + seeds - 1} (validation top-1 per seed: {detail}). " + finding,
+        finding=finding,
+    )
 
 
 def tta(table: Any, chosen: str) -> Note:
@@ -248,25 +289,50 @@ def same_images_noise(table: Any, mode: str, n: int) -> bool:
 PACE_SPREAD = 0.3  # epochs more than 30% apart in images/s: the machine was not quiet
 
 
-def pace(rows: Sequence[Mapping[str, Any]]) -> Note:
+def pace(rows: Sequence[Mapping[str, Any]], other_load: float | None = None) -> Note:
     """How steady training speed was over the epochs (a run's metrics rows); the first epoch, which pays
     the warm-up, is left out when there are three or more. A spread beyond 30% means something else
-    competed for the machine (or it throttled), so the run's times are not a clean measurement."""
+    competed for the machine (or it throttled), so the run's times are not a clean measurement; so does
+    ``other_load`` (percent of the machine's CPU other processes used, from the run's telemetry) above 25."""
     rates = [float(r["images_per_s"]) for r in rows if r.get("images_per_s")]
     steady = rates[1:] if len(rates) >= 3 else rates
     if not steady:
         return Note("No epoch timing was recorded, so the training pace cannot be judged.")
     lo, hi = min(steady), max(steady)
     spread = hi / lo - 1
+    loaded = other_load is not None and other_load > OTHER_LOAD_PERCENT
     text = f"Training ran at {lo:,.0f} to {hi:,.0f} images/s over {len(steady)} epoch(s)"
     if spread > PACE_SPREAD:
         text += (
             f", {spread:.0%} apart: something else probably competed for the machine (or it throttled), so "
             "this run's times are not a clean measurement; rerun on a quiet machine before comparing them."
         )
+    elif loaded:
+        text += f" (within {spread:.0%} of each other)."
     else:
         text += f" (within {spread:.0%} of each other): a steady pace, so its times can be compared."
+    if loaded:
+        text += (
+            f" Other processes used about {other_load:.0f}% of the machine's CPU meanwhile (median of the "
+            "telemetry samples), so these times measure the machine's load too."
+        )
     return Note(text)
+
+
+def competing_load(other_percent: float | None, what: str) -> Note:
+    """Whether other processes competed for the machine while ``what`` was timed (``other_percent``: see
+    :class:`cifarkit.tools.telemetry.MachineLoad`), in one sentence."""
+    if other_percent is None:
+        return Note(f"How busy the rest of the machine was during {what} could not be measured here.")
+    if other_percent > OTHER_LOAD_PERCENT:
+        return Note(
+            f"Other processes used about {other_percent:.0f}% of the machine's CPU during {what}, so its times "
+            "measure the machine's load too: rerun on a quiet machine before quoting them."
+        )
+    return Note(
+        f"The machine was otherwise quiet during {what} (other processes used about {other_percent:.0f}% of its "
+        "CPU), so its times compare like with like."
+    )
 
 
 def channels(stats: Any) -> Note:
@@ -362,6 +428,8 @@ def throughput(table: Any) -> Note:
         )
     else:
         text.append(f"It trained `{fast['model']}` at {fast['images_per_s']:,.0f} images/s.")
+    load = table["other_load_percent"].dropna() if "other_load_percent" in table else table["images_per_s"][:0]
+    shared = table.loc[load[load > OTHER_LOAD_PERCENT].index, "model"].tolist()
     wait = table["data_wait_fraction"].dropna()
     if len(wait):
         worst = table.loc[wait.idxmax()]
@@ -370,8 +438,20 @@ def throughput(table: Any) -> Note:
             + (
                 "the input pipeline held training back there, so a faster loader would pay off."
                 if wait.max() > INPUT_BOUND_SHARE
-                else "the input pipeline kept up everywhere, so the models' own arithmetic set the pace."
+                else "the input pipeline kept up everywhere"
+                + (
+                    "."
+                    if shared
+                    else ", and the machine was otherwise quiet, so the models' own arithmetic set the pace."
+                )
             )
+        )
+    if shared:
+        text.append(
+            f"Other processes used about {load.max():.0f}% of the machine's CPU while "
+            + ", ".join(f"`{m}`" for m in shared)
+            + " trained, so those images/s measure the machine's load as much as the model; rerun on a quiet "
+            "machine before comparing speeds."
         )
     busy = table["gpu_busy_median"].dropna()
     if len(busy):

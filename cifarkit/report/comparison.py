@@ -188,11 +188,15 @@ def throughput_table(report_dir: str | Path):
                 "data_wait_fraction": train.get("data_wait_fraction"),
                 "gpu_busy_median": perf.get("gpu_busy_median"),
                 "peak_memory_mb": perf.get("peak_memory_mb"),
-                "verdict": bottleneck(train.get("data_wait_fraction"), perf.get("gpu_busy_median")),
+                "other_load_percent": perf.get("other_load_percent"),
+                "verdict": bottleneck(
+                    train.get("data_wait_fraction"), perf.get("gpu_busy_median"), perf.get("other_load_percent")
+                ),
             }
         )
     columns = ["run", "model", "device", "device_name", "backends", "images_per_s", "data_wait_fraction"]
-    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=[*columns, "gpu_busy_median", "verdict"])
+    empty = pd.DataFrame(columns=[*columns, "gpu_busy_median", "other_load_percent", "verdict"])
+    return pd.DataFrame(rows) if rows else empty
 
 
 def throughput_headline(table: pd.DataFrame) -> dict[str, Any]:

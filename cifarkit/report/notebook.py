@@ -13,7 +13,7 @@ from cifarkit.config import recipe as named_recipe
 from cifarkit.data import load_dataset, project_root, resolve_user_path
 from cifarkit.device import resolve_device, seed_everything
 from cifarkit.errors import CifarkitError, ConfigError
-from cifarkit.predict import evaluate_run, expand_paths, predict
+from cifarkit.predict import evaluate_run, expand_paths, predict, validation_correct
 from cifarkit.report.commentary import Note, findings, in_this_run
 from cifarkit.report.comparison import compare_runs, find_runs, on_dataset
 from cifarkit.report.figures import plot_own_predictions, run_callbacks, save, write_test_figures
@@ -34,6 +34,7 @@ class Profile:
     ablation_train_images: int | None
     ablation_epochs: int
     ablation_hidden_units: int
+    ablation_seeds: int  # the two best ablation steps are retrained until each has this many seeds
     tta_test_images: int | None
     speedrun_recipe: str = "speedrun"  # a name from cifarkit.speedrun.recipe.RECIPES
     speedrun_ablation_train_images: int | None = None
@@ -53,6 +54,7 @@ PROFILES = {
         ablation_train_images=500,
         ablation_epochs=1,
         ablation_hidden_units=8,
+        ablation_seeds=1,
         tta_test_images=200,
         speedrun_recipe="tiny",
         speedrun_ablation_train_images=500,
@@ -70,6 +72,7 @@ PROFILES = {
         ablation_train_images=20_000,
         ablation_epochs=5,
         ablation_hidden_units=32,
+        ablation_seeds=2,
         tta_test_images=None,
         speedrun_recipe="speedrun",
         speedrun_ablation_train_images=15_000,
@@ -86,6 +89,7 @@ PROFILES = {
         ablation_train_images=None,
         ablation_epochs=30,
         ablation_hidden_units=64,
+        ablation_seeds=3,
         tta_test_images=None,
         speedrun_recipe="flagship",
         speedrun_ablation_train_images=None,
@@ -156,6 +160,23 @@ class NotebookRun:
         result = evaluate_run(run, dataset, self.device)
         write_test_figures(run, result, dataset.classes)
         return result
+
+    def validation_correct(self, runs: dict[str, Path], dataset) -> dict[str, Any]:
+        """Each run's per-image right/wrong on the validation images it held out of ``dataset``, by name."""
+        return {name: validation_correct(run, dataset, self.device) for name, run in runs.items()}
+
+    def seed_repeats(self, dataset, table, settings: dict[str, dict], **common: Any) -> dict[str, list[float]]:
+        """Retrain the two best rows of an ablation ``table`` (step -> ``val_top1``) with ``settings[step]`` and
+        ``common`` until each has ``profile.ablation_seeds`` seeds; validation top-1 per seed, by step (the
+        ablation's own run first)."""
+        best = list(table["val_top1"].sort_values(ascending=False).index[:2])
+        values = {}
+        for step in best:
+            values[step] = [float(table.loc[step, "val_top1"])]
+            for k in range(1, self.profile.ablation_seeds):
+                run = self.train(dataset, test=False, seed=self.seed + k, **common, **settings[step])
+                values[step].append(float(read_json(run / "train.json")["best_val_accuracy"]))
+        return values
 
     def runs_to_compare(self, runs_root: str = "") -> Path:
         """The folder notebook 06 ranks: ``runs_root`` (found from the notebook or the repository root), else

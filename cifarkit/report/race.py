@@ -10,9 +10,9 @@ import torch
 from cifarkit.data import Split
 from cifarkit.loader import Normalizer
 from cifarkit.report.commentary import Note, pct
-from cifarkit.report.stats import difference_is_noise, difference_se
+from cifarkit.report.stats import fixed_broken, paired_is_noise, paired_se
 from cifarkit.runs import read_metrics
-from cifarkit.speedrun.recipe import PIECES, Recipe, SpeedrunResult, ablation_recipes, accuracy, train
+from cifarkit.speedrun.recipe import PIECES, Recipe, SpeedrunResult, ablation_recipes, scores, train
 
 Curve = list[dict[str, float]]  # rows with "seconds" (cumulative training time) and "val_top1"
 
@@ -46,36 +46,40 @@ def run_ablation(
 ):
     """Train the full recipe and each one-piece-off variant; validation top-1 (with each variant's TTA).
 
-    Returns a DataFrame: ``variant``, ``val_top1``, ``delta`` (vs the full recipe), ``se_delta``
-    (standard error of that difference), ``within_noise`` (|delta| < 2 se), ``seconds``, ``reason``.
+    Every variant is scored on the same validation images as the full recipe, so each difference is judged by
+    the paired test (:func:`cifarkit.report.stats.paired_is_noise`) on the images only one of the two gets right.
+    Returns a DataFrame: ``variant``, ``val_top1``, ``delta`` (vs the full recipe), ``fixed`` and ``broken``
+    (images only the variant / only the full recipe gets right), ``se_delta`` (standard error of the paired
+    difference), ``within_noise`` (|delta| < 2 se), ``seconds``, ``reason``.
     """
     import pandas as pd
 
     norm = Normalizer(mean, std, device, channels_last=True)
     reasons = {f"- {p.name}": p.reason for p in PIECES}
-    rows = []
+    rows, full_correct = [], None
     for label, variant in ablation_recipes(recipe):
         log(f"ablation: {label}")
         result: SpeedrunResult = train(
             variant, train_split, mean, std, num_classes, device, seed=seed, log=lambda s: None
         )
+        scored = scores(result.model, val, norm, variant.tta, result.amp)
+        full_correct = scored["correct"] if full_correct is None else full_correct  # the first row is the full recipe
+        fixed, broken = fixed_broken(full_correct, scored["correct"])
         rows.append(
             {
                 "variant": label,
-                "val_top1": accuracy(result.model, val, norm, variant.tta, result.amp),
+                "val_top1": scored["top1"],
+                "delta": (fixed - broken) / len(val),
+                "fixed": fixed,
+                "broken": broken,
+                "se_delta": paired_se(fixed, broken, len(val)) if fixed + broken else 0.0,
+                "within_noise": paired_is_noise(fixed, broken),
                 "seconds": result.seconds,
                 "reason": reasons.get(label, ""),
             }
         )
-    df = pd.DataFrame(rows)
-    full = df.loc[0, "val_top1"]
-    n = len(val)
-    df["delta"] = df["val_top1"] - full
-    df["se_delta"] = [difference_se(full, n, v, n) for v in df["val_top1"]]
-    df["within_noise"] = [difference_is_noise(full, n, v, n) for v in df["val_top1"]]
-    df.loc[0, ["delta", "se_delta", "within_noise"]] = [0.0, 0.0, True]
-    out = df[["variant", "val_top1", "delta", "se_delta", "within_noise", "seconds", "reason"]]
-    out.attrs["n_val"] = n
+    out = pd.DataFrame(rows)
+    out.attrs["n_val"] = len(val)
     return out
 
 
@@ -121,8 +125,10 @@ def describe_ablation(df) -> Note:
     n = df.attrs.get("n_val")
     images = f"the same {n} validation images" if n else "the same validation images"
     parts = [
-        f"The full recipe reached **{pct(full)}** validation top-1. A difference counts only beyond two "
-        f"standard errors (about {100 * 2 * se:.1f} points here, {len(df)} runs scored on {images})."
+        f"The full recipe reached **{pct(full)}** validation top-1. All {len(df)} runs are scored on {images}, "
+        "so each difference is judged by a paired test: it counts only beyond two standard errors of the "
+        f"difference, counted from the images only one of the two runs gets right (about {100 * 2 * se:.1f} "
+        "points here). Each run is one seed."
     ]
     if len(helped):
         parts.append(

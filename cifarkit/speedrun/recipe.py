@@ -331,19 +331,27 @@ class SpeedrunResult:
     amp: str = "off"  # the precision it trained in ("off", "bf16", "fp16"), for evaluating it the same way
 
 
-def accuracy(
+def scores(
     model: nn.Module, split: Split, normalizer: Normalizer, tta: str = "none", amp: str = "off", batch_size: int = 128
-) -> float:
-    """Top-1 of ``model`` on ``split`` with a TTA mode, through the one evaluation path; the model is left in
-    training mode (the speedrun validates mid-run).
+) -> dict[str, Any]:
+    """:func:`cifarkit.evaluate.evaluate` of ``model`` on ``split`` with a TTA mode (top-1, top-5, loss and
+    ``correct``, each image's top-1 right or wrong, for paired comparisons); the model is left in training
+    mode (the speedrun validates mid-run).
 
     The batch is small on purpose: views are stacked (2-6x the batch), and on a 2-core CPU a
     forward pass of ~256 images ran 30% faster per image than one of 1,000.
     """
     loader = DeviceLoader(split, batch_size, normalizer)
-    top1 = evaluate(model, loader, normalizer.mean.device, amp=amp, forward=tta_forward(model, tta))["top1"]
+    result = evaluate(model, loader, normalizer.mean.device, amp=amp, forward=tta_forward(model, tta), per_image=True)
     model.train()
-    return top1
+    return result
+
+
+def accuracy(
+    model: nn.Module, split: Split, normalizer: Normalizer, tta: str = "none", amp: str = "off", batch_size: int = 128
+) -> float:
+    """Top-1 of ``model`` on ``split`` with a TTA mode (see :func:`scores`)."""
+    return scores(model, split, normalizer, tta, amp, batch_size)["top1"]
 
 
 def backward_in_chunks(

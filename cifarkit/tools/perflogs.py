@@ -11,11 +11,14 @@ from typing import Any
 import numpy as np
 
 from cifarkit.errors import DataError
-from cifarkit.runs import read_jsonl
+from cifarkit.runs import read_jsonl, read_run_file
 from cifarkit.tools.telemetry import METRICS
 
 # share of a training step spent waiting for the next batch above which the input pipeline is the bottleneck
 INPUT_BOUND_SHARE = 0.2
+# other processes using more than this share of the machine's CPU (in percent) while a run trained make its
+# timings a measurement of the machine's load as much as of the run
+OTHER_LOAD_PERCENT = 25.0
 
 
 def run_id(path: Path) -> str:
@@ -119,14 +122,33 @@ def perf_summary(run: Path, split: str = "train") -> dict[str, Any]:
         if r.get("phase") == "sample" and isinstance(r.get("gpu_busy_percent"), (int, float))
     ]
     out["gpu_busy_median"] = float(np.median(busy)) if busy else None
+    out["other_load_percent"] = other_load_percent(lines, read_run_file(Path(run) / "env.json").get("cpu_count"))
     out["errors"] = sorted({f"{r['backend']}: {r['error']}" for r in lines if r.get("phase") == "error"})
     return out
 
 
-def bottleneck(data_wait_fraction: float | None, gpu_busy_median: float | None = None) -> str:
-    """A one-sentence verdict on what limited training speed."""
+def other_load_percent(lines: Sequence[dict[str, Any]], cores: int | None) -> float | None:
+    """The median share of the whole machine's CPU (percent) that other processes used while the samples in
+    ``lines`` were taken: machine-wide CPU minus this process's (which counts one core as 100)."""
+    if not cores:
+        return None
+    other = [
+        r["system_cpu_percent"] - r["cpu_percent"] / cores
+        for r in lines
+        if r.get("phase") == "sample" and isinstance(r.get("system_cpu_percent"), (int, float))
+        and isinstance(r.get("cpu_percent"), (int, float))
+    ]  # fmt: skip
+    return max(0.0, float(np.median(other))) if other else None
+
+
+def bottleneck(
+    data_wait_fraction: float | None, gpu_busy_median: float | None = None, other_load: float | None = None
+) -> str:
+    """A one-sentence verdict on what limited training speed (``other_load``: see :func:`other_load_percent`)."""
     if data_wait_fraction is None:
         return "no step timing recorded"
+    if other_load is not None and other_load > OTHER_LOAD_PERCENT:
+        return f"shared machine: other processes used about {other_load:.0f}% of its CPU, so they set the pace too"
     if data_wait_fraction > INPUT_BOUND_SHARE:
         return f"input-bound: {data_wait_fraction:.0%} of step time went to waiting for data"
     if gpu_busy_median is not None and gpu_busy_median < 60:

@@ -601,3 +601,39 @@ class Telemetry(Callback):
             record_shapes=True,
         ) as p:
             yield lambda step, n: p.step()
+
+
+class MachineLoad:
+    """``with MachineLoad() as load:`` measures what share of the whole machine's CPU other processes used
+    during the block (``load.other_percent``, 0-100; None where psutil cannot tell): the CPU time every core
+    was busy, less this process's own and its children's, over the block's wall time on every core. A race
+    timed while something else ran is a measurement of the machine's load too."""
+
+    def __enter__(self) -> MachineLoad:
+        import psutil
+
+        self.other_percent: float | None = None
+        self._cores = psutil.cpu_count() or 1
+        self._start = time.perf_counter(), _busy_seconds(psutil.cpu_times()), _own_seconds(psutil.Process())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import psutil
+
+        wall0, busy0, own0 = self._start
+        wall = time.perf_counter() - wall0
+        busy = _busy_seconds(psutil.cpu_times()) - busy0
+        own = _own_seconds(psutil.Process()) - own0
+        if wall > 0:
+            self.other_percent = max(0.0, 100 * (busy - own) / (wall * self._cores))
+
+
+def _busy_seconds(times: Any) -> float:
+    """CPU seconds every core spent on anything but idling or waiting for the disk."""
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
+def _own_seconds(process: Any) -> float:
+    """CPU seconds this process and its finished children used (threads included)."""
+    t = process.cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
