@@ -17,7 +17,7 @@ from cifarkit.device import resolve_channels_last, resolve_device
 from cifarkit.errors import CheckpointError, CifarkitError, DataError, short_list
 from cifarkit.evaluate import compare_tta, evaluate, predict_logits, tta_forward
 from cifarkit.loader import DeviceLoader, Normalizer
-from cifarkit.runs import load_checkpoint, read_run_file, test_json, write_json
+from cifarkit.runs import load_checkpoint, test_json, write_json
 from cifarkit.variants import OnnxModel, model_from_blob
 
 
@@ -249,14 +249,3 @@ def evaluate_run(run_dir: str | Path, dataset: Dataset, device: torch.device | s
     result = {"split": "test", "checkpoint": "best.pt", **test_json(predictor.evaluate(dataset.split("test")))}
     write_json(run_dir / "test.json", result)
     return result
-
-
-def validation_correct(run_dir: str | Path, dataset: Dataset, device: torch.device | str = "auto") -> torch.Tensor:
-    """Each validation image's top-1 right or wrong under a run's best.pt: the images its run held out of
-    ``dataset`` (the one it trained on; same fraction and seed), in a fixed order, so that runs held out
-    alike can be compared image by image (a paired test)."""
-    run_dir = Path(run_dir)
-    cfg = read_run_file(run_dir / "config.json")
-    predictor = Predictor.from_checkpoint(run_dir / "best.pt", device)
-    _, val = predictor.check_dataset(dataset).train.hold_out(cfg["val_fraction"], cfg["seed"])
-    return predictor.evaluate(val, report=False, per_image=True)["correct"]

@@ -309,3 +309,14 @@ def test_confused_grid_rows_are_pairs_with_the_wrong_class_probability():
     assert titles[0] == f"{ds.classes[1]} → {ds.classes[2]}\np({ds.classes[2]}) 0.70"
     assert titles[1] == f"p({ds.classes[2]}) 0.70" and titles[2] == ""
     assert titles[3:] == ["", "", ""] and (images[2] == 255).all() and (images[3:] == 255).all()
+
+
+def test_near_duplicate_pairs_are_titled_with_their_classes():
+    from cifarkit.data import make_synthetic
+    from cifarkit.report.duplicates import pair_images
+
+    ds = make_synthetic(num_classes=3, train_per_class=4, test_per_class=2)
+    images, titles = pair_images(ds.train, ds.test, ds.classes, [(0, 5, 3.5)])
+    assert images.shape == (2, 3, 32, 32)
+    train_class, test_class = ds.classes[int(ds.train.labels[0])], ds.classes[int(ds.test.labels[5])]
+    assert titles == [f"train #0\n{train_class}", f"test #5\n{test_class}, RMS 3.5"]

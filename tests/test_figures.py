@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import matplotlib.colors as mcolors
 import numpy as np
+import pytest
 
 from cifarkit.report import figures
 
@@ -32,6 +33,7 @@ def test_overlaid_axis_is_not_squashed_by_one_outlier():
     ax = fig.axes[0]
     assert ax.get_ylabel() == "training loss (cross-entropy)"
     assert ax.get_ylim()[1] < 5.2  # the 5.2 is clipped, the other values set the scale
+    assert [t.get_text() for t in ax.texts] == ["1 point(s) above the axis, up to 5.2"]  # and the plot says so
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b"]
 
 
@@ -111,6 +113,12 @@ def test_deploy_scatter_names_every_variant_with_plain_latency_ticks():
     assert sorted(t.get_text() for t in ax.texts) == ["fp32", "int8-static", "onnx"]
     sizes = ax.collections[0].get_sizes()
     assert sizes[1] < sizes[0] == sizes[2]  # marker area follows the size on disk
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["on cpu", "0.06 MB on disk", "0.2 MB on disk"]  # the marker-area scale
+    with_n = figures.plot_deploy(rows.assign(test_images=2000)).axes[0]
+    (bars,) = [c for c in with_n.containers if type(c).__name__ == "ErrorbarContainer"]
+    low, high = bars.lines[2][0].get_segments()[0][:, 1]
+    assert high - low == pytest.approx(2 * (0.75 * 0.25 / 2000) ** 0.5)  # one standard error either side
     ticks = [ax.xaxis.get_major_formatter()(v, 0) for v in (0.2, 0.5, 1.0)]
     assert ticks == ["0.2", "0.5", "1"]
 
@@ -140,3 +148,12 @@ def test_own_images_are_drawn_beside_their_topk_in_percent_and_errors_in_full():
     shown = " ".join(t.get_text() for t in fig.axes[1].texts).replace("\n", " ")
     assert shown == error  # wrapped, not cut
     assert sorted(round(p.get_width()) for p in fig.axes[3].patches) == [10, 90]  # percent
+
+
+def test_overlaid_runs_of_different_epoch_sizes_share_an_images_axis():
+    small, whole = {**history(4), "train_images": 9_000}, {**history(2), "train_images": 45_000}
+    ax = figures.plot_overlaid({"small": small, "whole": whole}, "val_accuracies", x="images").axes[0]
+    assert ax.get_xlabel().startswith("training images seen")
+    assert [list(line.get_xdata()) for line in ax.lines] == [[9_000, 18_000, 27_000, 36_000], [45_000, 90_000]]
+    unknown = figures.plot_overlaid({"small": small, "old run": history(2)}, "val_accuracies", x="images").axes[0]
+    assert unknown.get_xlabel() == "epoch"  # a run without its epoch size: the epoch axis, labelled as such

@@ -31,6 +31,10 @@ def test_the_numbered_series_is_complete():
 def test_notebook_is_clean_and_parameterised(path):
     nb = json.loads(path.read_text())
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    import nbformat
+
+    nbformat.validate(nbformat.reads(path.read_text(), as_version=4))  # e.g. every cell has its id (nbformat 4.5)
+    assert len({c["id"] for c in nb["cells"]}) == len(nb["cells"])
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "commit without outputs"
     params = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]

@@ -359,3 +359,27 @@ def test_machine_load_counts_a_process_that_is_not_this_one():
     busy.wait()
     one_core = 100 / (psutil.cpu_count() or 1)
     assert 0.5 * one_core < load.other_percent <= 100  # about one core's worth of someone else's work
+
+
+def test_a_validation_line_is_not_drawn_across_the_epoch_between_its_samples():
+    import numpy as np
+
+    from cifarkit.report.figures import broken_line
+
+    # one validation sample per epoch, 60 s apart: the median interval is the epoch, so only the epoch breaks
+    t, y = broken_line(np.array([10.0, 70.0, 130.0]), np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 3.0]))
+    assert np.isnan(t).sum() == 2 and list(y[~np.isnan(y)]) == [1.0, 2.0, 3.0]
+    t, _ = broken_line(np.array([0.0, 0.5, 1.0, 1.5, 9.0]), np.ones(5), np.ones(5))  # a pause in one epoch
+    assert list(np.flatnonzero(np.isnan(t))) == [4]
+
+
+def test_the_summary_table_counts_samples_and_has_no_row_without_any(tmp_path):
+    from cifarkit.tools.perflogs import load_perf_logs, summary_table
+
+    a = synthetic_log(tmp_path / "runA" / "perf" / "train_epoch.jsonl")
+    silent = tmp_path / "runA" / "perf" / "val_epoch.jsonl"  # a phase shorter than the sampling interval
+    silent.write_text(json.dumps({"phase": "summary", "wall_s": 0.1}) + "\n")
+    table = summary_table(load_perf_logs([a, silent]))
+    samples = sum('"phase": "sample"' in line for line in a.read_text().splitlines())
+    assert list(table.index) == ["runA/train_epoch"] and table["samples"].iloc[0] == samples > 0
+    assert not table.isna().all(axis=1).any()

@@ -74,12 +74,20 @@ def validation_split(run: str | Path, ds: Dataset) -> Split:
     return ds.split("train").hold_out(cfg["val_fraction"], cfg["seed"])[1]
 
 
-def tta_table(run: str | Path, ds: Dataset, device: str = "auto", split: str = "test"):
-    """Every TTA mode of a run's best.pt on ``ds``'s ``test`` split (or the run's ``val`` split), as a DataFrame."""
+def validation_correct(run: str | Path, ds: Dataset, device: str = "auto") -> torch.Tensor:
+    """Each image of a run's validation split (:func:`validation_split`) right or wrong under its best.pt, in
+    a fixed order: runs held out alike can then be compared image by image (a paired test)."""
+    p = Predictor.from_checkpoint(Path(run) / "best.pt", device)
+    return p.evaluate(validation_split(run, p.check_dataset(ds)), report=False, per_image=True)["correct"]
+
+
+def tta_table(run: str | Path, ds: Dataset, device: str = "auto", split: str = "test", average: str = "logits"):
+    """Every TTA mode of a run's best.pt on ``ds``'s ``test`` split (or the run's ``val`` split), its views
+    combined by ``average`` (``logits`` or ``probs``), as a DataFrame."""
     p = Predictor.from_checkpoint(Path(run) / "best.pt", device)
     ds = p.check_dataset(ds)
     images = validation_split(run, ds) if split == "val" else ds.split(split)
-    return pd.DataFrame(p.compare_tta(images)).set_index("mode")
+    return pd.DataFrame(p.compare_tta(images, average)).set_index("mode")
 
 
 def tta_demos(predictor: Predictor, split: Split, mode: str, n: int = 4, seed: int = 0, pool: int = 1000) -> Split:

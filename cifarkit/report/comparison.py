@@ -108,11 +108,13 @@ def run_labels(run_dirs: Sequence[str | Path]) -> dict[str, str]:
 
 
 def load_histories(runs: Sequence[Path]) -> dict[str, dict]:
-    """train.json of each run, keyed by :func:`run_label` (the run folder name is added if two labels clash)."""
+    """train.json of each run with ``train_images`` (from env.json: the images one epoch shows), keyed by
+    :func:`run_label` (the run folder name is added if two labels clash)."""
     out: dict[str, dict] = {}
     for r in map(Path, runs):
         label = run_label(r)
-        out[label if label not in out else f"{label} ({r.name})"] = read_json(r / "train.json")
+        history = {**read_json(r / "train.json"), "train_images": read_run_file(r / "env.json").get("train_images")}
+        out[label if label not in out else f"{label} ({r.name})"] = history
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,10 +76,17 @@ def near_duplicates(
     return sorted(pairs, key=lambda p: (p[2], p[1]))
 
 
-def pair_images(a: torch.Tensor, b: torch.Tensor, pairs: Sequence[tuple[int, int, float]], names=("train", "test")):
-    """Interleaved images and titles of (index in a, index in b, distance) pairs, for a grid of pairs."""
+def pair_images(
+    a: Any, b: Any, classes: Sequence[str], pairs: Sequence[tuple[int, int, float]], names=("train", "test")
+):
+    """Interleaved images and titles of (index in split ``a``, index in split ``b``, distance) pairs, for a
+    grid of pairs; each title names the image's class, so a pair whose classes differ (a near-copy with
+    another label) shows it."""
     images, titles = [], []
     for i, j, d in pairs:
-        images += [a[i].numpy(), b[j].numpy()]
-        titles += [f"{names[0]} #{i}", f"{names[1]} #{j}\nRMS {d:g}/255"]
+        images += [a.images[i].numpy(), b.images[j].numpy()]
+        titles += [
+            f"{names[0]} #{i}\n{classes[int(a.labels[i])]}",
+            f"{names[1]} #{j}\n{classes[int(b.labels[j])]}, RMS {d:g}",
+        ]
     return (np.stack(images) if images else np.zeros((0, 3, 32, 32), np.uint8)), titles

@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from cifarkit.errors import ConfigError, DataError
+from cifarkit.report.stats import standard_error
 from cifarkit.runs import atomic_write, read_json
 from cifarkit.tools.perflogs import present_metrics
 from cifarkit.tools.telemetry import METRICS, Telemetry
@@ -50,12 +51,18 @@ def epoch_axis(ax, epochs: int) -> None:
 
 def robust_ylim(ax, values: Sequence[float]) -> None:
     """Keep one outlier (a first-epoch loss of 5) from squashing the rest: cap the axis at 1.5x the 90th
-    percentile when the maximum is far above it."""
+    percentile when the maximum is far above it, and say on the plot how many points the cap hides."""
     finite = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
     if finite.size >= 4:
         top, p90 = finite.max(), np.percentile(finite, 90)
         if top > 2 * p90 > 0:
-            ax.set_ylim(top=1.5 * p90)
+            cap = 1.5 * p90
+            ax.set_ylim(top=cap)
+            hidden = int((finite > cap).sum())
+            ax.text(
+                0.99, 0.98, f"{hidden} point(s) above the axis, up to {top:.3g}", transform=ax.transAxes,
+                ha="right", va="top", fontsize=7, color="dimgray",
+            )  # fmt: skip
 
 
 def plot_curves(history: dict, metric: str, title: str | None = None) -> Figure:
@@ -182,19 +189,27 @@ def plot_colour_histograms(images: np.ndarray, bins: int = 64) -> Figure:
     return fig
 
 
-def plot_overlaid(histories: dict[str, dict], key: str = "val_accuracies", title: str | None = None) -> Figure:
+def plot_overlaid(
+    histories: dict[str, dict], key: str = "val_accuracies", title: str | None = None, x: str = "epoch"
+) -> Figure:
     """One train.json field (e.g. ``val_accuracies``) of several runs on one axis; the legend uses the keys
-    of ``histories`` (name the experiments, not their folders)."""
+    of ``histories`` (name the experiments, not their folders). ``x="images"`` plots against the training
+    images seen (epochs times each history's ``train_images``), so runs whose epochs differ in size share
+    one budget axis; runs that do not record it fall back to epochs, as the axis label then says."""
+    by_images = x == "images" and all(h.get("train_images") for h in histories.values())
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
     longest, everything = 0, []
     styles = itertools.cycle([("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")])  # identical runs stay visible
     for (name, h), (line, mark) in zip(histories.items(), styles, strict=False):
         values = h.get(key) or []
-        ax.plot(range(1, len(values) + 1), values, ls=line, marker=mark, ms=3, label=name)
+        steps = np.arange(1, len(values) + 1) * (h["train_images"] if by_images else 1)
+        ax.plot(steps, values, ls=line, marker=mark, ms=3, label=name)
         longest, everything = max(longest, len(values)), everything + list(values)
-    ax.set(xlabel="epoch", ylabel=AXIS_LABELS.get(key, key), title=title or AXIS_LABELS.get(key, key))
-    epoch_axis(ax, longest)
+    xlabel = "training images seen (epochs x images per epoch)" if by_images else "epoch"
+    ax.set(xlabel=xlabel, ylabel=AXIS_LABELS.get(key, key), title=title or AXIS_LABELS.get(key, key))
+    if not by_images:
+        epoch_axis(ax, longest)
     robust_ylim(ax, everything)
     ax.grid(alpha=0.3)
     if histories:
@@ -280,17 +295,28 @@ def plot_tta_side_by_side(images: Sequence[np.ndarray], predictions, true_classe
 
 def plot_deploy(rows) -> Figure:
     """Accuracy against batch-1 latency for every deployment variant (a ``deploy_bench`` table), marker area
-    proportional to the size on disk, one colour per device, each point named."""
-    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    proportional to the size on disk (its legend gives the scale), one colour per device, each point named,
+    and error bars of one standard error of its top-1 (from ``test_images``, where the table has them)."""
+    fig = Figure(figsize=(7.5, 4.4), layout="constrained")
     ax = fig.subplots()
     biggest = max(float(r) for r in rows["size_mb"]) or 1.0
+
+    def area(size_mb: Any) -> Any:
+        return 40 + 600 * size_mb / biggest
+
     for colour, (device, part) in zip(plt_colours(), rows.groupby("device"), strict=False):
-        area = 40 + 600 * part["size_mb"].astype(float) / biggest
-        ax.scatter(part["latency_ms_p50"], part["top1"], s=area, alpha=0.6, color=colour, label=f"on {device}")
+        ax.scatter(part["latency_ms_p50"], part["top1"], s=area(part["size_mb"].astype(float)), alpha=0.6, color=colour)
+        ax.scatter([], [], s=60, alpha=0.6, color=colour, label=f"on {device}")  # the legend's colour key
+        if "test_images" in part:
+            se = [standard_error(float(p), int(n)) for p, n in zip(part["top1"], part["test_images"], strict=True)]
+            ax.errorbar(part["latency_ms_p50"], part["top1"], yerr=se, fmt="none", ecolor=colour, capsize=3, lw=1)
         for _, r in part.iterrows():
             ax.annotate(
                 r["variant"], (r["latency_ms_p50"], r["top1"]), textcoords="offset points", xytext=(6, 4), fontsize=8
             )
+    smallest = min(float(r) for r in rows["size_mb"])
+    for size in dict.fromkeys([smallest, biggest]):  # the marker-area scale, as legend entries
+        ax.scatter([], [], s=area(size), color="lightgray", edgecolor="gray", label=f"{size:.2g} MB on disk")
     from matplotlib.ticker import FuncFormatter, LogLocator
 
     ax.set_xscale("log")
@@ -299,9 +325,9 @@ def plot_deploy(rows) -> Figure:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.5, 1, 2 (not 5x10^-1)
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     ax.set(xlabel="latency per image at batch 1, median (ms, log scale)", ylabel="test top-1 accuracy")
-    ax.set_title("accuracy vs latency (marker area: size on disk)", fontsize=10)
+    ax.set_title("accuracy vs latency (marker area: size on disk; bars: one standard error)", fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, markerscale=0.5, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3, frameon=False)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=4, frameon=False, labelspacing=1.2)
     return fig
 
 
@@ -325,12 +351,25 @@ METRIC_LABELS = {
 }
 
 
+def broken_line(t: np.ndarray, y: np.ndarray, epochs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``t`` and ``y`` with a NaN (a break in the drawn line) wherever sampling paused: where the epoch
+    changes (a validation log is silent while the next epoch trains, so its samples must not be joined
+    across it) and at gaps over five times the usual sampling interval."""
+    breaks = np.zeros(max(len(t) - 1, 0), dtype=bool)
+    if len(t) > 2:
+        breaks |= np.diff(t) > 5 * max(float(np.median(np.diff(t))), 1e-3)
+    if epochs is not None and len(t) > 1:
+        breaks |= np.diff(epochs) != 0
+    gaps = np.flatnonzero(breaks) + 1
+    return np.insert(t, gaps, np.nan), np.insert(y, gaps, np.nan)
+
+
 def plot_perf_metric(df, metric: str, labels: dict[str, str] | None = None) -> Figure:
     """One telemetry metric over time, one panel per experiment (the run folder's parent, e.g.
     ``03_augmentation``) with one colour per run named by ``labels`` (run folder -> label), training
     logs solid and validation logs dotted; epoch starts dashed where a panel holds a single run."""
     experiments = sorted(df["experiment"].unique()) if "experiment" in df else [None]
-    fig = Figure(figsize=(min(4.2 * len(experiments), 16), 3.4), layout="constrained")
+    fig = Figure(figsize=(min(4.2 * len(experiments), 16), 4.0), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(experiments), sharey=True, squeeze=False)[0])
     for ax, experiment in zip(axes, experiments, strict=True):
         panel = df if experiment is None else df[df["experiment"] == experiment]
@@ -346,11 +385,18 @@ def plot_perf_metric(df, metric: str, labels: dict[str, str] | None = None) -> F
                 if part.empty:
                     continue
                 t, y = part["t_s"].to_numpy(dtype=float), part[metric].to_numpy(dtype=float)
-                if len(t) > 2:  # break the line where sampling paused (e.g. val logs between epochs)
-                    gaps = np.flatnonzero(np.diff(t) > 5 * max(float(np.median(np.diff(t))), 1e-3)) + 1
-                    t, y = np.insert(t, gaps, np.nan), np.insert(y, gaps, np.nan)
+                t, y = broken_line(t, y, part["epoch"].to_numpy(dtype=float) if "epoch" in part else None)
                 val = str(run).endswith("val_epoch")
-                ax.plot(t, y, lw=1.2, color=colour, ls=":" if val else "-", label=None if val else name)
+                ax.plot(
+                    t,
+                    y,
+                    lw=1.2,
+                    color=colour,
+                    ls=":" if val else "-",
+                    marker="." if val else None,
+                    ms=3,
+                    label=None if val else name,
+                )
             if len(folders) == 1 and "epoch" in runs and runs["epoch"].notna().any():
                 for start in runs.groupby("epoch")["t_s"].min().iloc[1:]:
                     ax.axvline(start, color="grey", ls="--", lw=0.6, alpha=0.5)
@@ -358,8 +404,8 @@ def plot_perf_metric(df, metric: str, labels: dict[str, str] | None = None) -> F
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             # below the panel: long run labels never cover the curves or squeeze a neighbour
-            ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
-    axes[0].set_ylabel(METRIC_LABELS.get(metric, metric))
+            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+    axes[0].set_ylabel(textwrap.fill(METRIC_LABELS.get(metric, metric), 28))  # a long label stays beside its panel
     fig.suptitle(f"{METRIC_LABELS.get(metric, metric)} (solid: training, dotted: validation)", fontsize=10)
     return fig
 
@@ -465,7 +511,7 @@ def run_selector(histories: dict[str, dict]):
         if not runs:
             print("Select one or more runs above (Ctrl/Cmd-click adds one) to draw their curves.")
             return
-        display(plot_overlaid({n: histories[n] for n in runs}, key))
+        display(plot_overlaid({n: histories[n] for n in runs}, key, x="images"))
 
     return widgets.VBox([pick, metric, widgets.interactive_output(draw, {"runs": pick, "key": metric})])
 

@@ -13,7 +13,8 @@ from cifarkit.config import recipe as named_recipe
 from cifarkit.data import load_dataset, project_root, resolve_user_path
 from cifarkit.device import resolve_device, seed_everything
 from cifarkit.errors import CifarkitError, ConfigError
-from cifarkit.predict import evaluate_run, expand_paths, predict, validation_correct
+from cifarkit.predict import evaluate_run, expand_paths, predict
+from cifarkit.report.analysis import validation_correct
 from cifarkit.report.commentary import Note, findings, in_this_run
 from cifarkit.report.comparison import compare_runs, find_runs, on_dataset
 from cifarkit.report.figures import plot_own_predictions, run_callbacks, save, write_test_figures

@@ -91,14 +91,17 @@ def present_metrics(df) -> list[str]:
 
 
 def summary_table(df):
-    """Median and max of every present metric, one row per run."""
+    """Median and max of every present metric, one row per log that holds samples, with their count; a log
+    without any (a phase shorter than the sampling interval) has no row rather than a row of NaN."""
     import pandas as pd  # pandas costs a third of a second to import; only here
 
     metrics = present_metrics(df)
     if not metrics:
         return pd.DataFrame()
-    table = df.groupby("run")[metrics].agg(["median", "max"])
+    sampled = df[df[metrics].notna().any(axis=1)]
+    table = sampled.groupby("run")[metrics].agg(["median", "max"])
     table.columns = [f"{m}_{stat}" for m, stat in table.columns]
+    table.insert(0, "samples", sampled.groupby("run").size())
     return table.round(2)
 
 
