@@ -18,6 +18,7 @@ from cifarkit.config import (
     DEVICE_HELP,
     MONITORS,
     OPTIMIZERS,
+    RULES,
     SCHEDULERS,
     TTA_AVERAGES,
     TTA_MODES,
@@ -25,9 +26,9 @@ from cifarkit.config import (
     Slurm,
     TrainConfig,
     fraction,
-    non_negative_float,
     positive_float,
     positive_int,
+    train_option_type,
 )
 from cifarkit.errors import EXIT_FAILED, EXIT_USAGE, CifarkitError, os_error_line, printable, rank_tag
 
@@ -386,6 +387,8 @@ def add_train_options(t: argparse.ArgumentParser) -> None:
     def field(flag: str, help: str, dest: str | None = None, **kw: object) -> None:
         dest = dest or flag[2:].replace("-", "_")
         default = getattr(TrainConfig, dest)
+        if dest in RULES:  # its range is TrainConfig's own rule
+            kw["type"] = train_option_type(dest, float if isinstance(default, float) else int)
         t.add_argument(flag, dest=dest, default=default, help=help.format(default=default), **kw)
 
     switch = {"action": argparse.BooleanOptionalAction}  # --x and --no-x, so a sweep can say false
@@ -393,32 +396,32 @@ def add_train_options(t: argparse.ArgumentParser) -> None:
     add_common(t)
     t.add_argument(
         "--epochs",
-        type=positive_int,
+        type=train_option_type("epochs", int),
         default=None,
         help=f"epochs (default {TrainConfig.epochs}; with --resume: the run's own)",
     )
-    field("--batch-size", "default {default}", type=positive_int)
-    field("--lr", "peak learning rate (default {default})", type=positive_float)
+    field("--batch-size", "default {default}")
+    field("--lr", "peak learning rate (default {default})")
     field("--optimizer", "default {default}", choices=OPTIMIZERS)
-    field("--momentum", "SGD momentum, Nesterov when > 0 (default {default})", type=non_negative_float)
-    field("--weight-decay", "default {default}", type=non_negative_float)
+    field("--momentum", "SGD momentum, Nesterov when > 0 (default {default})")
+    field("--weight-decay", "default {default}")
     field(
         "--scheduler",
         "learning-rate schedule over the whole run, stepped every batch (default {default})",
         choices=SCHEDULERS,
     )
     field("--augment", "none, or crop/flip/cutout joined with + (default {default})")
-    field("--label-smoothing", "default {default}", type=non_negative_float)
+    field("--label-smoothing", "default {default}")
     field(
         "--alternating-flip",
         "flip each image every other epoch rather than by chance (with flip in --augment)",
         **switch,
     )
-    field("--patience", "early stopping patience in epochs (0: off)", type=int)
+    field("--patience", "early stopping patience in epochs (0: off)")
     field("--monitor", "metric for best.pt and early stopping (default {default})", choices=MONITORS)
-    field("--val-fraction", "share of train held out for validation (default {default})", type=fraction)
+    field("--val-fraction", "share of train held out for validation (default {default})")
     field("--seed", "default {default}", type=int)
-    field("--image-size", "model input side (default: the model's own)", type=positive_int)
+    field("--image-size", "model input side (default: the model's own)")
     add_amp(t, TrainConfig.amp)
     t.add_argument(
         "--channels-last",
@@ -426,7 +429,7 @@ def add_train_options(t: argparse.ArgumentParser) -> None:
         default="auto",
         help="memory format; auto: on for CUDA/ROCm, off on CPU/MPS",
     )
-    field("--checkpoint-every", "write last.pt every k epochs", type=positive_int)
+    field("--checkpoint-every", "write last.pt every k epochs")
     field(
         "--deterministic",
         "repeatable GPU kernels, so --resume continues exactly (--no-deterministic trades it for speed)",
@@ -440,12 +443,10 @@ def add_train_options(t: argparse.ArgumentParser) -> None:
         help="continue from a run's last.pt (its saved settings are used; --epochs may extend a run without a scheduler)",
     )
     field("--telemetry", "record hardware telemetry into perf/*.jsonl", **switch)
-    field("--telemetry-interval", "telemetry sampling period in seconds (default {default})", type=positive_float)
+    field("--telemetry-interval", "telemetry sampling period in seconds (default {default})")
     for old, new in (("--profile", "--telemetry"), ("--profile-interval", "--telemetry-interval")):
         t.add_argument(old, action=Renamed, nargs=0 if new == "--telemetry" else None, help=argparse.SUPPRESS, new=new)
-    field(
-        "--torch-profile", "record N training steps with torch.profiler", "torch_profile_steps", type=int, metavar="N"
-    )
+    field("--torch-profile", "record N training steps with torch.profiler", "torch_profile_steps", metavar="N")
     field(
         "--pretrained",
         "start from ImageNet weights (resnet18_imagenet, mobilenetv3_imagenet; cached in $TORCH_HOME/hub)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -36,6 +37,26 @@ LEGACY_KEYS = {"profile": "telemetry", "profile_interval": "telemetry_interval"}
 
 
 MAX_EPOCHS = 10_000  # a bad value (1e11) would otherwise lay out a schedule and train for ever
+
+
+# the valid range of each numeric TrainConfig field, declared once: TrainConfig checks its values with it,
+# and `train`'s options check theirs at parse time through train_option_type (NaN fails every comparison)
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "epochs": (lambda v: 1 <= v <= MAX_EPOCHS, f"use an integer from 1 to {MAX_EPOCHS:,}"),
+    "batch_size": (lambda v: v >= 1, "use an integer >= 1"),
+    "lr": (lambda v: 0 < v < math.inf, "use a finite number > 0"),
+    "momentum": (lambda v: 0 <= v < 1, "use 0 <= momentum < 1"),
+    "weight_decay": (lambda v: 0 <= v < math.inf, "use a finite number >= 0"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "use 0 <= label_smoothing < 1"),
+    "crop_padding": (lambda v: v >= 0, "use an integer >= 0"),
+    "cutout_size": (lambda v: v >= 1, "use an integer >= 1"),
+    "patience": (lambda v: v >= 0, "use 0 (off) or a positive integer"),
+    "val_fraction": (lambda v: 0 < v < 1, "use a fraction between 0 and 1, e.g. 0.1"),
+    "image_size": (lambda v: v is None or v >= 8, "use an integer >= 8"),
+    "checkpoint_every": (lambda v: v >= 1, "use an integer >= 1"),
+    "telemetry_interval": (lambda v: 0 < v < math.inf, "use a finite number > 0 of seconds"),
+    "torch_profile_steps": (lambda v: v >= 0, "use 0 (off) or a positive integer"),
+}
 
 
 @dataclass(frozen=True)
@@ -80,25 +101,13 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is invalid: {what}")
 
-        check(1 <= self.epochs <= MAX_EPOCHS, "epochs", f"use an integer from 1 to {MAX_EPOCHS:,}")
-        check(self.batch_size >= 1, "batch_size", "use an integer >= 1")
-        check(0 < self.lr < math.inf, "lr", "use a finite positive number")
+        for name, (ok, what) in RULES.items():
+            check(ok(getattr(self, name)), name, what)
         check(self.optimizer in OPTIMIZERS, "optimizer", f"choose {', '.join(OPTIMIZERS)}")
-        check(0 <= self.momentum < 1, "momentum", "use 0 <= momentum < 1")
-        check(self.weight_decay >= 0, "weight_decay", "use a number >= 0")
         check(self.scheduler in SCHEDULERS, "scheduler", f"choose {', '.join(SCHEDULERS)}")
-        check(0 <= self.label_smoothing < 1, "label_smoothing", "use 0 <= label_smoothing < 1")
         parse_augment(self.augment)
-        check(self.crop_padding >= 0, "crop_padding", "use an integer >= 0")
-        check(self.cutout_size >= 1, "cutout_size", "use an integer >= 1")
-        check(self.patience >= 0, "patience", "use 0 (off) or a positive integer")
         check(self.monitor in MONITORS, "monitor", f"choose {', '.join(MONITORS)}")
-        check(0 < self.val_fraction < 1, "val_fraction", "use a fraction between 0 and 1, e.g. 0.1")
-        check(self.image_size is None or self.image_size >= 8, "image_size", "use an integer >= 8")
         check(self.amp in AMP_MODES, "amp", f"choose {', '.join(AMP_MODES)}")
-        check(self.checkpoint_every >= 1, "checkpoint_every", "use an integer >= 1")
-        check(0 < self.telemetry_interval < math.inf, "telemetry_interval", "use a finite positive number of seconds")
-        check(self.torch_profile_steps >= 0, "torch_profile_steps", "use 0 (off) or a positive integer")
 
     @property
     def augmentations(self) -> tuple[str, ...]:
@@ -194,6 +203,25 @@ def recipe(name: str, **overrides: Any) -> TrainConfig:
 # argparse ``type=`` functions: a bad value is refused while parsing, in argparse's one line
 
 
+def train_option_type(name: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """argparse type of ``train``'s option for the TrainConfig field ``name``: ``parse`` (int or float) reads
+    the text, and the field's rule in :data:`RULES` checks it, so the range is written once."""
+    ok, what = RULES[name]
+
+    def convert(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'an integer' if parse is int else 'a number'}"
+            ) from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{text} is invalid: {what}")
+        return value
+
+    return convert
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:
@@ -215,11 +243,6 @@ def finite_float(text: str, minimum: float, inclusive: bool) -> float:
     if not (ok and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"{text} must be a finite number {'>=' if inclusive else '>'} {minimum:g}")
     return value
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    return finite_float(text, 0, inclusive=True)
 
 
 def positive_float(text: str) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -97,7 +98,7 @@ def test_help_on_every_verb_lists_its_options(cli):
     [
         (("train", "--model", "vgg99", "--dataset", "synthetic"), ("vgg99", "ex1", "resnet18")),
         (("train", "--dataset", "mnist"), ("mnist", "cifar10", "folder:PATH")),
-        (("train", "--dataset", "synthetic", "--epochs", "0"), ("--epochs", ">= 1")),
+        (("train", "--dataset", "synthetic", "--epochs", "0"), ("--epochs", "from 1 to 10,000")),
         (("train", "--dataset", "synthetic", "--lr", "abc"), ("--lr",)),
         (("train", "--dataset", "synthetic", "--augment", "blur"), ("blur", "crop")),
         (("train", "--dataset", "synthetic", "--val-fraction", "2"), ("--val-fraction", "between 0 and 1")),
@@ -186,3 +187,26 @@ def test_train_options_are_the_config_fields_with_its_defaults():
         "cutout_size",
         "model_kwargs",
     }
+
+
+BAD = {"epochs": 0, "batch_size": 0, "lr": float("nan"), "momentum": 1.0, "weight_decay": -1.0,
+       "label_smoothing": 1.0, "crop_padding": -1, "cutout_size": 0, "patience": -1, "val_fraction": 1.0,
+       "image_size": 4, "checkpoint_every": 0, "telemetry_interval": float("inf"), "torch_profile_steps": -1}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_each_range_is_written_once_and_checked_in_both_places(name, cli):
+    from cifarkit.config import RULES, TrainConfig
+    from cifarkit.errors import ConfigError
+
+    assert set(BAD) == set(RULES)  # every rule is exercised here
+    what = RULES[name][1]
+    with pytest.raises(ConfigError, match=re.escape(what)):
+        TrainConfig(**{name: BAD[name]})
+    from cifarkit.cli import build_parser
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    flags = [a.option_strings[0] for a in train._actions if a.dest == name]
+    if flags:  # crop_padding and cutout_size have no option of their own
+        code, _, err = cli("train", "--dataset", "synthetic", flags[0], str(BAD[name]))
+        one_line_error(code, err, flags[0], what)  # the same words at parse time, before any work
