@@ -127,6 +127,13 @@ def predict_logits(
     return torch.cat(outs).cpu(), torch.cat(labels).cpu(), seconds
 
 
+def fixed_broken(first: torch.Tensor, second: torch.Tensor) -> tuple[int, int]:
+    """From two per-image right/wrong bool tensors on the same images (``evaluate(per_image=True)``'s
+    ``correct``): how many images only the second gets right (``fixed``) and how many only the first
+    does (``broken``), the counts a paired test of their difference reads."""
+    return int((second & ~first).sum()), int((~second & first).sum())
+
+
 def evaluate(
     model: nn.Module,
     loader: DeviceLoader,
@@ -287,6 +294,7 @@ def compare_tta(
     for mode in modes:
         r = evaluate(model, loader, device, amp=amp, forward=tta_forward(model, mode, average), per_image=True)
         first = r["correct"] if first is None else first
+        fixed, broken = fixed_broken(first, r["correct"])
         rows.append(
             {
                 "mode": mode,
@@ -296,8 +304,8 @@ def compare_tta(
                 "loss": r["loss"],
                 "ms_per_image": 1000 * r["testing_time"] / r["n"],
                 "n": r["n"],
-                "fixed": int((r["correct"] & ~first).sum()),
-                "broken": int((~r["correct"] & first).sum()),
+                "fixed": fixed,
+                "broken": broken,
             }
         )
     base = rows[0]["top1"] if rows and rows[0]["mode"] == "none" else None

@@ -238,6 +238,14 @@ def test_generated_commentary_quotes_this_runs_numbers(smoke_report):
     assert f"**`{summary['winner']}`** at {pct(summary['winner_val_top1'])}" in markdown_outputs(
         books / "03_augmentation.ipynb"
     )
+    ablation_text = markdown_outputs(books / "03_augmentation.ipynb")
+    assert "compared with a paired test" in ablation_text  # every step on the same validation images
+    assert "Each step was trained once (seed 0)" in ablation_text  # smoke: one seed, and it says so
+    race_text = markdown_outputs(books / "07_speedrun.ipynb")
+    assert "judged by a paired test" in race_text and "Each run is one seed." in race_text
+    assert "during the race" in race_text  # the load on the machine while the race was timed, either way
+    lrs = sorted(json.loads((r / "config.json").read_text())["lr"] for r in (smoke_report / "07_speedrun").iterdir())
+    assert lrs == [1e-3, 5e-3]  # 07 trained both EX-1 recipes itself (the course's and cifarkit's), none borrowed
     summary = json.loads((smoke_report / "summaries" / "04_tta.json").read_text())["headline"]
     tta_text = markdown_outputs(books / "04_tta.ipynb")
     assert "Test-time augmentation (TTA) averages" in tta_text

@@ -12,7 +12,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cifarkit.report.stats import difference_is_noise, fixed_broken, paired_is_noise, standard_error
+from cifarkit.evaluate import fixed_broken
+from cifarkit.report.stats import difference_is_noise, paired_is_noise, standard_error
 from cifarkit.tools.perflogs import INPUT_BOUND_SHARE, OTHER_LOAD_PERCENT
 
 
@@ -486,7 +487,9 @@ def times(ratio: float, more: str, less: str) -> str:
 
 def deployment(rows: Any) -> Note:
     """A ``deploy_bench`` table (DataFrame) in words: on the CPU, what each variant gains in latency and
-    size against fp32 and what it costs in test top-1 (noise judged on the rows' ``test_images``)."""
+    size against fp32 and what it costs in test top-1. Every variant is scored on the same test images, so
+    where the rows hold ``fixed`` and ``broken`` (images only the variant / only fp32 gets right) the
+    difference is judged by the paired test, else by the one for independent samples of ``test_images``."""
     cpu = rows[rows["device"] == "cpu"].set_index("variant")
     if "fp32" not in cpu.index:
         return Note("No fp32 row on the CPU to compare the variants with.")
@@ -498,7 +501,10 @@ def deployment(rows: Any) -> Note:
         f"{base['size_mb']:.2f} MB on disk; its test top-1 is {pct(float(base['top1']))} on {n:,} images."
     ]
     for name, r in cpu.drop(index="fp32").iterrows():
-        noise = difference_is_noise(float(r["top1"]), n, float(base["top1"]), n)
+        if "fixed" in r and r["fixed"] == r["fixed"]:  # NaN where a row has no per-image results
+            noise = paired_is_noise(int(r["fixed"]), int(r["broken"]))
+        else:
+            noise = difference_is_noise(float(r["top1"]), n, float(base["top1"]), n)
         text.append(
             f"`{name}`: {times(base['latency_ms_p50'] / r['latency_ms_p50'], 'faster', 'slower')} at batch 1, "
             f"{times(base['size_mb'] / r['size_mb'], 'smaller', 'larger')} on disk, "

@@ -8,9 +8,10 @@ from pathlib import Path
 import torch
 
 from cifarkit.data import Split
+from cifarkit.evaluate import fixed_broken
 from cifarkit.loader import Normalizer
 from cifarkit.report.commentary import Note, pct
-from cifarkit.report.stats import fixed_broken, paired_is_noise, paired_se
+from cifarkit.report.stats import paired_is_noise, paired_se
 from cifarkit.runs import read_metrics
 from cifarkit.speedrun.recipe import PIECES, Recipe, SpeedrunResult, ablation_recipes, scores, train
 

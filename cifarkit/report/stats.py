@@ -6,7 +6,6 @@ one of them gets right (:func:`paired_is_noise`, McNemar's test), which is the s
 from __future__ import annotations
 
 import math
-from typing import Any
 
 
 def standard_error(p: float, n: int) -> float:
@@ -24,12 +23,6 @@ def paired_se(fixed: int, broken: int, n: int) -> float:
     """Standard error of the difference of two accuracies on the *same* ``n`` images, from the images only
     one of them gets right (``fixed``: only the second, ``broken``: only the first): McNemar's normal form."""
     return math.sqrt(max(fixed + broken, 1)) / max(n, 1)
-
-
-def fixed_broken(first: Any, second: Any) -> tuple[int, int]:
-    """From two per-image right/wrong bool tensors (or arrays) on the same images: how many images only the
-    second gets right (``fixed``) and how many only the first does (``broken``)."""
-    return int((second & ~first).sum()), int((~second & first).sum())
 
 
 def paired_is_noise(fixed: int, broken: int, z: float = 2.0) -> bool:

@@ -24,7 +24,7 @@ from cifarkit.config import DeploySettings, variant_name
 from cifarkit.data import Dataset, Split, load_dataset
 from cifarkit.device import configure_threads, resolve_amp, resolve_device, seed_everything, synchronize
 from cifarkit.errors import CheckpointError, ConfigError
-from cifarkit.evaluate import autocast
+from cifarkit.evaluate import autocast, fixed_broken
 from cifarkit.loader import DeviceLoader, Normalizer
 from cifarkit.predict import Predictor
 from cifarkit.runs import ensure_dir, load_checkpoint, save_blob, save_checkpoint
@@ -152,7 +152,8 @@ def deploy_bench(
 ) -> list[dict[str, Any]]:
     """Build every variant of ``checkpoint`` into ``out`` (default ``deploy/`` beside it) and measure each.
 
-    Returns one row per variant and device: ``variant``, ``file``, ``top1``, ``size_mb``, ``params``,
+    Returns one row per variant and device: ``variant``, ``file``, ``top1``, ``fixed`` and ``broken`` (test images
+    only this variant, or only fp32 on the same device, gets right: a paired test's counts), ``size_mb``, ``params``,
     ``latency_ms_p50``, ``latency_ms_p95``, ``throughput_img_s``, ``device``, ``threads``, ``test_images``
     and ``autocast`` (each model is evaluated and timed under the mixed precision :class:`Predictor` uses).
     """
@@ -183,14 +184,17 @@ def deploy_bench(
             files.append((variant, out / path.name))
             log(f"{variant} -> {out / path.name}")
 
-    rows = []
+    rows, fp32_correct = [], {}
     for variant, path in files:
         for run_on in dict.fromkeys([dev, cpu]):
             predictor = Predictor.from_checkpoint(path, run_on)
             if predictor.device != run_on:
                 continue  # int8 and ONNX run on the CPU only
-            result = predictor.evaluate(test, report=False)
+            result = predictor.evaluate(test, report=False, per_image=True)
             top1 = result["top1"]
+            correct = result["correct"].cpu()
+            fp32_correct.setdefault(str(run_on), correct)  # fp32 comes first: the paired test's reference
+            fixed, broken = fixed_broken(fp32_correct[str(run_on)], correct)
             x1 = predictor.normalizer(test.images[:1].to(run_on))
             xb = predictor.normalizer(test.images[: s.throughput_batch].to(run_on))
             precision = resolve_amp(predictor.amp, run_on)  # timed as evaluated: the checkpoint's autocast
@@ -204,6 +208,8 @@ def deploy_bench(
                 "file": str(path),
                 "top1": round(top1, 4),
                 "test_images": result["n"],
+                "fixed": fixed,
+                "broken": broken,
                 "size_mb": file_mb(path),
                 "params": params(predictor.model),
                 **latency(forward, x1, xb, s),
