@@ -380,17 +380,17 @@ def test_evaluate_refuses_a_dataset_with_other_class_names(cli, named_folders):
         assert out == ""
 
 
-def test_tta_table_and_test_predictions_refuse_other_class_names(named_folders):
+def test_tta_table_and_test_probabilities_refuse_other_class_names(named_folders):
     from cifarkit.data import load_dataset
     from cifarkit.errors import CheckpointError
-    from cifarkit.report.analysis import test_predictions, tta_table
+    from cifarkit.report.analysis import test_probabilities, tta_table
 
     run, _, other = named_folders
     ds = load_dataset(f"folder:{other}")
     with pytest.raises(CheckpointError, match="dog, frog, horse"):
         tta_table(run, ds, device="cpu")
     with pytest.raises(CheckpointError, match="dog, frog, horse"):
-        test_predictions(run, ds, device="cpu")
+        test_probabilities(run, ds, device="cpu")
 
 
 def test_the_same_classes_in_another_order_are_mapped(named_folders):

@@ -43,13 +43,16 @@ def test_per_class_bars_carry_their_values():
     assert texts == ["0.50", "0.88"]
 
 
-def test_prediction_marks_the_true_class():
-    img = np.zeros((3, 8, 8), np.uint8)
+def test_topk_bars_mark_the_true_class():
+    from matplotlib.figure import Figure
+
     rows = [{"class": "cat", "prob": 0.6}, {"class": "dog", "prob": 0.3}, {"class": "fox", "prob": 0.1}]
-    bars = figures.plot_prediction(img, rows, true_class="dog").axes[1].patches
-    colours = {round(p.get_width()): mcolors.to_hex(p.get_facecolor()) for p in bars}  # bars in percent
+    ax = Figure().subplots()
+    figures.topk_bars(ax, rows, true_class="dog")
+    colours = {round(p.get_width()): mcolors.to_hex(p.get_facecolor()) for p in ax.patches}  # bars in percent
     assert colours[30] == mcolors.to_hex("tab:green") and colours[60] == mcolors.to_hex("tab:grey")
-    missing = figures.plot_prediction(img, rows, true_class="ship").axes[1]
+    missing = Figure().subplots()
+    figures.topk_bars(missing, rows, true_class="ship")
     assert "true class ship is not in the top 3" in missing.get_xlabel()
 
 

@@ -23,12 +23,6 @@ def test_probabilities(run_dir: str | Path, ds: Dataset, device: str = "auto") -
     return labels.numpy(), logits.float().softmax(1).numpy()
 
 
-def test_predictions(run_dir: str | Path, ds: Dataset, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """(labels, predicted classes) of a run's best.pt on ``ds``'s test split."""
-    labels, probs = test_probabilities(run_dir, ds, device)
-    return labels, probs.argmax(1)
-
-
 def confused_examples(
     labels: np.ndarray, preds: np.ndarray, true: int, predicted: int, n: int = 8, seed: int = 0
 ) -> np.ndarray:

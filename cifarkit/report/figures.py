@@ -239,19 +239,6 @@ def topk_bars(ax, topk: Sequence[dict], true_class: str | None = None) -> None:
         ax.text(min(p + 2, 80), y, f"{p:.1f}%" if p >= 0.1 else "<0.1%", va="center", fontsize=8)
 
 
-def plot_prediction(image: np.ndarray, topk: Sequence[dict], title: str = "", true_class: str | None = None) -> Figure:
-    """An image (uint8, CHW or HWC) beside a bar chart of its top-k class probabilities; with ``true_class``
-    its bar is green (or named below when it is not in the top-k), the others grey."""
-    fig = Figure(figsize=(7, 2.8))
-    ax_img, ax_bar = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.6]})
-    ax_img.imshow(as_hwc(image))
-    ax_img.axis("off")
-    ax_img.set_title(title, fontsize=9)
-    topk_bars(ax_bar, topk, true_class)
-    fig.tight_layout()
-    return fig
-
-
 def plot_own_predictions(images: Sequence[np.ndarray], table, names: Sequence[str]) -> Figure:
     """Each of your images (a row) beside the bar chart of its top-k classes in percent. ``table`` is
     :func:`cifarkit.predict.predict`'s DataFrame for ``names`` (an unreadable file shows its error)."""
@@ -424,14 +411,9 @@ def plot_perf(df, out_dir: str | os.PathLike, log=print, labels: dict[str, str] 
     return [save(plot_perf_metric(df, m, labels), Path(out_dir) / f"{m}.png") for m in present]
 
 
-def montage_columns(n: int, most: int = 3) -> int:
-    """The most columns (up to ``most``) that fill a grid of ``n`` tiles with no empty cell."""
-    return next(c for c in range(min(most, max(n, 1)), 0, -1) if n % c == 0) if n else 1
-
-
 def montage(images: Sequence[str | os.PathLike], out: str | os.PathLike, cols: int = 3, cell: int = 480) -> Path:
     """Stitch PNGs into one grid image, each scaled to ``cell`` pixels wide (rows as tall as their tallest
-    image), centred on white. Pick ``cols`` with :func:`montage_columns` to leave no cell empty.
+    image), centred on white.
 
     An image that cannot be read stops the montage with a :class:`~cifarkit.errors.DataError` naming it.
     """
