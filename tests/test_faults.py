@@ -395,16 +395,16 @@ def test_tta_table_and_test_probabilities_refuse_other_class_names(named_folders
 
 def test_the_same_classes_in_another_order_are_mapped(named_folders):
     from cifarkit.data import load_dataset
-    from cifarkit.report.analysis import test_predictions
+    from cifarkit.report.analysis import test_probabilities
 
     run, trained, _ = named_folders
     ds = load_dataset(f"folder:{trained}")
     reordered = ds.with_class_order(tuple(reversed(ds.classes)))
     assert reordered.classes == ("ship", "cat", "airplane")
     assert torch.equal(reordered.test.labels, 2 - ds.test.labels)
-    labels, predictions = test_predictions(run, ds, device="cpu")
-    labels_r, predictions_r = test_predictions(run, reordered, device="cpu")
-    assert (labels == labels_r).all() and (predictions == predictions_r).all()
+    labels, probabilities = test_probabilities(run, ds, device="cpu")
+    labels_r, probabilities_r = test_probabilities(run, reordered, device="cpu")
+    assert (labels == labels_r).all() and (probabilities.argmax(1) == probabilities_r.argmax(1)).all()
 
 
 # ----------------------------------------------------------------------------- 8. malformed logs and images
