@@ -264,6 +264,8 @@ def test_race_and_ablation_commentary_quote_the_numbers():
         "The speedrun model reaches **72.1%** test top-1 with TTA `translate` on 10,000 images, after "
         "53.5 s of training plus 1.9 s of TTA = **55.4 s** in all."
     )
+    plain = rep.describe_test(0.711, "none", 5000, 45.9, 1.8)  # not "with TTA `none`"
+    assert "in a plain test pass (this recipe uses no TTA)" in plain and "1.8 s of the test pass" in plain
 
 
 def test_curve_points_give_a_curve_inside_one_epoch():
