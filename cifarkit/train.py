@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,7 +190,10 @@ class Callback:
     each phase and may yield :class:`StepHooks`, ``epoch_end`` gets each metrics row (rank 0 only) and
     ``run_end`` the test result (None when the run was not tested). Failures inside a callback are the
     callback's own business: telemetry and TensorBoard turn theirs into one warning and carry on.
+    A callback that records what ``cfg.telemetry`` asks for sets ``records_telemetry``.
     """
+
+    records_telemetry = False
 
     def run_start(self, run: Run) -> None:
         """The run folder exists and config.json is written."""
@@ -446,6 +450,13 @@ def prepare(
     )
 
 
+def warn_unrecorded_telemetry(cfg: TrainConfig, callbacks: Sequence[Callback]) -> None:
+    """Say so when ``cfg`` asks for telemetry that none of ``callbacks`` records (``fit`` alone records none)."""
+    if (cfg.telemetry or cfg.torch_profile_steps) and not any(c.records_telemetry for c in callbacks):
+        fix = "pass callbacks=cifarkit.report.figures.run_callbacks() (or a cifarkit.tools.telemetry.Telemetry())"
+        warnings.warn(f"telemetry was asked for, but no callback records it: {fix}", stacklevel=3)
+
+
 def fit(
     cfg: TrainConfig,
     out: str | Path = "runs",
@@ -476,6 +487,7 @@ def fit(
         dist: this process's place in a torchrun launch; rank 0 validates, writes and logs.
     """
     dist = dist or SingleProcess()
+    warn_unrecorded_telemetry(cfg, callbacks)
     saved = resume_state(resume, cfg.epochs, dist.world_size) if resume is not None else None
     if saved is not None:
         cfg = TrainConfig.from_dict({**saved["config"], "epochs": cfg.epochs})

@@ -383,3 +383,18 @@ def test_the_summary_table_counts_samples_and_has_no_row_without_any(tmp_path):
     samples = sum('"phase": "sample"' in line for line in a.read_text().splitlines())
     assert list(table.index) == ["runA/train_epoch"] and table["samples"].iloc[0] == samples > 0
     assert not table.isna().all(axis=1).any()
+
+
+def test_telemetry_asked_for_without_its_callback_is_said(tmp_path):
+    import warnings
+
+    from cifarkit.report.figures import run_callbacks
+
+    cfg = TrainConfig(dataset="synthetic:classes=3,train=20,test=5", epochs=1, telemetry=True, device="cpu")
+    with pytest.warns(UserWarning, match="no callback records it"):
+        run = fit(cfg, out=tmp_path / "alone", log=lambda s: None)  # the GPU test once fell into this silently
+    assert not (run / "perf").exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        run = fit(cfg, out=tmp_path / "with", log=lambda s: None, callbacks=run_callbacks())
+    assert (run / "perf" / "train_epoch.jsonl").is_file()

@@ -523,6 +523,8 @@ class Telemetry(Callback):
     torch.profiler trace of the first training steps. Follows ``cfg.telemetry`` and
     ``cfg.torch_profile_steps``; with both off it does nothing."""
 
+    records_telemetry = True
+
     def __init__(self) -> None:
         self.enabled = False
         self.torch_steps = 0
