@@ -174,7 +174,7 @@ def ablation(table: Any, correct: Mapping[str, Any] | None = None) -> Note:
     """An ablation table (index: step, columns ``val_top1`` and ``val_images``) in words: the ranking,
     each step's change over the one before, and which changes are within noise. With ``correct`` (each
     step's per-image right/wrong on the shared validation images, see
-    :func:`cifarkit.predict.validation_correct`) every comparison is the paired test; without, the test
+    :func:`cifarkit.report.analysis.validation_correct`) every comparison is the paired test; without, the test
     for independent samples."""
     steps = list(table.index)
     n = int(table["val_images"].iloc[0])
@@ -219,8 +219,7 @@ def seed_spread(values: Mapping[str, Sequence[float]], seed: int) -> Note:
     """The ablation's leader and runner-up retrained with more seeds (``values``: step -> validation top-1
     per seed, the first being ``seed``, the ablation's own): how far seeds alone move each, and whether the
     order holds in every seed. One seed per step says so instead."""
-    counts = {len(v) for v in values.values()}
-    if max(counts, default=1) < 2:
+    if all(len(v) < 2 for v in values.values()):
         return Note(
             "Each step was trained once (seed "
             f"{seed}), so this ablation cannot tell a real difference from the luck of one seed; the quick "
@@ -313,10 +312,7 @@ def pace(rows: Sequence[Mapping[str, Any]], other_load: float | None = None) -> 
     else:
         text += f" (within {spread:.0%} of each other): a steady pace, so its times can be compared."
     if loaded:
-        text += (
-            f" Other processes used about {other_load:.0f}% of the machine's CPU meanwhile (median of the "
-            "telemetry samples), so these times measure the machine's load too."
-        )
+        text += " " + competing_load(other_load, "training (median of the telemetry samples)")
     return Note(text)
 
 
@@ -429,7 +425,7 @@ def throughput(table: Any) -> Note:
         )
     else:
         text.append(f"It trained `{fast['model']}` at {fast['images_per_s']:,.0f} images/s.")
-    load = table["other_load_percent"].dropna() if "other_load_percent" in table else table["images_per_s"][:0]
+    load = table["other_load_percent"].dropna()
     shared = table.loc[load[load > OTHER_LOAD_PERCENT].index, "model"].tolist()
     wait = table["data_wait_fraction"].dropna()
     if len(wait):
