@@ -17,7 +17,7 @@ from cifarkit.device import resolve_channels_last, resolve_device
 from cifarkit.errors import CheckpointError, CifarkitError, DataError, short_list
 from cifarkit.evaluate import compare_tta, evaluate, predict_logits, tta_forward
 from cifarkit.loader import DeviceLoader, Normalizer
-from cifarkit.runs import load_checkpoint, test_json, write_json
+from cifarkit.runs import load_checkpoint, test_json, write_run_file
 from cifarkit.variants import OnnxModel, model_from_blob
 
 
@@ -247,5 +247,5 @@ def evaluate_run(run_dir: str | Path, dataset: Dataset, device: torch.device | s
     predictor = Predictor.from_checkpoint(run_dir / "best.pt", device)
     dataset = predictor.check_dataset(dataset)
     result = {"split": "test", "checkpoint": "best.pt", **test_json(predictor.evaluate(dataset.split("test")))}
-    write_json(run_dir / "test.json", result)
+    write_run_file(run_dir, "test", result)
     return result

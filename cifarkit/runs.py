@@ -11,6 +11,7 @@ import shutil
 import uuid
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,34 @@ def read_run_file(path: str | os.PathLike) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- a training run's files
 
+RUN_FILES = ("config", "env", "train", "test")  # a run folder's JSON files, as RunFiles names them
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """A run folder's JSON files as read back (each ``{}`` when missing or broken, see :func:`read_run_file`):
+    ``config`` (the settings, ``resolved`` under it), ``env`` (machine and data sizes), ``train``
+    (:func:`train_json`) and ``test`` (:func:`test_json`)."""
+
+    path: Path
+    config: dict[str, Any]
+    env: dict[str, Any]
+    train: dict[str, Any]
+    test: dict[str, Any]
+
+
+def write_run_file(run_dir: str | os.PathLike, name: str, data: dict[str, Any]) -> Path:
+    """Write the run file ``name`` (one of :data:`RUN_FILES`) atomically: the one place that names them."""
+    if name not in RUN_FILES:
+        raise ValueError(f"{name!r} is not a run file; choose {', '.join(RUN_FILES)}")
+    return write_json(Path(run_dir) / f"{name}.json", data)
+
+
+def read_run(run_dir: str | os.PathLike) -> RunFiles:
+    """Every JSON file of the run folder ``run_dir``: the one place that reads them."""
+    run_dir = Path(run_dir)
+    return RunFiles(run_dir, *(read_run_file(run_dir / f"{name}.json") for name in RUN_FILES))
+
 
 class RunLock:
     """An OS lock on a run folder itself (no lock file is left behind), released by :meth:`close` or when the
@@ -196,8 +225,8 @@ class RunLock:
 
 def write_run_start(run_dir: Path, config: Any, resolved: dict[str, Any], environment: dict[str, Any]) -> None:
     """config.json (the settings, plus what ``auto`` resolved to under ``resolved``) and env.json."""
-    write_json(run_dir / "config.json", {**config.to_dict(), "resolved": resolved})
-    write_json(run_dir / "env.json", environment)
+    write_run_file(run_dir, "config", {**config.to_dict(), "resolved": resolved})
+    write_run_file(run_dir, "env", environment)
 
 
 def write_metrics(run_dir: Path, rows: list[dict]) -> None:
@@ -248,7 +277,7 @@ def test_json(result: dict[str, Any]) -> dict[str, Any]:
 def write_train_json(run_dir: Path, rows: list[dict], monitor: str, best_epoch: int | None) -> dict[str, Any]:
     """Write (and return) :func:`train_json`."""
     summary = train_json(rows, monitor, best_epoch)
-    write_json(run_dir / "train.json", summary)
+    write_run_file(run_dir, "train", summary)
     return summary
 
 

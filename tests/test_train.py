@@ -192,6 +192,21 @@ def test_config_of_an_earlier_version_reads_its_telemetry_keys():
     assert (cfg.telemetry, cfg.telemetry_interval) == (True, 2.0)
 
 
+def test_run_files_are_read_and_written_through_one_owner(trained, tmp_path):
+    from cifarkit.runs import read_run, write_run_file
+
+    files = read_run(trained)
+    assert files.config["model"] == "ex1" and files.env["val_images"] > 0
+    assert files.train["epochs_run"] == 4 and 0 <= files.test["accuracy"] <= 1
+    assert files.test["n"] == json.loads((trained / "test.json").read_text())["n"]
+    empty = read_run(tmp_path)  # a folder without run files reads as empty, not as an error
+    assert (empty.config, empty.env, empty.train, empty.test) == ({}, {}, {}, {})
+    write_run_file(tmp_path, "test", {"accuracy": 0.5})
+    assert read_run(tmp_path).test == {"accuracy": 0.5}
+    with pytest.raises(ValueError, match="not a run file"):
+        write_run_file(tmp_path, "metrics", {})
+
+
 def test_dataset_without_test_split_trains_and_skips_test_json(tmp_path):
     from cifarkit.data import make_synthetic
 

@@ -12,7 +12,7 @@ import torch
 
 from cifarkit.data import Dataset, Split
 from cifarkit.predict import Predictor
-from cifarkit.runs import read_json
+from cifarkit.runs import read_run
 
 
 @torch.no_grad()
@@ -64,7 +64,7 @@ def confused_grid(ds: Dataset, labels: np.ndarray, probs: np.ndarray, pairs: Seq
 
 def validation_split(run: str | Path, ds: Dataset) -> Split:
     """The validation images a run held out of ``ds``'s train split (same fraction and seed as in training)."""
-    cfg = read_json(Path(run) / "config.json")
+    cfg = read_run(run).config
     return ds.split("train").hold_out(cfg["val_fraction"], cfg["seed"])[1]
 
 

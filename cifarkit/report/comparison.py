@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from cifarkit.models import create_model, model_summary
-from cifarkit.runs import read_json, read_run_file, slug
+from cifarkit.runs import read_run, read_run_file, slug
 from cifarkit.tools.perflogs import bottleneck, perf_summary
 
 
@@ -23,9 +23,8 @@ def find_runs(root: str | Path) -> list[Path]:
 
 def run_row(run: Path, root: Path | None = None) -> dict[str, Any]:
     """One comparison row: config essentials, best epoch, val/test top-1/top-5, time and throughput."""
-    cfg, train = read_json(run / "config.json"), read_json(run / "train.json")
-    test = read_json(run / "test.json") if (run / "test.json").is_file() else {}
-    env = read_json(run / "env.json") if (run / "env.json").is_file() else {}
+    files = read_run(run)
+    cfg, env, train, test = files.config, files.env, files.train, files.test
     return {
         "run": str(run.relative_to(root)) if root else run.name,
         "model": cfg.get("model"),
@@ -84,7 +83,8 @@ def run_label(run: Path) -> str:
     ``03 tinyvgg · crop+flip · BatchNorm, dropout 0.3 · 4,500 img × 5 ep`` (a torchrun run adds
     ``2 processes``)."""
     run = Path(run)
-    cfg, env, train = (read_run_file(run / name) for name in ("config.json", "env.json", "train.json"))
+    files = read_run(run)
+    cfg, env, train = files.config, files.env, files.train
     notebook = run.parent.name[:2] if run.parent.name[:2].isdigit() else run.parent.name
     images = f"{env['train_images']:,} img" if env.get("train_images") else "? img"
     kwargs = cfg.get("model_kwargs") or {}
@@ -113,7 +113,8 @@ def load_histories(runs: Sequence[Path]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for r in map(Path, runs):
         label = run_label(r)
-        history = {**read_json(r / "train.json"), "train_images": read_run_file(r / "env.json").get("train_images")}
+        files = read_run(r)
+        history = {**files.train, "train_images": files.env.get("train_images")}
         out[label if label not in out else f"{label} ({r.name})"] = history
     return out
 
@@ -144,10 +145,9 @@ def model_table(runs: Sequence[Path]):
     """Size, cost and results side by side: params, mult-adds, input size, s/epoch, peak memory, val/test top-1."""
     rows = []
     for run in map(Path, runs):
-        cfg, train = read_json(run / "config.json"), read_json(run / "train.json")
-        test = read_json(run / "test.json") if (run / "test.json").is_file() else {}
+        files = read_run(run)
+        cfg, env, train = files.config, files.env, files.train
         size = cfg["resolved"]["image_size"]
-        env = read_json(run / "env.json")
         num_classes = len(env["dataset_classes"])
         summary = model_summary(create_model(cfg["model"], num_classes, **cfg["resolved"]["model_kwargs"]), size)
         perf = perf_summary(run)
@@ -161,7 +161,7 @@ def model_table(runs: Sequence[Path]):
                 "images_per_s": train["images_per_s"],
                 "peak_memory_mb": perf.get("peak_memory_mb"),
                 "val_top1": train["best_val_accuracy"],
-                "test_top1": test.get("accuracy"),
+                "test_top1": files.test.get("accuracy"),
                 "train_images": env.get("train_images"),
                 "val_images": env.get("val_images"),
                 "epochs": train["epochs_run"],
@@ -177,12 +177,13 @@ def throughput_table(report_dir: str | Path):
     root = Path(report_dir)
     rows = []
     for run in find_runs(root):
-        env, train = read_json(run / "env.json"), read_json(run / "train.json")
+        files = read_run(run)
+        env, train = files.env, files.train
         perf = perf_summary(run)
         rows.append(
             {
                 "run": str(run.relative_to(root)),
-                "model": read_json(run / "config.json")["model"],
+                "model": files.config["model"],
                 "device": env.get("device"),
                 "device_name": env.get("device_name"),
                 "backends": "+".join(perf.get("backends", [])) or "none",

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from cifarkit.errors import ConfigError, DataError
 from cifarkit.report.stats import standard_error
-from cifarkit.runs import atomic_write, read_json
+from cifarkit.runs import atomic_write, read_run
 from cifarkit.tools.perflogs import present_metrics
 from cifarkit.tools.telemetry import METRICS, Telemetry
 from cifarkit.tools.tensorboard import TensorBoard
@@ -470,7 +470,7 @@ class RunFigures(Callback):
     accuracy when it was tested."""
 
     def run_end(self, run: Run, test: dict[str, Any] | None) -> None:
-        write_run_figures(run.run_dir, read_json(run.run_dir / "train.json"))
+        write_run_figures(run.run_dir, read_run(run.run_dir).train)
         if test is not None:
             write_test_figures(run.run_dir, test, run.dataset.classes)
 

@@ -18,7 +18,7 @@ from cifarkit.report.analysis import validation_correct
 from cifarkit.report.commentary import Note, findings, in_this_run
 from cifarkit.report.comparison import compare_runs, find_runs, on_dataset
 from cifarkit.report.figures import plot_own_predictions, run_callbacks, save, write_test_figures
-from cifarkit.runs import ensure_dir, make_run_dir, read_json, slug, write_json
+from cifarkit.runs import ensure_dir, make_run_dir, read_json, read_run, slug, write_json
 from cifarkit.train import fit
 
 
@@ -176,7 +176,7 @@ class NotebookRun:
             values[step] = [float(table.loc[step, "val_top1"])]
             for k in range(1, self.profile.ablation_seeds):
                 run = self.train(dataset, test=False, seed=self.seed + k, **common, **settings[step])
-                values[step].append(float(read_json(run / "train.json")["best_val_accuracy"]))
+                values[step].append(float(read_run(run).train["best_val_accuracy"]))
         return values
 
     def runs_to_compare(self, runs_root: str = "") -> Path:

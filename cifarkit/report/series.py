@@ -17,7 +17,7 @@ from cifarkit.data import load_dataset, project_root
 from cifarkit.device import env_info, resolve_device
 from cifarkit.errors import CifarkitError
 from cifarkit.report.notebook import get_profile, summaries
-from cifarkit.runs import ensure_dir, make_run_dir, read_json, read_run_file, write_json, write_text
+from cifarkit.runs import ensure_dir, make_run_dir, read_json, read_run, write_json, write_text
 
 KERNEL = "python3"
 
@@ -300,20 +300,16 @@ def best_run(report: Path) -> dict[str, Any] | None:
     highest validation top-1: the choice is made on validation, as every choice in the series; its test
     top-1 only reports. Without any tested run: the best on validation, test top-1 None."""
     best = None
-    runs = sorted(report.glob("*/*/train.json"))
-    tested = [r for r in runs if r.with_name("test.json").is_file()]
-    for train_json in tested or runs:
-        train = read_run_file(train_json)
-        val = train.get("best_val_accuracy")
+    runs = [read_run(p.parent) for p in sorted(report.glob("*/*/train.json"))]
+    for run in [r for r in runs if r.test] or runs:
+        val = run.train.get("best_val_accuracy")
         if val is None or (best is not None and val <= best["val_top1"]):
             continue
-        test = train_json.with_name("test.json")
-        config = train_json.with_name("config.json")
         best = {
-            "run": str(train_json.parent.relative_to(report)),
+            "run": str(run.path.relative_to(report)),
             "val_top1": val,
-            "test_top1": read_run_file(test).get("accuracy"),
-            "model": read_run_file(config).get("model"),
+            "test_top1": run.test.get("accuracy"),
+            "model": run.config.get("model"),
         }
     return best
 

@@ -24,7 +24,7 @@ from cifarkit.errors import ConfigError, duration_text
 from cifarkit.evaluate import autocast, evaluate, tta_forward
 from cifarkit.loader import DeviceLoader, Normalizer
 from cifarkit.models import ACTIVATIONS, SpeedNet, create_model
-from cifarkit.runs import checkpoint_meta, ensure_dir, make_run_dir, save_checkpoint, write_json
+from cifarkit.runs import checkpoint_meta, ensure_dir, make_run_dir, save_checkpoint, write_json, write_run_file
 from cifarkit.speedrun.course import course_baseline
 
 TTA_LEVELS = ("none", "flip", "translate")  # names of cifarkit.evaluate modes, cheapest first
@@ -504,44 +504,27 @@ def evaluate_with_tta(result: SpeedrunResult, split: Split, mean, std, device: t
 
 
 def write_run_files(
-    run_dir,
-    recipe: Recipe,
-    spec: str,
-    seed: int,
-    val_fraction: float,
-    result: SpeedrunResult,
-    device: torch.device,
-    train_images: int,
-    val_images: int,
+    run_dir, recipe: Recipe, spec: str, seed: int, val_fraction: float, result: SpeedrunResult, env: dict, test: dict
 ) -> None:
-    """config.json, env.json and train.json of a speedrun, readable by ``comparison.compare_runs`` like any run."""
-
-    val_curve = [r.get("val_top1") for r in result.curve]
-    write_json(
-        run_dir / "config.json",
+    """A speedrun's config, env, train and test files (through :func:`cifarkit.runs.write_run_file`), so
+    ``comparison.compare_runs`` reads it like any run; ``env`` holds the machine and the data's sizes."""
+    config = {"model": "speednet", "dataset": spec, "seed": seed, "epochs": recipe.epochs, "recipe": recipe.to_dict()}
+    write_run_file(run_dir, "config", {**config, "batch_size": recipe.batch_size, "val_fraction": val_fraction})
+    write_run_file(run_dir, "env", env)
+    write_run_file(
+        run_dir,
+        "train",
         {
-            "model": "speednet",
-            "dataset": spec,
-            "seed": seed,
-            "epochs": recipe.epochs,
-            "batch_size": recipe.batch_size,
-            "val_fraction": val_fraction,
-            "recipe": recipe.to_dict(),
-        },
-    )
-    write_json(run_dir / "env.json", {**env_info(device), "train_images": train_images, "val_images": val_images})
-    write_json(
-        run_dir / "train.json",
-        {
-            "val_accuracies": val_curve,
+            "val_accuracies": [r.get("val_top1") for r in result.curve],
             "best_val_accuracy": result.val_top1,
             "best_epoch": math.ceil(recipe.epochs),  # the speedrun keeps its last weights, not a best epoch
             "epochs_run": recipe.epochs,
             "train_time": result.seconds,
             "curve": result.curve,
-            "images_per_s": train_images * recipe.epochs / result.seconds if result.seconds else None,
+            "images_per_s": env["train_images"] * recipe.epochs / result.seconds if result.seconds else None,
         },
     )
+    write_run_file(run_dir, "test", test)
 
 
 def run_speedrun(
@@ -616,11 +599,9 @@ def run_speedrun(
         base = course_baseline(spec, ds, train_idx, val, target, dev, root, log=log)
         summary.update(base)
         summary["speedup"] = base["baseline_seconds"] / summary["seconds"] if base["baseline_seconds"] else None
-    write_run_files(run_dir, recipe, spec, seed, val_fraction, result, dev, len(train_split), len(val))
-    write_json(
-        run_dir / "test.json",
-        {"accuracy": test_top1, "tta": recipe.tta, "testing time": tta_seconds, "split": "test", "n": len(ds.test)},
-    )
+    env = {**env_info(dev), "train_images": len(train_split), "val_images": len(val)}
+    test = {"accuracy": test_top1, "tta": recipe.tta, "testing time": tta_seconds, "split": "test", "n": len(ds.test)}
+    write_run_files(run_dir, recipe, spec, seed, val_fraction, result, env, test)
     write_json(run_dir / "speedrun.json", summary)
     log(
         f"{recipe.name}: test top-1 {test_top1:.4f} (TTA {recipe.tta}) in {summary['seconds']:.1f} s "

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from cifarkit.errors import DataError
-from cifarkit.runs import read_jsonl, read_run_file
+from cifarkit.runs import read_jsonl, read_run
 from cifarkit.tools.telemetry import METRICS
 
 # share of a training step spent waiting for the next batch above which the input pipeline is the bottleneck
@@ -125,7 +125,7 @@ def perf_summary(run: Path, split: str = "train") -> dict[str, Any]:
         if r.get("phase") == "sample" and isinstance(r.get("gpu_busy_percent"), (int, float))
     ]
     out["gpu_busy_median"] = float(np.median(busy)) if busy else None
-    out["other_load_percent"] = other_load_percent(lines, read_run_file(Path(run) / "env.json").get("cpu_count"))
+    out["other_load_percent"] = other_load_percent(lines, read_run(run).env.get("cpu_count"))
     out["errors"] = sorted({f"{r['backend']}: {r['error']}" for r in lines if r.get("phase") == "error"})
     return out
 
