@@ -273,6 +273,11 @@ def test_other_load_is_the_machine_less_this_process():
     assert other_load_percent(samples, cores=2) == pytest.approx(42.0)
     assert other_load_percent([{"phase": "sample", "cpu_percent": 50.0}], cores=2) is None
     assert other_load_percent(samples, cores=None) is None
+    # a competitor for a third of the run counts although the median sample was quiet
+    quiet = {"phase": "sample", "system_cpu_percent": 51.0, "cpu_percent": 100.0}
+    busy = {"phase": "sample", "system_cpu_percent": 100.0, "cpu_percent": 100.0}
+    assert other_load_percent([quiet] * 20 + [busy] * 10, cores=2) == pytest.approx(50.0)
+    assert other_load_percent([quiet] * 99 + [busy], cores=2) == pytest.approx(1.0)  # a blip does not
     assert bottleneck(0.05, None, 42.0).startswith("shared machine: other processes used about 42%")
     assert bottleneck(0.05, None, 10.0).startswith("compute-bound")
 

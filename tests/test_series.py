@@ -127,11 +127,15 @@ def test_failure_names_notebook_and_cell_keeps_work_and_resumes(tmp_path, monkey
     assert "02_later" not in state["notebooks"]  # later notebooks depend on earlier ones: stop
     assert (report / "notebooks" / "01_broken.ipynb").is_file() and (report / "index.md").is_file()
 
+    first_total = state["total_seconds"]
     make_notebook(books / "01_broken.ipynb", "print('fixed')")
     code, out, _ = cli("series", "--dataset", "synthetic", "--resume", report)
     assert code == 0 and "00_ok.ipynb: done before, skipped" in out
     state = json.loads((report / "series.json").read_text())
     assert [e["status"] for e in state["notebooks"].values()] == ["ok", "ok", "ok"]
+    # the total is both sessions' wall time: at least the first session's plus the two notebooks run now
+    resumed = state["notebooks"]["01_broken"]["seconds"] + state["notebooks"]["02_later"]["seconds"]
+    assert state["total_seconds"] >= first_total + resumed - 0.2  # each figure is rounded to 0.1 s
 
 
 def test_failed_html_rendering_is_said_on_the_console_and_in_the_index(tmp_path, monkeypatch, cli):

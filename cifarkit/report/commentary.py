@@ -312,7 +312,7 @@ def pace(rows: Sequence[Mapping[str, Any]], other_load: float | None = None) -> 
     else:
         text += f" (within {spread:.0%} of each other): a steady pace, so its times can be compared."
     if loaded:
-        text += " " + competing_load(other_load, "training (median of the telemetry samples)")
+        text += " " + competing_load(other_load, "training (in its busiest tenth of telemetry samples)")
     return Note(text)
 
 

@@ -177,7 +177,8 @@ def run_series(
     records the failing cell in series.json. ``resume`` re-enters a report folder, with the
     dataset, profile and seed it was started with, and skips notebooks whose status is ``ok``.
     ``dataset`` defaults to ``cifar10`` (on resume: the report's). Ctrl-C records the interrupted
-    notebook in series.json and index.md before it stops.
+    notebook in series.json and index.md before it stops. ``total_seconds`` in series.json is the wall time
+    of every session the report had (a resumed one adds its own to the earlier total).
     """
 
     get_profile(profile)
@@ -235,14 +236,14 @@ def run_series(
                 "error": "stopped by Ctrl-C",
                 "notebook": f"notebooks/{current.name}",
             }
-        state["total_seconds"] = round(time.perf_counter() - t_series, 1)
+        state["total_seconds"] = round(state.get("total_seconds", 0.0) + time.perf_counter() - t_series, 1)
         write_json(report / "series.json", state)
         write_index(report)
         log(
             f"interrupted{f' in {current.name}' if current else ''}; what finished is kept: rerun with --resume {report}"
         )
         raise
-    state["total_seconds"] = round(time.perf_counter() - t_series, 1)
+    state["total_seconds"] = round(state.get("total_seconds", 0.0) + time.perf_counter() - t_series, 1)
     write_json(report / "series.json", state)
     write_index(report)
     return report, ok
