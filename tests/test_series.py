@@ -133,9 +133,19 @@ def test_failure_names_notebook_and_cell_keeps_work_and_resumes(tmp_path, monkey
     assert code == 0 and "00_ok.ipynb: done before, skipped" in out
     state = json.loads((report / "series.json").read_text())
     assert [e["status"] for e in state["notebooks"].values()] == ["ok", "ok", "ok"]
+    assert {e["commit"] for e in state["notebooks"].values()} == {state["env"]["git_commit"]}
     # the total is both sessions' wall time: at least the first session's plus the two notebooks run now
     resumed = state["notebooks"]["01_broken"]["seconds"] + state["notebooks"]["02_later"]["seconds"]
     assert state["total_seconds"] >= first_total + resumed - 0.2  # each figure is rounded to 0.1 s
+
+
+def test_index_names_the_commit_that_ran_each_notebook():
+    one = {"env": {"git_commit": "abc"}, "notebooks": {"00_a": {"commit": "abc"}, "01_b": {"commit": "abc"}}}
+    assert series.commits_text(one) == "commit `abc`"
+    mixed = {"env": {"git_commit": "def"}, "notebooks": {"00_a": {}, "01_b": {"commit": "def"}, "02_c": {}}}
+    assert series.commits_text(mixed) == "commits not recorded (00, 02); `def` (01)"
+    older = {"env": {"git_commit": "abc"}, "notebooks": {"00_a": {}, "01_b": {}}}  # before commits were recorded
+    assert series.commits_text(older) == "commit `abc`"
 
 
 def test_failed_html_rendering_is_said_on_the_console_and_in_the_index(tmp_path, monkeypatch, cli):

@@ -266,7 +266,9 @@ def run_one(
         entry = {"status": "ok"}
     except Exception as exc:  # papermill raises PapermillExecutionError with the cell; kernels can die too
         entry = {"status": "failed", "error": failure_text(exc)}
-    entry.update(seconds=round(time.perf_counter() - t0, 1), notebook=f"notebooks/{nb.name}")
+    entry.update(
+        seconds=round(time.perf_counter() - t0, 1), notebook=f"notebooks/{nb.name}", commit=state["env"]["git_commit"]
+    )
     if executed.is_file():
         try:
             entry["html"] = str(to_html(executed).relative_to(report))
@@ -378,6 +380,19 @@ def link(report: Path, label: str, path: str | None) -> str:
     return f"[{label}]({path})" if (report / path).exists() else f"{label} (not in this copy)"
 
 
+def commits_text(state: dict[str, Any]) -> str:
+    """The code that ran the notebooks: ``commit `abc``` when it was one, else each commit with the notebooks it
+    ran (a resumed report can mix them; a notebook run before commits were recorded is "not recorded")."""
+    recorded = any("commit" in e for e in state["notebooks"].values())
+    by_commit: dict[str, list[str]] = {}
+    for name, entry in state["notebooks"].items():
+        commit = entry.get("commit") if recorded else state.get("env", {}).get("git_commit")
+        by_commit.setdefault(f"`{commit}`" if commit else "not recorded", []).append(name[:2])
+    if len(by_commit) <= 1:
+        return f"commit {next(iter(by_commit), 'not recorded')}"
+    return "commits " + "; ".join(f"{c} ({', '.join(books)})" for c, books in by_commit.items())
+
+
 def write_index(report: Path) -> tuple[Path, Path]:
     """index.md and index.html: findings, parameters, environment, and a table of every notebook's results
     with links to the files that exist."""
@@ -390,7 +405,7 @@ def write_index(report: Path) -> tuple[Path, Path]:
         *(f"{line}  " for line in findings(report, state)),
         "",
         f"Dataset **{p['dataset']}**, profile **{p['profile']}**, seed {p['seed']}, device **{env.get('device')}** "
-        f"({env.get('device_name')}), torch {env.get('torch')}, commit `{env.get('git_commit')}`.",
+        f"({env.get('device_name')}), torch {env.get('torch')}, {commits_text(state)}.",
         f"Total time {fmt(state.get('total_seconds'))} s. Parameters, versions and per-notebook status: "
         "[series.json](series.json).",
         "",
