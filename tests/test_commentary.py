@@ -252,6 +252,10 @@ def test_throughput_names_the_fastest_and_what_limited_training():
     # 05 once said the models' arithmetic set the pace while another load held half the machine
     shared = commentary.throughput(throughput_rows([0.02, 0.05], load=(5.0, 52.0)))
     assert "own arithmetic" not in shared and "about 52% of the machine's CPU while `ex2` trained" in shared
+    # two runs of one model are told apart by their notebook
+    runs = throughput_rows([0.02, 0.05], load=(52.0, 5.0)).assign(model="ex1", run=["01_a/x", "07_b/y"])
+    named = commentary.throughput(runs)
+    assert "fastest was `01 ex1` at 2,000 images/s, the slowest `07 ex1`" in named and "while `01 ex1` trained" in named
 
 
 def test_pace_and_race_say_when_other_processes_competed():

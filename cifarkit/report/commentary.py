@@ -403,6 +403,13 @@ def ranking(table: Any) -> Note:
     return Note(" ".join(text))
 
 
+def run_name(row: Mapping[str, Any]) -> str:
+    """A run's short name in a sentence: its notebook number and model (``07 ex1``), so two runs of one model
+    in a report are told apart; the model alone where the row has no numbered run."""
+    run = str(row.get("run", ""))
+    return f"{run[:2]} {row['model']}" if run[:2].isdigit() else str(row["model"])
+
+
 def throughput(table: Any) -> Note:
     """A :func:`cifarkit.report.comparison.throughput_table` in words: the device and telemetry, the fastest and
     slowest run, the range of data-wait shares and what limited training overall."""
@@ -419,19 +426,19 @@ def throughput(table: Any) -> Note:
     ]
     if len(table) > 1:
         text.append(
-            f"The fastest was `{fast['model']}` at {fast['images_per_s']:,.0f} images/s, the slowest "
-            f"`{slow['model']}` at {slow['images_per_s']:,.0f} images/s "
+            f"The fastest was `{run_name(fast)}` at {fast['images_per_s']:,.0f} images/s, the slowest "
+            f"`{run_name(slow)}` at {slow['images_per_s']:,.0f} images/s "
             f"({fast['images_per_s'] / slow['images_per_s']:.1f}x apart)."
         )
     else:
-        text.append(f"It trained `{fast['model']}` at {fast['images_per_s']:,.0f} images/s.")
+        text.append(f"It trained `{run_name(fast)}` at {fast['images_per_s']:,.0f} images/s.")
     load = table["other_load_percent"].dropna()
-    shared = table.loc[load[load > OTHER_LOAD_PERCENT].index, "model"].tolist()
+    shared = [run_name(table.loc[i]) for i in load[load > OTHER_LOAD_PERCENT].index]
     wait = table["data_wait_fraction"].dropna()
     if len(wait):
         worst = table.loc[wait.idxmax()]
         text.append(
-            f"Data-wait shares ranged from {pct(wait.min())} to {pct(wait.max())} (`{worst['model']}`): "
+            f"Data-wait shares ranged from {pct(wait.min())} to {pct(wait.max())} (`{run_name(worst)}`): "
             + (
                 "the input pipeline held training back there, so a faster loader would pay off."
                 if wait.max() > INPUT_BOUND_SHARE
