@@ -255,6 +255,9 @@ def test_generated_commentary_quotes_this_runs_numbers(smoke_report):
     ablation_text = markdown_outputs(books / "03_augmentation.ipynb")
     assert "compared with a paired test" in ablation_text  # every step on the same validation images
     assert "Each step was trained once (seed 0)" in ablation_text  # smoke: one seed, and it says so
+    # the headline carries the two best steps' seed means (smoke: one seed each, so the ablation's own values)
+    means = {k: v for k, v in summary.items() if k.startswith("seed_mean_val_top1[")}
+    assert len(means) == 2 and means[f"seed_mean_val_top1[{summary['winner']}]"] == summary["winner_val_top1"]
     race_text = markdown_outputs(books / "07_speedrun.ipynb")
     assert "judged by a paired test" in race_text and "Each run is one seed." in race_text
     assert "during the race" in race_text  # the load on the machine while the race was timed, either way
