@@ -148,6 +148,21 @@ def test_index_names_the_commit_that_ran_each_notebook():
     assert series.commits_text(older) == "commit `abc`"
 
 
+def test_index_says_which_large_files_a_copy_left_out(tmp_path):
+    run = tmp_path / "01_x" / "run"
+    run.mkdir(parents=True)
+    (run / "train.json").write_text("{}")
+    (run / "best.pt").write_bytes(b"")
+    (run / "perf").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "01_x.ipynb").write_text("{}")
+    (line,) = series.left_out_line(tmp_path)
+    assert line == "- Not in this copy: TensorBoard events (`tensorboard/`); run the series to get them."
+    (run / "tensorboard").mkdir()
+    assert series.left_out_line(tmp_path) == []  # a complete folder says nothing
+    assert series.left_out_line(tmp_path / "notebooks") == []  # nor does a folder without runs
+
+
 def test_failed_html_rendering_is_said_on_the_console_and_in_the_index(tmp_path, monkeypatch, cli):
     books = tmp_path / "notebooks"
     books.mkdir()

@@ -393,6 +393,24 @@ def commits_text(state: dict[str, Any]) -> str:
     return "commits " + "; ".join(f"{c} ({', '.join(books)})" for c, books in by_commit.items())
 
 
+# what a report folder holds that a committed copy may leave out (see reports/examples/README.md)
+LARGE_FILES = {
+    "checkpoints (`best.pt`, `last.pt`)": "*/*/*.pt",
+    "executed notebooks (`.ipynb`)": "notebooks/*.ipynb",
+    "telemetry logs (`perf/`)": "*/*/perf",
+    "TensorBoard events (`tensorboard/`)": "*/*/tensorboard",
+}
+
+
+def left_out_line(report: Path) -> list[str]:
+    """One line naming the kinds of file listed above that this folder lacks although it holds runs (a copy
+    that left the large files out), so a reader knows they are not lost; none for a complete folder."""
+    if not any(report.glob("*/*/train.json")):
+        return []
+    missing = [what for what, pattern in LARGE_FILES.items() if not any(report.glob(pattern))]
+    return [f"- Not in this copy: {', '.join(missing)}; run the series to get them."] if missing else []
+
+
 def write_index(report: Path) -> tuple[Path, Path]:
     """index.md and index.html: findings, parameters, environment, and a table of every notebook's results
     with links to the files that exist."""
@@ -440,6 +458,7 @@ def write_index(report: Path) -> tuple[Path, Path]:
         "  `tensorboard/` (event files: `tensorboard --logdir` this folder).",
         "- `figures/NN_*/`: the figures each notebook drew; `summaries/`: the headline numbers above as JSON.",
         "- Fractions (accuracy, top-5) are in [0, 1]. Models were chosen on the validation split, never on test.",
+        *left_out_line(report),
     ]
     md_path = write_text(report / "index.md", "\n".join(md) + "\n")
     html_path = write_text(report / "index.html", markdown_to_html("\n".join(md), report.name))
