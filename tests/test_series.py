@@ -146,6 +146,7 @@ def test_index_names_the_commit_that_ran_each_notebook():
     assert series.commits_text(mixed) == "commits not recorded (00, 02); `def` (01)"
     older = {"env": {"git_commit": "abc"}, "notebooks": {"00_a": {}, "01_b": {}}}  # before commits were recorded
     assert series.commits_text(older) == "commit `abc`"
+    assert series.commits_text({"env": {"git_commit": "abc"}, "notebooks": {}}) == "commit `abc`"  # none ran yet
 
 
 def test_index_says_which_large_files_a_copy_left_out(tmp_path):

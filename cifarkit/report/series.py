@@ -236,17 +236,21 @@ def run_series(
                 "error": "stopped by Ctrl-C",
                 "notebook": f"notebooks/{current.name}",
             }
-        state["total_seconds"] = round(state.get("total_seconds", 0.0) + time.perf_counter() - t_series, 1)
-        write_json(report / "series.json", state)
-        write_index(report)
+        end_session(report, state, t_series)
         log(
             f"interrupted{f' in {current.name}' if current else ''}; what finished is kept: rerun with --resume {report}"
         )
         raise
+    end_session(report, state, t_series)
+    return report, ok
+
+
+def end_session(report: Path, state: dict[str, Any], t_series: float) -> None:
+    """Add this session's wall time to ``total_seconds`` (a resumed report keeps its earlier sessions'), then
+    write series.json and the index, however the session ended."""
     state["total_seconds"] = round(state.get("total_seconds", 0.0) + time.perf_counter() - t_series, 1)
     write_json(report / "series.json", state)
     write_index(report)
-    return report, ok
 
 
 def run_one(
@@ -383,14 +387,18 @@ def link(report: Path, label: str, path: str | None) -> str:
 def commits_text(state: dict[str, Any]) -> str:
     """The code that ran the notebooks: ``commit `abc``` when it was one, else each commit with the notebooks it
     ran (a resumed report can mix them; a notebook run before commits were recorded is "not recorded")."""
+
+    def label(commit: str | None) -> str:
+        return f"`{commit}`" if commit else "not recorded"
+
+    env_commit = state.get("env", {}).get("git_commit")
     recorded = any("commit" in e for e in state["notebooks"].values())
     by_commit: dict[str, list[str]] = {}
     for name, entry in state["notebooks"].items():
-        commit = entry.get("commit") if recorded else state.get("env", {}).get("git_commit")
-        by_commit.setdefault(f"`{commit}`" if commit else "not recorded", []).append(name[:2])
-    if len(by_commit) <= 1:
-        return f"commit {next(iter(by_commit), 'not recorded')}"
-    return "commits " + "; ".join(f"{c} ({', '.join(books)})" for c, books in by_commit.items())
+        by_commit.setdefault(label(entry.get("commit") if recorded else env_commit), []).append(name[:2])
+    if len(by_commit) > 1:
+        return "commits " + "; ".join(f"{c} ({', '.join(books)})" for c, books in by_commit.items())
+    return f"commit {next(iter(by_commit), label(env_commit))}"  # no notebook yet: the session's own
 
 
 # what a report folder holds that a committed copy may leave out (see reports/examples/README.md)

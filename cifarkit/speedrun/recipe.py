@@ -508,8 +508,19 @@ def write_run_files(
 ) -> None:
     """A speedrun's config, env, train and test files (through :func:`cifarkit.runs.write_run_file`), so
     ``comparison.compare_runs`` reads it like any run; ``env`` holds the machine and the data's sizes."""
-    config = {"model": "speednet", "dataset": spec, "seed": seed, "epochs": recipe.epochs, "recipe": recipe.to_dict()}
-    write_run_file(run_dir, "config", {**config, "batch_size": recipe.batch_size, "val_fraction": val_fraction})
+    write_run_file(
+        run_dir,
+        "config",
+        {
+            "model": "speednet",
+            "dataset": spec,
+            "seed": seed,
+            "epochs": recipe.epochs,
+            "batch_size": recipe.batch_size,
+            "val_fraction": val_fraction,
+            "recipe": recipe.to_dict(),
+        },
+    )
     write_run_file(run_dir, "env", env)
     write_run_file(
         run_dir,
