@@ -1,7 +1,7 @@
 """The notebooks as a learner runs them: JupyterLab in a real (headless) Chromium, driven with selenium.
 
-Each notebook is opened from the file browser, its parameters cell is edited (smoke profile, synthetic
-data), and Run > Run All Cells runs it, as a person would. The test looks at what the page then holds:
+Every notebook of the series, in order, is opened from the file browser, its parameters cell is edited (smoke
+profile, synthetic data, one report folder for all), and Run > Run All Cells runs it, as a person would. The test looks at what the page then holds:
 no error output, figures drawn, 06's widget redrawing its figure when the selection changes, and a
 deliberate mistake shown as a short message. Screenshots are kept in the test's temporary folder.
 
@@ -171,21 +171,25 @@ def errors(state: dict) -> list[dict]:
 SMOKE = {"dataset": '"synthetic"', "profile": '"smoke"', "interactive": "True"}
 
 
-def test_notebooks_run_in_jupyterlab_as_a_learner_runs_them(lab):
-    driver, home = lab
-    report = json.dumps(str(home / "report"))
-    for name, seconds in (("00_data_exploration", 240), ("01_ex1_baseline", 300), ("04_tta", 300)):
-        open_notebook(driver, name)
-        set_parameters(driver, report_dir=report, **SMOKE)
-        state = run_all(driver, seconds)
-        driver.save_screenshot(str(home / f"{name}.png"))
-        assert errors(state) == [], (name, errors(state)[:1])
-        assert state["images"] >= 1, f"{name} drew no figure"
+def run_notebook(driver, home: Path, name: str, seconds: float) -> None:
+    """Open ``name``, set the smoke parameters (one shared report folder), Run All; no error, a figure drawn."""
+    open_notebook(driver, name)
+    set_parameters(driver, report_dir=json.dumps(str(home / "report")), **SMOKE)
+    state = run_all(driver, seconds)
+    driver.save_screenshot(str(home / f"{name}.png"))
+    assert errors(state) == [], (name, errors(state)[:1])
+    assert state["images"] >= 1, f"{name} drew no figure"
 
-    open_notebook(driver, "06_compare_runs")
-    set_parameters(driver, report_dir=report, **SMOKE)
-    state = run_all(driver, 180)
-    assert errors(state) == [] and state["images"] >= 1, errors(state)[:1]
+
+def test_notebooks_run_in_jupyterlab_as_a_learner_runs_them(lab):
+    """Every notebook of the series, in its order, into one report folder (as a learner steps through them)."""
+    driver, home = lab
+    notebooks = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert len(notebooks) == 9 and notebooks[6] == "06_compare_runs", notebooks
+    for name in notebooks[:6]:
+        run_notebook(driver, home, name, 300)
+
+    run_notebook(driver, home, "06_compare_runs", 180)
     from selenium.webdriver.support.ui import Select
 
     def figure(d):
@@ -199,15 +203,21 @@ def test_notebooks_run_in_jupyterlab_as_a_learner_runs_them(lab):
     )
     runs, metric = Select(pickers[0]), Select(driver.find_element("css selector", ".widget-dropdown select"))
     before = wait_for(driver, figure, 30, "the widget's figure")
+    shown = [o.get_attribute("index") for o in runs.all_selected_options]  # the first runs, by default
+    assert shown, "06's picker starts with no run selected"
     runs.deselect_all()  # an empty selection: a hint, no empty axes
     wait_for(
         driver, lambda d: not figure(d) and "Select one or more runs" in widget_text(d), 30, "the empty-selection hint"
     )
-    runs.select_by_index(0)
+    for index in shown:  # the same selection again: the same figure
+        runs.select_by_index(int(index))
     wait_for(driver, lambda d: figure(d) == before, 30, "the figure to come back")
     metric.select_by_value("val_losses")
     wait_for(driver, lambda d: figure(d) and figure(d) != before, 30, "the widget to redraw for another metric")
     driver.save_screenshot(str(home / "06_compare_runs.png"))
+
+    for name in notebooks[7:]:
+        run_notebook(driver, home, name, 300)
 
 
 def test_a_mistake_in_the_parameters_is_a_short_message(lab):
