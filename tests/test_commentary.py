@@ -95,10 +95,25 @@ def test_seed_spread_quotes_each_seed_and_says_when_there_is_one():
     assert "seeds 0 to 2" in note and "`+bn`: 70.0%, 68.0%, 71.0%" in note
     assert note.finding == (
         "Over 3 seeds `+bn` averages 69.7% and `+crop` 68.0%; seeds alone moved them by 3.0 and 3.0 points, "
-        "and `+bn` was ahead in 2 of 3 seeds."
+        "and `+bn` was ahead in 2 of 3 seeds; the higher mean keeps `+bn`."
+    )
+    # the one-seed leader behind over seeds (03's quick run: +dropout 68.05 / 66.7, +BatchNorm 67.7 / 68.5)
+    turned = commentary.seed_spread({"+dropout": [0.6805, 0.667], "+bn": [0.677, 0.685]}, seed=0)
+    assert turned.finding.endswith(
+        "`+dropout` was ahead in 1 of 2 seeds; the higher mean keeps `+bn`, second in the one-seed ablation."
     )
     one = commentary.seed_spread({"+bn": [0.70], "+crop": [0.69]}, seed=4)
     assert "trained once (seed 4)" in one and "cannot tell" in one
+
+
+def test_the_step_kept_is_the_best_mean_over_seeds_and_the_first_of_equals():
+    from cifarkit.report.stats import best_mean, means
+
+    spread = {"+dropout": [0.6805, 0.667], "+bn": [0.677, 0.685]}
+    assert means(spread) == pytest.approx({"+dropout": 0.67375, "+bn": 0.681})
+    assert list(means(spread)) == ["+dropout", "+bn"]  # the given order
+    assert best_mean(spread) == "+bn"
+    assert best_mean({"a": [0.5], "b": [0.5]}) == "a" and best_mean({"a": [0.4], "b": [0.5]}) == "b"
 
 
 def test_tta_note_reports_gain_cost_and_harmful_views():
@@ -382,8 +397,9 @@ def test_seed_repeats_retrain_the_two_best_steps_with_the_next_seeds(tmp_path):
     runs = {name: nb.train(ds, test=False, model="tinyvgg", epochs=1, **steps[name]) for name in steps}
     table = comparison.ablation_table(runs)
     spread = nb.seed_repeats(ds, table, steps, model="tinyvgg", epochs=1)
-    best = list(table["val_top1"].sort_values(ascending=False).index[:2])
+    best = list(table["val_top1"].sort_values(ascending=False, kind="stable").index[:2])
     assert list(spread) == best and all(len(v) == 3 for v in spread.values())
+    assert best[0] == table["val_top1"].idxmax()  # the leader is the table's, ties included
     assert [spread[s][0] for s in best] == [table.loc[s, "val_top1"] for s in best]  # the ablation's own run first
     seeds = sorted(notebook.read_json(tmp_path / r / "config.json")["seed"] for r in nb.runs[3:])
     assert seeds == [6, 6, 7, 7]  # seed + 1 and seed + 2 for each of the two

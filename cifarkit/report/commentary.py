@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cifarkit.evaluate import fixed_broken
-from cifarkit.report.stats import difference_is_noise, paired_is_noise, standard_error
+from cifarkit.report.stats import best_mean, difference_is_noise, means, paired_is_noise, standard_error
 from cifarkit.tools.perflogs import INPUT_BOUND_SHARE, OTHER_LOAD_PERCENT
 
 
@@ -217,8 +217,9 @@ def ablation(table: Any, correct: Mapping[str, Any] | None = None) -> Note:
 
 def seed_spread(values: Mapping[str, Sequence[float]], seed: int) -> Note:
     """The ablation's leader and runner-up retrained with more seeds (``values``: step -> validation top-1
-    per seed, the first being ``seed``, the ablation's own): how far seeds alone move each, and whether the
-    order holds in every seed. One seed per step says so instead."""
+    per seed, the first being ``seed``, the ablation's own): how far seeds alone move each, whether the
+    order holds in every seed, and which step the mean keeps (:func:`~cifarkit.report.stats.best_mean`).
+    One seed per step says so instead."""
     if all(len(v) < 2 for v in values.values()):
         return Note(
             "Each step was trained once (seed "
@@ -227,12 +228,15 @@ def seed_spread(values: Mapping[str, Sequence[float]], seed: int) -> Note:
         )
     (lead, a), (second, b) = list(values.items())[:2]
     spread = {name: 100 * (max(v) - min(v)) for name, v in values.items()}
+    mean = means(values)
     wins = sum(x > y for x, y in zip(a, b, strict=False))
     seeds = min(len(a), len(b))
+    kept = best_mean(values)
     finding = (
-        f"Over {seeds} seeds `{lead}` averages {pct(sum(a) / len(a))} and `{second}` {pct(sum(b) / len(b))}; "
+        f"Over {seeds} seeds `{lead}` averages {pct(mean[lead])} and `{second}` {pct(mean[second])}; "
         f"seeds alone moved them by {spread[lead]:.1f} and {spread[second]:.1f} points, and `{lead}` was ahead in "
-        f"{wins} of {seeds} seeds."
+        f"{wins} of {seeds} seeds; the higher mean keeps `{kept}`"
+        + (", second in the one-seed ablation." if kept != lead else ".")
     )
     detail = "; ".join(f"`{name}`: " + ", ".join(pct(x) for x in v) for name, v in values.items())
     return Note(

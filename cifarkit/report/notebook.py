@@ -169,8 +169,8 @@ class NotebookRun:
     def seed_repeats(self, dataset, table, settings: dict[str, dict], **common: Any) -> dict[str, list[float]]:
         """Retrain the two best rows of an ablation ``table`` (step -> ``val_top1``) with ``settings[step]`` and
         ``common`` until each has ``profile.ablation_seeds`` seeds; validation top-1 per seed, by step (the
-        ablation's own run first)."""
-        best = list(table["val_top1"].sort_values(ascending=False).index[:2])
+        ablation's own run first; of equals, the one listed first in ``table``, as ``idxmax`` picks)."""
+        best = list(table["val_top1"].sort_values(ascending=False, kind="stable").index[:2])
         values = {}
         for step in best:
             values[step] = [float(table.loc[step, "val_top1"])]

@@ -6,6 +6,8 @@ one of them gets right (:func:`paired_is_noise`, McNemar's test), which is the s
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from statistics import fmean
 
 
 def standard_error(p: float, n: int) -> float:
@@ -37,3 +39,15 @@ def difference_is_noise(a: float, n_a: int, b: float, n_b: int, z: float = 2.0) 
     """Whether two accuracies measured on ``n_a`` and ``n_b`` images differ by less than ``z`` standard
     errors of their difference (independent samples; the same images make this conservative)."""
     return abs(a - b) < z * difference_se(a, n_a, b, n_b)
+
+
+def means(values: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    """Each entry's mean, in the given order (e.g. validation top-1 over seeds, by ablation step)."""
+    return {name: fmean(v) for name, v in values.items()}
+
+
+def best_mean(values: Mapping[str, Sequence[float]]) -> str:
+    """The entry with the highest mean (the first of equals): the step to keep when the finalists of an
+    ablation were retrained with more seeds, because one seed's lead can be that seed's luck."""
+    mean = means(values)
+    return max(mean, key=mean.__getitem__)
