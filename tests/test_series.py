@@ -78,7 +78,9 @@ def test_index_opens_with_three_findings(smoke_report):
     )
     test_top1 = json.loads((smoke_report / chosen["run"] / "test.json").read_text())["accuracy"]
     assert f"test top-1 **{test_top1:.4f}**" in best
-    assert timing.startswith(f"The series took {series.fmt(state['total_seconds'])} s on **{state['env']['device']}**")
+    took = sum(e["seconds"] for e in state["notebooks"].values())
+    assert series.notebook_seconds(state) == pytest.approx(took, abs=0.06) and len(state["notebooks"]) == len(EXPECTED)
+    assert timing.startswith(f"Its notebooks took {series.fmt(series.notebook_seconds(state))} s on **")
     assert status == f"All {len(EXPECTED)} notebooks ran."
 
 
@@ -137,6 +139,22 @@ def test_failure_names_notebook_and_cell_keeps_work_and_resumes(tmp_path, monkey
     # the total is both sessions' wall time: at least the first session's plus the two notebooks run now
     resumed = state["notebooks"]["01_broken"]["seconds"] + state["notebooks"]["02_later"]["seconds"]
     assert state["total_seconds"] >= first_total + resumed - 0.2  # each figure is rounded to 0.1 s
+
+
+def test_index_times_the_notebooks_as_they_stand_and_every_session_apart(tmp_path):
+    # the example report: 00 ran once; 03 ran twice (its first 1,120 s were replaced by a rerun's 1,135 s)
+    state = {
+        "parameters": {"dataset": "synthetic", "profile": "smoke", "seed": 0},
+        "env": {"device": "cpu", "device_name": "2 cores"},
+        "notebooks": {"00_a": {"status": "ok", "seconds": 45.2}, "03_b": {"status": "ok", "seconds": 1135.0}},
+        "total_seconds": 2305.1,
+    }
+    series.write_json(tmp_path / "series.json", state)
+    series.write_index(tmp_path)
+    index = (tmp_path / "index.md").read_text()
+    assert "Its notebooks took 1180 s on **cpu** (2 cores)" in index
+    assert "every session of this report, rendering and reruns included: 2305 s" in index
+    assert "The series took" not in index
 
 
 def test_index_names_the_commit_that_ran_each_notebook():

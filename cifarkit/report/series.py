@@ -321,8 +321,14 @@ def best_run(report: Path) -> dict[str, Any] | None:
     return best
 
 
+def notebook_seconds(state: dict[str, Any]) -> float:
+    """What the notebooks as the report holds them took: each one's last run, without the sessions' rendering
+    and without runs a rerun replaced (those stay in ``total_seconds``)."""
+    return round(sum(e.get("seconds", 0.0) for e in state.get("notebooks", {}).values()), 1)
+
+
 def findings(report: Path, state: dict[str, Any]) -> list[str]:
-    """The index's three opening lines: the best model and its test top-1, total time and device, and
+    """The index's three opening lines: the best model and its test top-1, the notebooks' time and device, and
     what failed, was interrupted or did not run."""
     env, p = state.get("env", {}), state["parameters"]
     best = best_run(report)
@@ -335,7 +341,7 @@ def findings(report: Path, state: dict[str, Any]) -> list[str]:
             f"{best['val_top1']:.4f}, {test}."
         )
     second = (
-        f"The series took {fmt(state.get('total_seconds'))} s on **{env.get('device')}** "
+        f"Its notebooks took {fmt(notebook_seconds(state))} s on **{env.get('device')}** "
         f"({env.get('device_name')}), profile {p['profile']}, dataset {p['dataset']}."
     )
     entries = state.get("notebooks", {})
@@ -432,8 +438,8 @@ def write_index(report: Path) -> tuple[Path, Path]:
         "",
         f"Dataset **{p['dataset']}**, profile **{p['profile']}**, seed {p['seed']}, device **{env.get('device')}** "
         f"({env.get('device_name')}), torch {env.get('torch')}, {commits_text(state)}.",
-        f"Total time {fmt(state.get('total_seconds'))} s. Parameters, versions and per-notebook status: "
-        "[series.json](series.json).",
+        f"Wall time of every session of this report, rendering and reruns included: {fmt(state.get('total_seconds'))} "
+        "s. Parameters, versions and per-notebook status: [series.json](series.json).",
         "",
         "| notebook | status | time (s) | headline | notebook files |",
         "| --- | --- | ---: | --- | --- |",
