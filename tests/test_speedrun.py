@@ -282,10 +282,10 @@ def test_curve_points_give_a_curve_inside_one_epoch():
     assert result.seconds == result.curve[-1]["seconds"]
 
 
-def test_pace_minutes_scales_the_time_so_far_to_the_whole_schedule():
-    assert sr.pace_minutes(430.0, 44, 528) == pytest.approx(86.0)
-    assert sr.pace_minutes(60.0, 10, 10) == pytest.approx(1.0)
-    assert sr.pace_minutes(0.0, 0, 5) == 0.0
+def test_pace_seconds_scales_the_time_so_far_to_the_whole_schedule():
+    assert sr.pace_seconds(430.0, 44, 528) == pytest.approx(5160.0)
+    assert sr.pace_seconds(60.0, 10, 10) == pytest.approx(60.0)
+    assert sr.pace_seconds(0.0, 0, 5) == 0.0
 
 
 @pytest.mark.parametrize(

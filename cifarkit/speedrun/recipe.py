@@ -375,10 +375,10 @@ def backward_in_chunks(
         loss.backward()
 
 
-def pace_minutes(seconds: float, step: int, total: int) -> float:
-    """Minutes the whole schedule of ``total`` steps takes if every step costs what the first
+def pace_seconds(seconds: float, step: int, total: int) -> float:
+    """Seconds the whole schedule of ``total`` steps takes if every step costs what the first
     ``step`` did on average: a projection, not a promise (a machine's pace drifts)."""
-    return seconds * total / max(step, 1) / 60
+    return seconds * total / max(step, 1)
 
 
 def train(
@@ -450,7 +450,7 @@ def train(
             f"epoch {row['epoch']:>5.2f} {seconds:7.1f}s"
             + (f" val_top1 {row['val_top1']:.4f}" if val is not None else "")
             + (
-                f" (at this pace {duration_text(60 * pace_minutes(seconds, step, total))} of training in all)"
+                f" (at this pace {duration_text(pace_seconds(seconds, step, total))} of training in all)"
                 if step < total
                 else ""
             )
