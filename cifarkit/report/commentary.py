@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cifarkit.evaluate import fixed_broken
+from cifarkit.report.comparison import notebook_number
 from cifarkit.report.stats import best_mean, difference_is_noise, means, paired_is_noise, standard_error
 from cifarkit.tools.perflogs import INPUT_BOUND_SHARE, OTHER_LOAD_PERCENT
 
@@ -410,8 +411,8 @@ def ranking(table: Any) -> Note:
 def run_name(row: Mapping[str, Any]) -> str:
     """A run's short name in a sentence: its notebook number and model (``07 ex1``), so two runs of one model
     in a report are told apart; the model alone where the row has no numbered run."""
-    run = str(row.get("run", ""))
-    return f"{run[:2]} {row['model']}" if run[:2].isdigit() else str(row["model"])
+    number = notebook_number(str(row.get("run", "")))
+    return f"{number} {row['model']}" if number else str(row["model"])
 
 
 def throughput(table: Any) -> Note:

@@ -78,6 +78,12 @@ def ablation_table(runs: dict[str, Path]):
     return pd.DataFrame([{"step": name, **run_row(Path(run))} for name, run in runs.items()]).set_index("step")
 
 
+def notebook_number(name: str) -> str | None:
+    """The notebook a report's folder or run path belongs to, from its ``NN_`` prefix (``07`` for
+    ``07_speedrun/2026...``); None for a name without one (a run outside a series report)."""
+    return name[:2] if name[:2].isdigit() else None
+
+
 def run_label(run: Path) -> str:
     """A legend label that names the experiment, what sets the run apart and its budget, e.g.
     ``03 tinyvgg · crop+flip · BatchNorm, dropout 0.3 · 4,500 img × 5 ep`` (a torchrun run adds
@@ -85,7 +91,7 @@ def run_label(run: Path) -> str:
     run = Path(run)
     files = read_run(run)
     cfg, env, train = files.config, files.env, files.train
-    notebook = run.parent.name[:2] if run.parent.name[:2].isdigit() else run.parent.name
+    notebook = notebook_number(run.parent.name) or run.parent.name
     images = f"{env['train_images']:,} img" if env.get("train_images") else "? img"
     kwargs = cfg.get("model_kwargs") or {}
     extras = [
