@@ -1,9 +1,9 @@
 """The notebooks as a learner runs them: JupyterLab in a real (headless) Chromium, driven with selenium.
 
 Every notebook of the series, in order, is opened from the file browser, its parameters cell is edited (smoke
-profile, synthetic data, one report folder for all), and Run > Run All Cells runs it, as a person would. The test looks at what the page then holds:
-no error output, figures drawn, 06's widget redrawing its figure when the selection changes, and a
-deliberate mistake shown as a short message. Screenshots are kept in the test's temporary folder.
+profile, synthetic data, one report folder for all), and Run > Run All Cells runs it, as a person would.
+The test looks at what the page then holds: no error output, figures drawn, 06's widget redrawing its
+figure when the selection changes, and a deliberate mistake shown as a short message. Screenshots are kept in the test's temporary folder.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` packages (``.ci/run`` installs them) and selenium; where
 they are absent the test skips and says why. No browser is downloaded at run time.
