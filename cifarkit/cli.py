@@ -114,9 +114,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return print_tta_table(predictor.compare_tta(split, args.tta_average, args.batch_size), args)
     result = predictor.evaluate(split, args.tta, args.tta_average, args.batch_size)
     result.update(split=args.split, dataset=args.dataset, checkpoint=str(args.checkpoint), tta=args.tta)
-    ms = result["testing_time"] * 1000 / result["n"]
+    ms = result["testing time"] * 1000 / result["n"]
     print(
-        f"{args.split}: top1 {result['top1']:.4f} top5 {result['top5']:.4f} loss {result['loss']:.4f} n {result['n']} tta {args.tta} ({ms:.3f} ms/image)"
+        f"{args.split}: accuracy {result['accuracy']:.4f} top5_accuracy {result['top5_accuracy']:.4f} losses {result['losses']:.4f} n {result['n']} tta {args.tta} ({ms:.3f} ms/image)"
     )
     auc = "n/a" if result["auc_score"] is None else f"{result['auc_score']:.4f}"
     print(
@@ -137,7 +137,11 @@ def print_tta_table(rows: list[dict], args: argparse.Namespace) -> int:
             f"{r['mode']:<10} {r['views']:>5} {r['top1']:>7.4f} {r['top5']:>7.4f} {r['loss']:>7.4f} {r['ms_per_image']:>7.3f} {r['gain_vs_none']:>+7.4f}"
         )
     if args.json:  # the plain pass's numbers at the top, as without --tta all
-        print_json_line({**{k: rows[0][k] for k in ("top1", "top5", "loss", "n")}, "split": args.split, "modes": rows})
+        plain = rows[0]  # test.json's names for the plain pass's numbers, as without --tta all
+        print_json_line(
+            {"accuracy": plain["top1"], "top5_accuracy": plain["top5"], "losses": plain["loss"], "n": plain["n"]}
+            | {"split": args.split, "modes": rows}
+        )
     return 0
 
 
@@ -467,7 +471,11 @@ def build_parser() -> Parser:
     e.add_argument("--split", choices=("test", "train"), default="test")
     e.add_argument("--batch-size", type=positive_int, default=256)
     add_tta(e)
-    e.add_argument("--json", action="store_true", help="last stdout line: one JSON object (top1, top5, loss, n, ...)")
+    e.add_argument(
+        "--json",
+        action="store_true",
+        help="last stdout line: one JSON object with test.json's names (accuracy, top5_accuracy, losses, n, ...)",
+    )
     e.set_defaults(func=cmd_evaluate)
 
     i = sub.add_parser("info", help="versions, chosen device, accelerators and profiler backends found")

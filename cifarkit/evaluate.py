@@ -26,11 +26,23 @@ Forward = Callable[[torch.Tensor], torch.Tensor]
 # ----------------------------------------------------------------------------- metrics
 
 
+def ranked_classes(logits: torch.Tensor) -> torch.Tensor:
+    """Each image's classes from most to least likely, ties broken once and the same way everywhere: the lower
+    class index first. ``topk`` breaks ties as its kernel likes, and bf16 logits tie often (8 mantissa bits),
+    so top-1 from ``topk`` and a confusion matrix from ``argmax`` could name two predictions for one image."""
+    return logits.sort(dim=1, descending=True, stable=True).indices
+
+
+def predicted_labels(logits: torch.Tensor) -> torch.Tensor:
+    """The one predicted class per image that every metric of a pass derives from (see :func:`ranked_classes`)."""
+    return ranked_classes(logits)[:, 0]
+
+
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[int, int]:
-    """How many labels are among the top-k predictions, for each k (k is capped at the class count)."""
+    """How many labels are among the top-k predictions, for each k (k is capped at the class count); top-1 is
+    :func:`predicted_labels`, so it agrees with the confusion matrix even when logits tie."""
     kmax = min(max(ks), logits.shape[1])
-    top = logits.topk(kmax, dim=1).indices
-    hits = top == labels[:, None]
+    hits = ranked_classes(logits)[:, :kmax] == labels[:, None]
     return {k: int(hits[:, : min(k, kmax)].any(dim=1).sum()) for k in ks}
 
 
@@ -72,12 +84,12 @@ def auc_ovr(labels: np.ndarray, probs: np.ndarray) -> float | None:
     )
 
 
-def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> dict:
-    """Macro precision / recall / F1, AUC, per-class accuracy, confusion matrix, most-confused pairs."""
+def classification_metrics(labels: np.ndarray, preds: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> dict:
+    """Macro precision / recall / F1, AUC, per-class accuracy, confusion matrix, most-confused pairs, all from
+    ``preds`` (:func:`predicted_labels`; the probabilities only rank images for the AUC)."""
     from sklearn import metrics as sklearn_metrics  # seconds to import; only when used
 
     num_classes = len(classes)
-    preds = probs.argmax(axis=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # classes never predicted get precision 0, which is what we want
         precision, recall, f1, _ = sklearn_metrics.precision_recall_fscore_support(
@@ -143,7 +155,10 @@ def evaluate(
     forward: Forward | None = None,
     per_image: bool = False,
 ) -> dict[str, Any]:
-    """Top-1/top-5 (fractions), loss, n and time; with ``classes`` also P/R/F1, AUC, per-class and confusion.
+    """Top-1/top-5 (fractions), loss, n and time under test.json's names (``accuracy``, ``top5_accuracy``,
+    ``losses``, ``testing time``); with ``classes`` also P/R/F1, AUC, per-class and confusion. Every metric
+    comes from one predicted label per image (:func:`predicted_labels`), so ``accuracy`` is exactly the
+    confusion matrix's trace over ``n`` in any precision.
 
     Args:
         model: network to evaluate (put in eval mode).
@@ -157,20 +172,21 @@ def evaluate(
     """
     logits, labels, seconds = predict_logits(model, loader, device, amp, forward)
     n = int(labels.numel())
+    preds = predicted_labels(logits)
     hits = topk_correct(logits, labels, (1, 5))
     result: dict[str, Any] = {
-        "top1": hits[1] / n,
-        "top5": hits[5] / n,
-        "loss": float(nn.functional.cross_entropy(logits, labels)),
+        "accuracy": hits[1] / n,
+        "top5_accuracy": hits[5] / n,
+        "losses": float(nn.functional.cross_entropy(logits, labels)),
         "n": n,
-        "testing_time": seconds,
+        "testing time": seconds,
         "images_per_s": n / seconds if seconds > 0 else None,
     }
     if classes is not None:
         probs = torch.softmax(logits, dim=1).numpy()
-        result.update(classification_metrics(labels.numpy(), probs, classes))
+        result.update(classification_metrics(labels.numpy(), preds.numpy(), probs, classes))
     if per_image:
-        result["correct"] = logits.argmax(1) == labels
+        result["correct"] = preds == labels
     return result
 
 
@@ -299,10 +315,10 @@ def compare_tta(
             {
                 "mode": mode,
                 "views": view_count(mode),
-                "top1": r["top1"],
-                "top5": r["top5"],
-                "loss": r["loss"],
-                "ms_per_image": 1000 * r["testing_time"] / r["n"],
+                "top1": r["accuracy"],
+                "top5": r["top5_accuracy"],
+                "loss": r["losses"],
+                "ms_per_image": 1000 * r["testing time"] / r["n"],
                 "n": r["n"],
                 "fixed": fixed,
                 "broken": broken,

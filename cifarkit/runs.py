@@ -264,14 +264,11 @@ def train_json(rows: list[dict], monitor: str, best_epoch: int | None) -> dict[s
     }
 
 
-# test.json keeps the course's field names; evaluate()'s own names for the same numbers are not repeated
-TEST_NAMES = {"top1": "accuracy", "top5": "top5_accuracy", "loss": "losses", "testing_time": "testing time"}
-
-
 def test_json(result: dict[str, Any]) -> dict[str, Any]:
-    """test.json from an :func:`cifarkit.evaluate.evaluate` result: one key per number, the course's names
-    (``accuracy``, ``top5_accuracy``, ``losses``, ``testing time``, ``precision_score``, ...)."""
-    return {TEST_NAMES.get(k, k): v for k, v in result.items()}
+    """test.json from an :func:`cifarkit.evaluate.evaluate` result, which already uses the course's names
+    (``accuracy``, ``top5_accuracy``, ``losses``, ``testing time``, ``precision_score``, ...): its JSON
+    numbers, without the per-image ``correct`` tensor."""
+    return {k: v for k, v in result.items() if k != "correct"}
 
 
 def write_train_json(run_dir: Path, rows: list[dict], monitor: str, best_epoch: int | None) -> dict[str, Any]:

@@ -535,14 +535,14 @@ def epoch_row(epoch: int, stats: EpochStats, val: dict, optimizer: torch.optim.O
         "epoch": epoch,
         "train_loss": stats.loss,
         "train_accuracy": stats.accuracy,
-        "val_loss": val["loss"],
-        "val_accuracy": val["top1"],
-        "val_top5": val["top5"],
+        "val_loss": val["losses"],
+        "val_accuracy": val["accuracy"],
+        "val_top5": val["top5_accuracy"],
         "lr": optimizer.param_groups[0]["lr"],
         "images_per_s": stats.images_per_s,
         "data_wait_s": stats.data_seconds,
         "epoch_time_s": stats.seconds,
-        "val_time_s": val["testing_time"],
+        "val_time_s": val["testing time"],
     }
 
 

@@ -45,9 +45,10 @@ def test_evaluate_json_last_line(run_dir, cli):
     assert code == 0
     result = json.loads(out.strip().splitlines()[-1])
     assert result["n"] == 200
-    assert 0 <= result["top1"] <= result["top5"] <= 1 and result["loss"] > 0
+    assert 0 <= result["accuracy"] <= result["top5_accuracy"] <= 1 and result["losses"] > 0
     test = json.loads((run_dir / "test.json").read_text())
-    assert result["top1"] == pytest.approx(test["accuracy"])
+    assert result["accuracy"] == pytest.approx(test["accuracy"])  # one name per number: test.json's
+    assert not {"top1", "top5", "loss", "testing_time"} & set(result)
 
 
 def test_info(cli):

@@ -137,7 +137,7 @@ def test_every_evaluation_of_a_checkpoint_agrees(ckpt, cli):
     test_json = json.loads((run / "test.json").read_text())
     code, out, err = cli("evaluate", run / "best.pt", "--dataset", spec, "--json")
     assert code == 0, err
-    cli_top1 = json.loads(out.strip().splitlines()[-1])["top1"]
+    cli_top1 = json.loads(out.strip().splitlines()[-1])["accuracy"]
     ds = load_dataset(spec)
     labels, probabilities = test_probabilities(run, ds)
     predictions = probabilities.argmax(1)

@@ -122,7 +122,7 @@ def course_baseline(
             train_step(model, x, y, optimizer, criterion, device)
         synchronize(device)
         seconds += time.perf_counter() - t0
-        top1 = evaluate(model, val_loader, device)["top1"]
+        top1 = evaluate(model, val_loader, device)["accuracy"]
         curve.append({"epoch": epoch, "seconds": seconds, "val_top1": top1})
         log(f"baseline epoch {epoch:>3} {seconds:7.1f}s val_top1 {top1:.4f}")
         if top1 >= target:

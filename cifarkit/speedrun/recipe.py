@@ -351,7 +351,7 @@ def accuracy(
     model: nn.Module, split: Split, normalizer: Normalizer, tta: str = "none", amp: str = "off", batch_size: int = 128
 ) -> float:
     """Top-1 of ``model`` on ``split`` with a TTA mode (see :func:`scores`)."""
-    return scores(model, split, normalizer, tta, amp, batch_size)["top1"]
+    return scores(model, split, normalizer, tta, amp, batch_size)["accuracy"]
 
 
 def backward_in_chunks(

@@ -191,7 +191,7 @@ def deploy_bench(
             if predictor.device != run_on:
                 continue  # int8 and ONNX run on the CPU only
             result = predictor.evaluate(test, report=False, per_image=True)
-            top1 = result["top1"]
+            top1 = result["accuracy"]
             correct = result["correct"].cpu()
             fp32_correct.setdefault(str(run_on), correct)  # fp32 comes first: the paired test's reference
             fixed, broken = fixed_broken(fp32_correct[str(run_on)], correct)
