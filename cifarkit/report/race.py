@@ -11,7 +11,7 @@ from cifarkit.data import Split
 from cifarkit.evaluate import fixed_broken
 from cifarkit.loader import Normalizer
 from cifarkit.report.commentary import Note, pct
-from cifarkit.report.stats import paired_is_noise, paired_se
+from cifarkit.report.stats import paired_is_noise, paired_se, standard_error
 from cifarkit.runs import read_metrics
 from cifarkit.speedrun.recipe import PIECES, Recipe, SpeedrunResult, ablation_recipes, scores, train
 
@@ -69,7 +69,7 @@ def run_ablation(
         rows.append(
             {
                 "variant": label,
-                "val_top1": scored["top1"],
+                "val_top1": scored["accuracy"],
                 "delta": (fixed - broken) / len(val),
                 "fixed": fixed,
                 "broken": broken,
@@ -84,26 +84,55 @@ def run_ablation(
     return out
 
 
-def describe_race(curves: dict[str, Curve], target: float) -> Note:
-    """How long each recipe took to reach ``target`` on validation, the ratio first, then a line per recipe."""
+def not_reached(curve: Curve, target: float) -> str:
+    """A target a curve never reached, in words with its budget and peak: "not reached in 10 epochs (peak 69.2%)"."""
+    best = max(curve, key=lambda r: r.get("val_top1", -1), default=None)
+    if best is None:
+        return "not reached (no validation point)"
+    epochs = curve[-1].get("epoch")
+    budget = f" in {epochs:g} epoch{'' if epochs == 1 else 's'}" if epochs is not None else ""
+    return f"not reached{budget} (peak {pct(best['val_top1'])})"
+
+
+def at_the_edge(curve: Curve, target: float, n_val: int | None) -> bool:
+    """Whether a curve's crossing of ``target`` is within noise of it: the validation top-1 at the crossing is
+    less than two standard errors (on ``n_val`` images) above the target, so another seed may cross later or not."""
+    at = next((r for r in curve if r.get("val_top1", -1) >= target), None)
+    return bool(at and n_val and at["val_top1"] - target < 2 * standard_error(target, n_val))
+
+
+def describe_race(curves: dict[str, Curve], target: float, n_val: int | None = None) -> Note:
+    """How long each recipe took to reach ``target`` on validation, the ratio first, then a line per recipe.
+    A crossing within noise of the target (:func:`at_the_edge`, on ``n_val`` validation images) is named, and
+    a ratio that rests on one is said to rest on a single seed's luck."""
     times = {name: time_to(c, target) for name, c in curves.items()}
     reached = {k: v for k, v in times.items() if v is not None}
+    edge = {name for name in reached if at_the_edge(curves[name], target, n_val)}
     lines = []
     if len(reached) >= 2:
         fast, slow = min(reached, key=reached.get), max(reached, key=reached.get)
-        lines.append(
+        ratio = (
             f"**{fast}** reached {pct(target)} validation top-1 {reached[slow] / reached[fast]:.1f}x sooner than "
-            f"**{slow}** on this machine (training time only; each curve's validation passes are not counted).\n"
+            f"**{slow}** on this machine (training time only; each curve's validation passes are not counted)"
         )
+        shaky = [name for name in (fast, slow) if name in edge]
+        if shaky:
+            ratio += (
+                f"; one seed each, and {' and '.join(f'**{n}**' for n in shaky)} crossed within noise of the target, "
+                "so the ratio is a rough one"
+            )
+        lines.append(ratio + ".\n")
     for name, c in curves.items():
         best = max((r["val_top1"] for r in c), default=float("nan"))
         t = times[name]
-        when = (
-            f"reached {pct(target)} after **{t:.1f} s** of training"
-            if t is not None
-            else f"never reached {pct(target)}"
-        )
-        lines.append(f"- **{name}** {when}; its best validation top-1 was {pct(best)} after {c[-1]['seconds']:.1f} s.")
+        if t is None:
+            when = f"{not_reached(c, target)} after {c[-1]['seconds']:.1f} s of training" if c else "has no curve"
+        else:
+            when = f"reached {pct(target)} after **{t:.1f} s** of training"
+            if name in edge:
+                when += f" (at the edge: within two standard errors of {pct(target)} on {n_val:,} images)"
+            when += f"; its best validation top-1 was {pct(best)} after {c[-1]['seconds']:.1f} s"
+        lines.append(f"- **{name}** {when}.")
     return Note("\n".join(lines))
 
 
@@ -164,6 +193,11 @@ def describe_ablation(df) -> Note:
     return Note(" ".join(parts), finding=finding)
 
 
-def summarize(curves: dict[str, Curve], target: float, names: Sequence[str]) -> dict[str, float | None]:
-    """Headline numbers for the report index: seconds to ``target`` per named curve."""
-    return {f"seconds_to_{int(round(100 * target))}_{name}": time_to(curves[name], target) for name in names}
+def summarize(curves: dict[str, Curve], target: float, names: Sequence[str]) -> dict[str, float | str]:
+    """Headline numbers for the report index: seconds to ``target`` per named curve, or in words when the
+    curve never reached it (:func:`not_reached`), never a blank."""
+    out: dict[str, float | str] = {}
+    for name in names:
+        t = time_to(curves[name], target)
+        out[f"seconds_to_{int(round(100 * target))}_{name}"] = t if t is not None else not_reached(curves[name], target)
+    return out

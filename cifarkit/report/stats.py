@@ -1,7 +1,8 @@
 """Statistics of comparisons, with one rule throughout: a difference is noise when it is smaller than two
 standard errors of the difference. Accuracies of two models on different images use the standard errors
 of both (:func:`difference_is_noise`); two models or modes scored on the same images use the images only
-one of them gets right (:func:`paired_is_noise`, McNemar's test), which is the stronger test there."""
+one of them gets right (:func:`paired_is_noise`, McNemar's test, exact at small counts), which is the stronger
+test there."""
 
 from __future__ import annotations
 
@@ -27,12 +28,32 @@ def paired_se(fixed: int, broken: int, n: int) -> float:
     return math.sqrt(max(fixed + broken, 1)) / max(n, 1)
 
 
+EXACT_BELOW = 200  # discordant images; below this the paired test counts exactly instead of trusting the normal form
+
+
+def paired_p_value(fixed: int, broken: int) -> float:
+    """Two-sided p-value of McNemar's test: how likely a split at least as uneven as ``fixed`` : ``broken``
+    is if both models were equally good (each discordant image a fair coin). Below :data:`EXACT_BELOW`
+    discordant images it is the exact binomial sum (4-0 gives 0.125, 5-0 0.0625); above, the normal form
+    with continuity correction, which agrees with it there to a few thousandths."""
+    n, k = fixed + broken, min(fixed, broken)
+    if n == 0:
+        return 1.0
+    if n < EXACT_BELOW:
+        tail = sum(math.comb(n, i) for i in range(k + 1))
+        return min(1.0, 2 * tail / 2**n)
+    z = max(abs(fixed - broken) - 1, 0) / math.sqrt(n)
+    return math.erfc(z / math.sqrt(2))
+
+
 def paired_is_noise(fixed: int, broken: int, z: float = 2.0) -> bool:
     """Whether two models (or modes) scored on the *same* images differ by less than ``z`` standard errors,
-    from the images only one of them gets right (McNemar's test, normal form): ``fixed`` are right only in
-    the second, ``broken`` only in the first. Images both get right or wrong say nothing about the
-    difference, which is why this test is stronger than comparing two independent accuracies."""
-    return abs(fixed - broken) < z * math.sqrt(max(fixed + broken, 1))
+    from the images only one of them gets right (McNemar's test): ``fixed`` are right only in the second,
+    ``broken`` only in the first. Images both get right or wrong say nothing about the difference, which is
+    why this test is stronger than comparing two independent accuracies. "``z`` standard errors" is read
+    as its two-sided p-value (z = 2: p = 0.0455) so that small counts are judged exactly
+    (:func:`paired_p_value`): 5-0 is noise (p = 0.0625), 6-0 is not (p = 0.031)."""
+    return paired_p_value(fixed, broken) >= math.erfc(z / math.sqrt(2))
 
 
 def difference_is_noise(a: float, n_a: int, b: float, n_b: int, z: float = 2.0) -> bool:
