@@ -299,7 +299,7 @@ def fmt(value: Any) -> str:
     """Numbers to 4 significant places, fractions as they are; everything else as text."""
     if isinstance(value, float):
         return f"{value:.4g}"
-    return "" if value is None else str(value)
+    return "not recorded" if value is None else str(value)
 
 
 def best_run(report: Path) -> dict[str, Any] | None:
