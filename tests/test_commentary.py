@@ -333,18 +333,20 @@ def test_takeaways_repeat_each_notes_finding_or_its_first_sentence():
     assert commentary.findings(["**a** reached it.\n\n- **b** too"]) == ["**a** reached it."]  # one line only
 
 
-def test_a_notebook_remembers_its_notes_for_the_takeaways_and_the_summary(tmp_path):
+def test_a_notebook_remembers_its_notes_for_the_takeaways_and_the_summary(tmp_path, capsys):
     import json
 
     from cifarkit.report import notebook
 
     nb = notebook.start("01_ex1_baseline", "synthetic", 0, "cpu", "smoke", str(tmp_path), False)
-    shown = nb.note(commentary.Note("First finding, 12.5% of it. Detail."))
-    assert shown == "First finding, 12.5% of it. Detail." and shown._repr_markdown_()
-    assert nb.takeaways() == "**In this run:**\n\n- First finding, 12.5% of it."
+    capsys.readouterr()
+    assert nb.note(commentary.Note("First finding, 12.5% of it. Detail.")) is None  # shown by the call itself
+    nb.note(commentary.Note("Second finding."))
+    assert capsys.readouterr().out == "First finding, 12.5% of it. Detail.\nSecond finding.\n"  # both, not the last
+    assert nb.takeaways() == "**In this run:**\n\n- First finding, 12.5% of it.\n- Second finding."
     nb.finish(x=1)
     summary = json.loads((tmp_path / "summaries" / "01_ex1_baseline.json").read_text())
-    assert summary["in_this_run"] == ["First finding, 12.5% of it."]
+    assert summary["in_this_run"] == ["First finding, 12.5% of it.", "Second finding."]
 
 
 def test_epochs_below_training_loss_are_named_as_they_are():

@@ -257,10 +257,12 @@ class NotebookRun:
         """Remember figures saved elsewhere (e.g. by ``viz.plot_perf``) for the report index."""
         self.figures += [str(Path(p).resolve().relative_to(self.report_dir)) for p in paths]
 
-    def note(self, text: Note) -> Note:
-        """Show a generated paragraph (a :mod:`cifarkit.report.commentary` result) and remember it for :meth:`takeaways`."""
+    def note(self, text: Note) -> None:
+        """Show a generated paragraph (a :mod:`cifarkit.report.commentary` result) and remember it for
+        :meth:`takeaways`. It is displayed by this call, not returned, so a cell with two notes shows both
+        (a cell shows only its last expression) and the executed notebook and its HTML hold every one."""
         self.notes.append(text)
-        return text
+        show(text)
 
     def takeaways(self) -> Note:
         """The "In this run" list: what every paragraph :meth:`note` showed found (its finding), as bullets."""
@@ -358,6 +360,16 @@ def in_notebook_terms(message: str) -> str:
         return f'`{name} = "{m.group(2)}"` in the parameters cell' if name in PARAMETERS else m.group(0)
 
     return re.sub(r"--([a-z][a-z_-]*)[ =]([^\s;,)]+)", swap, message)
+
+
+def show(text: Note) -> None:
+    """Display Markdown in a notebook (as a cell output, so nbconvert's HTML has it too); print it elsewhere."""
+    if ipython_shell() is None:
+        print(text)
+        return
+    from IPython.display import display
+
+    display(text)
 
 
 def ipython_shell() -> Any:
