@@ -74,6 +74,17 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     return "bf16" if device.type == "cpu" and cpu_supports_bf16() else "off"
 
 
+PRECISION_NAMES = {"off": "fp32", "bf16": "bf16", "fp16": "fp16"}  # a resolved amp mode, as sentences name it
+
+
+def precision_name(amp: str, device: torch.device | None = None) -> str:
+    """The precision an ``amp`` mode computes in, as the text names it: ``fp32``, ``bf16`` or ``fp16``
+    (``auto`` is resolved for ``device`` first)."""
+    if amp == "auto":
+        amp = resolve_amp(amp, device or torch.device("cpu"))
+    return PRECISION_NAMES[amp]
+
+
 def resolve_channels_last(value: bool | None, device: torch.device) -> bool:
     """``None`` means auto: channels_last on CUDA/ROCm (tensor-core friendly), NCHW on CPU and MPS.
 

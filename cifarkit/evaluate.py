@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifarkit.config import TTA_AVERAGES, TTA_MODES
-from cifarkit.device import resolve_amp, synchronize
+from cifarkit.device import precision_name, resolve_amp, synchronize
 from cifarkit.errors import ConfigError
 from cifarkit.loader import DeviceLoader
 
@@ -155,8 +155,9 @@ def evaluate(
     forward: Forward | None = None,
     per_image: bool = False,
 ) -> dict[str, Any]:
-    """Top-1/top-5 (fractions), loss, n and time under test.json's names (``accuracy``, ``top5_accuracy``,
-    ``losses``, ``testing time``); with ``classes`` also P/R/F1, AUC, per-class and confusion. Every metric
+    """Top-1/top-5 (fractions), loss, n, time and ``precision`` (what the pass computed in: fp32, bf16, fp16)
+    under test.json's names (``accuracy``, ``top5_accuracy``, ``losses``, ``testing time``); with ``classes``
+    also P/R/F1, AUC, per-class and confusion. Every metric
     comes from one predicted label per image (:func:`predicted_labels`), so ``accuracy`` is exactly the
     confusion matrix's trace over ``n`` in any precision.
 
@@ -181,6 +182,7 @@ def evaluate(
         "n": n,
         "testing time": seconds,
         "images_per_s": n / seconds if seconds > 0 else None,
+        "precision": precision_name(amp, device),
     }
     if classes is not None:
         probs = torch.softmax(logits, dim=1).numpy()

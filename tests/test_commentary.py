@@ -68,7 +68,8 @@ def test_ablation_says_which_differences_are_noise():
     assert "`+crop` +6.0 points;" in note and "`+bn` +0.5 points (within noise)" in note
     assert "**`+bn`** at 66.5%, but the next best (`+crop`) is within noise" in note
     clear = commentary.ablation(pd.DataFrame({"val_top1": [0.5, 0.7], "val_images": [2000] * 2}, index=["a", "b"]))
-    assert "clearly ahead of the next best (`a`)" in clear
+    assert "ahead of the next best (`a`) beyond noise in this run (one seed per step)" in clear
+    assert "clearly" not in clear  # one seed cannot make a lead clear (03 said so of a lead the next seed halved)
 
 
 def test_ablation_on_the_same_images_uses_the_paired_test():
@@ -87,7 +88,7 @@ def test_ablation_on_the_same_images_uses_the_paired_test():
     paired = commentary.ablation(table, correct={"none": base, "+crop": crop})
     assert "`+crop` +1.5 points (within noise)" in independent  # 2 SE of the difference is about 3.1 points
     assert "Step by step: `+crop` +1.5 points." in paired  # 30 images fixed, none broken: beyond noise
-    assert "paired test" in paired and "clearly ahead of the next best (`none`)" in paired
+    assert "paired test" in paired and "ahead of the next best (`none`) beyond noise in this run" in paired
 
 
 def test_seed_spread_quotes_each_seed_and_says_when_there_is_one():
@@ -95,13 +96,21 @@ def test_seed_spread_quotes_each_seed_and_says_when_there_is_one():
     assert "seeds 0 to 2" in note and "`+bn`: 70.0%, 68.0%, 71.0%" in note
     assert note.finding == (
         "Over 3 seeds `+bn` averages 69.7% and `+crop` 68.0%; seeds alone moved them by 3.0 and 3.0 points, "
-        "and `+bn` was ahead in 2 of 3 seeds; the higher mean keeps `+bn`."
+        "and `+bn` was ahead in 2 of 3 seeds; the higher mean keeps `+bn`. `+bn` leads by +1.7 points on average, "
+        "but the seeds disagree on the order, so the lead is not a clear one."
     )
     # the one-seed leader behind over seeds (03's quick run: +dropout 68.05 / 66.7, +BatchNorm 67.7 / 68.5)
     turned = commentary.seed_spread({"+dropout": [0.6805, 0.667], "+bn": [0.677, 0.685]}, seed=0)
     assert turned.finding.endswith(
-        "`+dropout` was ahead in 1 of 2 seeds; the higher mean keeps `+bn`, second in the one-seed ablation."
+        "`+dropout` was ahead in 1 of 2 seeds; the higher mean keeps `+bn`, second in the one-seed ablation. "
+        "`+bn` leads by +0.7 points on average, but the seeds disagree on the order, so the lead is not a clear one."
     )
+    # 03's quick run: a 2.1-point lead at one seed, 1.2 at the next, on 2,000 images: ahead in both, not clearly
+    both = commentary.seed_spread({"+bn": [0.702, 0.694], "+crop": [0.681, 0.682]}, seed=0, n=2000)
+    assert both.finding.endswith("not beyond noise in every seed, so the lead is not a clear one.")
+    clear = commentary.seed_spread({"+bn": [0.75, 0.74], "+crop": [0.68, 0.67]}, seed=0, n=2000)
+    assert clear.finding.endswith("`+bn` is clearly ahead: it led in every seed by more than noise on 2,000 images.")
+    assert "clearly" not in commentary.seed_spread({"+bn": [0.75, 0.74], "+crop": [0.68, 0.67]}, seed=0)  # no n
     one = commentary.seed_spread({"+bn": [0.70], "+crop": [0.69]}, seed=4)
     assert "trained once (seed 4)" in one and "cannot tell" in one
 
@@ -405,3 +414,34 @@ def test_seed_repeats_retrain_the_two_best_steps_with_the_next_seeds(tmp_path):
     assert [spread[s][0] for s in best] == [table.loc[s, "val_top1"] for s in best]  # the ablation's own run first
     seeds = sorted(notebook.read_json(tmp_path / r / "config.json")["seed"] for r in nb.runs[3:])
     assert seeds == [6, 6, 7, 7]  # seed + 1 and seed + 2 for each of the two
+
+
+def test_precision_note_says_what_this_run_trained_in_and_why():
+    """A learner whose CPU made amp "auto" pick bf16 is told so, once, with what it changes."""
+    bf16 = commentary.precision({"amp": "auto", "resolved": {"amp": "bf16", "device": "cpu"}})
+    assert bf16.finding == (
+        'This run trained in **bf16** on cpu: `amp = "auto"` chose it because this CPU computes bf16 natively '
+        "(AVX512-BF16 or AMX)."
+    )
+    assert "logits tie more often" in bf16 and 'Set `amp = "off"` to train in fp32.' in bf16
+    fp32 = commentary.precision({"amp": "auto", "resolved": {"amp": "off", "device": "cpu"}})
+    assert fp32.startswith('This run trained in **fp32** on cpu: `amp = "auto"` keeps fp32 because this CPU has no')
+    assert 'Set `amp = "bf16"`' in fp32 and "tie" not in fp32
+    gpu = commentary.precision({"amp": "fp16", "resolved": {"amp": "fp16", "device": "cuda"}})
+    assert '**fp16** on cuda: the parameters cell asked for `amp = "fp16"`' in gpu and "gradient scaler" in gpu
+
+
+def test_test_metrics_name_a_precision_other_than_fp32_and_the_main_confusion():
+    test = {
+        "n": 1000, "accuracy": 0.75, "top5_accuracy": 0.97, "f1_score": 0.74, "auc_score": None,
+        "per_class_accuracy": {"cat": 0.5, "ship": 0.9},
+        "most_confused": [{"true": "cat", "predicted": "dog", "count": 40}],
+    }  # fmt: skip
+    fp32 = commentary.test_metrics({**test, "precision": "fp32"}, ["cat", "ship"])
+    assert "computed in" not in fp32
+    assert (
+        fp32.finding
+        == "Test top-1 **75.0%** on 1,000 images; the most common mistake is `cat` taken for `dog` (40 images)."
+    )
+    bf16 = commentary.test_metrics({**test, "precision": "bf16"}, ["cat", "ship"])
+    assert "highest scores), computed in **bf16**." in bf16 and "images, computed in **bf16**; the most" in bf16.finding

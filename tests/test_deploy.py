@@ -31,7 +31,9 @@ COLUMNS = {"variant", "file", "top1", "size_mb", "params", "latency_ms_p50", "la
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory) -> tuple[Path, list[dict]]:
     out = tmp_path_factory.mktemp("deploy")
-    cfg = TrainConfig(model="ex1", dataset=DATA, epochs=3, batch_size=32, lr=0.005, device="cpu", val_fraction=0.25)
+    cfg = TrainConfig(
+        model="ex1", dataset=DATA, epochs=3, batch_size=32, lr=0.005, device="cpu", val_fraction=0.25, amp="off"
+    )  # fp32 on every CPU, so the checkpoint row is named fp32 whatever the machine
     run = fit(cfg, out=out, log=lambda s: None, callbacks=run_callbacks())
     rows = deploy_bench(run / "best.pt", device="cpu", settings=FAST, log=lambda s: None)
     return run, rows
@@ -39,7 +41,8 @@ def bench(tmp_path_factory) -> tuple[Path, list[dict]]:
 
 def test_every_variant_is_built_evaluated_and_timed(bench):
     run, rows = bench
-    assert [r["variant"] for r in rows] == ["fp32", "int8-static", "pruned-50%", "onnx"]
+    assert [r["variant"] for r in rows] == ["fp32", "int8-static", "pruned-50%", "onnx"]  # an fp32 run's checkpoint
+    assert [r["precision"] for r in rows] == ["fp32", "int8", "fp32", "fp32"] and rows[0]["reference"]
     for r in rows:
         assert COLUMNS <= set(r) and r["device"] == "cpu" and Path(r["file"]).is_file(), r
         assert 0 <= r["top1"] <= 1 and 0 < r["latency_ms_p50"] <= r["latency_ms_p95"] and r["throughput_img_s"] > 0
@@ -165,24 +168,54 @@ def test_bad_inputs_are_one_line(tmp_path, cli):
     assert code == 2 and "between 0 and 1" in err
 
 
-def test_deployment_commentary_compares_with_fp32_on_the_cpu():
+def deployment_rows(checkpoint: str = "fp32"):
     import pandas as pd
 
+    return pd.DataFrame(
+        [
+            {"variant": checkpoint, "top1": 0.75, "size_mb": 0.2, "latency_ms_p50": 1.0, "latency_ms_p95": 1.5,
+             "throughput_img_s": 4000.0, "precision": checkpoint, "reference": True},
+            {"variant": "int8-static", "top1": 0.748, "size_mb": 0.05, "latency_ms_p50": 2.0, "latency_ms_p95": 2.5,
+             "throughput_img_s": 8000.0, "precision": "int8", "reference": False},
+            {"variant": "onnx", "top1": 0.75, "size_mb": 0.2, "latency_ms_p50": 0.25, "latency_ms_p95": 0.3,
+             "throughput_img_s": 2000.0, "precision": "fp32", "reference": False},
+        ]
+    ).assign(device="cpu", threads=2, test_images=10000, throughput_batch=256)  # fmt: skip
+
+
+def test_deployment_commentary_compares_with_the_checkpoint_on_the_cpu():
     from cifarkit.report import commentary
 
-    rows = pd.DataFrame(
-        [
-            {"variant": "fp32", "top1": 0.75, "size_mb": 0.2, "latency_ms_p50": 1.0, "latency_ms_p95": 1.5},
-            {"variant": "int8-static", "top1": 0.748, "size_mb": 0.05, "latency_ms_p50": 2.0, "latency_ms_p95": 2.5},
-            {"variant": "onnx", "top1": 0.75, "size_mb": 0.2, "latency_ms_p50": 0.25, "latency_ms_p95": 0.3},
-        ]
-    ).assign(device="cpu", threads=2, test_images=10000)
+    rows = deployment_rows()
     note = commentary.deployment(rows)
-    assert "fp32 model answers one image in **1.00 ms** (median; 95th percentile 1.50 ms)" in note
     assert (
-        "`int8-static`: 2.0x slower at batch 1, 4.0x smaller on disk, -0.2 points of test top-1 (within noise)" in note
+        "the checkpoint, computing in **fp32**, answers one image in **1.00 ms** (median; 95th percentile 1.50 ms)"
+        in note
     )
-    assert "`onnx`: 4.0x faster at batch 1, about the same on disk, +0.0 points" in note
+    assert "4,000 images/s at batch 256" in note
+    assert (
+        "`int8-static`: 2.0x slower at batch 1, 2.0x more images/s at batch 256, 4.0x smaller on disk, -0.2 points of "
+        "test top-1 (within noise)." in note
+    )
+    assert (
+        "`onnx`: 4.0x faster at batch 1, 2.0x fewer images/s at batch 256, about the same on disk, +0.0 points" in note
+    )
+    assert "across precisions" not in note  # fp32 against fp32
     # on the same 10,000 images the paired test sees int8 lose 20 images and fix none: beyond noise
     paired = commentary.deployment(rows.assign(fixed=[0, 0, 0], broken=[0, 20, 0]))
     assert "-0.2 points of test top-1." in paired and "-0.2 points of test top-1 (within noise)" not in paired
+    # ONNX is fastest at batch 1 and int8 at batch 256: the finding carries both, not batch 1 alone
+    assert commentary.findings([note]) == [
+        "On the CPU the fastest at batch 1 is `onnx` (0.25 ms vs the fp32 checkpoint's 1.00 ms) and the highest "
+        "throughput at batch 256 is `int8-static`'s (8,000 images/s); test top-1 75.0% and 74.8% vs 75.0%."
+    ]
+
+
+def test_a_bf16_checkpoint_is_named_bf16_and_onnx_is_compared_across_precisions():
+    """08 labelled a bf16 run's checkpoint row "fp32" and called ONNX "the same fp32 network"."""
+    from cifarkit.report import commentary
+
+    note = commentary.deployment(deployment_rows("bf16"))
+    assert "computing in **bf16**" in note and "fp32 checkpoint" not in note
+    assert "(it computes in fp32, the checkpoint in bf16: a comparison across precisions)." in note
+    assert "int8-static`: 2.0x slower" in note and "int8, the checkpoint" not in note  # int8 is its own variant

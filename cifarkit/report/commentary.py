@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from cifarkit.device import precision_name
 from cifarkit.evaluate import fixed_broken
 from cifarkit.report.comparison import notebook_number
 from cifarkit.report.stats import best_mean, difference_is_noise, means, paired_is_noise, standard_error
@@ -146,11 +147,13 @@ def test_metrics(test: Mapping[str, Any], classes: Sequence[str]) -> Note:
     per_class = {c: a for c, a in test["per_class_accuracy"].items() if a is not None}
     worst = min(per_class, key=per_class.get)
     best = max(per_class, key=per_class.get)
+    computed = f", computed in **{test['precision']}**" if test.get("precision", "fp32") != "fp32" else ""
     text = [
         f"On {n:,} test images the checkpoint chosen on validation reaches **top-1 {pct(top1)}** "
         f"(± {100 * standard_error(top1, n):.1f} points standard error) and **top-5 {pct(test['top5_accuracy'])}** "
-        "(top-5: the true class is among the five highest scores)."
+        f"(top-5: the true class is among the five highest scores){computed}."
     ]
+    finding = text[0]
     text.append(
         f"Macro F1 {test['f1_score']:.3f} averages each class's F1 (the balance of its precision and "
         "recall) with equal weight per class."
@@ -165,10 +168,39 @@ def test_metrics(test: Mapping[str, Any], classes: Sequence[str]) -> Note:
     )
     if test.get("most_confused"):
         pair = test["most_confused"][0]
-        text.append(
-            f"The most common mistake is `{pair['true']}` taken for `{pair['predicted']}` ({pair['count']} images)."
+        mistake = f"`{pair['true']}` taken for `{pair['predicted']}` ({pair['count']} images)"
+        text.append(f"The most common mistake is {mistake}.")
+        finding = f"Test top-1 **{pct(top1)}** on {n:,} images{computed}; the most common mistake is {mistake}."
+    return Note(" ".join(text), finding=finding)
+
+
+def precision(config: Mapping[str, Any]) -> Note:
+    """What precision a run trained in (config.json's ``resolved`` ``amp``), why, and what it changes, so a
+    learner whose CPU made ``amp = "auto"`` pick bf16 is told so once, and one in fp32 knows how to see bf16."""
+    asked, used = config.get("amp", "auto"), config.get("resolved", {}).get("amp", "off")
+    device = config.get("resolved", {}).get("device", "cpu")
+    name = precision_name(used)
+    why = {
+        ("auto", "bf16"): '`amp = "auto"` chose it because this CPU computes bf16 natively (AVX512-BF16 or AMX)',
+        ("auto", "off"): (
+            '`amp = "auto"` keeps fp32 on a GPU, so results stay comparable across machines'
+            if device != "cpu"
+            else '`amp = "auto"` keeps fp32 because this CPU has no native bf16 (emulated bf16 would be slower)'
+        ),
+    }.get((asked, used), f'the parameters cell asked for `amp = "{asked}"`')
+    if used == "off":
+        change = 'Set `amp = "bf16"` to see what a learner on a bf16 CPU or GPU sees.'
+    else:
+        change = (
+            f"Under autocast, convolutions and matrix products run in {name} (bf16 keeps 8 significant bits, about 2-3 decimal "
+            "digits; fp16 11, about 3) while the weights, the optimizer and the loss stay fp32"
+            + (", with a gradient scaler against fp16's small range" if used == "fp16" else "")
+            + ". It is faster where the hardware computes it natively; the numbers differ from an fp32 run in their "
+            "last digits, and logits tie more often (cifarkit breaks a tie toward the lower class index, the same "
+            'way for every metric). Set `amp = "off"` to train in fp32.'
         )
-    return Note(" ".join(text))
+    first = f"This run trained in **{name}** on {device}: {why}."
+    return Note(f"{first} {change}", finding=first)
 
 
 def ablation(table: Any, correct: Mapping[str, Any] | None = None) -> Note:
@@ -209,18 +241,19 @@ def ablation(table: Any, correct: Mapping[str, Any] | None = None) -> Note:
         text[-1] += (
             f", but the next best (`{ranked.index[1]}`) is within noise of it, so this budget does not separate them."
             if noise(winner, ranked.index[1])
-            else f", clearly ahead of the next best (`{ranked.index[1]}`)."
+            else f", ahead of the next best (`{ranked.index[1]}`) beyond noise in this run (one seed per step)."
         )
     else:
         text[-1] += "."
     return Note(" ".join(text), finding=text[-1])
 
 
-def seed_spread(values: Mapping[str, Sequence[float]], seed: int) -> Note:
+def seed_spread(values: Mapping[str, Sequence[float]], seed: int, n: int | None = None) -> Note:
     """The ablation's leader and runner-up retrained with more seeds (``values``: step -> validation top-1
     per seed, the first being ``seed``, the ablation's own): how far seeds alone move each, whether the
     order holds in every seed, and which step the mean keeps (:func:`~cifarkit.report.stats.best_mean`).
-    One seed per step says so instead."""
+    The kept step's lead is called clear only when it led in every seed by more than noise on the ``n``
+    validation images; otherwise the lead and its spread are stated. One seed per step says so instead."""
     if all(len(v) < 2 for v in values.values()):
         return Note(
             "Each step was trained once (seed "
@@ -233,11 +266,22 @@ def seed_spread(values: Mapping[str, Sequence[float]], seed: int) -> Note:
     wins = sum(x > y for x, y in zip(a, b, strict=False))
     seeds = min(len(a), len(b))
     kept = best_mean(values)
+    other = second if kept == lead else lead
+    pairs = list(zip(values[kept], values[other], strict=False))
+    clear = n is not None and all(k > o and not difference_is_noise(k, n, o, n) for k, o in pairs)
+    verdict = (
+        f"`{kept}` is clearly ahead: it led in every seed by more than noise on {n:,} images."
+        if clear
+        else f"`{kept}` leads by {points(mean[kept] - mean[other])} on average, but "
+        + ("the seeds disagree on the order" if not all(k > o for k, o in pairs) else "not beyond noise in every seed")
+        + ", so the lead is not a clear one."
+    )
     finding = (
         f"Over {seeds} seeds `{lead}` averages {pct(mean[lead])} and `{second}` {pct(mean[second])}; "
         f"seeds alone moved them by {spread[lead]:.1f} and {spread[second]:.1f} points, and `{lead}` was ahead in "
         f"{wins} of {seeds} seeds; the higher mean keeps `{kept}`"
-        + (", second in the one-seed ablation." if kept != lead else ".")
+        + (", second in the one-seed ablation. " if kept != lead else ". ")
+        + verdict
     )
     detail = "; ".join(f"`{name}`: " + ", ".join(pct(x) for x in v) for name, v in values.items())
     return Note(
@@ -494,34 +538,50 @@ def times(ratio: float, more: str, less: str) -> str:
 
 
 def deployment(rows: Any) -> Note:
-    """A ``deploy_bench`` table (DataFrame) in words: on the CPU, what each variant gains in latency and
-    size against fp32 and what it costs in test top-1. Every variant is scored on the same test images, so
-    where the rows hold ``fixed`` and ``broken`` (images only the variant / only fp32 gets right) the
-    difference is judged by the paired test, else by the one for independent samples of ``test_images``."""
-    cpu = rows[rows["device"] == "cpu"].set_index("variant")
-    if "fp32" not in cpu.index:
-        return Note("No fp32 row on the CPU to compare the variants with.")
-    base = cpu.loc["fp32"]
-    n = int(base["test_images"])
+    """A ``deploy_bench`` table (DataFrame) in words: on the CPU, what each variant gains in latency (batch 1),
+    throughput (a large batch) and size against the checkpoint (the ``reference`` row, named by its precision),
+    and what it costs in test top-1. Every variant is scored on the same test images, so where the rows hold
+    ``fixed`` and ``broken`` (images only the variant / only the checkpoint gets right) the difference is
+    judged by the paired test, else by the one for independent samples of ``test_images``. A variant that
+    computes in another precision than the checkpoint is said to be compared across precisions."""
+    cpu = rows[rows["device"] == "cpu"]
+    if cpu.empty:
+        return Note("No row on the CPU to compare the variants with.")
+    first = cpu.index[cpu["reference"]][0] if "reference" in cpu else cpu.index[0]
+    base, others = cpu.loc[first], cpu.drop(index=first).set_index("variant")
+    name, n = str(base["variant"]), int(base["test_images"])
+    own = base.get("precision", name)
+    batch = f" at batch {int(base['throughput_batch'])}" if "throughput_batch" in base else " at a large batch"
     text = [
-        f"On the CPU ({int(base['threads'])} threads) the fp32 model answers one image in "
-        f"**{base['latency_ms_p50']:.2f} ms** (median; 95th percentile {base['latency_ms_p95']:.2f} ms) and takes "
-        f"{base['size_mb']:.2f} MB on disk; its test top-1 is {pct(float(base['top1']))} on {n:,} images."
+        f"On the CPU ({int(base['threads'])} threads) the checkpoint, computing in **{own}**, answers one image in "
+        f"**{base['latency_ms_p50']:.2f} ms** (median; 95th percentile {base['latency_ms_p95']:.2f} ms), scores "
+        f"{base['throughput_img_s']:,.0f} images/s{batch} and takes {base['size_mb']:.2f} MB on disk; its test "
+        f"top-1 is {pct(float(base['top1']))} on {n:,} images."
     ]
-    for name, r in cpu.drop(index="fp32").iterrows():
+    for variant, r in others.iterrows():
         if "fixed" in r and r["fixed"] == r["fixed"]:  # NaN where a row has no per-image results
             noise = paired_is_noise(int(r["fixed"]), int(r["broken"]))
         else:
             noise = difference_is_noise(float(r["top1"]), n, float(base["top1"]), n)
+        across = r.get("precision", own) not in (own, "int8")
         text.append(
-            f"`{name}`: {times(base['latency_ms_p50'] / r['latency_ms_p50'], 'faster', 'slower')} at batch 1, "
+            f"`{variant}`: {times(base['latency_ms_p50'] / r['latency_ms_p50'], 'faster', 'slower')} at batch 1, "
+            f"{times(r['throughput_img_s'] / base['throughput_img_s'], 'more', 'fewer')} images/s{batch}, "
             f"{times(base['size_mb'] / r['size_mb'], 'smaller', 'larger')} on disk, "
-            f"{points(float(r['top1']) - float(base['top1']))} of test top-1{' (within noise)' if noise else ''}."
+            f"{points(float(r['top1']) - float(base['top1']))} of test top-1{' (within noise)' if noise else ''}"
+            + (
+                f" (it computes in {r['precision']}, the checkpoint in {own}: a comparison across precisions)"
+                if across
+                else ""
+            )
+            + "."
         )
-    fastest = cpu["latency_ms_p50"].idxmin()
+    fastest, busiest = cpu["latency_ms_p50"].idxmin(), cpu["throughput_img_s"].idxmax()
+    label = cpu["variant"]
     finding = (
-        f"On the CPU the fastest variant at batch 1 is `{fastest}` ({cpu.loc[fastest, 'latency_ms_p50']:.2f} ms vs "
-        f"fp32's {base['latency_ms_p50']:.2f} ms), at {pct(float(cpu.loc[fastest, 'top1']))} test top-1 vs "
-        f"{pct(float(base['top1']))}."
+        f"On the CPU the fastest at batch 1 is `{label[fastest]}` ({cpu.loc[fastest, 'latency_ms_p50']:.2f} ms vs "
+        f"the {own} checkpoint's {base['latency_ms_p50']:.2f} ms) and the highest throughput{batch} is "
+        f"`{label[busiest]}`'s ({cpu.loc[busiest, 'throughput_img_s']:,.0f} images/s); test top-1 "
+        f"{pct(float(cpu.loc[fastest, 'top1']))} and {pct(float(cpu.loc[busiest, 'top1']))} vs {pct(float(base['top1']))}."
     )
     return Note(" ".join(text), finding=finding)

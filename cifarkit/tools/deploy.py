@@ -22,7 +22,14 @@ from torch import nn
 
 from cifarkit.config import DeploySettings, variant_name
 from cifarkit.data import Dataset, Split, load_dataset
-from cifarkit.device import configure_threads, resolve_amp, resolve_device, seed_everything, synchronize
+from cifarkit.device import (
+    configure_threads,
+    precision_name,
+    resolve_amp,
+    resolve_device,
+    seed_everything,
+    synchronize,
+)
 from cifarkit.errors import CheckpointError, ConfigError
 from cifarkit.evaluate import autocast, fixed_broken
 from cifarkit.loader import DeviceLoader, Normalizer
@@ -153,9 +160,12 @@ def deploy_bench(
     """Build every variant of ``checkpoint`` into ``out`` (default ``deploy/`` beside it) and measure each.
 
     Returns one row per variant and device: ``variant``, ``file``, ``top1``, ``fixed`` and ``broken`` (test images
-    only this variant, or only fp32 on the same device, gets right: a paired test's counts), ``size_mb``, ``params``,
-    ``latency_ms_p50``, ``latency_ms_p95``, ``throughput_img_s``, ``device``, ``threads``, ``test_images``
-    and ``autocast`` (each model is evaluated and timed under the mixed precision :class:`Predictor` uses).
+    only this variant, or only the checkpoint on the same device, gets right: a paired test's counts), ``size_mb``,
+    ``params``, ``latency_ms_p50``, ``latency_ms_p95``, ``throughput_img_s`` (at ``throughput_batch``),
+    ``device``, ``threads``, ``test_images``, ``precision`` (what the variant computes in: the checkpoint's own
+    precision as :class:`Predictor` evaluates it, ``int8``, or ``fp32`` for ONNX) and ``reference`` (the
+    checkpoint itself, the first row per device). The checkpoint's row is named by its precision (``fp32``,
+    ``bf16``), so a bf16 run's row is not called fp32.
     """
     s = settings or DeploySettings()
     checkpoint = Path(checkpoint)
@@ -184,7 +194,7 @@ def deploy_bench(
             files.append((variant, out / path.name))
             log(f"{variant} -> {out / path.name}")
 
-    rows, fp32_correct = [], {}
+    rows, reference_correct = [], {}
     for variant, path in files:
         for run_on in dict.fromkeys([dev, cpu]):
             predictor = Predictor.from_checkpoint(path, run_on)
@@ -193,8 +203,9 @@ def deploy_bench(
             result = predictor.evaluate(test, report=False, per_image=True)
             top1 = result["accuracy"]
             correct = result["correct"].cpu()
-            fp32_correct.setdefault(str(run_on), correct)  # fp32 comes first: the paired test's reference
-            fixed, broken = fixed_broken(fp32_correct[str(run_on)], correct)
+            reference = str(run_on) not in reference_correct  # the checkpoint comes first on every device
+            reference_correct.setdefault(str(run_on), correct)  # the paired test's reference
+            fixed, broken = fixed_broken(reference_correct[str(run_on)], correct)
             x1 = predictor.normalizer(test.images[:1].to(run_on))
             xb = predictor.normalizer(test.images[: s.throughput_batch].to(run_on))
             precision = resolve_amp(predictor.amp, run_on)  # timed as evaluated: the checkpoint's autocast
@@ -203,8 +214,9 @@ def deploy_bench(
                 with autocast(p.device, amp):
                     return p.model(x)
 
+            computes_in = "int8" if variant.startswith("int8") else precision_name(precision)
             row = {
-                "variant": variant,
+                "variant": computes_in if reference else variant,
                 "file": str(path),
                 "top1": round(top1, 4),
                 "test_images": result["n"],
@@ -213,12 +225,16 @@ def deploy_bench(
                 "size_mb": file_mb(path),
                 "params": params(predictor.model),
                 **latency(forward, x1, xb, s),
+                "throughput_batch": len(xb),
                 "device": str(run_on),
-                "autocast": precision,
+                "precision": computes_in,
+                "reference": reference,
                 "threads": threads if run_on.type == "cpu" else None,
             }
             rows.append(row)
-            log(f"measured {variant} on {run_on}: top-1 {top1:.4f}, {row['latency_ms_p50']:.3f} ms/image at batch 1")
+            log(
+                f"measured {row['variant']} on {run_on}: top-1 {top1:.4f}, {row['latency_ms_p50']:.3f} ms/image at batch 1"
+            )
     return rows
 
 
@@ -243,15 +259,20 @@ def table(rows: Sequence[dict[str, Any]], settings: DeploySettings) -> str:
 
 
 def headline(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Notebook 08's headline: fp32 and int8 top-1, latency and size on the CPU, and the fastest variant."""
+    """Notebook 08's headline: the checkpoint's precision, its and int8's top-1, latency on the CPU, and the
+    fastest variant at batch 1 and at the throughput batch."""
     cpu = [r for r in rows if r["device"] == "cpu"]
-    by = {r["variant"].split("-")[0]: r for r in cpu if r["variant"].split("-")[0] in ("fp32", "int8", "onnx")}
+    ref = next((r for r in cpu if r.get("reference")), {})
+    by = {r["variant"].split("-")[0]: r for r in cpu if not r.get("reference")}
     fastest = min(cpu, key=lambda r: r["latency_ms_p50"]) if cpu else None
+    busiest = max(cpu, key=lambda r: r["throughput_img_s"]) if cpu else None
     return {
-        "fp32_top1": by.get("fp32", {}).get("top1"),
+        "checkpoint_precision": ref.get("precision"),
+        "checkpoint_top1": ref.get("top1"),
         "int8_top1": by.get("int8", {}).get("top1"),
-        "fp32_latency_ms": by.get("fp32", {}).get("latency_ms_p50"),
+        "checkpoint_latency_ms": ref.get("latency_ms_p50"),
         "int8_latency_ms": by.get("int8", {}).get("latency_ms_p50"),
         "onnx_latency_ms": by.get("onnx", {}).get("latency_ms_p50"),
         "fastest_on_cpu": fastest["variant"] if fastest else None,
+        "highest_throughput_on_cpu": busiest["variant"] if busiest else None,
     }
