@@ -224,6 +224,7 @@ def cmd_series(args: argparse.Namespace) -> int:
         dataset=args.dataset,
         profile=args.profile,
         device=args.device,
+        amp=args.amp,
         out=args.out,
         only=args.only,
         resume=args.resume,
@@ -505,6 +506,13 @@ def build_parser() -> Parser:
         help="measured on a 2-core CPU: smoke about 2 min (synthetic data, a check), quick about 65 min (CIFAR-10); full: the course settings, for a GPU",
     )
     add_device(se)
+    se.add_argument(
+        "--amp",
+        choices=AMP_MODES,
+        default=None,
+        help="precision of every notebook that trains; auto (default): bf16 on CPUs with native bf16, else fp32 "
+        "(off); fp16 needs a GPU (with --resume: the report's)",
+    )
     se.add_argument("--seed", type=int, default=0)
     se.add_argument("--out", default="reports", help="parent folder of the report folder (default reports)")
     se.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 00,03")

@@ -8,10 +8,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cifarkit.config import DeploySettings, TrainConfig
+from cifarkit.config import AMP_MODES, DeploySettings, TrainConfig
 from cifarkit.config import recipe as named_recipe
 from cifarkit.data import load_dataset, project_root, resolve_user_path
-from cifarkit.device import resolve_device, seed_everything
+from cifarkit.device import resolve_amp, resolve_device, seed_everything
 from cifarkit.errors import CifarkitError, ConfigError
 from cifarkit.predict import evaluate_run, expand_paths, predict
 from cifarkit.report.analysis import validation_correct
@@ -118,6 +118,7 @@ class NotebookRun:
     profile: Profile
     report_dir: Path
     interactive: bool
+    amp: str = "auto"  # the precision every training of this notebook asks for (resolved per run, in config.json)
     headline: dict[str, Any] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
@@ -145,7 +146,7 @@ class NotebookRun:
     def config(self, recipe: str | None = None, **overrides: Any) -> TrainConfig:
         """A TrainConfig with this notebook's dataset, seed and device: the named recipe (see
         :data:`cifarkit.config.RECIPES`) or the defaults, plus ``overrides``."""
-        mine = {"dataset": self.dataset, "seed": self.seed, "device": self.device, **overrides}
+        mine = {"dataset": self.dataset, "seed": self.seed, "device": self.device, "amp": self.amp, **overrides}
         return named_recipe(recipe, **mine) if recipe else TrainConfig(**mine)
 
     def train(self, dataset, test: bool = True, recipe: str | None = None, **overrides: Any) -> Path:
@@ -325,6 +326,7 @@ def start(
     profile: str = "quick",
     report_dir: str = "",
     interactive: bool = True,
+    amp: str = "auto",
 ) -> NotebookRun:
     """Begin a notebook: validate parameters, pick or create the report folder, seed everything.
 
@@ -334,7 +336,9 @@ def start(
 
     show_errors_briefly()
     prof = get_profile(profile)
-    resolve_device(device)  # fail now, in one line, rather than in the first training cell
+    if amp not in AMP_MODES:
+        raise ConfigError(f"unknown amp {amp!r}; choose {', '.join(AMP_MODES)}")
+    resolve_amp(amp, resolve_device(device))  # fail now, in one line, rather than in the first training cell
     if report_dir:
         folder = ensure_dir(report_dir, "report folder")
     else:
@@ -342,13 +346,13 @@ def start(
         folder = make_run_dir(root / "reports", slug(notebook))
     seed_everything(seed)
     show_whole_tables()
-    nb = NotebookRun(notebook, dataset, seed, device, prof, folder.resolve(), interactive)
+    nb = NotebookRun(notebook, dataset, seed, device, prof, folder.resolve(), interactive, amp)
     nb.write_summary("running")
     nb.record_failures()
     return nb
 
 
-PARAMETERS = ("dataset", "seed", "device", "profile", "epochs", "report_dir")  # what a parameters cell sets
+PARAMETERS = ("dataset", "seed", "device", "amp", "profile", "epochs", "report_dir")  # what a parameters cell sets
 
 
 def in_notebook_terms(message: str) -> str:

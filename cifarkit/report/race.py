@@ -44,8 +44,10 @@ def run_ablation(
     device: torch.device,
     seed: int = 0,
     log: Callable[[str], None] = print,
+    amp: str = "auto",
 ):
-    """Train the full recipe and each one-piece-off variant; validation top-1 (with each variant's TTA).
+    """Train the full recipe and each one-piece-off variant in precision ``amp``; validation top-1 (with each
+    variant's TTA).
 
     Every variant is scored on the same validation images as the full recipe, so each difference is judged by
     the paired test (:func:`cifarkit.report.stats.paired_is_noise`) on the images only one of the two gets right.
@@ -61,7 +63,7 @@ def run_ablation(
     for label, variant in ablation_recipes(recipe):
         log(f"ablation: {label}")
         result: SpeedrunResult = train(
-            variant, train_split, mean, std, num_classes, device, seed=seed, log=lambda s: None
+            variant, train_split, mean, std, num_classes, device, seed=seed, log=lambda s: None, amp=amp
         )
         scored = scores(result.model, val, norm, variant.tta, result.amp)
         full_correct = scored["correct"] if full_correct is None else full_correct  # the first row is the full recipe

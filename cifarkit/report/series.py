@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarkit.data import load_dataset, project_root
-from cifarkit.device import env_info, resolve_device
+from cifarkit.device import env_info, resolve_amp, resolve_device
 from cifarkit.errors import CifarkitError
 from cifarkit.report.notebook import get_profile, summaries
 from cifarkit.runs import ensure_dir, make_run_dir, read_json, read_run, write_json, write_text
@@ -58,12 +58,13 @@ def execute(nb: Path, out: Path, parameters: dict[str, Any], cwd: Path) -> None:
     import papermill as pm
 
     log = out.with_suffix(".kernel.log")
+    declared = pm.inspect_notebook(str(nb))  # e.g. amp only where the notebook trains: no unknown-parameter warning
     try:
         with quiet_on_ctrl_c():
             pm.execute_notebook(
                 str(nb),
                 str(out),
-                parameters=parameters,
+                parameters={k: v for k, v in parameters.items() if k in declared},
                 kernel_name=KERNEL,
                 cwd=str(cwd),
                 progress_bar=False,
@@ -165,6 +166,7 @@ def run_series(
     dataset: str | None = None,
     profile: str = "quick",
     device: str = "auto",
+    amp: str | None = None,
     out: str | Path = "reports",
     only: str | None = None,
     resume: str | Path | None = None,
@@ -175,8 +177,9 @@ def run_series(
 
     Stops at the first failing notebook (later ones read its runs), keeps what finished, and
     records the failing cell in series.json. ``resume`` re-enters a report folder, with the
-    dataset, profile and seed it was started with, and skips notebooks whose status is ``ok``.
-    ``dataset`` defaults to ``cifar10`` (on resume: the report's). Ctrl-C records the interrupted
+    dataset, profile, seed and precision it was started with, and skips notebooks whose status is ``ok``.
+    ``dataset`` defaults to ``cifar10`` (on resume: the report's); ``amp`` (the precision of every notebook that
+    trains) to ``auto``, which each run resolves and records in its config.json. Ctrl-C records the interrupted
     notebook in series.json and index.md before it stops. ``total_seconds`` in series.json is the wall time
     of every session the report had (a resumed one adds its own to the earlier total).
     """
@@ -199,10 +202,16 @@ def run_series(
             raise CifarkitError(
                 f"--resume {resume} was started on --dataset {saved['dataset']}; leave --dataset out (or pass that)"
             )
-        dataset, profile, seed = saved["dataset"], saved["profile"], saved["seed"]
+        if amp is not None and amp != saved.get("amp", "auto"):
+            raise CifarkitError(
+                f"--resume {resume} was started with --amp {saved.get('amp', 'auto')}; leave --amp out (or pass that)"
+            )
+        dataset, profile, seed, amp = saved["dataset"], saved["profile"], saved["seed"], saved.get("amp", "auto")
     else:
         dataset = dataset or "cifar10"
         ensure_dir(out, "--out folder")
+    amp = amp or "auto"
+    resolve_amp(amp, dev)  # fp16 on a CPU fails here, in one line, before any kernel starts
     load_dataset(dataset)  # fail in one line before any kernel starts (offline, missing folder...)
     if not resume:
         report = make_run_dir(out, "series")
@@ -213,6 +222,7 @@ def run_series(
         "dataset": dataset,
         "seed": seed,
         "device": device,
+        "amp": amp,
         "profile": profile,
         "report_dir": str(report),
         "interactive": False,
