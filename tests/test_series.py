@@ -14,14 +14,71 @@ from cifarkit.report import series
 from tests.test_notebooks import EXPECTED
 
 
-@pytest.fixture(scope="module")
-def smoke_report(tmp_path_factory) -> Path:
+def run_smoke_series(out: Path, *options: str) -> Path:
     from cifarkit.cli import main
 
-    out = tmp_path_factory.mktemp("reports")
-    assert main(["series", "--dataset", "synthetic", "--profile", "smoke", "--out", str(out)]) == 0
+    assert main(["series", "--dataset", "synthetic", "--profile", "smoke", "--out", str(out), *options]) == 0
     (report,) = out.iterdir()
     return report
+
+
+@pytest.fixture(scope="module")
+def smoke_report(tmp_path_factory) -> Path:
+    return run_smoke_series(tmp_path_factory.mktemp("reports"))
+
+
+@pytest.fixture(scope="module")
+def bf16_report(tmp_path_factory) -> Path:
+    """The smoke series as a learner on a bf16 CPU runs it (emulated on an AVX2 CPU: slower, the same numbers)."""
+    return run_smoke_series(tmp_path_factory.mktemp("reports-bf16"), "--amp", "bf16")
+
+
+def assert_true_to_its_precision(report: Path, amp: str) -> None:
+    """What issue 30 asks of a report on every machine: each run records the precision it trained and tested in,
+    each test.json holds one prediction per image (accuracy is exactly the confusion matrix's trace over n),
+    every paragraph a notebook generated is shown in it, and 01 and 08 name the run's real precision."""
+    import numpy as np
+
+    from cifarkit.device import precision_name
+
+    name = precision_name(amp, resolve_device("auto"))
+    assert json.loads((report / "series.json").read_text())["parameters"]["amp"] == amp
+    configs = sorted(report.rglob("config.json"))
+    assert configs
+    for config in configs:
+        if "resolved" in (c := json.loads(config.read_text())):  # the speedrun's config names its recipe instead
+            assert precision_name(c["resolved"]["amp"]) == name, config
+    tests = sorted(report.rglob("test.json"))
+    assert len(tests) >= 4
+    for path in tests:
+        test = json.loads(path.read_text())
+        if "confusion_matrix" in test:
+            assert test["precision"] == name, path
+            assert test["accuracy"] == np.trace(np.array(test["confusion_matrix"])) / test["n"], path
+    books = report / "notebooks"
+    for book in sorted(books.glob("0*.ipynb")):  # every nb.note call's paragraph is an output of its cell
+        nb = nbformat.read(book, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code" and (calls := cell.source.count("nb.note(")):
+                shown = [o for o in cell.outputs if "text/markdown" in o.get("data", {})]
+                assert len(shown) == calls, (book.name, cell.source)
+    assert f"This run trained in **{name}**" in markdown_outputs(books / "01_ex1_baseline.ipynb")
+    deploy = json.loads((report / "summaries" / "08_deploy.json").read_text())["headline"]
+    assert deploy["checkpoint_precision"] == name
+    assert (f"computing in **{name}**") in markdown_outputs(books / "08_deploy.ipynb")
+
+
+@pytest.mark.slow
+def test_the_smoke_series_is_true_to_its_precision(smoke_report):
+    assert_true_to_its_precision(smoke_report, "auto")
+
+
+@pytest.mark.slow
+def test_the_smoke_series_in_bf16_is_true_to_its_precision(bf16_report):
+    """Run as a bf16 learner runs it: bf16 named in 01 and 08, and test.json agreeing with itself under bf16."""
+    assert_true_to_its_precision(bf16_report, "bf16")
+    race = markdown_outputs(bf16_report / "notebooks" / "07_speedrun.ipynb")
+    assert "reached" in race  # the race paragraph, computed and shown (the first of two notes in its cell)
 
 
 @pytest.mark.slow
@@ -218,6 +275,11 @@ def test_series_user_errors_are_one_line(cli, tmp_path):
     assert code == 2 and "mnist" in err and len(err.strip().splitlines()) == 1
     code, _, err = cli("series", "--dataset", "synthetic", "--resume", tmp_path)
     assert code == 2 and "series.json" in err
+    if resolve_device("auto").type == "cpu":  # fp16 autocast needs a GPU: refused before any kernel starts
+        code, _, err = cli("series", "--dataset", "synthetic", "--amp", "fp16", "--out", tmp_path)
+        assert code == 2 and "fp16 needs a GPU" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli("series", "--dataset", "synthetic", "--amp", "fp8", "--out", tmp_path)
+    assert code == 2 and "fp8" in err
     assert not list(tmp_path.iterdir())  # nothing half-made
 
 

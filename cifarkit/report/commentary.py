@@ -16,7 +16,7 @@ from cifarkit.device import precision_name
 from cifarkit.evaluate import fixed_broken
 from cifarkit.report.comparison import notebook_number
 from cifarkit.report.stats import best_mean, difference_is_noise, means, paired_is_noise, standard_error
-from cifarkit.tools.perflogs import INPUT_BOUND_SHARE, OTHER_LOAD_PERCENT
+from cifarkit.tools.perflogs import INPUT_BOUND_SHARE, OTHER_LOAD_PERCENT, PACE_SPREAD
 
 
 class Note(str):
@@ -115,12 +115,14 @@ def training_curves(train: Mapping[str, Any]) -> Note:
             "Validation loss was still falling at the end, so this budget stopped before overfitting: "
             "more epochs would likely help."
         )
+        verdict = f"no overfitting within {epochs} epochs (validation loss still falling at the end)"
     else:
         rise = vl[-1] - vl[low - 1]
         parts.append(
             f"After epoch {low} validation loss rose by {rise:.3f} while training loss kept falling "
             f"({tl[low - 1]:.3f} to {tl[-1]:.3f}): that is overfitting setting in."
         )
+        verdict = f"overfitting set in after epoch {low} (validation loss rose by {rise:.3f} from there)"
         if best > low:
             parts.append(
                 f"Accuracy still improved until epoch {best}: the model got more images right while "
@@ -138,7 +140,8 @@ def training_curves(train: Mapping[str, Any]) -> Note:
     parts.append(
         f"In the last epoch training accuracy was {pct(ta[-1])} and validation {pct(va[-1])} (a gap of {points(gap)})."
     )
-    return Note(" ".join(parts))
+    finding = f"Best validation accuracy **{pct(train['best_val_accuracy'])}** in epoch {best} of {epochs}; {verdict}."
+    return Note(" ".join(parts), finding=finding)
 
 
 def test_metrics(test: Mapping[str, Any], classes: Sequence[str]) -> Note:
@@ -335,34 +338,34 @@ def same_images_noise(table: Any, mode: str, n: int) -> bool:
     return difference_is_noise(float(table.loc["none", "top1"]), n, float(row["top1"]), n)
 
 
-PACE_SPREAD = 0.3  # epochs more than 30% apart in images/s: the machine was not quiet
-
-
-def pace(rows: Sequence[Mapping[str, Any]], other_load: float | None = None) -> Note:
-    """How steady training speed was over the epochs (a run's metrics rows); the first epoch, which pays
-    the warm-up, is left out when there are three or more. A spread beyond 30% means something else
-    competed for the machine (or it throttled), so the run's times are not a clean measurement; so does
-    ``other_load`` (percent of the machine's CPU other processes used, from the run's telemetry) above 25."""
-    rates = [float(r["images_per_s"]) for r in rows if r.get("images_per_s")]
-    steady = rates[1:] if len(rates) >= 3 else rates
-    if not steady:
+def pace(conditions: Mapping[str, Any]) -> Note:
+    """How steady training speed was and whether other processes competed: a run's one timing verdict
+    (:func:`cifarkit.tools.perflogs.run_conditions`), which 05 quotes too. A spread beyond 30% between
+    epochs, or another load above 25% of the machine's CPU sustained for a second or more, means the run's
+    times are not a clean measurement."""
+    lo, hi = conditions["slowest_images_per_s"], conditions["fastest_images_per_s"]
+    if lo is None:
         return Note("No epoch timing was recorded, so the training pace cannot be judged.")
-    lo, hi = min(steady), max(steady)
-    spread = hi / lo - 1
-    loaded = other_load is not None and other_load > OTHER_LOAD_PERCENT
-    text = f"Training ran at {lo:,.0f} to {hi:,.0f} images/s over {len(steady)} epoch(s)"
+    spread, load = conditions["pace_spread"], conditions["other_load_percent"]
+    text = f"Training ran at {lo:,.0f} to {hi:,.0f} images/s over {conditions['steady_epochs']} epoch(s)"
     if spread > PACE_SPREAD:
         text += (
             f", {spread:.0%} apart: something else probably competed for the machine (or it throttled), so "
             "this run's times are not a clean measurement; rerun on a quiet machine before comparing them."
         )
-    elif loaded:
+    elif not conditions["clean"]:
         text += f" (within {spread:.0%} of each other)."
     else:
         text += f" (within {spread:.0%} of each other): a steady pace, so its times can be compared."
-    if loaded:
-        text += " " + competing_load(other_load, "training (in its busiest tenth of telemetry samples)")
-    return Note(text)
+    if load is not None and load > OTHER_LOAD_PERCENT:
+        share = conditions.get("other_load_share")
+        during = f"for {pct(share)} of training" if share is not None else "during training"
+        text += (
+            f" Other processes used about {load:.0f}% of the machine's CPU {during}, so its times measure the "
+            "machine's load too: rerun on a quiet machine before quoting them."
+        )
+    verdict = "a clean measurement" if conditions["clean"] else "not a clean measurement"
+    return Note(text, finding=f"Training ran at {lo:,.0f} to {hi:,.0f} images/s: {verdict} of this machine's speed.")
 
 
 def competing_load(other_percent: float | None, what: str) -> Note:
@@ -420,7 +423,21 @@ def model_comparison(table: Any) -> Note:
         f"{pct(float(b['val_top1']))} ({points(diff)} for `{a['model']}`"
         f"{', within noise' if noise else ''})."
     )
-    return Note(" ".join(text))
+    compute, seconds = a["mult_adds"] / b["mult_adds"], a["s_per_epoch"] / b["s_per_epoch"]
+    if max(compute / seconds, seconds / compute) > 2:
+        text.append(
+            f"Time does not follow arithmetic here: {compute:.1f}x the mult-adds took {seconds:.1f}x the time per "
+            "epoch, so something other than the count of multiply-adds (memory traffic, how well each layer's "
+            "kernels use this device) set the pace; this run did not measure which."
+        )
+    memory = [m for m in (a.get("peak_memory_mb"), b.get("peak_memory_mb")) if m is not None and m == m]
+    mem = f", peak memory {a['peak_memory_mb']:,.0f} MB vs {b['peak_memory_mb']:,.0f} MB" if len(memory) == 2 else ""
+    finding = (
+        f"`{a['model']}` at {a['input_px']} px: validation top-1 {pct(float(a['val_top1']))} vs `{b['model']}`'s "
+        f"{pct(float(b['val_top1']))} ({points(diff)}{', within noise' if noise else ''}), at "
+        f"{seconds:.1f}x the time per epoch{mem}."
+    )
+    return Note(" ".join(text), finding=finding)
 
 
 def ranking(table: Any) -> Note:
@@ -483,6 +500,7 @@ def throughput(table: Any) -> Note:
         text.append(f"It trained `{run_name(fast)}` at {fast['images_per_s']:,.0f} images/s.")
     load = table["other_load_percent"].dropna()
     shared = [run_name(table.loc[i]) for i in load[load > OTHER_LOAD_PERCENT].index]
+    unclean = [run_name(r) for _, r in table.iterrows() if not r.get("clean", True)]
     wait = table["data_wait_fraction"].dropna()
     if len(wait):
         worst = table.loc[wait.idxmax()]
@@ -491,12 +509,8 @@ def throughput(table: Any) -> Note:
             + (
                 "the input pipeline held training back there, so a faster loader would pay off."
                 if wait.max() > INPUT_BOUND_SHARE
-                else "the input pipeline kept up everywhere"
-                + (
-                    "."
-                    if shared
-                    else ", and the machine was otherwise quiet, so the models' own arithmetic set the pace."
-                )
+                else "the input pipeline kept up everywhere, so each model's own work set its pace; whether that "
+                "was its arithmetic, memory traffic or kernel efficiency is not measured here."
             )
         )
     if shared:
@@ -506,10 +520,19 @@ def throughput(table: Any) -> Note:
             + " trained, so those images/s measure the machine's load as much as the model; rerun on a quiet "
             "machine before comparing speeds."
         )
+    if unclean:
+        verdict = (
+            f"{len(unclean)} of {len(table)} run(s) were not clean measurements (another load, or epochs more than "
+            f"30% apart in speed: {', '.join(f'`{m}`' for m in unclean)}), the same verdict 01 gives its run; "
+            "compare their speeds only after a rerun on a quiet machine."
+        )
+    else:
+        verdict = f"All {len(table)} run(s) were clean measurements: steady epochs on an otherwise quiet machine."
+    text.append(verdict)
     busy = table["gpu_busy_median"].dropna()
     if len(busy):
         text.append(f"Median GPU busy ranged from {busy.min():.0f}% to {busy.max():.0f}%.")
-    return Note(" ".join(text), finding=text[1])
+    return Note(" ".join(text), finding=f"{text[1]} {verdict}")
 
 
 def duplicates(exact: Mapping[str, Any], near: Sequence[tuple[int, int, float]], test_images: int, shown: int) -> Note:

@@ -11,7 +11,7 @@ import pandas as pd
 
 from cifarkit.models import create_model, model_summary
 from cifarkit.runs import read_run, read_run_file, slug
-from cifarkit.tools.perflogs import bottleneck, perf_summary
+from cifarkit.tools.perflogs import bottleneck, perf_summary, run_conditions
 
 
 def find_runs(root: str | Path) -> list[Path]:
@@ -186,6 +186,8 @@ def throughput_table(report_dir: str | Path):
         files = read_run(run)
         env, train = files.env, files.train
         perf = perf_summary(run)
+        conditions = run_conditions(run)
+        conditions = run_conditions(run)
         rows.append(
             {
                 "run": str(run.relative_to(root)),
@@ -198,13 +200,15 @@ def throughput_table(report_dir: str | Path):
                 "gpu_busy_median": perf.get("gpu_busy_median"),
                 "peak_memory_mb": perf.get("peak_memory_mb"),
                 "other_load_percent": perf.get("other_load_percent"),
+                "pace_spread": conditions["pace_spread"],
+                "clean": conditions["clean"],
                 "verdict": bottleneck(
                     train.get("data_wait_fraction"), perf.get("gpu_busy_median"), perf.get("other_load_percent")
                 ),
             }
         )
     columns = ["run", "model", "device", "device_name", "backends", "images_per_s", "data_wait_fraction"]
-    empty = pd.DataFrame(columns=[*columns, "gpu_busy_median", "other_load_percent", "verdict"])
+    empty = pd.DataFrame(columns=[*columns, "gpu_busy_median", "other_load_percent", "pace_spread", "clean", "verdict"])
     return pd.DataFrame(rows) if rows else empty
 
 

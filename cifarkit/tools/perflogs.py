@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from cifarkit.errors import DataError
-from cifarkit.runs import read_jsonl, read_run
+from cifarkit.runs import read_jsonl, read_metrics, read_run
 from cifarkit.tools.telemetry import METRICS
 
 # share of a training step spent waiting for the next batch above which the input pipeline is the bottleneck
@@ -19,6 +19,10 @@ INPUT_BOUND_SHARE = 0.2
 # other processes using more than this share of the machine's CPU (in percent) while a run trained make its
 # timings a measurement of the machine's load as much as of the run
 OTHER_LOAD_PERCENT = 25.0
+# epochs more than 30% apart in images/s: something competed for the machine (or it throttled)
+PACE_SPREAD = 0.3
+# consecutive telemetry samples (0.5 s apart) a competitor must last to count: a blip is one sample
+SUSTAINED_SAMPLES = 3
 
 
 def run_id(path: Path) -> str:
@@ -130,21 +134,54 @@ def perf_summary(run: Path, split: str = "train") -> dict[str, Any]:
     return out
 
 
-def other_load_percent(lines: Sequence[dict[str, Any]], cores: int | None) -> float | None:
-    """The share of the whole machine's CPU (percent) that other processes used while the samples in ``lines``
-    were taken (machine-wide CPU minus this process's, which counts one core as 100), in the busiest tenth of
-    the samples (the 90th percentile): a competitor for a tenth of the run or more counts, a blip does not.
-    The median would call a run quiet that shared the machine for a third of its time (seen: median 1%,
-    90th percentile 50%, epochs 224% apart in speed)."""
+def other_loads(lines: Sequence[dict[str, Any]], cores: int | None) -> list[float]:
+    """Per telemetry sample, the share of the whole machine's CPU (percent) that other processes used: the
+    machine-wide CPU minus this process's (which counts one core as 100). Empty without a core count."""
     if not cores:
-        return None
-    other = [
+        return []
+    return [
         r["system_cpu_percent"] - r["cpu_percent"] / cores
         for r in lines
         if r.get("phase") == "sample" and isinstance(r.get("system_cpu_percent"), (int, float))
         and isinstance(r.get("cpu_percent"), (int, float))
     ]  # fmt: skip
-    return max(0.0, float(np.percentile(other, 90))) if other else None
+
+
+def other_load_percent(lines: Sequence[dict[str, Any]], cores: int | None) -> float | None:
+    """The highest load other processes held for at least :data:`SUSTAINED_SAMPLES` samples in a row (the
+    largest minimum over any such window; percent of the machine's CPU): a competitor counts however briefly
+    it ran, a one-sample blip does not. The 90th percentile it replaces missed a competitor that took half
+    the machine for under a tenth of a run, so 01 and 05 disagreed about one run."""
+    other = other_loads(lines, cores)
+    if not other:
+        return None
+    w = min(SUSTAINED_SAMPLES, len(other))
+    return max(0.0, max(min(other[i : i + w]) for i in range(len(other) - w + 1)))
+
+
+def run_conditions(run: Path) -> dict[str, Any]:
+    """The one verdict on how clean a run's timing is, which every notebook that speaks of the run quotes:
+    the images/s range of its steady epochs (the first, which pays the warm-up, left out when there are three
+    or more), their spread, the other processes' sustained peak load (:func:`other_load_percent`) and the share
+    of telemetry samples above :data:`OTHER_LOAD_PERCENT`, and ``clean``: neither the spread beyond
+    :data:`PACE_SPREAD` nor the load beyond :data:`OTHER_LOAD_PERCENT`."""
+    files = read_run(run)
+    rates = [float(r["images_per_s"]) for r in read_metrics(run) if r.get("images_per_s")]
+    steady = rates[1:] if len(rates) >= 3 else rates
+    path = Path(run) / "perf" / "train_epoch.jsonl"
+    lines = read_jsonl(path) if path.is_file() else []
+    other = other_loads(lines, files.env.get("cpu_count"))
+    load = other_load_percent(lines, files.env.get("cpu_count"))
+    spread = max(steady) / min(steady) - 1 if steady else None
+    return {
+        "slowest_images_per_s": min(steady) if steady else None,
+        "fastest_images_per_s": max(steady) if steady else None,
+        "steady_epochs": len(steady),
+        "pace_spread": spread,
+        "other_load_percent": load,
+        "other_load_share": sum(o > OTHER_LOAD_PERCENT for o in other) / len(other) if other else None,
+        "clean": bool(steady) and spread <= PACE_SPREAD and not (load is not None and load > OTHER_LOAD_PERCENT),
+    }
 
 
 def bottleneck(
