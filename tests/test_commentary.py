@@ -70,6 +70,14 @@ def test_ablation_says_which_differences_are_noise():
     note = commentary.ablation(table)
     assert "`+crop` +6.0 points;" in note and "`+bn` +0.5 points (within noise)" in note
     assert "**`+bn`** at 66.5%, but the next best (`+crop`) is within noise" in note
+    assert note.finding.endswith("No step hurt beyond noise.")
+    hurt = commentary.ablation(
+        pd.DataFrame({"val_top1": [0.60, 0.66, 0.60], "val_images": [2000] * 3}, index=["none", "+crop", "+drop"])
+    )
+    assert hurt.finding.endswith("Beyond noise, `+drop` (-6.0 points) hurt at this budget.")  # 03's Takeaways
+    win = commentary.winner_test("+bn", 0.665, {"n": 10000, "accuracy": 0.6728})
+    assert win.finding == "The winner `+bn` scores **67.3%** test top-1 on 10,000 images."
+    assert "chosen at 66.5% validation top-1" in win and "± 0.5 points" in win
     clear = commentary.ablation(pd.DataFrame({"val_top1": [0.5, 0.7], "val_images": [2000] * 2}, index=["a", "b"]))
     assert "ahead of the next best (`a`) beyond noise in this run (one seed per step)" in clear
     assert "clearly" not in clear  # one seed cannot make a lead clear (03 said so of a lead the next seed halved)

@@ -256,6 +256,10 @@ def test_race_and_ablation_commentary_quote_the_numbers():
     text = rep.describe_race(curves, 0.7)
     assert "**200.0 s**" in text and "not reached in 2 epochs (peak 50.0%) after 50.0 s" in text
     assert "10.0x sooner" in text and "edge" not in text  # without a validation size, no edge is judged
+    assert text.finding == (
+        "**fast** reached 70.0% validation top-1 10.0x sooner than **slow** on this machine (training time only; "
+        "each curve's validation passes are not counted). **never** did not reach 70.0% in 2 epochs (peak 50.0%)."
+    )  # 07's Takeaways say the course recipe never got there
     # the index gets words, never a blank, for a target not reached
     assert rep.summarize(curves, 0.7, ["fast", "never"]) == {
         "seconds_to_70_fast": 20.0,

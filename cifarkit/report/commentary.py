@@ -233,10 +233,12 @@ def ablation(table: Any, correct: Mapping[str, Any] | None = None) -> Note:
             else "A difference counts only beyond two standard errors of the difference."
         )
     ]
-    changes = []
+    changes, hurt = [], []
     for before, step in zip(steps, steps[1:], strict=False):
         a, b = float(table.loc[before, "val_top1"]), float(table.loc[step, "val_top1"])
         changes.append(f"`{step}` {points(b - a)}{' (within noise)' if noise(before, step) else ''}")
+        if b < a and not noise(before, step):
+            hurt.append(f"`{step}` ({points(b - a)})")
     text.append("Step by step: " + "; ".join(changes) + ".")
     ranked = table["val_top1"].sort_values(ascending=False)
     text.append(f"The highest is **`{winner}`** at {pct(float(ranked.iloc[0]))}")
@@ -248,7 +250,23 @@ def ablation(table: Any, correct: Mapping[str, Any] | None = None) -> Note:
         )
     else:
         text[-1] += "."
-    return Note(" ".join(text), finding=text[-1])
+    harm = (
+        f" Beyond noise, {' and '.join(hurt)} {'hurt' if len(hurt) > 1 else 'hurt'} at this budget."
+        if hurt
+        else " No step hurt beyond noise."
+    )
+    return Note(" ".join(text), finding=text[-1] + harm)
+
+
+def winner_test(winner: str, val_top1: float, test: Mapping[str, Any]) -> Note:
+    """The ablation winner's one test pass: its test top-1 beside the validation top-1 it was chosen on."""
+    n, top1 = test["n"], test["accuracy"]
+    text = (
+        f"The winner, `{winner}`, chosen at {pct(val_top1)} validation top-1, scores **{pct(top1)}** test top-1 on "
+        f"{n:,} images (± {100 * standard_error(top1, n):.1f} points standard error): the number to report, "
+        "measured once."
+    )
+    return Note(text, finding=f"The winner `{winner}` scores **{pct(top1)}** test top-1 on {n:,} images.")
 
 
 def seed_spread(values: Mapping[str, Sequence[float]], seed: int, n: int | None = None) -> Note:

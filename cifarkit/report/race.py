@@ -135,7 +135,16 @@ def describe_race(curves: dict[str, Curve], target: float, n_val: int | None = N
                 when += f" (at the edge: within two standard errors of {pct(target)} on {n_val:,} images)"
             when += f"; its best validation top-1 was {pct(best)} after {c[-1]['seconds']:.1f} s"
         lines.append(f"- **{name}** {when}.")
-    return Note("\n".join(lines))
+    missed = [
+        f"**{name}** did not reach {pct(target)}{not_reached(c, target).removeprefix('not reached')}"
+        for name, c in curves.items()
+        if times[name] is None and c
+    ]
+    finding = " ".join(
+        [lines[0].strip() if len(reached) >= 2 else f"{len(reached)} of {len(curves)} recipes reached {pct(target)}."]
+        + [f"{m}." for m in missed]
+    )
+    return Note("\n".join(lines), finding=finding)
 
 
 def describe_test(test_top1: float, tta: str, images: int, train_seconds: float, tta_seconds: float) -> Note:
