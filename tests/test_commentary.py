@@ -423,6 +423,9 @@ def test_a_notebook_remembers_its_notes_for_the_takeaways_and_the_summary(tmp_pa
     assert capsys.readouterr().out == "First finding, 12.5% of it. Detail.\nSecond finding.\n"  # both, not the last
     assert nb.takeaways() == "**In this run:**\n\n- First finding, 12.5% of it.\n- Second finding."
     nb.finish(x=1)
+    shown = capsys.readouterr().out  # the notebook's own cost on this machine, beside the fixed costs' machine
+    assert "This run of the notebook took **" in shown and "on cpu (" in shown and "profile `smoke`" in shown
+    assert "measured on a 2-core AVX2 CPU in fp32" in shown
     summary = json.loads((tmp_path / "summaries" / "01_ex1_baseline.json").read_text())
     assert summary["in_this_run"] == ["First finding, 12.5% of it.", "Second finding."]
 

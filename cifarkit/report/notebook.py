@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,8 @@ from typing import Any
 from cifarkit.config import AMP_MODES, DeploySettings, TrainConfig
 from cifarkit.config import recipe as named_recipe
 from cifarkit.data import load_dataset, project_root, resolve_user_path
-from cifarkit.device import resolve_amp, resolve_device, seed_everything
-from cifarkit.errors import CifarkitError, ConfigError
+from cifarkit.device import accelerator_name, precision_name, resolve_amp, resolve_device, seed_everything
+from cifarkit.errors import CifarkitError, ConfigError, duration_text
 from cifarkit.predict import evaluate_run, expand_paths, predict
 from cifarkit.report.analysis import validation_correct
 from cifarkit.report.commentary import Note, findings, in_this_run
@@ -119,6 +120,7 @@ class NotebookRun:
     report_dir: Path
     interactive: bool
     amp: str = "auto"  # the precision every training of this notebook asks for (resolved per run, in config.json)
+    started: float = field(default_factory=time.perf_counter)  # when start() ran: the notebook's own time
     headline: dict[str, Any] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
@@ -306,6 +308,18 @@ class NotebookRun:
             shell.events.unregister("post_run_cell", old)  # a rerun of the first cells replaces the hook
         shell.events.register("post_run_cell", after)
 
+    def own_cost(self) -> Note:
+        """What this run of the notebook cost on this machine, so a learner plans by their own machine: the
+        fixed costs in the parameters cell and the Try-it cells are those of the machine they name."""
+        device = resolve_device(self.device)
+        seconds = time.perf_counter() - self.started
+        return Note(
+            f"This run of the notebook took **{duration_text(seconds)}** from its first cell on {device} "
+            f"({accelerator_name(device)}), profile `{self.profile.name}`, precision "
+            f"{precision_name(self.amp, device)}. The costs the parameters cell and Try it quote were measured on a "
+            "2-core AVX2 CPU in fp32: scale them by what this machine took."
+        )
+
     def finish(self, **headline: Any):
         """Write ``summaries/<notebook>.json`` (headline numbers, figures, runs) for the report index, and
         return the headline as a small table (what the notebook's last cell shows)."""
@@ -313,6 +327,7 @@ class NotebookRun:
 
         self.headline.update(headline)
         self.write_summary("finished")
+        show(self.own_cost())
         values = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in self.headline.values()]
         index = pd.Index(list(self.headline), name=f"headline (summaries/{self.notebook}.json)")
         return pd.DataFrame({"value": values}, index=index)
