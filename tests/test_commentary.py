@@ -250,6 +250,8 @@ def test_ranking_warns_when_budgets_differ():
     ]
     note = commentary.ranking(pd.DataFrame(rows))
     assert "**76.0%**, by `ex1` (45,000 training images × 12 epochs, 120 s" in note
+    assert "measured on 5,000 validation images" in note  # 06 says each run's validation size
+    assert "validated on 2,000, 5,000 images (the `val_images` column)" in note
     assert "-8.0 points" in note and "different budget (18,000 images × 5 epochs)" in note
     same = commentary.ranking(pd.DataFrame([rows[0], {**rows[0], "model": "b", "val_top1": 0.755}]))
     assert "(within noise)" in same and "different budget" not in same

@@ -77,6 +77,10 @@ def test_run_labels_name_the_experiment_and_budget(tmp_path):
     (run / "env.json").write_text(json.dumps({"train_images": 45000, "world_size": 4}))
     (run / "config.json").write_text(json.dumps({"model": "ex1", "augment": "none", "sync_bn": True}))
     assert run_label(run) == "01 ex1 · none · 4 processes, synced BN · 45,000 img × 12 ep"
+    # 03's seed repeats: the same setting with another seed gets a label of its own
+    (run / "env.json").write_text(json.dumps({"train_images": 45000}))
+    (run / "config.json").write_text(json.dumps({"model": "tinyvgg", "augment": "none", "seed": 1}))
+    assert run_label(run) == "01 tinyvgg · none · seed 1 · 45,000 img × 12 ep"
 
 
 def test_ablation_table_keeps_step_order_and_budgets(tmp_path):
@@ -130,7 +134,7 @@ def test_learning_rate_and_curve_labels_say_what_they_show():
     history = {"learning_rates": [1e-3, 5e-3, 1e-4], "train_losses": [2.0, 1.5, 1.2], "val_losses": [1.9, 1.6, 1.4]}
     (line,) = figures.plot_learning_rate(history).axes[0].get_lines()
     assert list(line.get_ydata()) == [1e-3, 5e-3, 1e-4] and list(line.get_xdata()) == [1, 2, 3]
-    labels = [t.get_text() for t in figures.plot_curves(history, "loss").axes[0].get_legend().get_texts()]
+    labels = [t.get_text() for t in figures.plot_curves(history, "loss").legends[0].get_texts()]
     assert labels[0].startswith("train (augmented images") and labels[1].startswith("validation (plain images")
 
 
@@ -160,3 +164,73 @@ def test_overlaid_runs_of_different_epoch_sizes_share_an_images_axis():
     assert [list(line.get_xdata()) for line in ax.lines] == [[9_000, 18_000, 27_000, 36_000], [45_000, 90_000]]
     unknown = figures.plot_overlaid({"small": small, "old run": history(2)}, "val_accuracies", x="images").axes[0]
     assert unknown.get_xlabel() == "epoch"  # a run without its epoch size: the epoch axis, labelled as such
+
+
+def render(fig):
+    """Lay out and draw a figure as savefig does (a bare Figure's canvas does not draw)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()
+    return fig
+
+
+def overlaps(a, b) -> bool:
+    """Whether two display-space boxes share any area."""
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+@pytest.mark.parametrize(
+    "draw",
+    [
+        lambda: figures.plot_curves(history(12), "loss"),
+        lambda: figures.plot_curves(history(12), "accuracy"),
+        lambda: figures.plot_colour_histograms(np.random.default_rng(0).integers(0, 256, (20, 3, 8, 8))),
+        lambda: figures.plot_time_to_accuracy(
+            {
+                "a": [{"seconds": 1.0, "val_top1": 0.5}, {"seconds": 9.0, "val_top1": 0.75}],
+                "b": [{"seconds": 2.0, "val_top1": 0.4}, {"seconds": 90.0, "val_top1": 0.71}],
+            },
+            0.7,
+        ),  # fmt: skip
+    ],
+    ids=["loss", "accuracy", "colour", "time_to_accuracy"],
+)
+def test_legends_sit_outside_the_data(draw):
+    """Issue 30: a legend in the corner of the axes covered a curve; every legend now sits below its axes."""
+    fig = render(draw())
+    ax = fig.axes[0]
+    (legend,) = [*fig.legends, *filter(None, [ax.get_legend()])]
+    assert not overlaps(legend.get_window_extent(), ax.get_window_extent())
+    assert legend.get_window_extent().y0 >= 0  # and inside the figure, not cut off
+
+
+def test_perf_panels_stay_readable_with_eight_runs_and_titles_apart():
+    import pandas as pd
+
+    rows = []
+    for run in range(8):  # 03's six ablation steps and two seed repeats, in one panel
+        for t in range(5):
+            rows.append({"experiment": "03_augmentation", "folder": f"run{run}", "run": f"run{run}/train_epoch",
+                         "t_s": float(t), "epoch": 1, "cpu_percent": 100.0 + run})  # fmt: skip
+    rows += [{**r, "experiment": "01_ex1_baseline", "folder": "ex1", "run": "ex1/train_epoch"} for r in rows[:5]]
+    fig = render(
+        figures.plot_perf_metric(pd.DataFrame(rows), "cpu_percent", {f"run{i}": f"03 step {i}" for i in range(8)})
+    )
+    panel = next(ax for ax in fig.axes if ax.get_title() == "03_augmentation")
+    legend = panel.get_legend()
+    assert legend._ncols == 2 and len(legend.get_texts()) == 8  # two columns, not a column taller than the plot
+    assert not overlaps(legend.get_window_extent(), panel.get_window_extent())
+    title = fig._suptitle.get_window_extent()
+    assert all(not overlaps(title, ax.title.get_window_extent()) for ax in fig.axes)  # titles apart
+
+
+def test_overlays_of_budgets_tenfold_apart_use_a_log_axis():
+    """06 overlaid a 45,000-image run and a 300-image one on a linear axis: the small one was a dot at zero."""
+    small, whole = {**history(2), "train_images": 300}, {**history(12), "train_images": 45_000}
+    ax = figures.plot_overlaid({"small": small, "whole": whole}, "val_accuracies", x="images").axes[0]
+    assert ax.get_xscale() == "log" and ax.get_xlabel().endswith("log scale")
+    near = {**history(4), "train_images": 9_000}
+    assert (
+        figures.plot_overlaid({"a": near, "b": {**history(2), "train_images": 45_000}}, x="images").axes[0].get_xscale()
+        == "linear"
+    )  # 2.5x apart: linear reads better

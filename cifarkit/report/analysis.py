@@ -86,16 +86,21 @@ def tta_table(run: str | Path, ds: Dataset, device: str = "auto", split: str = "
 
 def tta_demos(predictor: Predictor, split: Split, mode: str, n: int = 4, seed: int = 0, pool: int = 1000) -> Split:
     """``n`` images for notebook 04's side-by-side demo: up to ``n - 1`` where ``mode`` changes the top-1
-    answer of plain inference (the interesting cases, right or wrong), and at least one where it does not,
-    drawn from a seeded, class-balanced sample of ``pool`` images. Prints how often the answer changed."""
+    answer of plain inference (the interesting cases; one that ``mode`` fixes first, when the sample has any),
+    and at least one where it does not, drawn from a seeded, class-balanced sample of ``pool`` images.
+    Prints how often the answer changed and how often the change fixed it."""
     sample = split.pick(pool, seed)
     images = sample.images.numpy()
-    differs = predictor.probabilities(images, "none").argmax(1) != predictor.probabilities(images, mode).argmax(1)
-    changed, same = differs.nonzero().flatten(), (~differs).nonzero().flatten()
+    plain, viewed = predictor.probabilities(images, "none").argmax(1), predictor.probabilities(images, mode).argmax(1)
+    differs = plain != viewed
+    fixes = differs & (viewed == sample.labels)
+    # a fixed image first (what TTA is for), then the other changes (broken ones included), then agreeing ones
+    changed = torch.cat([fixes.nonzero().flatten(), (differs & ~fixes).nonzero().flatten()])
+    same = (~differs).nonzero().flatten()
     shown = min(len(changed), n - 1)
     chosen = torch.cat([changed[:shown], same[: n - shown]])
     print(
-        f"`{mode}` changes the top-1 answer of {len(changed)} of {len(sample)} sampled images; the demo shows "
-        f"{shown} of those and {len(chosen) - shown} where it does not"
+        f"`{mode}` changes the top-1 answer of {len(changed)} of {len(sample)} sampled images ({int(fixes.sum())} "
+        f"of them from wrong to right); the demo shows {shown} of those and {len(chosen) - shown} where it does not"
     )
     return sample.subset(chosen)

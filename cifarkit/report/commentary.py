@@ -467,8 +467,14 @@ def ranking(table: Any) -> Note:
     text = [
         f"The highest validation top-1 is **{pct(float(top['val_top1']))}**, by `{top['model']}` "
         f"({int(top['train_images']):,} training images × {int(top['epochs'])} epochs, "
-        f"{float(top['train_time_s']):.0f} s of training)."
+        f"{float(top['train_time_s']):.0f} s of training), measured on {int(top['val_images']):,} validation images."
     ]
+    sizes = sorted({int(v) for v in table["val_images"].dropna()})
+    if len(sizes) > 1:  # each accuracy is only as precise as its validation set is large
+        text.append(
+            f"The runs were validated on {', '.join(f'{v:,}' for v in sizes)} images (the `val_images` column): "
+            "an accuracy on fewer images carries more noise."
+        )
     if len(table) > 1:
         nxt = table.iloc[1]
         n = int(min(top["val_images"], nxt["val_images"]))

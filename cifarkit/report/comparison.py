@@ -87,7 +87,7 @@ def notebook_number(name: str) -> str | None:
 def run_label(run: Path) -> str:
     """A legend label that names the experiment, what sets the run apart and its budget, e.g.
     ``03 tinyvgg · crop+flip · BatchNorm, dropout 0.3 · 4,500 img × 5 ep`` (a torchrun run adds
-    ``2 processes``)."""
+    ``2 processes``, a seed other than 0 ``seed 1``)."""
     run = Path(run)
     files = read_run(run)
     cfg, env, train = files.config, files.env, files.train
@@ -98,6 +98,7 @@ def run_label(run: Path) -> str:
         "BatchNorm" if kwargs.get("batchnorm") else "",
         f"dropout {kwargs['dropout']:g}" if kwargs.get("dropout") else "",
         f"label smoothing {cfg['label_smoothing']:g}" if cfg.get("label_smoothing") else "",
+        f"seed {cfg['seed']}" if cfg.get("seed") else "",  # repeated seeds of one setting, labelled apart
         f"{env['world_size']} processes" + (", synced BN" if cfg.get("sync_bn") else "")
         if env.get("world_size", 1) > 1
         else "",

@@ -65,10 +65,18 @@ def robust_ylim(ax, values: Sequence[float]) -> None:
             )  # fmt: skip
 
 
+def legend_below(ax, ncol: int = 1, fontsize: int = 8) -> None:
+    """The figure's legend under its axes, outside the data, so it never covers a curve (the constrained
+    layout makes room for it)."""
+    ax.figure.legend(
+        *ax.get_legend_handles_labels(), loc="outside lower center", ncol=ncol, fontsize=fontsize, frameon=False
+    )
+
+
 def plot_curves(history: dict, metric: str, title: str | None = None) -> Figure:
     """Train vs validation ``loss`` or ``accuracy`` per epoch (uses train.json's field names)."""
     keys = {"loss": ("train_losses", "val_losses"), "accuracy": ("train_accuracies", "val_accuracies")}[metric]
-    fig = Figure(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4.6), layout="constrained")
     ax = fig.subplots()
     # the training numbers are averaged over the epoch on augmented images (and with dropout): say so
     labels = ("train (augmented images, averaged over the epoch)", "validation (plain images, after the epoch)")
@@ -81,7 +89,7 @@ def plot_curves(history: dict, metric: str, title: str | None = None) -> Figure:
     ax.set(xlabel="epoch", ylabel=AXIS_LABELS[metric], title=title or metric)
     epoch_axis(ax, len(history.get(keys[0]) or []))
     ax.grid(alpha=0.3)
-    ax.legend()
+    legend_below(ax)
     return fig
 
 
@@ -172,7 +180,7 @@ def plot_class_counts(counts) -> Figure:
 
 def plot_colour_histograms(images: np.ndarray, bins: int = 64) -> Figure:
     """Pixel value histograms of the R, G and B channels of uint8 images (N, 3, H, W)."""
-    fig = Figure(figsize=(6, 3.2))
+    fig = Figure(figsize=(6, 3.6), layout="constrained")
     ax = fig.subplots()
     for c, colour in enumerate(("red", "green", "blue")):
         ax.hist(
@@ -185,7 +193,7 @@ def plot_colour_histograms(images: np.ndarray, bins: int = 64) -> Figure:
             density=True,
         )
     ax.set(xlabel="pixel value", ylabel="density", title="colour histograms")
-    ax.legend()
+    legend_below(ax, ncol=3)
     return fig
 
 
@@ -207,6 +215,10 @@ def plot_overlaid(
         ax.plot(steps, values, ls=line, marker=mark, ms=3, label=name)
         longest, everything = max(longest, len(values)), everything + list(values)
     xlabel = "training images seen (epochs x images per epoch)" if by_images else "epoch"
+    budgets = [len(h.get(key) or []) * h["train_images"] for h in histories.values()] if by_images else []
+    if budgets and min(budgets) > 0 and max(budgets) / min(budgets) > 5:
+        ax.set_xscale("log")  # budgets tenfold apart: a linear axis would squash the small runs into its corner
+        xlabel += ", log scale"
     ax.set(xlabel=xlabel, ylabel=AXIS_LABELS.get(key, key), title=title or AXIS_LABELS.get(key, key))
     if not by_images:
         epoch_axis(ax, longest)
@@ -356,7 +368,11 @@ def plot_perf_metric(df, metric: str, labels: dict[str, str] | None = None) -> F
     ``03_augmentation``) with one colour per run named by ``labels`` (run folder -> label), training
     logs solid and validation logs dotted; epoch starts dashed where a panel holds a single run."""
     experiments = sorted(df["experiment"].unique()) if "experiment" in df else [None]
-    fig = Figure(figsize=(min(4.2 * len(experiments), 16), 4.0), layout="constrained")
+    # the most runs one panel holds sets the legend's rows (two columns past four runs): 03's eight stay readable
+    most = max((df[df["experiment"] == e]["folder"].nunique() if e else df["folder"].nunique()) for e in experiments)
+    ncol = 1 if most <= 4 else 2
+    height = 3.6 + 0.2 * -(-most // ncol)
+    fig = Figure(figsize=(min(4.8 * len(experiments), 18), height), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(experiments), sharey=True, squeeze=False)[0])
     for ax, experiment in zip(axes, experiments, strict=True):
         panel = df if experiment is None else df[df["experiment"] == experiment]
@@ -391,7 +407,7 @@ def plot_perf_metric(df, metric: str, labels: dict[str, str] | None = None) -> F
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             # below the panel: long run labels never cover the curves or squeeze a neighbour
-            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False, ncol=ncol)
     axes[0].set_ylabel(textwrap.fill(METRIC_LABELS.get(metric, metric), 28))  # a long label stays beside its panel
     fig.suptitle(f"{METRIC_LABELS.get(metric, metric)} (solid: training, dotted: validation)", fontsize=10)
     return fig
@@ -500,7 +516,7 @@ def run_selector(histories: dict[str, dict]):
 
 def plot_time_to_accuracy(curves: dict[str, list[dict]], target: float | None = None) -> Figure:
     """Validation top-1 against cumulative training seconds (log x), one line per recipe, target dashed."""
-    fig = Figure(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 5), layout="constrained")
     ax = fig.subplots()
     for name, curve in curves.items():
         ax.plot([r["seconds"] for r in curve], [r["val_top1"] for r in curve], marker="o", ms=3, label=name)
@@ -513,7 +529,7 @@ def plot_time_to_accuracy(curves: dict[str, list[dict]], target: float | None = 
         title="time to accuracy",
     )
     ax.grid(alpha=0.3, which="both")
-    ax.legend()
+    legend_below(ax, ncol=2)
     return fig
 
 
