@@ -316,6 +316,12 @@ def test_every_link_in_the_committed_example_reports_resolves():
         assert missing == [], (index, missing)
 
 
+def stream_outputs(nb_path: Path) -> str:
+    """Everything the cells of an executed notebook printed, joined."""
+    nb = nbformat.read(nb_path, as_version=4)
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
 def markdown_outputs(nb_path: Path) -> str:
     """Every Markdown output (generated commentary) of an executed notebook, joined."""
     nb = nbformat.read(nb_path, as_version=4)
@@ -359,7 +365,11 @@ def test_generated_commentary_quotes_this_runs_numbers(smoke_report):
     assert "judged by a paired test" in race_text and "Each run is one seed." in race_text
     assert "during the race" in race_text  # the load on the machine while the race was timed, either way
     lrs = sorted(json.loads((r / "config.json").read_text())["lr"] for r in (smoke_report / "07_speedrun").iterdir())
-    assert lrs == [1e-3, 5e-3]  # 07 trained both EX-1 recipes itself (the course's and cifarkit's), none borrowed
+    said = stream_outputs(books / "07_speedrun.ipynb")
+    if "reusing 01_ex1_baseline/" in said:  # 01's identical run, trained on a quiet machine at this commit
+        assert lrs == [1e-3] and "training here" not in said  # only the course recipe trained in 07
+    else:  # a busy machine or a modified checkout: 07 trains both EX-1 recipes itself, none borrowed
+        assert lrs == [1e-3, 5e-3] and "training here: 01_ex1_baseline has no identical run" in said
     summary = json.loads((smoke_report / "summaries" / "04_tta.json").read_text())["headline"]
     tta_text = markdown_outputs(books / "04_tta.ipynb")
     assert "Test-time augmentation (TTA) averages" in tta_text
@@ -418,3 +428,32 @@ def test_every_notebooks_in_this_run_states_a_number_from_its_run(smoke_report):
         assert found and any(re.search(r"\d", line) for line in found), (path.name, found)
         assert not any(line.startswith("Test-time augmentation (TTA) averages") for line in found)
         assert all("\n" not in line for line in found), (path.name, found)
+
+
+def test_an_identical_run_on_a_quiet_machine_is_reused_not_retrained(tmp_path, monkeypatch, capsys):
+    """07 retrained a bit-identical copy of 01's EX-1 run to time it; it now reuses 01's run when the settings,
+    seed, data and commit match and 01's timing verdict is clean, and trains otherwise."""
+    from cifarkit import device
+    from cifarkit.report import notebook
+
+    monkeypatch.setattr(device, "git_commit", lambda: "0" * 40)  # a clean checkout at one commit
+    monkeypatch.setattr(notebook, "git_commit", lambda: "0" * 40)
+    first = notebook.start("01_ex1_baseline", "synthetic", 0, "cpu", "smoke", str(tmp_path), False)
+    ds = first.data(train_images=400, test_images=100)
+    run = first.train(ds, recipe="ex1", epochs=1, test=False)
+    later = notebook.start("07_speedrun", "synthetic", 0, "cpu", "smoke", str(tmp_path), False)
+    monkeypatch.setattr(notebook, "run_conditions", lambda r: {"clean": True})
+    assert later.identical_run("01_ex1_baseline", ds, recipe="ex1", epochs=1) == run
+    assert later.train_or_reuse("01_ex1_baseline", ds, recipe="ex1", epochs=1, test=False) == run
+    assert "reusing 01_ex1_baseline/" in capsys.readouterr().out and later.runs == [str(run.relative_to(tmp_path))]
+    # anything that would make the run differ, or a busy machine, means training again
+    assert later.identical_run("01_ex1_baseline", ds, recipe="ex1", epochs=2) is None
+    assert later.identical_run("01_ex1_baseline", ds, recipe="ex1", epochs=1, lr=0.01) is None
+    assert later.identical_run("01_ex1_baseline", ds.subsample(300, None, seed=0), recipe="ex1", epochs=1) is None
+    monkeypatch.setattr(notebook, "git_commit", lambda: "1" * 40)  # the code changed since 01 ran
+    assert later.identical_run("01_ex1_baseline", ds, recipe="ex1", epochs=1) is None
+    monkeypatch.setattr(notebook, "git_commit", lambda: "0" * 40)
+    monkeypatch.setattr(notebook, "run_conditions", lambda r: {"clean": False})  # 01 shared the machine
+    assert later.identical_run("01_ex1_baseline", ds, recipe="ex1", epochs=1) is None
+    assert later.train_or_reuse("01_ex1_baseline", ds, recipe="ex1", epochs=1, test=False) != run
+    assert "training here: 01_ex1_baseline has no identical run" in capsys.readouterr().out

@@ -12,7 +12,7 @@ from typing import Any
 from cifarkit.config import AMP_MODES, DeploySettings, TrainConfig
 from cifarkit.config import recipe as named_recipe
 from cifarkit.data import load_dataset, project_root, resolve_user_path
-from cifarkit.device import accelerator_name, precision_name, resolve_amp, resolve_device, seed_everything
+from cifarkit.device import accelerator_name, git_commit, precision_name, resolve_amp, resolve_device, seed_everything
 from cifarkit.errors import CifarkitError, ConfigError, duration_text
 from cifarkit.predict import evaluate_run, expand_paths, predict
 from cifarkit.report.analysis import validation_correct
@@ -20,6 +20,7 @@ from cifarkit.report.commentary import Note, findings, in_this_run
 from cifarkit.report.comparison import compare_runs, find_runs, on_dataset
 from cifarkit.report.figures import plot_own_predictions, run_callbacks, save, write_test_figures
 from cifarkit.runs import ensure_dir, make_run_dir, read_json, read_run, slug, write_json
+from cifarkit.tools.perflogs import run_conditions
 from cifarkit.train import fit
 
 
@@ -63,22 +64,24 @@ PROFILES = {
         course_epochs=2,
         deploy=DeploySettings(sparsities=(0.5,), finetune_epochs=0.5, runs=20),
     ),
-    # meaningful numbers on a laptop CPU in minutes
+    # meaningful numbers on a laptop CPU, the whole series in one sitting (issue 31: at most 30 min of notebooks
+    # on a 2-core AVX2 CPU; it took 63 min with 12 EX-1 epochs, 10,000 x 4 for 02, 20,000 x 5 for 03, and
+    # 10 course epochs and a 15,000-image ablation in 07, which also retrained 01's run to time it)
     "quick": Profile(
         "quick",
-        epochs=12,
+        epochs=8,
         train_images=None,
         test_images=None,
-        big_model_train_images=10_000,
-        big_model_epochs=4,
-        ablation_train_images=20_000,
-        ablation_epochs=5,
+        big_model_train_images=4_000,
+        big_model_epochs=3,
+        ablation_train_images=10_000,
+        ablation_epochs=4,
         ablation_hidden_units=32,
         ablation_seeds=2,
         tta_test_images=None,
         speedrun_recipe="speedrun",
-        speedrun_ablation_train_images=15_000,
-        course_epochs=10,
+        speedrun_ablation_train_images=10_000,
+        course_epochs=6,
     ),
     # the course's settings: for a GPU
     "full": Profile(
@@ -243,6 +246,45 @@ class NotebookRun:
         found = find_runs(self.report_dir / notebook)
         run = found[-1] if found else self.train(dataset, **overrides)
         print(f"using {run}" + ("" if found else f" (trained here: {notebook} has no run in this report)"))
+        return run
+
+    def identical_run(self, notebook: str, dataset, recipe: str | None = None, **overrides: Any) -> Path | None:
+        """A run ``notebook`` wrote into this report that :meth:`train` with these arguments would repeat bit
+        for bit: the same settings and seed (config.json), the same data sizes (env.json), the same code (its
+        recorded commit, not a modified copy), and a timing verdict of ``clean`` (trained on a quiet machine,
+        :func:`~cifarkit.tools.perflogs.run_conditions`), so its curve and its time can stand in for a new
+        training. None when there is no such run."""
+        import json
+
+        wanted = json.loads(json.dumps(self.config(recipe, **{"telemetry": True, **overrides}).to_dict()))
+        commit = git_commit()
+        for run in reversed(find_runs(self.report_dir / notebook)):
+            files = read_run(run)
+            same = (
+                {k: v for k, v in files.config.items() if k != "resolved"} == wanted
+                and (files.env.get("train_images") or 0) + (files.env.get("val_images") or 0) == len(dataset.train)
+                and commit is not None
+                and not commit.endswith("+dirty")
+                and files.env.get("git_commit") == commit
+            )
+            if same and run_conditions(run)["clean"]:
+                return run
+        return None
+
+    def train_or_reuse(
+        self, notebook: str, dataset, recipe: str | None = None, test: bool = True, **overrides: Any
+    ) -> Path:
+        """:meth:`identical_run` when there is one (said in one line, with how its time was measured), else
+        :meth:`train` with the same arguments: no identical retraining just to time it again."""
+        run = self.identical_run(notebook, dataset, recipe, **overrides)
+        if run is None:
+            print(f"training here: {notebook} has no identical run on a quiet machine in this report to reuse")
+            return self.train(dataset, test=test, recipe=recipe, **overrides)
+        print(
+            f"reusing {run.relative_to(self.report_dir)}: {notebook} trained exactly this (same settings, seed, data "
+            "and commit) on a quiet machine, so its curve and training time are this run's, measured there"
+        )
+        self.runs.append(str(run.relative_to(self.report_dir)))
         return run
 
     def deploy_settings(self) -> DeploySettings:
