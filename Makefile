@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 TORCH_INDEX ?=
 ARGS ?=
 
-.PHONY: series test lint bench clean-venv
+.PHONY: series test lint bench bench-series clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ lint: $(VENV)/.stamp-dev
 
 bench: $(VENV)/.stamp-run
 	$(PY) -m cifarkit input-bench $(ARGS)
+
+# the quick series timed against its goal (30 min of notebooks on a 2-core AVX2 CPU); run it on a quiet machine
+bench-series: $(VENV)/.stamp-run
+	$(PY) -m cifarkit series --profile quick --goal 1800 $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -231,6 +231,10 @@ def cmd_series(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     print(f"report: {report / 'index.md'}")
+    if args.goal is not None:
+        from cifarkit.report.series import time_table
+
+        print(time_table(report, args.goal))
     print(report)
     return 0 if ok else 1
 
@@ -518,6 +522,14 @@ def build_parser() -> Parser:
     se.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 00,03")
     se.add_argument(
         "--resume", default=None, metavar="DIR", help="continue a report folder, skipping finished notebooks"
+    )
+    se.add_argument(
+        "--goal",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="at the end, print each notebook's time and the series' beside this goal (make bench-series: 1800, "
+        "the quick series on a 2-core AVX2 CPU); with --resume of a finished report it only prints",
     )
     se.set_defaults(func=cmd_series)
 

@@ -46,6 +46,7 @@ def test_every_variant_is_built_evaluated_and_timed(bench):
     for r in rows:
         assert COLUMNS <= set(r) and r["device"] == "cpu" and Path(r["file"]).is_file(), r
         assert 0 <= r["top1"] <= 1 and 0 < r["latency_ms_p50"] <= r["latency_ms_p95"] and r["throughput_img_s"] > 0
+        assert r["warmup_seconds"] > 0  # the warm-up calls, timed apart from the latency and throughput
     by = {r["variant"]: r for r in rows}
     assert sorted(p.name for p in (run / "deploy").iterdir()) == ["int8.pt", "model.onnx", "pruned-50.pt"]
     assert by["pruned-50%"]["params"] < 0.5 * by["fp32"]["params"]  # whole channels gone, not zeroed

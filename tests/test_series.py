@@ -457,3 +457,16 @@ def test_an_identical_run_on_a_quiet_machine_is_reused_not_retrained(tmp_path, m
     assert later.identical_run("01_ex1_baseline", ds, recipe="ex1", epochs=1) is None
     assert later.train_or_reuse("01_ex1_baseline", ds, recipe="ex1", epochs=1, test=False) != run
     assert "training here: 01_ex1_baseline has no identical run" in capsys.readouterr().out
+
+
+def test_the_series_times_are_printed_beside_the_goal():
+    """make bench-series: each notebook's time and the whole series' beside the goal, on the machine named."""
+    example = Path(__file__).resolve().parent.parent / "reports" / "examples" / "cifar10-jpeg-quick"
+    state = json.loads((example / "series.json").read_text())
+    table = series.time_table(example)
+    total = series.notebook_seconds(state)
+    assert all(name in table for name in state["notebooks"]) and f"{total:,.0f} s" in table
+    assert table.endswith(": met" if total <= 1800 else ": not met")
+    assert series.time_table(example, goal=total + 1).endswith(": met")
+    assert series.time_table(example, goal=total - 1).endswith(": not met")
+    assert state["env"]["device_name"] in table

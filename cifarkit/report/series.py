@@ -337,6 +337,28 @@ def notebook_seconds(state: dict[str, Any]) -> float:
     return round(sum(e.get("seconds", 0.0) for e in state.get("notebooks", {}).values()), 1)
 
 
+QUICK_GOAL_SECONDS = 1800  # issue 31: the quick series in one sitting on a 2-core AVX2 laptop-class CPU
+
+
+def time_table(report: Path, goal: float = QUICK_GOAL_SECONDS) -> str:
+    """Each notebook's time and the whole series' beside ``goal`` (seconds of notebooks, as the index counts
+    them), on the machine the report names: what ``make bench-series`` prints."""
+    state = read_json(Path(report) / "series.json")
+    env, params = state.get("env", {}), state.get("parameters", {})
+    lines = [
+        f"{params.get('profile')} series on {params.get('dataset')}, {env.get('device')} "
+        f"({env.get('device_name')}), {env.get('cpu_count')} cores, amp {params.get('amp', 'auto')}:"
+    ]
+    for name, entry in state.get("notebooks", {}).items():
+        lines.append(f"  {name:<24} {entry.get('status', '?'):<8} {entry.get('seconds', 0.0):>8,.0f} s")
+    total = notebook_seconds(state)
+    verdict = "met" if total <= goal else "not met"
+    lines.append(
+        f"  {'all notebooks':<33} {total:>8,.0f} s ({total / 60:.1f} min); goal {goal:,.0f} s on this machine: {verdict}"
+    )
+    return "\n".join(lines)
+
+
 def findings(report: Path, state: dict[str, Any]) -> list[str]:
     """The index's three opening lines: the best model and its test top-1, the notebooks' time and device, and
     what failed, was interrupted or did not run."""

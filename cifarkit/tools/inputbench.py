@@ -38,8 +38,9 @@ def cycle(make_iter: Callable[[], Iterator]) -> Iterator:
 
 def time_training(
     model: nn.Module, batches: Iterator, device: torch.device, steps: int, warmup: int, amp: str = "off"
-) -> float:
-    """Images per second of ``steps`` optimizer steps fed by ``batches`` (after ``warmup`` untimed steps)."""
+) -> tuple[float, float]:
+    """Images per second of ``steps`` optimizer steps fed by ``batches``, timed after ``warmup`` steps, and the
+    seconds those warm-up steps took (first-call kernel selection and allocation: reported, never counted)."""
     opt = make_optimizer(model, TrainConfig())
     loss_fn = nn.CrossEntropyLoss()
     model.train()
@@ -50,13 +51,16 @@ def time_training(
         train_step(model, x, y, opt, loss_fn, device, amp)
         return y.shape[0]
 
+    synchronize(device)
+    start = time.perf_counter()
     for _ in range(warmup):
         step()
     synchronize(device)
+    warmed = time.perf_counter() - start
     start = time.perf_counter()
     images = sum(step() for _ in range(steps))
     synchronize(device)
-    return images / (time.perf_counter() - start)
+    return images / (time.perf_counter() - start), warmed
 
 
 def run_bench(
@@ -97,6 +101,7 @@ def run_bench(
     fixed_x, fixed_y = next(iter(ours))
     warmup = max(3, steps // 10)
     runs: dict[str, list[float]] = {"seed_style_img_s": [], "cifarkit_img_s": [], "step_limit_img_s": []}
+    warmups: dict[str, list[float]] = {k: [] for k in runs}
     seed_batches = cycle(lambda: ((finish(x.to(dev)), y) for x, y in seed_loader))
     for r in range(rounds):
         for key, batches in (
@@ -104,8 +109,9 @@ def run_bench(
             ("cifarkit_img_s", cycle(lambda: iter(ours))),
             ("step_limit_img_s", cycle(lambda: iter([(fixed_x, fixed_y)]))),
         ):
-            rate = time_training(copy.deepcopy(base), batches, dev, steps, warmup, amp)
+            rate, warmed = time_training(copy.deepcopy(base), batches, dev, steps, warmup, amp)
             runs[key].append(rate)
+            warmups[key].append(warmed)
             log(f"round {r + 1}/{rounds} {key[:-6]:>12}: {rate:8.0f} img/s")
     result: dict = {k: statistics.median(v) for k, v in runs.items()}
     result["speedup_vs_seed"] = result["cifarkit_img_s"] / result["seed_style_img_s"]
@@ -122,6 +128,8 @@ def run_bench(
         channels_last=channels_last,
         threads=torch.get_num_threads(),
         spread={k: [min(v), max(v)] for k, v in runs.items()},
+        warmup_steps=warmup,
+        warmup_seconds={k[: -len("_img_s")]: statistics.median(v) for k, v in warmups.items()},
     )
     log(
         f"seed-style {result['seed_style_img_s']:.0f} img/s | cifarkit {result['cifarkit_img_s']:.0f} img/s | "
