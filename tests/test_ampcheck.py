@@ -41,7 +41,7 @@ def test_parse_onednn_line_reads_direction_implementation_dtype_and_shape():
     )
     assert ampcheck.parse_onednn_line(FWD.replace(",exec,", ",create:cache_miss,")) is None
     assert ampcheck.parse_onednn_line(FWD.replace("convolution", "reorder")) is None
-    assert ampcheck.parse_onednn_line("epoch 1 val_top1 0.61") is None
+    assert ampcheck.parse_onednn_line("epoch 1 val_accuracy 0.61") is None
 
 
 def test_summarize_and_whitening_dtypes_count_calls():

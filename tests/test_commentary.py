@@ -66,19 +66,21 @@ def test_test_metrics_quote_the_numbers_and_define_the_terms():
 
 
 def test_ablation_says_which_differences_are_noise():
-    table = pd.DataFrame({"val_top1": [0.60, 0.66, 0.665], "val_images": [2000] * 3}, index=["none", "+crop", "+bn"])
+    table = pd.DataFrame(
+        {"val_accuracy": [0.60, 0.66, 0.665], "val_images": [2000] * 3}, index=["none", "+crop", "+bn"]
+    )
     note = commentary.ablation(table)
     assert "`+crop` +6.0 points;" in note and "`+bn` +0.5 points (within noise)" in note
     assert "**`+bn`** at 66.5%, but the next best (`+crop`) is within noise" in note
     assert note.finding.endswith("No step hurt beyond noise.")
     hurt = commentary.ablation(
-        pd.DataFrame({"val_top1": [0.60, 0.66, 0.60], "val_images": [2000] * 3}, index=["none", "+crop", "+drop"])
+        pd.DataFrame({"val_accuracy": [0.60, 0.66, 0.60], "val_images": [2000] * 3}, index=["none", "+crop", "+drop"])
     )
     assert hurt.finding.endswith("Beyond noise, `+drop` (-6.0 points) hurt at this budget.")  # 03's Takeaways
     win = commentary.winner_test("+bn", 0.665, {"n": 10000, "accuracy": 0.6728})
     assert win.finding == "The winner `+bn` scores **67.3%** test top-1 on 10,000 images."
     assert "chosen at 66.5% validation top-1" in win and "± 0.5 points" in win
-    clear = commentary.ablation(pd.DataFrame({"val_top1": [0.5, 0.7], "val_images": [2000] * 2}, index=["a", "b"]))
+    clear = commentary.ablation(pd.DataFrame({"val_accuracy": [0.5, 0.7], "val_images": [2000] * 2}, index=["a", "b"]))
     assert "ahead of the next best (`a`) beyond noise in this run (one seed per step)" in clear
     assert "clearly" not in clear  # one seed cannot make a lead clear (03 said so of a lead the next seed halved)
 
@@ -92,7 +94,7 @@ def test_ablation_on_the_same_images_uses_the_paired_test():
     crop = base.clone()
     crop[1200:1230] = True  # 61.5%: 30 images fixed, none broken
     table = pd.DataFrame(
-        {"val_top1": [float(base.float().mean()), float(crop.float().mean())], "val_images": [n] * 2},
+        {"val_accuracy": [float(base.float().mean()), float(crop.float().mean())], "val_images": [n] * 2},
         index=["none", "+crop"],
     )
     independent = commentary.ablation(table)
@@ -196,7 +198,7 @@ def test_model_comparison_quotes_costs_and_noise():
                 "params": 16_000_000,
                 "mult_adds": 600_000_000,
                 "s_per_epoch": 40.0,
-                "val_top1": 0.57,
+                "val_accuracy": 0.57,
                 "val_images": 1000,
                 "train_images": 9000,
                 "epochs": 4,
@@ -207,7 +209,7 @@ def test_model_comparison_quotes_costs_and_noise():
                 "params": 1_000_000,
                 "mult_adds": 150_000_000,
                 "s_per_epoch": 10.0,
-                "val_top1": 0.64,
+                "val_accuracy": 0.64,
                 "val_images": 1000,
                 "train_images": 9000,
                 "epochs": 4,
@@ -233,7 +235,7 @@ def test_ranking_warns_when_budgets_differ():
     rows = [
         {
             "model": "ex1",
-            "val_top1": 0.76,
+            "val_accuracy": 0.76,
             "val_images": 5000,
             "train_images": 45000,
             "epochs": 12,
@@ -241,7 +243,7 @@ def test_ranking_warns_when_budgets_differ():
         },
         {
             "model": "vgg",
-            "val_top1": 0.68,
+            "val_accuracy": 0.68,
             "val_images": 2000,
             "train_images": 18000,
             "epochs": 5,
@@ -253,7 +255,7 @@ def test_ranking_warns_when_budgets_differ():
     assert "measured on 5,000 validation images" in note  # 06 says each run's validation size
     assert "validated on 2,000, 5,000 images (the `val_images` column)" in note
     assert "-8.0 points" in note and "different budget (18,000 images × 5 epochs)" in note
-    same = commentary.ranking(pd.DataFrame([rows[0], {**rows[0], "model": "b", "val_top1": 0.755}]))
+    same = commentary.ranking(pd.DataFrame([rows[0], {**rows[0], "model": "b", "val_accuracy": 0.755}]))
     assert "(within noise)" in same and "different budget" not in same
     assert "No runs" in commentary.ranking(pd.DataFrame())
 
@@ -479,10 +481,10 @@ def test_seed_repeats_retrain_the_two_best_steps_with_the_next_seeds(tmp_path):
     runs = {name: nb.train(ds, test=False, model="tinyvgg", epochs=1, **steps[name]) for name in steps}
     table = comparison.ablation_table(runs)
     spread = nb.seed_repeats(ds, table, steps, model="tinyvgg", epochs=1)
-    best = list(table["val_top1"].sort_values(ascending=False, kind="stable").index[:2])
+    best = list(table["val_accuracy"].sort_values(ascending=False, kind="stable").index[:2])
     assert list(spread) == best and all(len(v) == 3 for v in spread.values())
-    assert best[0] == table["val_top1"].idxmax()  # the leader is the table's, ties included
-    assert [spread[s][0] for s in best] == [table.loc[s, "val_top1"] for s in best]  # the ablation's own run first
+    assert best[0] == table["val_accuracy"].idxmax()  # the leader is the table's, ties included
+    assert [spread[s][0] for s in best] == [table.loc[s, "val_accuracy"] for s in best]  # the ablation's own run first
     seeds = sorted(notebook.read_json(tmp_path / r / "config.json")["seed"] for r in nb.runs[3:])
     assert seeds == [6, 6, 7, 7]  # seed + 1 and seed + 2 for each of the two
 

@@ -97,7 +97,7 @@ def test_ablation_table_keeps_step_order_and_budgets(tmp_path):
         (run / "train.json").write_text(json.dumps({"best_val_accuracy": val, "epochs_run": 5}))
         runs[step] = run
     table = ablation_table(runs)
-    assert list(table.index) == ["none", "+crop", "+bn"] and table["val_top1"].idxmax() == "+crop"
+    assert list(table.index) == ["none", "+crop", "+bn"] and table["val_accuracy"].idxmax() == "+crop"
     assert list(table["val_images"]) == [200] * 3 and list(table["epochs"]) == [5] * 3
 
 
@@ -187,8 +187,8 @@ def overlaps(a, b) -> bool:
         lambda: figures.plot_colour_histograms(np.random.default_rng(0).integers(0, 256, (20, 3, 8, 8))),
         lambda: figures.plot_time_to_accuracy(
             {
-                "a": [{"seconds": 1.0, "val_top1": 0.5}, {"seconds": 9.0, "val_top1": 0.75}],
-                "b": [{"seconds": 2.0, "val_top1": 0.4}, {"seconds": 90.0, "val_top1": 0.71}],
+                "a": [{"seconds": 1.0, "val_accuracy": 0.5}, {"seconds": 9.0, "val_accuracy": 0.75}],
+                "b": [{"seconds": 2.0, "val_accuracy": 0.4}, {"seconds": 90.0, "val_accuracy": 0.71}],
             },
             0.7,
         ),  # fmt: skip

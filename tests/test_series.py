@@ -113,7 +113,7 @@ def test_index_links_resolve(smoke_report):
     links = re.findall(r"\]\(([^)]+)\)", index)
     assert len(links) > 20
     assert all((smoke_report / link).exists() for link in links)
-    assert "| 01_ex1_baseline | ok |" in index and "test_top1" in index
+    assert "| 01_ex1_baseline | ok |" in index and "test_accuracy" in index
     page = (smoke_report / "index.html").read_text()
     assert page.startswith("<!doctype html>") and "<table>" in page and 'href="notebooks/04_tta.html"' in page
 
@@ -129,12 +129,14 @@ def test_index_opens_with_three_findings(smoke_report):
         for p in smoke_report.glob("*/*/train.json")
         if p.with_name("test.json").is_file()
     ]
-    assert len(tested) >= 3 and chosen["val_top1"] == max(tested)
+    assert len(tested) >= 3 and chosen["val_accuracy"] == max(tested)
     assert (
-        best.startswith("Best model on validation: `") and chosen["run"] in best and f"{chosen['val_top1']:.4f}" in best
+        best.startswith("Best model on validation: `")
+        and chosen["run"] in best
+        and f"{chosen['val_accuracy']:.4f}" in best
     )
-    test_top1 = json.loads((smoke_report / chosen["run"] / "test.json").read_text())["accuracy"]
-    assert f"test top-1 **{test_top1:.4f}**" in best
+    test_accuracy = json.loads((smoke_report / chosen["run"] / "test.json").read_text())["accuracy"]
+    assert f"test top-1 **{test_accuracy:.4f}**" in best
     took = sum(e["seconds"] for e in state["notebooks"].values())
     assert series.notebook_seconds(state) == pytest.approx(took, abs=0.06) and len(state["notebooks"]) == len(EXPECTED)
     assert timing.startswith(f"Its notebooks took {series.fmt(series.notebook_seconds(state))} s on **")
@@ -352,15 +354,15 @@ def test_generated_commentary_quotes_this_runs_numbers(smoke_report):
     for book in sorted(books.glob("0*.ipynb")):  # every notebook ends with generated takeaways of its own run
         assert "**In this run:**\n\n- " in markdown_outputs(book), book.name
     summary = json.loads((smoke_report / "summaries" / "03_augmentation.json").read_text())["headline"]
-    assert f"**`{summary['winner']}`** at {pct(summary['winner_val_top1'])}" in markdown_outputs(
+    assert f"**`{summary['winner']}`** at {pct(summary['winner_val_accuracy'])}" in markdown_outputs(
         books / "03_augmentation.ipynb"
     )
     ablation_text = markdown_outputs(books / "03_augmentation.ipynb")
     assert "compared with a paired test" in ablation_text  # every step on the same validation images
     assert "Each step was trained once (seed 0)" in ablation_text  # smoke: one seed, and it says so
     # the headline carries the two best steps' seed means (smoke: one seed each, so the ablation's own values)
-    means = {k: v for k, v in summary.items() if k.startswith("seed_mean_val_top1[")}
-    assert len(means) == 2 and means[f"seed_mean_val_top1[{summary['winner']}]"] == summary["winner_val_top1"]
+    means = {k: v for k, v in summary.items() if k.startswith("seed_mean_val_accuracy[")}
+    assert len(means) == 2 and means[f"seed_mean_val_accuracy[{summary['winner']}]"] == summary["winner_val_accuracy"]
     race_text = markdown_outputs(books / "07_speedrun.ipynb")
     assert "judged by a paired test" in race_text and "Each run is one seed." in race_text
     assert "during the race" in race_text  # the load on the machine while the race was timed, either way
@@ -382,11 +384,11 @@ def test_generated_commentary_quotes_this_runs_numbers(smoke_report):
 
 # headline numbers (summaries/NN_*.json) each notebook's "In this run" list must state, as the text writes them
 ANSWERS = {
-    "01_ex1_baseline": ("test_top1", "val_top1"),
-    "02_ex2_bigger_model": ("ex2_val_top1", "ref_val_top1"),
-    "03_augmentation": ("winner_test_top1",),
+    "01_ex1_baseline": ("test_accuracy", "val_accuracy"),
+    "02_ex2_bigger_model": ("ex2_val_accuracy", "ref_val_accuracy"),
+    "03_augmentation": ("winner_test_accuracy",),
     "04_tta": ("top1_best",),
-    "07_speedrun": ("test_top1",),
+    "07_speedrun": ("test_accuracy",),
     "08_deploy": ("checkpoint_top1",),
 }
 

@@ -170,21 +170,21 @@ def tiny_speedrun(cli, out_dir, *options: str) -> dict:
 
 def test_speedrun_command_json_checkpoint_and_baseline(cli, tmp_path, data_dir):
     summary = tiny_speedrun(cli, tmp_path, "--baseline", "--target", "0.3")
-    for key in ("recipe", "seconds", "val_top1", "test_top1", "epochs", "checkpoint", "curve"):
+    for key in ("recipe", "seconds", "val_accuracy", "test_accuracy", "epochs", "checkpoint", "curve"):
         assert key in summary
     assert summary["recipe"] == "tiny" and summary["seconds"] >= summary["train_seconds"] > 0
     epochs = [r["epoch"] for r in summary["curve"]]
     assert all(a < b for a, b in zip(epochs, epochs[1:], strict=False)) and epochs[-1] == pytest.approx(
         summary["epochs"]
     )
-    assert all(0 <= r["val_top1"] <= 1 for r in summary["curve"])
+    assert all(0 <= r["val_accuracy"] <= 1 for r in summary["curve"])
     assert summary["baseline_seconds"] > 0  # 4 learnable classes: the course recipe reaches 0.3 quickly
     assert summary["speedup"] == pytest.approx(summary["baseline_seconds"] / summary["seconds"])
-    assert summary["baseline_curve"] and summary["test_top1"] > 0.25  # 4 learnable classes: chance is 0.25
+    assert summary["baseline_curve"] and summary["test_accuracy"] > 0.25  # 4 learnable classes: chance is 0.25
     # the checkpoint stands alone: evaluate reads it like any other
     code, out, err = cli("evaluate", summary["checkpoint"], "--dataset", TINY, "--tta", "flip", "--json")
     assert code == 0, err
-    assert json.loads(out.strip().splitlines()[-1])["accuracy"] == pytest.approx(summary["test_top1"], abs=0.051)
+    assert json.loads(out.strip().splitlines()[-1])["accuracy"] == pytest.approx(summary["test_accuracy"], abs=0.051)
 
 
 def test_speedrun_bf16_checkpoint_is_evaluated_in_bf16(cli, tmp_path):
@@ -194,7 +194,7 @@ def test_speedrun_bf16_checkpoint_is_evaluated_in_bf16(cli, tmp_path):
     assert ckpt["config"]["amp"] == "bf16"  # so evaluate and predict run it as it was trained
     code, out, err = cli("evaluate", summary["checkpoint"], "--dataset", TINY, "--tta", "translate", "--json")
     assert code == 0, err
-    assert json.loads(out.strip().splitlines()[-1])["accuracy"] == pytest.approx(summary["test_top1"], abs=0.051)
+    assert json.loads(out.strip().splitlines()[-1])["accuracy"] == pytest.approx(summary["test_accuracy"], abs=0.051)
 
 
 def test_speedrun_amp_auto_is_fp32_without_native_bf16(monkeypatch):
@@ -231,8 +231,8 @@ def test_a_crossing_within_noise_of_the_target_is_called_the_edge():
     from cifarkit.report import race as rep
 
     curves = {
-        "slow": [{"seconds": 100.0, "val_top1": 0.6}, {"seconds": 200.0, "val_top1": 0.705}],
-        "fast": [{"seconds": 20.0, "val_top1": 0.76}],
+        "slow": [{"seconds": 100.0, "val_accuracy": 0.6}, {"seconds": 200.0, "val_accuracy": 0.705}],
+        "fast": [{"seconds": 20.0, "val_accuracy": 0.76}],
     }
     # on 5,000 images the standard error at 70% is 0.65 points: 70.5% is within two of them, 76% is not
     assert rep.at_the_edge(curves["slow"], 0.7, 5000) and not rep.at_the_edge(curves["fast"], 0.7, 5000)
@@ -248,9 +248,12 @@ def test_race_and_ablation_commentary_quote_the_numbers():
     from cifarkit.report import race as rep
 
     curves = {
-        "slow": [{"seconds": 100.0, "val_top1": 0.6}, {"seconds": 200.0, "val_top1": 0.71}],
-        "fast": [{"seconds": 20.0, "val_top1": 0.72}],
-        "never": [{"epoch": 1, "seconds": 25.0, "val_top1": 0.5}, {"epoch": 2, "seconds": 50.0, "val_top1": 0.49}],
+        "slow": [{"seconds": 100.0, "val_accuracy": 0.6}, {"seconds": 200.0, "val_accuracy": 0.71}],
+        "fast": [{"seconds": 20.0, "val_accuracy": 0.72}],
+        "never": [
+            {"epoch": 1, "seconds": 25.0, "val_accuracy": 0.5},
+            {"epoch": 2, "seconds": 50.0, "val_accuracy": 0.49},
+        ],
     }
     assert rep.time_to(curves["slow"], 0.7) == 200.0 and rep.time_to(curves["never"], 0.7) is None
     text = rep.describe_race(curves, 0.7)
@@ -277,7 +280,7 @@ def test_race_and_ablation_commentary_quote_the_numbers():
             "seconds": [1.0] * 5,
         }
     )
-    df["val_top1"] = 0.70 + df["delta"]
+    df["val_accuracy"] = 0.70 + df["delta"]
     df.attrs["n_val"] = n
     text = rep.describe_ablation(df)
     assert "**70.0%**" in text and "**a** (-10.0 points)" in text and "b (+0.5)" in text

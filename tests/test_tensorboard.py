@@ -49,8 +49,8 @@ def test_every_run_writes_curves_telemetry_and_confusion_matrix(tmp_path):
     metrics = [json.loads(r) for r in rows]
     assert [e.step for e in acc.Scalars("loss/validation")] == [1, 2]
     assert [e.value for e in acc.Scalars("accuracy/validation")] == pytest.approx([m["val_accuracy"] for m in metrics])
-    test_top1 = json.loads((run / "test.json").read_text())["accuracy"]
-    assert acc.Scalars("test/top1")[0].value == pytest.approx(test_top1)
+    test_accuracy = json.loads((run / "test.json").read_text())["accuracy"]
+    assert acc.Scalars("test/top1")[0].value == pytest.approx(test_accuracy)
     assert acc.Tags()["images"] == ["test/confusion_matrix"]
 
 

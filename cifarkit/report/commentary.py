@@ -207,21 +207,21 @@ def precision(config: Mapping[str, Any]) -> Note:
 
 
 def ablation(table: Any, correct: Mapping[str, Any] | None = None) -> Note:
-    """An ablation table (index: step, columns ``val_top1`` and ``val_images``) in words: the ranking,
+    """An ablation table (index: step, columns ``val_accuracy`` and ``val_images``) in words: the ranking,
     each step's change over the one before, and which changes are within noise. With ``correct`` (each
     step's per-image right/wrong on the shared validation images, see
     :func:`cifarkit.report.analysis.validation_correct`) every comparison is the paired test; without, the test
     for independent samples."""
     steps = list(table.index)
     n = int(table["val_images"].iloc[0])
-    winner = table["val_top1"].idxmax()
+    winner = table["val_accuracy"].idxmax()
 
     def noise(a: str, b: str) -> bool:
         if correct is not None:
             return paired_is_noise(*fixed_broken(correct[a], correct[b]))
-        return difference_is_noise(float(table.loc[a, "val_top1"]), n, float(table.loc[b, "val_top1"]), n)
+        return difference_is_noise(float(table.loc[a, "val_accuracy"]), n, float(table.loc[b, "val_accuracy"]), n)
 
-    se = standard_error(float(table["val_top1"].mean()), n)
+    se = standard_error(float(table["val_accuracy"].mean()), n)
     text = [
         f"Validation top-1 is measured on {n:,} images, so each number carries about ± {100 * se:.1f} "
         "points (one standard error). "
@@ -235,12 +235,12 @@ def ablation(table: Any, correct: Mapping[str, Any] | None = None) -> Note:
     ]
     changes, hurt = [], []
     for before, step in zip(steps, steps[1:], strict=False):
-        a, b = float(table.loc[before, "val_top1"]), float(table.loc[step, "val_top1"])
+        a, b = float(table.loc[before, "val_accuracy"]), float(table.loc[step, "val_accuracy"])
         changes.append(f"`{step}` {points(b - a)}{' (within noise)' if noise(before, step) else ''}")
         if b < a and not noise(before, step):
             hurt.append(f"`{step}` ({points(b - a)})")
     text.append("Step by step: " + "; ".join(changes) + ".")
-    ranked = table["val_top1"].sort_values(ascending=False)
+    ranked = table["val_accuracy"].sort_values(ascending=False)
     text.append(f"The highest is **`{winner}`** at {pct(float(ranked.iloc[0]))}")
     if len(steps) > 1:
         text[-1] += (
@@ -258,11 +258,11 @@ def ablation(table: Any, correct: Mapping[str, Any] | None = None) -> Note:
     return Note(" ".join(text), finding=text[-1] + harm)
 
 
-def winner_test(winner: str, val_top1: float, test: Mapping[str, Any]) -> Note:
+def winner_test(winner: str, val_accuracy: float, test: Mapping[str, Any]) -> Note:
     """The ablation winner's one test pass: its test top-1 beside the validation top-1 it was chosen on."""
     n, top1 = test["n"], test["accuracy"]
     text = (
-        f"The winner, `{winner}`, chosen at {pct(val_top1)} validation top-1, scores **{pct(top1)}** test top-1 on "
+        f"The winner, `{winner}`, chosen at {pct(val_accuracy)} validation top-1, scores **{pct(top1)}** test top-1 on "
         f"{n:,} images (± {100 * standard_error(top1, n):.1f} points standard error): the number to report, "
         "measured once."
     )
@@ -433,12 +433,12 @@ def model_comparison(table: Any) -> Note:
         f"{b['mult_adds'] / 1e6:,.1f}M); on this device an epoch took {a['s_per_epoch']:.1f} s vs "
         f"{b['s_per_epoch']:.1f} s ({a['s_per_epoch'] / b['s_per_epoch']:.1f}x)."
     ]
-    diff = float(a["val_top1"]) - float(b["val_top1"])
-    noise = difference_is_noise(float(a["val_top1"]), n, float(b["val_top1"]), n)
+    diff = float(a["val_accuracy"]) - float(b["val_accuracy"])
+    noise = difference_is_noise(float(a["val_accuracy"]), n, float(b["val_accuracy"]), n)
     text.append(
         f"Both trained {int(a['epochs'])} epochs on {int(a['train_images']):,} images; on {n:,} validation "
-        f"images `{a['model']}` reaches {pct(float(a['val_top1']))} and `{b['model']}` "
-        f"{pct(float(b['val_top1']))} ({points(diff)} for `{a['model']}`"
+        f"images `{a['model']}` reaches {pct(float(a['val_accuracy']))} and `{b['model']}` "
+        f"{pct(float(b['val_accuracy']))} ({points(diff)} for `{a['model']}`"
         f"{', within noise' if noise else ''})."
     )
     compute, seconds = a["mult_adds"] / b["mult_adds"], a["s_per_epoch"] / b["s_per_epoch"]
@@ -451,8 +451,8 @@ def model_comparison(table: Any) -> Note:
     memory = [m for m in (a.get("peak_memory_mb"), b.get("peak_memory_mb")) if m is not None and m == m]
     mem = f", peak memory {a['peak_memory_mb']:,.0f} MB vs {b['peak_memory_mb']:,.0f} MB" if len(memory) == 2 else ""
     finding = (
-        f"`{a['model']}` at {a['input_px']} px: validation top-1 {pct(float(a['val_top1']))} vs `{b['model']}`'s "
-        f"{pct(float(b['val_top1']))} ({points(diff)}{', within noise' if noise else ''}), at "
+        f"`{a['model']}` at {a['input_px']} px: validation top-1 {pct(float(a['val_accuracy']))} vs `{b['model']}`'s "
+        f"{pct(float(b['val_accuracy']))} ({points(diff)}{', within noise' if noise else ''}), at "
         f"{seconds:.1f}x the time per epoch{mem}."
     )
     return Note(" ".join(text), finding=finding)
@@ -465,7 +465,7 @@ def ranking(table: Any) -> Note:
         return Note("No runs were found under this folder yet.")
     top = table.iloc[0]
     text = [
-        f"The highest validation top-1 is **{pct(float(top['val_top1']))}**, by `{top['model']}` "
+        f"The highest validation top-1 is **{pct(float(top['val_accuracy']))}**, by `{top['model']}` "
         f"({int(top['train_images']):,} training images × {int(top['epochs'])} epochs, "
         f"{float(top['train_time_s']):.0f} s of training), measured on {int(top['val_images']):,} validation images."
     ]
@@ -479,9 +479,9 @@ def ranking(table: Any) -> Note:
         nxt = table.iloc[1]
         n = int(min(top["val_images"], nxt["val_images"]))
         same_budget = (top["train_images"], top["epochs"]) == (nxt["train_images"], nxt["epochs"])
-        noise = difference_is_noise(float(top["val_top1"]), n, float(nxt["val_top1"]), n)
+        noise = difference_is_noise(float(top["val_accuracy"]), n, float(nxt["val_accuracy"]), n)
         text.append(
-            f"The runner-up, `{nxt['model']}`, is {points(float(nxt['val_top1']) - float(top['val_top1']))}"
+            f"The runner-up, `{nxt['model']}`, is {points(float(nxt['val_accuracy']) - float(top['val_accuracy']))}"
             f"{' (within noise)' if noise else ''}."
         )
         if not same_budget:

@@ -36,9 +36,9 @@ def run_row(run: Path, root: Path | None = None) -> dict[str, Any]:
         "val_images": env.get("val_images"),
         "epochs": train.get("epochs_run"),
         "best_epoch": train.get("best_epoch"),
-        "val_top1": train.get("best_val_accuracy"),
+        "val_accuracy": train.get("best_val_accuracy"),
         "val_top5": train.get("best_val_top5"),
-        "test_top1": test.get("accuracy"),
+        "test_accuracy": test.get("accuracy"),
         "test_top5": test.get("top5_accuracy"),
         "train_time_s": train.get("train_time"),
         "images_per_s": train.get("images_per_s"),
@@ -49,7 +49,7 @@ def run_row(run: Path, root: Path | None = None) -> dict[str, Any]:
 # what notebook 06 shows of the ranking: what ran, on what data, with what budget, and how it scored
 RANKING_COLUMNS = [
     "run", "model", "dataset", "augment", "model_kwargs", "train_images", "epochs", "budget",
-    "best_epoch", "val_images", "val_top1", "val_top5", "test_top1", "test_top5", "train_time_s",
+    "best_epoch", "val_images", "val_accuracy", "val_top5", "test_accuracy", "test_top5", "train_time_s",
 ]  # fmt: skip
 
 
@@ -63,7 +63,7 @@ def compare_runs(root: str | Path, dataset: str | None = None):
         return pd.DataFrame(columns=[*RANKING_COLUMNS, "label_smoothing", "images_per_s", "data_wait_fraction"])
     df = pd.DataFrame(rows)
     df["budget"] = df["train_images"] * df["epochs"]
-    df = df.sort_values("val_top1", ascending=False, ignore_index=True)
+    df = df.sort_values("val_accuracy", ascending=False, ignore_index=True)
     return df if dataset is None else on_dataset(df, dataset)
 
 
@@ -167,8 +167,8 @@ def model_table(runs: Sequence[Path]):
                 "s_per_epoch": train["train_time"] / max(train["epochs_run"], 1),
                 "images_per_s": train["images_per_s"],
                 "peak_memory_mb": perf.get("peak_memory_mb"),
-                "val_top1": train["best_val_accuracy"],
-                "test_top1": files.test.get("accuracy"),
+                "val_accuracy": train["best_val_accuracy"],
+                "test_accuracy": files.test.get("accuracy"),
                 "train_images": env.get("train_images"),
                 "val_images": env.get("val_images"),
                 "epochs": train["epochs_run"],
@@ -234,5 +234,5 @@ def ranking_headline(table: pd.DataFrame) -> dict[str, Any]:
     return {
         "runs": len(table),
         "best_run": None if top is None else top["run"],
-        "best_val_top1": None if top is None else float(top["val_top1"]),
+        "best_val_accuracy": None if top is None else float(top["val_accuracy"]),
     }

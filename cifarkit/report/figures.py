@@ -519,7 +519,7 @@ def plot_time_to_accuracy(curves: dict[str, list[dict]], target: float | None = 
     fig = Figure(figsize=(7, 5), layout="constrained")
     ax = fig.subplots()
     for name, curve in curves.items():
-        ax.plot([r["seconds"] for r in curve], [r["val_top1"] for r in curve], marker="o", ms=3, label=name)
+        ax.plot([r["seconds"] for r in curve], [r["val_accuracy"] for r in curve], marker="o", ms=3, label=name)
     if target is not None:
         ax.axhline(target, color="grey", ls="--", lw=1, label=f"target {target:.0%}")
     ax.set_xscale("log")

@@ -173,13 +173,13 @@ class NotebookRun:
         return {name: validation_correct(run, dataset, self.device) for name, run in runs.items()}
 
     def seed_repeats(self, dataset, table, settings: dict[str, dict], **common: Any) -> dict[str, list[float]]:
-        """Retrain the two best rows of an ablation ``table`` (step -> ``val_top1``) with ``settings[step]`` and
+        """Retrain the two best rows of an ablation ``table`` (step -> ``val_accuracy``) with ``settings[step]`` and
         ``common`` until each has ``profile.ablation_seeds`` seeds; validation top-1 per seed, by step (the
         ablation's own run first; of equals, the one listed first in ``table``, as ``idxmax`` picks)."""
-        best = list(table["val_top1"].sort_values(ascending=False, kind="stable").index[:2])
+        best = list(table["val_accuracy"].sort_values(ascending=False, kind="stable").index[:2])
         values = {}
         for step in best:
-            values[step] = [float(table.loc[step, "val_top1"])]
+            values[step] = [float(table.loc[step, "val_accuracy"])]
             for k in range(1, self.profile.ablation_seeds):
                 run = self.train(dataset, test=False, seed=self.seed + k, **common, **settings[step])
                 values[step].append(float(read_run(run).train["best_val_accuracy"]))

@@ -15,7 +15,7 @@ from cifarkit.report.stats import paired_is_noise, paired_se, standard_error
 from cifarkit.runs import read_metrics
 from cifarkit.speedrun.recipe import PIECES, Recipe, SpeedrunResult, ablation_recipes, scores, train
 
-Curve = list[dict[str, float]]  # rows with "seconds" (cumulative training time) and "val_top1"
+Curve = list[dict[str, float]]  # rows with "seconds" (cumulative training time) and "val_accuracy"
 
 
 def fit_curve(run_dir: str | Path) -> Curve:
@@ -25,13 +25,13 @@ def fit_curve(run_dir: str | Path) -> Curve:
     seconds, curve = 0.0, []
     for r in rows:
         seconds += r["epoch_time_s"]
-        curve.append({"epoch": r["epoch"], "seconds": seconds, "val_top1": r["val_accuracy"]})
+        curve.append({"epoch": r["epoch"], "seconds": seconds, "val_accuracy": r["val_accuracy"]})
     return curve
 
 
 def time_to(curve: Curve, target: float) -> float | None:
     """Seconds until the first epoch whose validation top-1 reaches ``target`` (None if none does)."""
-    return next((r["seconds"] for r in curve if r.get("val_top1", -1) >= target), None)
+    return next((r["seconds"] for r in curve if r.get("val_accuracy", -1) >= target), None)
 
 
 def run_ablation(
@@ -51,7 +51,7 @@ def run_ablation(
 
     Every variant is scored on the same validation images as the full recipe, so each difference is judged by
     the paired test (:func:`cifarkit.report.stats.paired_is_noise`) on the images only one of the two gets right.
-    Returns a DataFrame: ``variant``, ``val_top1``, ``delta`` (vs the full recipe), ``fixed`` and ``broken``
+    Returns a DataFrame: ``variant``, ``val_accuracy``, ``delta`` (vs the full recipe), ``fixed`` and ``broken``
     (images only the variant / only the full recipe gets right), ``se_delta`` (standard error of the paired
     difference), ``within_noise`` (|delta| < 2 se), ``seconds``, ``reason``.
     """
@@ -71,7 +71,7 @@ def run_ablation(
         rows.append(
             {
                 "variant": label,
-                "val_top1": scored["accuracy"],
+                "val_accuracy": scored["accuracy"],
                 "delta": (fixed - broken) / len(val),
                 "fixed": fixed,
                 "broken": broken,
@@ -88,19 +88,19 @@ def run_ablation(
 
 def not_reached(curve: Curve, target: float) -> str:
     """A target a curve never reached, in words with its budget and peak: "not reached in 10 epochs (peak 69.2%)"."""
-    best = max(curve, key=lambda r: r.get("val_top1", -1), default=None)
+    best = max(curve, key=lambda r: r.get("val_accuracy", -1), default=None)
     if best is None:
         return "not reached (no validation point)"
     epochs = curve[-1].get("epoch")
     budget = f" in {epochs:g} epoch{'' if epochs == 1 else 's'}" if epochs is not None else ""
-    return f"not reached{budget} (peak {pct(best['val_top1'])})"
+    return f"not reached{budget} (peak {pct(best['val_accuracy'])})"
 
 
 def at_the_edge(curve: Curve, target: float, n_val: int | None) -> bool:
     """Whether a curve's crossing of ``target`` is within noise of it: the validation top-1 at the crossing is
     less than two standard errors (on ``n_val`` images) above the target, so another seed may cross later or not."""
-    at = next((r for r in curve if r.get("val_top1", -1) >= target), None)
-    return bool(at and n_val and at["val_top1"] - target < 2 * standard_error(target, n_val))
+    at = next((r for r in curve if r.get("val_accuracy", -1) >= target), None)
+    return bool(at and n_val and at["val_accuracy"] - target < 2 * standard_error(target, n_val))
 
 
 def describe_race(curves: dict[str, Curve], target: float, n_val: int | None = None) -> Note:
@@ -125,7 +125,7 @@ def describe_race(curves: dict[str, Curve], target: float, n_val: int | None = N
             )
         lines.append(ratio + ".\n")
     for name, c in curves.items():
-        best = max((r["val_top1"] for r in c), default=float("nan"))
+        best = max((r["val_accuracy"] for r in c), default=float("nan"))
         t = times[name]
         if t is None:
             when = f"{not_reached(c, target)} after {c[-1]['seconds']:.1f} s of training" if c else "has no curve"
@@ -147,7 +147,7 @@ def describe_race(curves: dict[str, Curve], target: float, n_val: int | None = N
     return Note("\n".join(lines), finding=finding)
 
 
-def describe_test(test_top1: float, tta: str, images: int, train_seconds: float, tta_seconds: float) -> Note:
+def describe_test(test_accuracy: float, tta: str, images: int, train_seconds: float, tta_seconds: float) -> Note:
     """The speedrun checkpoint's one test number and what it cost, as airbench counts (training plus TTA)."""
     how, cost = (
         ("in a plain test pass (this recipe uses no TTA)", "the test pass")
@@ -155,14 +155,14 @@ def describe_test(test_top1: float, tta: str, images: int, train_seconds: float,
         else (f"with TTA `{tta}`", "TTA")
     )
     return Note(
-        f"The speedrun model reaches **{pct(test_top1)}** test top-1 {how} on {images:,} images, after "
+        f"The speedrun model reaches **{pct(test_accuracy)}** test top-1 {how} on {images:,} images, after "
         f"{train_seconds:.1f} s of training plus {tta_seconds:.1f} s of {cost} = **{train_seconds + tta_seconds:.1f} s** in all."
     )
 
 
 def describe_ablation(df) -> Note:
     """Markdown: which pieces measurably helped on validation, which were within noise, which hurt."""
-    full = df.loc[0, "val_top1"]
+    full = df.loc[0, "val_accuracy"]
     rest = df.iloc[1:]
     helped = rest[(~rest["within_noise"]) & (rest["delta"] < 0)].sort_values("delta")
     hurt = rest[(~rest["within_noise"]) & (rest["delta"] > 0)]

@@ -320,12 +320,12 @@ def best_run(report: Path) -> dict[str, Any] | None:
     runs = [read_run(p.parent) for p in sorted(report.glob("*/*/train.json"))]
     for run in [r for r in runs if r.test] or runs:
         val = run.train.get("best_val_accuracy")
-        if val is None or (best is not None and val <= best["val_top1"]):
+        if val is None or (best is not None and val <= best["val_accuracy"]):
             continue
         best = {
             "run": str(run.path.relative_to(report)),
-            "val_top1": val,
-            "test_top1": run.test.get("accuracy"),
+            "val_accuracy": val,
+            "test_accuracy": run.test.get("accuracy"),
             "model": run.config.get("model"),
         }
     return best
@@ -367,10 +367,12 @@ def findings(report: Path, state: dict[str, Any]) -> list[str]:
     if best is None:
         first = "No training run finished, so there is no best model yet."
     else:
-        test = "not evaluated on test" if best["test_top1"] is None else f"test top-1 **{best['test_top1']:.4f}**"
+        test = (
+            "not evaluated on test" if best["test_accuracy"] is None else f"test top-1 **{best['test_accuracy']:.4f}**"
+        )
         first = (
             f"Best model on validation: `{best['model']}` ({best['run']}), validation top-1 "
-            f"{best['val_top1']:.4f}, {test}."
+            f"{best['val_accuracy']:.4f}, {test}."
         )
     second = (
         f"Its notebooks took {fmt(notebook_seconds(state))} s on **{env.get('device')}** "

@@ -123,8 +123,8 @@ def course_baseline(
         synchronize(device)
         seconds += time.perf_counter() - t0
         top1 = evaluate(model, val_loader, device)["accuracy"]
-        curve.append({"epoch": epoch, "seconds": seconds, "val_top1": top1})
-        log(f"baseline epoch {epoch:>3} {seconds:7.1f}s val_top1 {top1:.4f}")
+        curve.append({"epoch": epoch, "seconds": seconds, "val_accuracy": top1})
+        log(f"baseline epoch {epoch:>3} {seconds:7.1f}s val_accuracy {top1:.4f}")
         if top1 >= target:
             return {"baseline_seconds": seconds, "baseline_epochs": epoch, "baseline_curve": curve}
     return {"baseline_seconds": None, "baseline_epochs": max_epochs, "baseline_curve": curve}

@@ -326,8 +326,8 @@ class SpeedrunResult:
     model: nn.Module
     recipe: Recipe
     seconds: float  # training only (validation passes are not counted, as airbench counts)
-    curve: list[dict[str, float]]  # per epoch: seconds so far, val_top1
-    val_top1: float | None
+    curve: list[dict[str, float]]  # per epoch: seconds so far, val_accuracy
+    val_accuracy: float | None
     amp: str = "off"  # the precision it trained in ("off", "bf16", "fp16"), for evaluating it the same way
     warmup_seconds: float = 0.0  # the untimed warm-up before the clock started (see :func:`warm_up`)
 
@@ -484,11 +484,11 @@ def train(
     def record(step: int) -> None:  # the clock is stopped while this runs
         row = {"epoch": round(step / len(batches), 3), "seconds": seconds}
         if val is not None:
-            row["val_top1"] = accuracy(model, val, norm, amp=amp)
+            row["val_accuracy"] = accuracy(model, val, norm, amp=amp)
         curve.append(row)
         log(
             f"epoch {row['epoch']:>5.2f} {seconds:7.1f}s"
-            + (f" val_top1 {row['val_top1']:.4f}" if val is not None else "")
+            + (f" val_accuracy {row['val_accuracy']:.4f}" if val is not None else "")
             + (
                 f" (at this pace {duration_text(pace_seconds(seconds, step, total))} of training in all)"
                 if step < total
@@ -528,7 +528,7 @@ def train(
             record(step)
     model.eval()
     return SpeedrunResult(
-        model, recipe, seconds, curve, curve[-1].get("val_top1") if curve else None, amp, warmup_seconds
+        model, recipe, seconds, curve, curve[-1].get("val_accuracy") if curve else None, amp, warmup_seconds
     )
 
 
@@ -568,8 +568,8 @@ def write_run_files(
         run_dir,
         "train",
         {
-            "val_accuracies": [r.get("val_top1") for r in result.curve],
-            "best_val_accuracy": result.val_top1,
+            "val_accuracies": [r.get("val_accuracy") for r in result.curve],
+            "best_val_accuracy": result.val_accuracy,
             "best_epoch": math.ceil(recipe.epochs),  # the speedrun keeps its last weights, not a best epoch
             "epochs_run": recipe.epochs,
             "train_time": result.seconds,
@@ -597,7 +597,7 @@ def run_speedrun(
     (with ``baseline``) time the course recipe to the same validation ``target`` in the same process.
 
     Returns the JSON line of ``cifarkit speedrun``: ``recipe``, ``seconds`` (training + TTA),
-    ``val_top1``, ``test_top1``, ``epochs``, ``checkpoint``, ``curve`` and, with a baseline,
+    ``val_accuracy``, ``test_accuracy``, ``epochs``, ``checkpoint``, ``curve`` and, with a baseline,
     ``baseline_seconds`` and ``speedup``. The run folder gets config.json, train.json, test.json and best.pt.
     """
 
@@ -618,10 +618,10 @@ def run_speedrun(
         f"speedrun recipe {recipe.name} on {spec}: {len(train_split)} train / {len(val)} val / {len(ds.test)} test images, {dev}"
     )
     result = train(recipe, train_split, ds.mean, ds.std, ds.num_classes, dev, val=val, seed=seed, amp=amp, log=log)
-    test_top1, tta_seconds = evaluate_with_tta(result, ds.test, ds.mean, ds.std, dev)
+    test_accuracy, tta_seconds = evaluate_with_tta(result, ds.test, ds.mean, ds.std, dev)
     # the curve's last point already is the plain validation top-1; only TTA needs another pass
     val_tta = (
-        result.val_top1
+        result.val_accuracy
         if recipe.tta == "none"
         else accuracy(result.model, val, Normalizer(ds.mean, ds.std, dev, channels_last=True), recipe.tta, result.amp)
     )
@@ -641,8 +641,8 @@ def run_speedrun(
         "warmup_seconds": result.warmup_seconds,  # before the clock started: first-call costs, not training
         "tta": recipe.tta,
         "amp": result.amp,
-        "val_top1": val_tta,
-        "test_top1": test_top1,
+        "val_accuracy": val_tta,
+        "test_accuracy": test_accuracy,
         "epochs": recipe.epochs,
         "target": target,
         "reached_target": val_tta >= target,  # a target is met on validation; test only reports
@@ -654,11 +654,17 @@ def run_speedrun(
         summary.update(base)
         summary["speedup"] = base["baseline_seconds"] / summary["seconds"] if base["baseline_seconds"] else None
     env = {**env_info(dev), "train_images": len(train_split), "val_images": len(val)}
-    test = {"accuracy": test_top1, "tta": recipe.tta, "testing time": tta_seconds, "split": "test", "n": len(ds.test)}
+    test = {
+        "accuracy": test_accuracy,
+        "tta": recipe.tta,
+        "testing time": tta_seconds,
+        "split": "test",
+        "n": len(ds.test),
+    }
     write_run_files(run_dir, recipe, spec, seed, val_fraction, result, env, test)
     write_json(run_dir / "speedrun.json", summary)
     log(
-        f"{recipe.name}: test top-1 {test_top1:.4f} (TTA {recipe.tta}) in {summary['seconds']:.1f} s "
+        f"{recipe.name}: test top-1 {test_accuracy:.4f} (TTA {recipe.tta}) in {summary['seconds']:.1f} s "
         f"(training {result.seconds:.1f} s + TTA {tta_seconds:.1f} s); run folder {run_dir}"
     )
     if baseline:
