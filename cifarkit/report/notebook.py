@@ -66,22 +66,23 @@ PROFILES = {
     ),
     # meaningful numbers on a laptop CPU, the whole series in one sitting (issue 31: at most 30 min of notebooks
     # on a 2-core AVX2 CPU; it took 63 min with 12 EX-1 epochs, 10,000 x 4 for 02, 20,000 x 5 for 03, and
-    # 10 course epochs and a 15,000-image ablation in 07, which also retrained 01's run to time it)
+    # 10 course epochs and a 15,000-image ablation in 07, which also retrained 01's run to time it; 36 min with
+    # 8 epochs, 4,000 x 3, 10,000 x 4, 6 course epochs and 10,000 images)
     "quick": Profile(
         "quick",
-        epochs=8,
+        epochs=7,
         train_images=None,
         test_images=None,
-        big_model_train_images=4_000,
+        big_model_train_images=3_000,
         big_model_epochs=3,
-        ablation_train_images=10_000,
-        ablation_epochs=4,
+        ablation_train_images=7_000,
+        ablation_epochs=3,
         ablation_hidden_units=32,
         ablation_seeds=2,
         tta_test_images=None,
         speedrun_recipe="speedrun",
-        speedrun_ablation_train_images=10_000,
-        course_epochs=6,
+        speedrun_ablation_train_images=6_000,
+        course_epochs=5,
     ),
     # the course's settings: for a GPU
     "full": Profile(
