@@ -6,9 +6,11 @@ import contextlib
 import hashlib
 import os
 import pickle
+import shutil
 import tarfile
 import urllib.error
 import warnings
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +21,7 @@ import torch
 
 from cifarkit.config import DATASET_HELP
 from cifarkit.errors import DataError, OutputError, printable, short_list
-from cifarkit.runs import ensure_dir, save_blob
+from cifarkit.runs import ensure_dir, remove_temporaries, save_blob
 
 CIFAR10_CLASSES = (
     "airplane",
@@ -264,20 +266,42 @@ def ensure_cifar(name: str, data_dir: Path, download: bool = True) -> Path:
         download_archive(archive, data_dir)
     elif not check_integrity(tar_path, archive.md5):
         raise DataError(f"{tar_path} is corrupt (checksum mismatch); delete it and download {archive.url} again")
+    for stale in data_dir.glob(f".extract-{archive.folder}-*"):  # a staging folder a killed run left behind
+        shutil.rmtree(stale, ignore_errors=True)
+    stage = data_dir / f".extract-{archive.folder}-{os.getpid()}"  # moved into place whole, never left partial
     try:  # not torchvision's extract_archive: it extracts without tarfile's "data" filter
         with tarfile.open(tar_path, "r:gz") as tar:
+            check_members(tar)
             try:
-                tar.extractall(data_dir, filter="data")  # refuses absolute paths and links out of data_dir
+                tar.extractall(stage, filter="data")  # refuses absolute paths and links out of the folder
             except TypeError:  # Python < 3.10.12 has no extraction filters; the checksum vouches for the archive
-                tar.extractall(data_dir)
+                tar.extractall(stage)
+        if not (stage / archive.folder / archive.meta_file).is_file():
+            raise DataError(f"{tar_path} did not contain {archive.folder}/{archive.meta_file}; the right archive?")
+        shutil.rmtree(folder, ignore_errors=True)  # an incomplete folder from before (no meta file): replaced
+        os.replace(stage / archive.folder, folder)
+    except (tarfile.TarError, EOFError, zlib.error) as exc:  # a member outside the folder, a link out, a short file
+        why = f"{exc.__class__.__name__}: {printable(exc)}"
+        raise DataError(f"{tar_path} is not a usable CIFAR archive ({why}); get the official one") from None
     except OSError as exc:
         raise DataError(
             f"cannot extract {tar_path} into {data_dir} ({exc.strerror or exc}); free space or set --data-dir "
             "or CIFARKIT_DATA to a writable folder"
         ) from None
-    if not (folder / archive.meta_file).is_file():
-        raise DataError(f"{tar_path} did not contain {archive.folder}/{archive.meta_file}; is it the right archive?")
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return folder
+
+
+# the largest file of either official archive is CIFAR-100's train (about 155 MB), both unpack to under 200 MB
+MAX_MEMBER_BYTES, MAX_ARCHIVE_BYTES = 200 * 2**20, 400 * 2**20
+
+
+def check_members(tar: tarfile.TarFile) -> None:
+    """Refuse, before anything is written, an archive that unpacks to more than a CIFAR one (a zip bomb)."""
+    sizes = [m.size for m in tar.getmembers()]
+    if max(sizes, default=0) > MAX_MEMBER_BYTES or sum(sizes) > MAX_ARCHIVE_BYTES:
+        raise tarfile.TarError(f"it unpacks to {sum(sizes) / 2**20:,.0f} MB, more than a CIFAR archive holds")
 
 
 class CifarUnpickler(pickle.Unpickler):
@@ -464,9 +488,12 @@ def read_image_folder(
     if cache is not None and cache.is_file():
         try:
             blob = torch.load(cache, weights_only=True)
-            return list(blob["classes"]), Split(blob["images"], blob["labels"])
+            split = Split(blob["images"], blob["labels"])
+            if tuple(split.images.shape) != (len(items), 3, size, size) or list(blob["classes"]) != list(classes):
+                raise DataError("the cache does not hold this folder's images")
+            return list(blob["classes"]), split
         except Exception:
-            cache.unlink(missing_ok=True)  # a stale or partial cache is rebuilt, never trusted
+            cache.unlink(missing_ok=True)  # a corrupt, truncated or stale cache is rebuilt, never trusted
     images = np.empty((len(items), 3, size, size), dtype=np.uint8)
     listed = enumerate(items)
     if progress:  # the first load of a large folder takes a minute on a small CPU; later ones read the cache
@@ -477,6 +504,7 @@ def read_image_folder(
         images[i] = decode_image(path, size)
     split = Split(torch.from_numpy(images), torch.tensor([label for _, label in items], dtype=torch.long))
     if cache is not None:
+        remove_temporaries(cache.parent, older_than=3600)  # of cache writes a kill -9 cut short (they take seconds)
         blob = {"classes": classes, "images": split.images, "labels": split.labels}
         try:
             save_blob(cache, blob)

@@ -58,6 +58,8 @@ def os_error_line(exc: OSError) -> str:
         return f"disk full while writing {where}; free some space and run the command again"
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return f"cannot write {where} ({reason}); choose a writable folder (e.g. --out)"
+    if exc.errno == errno.EFBIG:
+        return f"{where}: file too large for this process's file-size limit (ulimit -f); raise the limit and run again"
     if exc.errno == errno.ENOTDIR:
         return f"{where}: part of this path is a regular file, not a folder; choose another path"
     if exc.errno == errno.ENOENT:

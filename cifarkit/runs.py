@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
 import os
 import re
 import shutil
+import time
 import uuid
 import warnings
 from collections.abc import Callable
@@ -65,6 +67,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_temporaries(folder: str | os.PathLike, older_than: float = 0.0) -> list[Path]:
+    """Remove the temporary files :func:`atomic_write` leaves when its process is killed mid-write (``kill -9``
+    gives it no chance to clean up): the ones in ``folder`` last written more than ``older_than`` seconds ago.
+    Call it where no live writer can be using them (a locked run folder), or with an age no write lasts."""
+    now, gone = time.time(), []
+    for tmp in Path(folder).glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            if tmp.is_file() and now - tmp.stat().st_mtime >= older_than:
+                tmp.unlink()
+                gone.append(tmp)
+    return gone
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -199,7 +214,7 @@ def read_run(run_dir: str | os.PathLike) -> RunFiles:
 
 class RunLock:
     """An OS lock on a run folder itself (no lock file is left behind), released by :meth:`close` or when the
-    process ends, however it ends."""
+    process ends, however it ends. Taking it removes the temporary files a killed writer left in the folder."""
 
     def __init__(self, run_dir: Path) -> None:
         self.fd: int | None = None
@@ -216,6 +231,7 @@ class RunLock:
                 f"{run_dir} is being trained by another process; wait for it to end or stop it first"
             ) from None
         self.fd = fd
+        remove_temporaries(run_dir)  # with the folder locked, a temporary file in it is a dead writer's (kill -9)
 
     def close(self) -> None:
         if self.fd is not None:
@@ -261,6 +277,7 @@ def train_json(rows: list[dict], monitor: str, best_epoch: int | None) -> dict[s
         "train_time": seconds,
         "images_per_s": sum(r["images_per_s"] for r in rows) / len(rows) if rows else None,
         "data_wait_fraction": sum(r["data_wait_s"] for r in rows) / max(seconds, 1e-9),
+        "complete": False,  # until the run's end has made its reports (mark_complete)
     }
 
 
@@ -269,6 +286,25 @@ def test_json(result: dict[str, Any]) -> dict[str, Any]:
     (``accuracy``, ``top5_accuracy``, ``losses``, ``testing time``, ``precision_score``, ...): its JSON
     numbers, without the per-image ``correct`` tensor."""
     return {k: v for k, v in result.items() if k != "correct"}
+
+
+def mark_complete(run_dir: Path, tested: bool) -> None:
+    """Record in train.json (``complete``, and ``tested``: whether it wrote a test.json) that everything a run
+    makes at its end was made: test.json, the callbacks' figures and events. Written last, so a run killed
+    anywhere before it is finished on resume."""
+    summary = read_run_file(Path(run_dir) / "train.json")
+    if summary:
+        write_run_file(run_dir, "train", {**summary, "complete": True, "tested": tested})
+
+
+def run_complete(run_dir: Path) -> bool:
+    """Whether a run made everything its end makes (:func:`mark_complete`) and its test.json is still there
+    when it wrote one; a run from before that mark counts when its train.json and test.json are there."""
+    train = read_run_file(Path(run_dir) / "train.json")
+    tested = (Path(run_dir) / "test.json").is_file()
+    if "complete" in train:
+        return bool(train["complete"]) and (tested or not train.get("tested", True))
+    return bool(train) and tested
 
 
 def write_train_json(run_dir: Path, rows: list[dict], monitor: str, best_epoch: int | None) -> dict[str, Any]:
@@ -339,20 +375,37 @@ def save_checkpoint(
 def save_blob(path: str | os.PathLike, blob: dict[str, Any]) -> Path:
     """``torch.save`` a dict atomically (see :func:`atomic_write`): checkpoints, variants, dataset caches.
 
-    torch reports a failed write (a full disk) as a RuntimeError from its zip writer; it is raised here as
-    the OSError it is, so every command reports it in one line like any other write error."""
+    torch reports a failed write (a full disk, a file-size limit) as a RuntimeError from its zip writer; it is
+    raised here as the OSError it is (:func:`write_failure_errno`), so every command reports it in one line
+    like any other write error."""
 
     def save(tmp: Path) -> None:
         try:
             torch.save(blob, tmp)
-        except RuntimeError as exc:
-            if "inline_container" not in str(exc) and "write" not in str(exc).lower():
+        except RuntimeError as exc:  # a full disk reads "unexpected pos" or, at the end, "iostream error"
+            if not any(word in str(exc).lower() for word in ("inline_container", "write", "iostream")):
                 raise
-            free = shutil.disk_usage(tmp.parent).free
-            code = errno.ENOSPC if free < 64 * 2**20 else errno.EIO
+            code = write_failure_errno(tmp)
             raise OSError(code, os.strerror(code), str(path)) from None
 
     return atomic_write(path, save)
+
+
+def write_failure_errno(tmp: Path) -> int:
+    """Which error a write that torch reports only as "unexpected pos" met: the process's file-size limit
+    (EFBIG, "File too large") when the file reached ``RLIMIT_FSIZE``, a full disk (ENOSPC) when its filesystem
+    has under 64 MiB free, else an input/output error (EIO)."""
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        limited = limit != resource.RLIM_INFINITY
+    except (ImportError, OSError, ValueError):  # Windows has no resource limits
+        limit, limited = 0, False
+    size = tmp.stat().st_size if tmp.exists() else 0
+    if limited and size >= limit - 2**16:
+        return errno.EFBIG
+    return errno.ENOSPC if shutil.disk_usage(tmp.parent).free < 64 * 2**20 else errno.EIO
 
 
 def load_checkpoint(path: str | os.PathLike, wanted: str = "best.pt") -> dict[str, Any]:
@@ -449,7 +502,8 @@ def check_resume(state: dict[str, Any], epochs: int, path: str | os.PathLike, wo
     The rule: a run whose learning rate follows a schedule (``onecycle``, ``cosine``) keeps the number
     of epochs it started with, because the whole schedule was laid out for that length at step 0;
     a run without a schedule may be extended. A finished (or early-stopped) run has nothing to resume,
-    unless it was stopped between its last checkpoint and its train.json/test.json: those are written.
+    unless it was stopped between its last checkpoint and the end of its reports (train.json, test.json,
+    the figures: :func:`run_complete`): those are made.
     """
     saved = state["config"]
     done = int(state["epoch"])
@@ -475,8 +529,8 @@ def check_resume(state: dict[str, Any], epochs: int, path: str | os.PathLike, wo
     stopped = saved["patience"] > 0 and t["stale"] >= saved["patience"]
     if stopped or epochs <= done:
         folder = Path(path).parent
-        if not all((folder / name).is_file() for name in ("train.json", "test.json")):
-            return True  # trained, but killed before its reports: finish it
+        if not run_complete(folder):
+            return True  # trained, but killed before its reports or figures: finish it
     if stopped:
         raise ConfigError(f"{path}: the run stopped early at epoch {done}; there is nothing to resume")
     if epochs <= done:

@@ -50,6 +50,7 @@ from cifarkit.runs import (
     append_jsonl,
     checkpoint_meta,
     make_run_dir,
+    mark_complete,
     resume_state,
     save_checkpoint,
     write_metrics,
@@ -603,6 +604,7 @@ def finish(run: Run, hooks: Callback, test: bool) -> None:
     if test and run.dataset.test is not None and (run.run_dir / "best.pt").is_file():
         result = evaluate_run(run.run_dir, run.dataset, run.device)
     hooks.run_end(run, result)
+    mark_complete(run.run_dir, tested=result is not None)  # last: a kill before it leaves a run resume finishes
 
 
 def diverged_message(run: Run, epoch: int, loss: float) -> str:

@@ -115,3 +115,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _few_threads():
     torch.set_num_threads(2)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A factory of real small disks: ``small_disk(kib)`` mounts a tmpfs of that size and returns its folder, so a
+    test fills a disk the way it fills (ENOSPC from the kernel, not an exception put in by hand). It needs root
+    and a kernel that lets the test mount; elsewhere the test skips and says why. Unmounted afterwards."""
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def make(kib: int) -> Path:
+        folder = tmp_path / f"disk{len(mounted)}"
+        folder.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(folder)], capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            pytest.skip(f"a real full disk needs a small tmpfs, which this machine does not let the test mount "
+                        f"({(done.stderr or 'mount failed').strip().splitlines()[0]})")  # fmt: skip
+        mounted.append(folder)
+        return folder
+
+    yield make
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)

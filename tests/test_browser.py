@@ -110,9 +110,17 @@ def lab(tmp_path_factory):
 
 
 def wait_for(driver, condition, seconds: float, what: str):
+    """Poll ``condition`` until it holds. An element the page redraws between finding and reading it (06's
+    widget replaces its image on every change) raises StaleElementReferenceException: that is the redraw
+    being waited for, so the condition is read again, never failed on."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        value = condition(driver)
+        try:
+            value = condition(driver)
+        except StaleElementReferenceException:
+            value = None
         if value:
             return value
         time.sleep(0.5)
@@ -233,3 +241,19 @@ def test_a_mistake_in_the_parameters_is_a_short_message(lab):
     (error,) = errors(state)
     assert error["ename"] == "DataError" and len(error["traceback"]) <= 3, error
     assert "unknown dataset 'no-such-dataset'" in error["traceback"][0]
+
+
+def test_a_wait_survives_the_redraws_it_waits_for():
+    """06's empty-selection check read an image the widget had just redrawn away, and the test failed with
+    StaleElementReferenceException on one fresh clone: the wait now reads the page again."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    answers = iter([StaleElementReferenceException("the widget redrew it"), None, "the new image"])
+
+    def condition(driver):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert wait_for(None, condition, 30, "a redrawn image") == "the new image"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import tarfile
 
 import numpy as np
@@ -320,3 +321,133 @@ def test_near_duplicate_pairs_are_titled_with_their_classes():
     assert images.shape == (2, 3, 32, 32)
     train_class, test_class = ds.classes[int(ds.train.labels[0])], ds.classes[int(ds.test.labels[5])]
     assert titles == [f"train #0\n{train_class}", f"test #5\n{test_class}, RMS 3.5"]
+
+
+def test_a_disk_that_fills_while_extracting_leaves_no_partial_folder(small_disk, monkeypatch):
+    """The archive is one line when the disk fills, but the partial cifar-10-batches-py/ stayed, and the next
+    run trusted it (its meta file is extracted first). A real 4 MiB disk fills while 18 MB are extracted."""
+    import pickle
+
+    disk = small_disk(4096)
+    src = disk.parent / "src" / "cifar-10-batches-py"
+    src.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:  # zeros: a tiny archive, large batches
+        batch = {b"data": np.zeros((1000, 3072), dtype=np.uint8), b"labels": [i % 10 for i in range(1000)]}
+        (src / name).write_bytes(pickle.dumps(batch))
+    (src / "batches.meta").write_bytes(pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]}))
+    tar_path = disk / "cifar-10-python.tar.gz"
+    with tarfile.open(tar_path, "w:gz") as tar:
+        tar.add(src / "batches.meta", arcname="cifar-10-batches-py/batches.meta")  # first, as in the real archive
+        tar.add(src, arcname="cifar-10-batches-py")
+    md5 = hashlib.md5(tar_path.read_bytes()).hexdigest()
+    monkeypatch.setitem(
+        data.CIFAR_ARCHIVES, "cifar10", data.CifarArchive(**{**data.CIFAR_ARCHIVES["cifar10"].__dict__, "md5": md5})
+    )
+    for _ in range(2):  # the second run must not trust what the first one left
+        with pytest.raises(DataError, match="cannot extract .*No space left on device.*free space") as err:
+            load_dataset("cifar10", disk, download=False)
+        assert "\n" not in str(err.value)
+        assert sorted(p.name for p in disk.iterdir()) == ["cifar-10-python.tar.gz"]  # nothing partial left
+
+
+def test_a_corrupt_truncated_or_foreign_folder_cache_is_rebuilt(data_dir, tmp_path):
+    """A cache a kill cut short, a damaged one, or one holding another folder's images is never half-used:
+    the folder is decoded again and the cache rewritten; a write's leftover temporary file goes too."""
+    root = write_image_folder(tmp_path / "f", num_classes=3, train=5, test=2)
+    first = load_dataset(f"folder:{root}", data_dir)
+    (cache,) = sorted((data_dir / "cache").glob("folder-train-*.pt"))
+    whole = cache.read_bytes()
+    stale = cache.parent / f".{cache.name}.deadbeef.tmp"  # what a kill -9 in the middle of a cache write leaves
+    stale.write_bytes(whole[:100])
+    os.utime(stale, (0, 0))  # from long ago
+    damaged = {
+        "truncated": whole[: len(whole) // 2],
+        "garbage": b"\x00" * 64,
+        "foreign": None,  # a valid cache file with other images under this folder's name
+    }
+    for how, content in damaged.items():
+        if content is None:
+            torch.save({"classes": ["a", "b"], "images": torch.zeros(2, 3, 32, 32, dtype=torch.uint8),
+                        "labels": torch.tensor([0, 1])}, cache)  # fmt: skip
+        else:
+            cache.write_bytes(content)
+        again = load_dataset(f"folder:{root}", data_dir)
+        assert torch.equal(again.train.images, first.train.images) and again.classes == first.classes, how
+        assert torch.load(cache, weights_only=True)["images"].shape == first.train.images.shape, how  # rewritten
+    assert not stale.exists()
+
+
+def test_official_batches_pickled_by_numpy_1_load(data_dir):
+    """The official CIFAR files were pickled by Python 2 and NumPy 1, whose arrays name
+    numpy.core.multiarray._reconstruct; NumPy 2 writes numpy._core. The restricted unpickler allows both."""
+    import pickle
+
+    folder = data_dir / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (10, 3072), dtype=np.uint8), b"labels": list(range(10))}
+        raw = pickle.dumps(batch, protocol=2)
+        assert b"numpy._core.multiarray" in raw or b"numpy.core.multiarray" in raw
+        (folder / name).write_bytes(raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    meta = pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]}, protocol=2)
+    (folder / "batches.meta").write_bytes(meta)
+    assert b"numpy._core" not in (folder / "data_batch_1").read_bytes()  # NumPy 1's path only
+    ds = load_dataset("cifar10", data_dir, download=False)
+    assert len(ds.train) == 50 and ds.train.images.dtype == torch.uint8 and len(ds.test) == 10
+
+
+def hostile_archive(data_dir, monkeypatch, add) -> None:
+    """cifar-10-python.tar.gz with the batches and whatever ``add(tar)`` puts in, its checksum made to match
+    (only a crafted archive that passed the checksum could reach extraction)."""
+    import io
+
+    src = write_cifar10_batches(data_dir.parent / "hostile-src")
+    tar_path = data_dir / "cifar-10-python.tar.gz"
+    with tarfile.open(tar_path, "w:gz") as tar:
+        tar.add(src, arcname="cifar-10-batches-py")
+        add(tar, io)
+    md5 = hashlib.md5(tar_path.read_bytes()).hexdigest()
+    monkeypatch.setitem(
+        data.CIFAR_ARCHIVES, "cifar10", data.CifarArchive(**{**data.CIFAR_ARCHIVES["cifar10"].__dict__, "md5": md5})
+    )
+
+
+def traversal(tar, io):
+    info = tarfile.TarInfo("cifar-10-batches-py/../../escaped.txt")
+    info.size = 5
+    tar.addfile(info, io.BytesIO(b"owned"))
+
+
+def link_out(tar, io):
+    info = tarfile.TarInfo("cifar-10-batches-py/passwd")
+    info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    tar.addfile(info)
+
+
+def oversized(tar, io):
+    class Zeros(io.RawIOBase):  # 300 MB of zeros, streamed: the archive stays a few hundred kB
+        left = 300 * 2**20
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            n = min(len(buffer), self.left)
+            buffer[:n] = bytes(n)
+            self.left -= n
+            return n
+
+    info = tarfile.TarInfo("cifar-10-batches-py/huge")
+    info.size = Zeros.left
+    tar.addfile(info, io.BufferedReader(Zeros()))
+
+
+@pytest.mark.parametrize("add", [traversal, link_out, oversized], ids=["traversal", "symlink", "oversized"])
+def test_a_hostile_cifar_archive_is_one_line_and_writes_nothing(data_dir, monkeypatch, add):
+    hostile_archive(data_dir, monkeypatch, add)
+    with pytest.raises(DataError, match="cifar-10-python.tar.gz") as err:
+        load_dataset("cifar10", data_dir, download=False)
+    assert "\n" not in str(err.value)
+    assert sorted(p.name for p in data_dir.iterdir()) == ["cifar-10-python.tar.gz"]  # no partial folder
+    assert not (data_dir.parent / "escaped.txt").exists() and not (data_dir / "escaped.txt").exists()

@@ -71,6 +71,8 @@ def test_without_torchrun_variables_it_is_one_process():
         ({**FULL_ENV, "MASTER_PORT": ""}, "MASTER_PORT not"),
         ({**FULL_ENV, "RANK": "one"}, "must be integers"),
         ({**FULL_ENV, "RANK": "2"}, "RANK=2 is outside WORLD_SIZE=2"),
+        ({**FULL_ENV, "MASTER_PORT": "99999"}, "MASTER_PORT='99999' is not a port"),  # was a traceback
+        ({**FULL_ENV, "MASTER_PORT": "http"}, "MASTER_PORT='http' is not a port"),
     ],
 )
 def test_incomplete_rendezvous_variables_are_named(env, needle):

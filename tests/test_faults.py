@@ -58,7 +58,11 @@ def perf_log(tmp_path: Path) -> Path:
 
 
 def enospc_after_partial_write(real, when=lambda path: True):
-    """Wrap a writer ``real(obj, path, ...)`` so that it writes a few bytes to ``path`` and fails like a full disk."""
+    """Wrap a writer ``real(obj, path, ...)`` so that it writes a few bytes to ``path`` and fails like a full disk.
+
+    A fake, used where a real full disk cannot be made for one writer alone (matplotlib's and PIL's file
+    writes): it raises what those writers really raise on a full disk, Python's ``OSError(ENOSPC)``. A
+    checkpoint's full disk is real (``small_disk``), since torch raises something else there."""
 
     def writer(obj, path, *args, **kwargs):
         if not when(Path(path)):
@@ -103,23 +107,22 @@ def test_plot_perf_and_montage_refuse_an_output_under_a_file(cli, a_file, perf_l
     one_line(*cli("montage", pngs, "--out", pngs)[::2], EXIT_USAGE, "is a folder")
 
 
-def test_full_disk_during_training_keeps_the_previous_checkpoint_and_no_temporary(cli, tmp_path, monkeypatch):
-    import cifarkit.runs
-
-    saves = []
-
-    def second_last_pt(path: Path) -> bool:
-        saves.append(path.name)
-        return ".last.pt." in path.name and sum(".last.pt." in s for s in saves) == 2
-
-    monkeypatch.setattr(cifarkit.runs.torch, "save", enospc_after_partial_write(torch.save, second_last_pt))
-    code, out, err = cli("train", *SMALL, "--epochs", "3", "--out", tmp_path)
-    one_line(code, err, EXIT_FAILED, "disk full while writing", ".last.pt.")
-    (run,) = tmp_path.iterdir()
-    no_temporaries(run)
+def test_full_disk_during_training_keeps_the_previous_checkpoint_and_no_temporary(cli, tmp_path, small_disk):
+    """A real full disk (a tmpfs sized to hold epoch 1's checkpoints and not epoch 2's): torch's zip writer
+    fails with "unexpected pos" as it does on a full disk, the command says "disk full" in one line, and
+    last.pt of epoch 1 is intact, with no temporary file left."""
     from cifarkit.runs import load_checkpoint
 
-    assert load_checkpoint(run / "last.pt")["epoch"] == 1  # the epoch-2 write failed; epoch 1 is intact
+    code, out, err = cli("train", *SMALL, "--epochs", "1", "--out", tmp_path / "sizes")
+    assert code == 0, err
+    (sizes,) = (tmp_path / "sizes").iterdir()
+    best, last = (sizes / "best.pt").stat().st_size, (sizes / "last.pt").stat().st_size
+    disk = small_disk((best + last + 96 * 1024 + best + last // 2) // 1024)  # epoch 2's last.pt cannot fit
+    code, out, err = cli("train", *SMALL, "--epochs", "3", "--out", disk)
+    one_line(code, err, EXIT_FAILED, "disk full while writing", ".pt")
+    (run,) = disk.iterdir()
+    no_temporaries(run)
+    assert load_checkpoint(run / "last.pt", "last.pt")["epoch"] == 1  # the epoch-2 write failed; epoch 1 is intact
 
 
 def test_full_disk_leaves_no_empty_or_partial_figure(cli, perf_log, tmp_path, monkeypatch):
@@ -514,3 +517,33 @@ def test_a_full_disk_during_the_series_is_one_line_and_keeps_series_json(cli, tm
     one_line(code, err, EXIT_FAILED, "disk full")
     assert (report / "series.json").read_text() == before
     no_temporaries(report)
+
+
+def test_a_file_size_limit_while_saving_is_named_as_such(tmp_path):
+    """A real RLIMIT_FSIZE (ulimit -f) stops the checkpoint write: torch reports it only as "unexpected pos",
+    and cifarkit called it an input/output error. Now the line names the file-size limit."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100 * 1024, 100 * 1024))  # an EX-1 checkpoint is bigger
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "cifarkit",
+        "train",
+        *SMALL,
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    one_line(done.returncode, done.stderr, EXIT_FAILED, "file too large", "file-size limit", ".pt")
+    assert "Input/output error" not in done.stderr
+    (run,) = tmp_path.iterdir()
+    no_temporaries(run)

@@ -3,6 +3,7 @@ count an image twice, and every such case answers in one line."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from contextlib import contextmanager
@@ -95,6 +96,28 @@ def test_a_rank_without_its_rank_0_stops_in_one_line(tmp_path, addr, needle):
     cmd = [sys.executable, "-m", "cifarkit", "train", *SMALL, "--device", "cpu", "--out", str(tmp_path / "runs")]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     one_line(done.returncode, done.stderr, 1, needle, "rank 1")
+
+
+def test_rank_0_with_an_address_that_does_not_resolve_stops_at_once_in_one_line(tmp_path):
+    """Rank 0 never checked MASTER_ADDR: it waited the whole rendezvous timeout, then printed 48 lines of c10d's
+    warnings and C++ stacks before its own. Now every rank checks it first (the timeout here is 120 s: the
+    old code would end on its 'could not join' line, long after)."""
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "RANK": "0",
+        "WORLD_SIZE": "2",
+        "LOCAL_RANK": "0",
+        "LOCAL_WORLD_SIZE": "1",
+        "MASTER_ADDR": "no-such-host.invalid",
+        "MASTER_PORT": "29511",
+        "CIFARKIT_RENDEZVOUS_TIMEOUT": "120",
+    }
+    cmd = [sys.executable, "-m", "cifarkit", "train", *SMALL, "--device", "cpu", "--out", str(tmp_path / "runs")]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    one_line(done.returncode, done.stderr, 1, "MASTER_ADDR=no-such-host.invalid does not resolve", "rank 0")
 
 
 def test_two_trainers_never_write_one_run_folder(tmp_path, cli):
@@ -356,3 +379,68 @@ def test_a_dataset_folder_that_is_a_file_says_so(cli, tmp_path):
     (tmp_path / "data.json").write_text("{}")
     code, _, err = cli("train", "--dataset", f"folder:{tmp_path / 'data.json'}", "--out", tmp_path)
     one_line(code, err, 2, "is a file, not a folder")
+
+
+KILL_AT = """
+import os, signal, sys
+from cifarkit import runs, train
+from cifarkit.report import figures
+from cifarkit.cli import main
+
+moment, calls = sys.argv[1], []
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)  # a real kill -9: no handler, no cleanup runs
+
+if moment == "mid-save":  # half-way through writing epoch 2's last.pt: a partial temporary file stays
+    real_save = runs.torch.save
+    def save(obj, path, *a, **k):
+        calls.append(path)
+        if ".last.pt." in str(path) and sum(".last.pt." in str(p) for p in calls) == 2:
+            with open(path, "wb") as f:
+                f.write(b"PK\\x03\\x04" + bytes(4096))
+            die()
+        return real_save(obj, path, *a, **k)
+    runs.torch.save = save
+elif moment == "after-epoch":  # epoch 2's metrics line is written, its checkpoint is not
+    real_append = train.append_jsonl
+    def append(path, row):
+        real_append(path, row)
+        if str(path).endswith("metrics.jsonl") and row.get("epoch") == 2:
+            die()
+    train.append_jsonl = append
+else:  # "before-figures": after test.json, before the test figures
+    figures.write_test_figures = lambda *a, **k: die()
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("moment", ["mid-save", "after-epoch", "before-figures"])
+def test_a_run_killed_at_any_moment_is_finished_by_resume(tmp_path, cli, moment):
+    """A real SIGKILL of a single `train`, at three moments: in the middle of writing last.pt, between an
+    epoch's metrics and its checkpoint, and after test.json but before the figures (a resume then refused:
+    "has already trained 2 epoch(s)", so the figures could never be made). Each time `--resume` finishes the
+    run, with every epoch, figure and report, and no temporary file left behind."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "runs"
+    args = ["train", *SMALL, "--epochs", "3", "--scheduler", "none", "--device", "cpu", "--out", str(out)]
+    done = subprocess.run([sys.executable, "-c", KILL_AT, moment, *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    (run,) = [p.parent for p in out.glob("*/config.json")]
+    if moment == "mid-save":
+        assert list(run.glob(".last.pt.*.tmp"))  # what the kill left: a partial temporary checkpoint
+    if moment == "before-figures":
+        assert (run / "test.json").is_file() and not (run / "figures" / "confusion_matrix.png").exists()
+        assert json.loads((run / "train.json").read_text())["complete"] is False
+    code, _, err = cli("train", "--resume", run / "last.pt")
+    assert code == 0, err
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert (run / "figures" / "confusion_matrix.png").is_file() and (
+        run / "figures" / "per_class_accuracy.png"
+    ).is_file()
+    assert json.loads((run / "train.json").read_text())["complete"] is True and (run / "test.json").is_file()
+    assert not [p.name for p in run.rglob("*.tmp")]  # nothing half-written left behind
+    code, _, err = cli("train", "--resume", run / "last.pt")  # now whole: nothing to resume
+    one_line(code, err, 2, "nothing to resume")

@@ -80,6 +80,11 @@ def test_loader_train_epochs_reshuffle_and_normalise():
     assert not torch.equal(epoch1, epoch2)
     x, _ = next(iter(loader))
     assert x.shape == (32, 3, 32, 32) and x.dtype == torch.float32
+    # normalised: (pixel / 255 - 0.5) / 0.25, so uint8 0..255 lands in [-2, 2]; an unaugmented batch shows it exactly
+    plain = DeviceLoader(split, 32, norm)
+    x, _ = next(iter(plain))
+    assert torch.allclose(x, (images[:32].float() / 255 - 0.5) / 0.25, atol=1e-6)
+    assert -2.0 <= float(x.min()) and float(x.max()) <= 2.0
 
 
 def test_eval_loader_is_ordered_unaugmented_and_resizes():

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cifarkit.data import decode_image
@@ -78,6 +79,21 @@ def test_predict_every_format_json(ckpt, images, cli):
 def test_predict_tta_modes_text(ckpt, images, cli, mode):
     code, out, _ = cli("predict", images / "a.png", images / "i_large.jpg", "--checkpoint", ckpt, "--tta", mode)
     assert code == 0 and len(out.strip().splitlines()) == 2 and "class_" in out
+    # the mode was applied: the probabilities are that mode's, not plain inference's
+    from cifarkit.evaluate import tta_views
+    from cifarkit.predict import Predictor
+
+    predictor = Predictor.from_checkpoint(ckpt, "cpu")
+    files = [images / "a.png", images / "i_large.jpg"]
+    code, out, _ = cli("predict", *files, "--checkpoint", ckpt, "--tta", mode, "--topk", "3", "--json")
+    shown = [[e["prob"] for e in json.loads(line)["topk"]] for line in out.strip().splitlines()]
+    batch = np.stack([predictor.to_uint8(f) for f in files])
+    expected = predictor.probabilities(batch, mode).sort(dim=1, descending=True).values[:, :3]
+    assert all(row == pytest.approx(want, abs=1e-6) for row, want in zip(shown, expected.tolist(), strict=True))
+    if mode != "none":
+        assert len(tta_views(torch.zeros(1, 3, 32, 32), mode)) > 1
+        plain = predictor.probabilities(batch, "none").sort(dim=1, descending=True).values[:, :3]
+        assert not torch.allclose(expected, plain, atol=1e-6)  # random images: every mode moves them
 
 
 def test_bad_files_do_not_stop_the_others(ckpt, images, cli, tmp_path):

@@ -257,7 +257,7 @@ def test_race_and_ablation_commentary_quote_the_numbers():
     }
     assert rep.time_to(curves["slow"], 0.7) == 200.0 and rep.time_to(curves["never"], 0.7) is None
     text = rep.describe_race(curves, 0.7)
-    assert "**200.0 s**" in text and "not reached in 2 epochs (peak 50.0%) after 50.0 s" in text
+    assert "**200.0 s**" in text and "**never** did not reach 70.0% in 2 epochs (peak 50.0%) after 50.0 s" in text
     assert "10.0x sooner" in text and "edge" not in text  # without a validation size, no edge is judged
     assert text.finding == (
         "**fast** reached 70.0% validation top-1 10.0x sooner than **slow** on this machine (training time only; "

@@ -131,3 +131,42 @@ def test_a_read_only_tensorboard_folder_on_resume_warns_and_the_run_finishes(tmp
         fit(cfg, resume=run / "last.pt", log=lambda s: None, callbacks=run_callbacks())
     assert [r for r in (run / "metrics.jsonl").read_text().splitlines() if r][-1].startswith('{"epoch": 3')
     assert (run / "test.json").is_file()
+
+
+WRITE_EPOCHS = """
+import sys, warnings
+from pathlib import Path
+from cifarkit.cli import one_line_warning
+from cifarkit.tools.tensorboard import TensorBoardLog
+warnings.showwarning = one_line_warning
+log = TensorBoardLog(Path(sys.argv[1]))
+for epoch in range(1, 2001):
+    log.epoch({"epoch": epoch, "train_loss": 0.5, "val_loss": 0.4, "train_accuracy": 0.8, "val_accuracy": 0.7})
+log.close()
+print("training went on")
+"""
+
+
+def test_a_file_size_limit_in_tensorboards_writer_thread_is_one_warning(tmp_path):
+    """Event files are written by TensorBoard's background thread: a real file-size limit (RLIMIT_FSIZE, which
+    Python meets as EFBIG, 'File too large') failed there and printed 'Exception in thread ...' with a
+    traceback beside, or instead of, the one warning line the README promises."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))  # the event file outgrows it after some epochs
+
+    done = subprocess.run(
+        [sys.executable, "-c", WRITE_EPOCHS, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit,
+    )
+    assert done.returncode == 0 and "training went on" in done.stdout, done.stderr
+    assert "Exception in thread" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "TensorBoard events off" in lines[0] and "File too large" in lines[0], done.stderr
+    assert max(p.stat().st_size for p in (tmp_path / "tensorboard").iterdir()) <= 8192  # the limit was real

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import torch
@@ -262,15 +261,21 @@ def test_data_wait_is_the_time_spent_producing_batches(monkeypatch):
     assert stats.images == len(loader) * 64  # full batches: the training loader drops the ragged last one
 
 
-def test_interval_timer_sums_wall_time_on_cpu():
+def test_interval_timer_sums_wall_time_on_cpu(monkeypatch):
+    """On the CPU the timer sums wall-clock intervals; a clock the test moves makes that exact on a busy machine
+    (a real sleep can overshoot by any amount there)."""
+    import cifarkit.device
     from cifarkit.device import IntervalTimer
 
+    now = [100.0]
+    monkeypatch.setattr(cifarkit.device.time, "perf_counter", lambda: now[0])
     timer = IntervalTimer(torch.device("cpu"))
-    for _ in range(3):
+    for wait in (0.02, 0.5, 0.03):
         timer.start()
-        time.sleep(0.02)
-        assert timer.stop() >= 0.02
-    assert 0.06 <= timer.seconds() < 0.5
+        now[0] += wait
+        assert timer.stop() == pytest.approx(wait)
+        now[0] += 7.0  # time between intervals is not counted
+    assert timer.seconds() == pytest.approx(0.55)
 
 
 def test_cpu_model_names_the_family_and_model_a_virtual_cpu_hides(monkeypatch):

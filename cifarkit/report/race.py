@@ -128,7 +128,12 @@ def describe_race(curves: dict[str, Curve], target: float, n_val: int | None = N
         best = max((r["val_accuracy"] for r in c), default=float("nan"))
         t = times[name]
         if t is None:
-            when = f"{not_reached(c, target)} after {c[-1]['seconds']:.1f} s of training" if c else "has no curve"
+            missed = not_reached(c, target).removeprefix("not reached")
+            when = (
+                f"did not reach {pct(target)}{missed} after {c[-1]['seconds']:.1f} s of training"
+                if c
+                else "has no curve"
+            )
         else:
             when = f"reached {pct(target)} after **{t:.1f} s** of training"
             if name in edge:

@@ -207,6 +207,10 @@ def run_series(
                 f"--resume {resume} was started with --amp {saved.get('amp', 'auto')}; leave --amp out (or pass that)"
             )
         dataset, profile, seed, amp = saved["dataset"], saved["profile"], saved["seed"], saved.get("amp", "auto")
+        try:  # before any kernel starts: a saved profile this cifarkit does not know would fail in every notebook
+            get_profile(profile)
+        except CifarkitError as exc:
+            raise CifarkitError(f"--resume {resume}: its series.json says {exc}; start a new report instead") from None
     else:
         dataset = dataset or "cifar10"
         ensure_dir(out, "--out folder")

@@ -149,7 +149,21 @@ def launch_from_env(environ: Mapping[str, str] | None = None) -> tuple[int, int,
         raise ConfigError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers; {LAUNCH_HINT}") from None
     if not (world >= 1 and 0 <= rank < world and 0 <= local_rank < local_world):
         raise ConfigError(f"RANK={rank} is outside WORLD_SIZE={world} (LOCAL_RANK={local_rank}); {LAUNCH_HINT}")
+    port = env["MASTER_PORT"]
+    if not (port.isdigit() and 0 < int(port) < 65536):  # 99999 ended in a traceback from the store
+        raise ConfigError(
+            f"MASTER_PORT={port!r} is not a port: use a number from 1 to 65535, e.g. 29500; {LAUNCH_HINT}"
+        )
     return (rank, world, local_rank, local_world) if world > 1 else None
+
+
+def check_address(addr: str, port: int, rank: int) -> None:
+    """A one-line :class:`RankLost` at once when ``MASTER_ADDR`` does not resolve, on every rank: rank 0 used to
+    wait the whole rendezvous timeout for a store it could never serve, then print pages of c10d's logs."""
+    try:
+        socket.getaddrinfo(addr, port)
+    except (socket.gaierror, UnicodeError):
+        raise RankLost(f"rank {rank}: MASTER_ADDR={addr} does not resolve to an address; check MASTER_ADDR") from None
 
 
 RENDEZVOUS_TIMEOUT_VAR = "CIFARKIT_RENDEZVOUS_TIMEOUT"
@@ -170,10 +184,7 @@ def rendezvous_timeout(env: Mapping[str, str]) -> float:
 def wait_for_rank0(addr: str, port: int, seconds: float, rank: int) -> None:
     """Return once rank 0's rendezvous port at ``addr:port`` accepts connections; a one-line
     :class:`RankLost` when the address does not resolve or nothing answers within ``seconds``."""
-    try:
-        socket.getaddrinfo(addr, port)
-    except (socket.gaierror, UnicodeError):
-        raise RankLost(f"rank {rank}: MASTER_ADDR={addr} does not resolve to an address; check MASTER_ADDR") from None
+    check_address(addr, port, rank)
     deadline = time.monotonic() + seconds
     while True:
         try:
@@ -221,6 +232,7 @@ def setup(device_name: str = "auto", environ: Mapping[str, str] | None = None) -
         backend = "gloo"
     if not dist.is_initialized():
         wait = rendezvous_timeout(env)
+        check_address(env["MASTER_ADDR"], int(env["MASTER_PORT"]), rank)
         if rank != 0:  # in Python first: torch's own retries end in pages of C++ log lines
             wait_for_rank0(env["MASTER_ADDR"], int(env["MASTER_PORT"]), wait, rank)
         try:  # the store first, with its own timeout: a rank whose peers never come must not wait forever

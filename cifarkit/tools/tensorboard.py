@@ -8,6 +8,7 @@ telemetry, TensorBoard never stops training: if its files cannot be written, one
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,23 @@ SCALARS = {  # metrics.jsonl field -> TensorBoard tag
 }
 
 
+def quiet_writer_threads() -> None:
+    """Keep a failing event-writer thread from printing its own traceback ("Exception in thread ..." on a full
+    disk, a file-size limit or a read-only folder): the writer raises the same error again on the main thread
+    at its next write or flush, where :class:`TensorBoardLog` turns it into its one warning."""
+    previous = threading.excepthook
+    if getattr(previous, "cifarkit_quiet", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if type(args.thread).__name__ == "_AsyncWriterThread" and isinstance(args.exc_value, Exception):
+            return  # surfaced on the main thread by the writer's next call
+        previous(args)
+
+    hook.cifarkit_quiet = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+
+
 class TensorBoardLog:
     """Writes one run's events under ``run_dir/tensorboard``; steps are epochs.
 
@@ -37,6 +55,7 @@ class TensorBoardLog:
 
     def __init__(self, run_dir: Path, resumed_after: int | None = None) -> None:
         self.writer = None
+        quiet_writer_threads()
         try:
             from torch.utils.tensorboard import SummaryWriter
 
