@@ -351,11 +351,7 @@ def warm_up(
     9 s run. Returns the seconds it took (reported beside, never inside, the timed training)."""
     synchronize(device)
     t0 = clock()
-    sample = norm(train_split.images[:WHITENING_SAMPLE].to(device)).float()
-    model = build_model(recipe, num_classes, sample, device)
-    optimizer = sgd_with_bias_groups(model, recipe)
-    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    batches = DeviceLoader(train_split, recipe.batch_size, norm, train=True, augment=("flip",), seed=0)
+    model, optimizer, criterion, batches = setup(recipe, train_split, norm, num_classes, device, seed=0)
     chunk = recipe.cpu_micro_batch if device.type == "cpu" else 0
     if len(batches) == 0:
         return clock() - t0  # train() refuses this split in one line
@@ -368,6 +364,29 @@ def warm_up(
         tta_forward(model.eval(), recipe.tta)(x)
     synchronize(device)
     return clock() - t0
+
+
+def setup(
+    recipe: Recipe, train_split: Split, norm: Normalizer, num_classes: int, device: torch.device, seed: int
+) -> tuple[nn.Module, torch.optim.Optimizer, nn.Module, DeviceLoader]:
+    """The network (its whitening fixed from the training images), optimizer, loss and batches of a run of
+    ``recipe``: what :func:`train` times and :func:`warm_up` runs once untimed."""
+    sample = norm(train_split.images[:WHITENING_SAMPLE].to(device)).float()
+    model = build_model(recipe, num_classes, sample, device)
+    optimizer = sgd_with_bias_groups(model, recipe)
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    augment = ("crop", "flip") if recipe.translate else ("flip",)
+    batches = DeviceLoader(
+        train_split,
+        recipe.batch_size,
+        norm,
+        train=True,
+        augment=augment,
+        crop_padding=recipe.translate,
+        seed=seed,
+        alternating_flip=recipe.alternating_flip,
+    )
+    return model, optimizer, criterion, batches
 
 
 def scores(
@@ -454,21 +473,7 @@ def train(
     torch.manual_seed(seed)  # after the warm-up, so the timed run draws the same numbers as without one
     synchronize(device)
     t_start = clock()
-    sample = norm(train_split.images[:WHITENING_SAMPLE].to(device)).float()
-    model = build_model(recipe, num_classes, sample, device)
-    optimizer = sgd_with_bias_groups(model, recipe)
-    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    augment = ("crop", "flip") if recipe.translate else ("flip",)
-    batches = DeviceLoader(
-        train_split,
-        recipe.batch_size,
-        norm,
-        train=True,
-        augment=augment,
-        crop_padding=recipe.translate,
-        seed=seed,
-        alternating_flip=recipe.alternating_flip,
-    )
+    model, optimizer, criterion, batches = setup(recipe, train_split, norm, num_classes, device, seed)
     if len(batches) == 0:
         raise ConfigError(f"{len(train_split.labels)} training images make no batch of {recipe.batch_size}")
     total = max(1, round(recipe.epochs * len(batches)))
