@@ -131,15 +131,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def print_tta_table(rows: list[dict], args: argparse.Namespace) -> int:
     """``evaluate --tta all``: every mode on the split, as a table (and JSON with ``--json``)."""
-    print(f"{'mode':<10} {'views':>5} {'top1':>7} {'top5':>7} {'loss':>7} {'ms/img':>7} {'gain':>7}")
+    print(f"{'mode':<10} {'views':>5} {'accuracy':>8} {'top5_acc':>8} {'losses':>7} {'ms/img':>7} {'gain':>7}")
     for r in rows:
         print(
-            f"{r['mode']:<10} {r['views']:>5} {r['top1']:>7.4f} {r['top5']:>7.4f} {r['loss']:>7.4f} {r['ms_per_image']:>7.3f} {r['gain_vs_none']:>+7.4f}"
+            f"{r['mode']:<10} {r['views']:>5} {r['accuracy']:>8.4f} {r['top5_accuracy']:>8.4f} {r['losses']:>7.4f} {r['ms_per_image']:>7.3f} {r['gain_vs_none']:>+7.4f}"
         )
     if args.json:  # the plain pass's numbers at the top, as without --tta all
         plain = rows[0]  # test.json's names for the plain pass's numbers, as without --tta all
         print_json_line(
-            {"accuracy": plain["top1"], "top5_accuracy": plain["top5"], "losses": plain["loss"], "n": plain["n"]}
+            {k: plain[k] for k in ("accuracy", "top5_accuracy", "losses", "n")}
             | {"split": args.split, "modes": rows}
         )
     return 0

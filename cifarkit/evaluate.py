@@ -305,7 +305,7 @@ def compare_tta(
     average: str = "logits",
     amp: str = "off",
 ) -> list[dict]:
-    """Evaluate every mode on one loader: top-1, top-5, loss, views and milliseconds per image, and against
+    """Evaluate every mode on one loader: ``accuracy`` (top-1), ``top5_accuracy``, ``losses`` (mean cross-entropy), views and milliseconds per image, and against
     the first mode (``none``) on the same images: ``fixed`` (images it gets right that ``none`` got wrong)
     and ``broken`` (the reverse), the counts a paired test of the difference reads."""
     rows, first = [], None
@@ -317,16 +317,16 @@ def compare_tta(
             {
                 "mode": mode,
                 "views": view_count(mode),
-                "top1": r["accuracy"],
-                "top5": r["top5_accuracy"],
-                "loss": r["losses"],
+                "accuracy": r["accuracy"],
+                "top5_accuracy": r["top5_accuracy"],
+                "losses": r["losses"],
                 "ms_per_image": 1000 * r["testing time"] / r["n"],
                 "n": r["n"],
                 "fixed": fixed,
                 "broken": broken,
             }
         )
-    base = rows[0]["top1"] if rows and rows[0]["mode"] == "none" else None
+    base = rows[0]["accuracy"] if rows and rows[0]["mode"] == "none" else None
     for row in rows:
-        row["gain_vs_none"] = None if base is None else row["top1"] - base
+        row["gain_vs_none"] = None if base is None else row["accuracy"] - base
     return rows

@@ -250,10 +250,18 @@ def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     write_text(run_dir / "metrics.jsonl", "".join(map(jsonl_line, rows)))
 
 
+LEGACY_METRICS = {"val_top5": "val_top5_accuracy"}  # metrics rows of earlier versions, in checkpoints too
+
+
+def current_names(row: dict[str, Any]) -> dict[str, Any]:
+    """A metrics row under this version's names (a run started by an earlier version resumes with its rows)."""
+    return {LEGACY_METRICS.get(k, k): v for k, v in row.items()}
+
+
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """The rows of a run's metrics.jsonl (one per epoch; none when it is missing), read by :func:`read_jsonl`."""
     path = Path(run_dir) / "metrics.jsonl"
-    return read_jsonl(path) if path.is_file() else []
+    return [current_names(r) for r in read_jsonl(path)] if path.is_file() else []
 
 
 def train_json(rows: list[dict], monitor: str, best_epoch: int | None) -> dict[str, Any]:
@@ -266,10 +274,10 @@ def train_json(rows: list[dict], monitor: str, best_epoch: int | None) -> dict[s
         "val_losses": val_loss,
         "train_accuracies": [r["train_accuracy"] for r in rows],
         "val_accuracies": [r["val_accuracy"] for r in rows],
-        "val_top5_accuracies": [r["val_top5"] for r in rows],
+        "val_top5_accuracies": [r["val_top5_accuracy"] for r in rows],
         "learning_rates": [r["lr"] for r in rows],
         "best_val_accuracy": best["val_accuracy"] if best else None,
-        "best_val_top5": best["val_top5"] if best else None,
+        "best_val_top5_accuracy": best["val_top5_accuracy"] if best else None,
         "best_epoch": best_epoch,
         "monitor": monitor,
         "min_val_loss_epoch": rows[val_loss.index(min(val_loss))]["epoch"] if rows else None,

@@ -49,6 +49,7 @@ from cifarkit.runs import (
     RunLock,
     append_jsonl,
     checkpoint_meta,
+    current_names,
     make_run_dir,
     mark_complete,
     resume_state,
@@ -538,7 +539,7 @@ def epoch_row(epoch: int, stats: EpochStats, val: dict, optimizer: torch.optim.O
         "train_accuracy": stats.accuracy,
         "val_loss": val["losses"],
         "val_accuracy": val["accuracy"],
-        "val_top5": val["top5_accuracy"],
+        "val_top5_accuracy": val["top5_accuracy"],
         "lr": optimizer.param_groups[0]["lr"],
         "images_per_s": stats.images_per_s,
         "data_wait_s": stats.data_seconds,
@@ -551,7 +552,7 @@ def format_epoch(r: dict, epochs: int) -> str:
     """The one log line printed per epoch."""
     return (
         f"epoch {r['epoch']:>3}/{epochs} train_loss {r['train_loss']:.4f} train_acc {r['train_accuracy']:.4f} "
-        f"val_loss {r['val_loss']:.4f} val_acc {r['val_accuracy']:.4f} val_top5 {r['val_top5']:.4f} "
+        f"val_loss {r['val_loss']:.4f} val_acc {r['val_accuracy']:.4f} val_top5 {r['val_top5_accuracy']:.4f} "
         f"lr {r['lr']:.2e} {r['images_per_s']:.0f} img/s data_wait {r['data_wait_s']:.2f}s {r['epoch_time_s']:.1f}s"
     )
 
@@ -692,7 +693,7 @@ def restore(run: Run, state: dict[str, Any], path: Path) -> None:
         run.scaler.load_state_dict(t["scaler"])
     run.train_loader.load_state_dict(mine["loader"])
     torch.set_rng_state(mine["torch_rng"])
-    run.rows, run.best_value, run.best_epoch, run.stale = list(t["rows"]), t["best_value"], t["best_epoch"], t["stale"]
+    run.rows, run.best_value, run.best_epoch, run.stale = [current_names(r) for r in t["rows"]], t["best_value"], t["best_epoch"], t["stale"]
     # a run that trained to its end (or stopped early) and lost only its reports skips the loop
     run.start_epoch = run.cfg.epochs + 1 if state["finish_only"] else int(state["epoch"]) + 1
     run.run_dir = path.resolve().parent

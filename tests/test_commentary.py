@@ -141,7 +141,7 @@ def test_the_step_kept_is_the_best_mean_over_seeds_and_the_first_of_equals():
 def test_tta_note_reports_gain_cost_and_harmful_views():
     table = pd.DataFrame(
         {
-            "top1": [0.70, 0.72, 0.65],
+            "accuracy": [0.70, 0.72, 0.65],
             "n": [5000] * 3,
             "ms_per_image": [0.1, 0.2, 0.5],
             "gain_vs_none": [0.0, 0.02, -0.05],
@@ -153,7 +153,7 @@ def test_tta_note_reports_gain_cost_and_harmful_views():
     assert "**2.0x**" in note  # the finding comes first, with its gain and cost; the definition after it
     assert "within noise" not in note and "`scale3` costs -5.0 points, more than noise explains" in note
     assert "plain inference is used: test top-1 **70.0%**" in commentary.tta(table, "none")
-    close = table.assign(top1=[0.70, 0.72, 0.69], gain_vs_none=[0.0, 0.02, -0.01])
+    close = table.assign(accuracy=[0.70, 0.72, 0.69], gain_vs_none=[0.0, 0.02, -0.01])
     assert "`scale3` (-1.0 points), is within noise" in commentary.tta(close, "flip")  # no cause for noise
 
 
@@ -447,7 +447,7 @@ def test_tta_on_the_same_images_is_judged_by_the_paired_test():
     from cifarkit.report.stats import difference_is_noise, paired_is_noise
 
     table = pd.DataFrame(
-        {"top1": [0.70, 0.72], "n": [1000] * 2, "ms_per_image": [0.1, 0.2], "gain_vs_none": [0.0, 0.02],
+        {"accuracy": [0.70, 0.72], "n": [1000] * 2, "ms_per_image": [0.1, 0.2], "gain_vs_none": [0.0, 0.02],
          "fixed": [0, 24], "broken": [0, 4]},
         index=["none", "flip"],
     )  # fmt: skip

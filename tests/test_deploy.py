@@ -25,7 +25,7 @@ DATA = "synthetic:classes=4,train=64,test=32"
 FAST = DeploySettings(
     sparsities=(0.5,), finetune_epochs=0.5, calibration_images=64, warmup=1, runs=5, throughput_runs=1
 )
-COLUMNS = {"variant", "file", "top1", "size_mb", "params", "latency_ms_p50", "latency_ms_p95", "throughput_img_s"}
+COLUMNS = {"variant", "file", "accuracy", "size_mb", "params", "latency_ms_p50", "latency_ms_p95", "throughput_img_s"}
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_every_variant_is_built_evaluated_and_timed(bench):
     assert [r["precision"] for r in rows] == ["fp32", "int8", "fp32", "fp32"] and rows[0]["reference"]
     for r in rows:
         assert COLUMNS <= set(r) and r["device"] == "cpu" and Path(r["file"]).is_file(), r
-        assert 0 <= r["top1"] <= 1 and 0 < r["latency_ms_p50"] <= r["latency_ms_p95"] and r["throughput_img_s"] > 0
+        assert 0 <= r["accuracy"] <= 1 and 0 < r["latency_ms_p50"] <= r["latency_ms_p95"] and r["throughput_img_s"] > 0
         assert r["warmup_seconds"] > 0  # the warm-up calls, timed apart from the latency and throughput
     by = {r["variant"]: r for r in rows}
     assert sorted(p.name for p in (run / "deploy").iterdir()) == ["int8.pt", "model.onnx", "pruned-50.pt"]
@@ -56,11 +56,11 @@ def test_every_variant_is_built_evaluated_and_timed(bench):
     assert all(r["test_images"] == len(load_dataset(DATA).test) for r in rows)
     assert by["int8-static"]["size_mb"] < 0.5 * by["fp32"]["size_mb"]  # int8 weights, a quarter of fp32 plus scales
     test = json.loads((run / "test.json").read_text())
-    assert by["fp32"]["top1"] == pytest.approx(test["accuracy"], abs=1e-6)  # the same evaluation path as test.json
-    assert by["onnx"]["top1"] == pytest.approx(by["fp32"]["top1"], abs=1 / 32)  # same model, other runtime
+    assert by["fp32"]["accuracy"] == pytest.approx(test["accuracy"], abs=1e-6)  # the same evaluation path as test.json
+    assert by["onnx"]["accuracy"] == pytest.approx(by["fp32"]["accuracy"], abs=1 / 32)  # same model, other runtime
     for r in rows:  # the paired counts against fp32 on the same device are the accuracy difference, image by image
         ref = next(x for x in rows if x["variant"] == "fp32" and x["device"] == r["device"])
-        assert (r["fixed"] - r["broken"]) / r["test_images"] == pytest.approx(r["top1"] - ref["top1"], abs=2e-4)
+        assert (r["fixed"] - r["broken"]) / r["test_images"] == pytest.approx(r["accuracy"] - ref["accuracy"], abs=2e-4)
 
 
 def test_variants_load_like_best_pt_and_keep_their_answers(bench):
@@ -174,11 +174,11 @@ def deployment_rows(checkpoint: str = "fp32"):
 
     return pd.DataFrame(
         [
-            {"variant": checkpoint, "top1": 0.75, "size_mb": 0.2, "latency_ms_p50": 1.0, "latency_ms_p95": 1.5,
+            {"variant": checkpoint, "accuracy": 0.75, "size_mb": 0.2, "latency_ms_p50": 1.0, "latency_ms_p95": 1.5,
              "throughput_img_s": 4000.0, "precision": checkpoint, "reference": True},
-            {"variant": "int8-static", "top1": 0.748, "size_mb": 0.05, "latency_ms_p50": 2.0, "latency_ms_p95": 2.5,
+            {"variant": "int8-static", "accuracy": 0.748, "size_mb": 0.05, "latency_ms_p50": 2.0, "latency_ms_p95": 2.5,
              "throughput_img_s": 8000.0, "precision": "int8", "reference": False},
-            {"variant": "onnx", "top1": 0.75, "size_mb": 0.2, "latency_ms_p50": 0.25, "latency_ms_p95": 0.3,
+            {"variant": "onnx", "accuracy": 0.75, "size_mb": 0.2, "latency_ms_p50": 0.25, "latency_ms_p95": 0.3,
              "throughput_img_s": 2000.0, "precision": "fp32", "reference": False},
         ]
     ).assign(device="cpu", threads=2, test_images=10000, throughput_batch=256)  # fmt: skip

@@ -109,7 +109,7 @@ def test_deploy_scatter_names_every_variant_with_plain_latency_ticks():
     rows = pd.DataFrame(
         {
             "variant": ["fp32", "int8-static", "onnx"],
-            "top1": [0.75, 0.751, 0.75],
+            "accuracy": [0.75, 0.751, 0.75],
             "size_mb": [0.2, 0.06, 0.2],
             "latency_ms_p50": [0.9, 0.5, 0.2],
             "device": ["cpu"] * 3,

@@ -158,7 +158,7 @@ def test_every_evaluation_of_a_checkpoint_agrees(ckpt, cli):
     labels, probabilities = test_probabilities(run, ds)
     predictions = probabilities.argmax(1)
     table = tta_table(run, ds)
-    assert cli_top1 == test_json["accuracy"] == (labels == predictions).mean() == table.loc["none", "top1"]
+    assert cli_top1 == test_json["accuracy"] == (labels == predictions).mean() == table.loc["none", "accuracy"]
 
 
 def test_tta_demos_show_images_where_the_mode_changes_the_answer(ckpt, capsys):

@@ -388,7 +388,7 @@ def test_generated_commentary_quotes_this_runs_numbers(smoke_report):
     assert "Test-time augmentation (TTA) averages" in tta_text
     # either branch of the TTA paragraph quotes this run's numbers (the assertion used to sit inside an if)
     expected = (
-        f"so plain inference is used: test top-1 **{pct(summary['top1_none'])}**"
+        f"so plain inference is used: test top-1 **{pct(summary['accuracy_none'])}**"
         if summary["best_mode_on_val"] == "none"
         else f"`{summary['best_mode_on_val']}`, changes test top-1 by **{100 * summary['gain']:+.1f} points**"
     )
@@ -400,9 +400,9 @@ ANSWERS = {
     "01_ex1_baseline": ("test_accuracy", "val_accuracy"),
     "02_ex2_bigger_model": ("ex2_val_accuracy", "ref_val_accuracy"),
     "03_augmentation": ("winner_test_accuracy",),
-    "04_tta": ("top1_best",),
+    "04_tta": ("accuracy_best",),
     "07_speedrun": ("test_accuracy",),
-    "08_deploy": ("checkpoint_top1",),
+    "08_deploy": ("checkpoint_accuracy",),
 }
 
 

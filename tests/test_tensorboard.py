@@ -35,11 +35,11 @@ def test_every_run_writes_curves_telemetry_and_confusion_matrix(tmp_path):
         "loss/validation",
         "accuracy/train",
         "accuracy/validation",
-        "top5/validation",
+        "top5_accuracy/validation",
         "learning_rate",
         "speed/images_per_s",
         "speed/data_wait_share",
-        "test/top1",
+        "test/accuracy",
     }
     assert expected <= tags
     assert any(t.startswith("telemetry/train/peak_") for t in tags)
@@ -50,7 +50,7 @@ def test_every_run_writes_curves_telemetry_and_confusion_matrix(tmp_path):
     assert [e.step for e in acc.Scalars("loss/validation")] == [1, 2]
     assert [e.value for e in acc.Scalars("accuracy/validation")] == pytest.approx([m["val_accuracy"] for m in metrics])
     test_accuracy = json.loads((run / "test.json").read_text())["accuracy"]
-    assert acc.Scalars("test/top1")[0].value == pytest.approx(test_accuracy)
+    assert acc.Scalars("test/accuracy")[0].value == pytest.approx(test_accuracy)
     assert acc.Tags()["images"] == ["test/confusion_matrix"]
 
 

@@ -65,7 +65,7 @@ def test_training_learns_and_writes_every_file(trained):
     assert sum(map(sum, test["confusion_matrix"])) == test["n"] == 200
     rows = read_jsonl(trained / "metrics.jsonl")
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
-    assert {"lr", "images_per_s", "data_wait_s", "val_top5"} <= set(rows[0])
+    assert {"lr", "images_per_s", "data_wait_s", "val_top5_accuracy"} <= set(rows[0])
     config = json.loads((trained / "config.json").read_text())
     assert config["model"] == "ex1" and config["resolved"]["image_size"] == 32
 
@@ -142,6 +142,29 @@ def assert_resume_matches_uninterrupted(tmp_path, **overrides) -> None:
 
 def test_resume_matches_an_uninterrupted_run(tmp_path):
     assert_resume_matches_uninterrupted(tmp_path, device="cpu")  # the GPU twin is in test_gpu.py
+
+
+def test_a_run_saved_under_the_earlier_top5_name_resumes_to_the_current_names(tmp_path):
+    """Earlier versions named a metrics row's top-5 ``val_top5``: their last.pt and metrics.jsonl still resume."""
+    cfg = TrainConfig(**FAST, epochs=3)
+
+    def stop_at_epoch_2(line: str) -> None:
+        if line.startswith("epoch   2/"):
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit(cfg, out=tmp_path, log=stop_at_epoch_2)
+    (run,) = tmp_path.iterdir()
+    state = torch.load(run / "last.pt", weights_only=False)
+    rows = state["training"]["rows"]
+    state["training"]["rows"] = [{("val_top5" if k == "val_top5_accuracy" else k): v for k, v in r.items()} for r in rows]
+    torch.save(state, run / "last.pt")  # as the earlier version wrote it
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in state["training"]["rows"]))
+    fit(cfg, resume=run / "last.pt", log=lambda s: None)
+    train = json.loads((run / "train.json").read_text())
+    assert len(train["val_top5_accuracies"]) == 3 and train["val_top5_accuracies"][0] == rows[0]["val_top5_accuracy"]
+    assert train["best_val_top5_accuracy"] is not None and "best_val_top5" not in train
+    assert all("val_top5" not in r for r in read_jsonl(run / "metrics.jsonl"))
 
 
 def test_resume_from_weights_only_checkpoint_is_refused(trained):

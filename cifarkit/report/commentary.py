@@ -312,7 +312,7 @@ def seed_spread(values: Mapping[str, Sequence[float]], seed: int, n: int | None 
 
 
 def tta(table: Any, chosen: str) -> Note:
-    """A TTA table (index: mode; ``top1``, ``n``, ``ms_per_image``, ``gain_vs_none``) in words for the mode
+    """A TTA table (index: mode; ``accuracy``, ``n``, ``ms_per_image``, ``gain_vs_none``) in words for the mode
     chosen on validation."""
     none, pick = table.loc["none"], table.loc[chosen]
     n = int(pick["n"])
@@ -322,14 +322,14 @@ def tta(table: Any, chosen: str) -> Note:
     if chosen == "none":
         return Note(
             f"On validation no TTA mode beat plain inference, so plain inference is used: test top-1 "
-            f"**{pct(float(none['top1']))}** on {n:,} images. {definition}"
+            f"**{pct(float(none['accuracy']))}** on {n:,} images. {definition}"
         )
     gain = float(pick["gain_vs_none"])
     noise = same_images_noise(table, chosen, n)
     cost = float(pick["ms_per_image"]) / max(float(none["ms_per_image"]), 1e-9)
     text = [
         f"The TTA mode chosen on validation, `{chosen}`, changes test top-1 by **{points(gain)}** "
-        f"({pct(float(none['top1']))} to {pct(float(pick['top1']))} on {n:,} images"
+        f"({pct(float(none['accuracy']))} to {pct(float(pick['accuracy']))} on {n:,} images"
         f"{', within noise' if noise else ''}) at **{cost:.1f}x** the inference time per image.",
         definition,
     ]
@@ -353,7 +353,7 @@ def same_images_noise(table: Any, mode: str, n: int) -> bool:
     row = table.loc[mode]
     if "fixed" in table:
         return paired_is_noise(int(row["fixed"]), int(row["broken"]))
-    return difference_is_noise(float(table.loc["none", "top1"]), n, float(row["top1"]), n)
+    return difference_is_noise(float(table.loc["none", "accuracy"]), n, float(row["accuracy"]), n)
 
 
 def pace(conditions: Mapping[str, Any]) -> Note:
@@ -603,19 +603,19 @@ def deployment(rows: Any) -> Note:
         f"On the CPU ({int(base['threads'])} threads) the checkpoint, computing in **{own}**, answers one image in "
         f"**{base['latency_ms_p50']:.2f} ms** (median; 95th percentile {base['latency_ms_p95']:.2f} ms), scores "
         f"{base['throughput_img_s']:,.0f} images/s{batch} and takes {base['size_mb']:.2f} MB on disk; its test "
-        f"top-1 is {pct(float(base['top1']))} on {n:,} images."
+        f"top-1 is {pct(float(base['accuracy']))} on {n:,} images."
     ]
     for variant, r in others.iterrows():
         if "fixed" in r and r["fixed"] == r["fixed"]:  # NaN where a row has no per-image results
             noise = paired_is_noise(int(r["fixed"]), int(r["broken"]))
         else:
-            noise = difference_is_noise(float(r["top1"]), n, float(base["top1"]), n)
+            noise = difference_is_noise(float(r["accuracy"]), n, float(base["accuracy"]), n)
         across = r.get("precision", own) not in (own, "int8")
         text.append(
             f"`{variant}`: {times(base['latency_ms_p50'] / r['latency_ms_p50'], 'faster', 'slower')} at batch 1, "
             f"{times(r['throughput_img_s'] / base['throughput_img_s'], 'more', 'fewer')} images/s{batch}, "
             f"{times(base['size_mb'] / r['size_mb'], 'smaller', 'larger')} on disk, "
-            f"{points(float(r['top1']) - float(base['top1']))} of test top-1{' (within noise)' if noise else ''}"
+            f"{points(float(r['accuracy']) - float(base['accuracy']))} of test top-1{' (within noise)' if noise else ''}"
             + (
                 f" (it computes in {r['precision']}, the checkpoint in {own}: a comparison across precisions)"
                 if across
@@ -629,6 +629,6 @@ def deployment(rows: Any) -> Note:
         f"On the CPU the fastest at batch 1 is `{label[fastest]}` ({cpu.loc[fastest, 'latency_ms_p50']:.2f} ms vs "
         f"the {own} checkpoint's {base['latency_ms_p50']:.2f} ms) and the highest throughput{batch} is "
         f"`{label[busiest]}`'s ({cpu.loc[busiest, 'throughput_img_s']:,.0f} images/s); test top-1 "
-        f"{pct(float(cpu.loc[fastest, 'top1']))} and {pct(float(cpu.loc[busiest, 'top1']))} vs {pct(float(base['top1']))}."
+        f"{pct(float(cpu.loc[fastest, 'accuracy']))} and {pct(float(cpu.loc[busiest, 'accuracy']))} vs {pct(float(base['accuracy']))}."
     )
     return Note(" ".join(text), finding=finding)

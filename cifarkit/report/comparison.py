@@ -37,9 +37,9 @@ def run_row(run: Path, root: Path | None = None) -> dict[str, Any]:
         "epochs": train.get("epochs_run"),
         "best_epoch": train.get("best_epoch"),
         "val_accuracy": train.get("best_val_accuracy"),
-        "val_top5": train.get("best_val_top5"),
+        "val_top5_accuracy": train.get("best_val_top5_accuracy", train.get("best_val_top5")),
         "test_accuracy": test.get("accuracy"),
-        "test_top5": test.get("top5_accuracy"),
+        "test_top5_accuracy": test.get("top5_accuracy"),
         "train_time_s": train.get("train_time"),
         "images_per_s": train.get("images_per_s"),
         "data_wait_fraction": train.get("data_wait_fraction"),
@@ -49,7 +49,7 @@ def run_row(run: Path, root: Path | None = None) -> dict[str, Any]:
 # what notebook 06 shows of the ranking: what ran, on what data, with what budget, and how it scored
 RANKING_COLUMNS = [
     "run", "model", "dataset", "augment", "model_kwargs", "train_images", "epochs", "budget",
-    "best_epoch", "val_images", "val_accuracy", "val_top5", "test_accuracy", "test_top5", "train_time_s",
+    "best_epoch", "val_images", "val_accuracy", "val_top5_accuracy", "test_accuracy", "test_top5_accuracy", "train_time_s",
 ]  # fmt: skip
 
 

@@ -304,14 +304,14 @@ def plot_deploy(rows) -> Figure:
         return 40 + 600 * size_mb / biggest
 
     for colour, (device, part) in zip(plt_colours(), rows.groupby("device"), strict=False):
-        ax.scatter(part["latency_ms_p50"], part["top1"], s=area(part["size_mb"].astype(float)), alpha=0.6, color=colour)
+        ax.scatter(part["latency_ms_p50"], part["accuracy"], s=area(part["size_mb"].astype(float)), alpha=0.6, color=colour)
         ax.scatter([], [], s=60, alpha=0.6, color=colour, label=f"on {device}")  # the legend's colour key
         if "test_images" in part:
-            se = [standard_error(float(p), int(n)) for p, n in zip(part["top1"], part["test_images"], strict=True)]
-            ax.errorbar(part["latency_ms_p50"], part["top1"], yerr=se, fmt="none", ecolor=colour, capsize=3, lw=1)
+            se = [standard_error(float(p), int(n)) for p, n in zip(part["accuracy"], part["test_images"], strict=True)]
+            ax.errorbar(part["latency_ms_p50"], part["accuracy"], yerr=se, fmt="none", ecolor=colour, capsize=3, lw=1)
         for _, r in part.iterrows():
             ax.annotate(
-                r["variant"], (r["latency_ms_p50"], r["top1"]), textcoords="offset points", xytext=(6, 4), fontsize=8
+                r["variant"], (r["latency_ms_p50"], r["accuracy"]), textcoords="offset points", xytext=(6, 4), fontsize=8
             )
     smallest = min(float(r) for r in rows["size_mb"])
     for size in dict.fromkeys([smallest, biggest]):  # the marker-area scale, as legend entries

@@ -165,7 +165,7 @@ def deploy_bench(
 ) -> list[dict[str, Any]]:
     """Build every variant of ``checkpoint`` into ``out`` (default ``deploy/`` beside it) and measure each.
 
-    Returns one row per variant and device: ``variant``, ``file``, ``top1``, ``fixed`` and ``broken`` (test images
+    Returns one row per variant and device: ``variant``, ``file``, ``accuracy``, ``fixed`` and ``broken`` (test images
     only this variant, or only the checkpoint on the same device, gets right: a paired test's counts), ``size_mb``,
     ``params``, ``latency_ms_p50``, ``latency_ms_p95``, ``throughput_img_s`` (at ``throughput_batch``),
     ``device``, ``threads``, ``test_images``, ``precision`` (what the variant computes in: the checkpoint's own
@@ -224,7 +224,7 @@ def deploy_bench(
             row = {
                 "variant": computes_in if reference else variant,
                 "file": str(path),
-                "top1": round(top1, 4),
+                "accuracy": round(top1, 4),
                 "test_images": result["n"],
                 "fixed": fixed,
                 "broken": broken,
@@ -274,8 +274,8 @@ def headline(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     busiest = max(cpu, key=lambda r: r["throughput_img_s"]) if cpu else None
     return {
         "checkpoint_precision": ref.get("precision"),
-        "checkpoint_top1": ref.get("top1"),
-        "int8_top1": by.get("int8", {}).get("top1"),
+        "checkpoint_accuracy": ref.get("accuracy"),
+        "int8_accuracy": by.get("int8", {}).get("accuracy"),
         "checkpoint_latency_ms": ref.get("latency_ms_p50"),
         "int8_latency_ms": by.get("int8", {}).get("latency_ms_p50"),
         "onnx_latency_ms": by.get("onnx", {}).get("latency_ms_p50"),

@@ -21,7 +21,7 @@ SCALARS = {  # metrics.jsonl field -> TensorBoard tag
     "val_loss": "loss/validation",
     "train_accuracy": "accuracy/train",
     "val_accuracy": "accuracy/validation",
-    "val_top5": "top5/validation",
+    "val_top5_accuracy": "top5_accuracy/validation",
     "lr": "learning_rate",
     "images_per_s": "speed/images_per_s",
 }
@@ -94,8 +94,8 @@ class TensorBoardLog:
         try:
             if confusion_figure is not None:
                 self.writer.add_figure("test/confusion_matrix", confusion_figure, step)
-            self.writer.add_scalar("test/top1", test["accuracy"], step)
-            self.writer.add_scalar("test/top5", test["top5_accuracy"], step)
+            self.writer.add_scalar("test/accuracy", test["accuracy"], step)
+            self.writer.add_scalar("test/top5_accuracy", test["top5_accuracy"], step)
             self.writer.flush()
         except Exception as exc:
             self._off(exc)
