@@ -139,8 +139,7 @@ def print_tta_table(rows: list[dict], args: argparse.Namespace) -> int:
     if args.json:  # the plain pass's numbers at the top, as without --tta all
         plain = rows[0]  # test.json's names for the plain pass's numbers, as without --tta all
         print_json_line(
-            {k: plain[k] for k in ("accuracy", "top5_accuracy", "losses", "n")}
-            | {"split": args.split, "modes": rows}
+            {k: plain[k] for k in ("accuracy", "top5_accuracy", "losses", "n")} | {"split": args.split, "modes": rows}
         )
     return 0
 

@@ -46,6 +46,11 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] =
     return {k: int(hits[:, : min(k, kmax)].any(dim=1).sum()) for k in ks}
 
 
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    """The fraction of images whose label is among their ``k`` highest logits (ties: the lower class first)."""
+    return topk_correct(logits, labels, (k,))[k] / max(len(labels), 1)
+
+
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
     """Counts with true classes as rows and predicted classes as columns (scikit-learn's, every class
     present even when never seen or predicted)."""

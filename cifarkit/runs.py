@@ -500,6 +500,7 @@ def resume_state(path: str | os.PathLike, epochs: int, world_size: int) -> dict[
     if "training" not in state:
         raise CheckpointError(f"{path} holds weights only; resume from the run's last.pt")
     state["finish_only"] = check_resume(state, epochs, path, world_size)
+    state["training"]["rows"] = [current_names(r) for r in state["training"]["rows"]]  # an earlier version's rows
     return state
 
 

@@ -49,7 +49,6 @@ from cifarkit.runs import (
     RunLock,
     append_jsonl,
     checkpoint_meta,
-    current_names,
     make_run_dir,
     mark_complete,
     resume_state,
@@ -693,7 +692,7 @@ def restore(run: Run, state: dict[str, Any], path: Path) -> None:
         run.scaler.load_state_dict(t["scaler"])
     run.train_loader.load_state_dict(mine["loader"])
     torch.set_rng_state(mine["torch_rng"])
-    run.rows, run.best_value, run.best_epoch, run.stale = [current_names(r) for r in t["rows"]], t["best_value"], t["best_epoch"], t["stale"]
+    run.rows, run.best_value, run.best_epoch, run.stale = list(t["rows"]), t["best_value"], t["best_epoch"], t["stale"]
     # a run that trained to its end (or stopped early) and lost only its reports skips the loop
     run.start_epoch = run.cfg.epochs + 1 if state["finish_only"] else int(state["epoch"]) + 1
     run.run_dir = path.resolve().parent

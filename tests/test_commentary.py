@@ -518,3 +518,27 @@ def test_test_metrics_name_a_precision_other_than_fp32_and_the_main_confusion():
     )
     bf16 = commentary.test_metrics({**test, "precision": "bf16"}, ["cat", "ship"])
     assert "highest scores), computed in **bf16**." in bf16 and "images, computed in **bf16**; the most" in bf16.finding
+
+
+def test_the_lr_finder_paragraph_compares_the_suggestion_with_a_paired_test():
+    import torch
+
+    from cifarkit.tools.lrfinder import LrSweep
+
+    sweep = LrSweep([1e-6, 1e-3, 0.3], [2.3, 1.9, 9.0], [2.3, 2.0, 3.1], 1e-2, 1e-3, "diverged", "adam", 128)
+    recipe = torch.zeros(500, dtype=torch.bool)
+    recipe[:300] = True
+    better = recipe.clone()
+    better[300:340] = True  # 40 images fixed, none broken
+    text = commentary.lr_finder(
+        sweep, 2e-3, {"recipe": 0.6, "suggested": 0.68}, {"recipe": recipe, "suggested": better}
+    )
+    assert "**0.001**" in text and "1/2.0 the recipe's 0.002" in text and "the loss exploded" in text
+    assert "40 images fixed, 0 broken, of 500" in text and "beyond noise: the suggestion helped" in text
+    assert text.finding.startswith("LR finder: suggests 0.001 against the recipe's 0.002")
+    close = recipe.clone()
+    close[300:303] = True  # 3-0 is noise
+    text = commentary.lr_finder(
+        sweep, 2e-3, {"recipe": 0.6, "suggested": 0.606}, {"recipe": recipe, "suggested": close}
+    )
+    assert "within noise" in text and "helped" not in text

@@ -179,6 +179,28 @@ def overlaps(a, b) -> bool:
     return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
 
 
+def a_sweep():
+    from cifarkit.tools.lrfinder import LrSweep
+
+    lrs = list(np.geomspace(1e-6, 1.0, 50))
+    loss = [2.3 - 1.2 * np.exp(-((np.log10(lr) + 2) ** 2)) for lr in lrs]
+    return LrSweep(lrs, loss, loss, 1e-2, 1e-3, "end", "adam", 128)
+
+
+def two_reliabilities():
+    import torch
+
+    from cifarkit.report.calibration import reliability
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (500,), generator=g)
+    logits = torch.randn(500, 10, generator=g) * 3
+    return {
+        "without label smoothing": reliability(labels, logits),
+        "with label smoothing 0.1": reliability(labels, logits / 2),
+    }
+
+
 @pytest.mark.parametrize(
     "draw",
     [
@@ -192,8 +214,10 @@ def overlaps(a, b) -> bool:
             },
             0.7,
         ),  # fmt: skip
+        lambda: figures.plot_lr_finder(a_sweep(), recipe_lr=2e-3),
+        lambda: figures.plot_reliability(two_reliabilities()),
     ],
-    ids=["loss", "accuracy", "colour", "time_to_accuracy"],
+    ids=["loss", "accuracy", "colour", "time_to_accuracy", "lr_finder", "reliability"],
 )
 def test_legends_sit_outside_the_data(draw):
     """Issue 30: a legend in the corner of the axes covered a curve; every legend now sits below its axes."""

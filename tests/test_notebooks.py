@@ -52,14 +52,43 @@ def test_notebook_is_clean_and_parameterised(path):
     assert "## Takeaways" in markdown and "## Try it" in markdown
 
 
+def exercise_stub(tree: ast.Module) -> str | None:
+    """The name of a "Your turn" stub, when the cell is exactly one: a function whose body is a docstring and
+    ``raise NotImplementedError``, for the learner to fill in."""
+    if len(tree.body) != 1 or not isinstance(fn := tree.body[0], ast.FunctionDef) or len(fn.body) != 2:
+        return None
+    docstring, stub = fn.body
+    raises = isinstance(stub, ast.Raise) and getattr(stub.exc, "id", None) == "NotImplementedError"
+    return fn.name if ast.get_docstring(fn) and isinstance(docstring, ast.Expr) and raises else None
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_defines_no_reusable_code(path):
+    """No function, class or lambda in a notebook, except the exercises' stubs, each checked by the next cell."""
     nb = json.loads(path.read_text())
-    for cell in nb["cells"]:
-        if cell["cell_type"] == "code":
-            src = "\n".join(line for line in "".join(cell["source"]).splitlines() if not line.startswith("%"))
-            tree = ast.parse(src)
-            assert not any(isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda)) for n in ast.walk(tree))
+    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    for i, source in enumerate(code):
+        tree = ast.parse("\n".join(line for line in source.splitlines() if not line.startswith("%")))
+        if name := exercise_stub(tree):
+            assert code[i + 1] == f"{name} = nb.exercise('{name}', {name})", path.stem
+            continue
+        assert not any(isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda)) for n in ast.walk(tree)), source
+
+
+def test_five_notebooks_have_an_exercise():
+    stubs = {
+        path.stem: [exercise_stub(ast.parse("".join(c["source"]))) for c in json.loads(path.read_text())["cells"]
+                    if c["cell_type"] == "code" and not "".join(c["source"]).startswith("%")]
+        for path in NOTEBOOKS
+    }  # fmt: skip
+    with_one = {name: [s for s in found if s] for name, found in stubs.items() if any(found)}
+    assert with_one == {
+        "01_ex1_baseline": ["topk_accuracy"],
+        "03_augmentation": ["smoothed_cross_entropy"],
+        "04_tta": ["flip_tta"],
+        "07_speedrun": ["random_crop"],
+        "08_deploy": ["int8_megabytes"],
+    }
 
 
 def test_a_cifarkit_error_in_a_notebook_is_a_short_message_and_marks_the_report(tmp_path):

@@ -105,6 +105,44 @@ def test_smoke_series_writes_a_complete_report(smoke_report):
     assert sum((r / "test.json").is_file() for r in ablation) == 1
 
 
+EXERCISES = {  # notebook -> its "Your turn" function
+    "01_ex1_baseline": "topk_accuracy",
+    "03_augmentation": "smoothed_cross_entropy",
+    "04_tta": "flip_tta",
+    "07_speedrun": "random_crop",
+    "08_deploy": "int8_megabytes",
+}
+
+
+@pytest.mark.slow
+def test_the_series_runs_with_every_exercise_unsolved_and_the_report_says_so(smoke_report):
+    index = (smoke_report / "index.md").read_text()
+    for name, exercise in EXERCISES.items():
+        headline = json.loads((smoke_report / "summaries" / f"{name}.json").read_text())["headline"]
+        assert headline[f"exercise[{exercise}]"] == "not done yet", name
+        shown = markdown_outputs(smoke_report / "notebooks" / f"{name}.ipynb")
+        assert f"**{exercise}: not done yet**" in shown and f"solutions/{exercise}.py" in shown, name
+        assert f"exercise[{exercise}]: not done yet" in index
+        assert (Path(__file__).parents[1] / "solutions" / f"{exercise}.py").is_file()
+
+
+@pytest.mark.slow
+def test_03_measures_calibration_and_tries_the_lr_finders_suggestion(smoke_report):
+    summary = json.loads((smoke_report / "summaries" / "03_augmentation.json").read_text())
+    headline = summary["headline"]
+    eces = {k: v for k, v in headline.items() if k.startswith("ece[")}
+    assert list(eces) == ["ece[without label smoothing]", "ece[with label smoothing 0.1]"]
+    assert all(0 <= v <= 1 for v in eces.values()) and 0 < headline["lr_suggested"] < 1
+    assert {"figures/03_augmentation/reliability.png", "figures/03_augmentation/lr_finder.png"} <= set(
+        summary["figures"]
+    )
+    ablation = [r for r in smoke_report.rglob("best.pt") if r.parent.parent.name == "03_augmentation"]
+    configs = [json.loads((r.parent / "config.json").read_text()) for r in ablation]
+    assert any(c["lr"] == pytest.approx(headline["lr_suggested"]) for c in configs)  # trained with the suggestion
+    shown = markdown_outputs(smoke_report / "notebooks" / "03_augmentation.ipynb")
+    assert "ECE" in shown and "bootstrap interval" in shown and "its suggestion" in shown
+
+
 @pytest.mark.slow
 def test_index_links_resolve(smoke_report):
     import re

@@ -157,7 +157,9 @@ def test_a_run_saved_under_the_earlier_top5_name_resumes_to_the_current_names(tm
     (run,) = tmp_path.iterdir()
     state = torch.load(run / "last.pt", weights_only=False)
     rows = state["training"]["rows"]
-    state["training"]["rows"] = [{("val_top5" if k == "val_top5_accuracy" else k): v for k, v in r.items()} for r in rows]
+    state["training"]["rows"] = [
+        {("val_top5" if k == "val_top5_accuracy" else k): v for k, v in r.items()} for r in rows
+    ]
     torch.save(state, run / "last.pt")  # as the earlier version wrote it
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in state["training"]["rows"]))
     fit(cfg, resume=run / "last.pt", log=lambda s: None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,16 +11,23 @@ import pandas as pd
 import torch
 
 from cifarkit.data import Dataset, Split
+from cifarkit.evaluate import evaluate
 from cifarkit.predict import Predictor
 from cifarkit.runs import read_run
 
 
 @torch.no_grad()
-def test_probabilities(run_dir: str | Path, ds: Dataset, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """(labels, softmax probabilities) of a run's best.pt on ``ds``'s test split."""
+def test_logits(run_dir: str | Path, ds: Dataset, device: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """(labels, logits) of a run's best.pt on ``ds``'s test split, as tensors on the CPU."""
     p = Predictor.from_checkpoint(Path(run_dir) / "best.pt", device)
     logits, labels = p.logits(p.check_dataset(ds).split("test"))
-    return labels.numpy(), logits.float().softmax(1).numpy()
+    return labels, logits.float()
+
+
+def test_probabilities(run_dir: str | Path, ds: Dataset, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """(labels, softmax probabilities) of a run's best.pt on ``ds``'s test split."""
+    labels, logits = test_logits(run_dir, ds, device)
+    return labels.numpy(), logits.softmax(1).numpy()
 
 
 def confused_examples(
@@ -68,11 +75,26 @@ def validation_split(run: str | Path, ds: Dataset) -> Split:
     return ds.split("train").hold_out(cfg["val_fraction"], cfg["seed"])[1]
 
 
+def validation_logits(run: str | Path, ds: Dataset, device: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """(labels, logits) of a run's best.pt on its validation split (:func:`validation_split`), on the CPU."""
+    p = Predictor.from_checkpoint(Path(run) / "best.pt", device)
+    logits, labels = p.logits(validation_split(run, p.check_dataset(ds)))
+    return labels, logits
+
+
 def validation_correct(run: str | Path, ds: Dataset, device: str = "auto") -> torch.Tensor:
     """Each image of a run's validation split (:func:`validation_split`) right or wrong under its best.pt, in
     a fixed order: runs held out alike can then be compared image by image (a paired test)."""
     p = Predictor.from_checkpoint(Path(run) / "best.pt", device)
     return p.evaluate(validation_split(run, p.check_dataset(ds)), report=False, per_image=True)["correct"]
+
+
+def validation_accuracy_with(run: str | Path, ds: Dataset, forward: Callable, device: str = "auto") -> float:
+    """Top-1 of a run's best.pt on its validation split with ``forward(model, images)`` as the forward pass (a
+    learner's TTA function, say), through the one evaluation path and in the run's precision."""
+    p = Predictor.from_checkpoint(Path(run) / "best.pt", device)
+    loader = p.loader(validation_split(run, p.check_dataset(ds)))
+    return evaluate(p.model, loader, p.device, amp=p.amp, forward=lambda x: forward(p.model, x))["accuracy"]
 
 
 def tta_table(run: str | Path, ds: Dataset, device: str = "auto", split: str = "test", average: str = "logits"):

@@ -632,3 +632,33 @@ def deployment(rows: Any) -> Note:
         f"{pct(float(cpu.loc[fastest, 'accuracy']))} and {pct(float(cpu.loc[busiest, 'accuracy']))} vs {pct(float(base['accuracy']))}."
     )
     return Note(" ".join(text), finding=finding)
+
+
+def lr_finder(sweep: Any, recipe_lr: float, accuracy: Mapping[str, float], correct: Mapping[str, Any]) -> Note:
+    """A learning-rate range test (:class:`cifarkit.tools.lrfinder.LrSweep`) in words: what it suggests against
+    the recipe's rate, and whether one training with the suggestion did better on validation. ``accuracy`` and
+    ``correct`` (per-image right/wrong on the same validation images) hold ``recipe`` and ``suggested``."""
+    fixed, broken = fixed_broken(correct["recipe"], correct["suggested"])
+    n = len(correct["recipe"])
+    ratio = sweep.suggestion / recipe_lr
+    compared = f"{ratio:.1f}x" if ratio >= 1 else f"1/{1 / ratio:.1f}"
+    end = "the loss exploded and the sweep stopped" if sweep.stopped == "diverged" else "its last rate"
+    gain = accuracy["suggested"] - accuracy["recipe"]
+    if paired_is_noise(fixed, broken):
+        verdict = "within noise: one training cannot tell the suggestion from the recipe's rate"
+    else:
+        verdict = "beyond noise: the suggestion " + ("helped" if gain > 0 else "hurt")
+    text = (
+        f"The range test trained {len(sweep.lrs)} steps ({sweep.optimizer}, batch {sweep.batch_size}) from "
+        f"{sweep.lrs[0]:.0e} to {sweep.lrs[-1]:.2g} ({end}); the smoothed loss was lowest at {sweep.lowest:.2g}, and a tenth "
+        f"of that, **{sweep.suggestion:.2g}**, is its suggestion: {compared} the recipe's {recipe_lr:g}. Trained "
+        f"once with it (same seed, schedule, epochs and images), validation top-1 is {pct(accuracy['suggested'])} "
+        f"against the recipe's {pct(accuracy['recipe'])} ({points(gain)}; {fixed} images fixed, {broken} broken, "
+        f"of {n:,}): **{verdict}**. The rule of a tenth is a rule of thumb: the best rate for a whole schedule "
+        "is found by training, and the finder narrows where to look."
+    )
+    finding = (
+        f"LR finder: suggests {sweep.suggestion:.2g} against the recipe's {recipe_lr:g}; trained once with it, "
+        f"validation {pct(accuracy['suggested'])} vs {pct(accuracy['recipe'])}, {verdict.split(':')[0]}."
+    )
+    return Note(text, finding=finding)

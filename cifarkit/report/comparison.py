@@ -148,6 +148,16 @@ def ablation_steps(hidden_units: int) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
+def smoothing_pair(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``settings`` without and with label smoothing (its own value, or the ablation's): the two runs notebook
+    03's calibration compares, without first."""
+    value = settings.get("label_smoothing") or dict(ABLATION_STEPS)["+label smoothing"]["label_smoothing"]
+    return {
+        "without label smoothing": {**settings, "label_smoothing": 0.0},
+        f"with label smoothing {value:g}": {**settings, "label_smoothing": value},
+    }
+
+
 def model_table(runs: Sequence[Path]):
     """Size, cost and results side by side: params, mult-adds, input size, s/epoch, peak memory, val/test top-1."""
     rows = []

@@ -106,6 +106,45 @@ def plot_learning_rate(history: dict, title: str = "learning rate") -> Figure:
     return fig
 
 
+def plot_lr_finder(sweep: Any, recipe_lr: float | None = None, title: str = "learning-rate range test") -> Figure:
+    """A :class:`cifarkit.tools.lrfinder.LrSweep`: each step's training loss (faint) and its smoothed curve
+    against the learning rate on a log axis, with the suggested rate, the lowest point and the recipe's rate."""
+    fig = Figure(figsize=(7, 4.6), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(sweep.lrs, sweep.losses, color="lightgray", lw=0.8, label="loss of each step")
+    ax.plot(sweep.lrs, sweep.smoothed, color="tab:blue", label="smoothed loss")
+    ax.axvline(sweep.lowest, color="tab:red", ls=":", label=f"lowest smoothed loss at {sweep.lowest:.2g}")
+    ax.axvline(sweep.suggestion, color="tab:green", ls="--", label=f"suggestion (a tenth) {sweep.suggestion:.2g}")
+    if recipe_lr is not None:
+        ax.axvline(recipe_lr, color="black", ls="-.", label=f"the recipe's rate {recipe_lr:g}")
+    ax.set_xscale("log")
+    robust_ylim(ax, sweep.smoothed)
+    ax.set(xlabel="learning rate (log scale)", ylabel=AXIS_LABELS["loss"], title=title)
+    ax.grid(alpha=0.3)
+    legend_below(ax, ncol=2)
+    return fig
+
+
+def plot_reliability(curves: dict[str, Any], title: str = "reliability on validation") -> Figure:
+    """Reliability diagrams (:class:`cifarkit.report.calibration.Reliability`) side by side: each confidence
+    bin's accuracy as a bar against the diagonal a calibrated model would follow, with its ECE."""
+    fig = Figure(figsize=(4.2 * max(len(curves), 1), 4.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, max(len(curves), 1), sharey=True))
+    for ax, (name, r) in zip(axes, curves.items(), strict=False):
+        centres = (np.arange(r.bins) + 0.5) / r.bins
+        filled = r.count > 0
+        ax.bar(centres[filled], r.accuracy[filled], width=1 / r.bins, edgecolor="white", label="accuracy in the bin")
+        ax.plot([0, 1], [0, 1], color="black", ls="--", lw=1, label="calibrated (accuracy = confidence)")
+        ax.plot(r.confidence[filled], r.accuracy[filled], "o", color="tab:red", ms=3, label="bin's mean confidence")
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top class's probability)")
+        ax.set_title(f"{name}\nECE {100 * r.ece:.1f} points ({r.bins} bins)", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy")
+    fig.suptitle(title)
+    legend_below(axes[0], ncol=3)
+    return fig
+
+
 def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], normalize: bool = True) -> Figure:
     """Confusion matrix heat map (rows: true class, columns: predicted), row-normalised by default."""
     m = np.asarray(cm, dtype=float)
@@ -304,14 +343,20 @@ def plot_deploy(rows) -> Figure:
         return 40 + 600 * size_mb / biggest
 
     for colour, (device, part) in zip(plt_colours(), rows.groupby("device"), strict=False):
-        ax.scatter(part["latency_ms_p50"], part["accuracy"], s=area(part["size_mb"].astype(float)), alpha=0.6, color=colour)
+        ax.scatter(
+            part["latency_ms_p50"], part["accuracy"], s=area(part["size_mb"].astype(float)), alpha=0.6, color=colour
+        )
         ax.scatter([], [], s=60, alpha=0.6, color=colour, label=f"on {device}")  # the legend's colour key
         if "test_images" in part:
             se = [standard_error(float(p), int(n)) for p, n in zip(part["accuracy"], part["test_images"], strict=True)]
             ax.errorbar(part["latency_ms_p50"], part["accuracy"], yerr=se, fmt="none", ecolor=colour, capsize=3, lw=1)
         for _, r in part.iterrows():
             ax.annotate(
-                r["variant"], (r["latency_ms_p50"], r["accuracy"]), textcoords="offset points", xytext=(6, 4), fontsize=8
+                r["variant"],
+                (r["latency_ms_p50"], r["accuracy"]),
+                textcoords="offset points",
+                xytext=(6, 4),
+                fontsize=8,
             )
     smallest = min(float(r) for r in rows["size_mb"])
     for size in dict.fromkeys([smallest, biggest]):  # the marker-area scale, as legend entries

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ from cifarkit.errors import CifarkitError, ConfigError, duration_text
 from cifarkit.predict import evaluate_run, expand_paths, predict
 from cifarkit.report.analysis import validation_correct
 from cifarkit.report.commentary import Note, findings, in_this_run
-from cifarkit.report.comparison import compare_runs, find_runs, on_dataset
+from cifarkit.report.comparison import compare_runs, find_runs, on_dataset, smoothing_pair
+from cifarkit.report.exercises import check
 from cifarkit.report.figures import plot_own_predictions, run_callbacks, save, write_test_figures
 from cifarkit.runs import ensure_dir, make_run_dir, read_json, read_run, slug, write_json
 from cifarkit.tools.perflogs import run_conditions
@@ -39,6 +41,7 @@ class Profile:
     ablation_hidden_units: int
     ablation_seeds: int  # the two best ablation steps are retrained until each has this many seeds
     tta_test_images: int | None
+    lr_finder_steps: int = 200  # 03's learning-rate range test
     speedrun_recipe: str = "speedrun"  # a name from cifarkit.speedrun.recipe.RECIPES
     speedrun_ablation_train_images: int | None = None
     course_epochs: int = 10  # the course EX-1 recipe's budget in the 07 race
@@ -62,6 +65,7 @@ PROFILES = {
         speedrun_recipe="tiny",
         speedrun_ablation_train_images=500,
         course_epochs=2,
+        lr_finder_steps=20,
         deploy=DeploySettings(sparsities=(0.5,), finetune_epochs=0.5, runs=20),
     ),
     # meaningful numbers on a laptop CPU, the whole series in one sitting (issue 31: at most 30 min of notebooks
@@ -129,6 +133,7 @@ class NotebookRun:
     figures: list[str] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    exercises: dict[str, str] = field(default_factory=dict)  # each "Your turn" exercise's state
     _data: Any = None
 
     @property
@@ -185,6 +190,15 @@ class NotebookRun:
                 run = self.train(dataset, test=False, seed=self.seed + k, **common, **settings[step])
                 values[step].append(float(read_run(run).train["best_val_accuracy"]))
         return values
+
+    def label_smoothing_pair(self, dataset, run: Path, settings: dict, **common: Any) -> dict[str, Path]:
+        """``run`` (trained with ``settings`` and ``common``) and its twin that differs only in label smoothing,
+        trained here, without smoothing first: the pair whose calibration notebook 03 compares."""
+        own = settings.get("label_smoothing") or 0.0
+        return {
+            name: run if (kw["label_smoothing"] or 0.0) == own else self.train(dataset, test=False, **common, **kw)
+            for name, kw in smoothing_pair(settings).items()
+        }
 
     def runs_to_compare(self, runs_root: str = "") -> Path:
         """The folder notebook 06 ranks: ``runs_root`` (found from the notebook or the repository root), else
@@ -310,6 +324,15 @@ class NotebookRun:
         self.notes.append(text)
         show(text)
 
+    def exercise(self, name: str, yours: Callable) -> Callable:
+        """A "Your turn" check (:func:`cifarkit.report.exercises.check`): shows its one-line answer, keeps the
+        state for the summary, and returns the function the notebook goes on with: yours once it passes,
+        the library's until then."""
+        answer = check(name, yours)
+        self.exercises[name] = answer.state
+        show(Note(answer.line))
+        return answer.use
+
     def takeaways(self) -> Note:
         """The "In this run" list: what every paragraph :meth:`note` showed found (its finding), as bullets."""
         return in_this_run(self.notes)
@@ -369,6 +392,7 @@ class NotebookRun:
         import pandas as pd
 
         self.headline.update(headline)
+        self.headline.update({f"exercise[{name}]": state for name, state in self.exercises.items()})
         self.write_summary("finished")
         show(self.own_cost())
         values = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in self.headline.values()]

@@ -99,3 +99,15 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, meta:
     entry = proto.metadata_props.add()
     entry.key, entry.value = ONNX_META_KEY, json.dumps(meta)
     return atomic_write(path, lambda tmp: onnx.save(proto, str(tmp)))  # whole or not at all (a full disk)
+
+
+def int8_megabytes(model: nn.Module) -> float:
+    """What an int8 copy of ``model`` needs at least, in megabytes (10^6 bytes): each weight of a convolution
+    or linear layer in one byte, every other parameter (biases, batch norm) in four. The real file holds more:
+    a scale and zero point per output channel, and the pickled structure around the numbers."""
+    size = 0
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            int8 = name == "weight" and isinstance(module, (nn.Conv2d, nn.Linear))
+            size += p.numel() * (1 if int8 else 4)
+    return size / 1e6

@@ -1,0 +1,125 @@
+"""Calibration: does a model's confidence match how often it is right? A reliability diagram sorts the images
+into bins by the top class's probability and compares each bin's accuracy with its mean confidence; the
+expected calibration error (ECE) is the gap averaged over the bins, weighted by how many images each holds."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cifarkit.evaluate import predicted_labels
+from cifarkit.report.commentary import Note, pct
+
+BINS = 15  # equal-width confidence bins, as in Guo et al. (2017), "On Calibration of Modern Neural Networks"
+RESAMPLES = 1000  # bootstrap resamples of the images for the ECE difference's interval
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """One model's reliability diagram on one set of images."""
+
+    confidence: np.ndarray  # mean top-class probability per bin (NaN where a bin is empty)
+    accuracy: np.ndarray  # fraction right per bin (NaN where empty)
+    count: np.ndarray  # images per bin
+    ece: float
+    mean_confidence: float
+    accuracy_all: float
+    bins: int = BINS
+
+
+def per_image(labels: torch.Tensor, logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's confidence (its top class's softmax probability) and whether that class is right; the top
+    class is :func:`cifarkit.evaluate.predicted_labels`, the one prediction every metric uses."""
+    probs = logits.float().softmax(1)
+    top = predicted_labels(logits)
+    return probs.gather(1, top[:, None])[:, 0].numpy(), (top == labels).numpy()
+
+
+def bin_of(confidence: np.ndarray, bins: int = BINS) -> np.ndarray:
+    """The bin of each confidence: (0, 1/bins] is bin 0, ..., ((bins-1)/bins, 1] the last."""
+    return np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+
+
+def ece_of(confidence: np.ndarray, correct: np.ndarray, bins: int = BINS) -> float:
+    """Expected calibration error: sum over bins of (images in bin / all) x |accuracy - mean confidence|."""
+    b = bin_of(confidence, bins)
+    count = np.bincount(b, minlength=bins)
+    gap = np.bincount(b, weights=correct - confidence, minlength=bins)  # per bin: sum of (right - confidence)
+    return float(np.abs(gap).sum() / max(len(confidence), 1)) if count.any() else 0.0
+
+
+def reliability(labels: torch.Tensor, logits: torch.Tensor, bins: int = BINS) -> Reliability:
+    """The reliability diagram and ECE of ``logits`` against ``labels``."""
+    confidence, correct = per_image(labels, logits)
+    b = bin_of(confidence, bins)
+    count = np.bincount(b, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(b, weights=confidence, minlength=bins) / count
+        accuracy = np.bincount(b, weights=correct.astype(float), minlength=bins) / count
+    return Reliability(
+        mean_conf,
+        accuracy,
+        count,
+        ece_of(confidence, correct, bins),
+        float(confidence.mean()),
+        float(correct.mean()),
+        bins,
+    )
+
+
+def ece_difference_interval(
+    labels: torch.Tensor, first: torch.Tensor, second: torch.Tensor, bins: int = BINS, seed: int = 0
+) -> tuple[float, float]:
+    """A 95% bootstrap interval of ECE(second) - ECE(first) on the same images: both models are scored on the
+    same resampled images each time (paired), so the interval holds the images' luck, not the models'."""
+    a, b = per_image(labels, first), per_image(labels, second)
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    diffs = []
+    for _ in range(RESAMPLES):
+        i = rng.integers(0, n, n)
+        diffs.append(ece_of(b[0][i], b[1][i], bins) - ece_of(a[0][i], a[1][i], bins))
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def curves(pair: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Reliability]:
+    """Each model's reliability on its (labels, logits)."""
+    return {name: reliability(labels, logits) for name, (labels, logits) in pair.items()}
+
+
+def describe(pair: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> Note:
+    """The claim "label smoothing is better calibrated" checked on this run: ``pair`` holds (labels, logits) of
+    the model without label smoothing first and with it second, on the same validation images."""
+    (off_name, (labels, off_logits)), (on_name, (_, on_logits)) = pair.items()
+    off, on = reliability(labels, off_logits), reliability(labels, on_logits)
+    low, high = ece_difference_interval(labels, off_logits, on_logits)
+    if high < 0:
+        verdict = "it **lowered** the calibration error beyond the images' luck (the interval stays below zero)"
+    elif low > 0:
+        verdict = "it **raised** the calibration error beyond the images' luck (the interval stays above zero)"
+    else:
+        verdict = "the difference is **within noise** (the interval holds zero): this run neither shows nor refutes it"
+
+    def side(name: str, r: Reliability) -> str:
+        lean = "over-confident" if r.mean_confidence > r.accuracy_all else "under-confident"
+        return (
+            f"{name}: ECE **{100 * r.ece:.1f} points**, mean confidence {pct(r.mean_confidence)} at "
+            f"{pct(r.accuracy_all)} accuracy ({lean})"
+        )
+
+    text = (
+        f"On {len(labels):,} validation images with {off.bins} confidence bins, {side(off_name, off)}; "
+        f"{side(on_name, on)}. Label smoothing changed the ECE by {100 * (on.ece - off.ece):+.1f} points "
+        f"(95% bootstrap interval {100 * low:+.1f} to {100 * high:+.1f}): {verdict}. "
+        "Smoothing trains towards a target of less than 100% on the label, so it pulls confidence down: that "
+        "helps a model that was over-confident and hurts one that was already under-confident."
+    )
+    finding = (
+        f"Calibration ({off.bins} bins, validation): ECE {100 * off.ece:.1f} points without label smoothing, "
+        f"{100 * on.ece:.1f} with it; {verdict.split(' (')[0].replace('**', '')}."
+    )
+    return Note(text, finding=finding)

@@ -1,0 +1,67 @@
+"""Calibration (03): reliability bins, the expected calibration error, its bootstrap interval and the verdict."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cifarkit.report.calibration import BINS, bin_of, describe, ece_difference_interval, reliability
+
+
+def confident(p: float, n: int = 100, classes: int = 10, right: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits whose top class (class 0) has probability ``p`` for every image, right for a share ``right``."""
+    probs = torch.full((n, classes), (1 - p) / (classes - 1))
+    probs[:, 0] = p
+    labels = torch.zeros(n, dtype=torch.long)
+    labels[int(round(n * right)) :] = 1
+    return labels, probs.log()
+
+
+def test_a_model_right_as_often_as_it_is_confident_has_no_calibration_error():
+    r = reliability(*confident(0.9, right=0.9))
+    assert r.ece == pytest.approx(0.0, abs=1e-6) and r.count.sum() == 100
+    assert r.mean_confidence == pytest.approx(0.9) and r.accuracy_all == pytest.approx(0.9)
+
+
+def test_over_and_under_confidence_are_the_gap_in_the_bin():
+    assert reliability(*confident(0.9, right=0.6)).ece == pytest.approx(0.3, abs=1e-6)  # over-confident
+    assert reliability(*confident(0.5, right=1.0)).ece == pytest.approx(0.5, abs=1e-6)  # under-confident
+
+
+def test_bins_are_right_closed_and_one_falls_in_the_last():
+    assert bin_of(np.array([1e-9, 1 / BINS, 1 / BINS + 1e-9, 0.5, 1.0])).tolist() == [0, 0, 1, 7, BINS - 1]
+
+
+def test_tied_logits_are_one_prediction_the_lower_class():
+    labels = torch.tensor([0, 0, 3])
+    r = reliability(labels, torch.zeros(3, 10))  # every class at 10%: the prediction is class 0, as everywhere
+    assert r.accuracy_all == pytest.approx(2 / 3) and r.mean_confidence == pytest.approx(0.1)
+
+
+def test_the_ece_of_images_in_several_bins_weights_each_bin_by_its_images():
+    a_labels, a_logits = confident(0.9, n=50, right=0.9)  # calibrated
+    b_labels, b_logits = confident(0.7, n=150, right=1.0)  # 0.3 under
+    r = reliability(torch.cat([a_labels, b_labels]), torch.cat([a_logits, b_logits]))
+    assert r.ece == pytest.approx(0.75 * 0.3, abs=1e-6)
+    assert math.isnan(r.accuracy[0]) and r.count[0] == 0  # an empty bin has no accuracy
+
+
+def test_the_bootstrap_interval_holds_zero_for_the_same_model_and_not_for_a_real_difference():
+    labels, logits = confident(0.9, n=400, right=0.9)
+    assert ece_difference_interval(labels, logits, logits) == (0.0, 0.0)
+    _, over = confident(0.99, n=400, right=0.9)
+    low, high = ece_difference_interval(labels, logits, over)
+    assert 0 < low <= high and high < 0.2
+
+
+def test_the_verdict_follows_the_interval():
+    labels, calibrated = confident(0.9, n=400, right=0.9)
+    _, over = confident(0.99, n=400, right=0.9)
+    lowered = describe({"without label smoothing": (labels, over), "with label smoothing 0.1": (labels, calibrated)})
+    assert "**lowered**" in lowered and "ECE **9.0 points**" in lowered and "400 validation images" in lowered
+    assert lowered.finding.startswith("Calibration (15 bins, validation): ECE 9.0 points without")
+    same = describe({"without": (labels, calibrated), "with": (labels, calibrated)})
+    assert "**within noise**" in same

@@ -1,0 +1,43 @@
+"""The learning-rate range test (03): an exponential sweep that stops when the loss explodes, and its suggestion."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from cifarkit.config import TrainConfig
+from cifarkit.data import load_dataset
+from cifarkit.errors import ConfigError
+from cifarkit.tools.lrfinder import lr_range_test
+
+CFG = TrainConfig(model="ex1", dataset="synthetic", batch_size=64, lr=3e-3, val_fraction=0.2, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return load_dataset("synthetic")
+
+
+def test_the_sweep_grows_the_rate_by_one_factor_and_stops_when_the_loss_explodes(dataset):
+    sweep = lr_range_test(CFG, dataset, start=1e-5, end=1e4, steps=60)
+    assert sweep.stopped == "diverged" and 10 < len(sweep.lrs) < 60  # Adam at a rate of hundreds explodes
+    ratios = [b / a for a, b in zip(sweep.lrs, sweep.lrs[1:], strict=False)]
+    assert all(r == pytest.approx((1e4 / 1e-5) ** (1 / 59)) for r in ratios)
+    assert sweep.lrs[0] == pytest.approx(1e-5)
+    finite = [s for s in sweep.smoothed if math.isfinite(s)]
+    assert sweep.lowest == sweep.lrs[sweep.smoothed.index(min(finite))]
+    assert sweep.suggestion == pytest.approx(sweep.lowest / 10)
+    assert sweep.smoothed[0] == pytest.approx(sweep.losses[0])  # the average's start at zero is corrected
+
+
+def test_a_sweep_that_never_explodes_runs_to_its_last_rate(dataset):
+    sweep = lr_range_test(CFG, dataset, start=1e-7, end=1e-4, steps=15)
+    assert sweep.stopped == "end" and len(sweep.lrs) == 15 and sweep.lrs[-1] == pytest.approx(1e-4)
+    assert sweep.optimizer == CFG.optimizer and sweep.batch_size == 64
+
+
+@pytest.mark.parametrize(("start", "end", "steps"), [(1e-3, 1e-4, 100), (0, 1, 100), (1e-6, 1, 5)])
+def test_bad_ranges_are_one_line(dataset, start, end, steps):
+    with pytest.raises(ConfigError, match="use"):
+        lr_range_test(CFG, dataset, start=start, end=end, steps=steps)
