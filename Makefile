@@ -34,8 +34,8 @@ test: $(VENV)/.stamp-dev
 	$(PY) -m pytest -q $(ARGS)
 
 lint: $(VENV)/.stamp-dev
-	$(PY) -m ruff check cifarkit tests
-	$(PY) -m ruff format --check cifarkit tests
+	$(PY) -m ruff check cifarkit tests solutions
+	$(PY) -m ruff format --check cifarkit tests solutions
 	$(PY) -m ruff check notebooks --select F  # notebooks: unused imports, undefined names
 
 bench: $(VENV)/.stamp-run
