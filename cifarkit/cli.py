@@ -506,7 +506,7 @@ def build_parser() -> Parser:
         "--profile",
         choices=("smoke", "quick", "full"),
         default="quick",
-        help="measured on a 2-core AVX2 CPU: smoke about 2 min (synthetic data, a check), quick 27 min (CIFAR-10); full: the course settings, for a GPU",
+        help="measured on a 2-core AVX2 CPU: smoke about 2 min (synthetic data, a check), quick 30 min (CIFAR-10); full: the course settings, for a GPU",
     )
     add_device(se)
     se.add_argument(

@@ -118,7 +118,8 @@ def plot_lr_finder(sweep: Any, recipe_lr: float | None = None, title: str = "lea
     if recipe_lr is not None:
         ax.axvline(recipe_lr, color="black", ls="-.", label=f"the recipe's rate {recipe_lr:g}")
     ax.set_xscale("log")
-    robust_ylim(ax, sweep.smoothed)
+    smooth = [v for v in sweep.smoothed if np.isfinite(v)] or [0.0, 1.0]
+    ax.set_ylim(0.9 * min(smooth), 1.1 * max(smooth))  # the smoothed curve decides; one step's spike is cut off
     ax.set(xlabel="learning rate (log scale)", ylabel=AXIS_LABELS["loss"], title=title)
     ax.grid(alpha=0.3)
     legend_below(ax, ncol=2)
