@@ -131,10 +131,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def print_tta_table(rows: list[dict], args: argparse.Namespace) -> int:
     """``evaluate --tta all``: every mode on the split, as a table (and JSON with ``--json``)."""
-    print(f"{'mode':<10} {'views':>5} {'accuracy':>8} {'top5_acc':>8} {'losses':>7} {'ms/img':>7} {'gain':>7}")
+    print(
+        f"{'mode':<10} {'views':>5} {'accuracy':>8} {'top5_accuracy':>13} {'losses':>7} {'ms_per_image':>12} {'gain_vs_none':>12}"
+    )
     for r in rows:
         print(
-            f"{r['mode']:<10} {r['views']:>5} {r['accuracy']:>8.4f} {r['top5_accuracy']:>8.4f} {r['losses']:>7.4f} {r['ms_per_image']:>7.3f} {r['gain_vs_none']:>+7.4f}"
+            f"{r['mode']:<10} {r['views']:>5} {r['accuracy']:>8.4f} {r['top5_accuracy']:>13.4f} {r['losses']:>7.4f} {r['ms_per_image']:>12.3f} {r['gain_vs_none']:>+12.4f}"
         )
     if args.json:  # the plain pass's numbers at the top, as without --tta all
         plain = rows[0]  # test.json's names for the plain pass's numbers, as without --tta all

@@ -548,10 +548,10 @@ def epoch_row(epoch: int, stats: EpochStats, val: dict, optimizer: torch.optim.O
 
 
 def format_epoch(r: dict, epochs: int) -> str:
-    """The one log line printed per epoch."""
+    """The one log line printed per epoch, under metrics.jsonl's names."""
     return (
-        f"epoch {r['epoch']:>3}/{epochs} train_loss {r['train_loss']:.4f} train_acc {r['train_accuracy']:.4f} "
-        f"val_loss {r['val_loss']:.4f} val_acc {r['val_accuracy']:.4f} val_top5 {r['val_top5_accuracy']:.4f} "
+        f"epoch {r['epoch']:>3}/{epochs} train_loss {r['train_loss']:.4f} train_accuracy {r['train_accuracy']:.4f} "
+        f"val_loss {r['val_loss']:.4f} val_accuracy {r['val_accuracy']:.4f} val_top5_accuracy {r['val_top5_accuracy']:.4f} "
         f"lr {r['lr']:.2e} {r['images_per_s']:.0f} img/s data_wait {r['data_wait_s']:.2f}s {r['epoch_time_s']:.1f}s"
     )
 
