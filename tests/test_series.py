@@ -27,13 +27,18 @@ def smoke_report(tmp_path_factory) -> Path:
     return run_smoke_series(tmp_path_factory.mktemp("reports"))
 
 
+BF16_NOTEBOOKS = "01,03,04,07,08"  # every notebook whose runs, tests or text depend on the precision but 02
+
+
 @pytest.fixture(scope="module")
 def bf16_report(tmp_path_factory) -> Path:
-    """The smoke series as a learner on a bf16 CPU runs it (emulated on an AVX2 CPU: slower, the same numbers)."""
-    return run_smoke_series(tmp_path_factory.mktemp("reports-bf16"), "--amp", "bf16")
+    """The smoke series as a learner on a bf16 CPU runs it (emulated on an AVX2 CPU: slower, the same numbers).
+    02 (EX-2 at 128 px: 2 min in emulated bf16, most of the suite's margin under CI's 25 minutes) is left
+    out, with 00, 05 and 06, which train nothing; 01 and 03 train, 04 and 08 evaluate in bf16, 07 races."""
+    return run_smoke_series(tmp_path_factory.mktemp("reports-bf16"), "--amp", "bf16", "--only", BF16_NOTEBOOKS)
 
 
-def assert_true_to_its_precision(report: Path, amp: str) -> None:
+def assert_true_to_its_precision(report: Path, amp: str, tested: set[str]) -> None:
     """What issue 30 asks of a report on every machine: each run records the precision it trained and tested in,
     each test.json holds one prediction per image (accuracy is exactly the confusion matrix's trace over n),
     every paragraph a notebook generated is shown in it, and 01 and 08 name the run's real precision."""
@@ -49,7 +54,7 @@ def assert_true_to_its_precision(report: Path, amp: str) -> None:
         if "resolved" in (c := json.loads(config.read_text())):  # the speedrun's config names its recipe instead
             assert precision_name(c["resolved"]["amp"]) == name, config
     tests = sorted(report.rglob("test.json"))
-    assert len(tests) >= 4
+    assert {t.parent.parent.name for t in tests} >= tested  # every notebook that tests a run left its test.json
     for path in tests:
         test = json.loads(path.read_text())
         if "confusion_matrix" in test:
@@ -70,13 +75,13 @@ def assert_true_to_its_precision(report: Path, amp: str) -> None:
 
 @pytest.mark.slow
 def test_the_smoke_series_is_true_to_its_precision(smoke_report):
-    assert_true_to_its_precision(smoke_report, "auto")
+    assert_true_to_its_precision(smoke_report, "auto", {"01_ex1_baseline", "02_ex2_bigger_model", "03_augmentation"})
 
 
 @pytest.mark.slow
 def test_the_smoke_series_in_bf16_is_true_to_its_precision(bf16_report):
     """Run as a bf16 learner runs it: bf16 named in 01 and 08, and test.json agreeing with itself under bf16."""
-    assert_true_to_its_precision(bf16_report, "bf16")
+    assert_true_to_its_precision(bf16_report, "bf16", {"01_ex1_baseline", "03_augmentation"})
     race = markdown_outputs(bf16_report / "notebooks" / "07_speedrun.ipynb")
     assert "reached" in race  # the race paragraph, computed and shown (the first of two notes in its cell)
 
