@@ -310,9 +310,10 @@ def compare_tta(
     average: str = "logits",
     amp: str = "off",
 ) -> list[dict]:
-    """Evaluate every mode on one loader: ``accuracy`` (top-1), ``top5_accuracy``, ``losses`` (mean cross-entropy), views and milliseconds per image, and against
-    the first mode (``none``) on the same images: ``fixed`` (images it gets right that ``none`` got wrong)
-    and ``broken`` (the reverse), the counts a paired test of the difference reads."""
+    """Evaluate every mode on one loader: ``accuracy`` (top-1), ``top5_accuracy``, ``losses`` (mean
+    cross-entropy), views and milliseconds per image, and against the first mode (``none``) on the same images:
+    ``fixed`` (images it gets right that ``none`` got wrong) and ``broken`` (the reverse), the counts a paired
+    test of the difference reads."""
     rows, first = [], None
     for mode in modes:
         r = evaluate(model, loader, device, amp=amp, forward=tta_forward(model, mode, average), per_image=True)

@@ -16,17 +16,27 @@ from cifarkit.predict import Predictor
 from cifarkit.runs import read_run
 
 
+def scored(run: str | Path, ds: Dataset, device: str, split: str = "test") -> tuple[Predictor, Split]:
+    """A run's best.pt and the images it is scored on: ``ds``'s ``test`` split, or with ``split="val"`` the
+    validation images the run held out (:func:`validation_split`), labelled in the checkpoint's class order."""
+    p = Predictor.from_checkpoint(Path(run) / "best.pt", device)
+    ds = p.check_dataset(ds)
+    return p, validation_split(run, ds) if split == "val" else ds.split(split)
+
+
 @torch.no_grad()
-def test_logits(run_dir: str | Path, ds: Dataset, device: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
-    """(labels, logits) of a run's best.pt on ``ds``'s test split, as tensors on the CPU."""
-    p = Predictor.from_checkpoint(Path(run_dir) / "best.pt", device)
-    logits, labels = p.logits(p.check_dataset(ds).split("test"))
-    return labels, logits.float()
+def run_logits(
+    run: str | Path, ds: Dataset, device: str = "auto", split: str = "test"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(labels, logits) of a run's best.pt on its :func:`scored` images, as float32 tensors on the CPU."""
+    p, images = scored(run, ds, device, split)
+    logits, labels = p.logits(images)
+    return labels, logits
 
 
 def test_probabilities(run_dir: str | Path, ds: Dataset, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """(labels, softmax probabilities) of a run's best.pt on ``ds``'s test split."""
-    labels, logits = test_logits(run_dir, ds, device)
+    labels, logits = run_logits(run_dir, ds, device)
     return labels.numpy(), logits.softmax(1).numpy()
 
 
@@ -75,34 +85,24 @@ def validation_split(run: str | Path, ds: Dataset) -> Split:
     return ds.split("train").hold_out(cfg["val_fraction"], cfg["seed"])[1]
 
 
-def validation_logits(run: str | Path, ds: Dataset, device: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
-    """(labels, logits) of a run's best.pt on its validation split (:func:`validation_split`), on the CPU."""
-    p = Predictor.from_checkpoint(Path(run) / "best.pt", device)
-    logits, labels = p.logits(validation_split(run, p.check_dataset(ds)))
-    return labels, logits
-
-
 def validation_correct(run: str | Path, ds: Dataset, device: str = "auto") -> torch.Tensor:
     """Each image of a run's validation split (:func:`validation_split`) right or wrong under its best.pt, in
     a fixed order: runs held out alike can then be compared image by image (a paired test)."""
-    p = Predictor.from_checkpoint(Path(run) / "best.pt", device)
-    return p.evaluate(validation_split(run, p.check_dataset(ds)), report=False, per_image=True)["correct"]
+    p, images = scored(run, ds, device, "val")
+    return p.evaluate(images, report=False, per_image=True)["correct"]
 
 
 def validation_accuracy_with(run: str | Path, ds: Dataset, forward: Callable, device: str = "auto") -> float:
     """Top-1 of a run's best.pt on its validation split with ``forward(model, images)`` as the forward pass (a
     learner's TTA function, say), through the one evaluation path and in the run's precision."""
-    p = Predictor.from_checkpoint(Path(run) / "best.pt", device)
-    loader = p.loader(validation_split(run, p.check_dataset(ds)))
-    return evaluate(p.model, loader, p.device, amp=p.amp, forward=lambda x: forward(p.model, x))["accuracy"]
+    p, images = scored(run, ds, device, "val")
+    return evaluate(p.model, p.loader(images), p.device, amp=p.amp, forward=lambda x: forward(p.model, x))["accuracy"]
 
 
 def tta_table(run: str | Path, ds: Dataset, device: str = "auto", split: str = "test", average: str = "logits"):
     """Every TTA mode of a run's best.pt on ``ds``'s ``test`` split (or the run's ``val`` split), its views
     combined by ``average`` (``logits`` or ``probs``), as a DataFrame."""
-    p = Predictor.from_checkpoint(Path(run) / "best.pt", device)
-    ds = p.check_dataset(ds)
-    images = validation_split(run, ds) if split == "val" else ds.split(split)
+    p, images = scored(run, ds, device, split)
     return pd.DataFrame(p.compare_tta(images, average)).set_index("mode")
 
 

@@ -45,10 +45,8 @@ def bin_of(confidence: np.ndarray, bins: int = BINS) -> np.ndarray:
 
 def ece_of(confidence: np.ndarray, correct: np.ndarray, bins: int = BINS) -> float:
     """Expected calibration error: sum over bins of (images in bin / all) x |accuracy - mean confidence|."""
-    b = bin_of(confidence, bins)
-    count = np.bincount(b, minlength=bins)
-    gap = np.bincount(b, weights=correct - confidence, minlength=bins)  # per bin: sum of (right - confidence)
-    return float(np.abs(gap).sum() / max(len(confidence), 1)) if count.any() else 0.0
+    gap = np.bincount(bin_of(confidence, bins), weights=correct - confidence, minlength=bins)  # summed per bin
+    return float(np.abs(gap).sum() / max(len(confidence), 1))  # no images: 0
 
 
 def reliability(labels: torch.Tensor, logits: torch.Tensor, bins: int = BINS) -> Reliability:

@@ -290,13 +290,12 @@ def sizes_against_arithmetic(
     """Megabytes by arithmetic beside the measured files: four bytes a parameter for the checkpoint's network,
     ``int8_mb`` (notebook 08's exercise, or :func:`cifarkit.tools.compress.int8_megabytes`) for its int8 copy,
     and the sizes on disk of the checkpoint and its int8 variant (from ``rows``)."""
-    model = Predictor.from_checkpoint(checkpoint, "cpu").model
     cpu = [r for r in rows if r["device"] == "cpu"]
     ref = next(r for r in cpu if r.get("reference"))
     int8 = next((r for r in cpu if r["variant"].startswith("int8")), None)
     return {
-        "arithmetic: 4 bytes a parameter": 4 * params(model) / 1e6,
+        "arithmetic: 4 bytes a parameter": 4 * ref["params"] / 1e6,
         f"file: the checkpoint ({ref['variant']})": ref["size_mb"],
-        "arithmetic: int8 weights (int8_megabytes)": int8_mb(model),
+        "arithmetic: int8 weights (int8_megabytes)": int8_mb(Predictor.from_checkpoint(checkpoint, "cpu").model),
         **({f"file: {int8['variant']}": int8["size_mb"]} if int8 else {}),
     }

@@ -53,7 +53,9 @@ def lr_range_test(
         loss, _ = train_step(run.model, x, y, run.optimizer, run.criterion, run.device, run.amp, run.scaler)
         value = float(loss.detach())  # the sweep reads every step's loss, so it waits for the device each step
         average = SMOOTHING * average + (1 - SMOOTHING) * value
-        lrs.append(lr), losses.append(value), smoothed.append(average / (1 - SMOOTHING ** (step + 1)))
+        lrs.append(lr)
+        losses.append(value)
+        smoothed.append(average / (1 - SMOOTHING ** (step + 1)))
         if not math.isfinite(value) or smoothed[-1] > DIVERGED * min(smoothed):
             stopped = "diverged"
             break
