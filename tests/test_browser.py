@@ -193,7 +193,7 @@ def test_notebooks_run_in_jupyterlab_as_a_learner_runs_them(lab):
     """Every notebook of the series, in its order, into one report folder (as a learner steps through them)."""
     driver, home = lab
     notebooks = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    assert len(notebooks) == 9 and notebooks[6] == "06_compare_runs", notebooks
+    assert len(notebooks) == 10 and notebooks[6] == "06_compare_runs", notebooks
     for name in notebooks[:6]:
         run_notebook(driver, home, name, 300)
 

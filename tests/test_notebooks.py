@@ -19,6 +19,7 @@ EXPECTED = [
     "06_compare_runs",
     "07_speedrun",
     "08_deploy",
+    "09_transfer",
 ]
 COMMON = {"dataset", "seed", "device", "profile", "report_dir", "interactive"}
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cifarkit.device import precision_name
+from cifarkit.errors import duration_text
 from cifarkit.evaluate import fixed_broken
 from cifarkit.report.comparison import notebook_number
 from cifarkit.report.stats import best_mean, difference_is_noise, means, paired_is_noise, standard_error
@@ -662,3 +663,38 @@ def lr_finder(sweep: Any, recipe_lr: float, accuracy: Mapping[str, float], corre
         f"validation {pct(accuracy['suggested'])} vs {pct(accuracy['recipe'])}, {verdict.split(':')[0]}."
     )
     return Note(text, finding=finding)
+
+
+def seed_gap(a: Mapping[str, float], b: Mapping[str, float]) -> str:
+    """``a`` minus ``b`` (rows of :func:`~cifarkit.tools.transfer.curve_table`) in points, with the noise rule's verdict."""
+    gap, se = a["test_accuracy"] - b["test_accuracy"], (a["se"] ** 2 + b["se"] ** 2) ** 0.5
+    if se != se:  # NaN: one seed
+        return f"{points(gap)} (one seed: no spread to judge it by)"
+    return f"{points(gap)} ± {100 * se:.1f} ({'within noise' if abs(gap) <= 2 * se else 'beyond noise'})"
+
+
+def transfer(table: Any, scratch: str, pretrained: str, imagenet: str | None, pretrain_seconds: float) -> Note:
+    """The label-efficiency curve (:func:`cifarkit.tools.transfer.curve_table`) in words: at each budget, what
+    pretraining on the source classes and the ImageNet backbone gain over training from scratch, and the costs."""
+    rows = {(r["method"], r["labels_per_class"]): r for r in table.to_dict("records")}
+    budgets = sorted({n for _, n in rows})
+    parts = [
+        f"at **{n:,}** labels per class, pretrained EX-1 vs scratch {seed_gap(rows[(pretrained, n)], rows[(scratch, n)])}"
+        + (f", {imagenet} vs scratch {seed_gap(rows[(imagenet, n)], rows[(scratch, n)])}" if imagenet else "")
+        for n in budgets
+    ]
+    few, many = budgets[0], budgets[-1]  # the head start at the fewest and the most labels
+    gain = {n: rows[(pretrained, n)]["test_accuracy"] - rows[(scratch, n)]["test_accuracy"] for n in (few, many)}
+    text = (
+        "Test accuracy on the target classes, the mean over seeds ± its standard error: " + "; ".join(parts) + ". "
+        f"The head start of pretraining {'shrinks' if gain[many] < gain[few] else 'does not shrink'} as labels grow "
+        f"({points(gain[few])} at {few:,}, {points(gain[many])} at {many:,}). Its cost was paid once, before any label: "
+        f"{duration_text(pretrain_seconds)} of pretraining, against "
+        f"{duration_text(rows[(pretrained, few)]['seconds'])} for one fine-tuning run."
+    )
+    scores = ", ".join(f"{m} {pct(rows[(m, few)]['test_accuracy'])}" for m, n in rows if n == few)
+    return Note(
+        text,
+        finding=f"Transfer, test accuracy with {few:,} labels per class: {scores}; pretrained EX-1 vs scratch "
+        f"{seed_gap(rows[(pretrained, few)], rows[(scratch, few)])}.",
+    )

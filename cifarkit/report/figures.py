@@ -584,3 +584,24 @@ def run_callbacks() -> list[Callback]:
     TensorBoard events (with the test confusion matrix drawn here) and the run folder's figures."""
     telemetry = Telemetry()
     return [telemetry, TensorBoard(telemetry, draw_confusion=plot_confusion), RunFigures()]
+
+
+def plot_label_curve(table: Any, title: str = "label efficiency on the target classes") -> Figure:
+    """Test top-1 against labelled images per class (log axis), one line per method, each point the mean over seeds
+    with +-1 standard error bars (:func:`cifarkit.tools.transfer.curve_table`)."""
+    fig = Figure(figsize=(7, 4.6), layout="constrained")
+    ax = fig.subplots()
+    for method, rows in table.groupby("method", sort=False):
+        se = np.nan_to_num(rows["se"].to_numpy(dtype=float))
+        ax.errorbar(rows["labels_per_class"], rows["test_accuracy"], yerr=se, marker="o", capsize=4, label=method)
+    ax.set_xscale("log")
+    ax.set_xticks(
+        sorted(table["labels_per_class"].unique()),
+        labels=[f"{n:,}" for n in sorted(table["labels_per_class"].unique())],
+    )
+    seeds = int(table["seeds"].min())
+    spread = f"mean of {seeds} seeds, bars +-1 standard error" if seeds > 1 else "one seed: no error bars"
+    ax.set(xlabel="labelled images per class (log scale)", ylabel="test accuracy", title=f"{title}\n({spread})")
+    ax.grid(alpha=0.3)
+    legend_below(ax, ncol=2)
+    return fig

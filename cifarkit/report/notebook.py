@@ -23,6 +23,7 @@ from cifarkit.report.exercises import check
 from cifarkit.report.figures import plot_own_predictions, run_callbacks, save, write_test_figures
 from cifarkit.runs import ensure_dir, make_run_dir, read_json, read_run, slug, write_json
 from cifarkit.tools.perflogs import run_conditions
+from cifarkit.tools.transfer import TransferSettings
 from cifarkit.train import fit
 
 
@@ -46,6 +47,7 @@ class Profile:
     speedrun_ablation_train_images: int | None = None
     course_epochs: int = 10  # the course EX-1 recipe's budget in the 07 race
     deploy: DeploySettings = DeploySettings()  # 08: how the variants are built and timed
+    transfer: TransferSettings = TransferSettings()  # 09: pretraining, label budgets, fine-tuning, the ImageNet row
 
 
 PROFILES = {
@@ -67,6 +69,17 @@ PROFILES = {
         course_epochs=2,
         lr_finder_steps=20,
         deploy=DeploySettings(sparsities=(0.5,), finetune_epochs=0.5, runs=20),
+        transfer=TransferSettings(
+            pretrain_images=None,
+            pretrain_epochs=1,
+            labels_per_class=(2, 10),
+            choose_at=10,
+            val_per_class=10,
+            steps=6,
+            batch_size=16,
+            sizes=(32,),
+            weight_decays=(1e-2,),
+        ),
     ),
     # meaningful numbers on a laptop CPU, the whole series in one sitting (issue 31: at most 30 min of notebooks
     # on a 2-core AVX2 CPU; it took 63 min with 12 EX-1 epochs, 10,000 x 4 for 02, 20,000 x 5 for 03, and
@@ -77,7 +90,7 @@ PROFILES = {
         epochs=7,
         train_images=None,
         test_images=None,
-        big_model_train_images=3_000,
+        big_model_train_images=1_600,
         big_model_epochs=3,
         ablation_train_images=7_000,
         ablation_epochs=3,
@@ -86,7 +99,8 @@ PROFILES = {
         tta_test_images=None,
         speedrun_recipe="speedrun",
         speedrun_ablation_train_images=6_000,
-        course_epochs=5,
+        course_epochs=4,
+        transfer=TransferSettings(pool_per_class=1_100, test_images=1_000),  # 96 px Lite0 features: 6 ms an image here
     ),
     # the course's settings: for a GPU
     "full": Profile(
@@ -105,6 +119,16 @@ PROFILES = {
         speedrun_ablation_train_images=None,
         course_epochs=30,
         deploy=DeploySettings(sparsities=(0.3, 0.5, 0.7), finetune_epochs=3.0, runs=500),
+        transfer=TransferSettings(
+            pretrain_images=None,
+            pretrain_epochs=15,
+            val_per_class=200,
+            steps=300,
+            lrs=(3e-4, 1e-3, 3e-3),
+            seeds=3,
+            sizes=(64, 96, 128, 224),
+            weight_decays=(1e-4, 1e-3, 1e-2),
+        ),
     ),
 }
 
@@ -160,11 +184,12 @@ class NotebookRun:
         mine = {"dataset": self.dataset, "seed": self.seed, "device": self.device, "amp": self.amp, **overrides}
         return named_recipe(recipe, **mine) if recipe else TrainConfig(**mine)
 
-    def train(self, dataset, test: bool = True, recipe: str | None = None, **overrides: Any) -> Path:
-        """Train ``recipe`` (or the defaults) with ``overrides`` into this notebook's runs folder, telemetry on;
-        log a line per epoch; return the run folder."""
+    def train(self, data, test: bool = True, recipe: str | None = None, **overrides: Any) -> Path:
+        """Train ``recipe`` (or the defaults) on the loaded dataset ``data`` with ``overrides`` (``dataset``: the
+        name its runs record, when ``data`` is a part of this notebook's dataset) into this notebook's runs folder,
+        telemetry on; log a line per epoch; return the run folder."""
         cfg = self.config(recipe, **{"telemetry": True, **overrides})
-        run = fit(cfg, self.runs_dir, dataset, progress=self.interactive, test=test, callbacks=run_callbacks())
+        run = fit(cfg, self.runs_dir, data, progress=self.interactive, test=test, callbacks=run_callbacks())
         self.runs.append(str(run.relative_to(self.report_dir)))
         return run
 
@@ -301,6 +326,11 @@ class NotebookRun:
         )
         self.runs.append(str(run.relative_to(self.report_dir)))
         return run
+
+    def compute(self) -> tuple[Any, str]:
+        """The device and the precision (``device`` and ``amp`` resolved) that a notebook's own loops run in."""
+        device = resolve_device(self.device)
+        return device, resolve_amp(self.amp, device)
 
     def deploy_settings(self) -> DeploySettings:
         """How notebook 08 builds and times the deployment variants: the profile's, with this notebook's seed."""
