@@ -263,3 +263,16 @@ def test_the_label_curve_draws_one_line_per_method_with_its_error_bars():
     ax = fig.axes[0]
     assert [c.get_label() for c in ax.containers] == ["scratch", "pretrained"]
     assert ax.get_xscale() == "log" and "mean of 2 seeds" in ax.get_title()
+
+
+def test_the_index_never_names_the_pretraining_run_as_the_series_best_model(data, tmp_path):
+    """09's pretraining trains on part of the classes: another dataset, which the index's best model skips."""
+    from cifarkit.report import series
+
+    source = transfer.only_classes(data, transfer.class_groups(data.classes).source)
+    cfg = TrainConfig(model="ex1", epochs=1, device="cpu", dataset="synthetic (the first 4 classes only)")
+    fit(cfg, tmp_path / "09_transfer", source, test=False, log=lambda _: None)
+    assert series.best_run(tmp_path) is not None  # it is a run
+    assert series.best_run(tmp_path, "synthetic") is None  # but not one on the series' dataset
+    fit(replace(cfg, dataset="synthetic"), tmp_path / "01_ex1_baseline", data, test=False, log=lambda _: None)
+    assert series.best_run(tmp_path, "synthetic")["run"].startswith("01_ex1_baseline/")

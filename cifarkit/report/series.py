@@ -17,7 +17,7 @@ from cifarkit.data import load_dataset, project_root
 from cifarkit.device import env_info, resolve_amp, resolve_device
 from cifarkit.errors import CifarkitError
 from cifarkit.report.notebook import get_profile, summaries
-from cifarkit.runs import ensure_dir, make_run_dir, read_json, read_run, write_json, write_text
+from cifarkit.runs import ensure_dir, make_run_dir, read_json, read_run, slug, write_json, write_text
 
 KERNEL = "python3"
 
@@ -316,12 +316,14 @@ def fmt(value: Any) -> str:
     return "not recorded" if value is None else str(value)
 
 
-def best_run(report: Path) -> dict[str, Any] | None:
-    """Of the report's runs that were evaluated on test (each notebook's chosen model), the one with the
-    highest validation top-1: the choice is made on validation, as every choice in the series; its test
-    top-1 only reports. Without any tested run: the best on validation, test top-1 None."""
+def best_run(report: Path, dataset: str | None = None) -> dict[str, Any] | None:
+    """Of the report's runs on ``dataset`` (all when None; 09's pretraining on part of the classes is another
+    dataset) that were evaluated on test (each notebook's chosen model), the one with the highest validation
+    top-1: the choice is made on validation, as every choice in the series; its test top-1 only reports.
+    Without any tested run: the best on validation, test top-1 None."""
     best = None
     runs = [read_run(p.parent) for p in sorted(report.glob("*/*/train.json"))]
+    runs = [r for r in runs if dataset is None or slug(str(r.config.get("dataset"))) == slug(dataset)]
     for run in [r for r in runs if r.test] or runs:
         val = run.train.get("best_val_accuracy")
         if val is None or (best is not None and val <= best["val_accuracy"]):
@@ -367,7 +369,7 @@ def findings(report: Path, state: dict[str, Any]) -> list[str]:
     """The index's three opening lines: the best model and its test top-1, the notebooks' time and device, and
     what failed, was interrupted or did not run."""
     env, p = state.get("env", {}), state["parameters"]
-    best = best_run(report)
+    best = best_run(report, p.get("dataset"))
     if best is None:
         first = "No training run finished, so there is no best model yet."
     else:
