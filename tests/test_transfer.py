@@ -133,20 +133,32 @@ def test_choices_are_made_on_validation_and_the_curve_reuses_the_winning_run(dat
     assert len(rows) == 2 * len(picks) and all("test_accuracy" in r for r in rows)
     for row in winners.values():
         assert rows.count(row) == 1  # reused as it is, not trained again
-    table = transfer.curve_table(rows)
-    assert set(table["seeds"]) == {2} and len(table) == 4
+    from cifarkit.report.stats import curve_table
+
+    table = curve_table(rows)
+    assert set(table["seeds"]) == {2} and len(table) == 4 and set(table["test_images"]) == {len(task.test)}
 
 
-def test_curve_table_means_and_standard_errors_over_seeds():
+def test_curve_table_counts_the_seeds_spread_and_the_test_images_noise():
+    from cifarkit.report.stats import curve_table, standard_error
+
     rows = [
-        {"method": "a", "labels_per_class": 10, "test_accuracy": 0.5, "seconds": 1.0},
-        {"method": "a", "labels_per_class": 10, "test_accuracy": 0.7, "seconds": 3.0},
-        {"method": "b", "labels_per_class": 10, "test_accuracy": 0.4, "seconds": 2.0},
+        {"method": "a", "trains": "all layers", "labels_per_class": 10, "test_accuracy": 0.5, "seconds": 1.0},
+        {"method": "a", "trains": "all layers", "labels_per_class": 10, "test_accuracy": 0.7, "seconds": 3.0},
+        {"method": "b", "trains": "head", "labels_per_class": 10, "test_accuracy": 0.4, "seconds": 2.0},
+        {"method": "c", "trains": "head", "labels_per_class": 10, "test_accuracy": 0.6, "seconds": 2.0},
+        {"method": "c", "trains": "head", "labels_per_class": 10, "test_accuracy": 0.6, "seconds": 2.0},
     ]
-    table = transfer.curve_table(rows).set_index("method")
+    table = curve_table([{**r, "test_images": 1000} for r in rows]).set_index("method")
     assert table.loc["a", "test_accuracy"] == pytest.approx(0.6) and table.loc["a", "seconds"] == 2.0
-    assert table.loc["a", "se"] == pytest.approx(math.sqrt(0.02) / math.sqrt(2))  # std (n-1) over sqrt(n)
-    assert math.isnan(table.loc["b", "se"]) and table.loc["b", "seeds"] == 1
+    seeds = math.sqrt(0.02) / math.sqrt(2)  # sample std (n-1) over sqrt(n)
+    assert table.loc["a", "seed_se"] == pytest.approx(seeds)
+    assert table.loc["a", "se"] == pytest.approx(math.hypot(seeds, standard_error(0.6, 1000)))
+    # one seed: no spread to measure, the test images' noise remains
+    assert math.isnan(table.loc["b", "seed_se"]) and table.loc["b", "se"] == pytest.approx(standard_error(0.4, 1000))
+    # two seeds that agree by chance do not make the accuracy exact
+    assert table.loc["c", "seed_se"] == 0 and table.loc["c", "se"] == pytest.approx(standard_error(0.6, 1000))
+    assert table.loc["b", "trains"] == "head" and table.loc["b", "seeds"] == 1
 
 
 def test_the_commentary_judges_each_gap_by_its_standard_error():
@@ -157,7 +169,7 @@ def test_the_commentary_judges_each_gap_by_its_standard_error():
 
     assert "within noise" in seed_gap({"test_accuracy": 0.62, "se": 0.02}, {"test_accuracy": 0.6, "se": 0.02})
     assert "beyond noise" in seed_gap({"test_accuracy": 0.7, "se": 0.01}, {"test_accuracy": 0.6, "se": 0.01})
-    assert "one seed" in seed_gap({"test_accuracy": 0.7, "se": math.nan}, {"test_accuracy": 0.6, "se": math.nan})
+    assert "within noise" in seed_gap({"test_accuracy": 0.6, "se": 0.0}, {"test_accuracy": 0.6, "se": 0.0})
     table = pd.DataFrame(
         [
             {"method": m, "labels_per_class": n, "test_accuracy": acc, "se": 0.01, "seconds": 2.0}
@@ -252,17 +264,18 @@ def test_a_split_smaller_than_a_budget_is_a_one_line_error():
 
 def test_the_label_curve_draws_one_line_per_method_with_its_error_bars():
     from cifarkit.report.figures import plot_label_curve
+    from cifarkit.report.stats import curve_table
 
     rows = [
-        {"method": m, "labels_per_class": n, "test_accuracy": 0.5, "seconds": 1.0}
-        for m in ("scratch", "pretrained")
+        {"method": m, "trains": t, "labels_per_class": n, "test_accuracy": 0.5, "seconds": 1.0, "test_images": 400}
+        for m, t in (("scratch", "all layers"), ("pretrained", "head"))
         for n in (10, 100)
         for _ in range(2)
     ]
-    fig = plot_label_curve(transfer.curve_table(rows))
+    fig = plot_label_curve(curve_table(rows))
     ax = fig.axes[0]
-    assert [c.get_label() for c in ax.containers] == ["scratch", "pretrained"]
-    assert ax.get_xscale() == "log" and "mean of 2 seeds" in ax.get_title()
+    assert [c.get_label() for c in ax.containers] == ["scratch, trains all layers", "pretrained, trains head"]
+    assert ax.get_xscale() == "log" and "mean of 2 seeds" in ax.get_title() and "400 test images" in ax.get_title()
 
 
 def test_the_index_never_names_the_pretraining_run_as_the_series_best_model(data, tmp_path):

@@ -666,15 +666,13 @@ def lr_finder(sweep: Any, recipe_lr: float, accuracy: Mapping[str, float], corre
 
 
 def seed_gap(a: Mapping[str, float], b: Mapping[str, float]) -> str:
-    """``a`` minus ``b`` (rows of :func:`~cifarkit.tools.transfer.curve_table`) in points, with the noise rule's verdict."""
+    """``a`` minus ``b`` (rows of :func:`~cifarkit.report.stats.curve_table`) in points, with the noise rule's verdict."""
     gap, se = a["test_accuracy"] - b["test_accuracy"], (a["se"] ** 2 + b["se"] ** 2) ** 0.5
-    if se != se:  # NaN: one seed
-        return f"{points(gap)} (one seed: no spread to judge it by)"
     return f"{points(gap)} ± {100 * se:.1f} ({'within noise' if abs(gap) <= 2 * se else 'beyond noise'})"
 
 
 def transfer(table: Any, scratch: str, pretrained: str, imagenet: str | None, pretrain_seconds: float) -> Note:
-    """The label-efficiency curve (:func:`cifarkit.tools.transfer.curve_table`) in words: at each budget, what
+    """The label-efficiency curve (:func:`cifarkit.report.stats.curve_table`) in words: at each budget, what
     pretraining on the source classes and the ImageNet backbone gain over training from scratch, and the costs."""
     rows = {(r["method"], r["labels_per_class"]): r for r in table.to_dict("records")}
     budgets = sorted({n for _, n in rows})
@@ -686,7 +684,8 @@ def transfer(table: Any, scratch: str, pretrained: str, imagenet: str | None, pr
     few, many = budgets[0], budgets[-1]  # the head start at the fewest and the most labels
     gain = {n: rows[(pretrained, n)]["test_accuracy"] - rows[(scratch, n)]["test_accuracy"] for n in (few, many)}
     text = (
-        "Test accuracy on the target classes, the mean over seeds ± its standard error: " + "; ".join(parts) + ". "
+        "Test accuracy on the target classes, the mean over seeds ± the standard error of each difference (seeds "
+        "and test images): " + "; ".join(parts) + ". "
         f"The head start of pretraining {'shrinks' if gain[many] < gain[few] else 'does not shrink'} as labels grow "
         f"({points(gain[few])} at {few:,}, {points(gain[many])} at {many:,}). Its cost was paid once, before any label: "
         f"{duration_text(pretrain_seconds)} of pretraining, against "

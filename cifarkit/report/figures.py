@@ -587,20 +587,23 @@ def run_callbacks() -> list[Callback]:
 
 
 def plot_label_curve(table: Any, title: str = "label efficiency on the target classes") -> Figure:
-    """Test top-1 against labelled images per class (log axis), one line per method, each point the mean over seeds
-    with +-1 standard error bars (:func:`cifarkit.tools.transfer.curve_table`)."""
+    """Test top-1 against labelled images per class (log axis), one line per method (and what it trains), each point
+    the mean over seeds with +-1 standard error bars (:func:`cifarkit.report.stats.curve_table`)."""
     fig = Figure(figsize=(7, 4.6), layout="constrained")
     ax = fig.subplots()
     for method, rows in table.groupby("method", sort=False):
-        se = np.nan_to_num(rows["se"].to_numpy(dtype=float))
-        ax.errorbar(rows["labels_per_class"], rows["test_accuracy"], yerr=se, marker="o", capsize=4, label=method)
+        label = f"{method}, trains {rows['trains'].iloc[0]}"
+        ax.errorbar(
+            rows["labels_per_class"], rows["test_accuracy"], yerr=rows["se"], marker="o", capsize=4, label=label
+        )
     ax.set_xscale("log")
+    ax.minorticks_off()  # only the budgets are labelled
     ax.set_xticks(
         sorted(table["labels_per_class"].unique()),
         labels=[f"{n:,}" for n in sorted(table["labels_per_class"].unique())],
     )
-    seeds = int(table["seeds"].min())
-    spread = f"mean of {seeds} seeds, bars +-1 standard error" if seeds > 1 else "one seed: no error bars"
+    seeds, images = int(table["seeds"].min()), int(table["test_images"].min())
+    spread = f"mean of {seeds} seed{'s' * (seeds > 1)}, bars +-1 standard error of seeds and {images:,} test images"
     ax.set(xlabel="labelled images per class (log scale)", ylabel="test accuracy", title=f"{title}\n({spread})")
     ax.grid(alpha=0.3)
     legend_below(ax, ncol=2)

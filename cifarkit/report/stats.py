@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from statistics import fmean
+from statistics import fmean, stdev
 
 
 def standard_error(p: float, n: int) -> float:
@@ -72,3 +72,37 @@ def best_mean(values: Mapping[str, Sequence[float]]) -> str:
     ablation were retrained with more seeds, because one seed's lead can be that seed's luck."""
     mean = means(values)
     return max(mean, key=mean.__getitem__)
+
+
+def mean_and_se(values: Sequence[float]) -> tuple[float, float]:
+    """The mean over seeds and its standard error (NaN with one seed: no spread to measure)."""
+    values = [float(v) for v in values]
+    return fmean(values), stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+
+
+def curve_table(rows: list[dict]):
+    """Notebook 09's label-efficiency curve from :mod:`cifarkit.tools.transfer`'s rows (one per run). Per method and
+    budget: what it trains, the mean test accuracy over seeds, its standard error, and the mean
+    seconds of a run. The standard error counts both sources of noise: the seeds' spread (which labels were drawn,
+    the head's start; NaN with one seed) and the test images' own (binomial, on ``test_images``), which the seeds
+    share and so cannot show: two seeds can agree by chance to a tenth of a point on 1,000 images."""
+    import pandas as pd
+
+    out = []
+    for (method, n), group in pd.DataFrame(rows).groupby(["method", "labels_per_class"], sort=False):
+        mean, seed_se = mean_and_se(group["test_accuracy"])
+        images = int(group["test_images"].iloc[0])
+        out.append(
+            {
+                "method": method,
+                "trains": group["trains"].iloc[0],
+                "labels_per_class": int(n),
+                "test_accuracy": mean,
+                "se": math.hypot(0.0 if math.isnan(seed_se) else seed_se, standard_error(mean, images)),
+                "seed_se": seed_se,
+                "seeds": len(group),
+                "test_images": images,
+                "seconds": float(group["seconds"].mean()),
+            }
+        )
+    return pd.DataFrame(out)

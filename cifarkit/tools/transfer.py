@@ -283,7 +283,7 @@ class Probe:
 
     def accuracy(self, features: torch.Tensor, labels: torch.Tensor) -> float:
         with torch.no_grad():
-            return float((self.head((features - self.mean) / self.std).argmax(1) == labels).float().mean())
+            return float((self.head((features - self.mean) / self.std).argmax(1) == labels).double().mean())
 
 
 def linear_probe(
@@ -381,6 +381,7 @@ def tested(row: dict, model: nn.Module, task: Task, device: torch.device, amp: s
     """``row`` with its model's test accuracy on the target's test images (once every choice is made)."""
     return {
         **row,
+        "test_images": len(task.test),
         "test_accuracy": accuracy_on(model, task.test, Normalizer(task.mean, task.std, device, 32), device, amp),
     }
 
@@ -512,40 +513,11 @@ def imagenet_rows(
                 "weight_decay": probe.weight_decay,
                 "val_accuracy": probe.val_accuracy,
                 "test_accuracy": probe.accuracy(test_x, task.test.labels),
+                "test_images": len(task.test),
                 "seconds": seconds,
             }
         )
     return rows
-
-
-# ----------------------------------------------------------------------------- the label-efficiency curve
-
-
-def mean_and_se(values: Sequence[float]) -> tuple[float, float]:
-    """The mean over seeds and its standard error (NaN with one seed: no spread to measure)."""
-    t = torch.tensor(list(values), dtype=torch.float64)
-    se = float(t.std() / math.sqrt(len(t))) if len(t) > 1 else math.nan
-    return float(t.mean()), se
-
-
-def curve_table(rows: list[dict]):
-    """Mean test accuracy, its standard error over seeds and the mean seconds of a run, per method and budget."""
-    import pandas as pd
-
-    out = []
-    for (method, n), group in pd.DataFrame(rows).groupby(["method", "labels_per_class"], sort=False):
-        mean, se = mean_and_se(group["test_accuracy"])
-        out.append(
-            {
-                "method": method,
-                "labels_per_class": int(n),
-                "test_accuracy": mean,
-                "se": se,
-                "seeds": len(group),
-                "seconds": float(group["seconds"].mean()),
-            }
-        )
-    return pd.DataFrame(out)
 
 
 def headline(table, winners: dict[str, dict], size: int | None) -> dict[str, object]:
