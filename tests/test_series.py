@@ -27,14 +27,15 @@ def smoke_report(tmp_path_factory) -> Path:
     return run_smoke_series(tmp_path_factory.mktemp("reports"))
 
 
-BF16_NOTEBOOKS = "01,03,04,07,08"  # every notebook whose runs, tests or text depend on the precision but 02
+BF16_NOTEBOOKS = "01,03,08"  # the notebooks that train, test and name the precision (04, 07: fp32 series only)
 
 
 @pytest.fixture(scope="module")
 def bf16_report(tmp_path_factory) -> Path:
-    """The smoke series as a learner on a bf16 CPU runs it (emulated on an AVX2 CPU: slower, the same numbers).
-    02 (EX-2 at 128 px: 2 min in emulated bf16, most of the suite's margin under CI's 25 minutes) is left
-    out, with 00, 05 and 06, which train nothing; 01 and 03 train, 04 and 08 evaluate in bf16, 07 races."""
+    """The smoke series as a learner on a bf16 CPU runs it (emulated on an AVX2 CPU: slower, the same numbers):
+    01 and 03 train and test in bf16, 08 names the checkpoint's precision. Left out to keep CI under 25 minutes
+    (emulated bf16 is slow; measured on the 2-core AVX2 CPU): 02 (EX-2 at 128 px, 2 min), 04 (49 s) and 07 (64 s),
+    with 00, 05, 06 and 09; the fp32 smoke series runs them all."""
     return run_smoke_series(tmp_path_factory.mktemp("reports-bf16"), "--amp", "bf16", "--only", BF16_NOTEBOOKS)
 
 
@@ -82,8 +83,6 @@ def test_the_smoke_series_is_true_to_its_precision(smoke_report):
 def test_the_smoke_series_in_bf16_is_true_to_its_precision(bf16_report):
     """Run as a bf16 learner runs it: bf16 named in 01 and 08, and test.json agreeing with itself under bf16."""
     assert_true_to_its_precision(bf16_report, "bf16", {"01_ex1_baseline", "03_augmentation"})
-    race = markdown_outputs(bf16_report / "notebooks" / "07_speedrun.ipynb")
-    assert "reached" in race  # the race paragraph, computed and shown (the first of two notes in its cell)
 
 
 @pytest.mark.slow
