@@ -270,6 +270,15 @@ def imagenet_weights_file(model: Pretrained) -> tuple[str, Path]:
     return url, Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
 
 
+def read_weights(path: Path, fix: str) -> dict[str, torch.Tensor]:
+    """A state dict saved with ``torch.save``, loaded without running code (``weights_only``); a one-line error
+    ending in ``fix`` (what to do) when the file cannot be read as one."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(f"{path} is not a readable weights file ({exc.__class__.__name__}); {fix}") from None
+
+
 def load_imagenet_weights(model: nn.Module) -> nn.Module:
     """Load a :class:`Pretrained` model's ImageNet weights (all but its new classifier) from the torch hub
     cache, downloading them there when online; offline, a one-line error names the file to place."""
@@ -286,12 +295,7 @@ def load_imagenet_weights(model: nn.Module) -> nn.Module:
                 f"ImageNet weights {path.name} are not cached and cannot be downloaded ({exc.__class__.__name__}); "
                 f"place {path.name} (from {url}) in {path.parent}/ or set TORCH_HOME, or train without --pretrained"
             ) from None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DataError(
-            f"{path} is not a readable weights file ({exc.__class__.__name__}); delete it and retry"
-        ) from None
+    state = read_weights(path, "delete it and retry")
     head = model.classifier + "."
     state = {k: v for k, v in state.items() if not k.startswith(head)}
     missing, unexpected = model.net.load_state_dict(state, strict=False)

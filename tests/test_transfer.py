@@ -246,8 +246,11 @@ def test_torchvision_backbones_join_only_where_their_weights_are_cached(tmp_path
     backbone = imagenet.torchvision_backbone("mobilenet_v3_small")
     with torch.no_grad():
         assert backbone.net.eval()(torch.zeros(1, 3, 64, 64)).shape == (1, 576)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)  # another network's weights
+    with pytest.raises(DataError, match="does not hold mobilenet_v3_small's ImageNet weights; delete it"):
+        imagenet.torchvision_backbone("mobilenet_v3_small")
     path.write_bytes(b"truncated")
-    with pytest.raises(DataError, match="delete it"):
+    with pytest.raises(DataError, match="not a readable weights file .*; delete it"):
         imagenet.torchvision_backbone("mobilenet_v3_small")
 
 

