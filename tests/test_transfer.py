@@ -103,7 +103,7 @@ def test_every_pretrained_tensor_but_the_head_lands_and_head_only_trains_only_th
     assert all(torch.equal(after[k], state[k]) for k in landed)  # frozen, batch norm statistics included
     assert not torch.equal(after["classifier.weight"], inner["classifier.weight"])
     # the weights kept are the best checked on validation, and score what the run says they scored
-    assert transfer.accuracy_on(model, task.val, normalizer, CPU) == pytest.approx(tuned.val_accuracy)
+    assert transfer.accuracy(model, task.val, normalizer) == pytest.approx(tuned.val_accuracy)
     assert 0 < tuned.best_step <= tuned.steps
 
 
@@ -119,9 +119,9 @@ def test_choices_are_made_on_validation_and_the_curve_reuses_the_winning_run(dat
     task = transfer.target_task(data, transfer.class_groups(data.classes).target, SMALL, 0)
     picks = transfer.draws(task, SMALL)
     looked_at_test = []
-    real = transfer.accuracy_on
+    real = transfer.accuracy
     monkeypatch.setattr(
-        transfer, "accuracy_on", lambda m, split, *a, **k: looked_at_test.append(split) or real(m, split, *a, **k)
+        transfer, "accuracy", lambda m, split, *a, **k: looked_at_test.append(split) or real(m, split, *a, **k)
     )
     tried, winners = transfer.choose(state, task, picks, SMALL, CPU)
     assert len(tried) == len(transfer.candidates(SMALL)) == 6 and all("test_accuracy" not in r for r in tried)

@@ -20,7 +20,7 @@ import copy
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -28,10 +28,11 @@ from torch import nn
 
 from cifarkit.data import CIFAR10_CLASSES, Dataset, Split
 from cifarkit.errors import ConfigError, DataError
-from cifarkit.evaluate import evaluate, predict_logits
+from cifarkit.evaluate import evaluate, predict_logits, topk_accuracy
 from cifarkit.loader import DeviceLoader, Normalizer
 from cifarkit.models import create_model
 from cifarkit.runs import load_checkpoint, read_run
+from cifarkit.speedrun.recipe import accuracy
 from cifarkit.tools.imagenet import Backbone
 from cifarkit.train import train_one_epoch
 
@@ -249,13 +250,6 @@ def fine_tune(
     return Tuned(best, best_step, epochs * len(loader), time.perf_counter() - start)
 
 
-def accuracy_on(
-    model: nn.Module, split: Split, normalizer: Normalizer, device: torch.device, amp: str = "off"
-) -> float:
-    """Top-1 of ``model`` on ``split``."""
-    return evaluate(model, DeviceLoader(split, 256, normalizer), device, amp=amp)["accuracy"]
-
-
 # ----------------------------------------------------------------------------- an ImageNet backbone, frozen
 
 
@@ -282,8 +276,9 @@ class Probe:
     std: torch.Tensor
 
     def accuracy(self, features: torch.Tensor, labels: torch.Tensor) -> float:
+        """Top-1 of the head on ``features`` (the one tie rule of every metric: the lower class)."""
         with torch.no_grad():
-            return float((self.head((features - self.mean) / self.std).argmax(1) == labels).double().mean())
+            return topk_accuracy(self.head((features - self.mean) / self.std), labels, 1)
 
 
 def linear_probe(
@@ -310,7 +305,7 @@ def linear_probe(
             nn.functional.cross_entropy(head((x - mean) / std), y).backward()
             optimizer.step()
         probe = Probe(head, wd, 0.0, mean, std)
-        probe = Probe(head, wd, probe.accuracy(val_x, val_y), mean, std)
+        probe = replace(probe, val_accuracy=probe.accuracy(val_x, val_y))
         if best is None or probe.val_accuracy > best.val_accuracy:
             best = probe
     return best
@@ -372,8 +367,11 @@ def train_one(
         "lr": candidate.lr,
         "labels_per_class": n,
         "seed": seed,
+        "val_accuracy": tuned.val_accuracy,
+        "best_step": tuned.best_step,
+        "steps": tuned.steps,
+        "seconds": tuned.seconds,
     }
-    row.update(val_accuracy=tuned.val_accuracy, best_step=tuned.best_step, steps=tuned.steps, seconds=tuned.seconds)
     return row, model
 
 
@@ -382,7 +380,9 @@ def tested(row: dict, model: nn.Module, task: Task, device: torch.device, amp: s
     return {
         **row,
         "test_images": len(task.test),
-        "test_accuracy": accuracy_on(model, task.test, Normalizer(task.mean, task.std, device, 32), device, amp),
+        "test_accuracy": accuracy(
+            model, task.test, Normalizer(task.mean, task.std, device, 32), amp=amp, batch_size=256
+        ),
     }
 
 
@@ -422,17 +422,11 @@ def label_curve(
     for row in winners.values():
         candidate = Candidate(row["method"], row["trains"], row["lr"])
         for (n, seed), index in picks.items():
-            same = (n, seed) == (row["labels_per_class"], row["seed"])
-            rows.append(
-                row
-                if same
-                else tested(
-                    *train_one(candidate, source_state, task, (n, seed, index), settings, device, amp),
-                    task,
-                    device,
-                    amp,
-                )
-            )
+            if (n, seed) == (row["labels_per_class"], row["seed"]):
+                rows.append(row)  # made while choosing
+            else:
+                trained, model = train_one(candidate, source_state, task, (n, seed, index), settings, device, amp)
+                rows.append(tested(trained, model, task, device, amp))
     return rows
 
 
