@@ -261,8 +261,9 @@ class MobileNetV3ImageNet(Pretrained):
     builder, weights, classifier = "mobilenet_v3_small", "MobileNet_V3_Small_Weights.IMAGENET1K_V1", "classifier.3"
 
 
-def imagenet_weights_file(model: Pretrained) -> tuple[str, Path]:
-    """The download address of a model's ImageNet weights and where torch's hub cache keeps them."""
+def imagenet_weights_file(model: Pretrained | type[Pretrained]) -> tuple[str, Path]:
+    """The download address of a model's (or model class's) ImageNet weights and where torch's hub cache keeps
+    them."""
     import torchvision
 
     enum, member = model.weights.split(".")

