@@ -67,10 +67,15 @@ def compare_runs(root: str | Path, dataset: str | None = None):
     return df if dataset is None else on_dataset(df, dataset)
 
 
+def same_dataset(spec: Any, dataset: str) -> bool:
+    """Whether a run's dataset ``spec`` is ``dataset``: specs compared by their slug, so ``folder:data/x`` and
+    ``folder:/abs/data/x`` are one dataset, and 09's ``cifar10 (animals only)`` is another."""
+    return slug(str(spec)) == slug(dataset)
+
+
 def on_dataset(table: pd.DataFrame, dataset: str) -> pd.DataFrame:
-    """The rows of a ranking table whose runs trained on ``dataset`` (specs compared by their slug, so
-    ``folder:data/x`` and ``folder:/abs/data/x`` are one dataset)."""
-    return table[table["dataset"].map(lambda d: slug(str(d))) == slug(dataset)].reset_index(drop=True)
+    """The rows of a ranking table whose runs trained on ``dataset`` (:func:`same_dataset`)."""
+    return table[table["dataset"].map(lambda d: same_dataset(d, dataset))].reset_index(drop=True)
 
 
 def ablation_table(runs: dict[str, Path]):

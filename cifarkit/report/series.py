@@ -16,8 +16,9 @@ from typing import Any
 from cifarkit.data import load_dataset, project_root
 from cifarkit.device import env_info, resolve_amp, resolve_device
 from cifarkit.errors import CifarkitError
+from cifarkit.report.comparison import same_dataset
 from cifarkit.report.notebook import get_profile, summaries
-from cifarkit.runs import ensure_dir, make_run_dir, read_json, read_run, slug, write_json, write_text
+from cifarkit.runs import ensure_dir, make_run_dir, read_json, read_run, write_json, write_text
 
 KERNEL = "python3"
 
@@ -323,7 +324,7 @@ def best_run(report: Path, dataset: str | None = None) -> dict[str, Any] | None:
     Without any tested run: the best on validation, test top-1 None."""
     best = None
     runs = [read_run(p.parent) for p in sorted(report.glob("*/*/train.json"))]
-    runs = [r for r in runs if dataset is None or slug(str(r.config.get("dataset"))) == slug(dataset)]
+    runs = [r for r in runs if dataset is None or same_dataset(r.config.get("dataset"), dataset)]
     for run in [r for r in runs if r.test] or runs:
         val = run.train.get("best_val_accuracy")
         if val is None or (best is not None and val <= best["val_accuracy"]):
