@@ -74,7 +74,8 @@ def config_from_args(args: argparse.Namespace):
     from dataclasses import fields
 
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    values["channels_last"] = {"auto": None, "on": True, "off": False}[args.channels_last]
+    for name in ("channels_last", "cuda_graphs"):
+        values[name] = {"auto": None, "on": True, "off": False}[getattr(args, name)]
     values["epochs"] = args.epochs or TrainConfig.epochs
     return TrainConfig(**values)
 
@@ -436,6 +437,13 @@ def add_train_options(t: argparse.ArgumentParser) -> None:
         **switch,
     )
     field("--compile", "torch.compile the model (pays back only on long runs; see README)", **switch)
+    t.add_argument(
+        "--cuda-graphs",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="replay each training step as one CUDA graph; auto: on for CUDA/ROCm unless --compile, fp16, "
+        "--torch-profile or torchrun is in the way",
+    )
     t.add_argument("--out", default="reports/runs", help="parent folder of the run folder (default reports/runs)")
     t.add_argument(
         "--resume",

@@ -88,6 +88,7 @@ class TrainConfig:
     channels_last: bool | None = None
     deterministic: bool = True
     compile: bool = False
+    cuda_graphs: bool | None = None  # replay the training step as a CUDA graph; None: auto (CUDA/ROCm, plain step)
     checkpoint_every: int = 1
     model_kwargs: dict[str, Any] | None = None
     telemetry: bool = False  # hardware telemetry into perf/*.jsonl (cifarkit.tools.telemetry)

@@ -1,4 +1,5 @@
-"""Device choice (auto: cuda, then mps, then cpu), CPU threads, seeding and environment facts."""
+"""Device choice (auto: cuda, then mps, then cpu), CPU threads, seeding, environment facts, and what only a GPU
+needs: timing without a host sync per interval, and a training step replayed as a CUDA graph."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import random
 import subprocess
 import sys
 import time
+import warnings
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
@@ -64,7 +67,7 @@ def cpu_supports_bf16() -> bool:
 def resolve_amp(amp: str, device: torch.device) -> str:
     """Turn ``auto`` into a concrete mode: bf16 on CPUs with native bf16, else off.
 
-    On this project's 2-core AVX512-BF16 machine bf16 autocast trained EX-1 about 2x faster
+    On a 2-core AVX512-BF16 CPU (an earlier machine of this project) bf16 autocast trained EX-1 about 2x faster
     than fp32; GPUs keep fp32 unless asked (``fp16`` or ``bf16``) so results stay comparable.
     """
     if amp != "auto":
@@ -91,6 +94,20 @@ def resolve_channels_last(value: bool | None, device: torch.device) -> bool:
     Measured here on CPU for EX-1: channels_last was no faster in fp32 and slower under bf16.
     """
     return device.type == "cuda" if value is None else bool(value)
+
+
+def resolve_cuda_graphs(value: bool | None, device: torch.device, conflicts: dict[str, bool]) -> bool:
+    """Whether a run replays its training step as a CUDA graph (:class:`StepGraph`). ``None`` means auto: on
+    for CUDA/ROCm unless one of ``conflicts`` (name: whether it holds, e.g. ``{"--compile": True}``) is in
+    the way; ``True`` where it cannot work is a one-line error."""
+    why = [name for name, holds in conflicts.items() if holds]
+    if device.type != "cuda":
+        why.insert(0, f"a {device.type} device")
+    if value is None:
+        return not why
+    if value and why:
+        raise ConfigError(f"--cuda-graphs on needs a CUDA/ROCm device and none of: {', '.join(why)}; use auto or off")
+    return bool(value)
 
 
 def usable_cores() -> int:
@@ -282,3 +299,72 @@ class IntervalTimer:
             self._wall += sum(a.elapsed_time(b) for a, b in self._events) / 1000.0
             self._events.clear()
         return self._wall
+
+
+Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
+
+
+class StepGraph:
+    """A training step's forward and backward, recorded once as a CUDA graph and replayed for every batch.
+
+    On a GPU a small network waits on Python, not arithmetic: each of a step's few hundred kernels costs
+    microseconds to launch. A CUDA graph records the launches once, and one ``replay()`` sends them all.
+    A replay reads and writes the same memory every time, so:
+
+    - each batch is first copied into the graph's own input tensors (``x``, ``y``);
+    - ``step`` must accumulate into gradients that already exist (the caller zeroes them in place, never
+      setting them to None), so they stay the tensors the optimizer reads;
+    - what ``step`` returns is overwritten by the next replay: read it before the next call.
+
+    The first ``warmup`` calls run eagerly on a side stream (cuDNN and cuBLAS choose and load their kernels
+    there, as PyTorch's CUDA-graph notes ask); a batch of another shape runs eagerly; a capture that fails
+    says why once and leaves every later step eager.
+    """
+
+    def __init__(self, step: Step, warmup: int = 3) -> None:
+        self.step = step
+        self.warmup = warmup
+        self.calls = 0
+        self.x: torch.Tensor | None = None
+        self.y: torch.Tensor | None = None
+        self.out: tuple[torch.Tensor, ...] = ()
+        self.replay: Callable[[], object] | None = None
+        self.failed: str | None = None
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        self.calls += 1
+        if self.failed is not None or self.calls <= self.warmup:
+            return self.eager(x, y)
+        if self.replay is None:
+            self.x, self.y = x.clone(), y.clone()
+            try:
+                self.replay = self.record()
+            except RuntimeError as e:  # e.g. a model that reads a value back to the host mid-step
+                self.failed = str(e).splitlines()[0]
+                warnings.warn(f"CUDA graph capture failed ({self.failed}); training on without it", stacklevel=2)
+                return self.step(x, y)
+        if x.shape != self.x.shape or y.shape != self.y.shape:
+            return self.step(x, y)
+        self.x.copy_(x)
+        self.y.copy_(y)
+        self.replay()
+        return self.out
+
+    def eager(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``step`` as it is, on a side stream while warming up (CUDA only)."""
+        if x.device.type != "cuda" or self.failed is not None:
+            return self.step(x, y)
+        side = torch.cuda.Stream(x.device)
+        side.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(side):
+            out = self.step(x, y)
+        torch.cuda.current_stream(x.device).wait_stream(side)
+        return out
+
+    def record(self) -> Callable[[], object]:
+        """Capture ``step`` on ``x``, ``y`` (nothing runs yet) and return what replays it."""
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: the telemetry thread may read allocator and NVML figures while this thread records
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            self.out = self.step(self.x, self.y)
+        return graph.replay

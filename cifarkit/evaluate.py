@@ -117,12 +117,14 @@ def classification_metrics(labels: np.ndarray, preds: np.ndarray, probs: np.ndar
 # ----------------------------------------------------------------------------- evaluation
 
 
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """Mixed precision context for ``amp`` ("off", "fp16", "bf16") on ``device``."""
+def autocast(device: torch.device, amp: str, cache: bool = True) -> contextlib.AbstractContextManager:
+    """Mixed precision context for ``amp`` ("off", "fp16", "bf16") on ``device``. ``cache=False`` recasts the
+    weights at every use instead of keeping their low-precision copies, as a CUDA graph capture needs."""
     amp = resolve_amp(amp, device)
     if amp == "off":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
+    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache)
 
 
 @torch.no_grad()

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cifarkit.errors import CheckpointError, ConfigError, DataError, OutputError
+from cifarkit.errors import CheckpointError, ConfigError, DataError, OutputError, short_list
 
 CHECKPOINT_FORMAT = "cifarkit-checkpoint-v1"
 
@@ -262,6 +262,33 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """The rows of a run's metrics.jsonl (one per epoch; none when it is missing), read by :func:`read_jsonl`."""
     path = Path(run_dir) / "metrics.jsonl"
     return [current_names(r) for r in read_jsonl(path)] if path.is_file() else []
+
+
+def epoch_row(epoch: int, stats: Any, val: dict, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """One line of metrics.jsonl: a training epoch's ``stats`` (:class:`cifarkit.train.EpochStats`), its
+    validation and the learning rate it ended at."""
+    return {
+        "epoch": epoch,
+        "train_loss": stats.loss,
+        "train_accuracy": stats.accuracy,
+        "val_loss": val["losses"],
+        "val_accuracy": val["accuracy"],
+        "val_top5_accuracy": val["top5_accuracy"],
+        "lr": optimizer.param_groups[0]["lr"],
+        "images_per_s": stats.images_per_s,
+        "data_wait_s": stats.data_seconds,
+        "epoch_time_s": stats.seconds,
+        "val_time_s": val["testing time"],
+    }
+
+
+def format_epoch(r: dict, epochs: int) -> str:
+    """The one log line printed per epoch, under metrics.jsonl's names."""
+    return (
+        f"epoch {r['epoch']:>3}/{epochs} train_loss {r['train_loss']:.4f} train_accuracy {r['train_accuracy']:.4f} "
+        f"val_loss {r['val_loss']:.4f} val_accuracy {r['val_accuracy']:.4f} val_top5_accuracy {r['val_top5_accuracy']:.4f} "
+        f"lr {r['lr']:.2e} {r['images_per_s']:.0f} img/s data_wait {r['data_wait_s']:.2f}s {r['epoch_time_s']:.1f}s"
+    )
 
 
 def train_json(rows: list[dict], monitor: str, best_epoch: int | None) -> dict[str, Any]:
@@ -548,3 +575,29 @@ def check_resume(state: dict[str, Any], epochs: int, path: str | os.PathLike, wo
             + ("(pass --epochs above it to train longer)" if saved["scheduler"] == "none" else "(the run is finished)")
         )
     return False
+
+
+def restore(run: Any, state: dict[str, Any], path: Path) -> None:
+    """Put a checkpoint's training state back into ``run`` (a :class:`cifarkit.train.Run`): weights, optimizer, schedule, this rank's data
+    order and random stream, the rows so far; metrics.jsonl is rewritten to end at the checkpoint's epoch."""
+    t = state["training"]
+    mine = t["ranks"][run.dist.rank] if run.dist.enabled else t
+    if list(state["classes"]) != list(run.dataset.classes):
+        raise CheckpointError(
+            f"{path} was trained on the classes {short_list(state['classes'])} but {run.cfg.dataset} has "
+            f"{short_list(run.dataset.classes)}; resume on the dataset the run started with"
+        )
+    run.model.load_state_dict(state["state_dict"])
+    run.optimizer.load_state_dict(t["optimizer"])
+    if run.scheduler is not None and t.get("scheduler"):
+        run.scheduler.load_state_dict(t["scheduler"])
+    if run.scaler is not None and t.get("scaler"):
+        run.scaler.load_state_dict(t["scaler"])
+    run.train_loader.load_state_dict(mine["loader"])
+    torch.set_rng_state(mine["torch_rng"])
+    run.rows, run.best_value, run.best_epoch, run.stale = list(t["rows"]), t["best_value"], t["best_epoch"], t["stale"]
+    # a run that trained to its end (or stopped early) and lost only its reports skips the loop
+    run.start_epoch = run.cfg.epochs + 1 if state["finish_only"] else int(state["epoch"]) + 1
+    run.run_dir = path.resolve().parent
+    if run.dist.is_main:
+        write_metrics(run.run_dir, run.rows)  # it may hold epochs after the checkpoint

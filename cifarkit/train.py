@@ -31,16 +31,18 @@ from cifarkit.config import TrainConfig
 from cifarkit.data import Dataset, Split, load_dataset
 from cifarkit.device import (
     IntervalTimer,
+    StepGraph,
     configure_determinism,
     configure_threads,
     env_info,
     resolve_amp,
     resolve_channels_last,
+    resolve_cuda_graphs,
     resolve_device,
     seed_everything,
     synchronize,
 )
-from cifarkit.errors import CheckpointError, ConfigError, DataError, TrainingDiverged, duration_text, short_list
+from cifarkit.errors import ConfigError, DataError, TrainingDiverged, duration_text
 from cifarkit.evaluate import autocast, evaluate
 from cifarkit.loader import DeviceLoader, Normalizer
 from cifarkit.models import create_model, default_input_size, load_imagenet_weights
@@ -49,11 +51,13 @@ from cifarkit.runs import (
     RunLock,
     append_jsonl,
     checkpoint_meta,
+    epoch_row,
+    format_epoch,
     make_run_dir,
     mark_complete,
+    restore,
     resume_state,
     save_checkpoint,
-    write_metrics,
     write_run_start,
     write_train_json,
 )
@@ -62,15 +66,17 @@ from cifarkit.runs import (
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam, AdamW or SGD (momentum, Nesterov) with weight decay, from the config."""
-    params = model.parameters()
+    """Adam, AdamW or SGD (momentum, Nesterov) with weight decay, from the config; on a CUDA/ROCm device
+    the fused version, which updates every tensor in one kernel launch instead of a few per tensor."""
+    params = list(model.parameters())
+    fused = {"fused": True} if params and params[0].is_cuda else {}
     if cfg.optimizer == "sgd":
         nesterov = cfg.nesterov and cfg.momentum > 0
         return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov, weight_decay=cfg.weight_decay
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov, weight_decay=cfg.weight_decay, **fused
         )
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
@@ -83,6 +89,27 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per
     return None
 
 
+def forward_backward(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    criterion: nn.Module,
+    device: torch.device,
+    amp: str = "off",
+    scaler: torch.amp.GradScaler | None = None,
+    cache: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss of batch ``x, y`` and its gradients, added to each parameter's ``.grad``; returns (loss, logits)."""
+    with autocast(device, amp, cache):
+        logits = model(x)
+        loss = criterion(logits, y)
+    if scaler is not None:  # fp16: scale the loss so small gradients do not underflow
+        scaler.scale(loss).backward()
+    else:
+        loss.backward()
+    return loss, logits
+
+
 def train_step(
     model: nn.Module,
     x: torch.Tensor,
@@ -92,20 +119,27 @@ def train_step(
     device: torch.device,
     amp: str = "off",
     scaler: torch.amp.GradScaler | None = None,
+    graph: StepGraph | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimisation step on the batch ``x, y``; returns (loss, logits), both still on the device."""
-    with autocast(device, amp):
-        logits = model(x)
-        loss = criterion(logits, y)
-    optimizer.zero_grad(set_to_none=True)
-    if scaler is not None:  # fp16: scale the loss so small gradients do not underflow
-        scaler.scale(loss).backward()
+    """One optimisation step on the batch ``x, y``; returns (loss, logits), both still on the device.
+    With ``graph`` (CUDA/ROCm) a replay of its recorded forward and backward does the middle part."""
+    optimizer.zero_grad(set_to_none=graph is None)  # a graph's gradients stay in the tensors it recorded
+    if graph is not None:
+        loss, logits = graph(x, y)
+    else:
+        loss, logits = forward_backward(model, x, y, criterion, device, amp, scaler)
+    if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
     else:
-        loss.backward()
         optimizer.step()
     return loss, logits
+
+
+def step_graph(model: nn.Module, criterion: nn.Module, device: torch.device, amp: str) -> StepGraph:
+    """:func:`forward_backward` of ``model`` as a :class:`~cifarkit.device.StepGraph` (no autocast weight cache:
+    a replay must cast the weights it is given, not copies kept from the capture)."""
+    return StepGraph(lambda x, y: forward_backward(model, x, y, criterion, device, amp, cache=False))
 
 
 @dataclass
@@ -133,8 +167,10 @@ def train_one_epoch(
     amp: str = "off",
     scaler: torch.amp.GradScaler | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    graph: StepGraph | None = None,
 ) -> EpochStats:
-    """One pass over ``loader``; the scheduler steps per batch. ``on_step(step, n)`` sees each step.
+    """One pass over ``loader``; the scheduler steps per batch. ``on_step(step, n)`` sees each step; ``graph``
+    replays the forward and backward on CUDA/ROCm (see :func:`train_step`).
 
     Nothing in the step waits for the device (no ``.item()``, no host copies): loss and accuracy
     accumulate on the device and are read once at the end, so a GPU is never left idle by Python.
@@ -151,7 +187,7 @@ def train_one_epoch(
     for step in range(len(loader)):
         with timer:
             x, y = next(batches)
-        loss, logits = train_step(model, x, y, optimizer, criterion, device, amp, scaler)
+        loss, logits = train_step(model, x, y, optimizer, criterion, device, amp, scaler, graph)
         if scheduler is not None:
             scheduler.step()
         total_loss += loss.detach() * y.shape[0]
@@ -341,6 +377,7 @@ class Run:
     amp: str
     scaler: torch.amp.GradScaler | None
     criterion: nn.Module
+    graph: StepGraph | None = None  # the training step replayed as a CUDA graph (CUDA/ROCm)
     run_dir: Path = Path()
     rows: list[dict] = field(default_factory=list)
     best_value: float | None = None
@@ -365,6 +402,7 @@ class Run:
             self.amp,
             self.scaler,
             hooks,
+            self.graph,
         )
         hooks.data_wait(stats.data_seconds)
         return stats
@@ -430,6 +468,9 @@ def prepare(
         )
     optimizer = make_optimizer(model, cfg)
     amp = resolve_amp(cfg.amp, device)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    in_the_way = {"--compile": cfg.compile, "fp16": amp == "fp16", "--torch-profile": cfg.torch_profile_steps > 0}
+    graphs = resolve_cuda_graphs(cfg.cuda_graphs, device, {**in_the_way, "torchrun": dist.enabled})
     return Run(
         cfg=cfg,
         dist=dist,
@@ -447,7 +488,8 @@ def prepare(
         scheduler=make_scheduler(optimizer, cfg, len(train_loader)),
         amp=amp,
         scaler=torch.amp.GradScaler(device.type) if amp == "fp16" else None,
-        criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+        criterion=criterion,
+        graph=step_graph(model, criterion, device, amp) if graphs else None,
     )
 
 
@@ -530,32 +572,6 @@ def fit(
 # ----------------------------------------------------------------------------- the loop's named steps
 
 
-def epoch_row(epoch: int, stats: EpochStats, val: dict, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """One line of metrics.jsonl."""
-    return {
-        "epoch": epoch,
-        "train_loss": stats.loss,
-        "train_accuracy": stats.accuracy,
-        "val_loss": val["losses"],
-        "val_accuracy": val["accuracy"],
-        "val_top5_accuracy": val["top5_accuracy"],
-        "lr": optimizer.param_groups[0]["lr"],
-        "images_per_s": stats.images_per_s,
-        "data_wait_s": stats.data_seconds,
-        "epoch_time_s": stats.seconds,
-        "val_time_s": val["testing time"],
-    }
-
-
-def format_epoch(r: dict, epochs: int) -> str:
-    """The one log line printed per epoch, under metrics.jsonl's names."""
-    return (
-        f"epoch {r['epoch']:>3}/{epochs} train_loss {r['train_loss']:.4f} train_accuracy {r['train_accuracy']:.4f} "
-        f"val_loss {r['val_loss']:.4f} val_accuracy {r['val_accuracy']:.4f} val_top5_accuracy {r['val_top5_accuracy']:.4f} "
-        f"lr {r['lr']:.2e} {r['images_per_s']:.0f} img/s data_wait {r['data_wait_s']:.2f}s {r['epoch_time_s']:.1f}s"
-    )
-
-
 def is_better(value: float, best: float | None, monitor: str) -> bool:
     """Whether ``value`` of the monitored metric improves on ``best``."""
     if best is None:
@@ -629,6 +645,7 @@ def resolved_settings(run: Run) -> dict[str, Any]:
         "amp": run.amp,
         "device": str(run.device),
         "channels_last": run.normalizer.channels_last,
+        "cuda_graphs": run.graph is not None,
         **run.dist.describe(),
     }
 
@@ -672,29 +689,3 @@ def open_folder(
     finally:
         if lock is not None:
             lock.close()
-
-
-def restore(run: Run, state: dict[str, Any], path: Path) -> None:
-    """Put a checkpoint's training state back into ``run``: weights, optimizer, schedule, this rank's data
-    order and random stream, the rows so far; metrics.jsonl is rewritten to end at the checkpoint's epoch."""
-    t = state["training"]
-    mine = t["ranks"][run.dist.rank] if run.dist.enabled else t
-    if list(state["classes"]) != list(run.dataset.classes):
-        raise CheckpointError(
-            f"{path} was trained on the classes {short_list(state['classes'])} but {run.cfg.dataset} has "
-            f"{short_list(run.dataset.classes)}; resume on the dataset the run started with"
-        )
-    run.model.load_state_dict(state["state_dict"])
-    run.optimizer.load_state_dict(t["optimizer"])
-    if run.scheduler is not None and t.get("scheduler"):
-        run.scheduler.load_state_dict(t["scheduler"])
-    if run.scaler is not None and t.get("scaler"):
-        run.scaler.load_state_dict(t["scaler"])
-    run.train_loader.load_state_dict(mine["loader"])
-    torch.set_rng_state(mine["torch_rng"])
-    run.rows, run.best_value, run.best_epoch, run.stale = list(t["rows"]), t["best_value"], t["best_epoch"], t["stale"]
-    # a run that trained to its end (or stopped early) and lost only its reports skips the loop
-    run.start_epoch = run.cfg.epochs + 1 if state["finish_only"] else int(state["epoch"]) + 1
-    run.run_dir = path.resolve().parent
-    if run.dist.is_main:
-        write_metrics(run.run_dir, run.rows)  # it may hold epochs after the checkpoint

@@ -64,7 +64,10 @@ def test_bench_json_reports_three_pipelines_on_one_workload(cli):
     assert code == 0
     progress, last = out.strip().splitlines()[:-1], out.strip().splitlines()[-1]
     result = json.loads(last)
-    assert sum(line.startswith("round ") for line in progress) == 2 * 3  # rounds x pipelines, interleaved
+    # on CUDA/ROCm the step is a CUDA graph, as in `train`, and the loader is timed with an eager step beside it
+    assert result["cuda_graphs"] is (resolve_device("auto").type == "cuda")
+    pipelines = 4 if result["cuda_graphs"] else 3
+    assert sum(line.startswith("round ") for line in progress) == 2 * pipelines  # rounds x pipelines, interleaved
     for key in ("seed_style_img_s", "cifarkit_img_s", "step_limit_img_s"):
         low, high = result["spread"][key]
         assert 0 < low <= result[key] <= high < 1e7, (key, result)  # the median of the rounds
@@ -72,7 +75,12 @@ def test_bench_json_reports_three_pipelines_on_one_workload(cli):
     assert result["fraction_of_limit"] == pytest.approx(result["cifarkit_img_s"] / result["step_limit_img_s"])
     assert (result["batch_size"], result["steps"], result["rounds"]) == (32, 3, 2)
     # the warm-up steps ran before each timed region, and what they cost is reported beside it
-    assert result["warmup_steps"] == 3 and set(result["warmup_seconds"]) == {"seed_style", "cifarkit", "step_limit"}
+    timed = {"seed_style", "cifarkit", "step_limit", *(["cifarkit_without_graphs"] if result["cuda_graphs"] else [])}
+    assert result["warmup_steps"] == 5 and set(result["warmup_seconds"]) == timed
+    if result["cuda_graphs"]:
+        assert result["graphs_speedup"] == pytest.approx(
+            result["cifarkit_img_s"] / result["cifarkit_without_graphs_img_s"]
+        )
     assert all(s > 0 for s in result["warmup_seconds"].values())
     assert result["device"] == str(resolve_device("auto"))
 
@@ -173,6 +181,8 @@ def test_train_options_are_the_config_fields_with_its_defaults():
             "3",
             "--channels-last",
             "on",
+            "--cuda-graphs",
+            "off",
             "--no-deterministic",
             "--epochs",
             "4",
@@ -180,7 +190,7 @@ def test_train_options_are_the_config_fields_with_its_defaults():
     )
     cfg = config_from_args(args)
     assert (cfg.lr, cfg.telemetry, cfg.telemetry_interval, cfg.torch_profile_steps) == (0.02, True, 2.0, 3)
-    assert (cfg.channels_last, cfg.deterministic, cfg.epochs) == (True, False, 4)
+    assert (cfg.channels_last, cfg.cuda_graphs, cfg.deterministic, cfg.epochs) == (True, False, False, 4)
     for old in (["--profile"], ["--profile-interval", "2"]):  # the old names answer with the new ones
         with pytest.raises(SystemExit):
             parser.parse_args(["train", *old])

@@ -38,7 +38,7 @@ def cuda_run(tmp_path_factory):
 def test_training_and_evaluation_on_cuda_with_bf16(cuda_run):
     cfg = read_json(cuda_run / "config.json")
     assert cfg["resolved"]["device"].startswith("cuda") and cfg["resolved"]["amp"] == "bf16"
-    assert cfg["resolved"]["channels_last"] is True
+    assert cfg["resolved"]["channels_last"] is True and cfg["resolved"]["cuda_graphs"] is True
     train, test = read_json(cuda_run / "train.json"), read_json(cuda_run / "test.json")
     assert train["best_val_accuracy"] > 0.3 and test["accuracy"] > 0.3  # 10 classes: chance is 0.1
     assert 0 <= train["data_wait_fraction"] < 0.9
@@ -65,6 +65,28 @@ def test_predict_on_cuda_matches_cpu(cuda_run):
     assert on_gpu["prob"].to_numpy() == pytest.approx(on_cpu["prob"].to_numpy(), abs=1e-3)
 
 
+def test_a_cuda_graph_step_trains_exactly_like_the_eager_one():
+    """An epoch of smallcifarnet (batch norm, dropout, one-cycle) with its step replayed as a CUDA graph ends with
+    the weights of the eager epoch, bit for bit: what exact resume needs, since a resumed run replays its first
+    steps eagerly (the graph's warm-up) where the uninterrupted run replayed them."""
+    from cifarkit.train import prepare, train_one_epoch
+
+    def one_epoch(graphs: bool):
+        run = prepare(TrainConfig(**{**FAST, "model": "smallcifarnet"}, scheduler="onecycle", cuda_graphs=graphs))
+        assert (run.graph is not None) is graphs
+        stats = train_one_epoch(
+            run.model, run.train_loader, run.optimizer, run.criterion, run.device, run.scheduler, graph=run.graph
+        )
+        return run, stats
+
+    (eager, eager_stats), (graphed, graphed_stats) = one_epoch(False), one_epoch(True)
+    assert graphed.graph.failed is None and graphed.graph.replay is not None
+    assert (graphed_stats.loss, graphed_stats.accuracy) == (eager_stats.loss, eager_stats.accuracy)
+    mine, theirs = graphed.model.state_dict(), eager.model.state_dict()
+    for name in mine:
+        assert torch.equal(mine[name], theirs[name]), (name, float((mine[name] - theirs[name]).abs().max()))
+
+
 def test_exact_resume_on_cuda(tmp_path):
     assert_resume_matches_uninterrupted(tmp_path, device="cuda", model="smallcifarnet", model_kwargs={})
 
@@ -75,7 +97,8 @@ def test_fp16_trains_with_a_grad_scaler_whose_state_last_pt_keeps(tmp_path):
     from cifarkit.runs import load_checkpoint
 
     run = fit(TrainConfig(**FAST, epochs=2, amp="fp16"), out=tmp_path / "one", log=lambda s: None)
-    assert read_json(run / "config.json")["resolved"]["amp"] == "fp16"
+    resolved = read_json(run / "config.json")["resolved"]
+    assert resolved["amp"] == "fp16" and resolved["cuda_graphs"] is False  # the scaler's inf check reads the host
     assert read_json(run / "test.json")["precision"] == "fp16"
     scaler = load_checkpoint(run / "last.pt", "last.pt")["training"]["scaler"]
     assert scaler is not None and scaler["scale"] > 0 and "_growth_tracker" in scaler

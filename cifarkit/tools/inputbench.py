@@ -1,5 +1,6 @@
 """``cifarkit input-bench``: training throughput of (a) a seed-style PIL/DataLoader pipeline, (b) the cifarkit
-device loader and (c) the training step alone on a fixed batch, measured in one run on one model."""
+device loader and (c) the training step alone on a fixed batch, measured in one run on one model; on CUDA/ROCm,
+where the step is replayed as a CUDA graph as ``train`` does, also (d) the cifarkit loader with an eager step."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from cifarkit.device import (
     configure_threads,
     resolve_amp,
     resolve_channels_last,
+    resolve_cuda_graphs,
     resolve_device,
     seed_everything,
     synchronize,
@@ -26,7 +28,7 @@ from cifarkit.errors import ConfigError, DataError
 from cifarkit.loader import DeviceLoader, Normalizer
 from cifarkit.models import create_model, default_input_size
 from cifarkit.speedrun.course import seed_style_loader
-from cifarkit.train import make_optimizer, train_step
+from cifarkit.train import make_optimizer, step_graph, train_step
 
 
 def cycle(make_iter: Callable[[], Iterator]) -> Iterator:
@@ -37,18 +39,26 @@ def cycle(make_iter: Callable[[], Iterator]) -> Iterator:
 
 
 def time_training(
-    model: nn.Module, batches: Iterator, device: torch.device, steps: int, warmup: int, amp: str = "off"
+    model: nn.Module,
+    batches: Iterator,
+    device: torch.device,
+    steps: int,
+    warmup: int,
+    amp: str = "off",
+    graphs: bool = False,
 ) -> tuple[float, float]:
     """Images per second of ``steps`` optimizer steps fed by ``batches``, timed after ``warmup`` steps, and the
-    seconds those warm-up steps took (first-call kernel selection and allocation: reported, never counted)."""
+    seconds those warm-up steps took (first-call kernel selection, allocation and, with ``graphs``, the CUDA
+    graph's capture: reported, never counted)."""
     opt = make_optimizer(model, TrainConfig())
     loss_fn = nn.CrossEntropyLoss()
+    graph = step_graph(model, loss_fn, device, amp) if graphs else None
     model.train()
 
     def step() -> int:
         x, y = next(batches)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        train_step(model, x, y, opt, loss_fn, device, amp)
+        train_step(model, x, y, opt, loss_fn, device, amp, graph=graph)
         return y.shape[0]
 
     synchronize(device)
@@ -99,23 +109,29 @@ def run_bench(
     seed_loader = seed_style_loader(dataset, ds, batch_size, workers, root)
     finish = norm.finish  # seed-style batches arrive normalised at the data size: same resize and memory format
     fixed_x, fixed_y = next(iter(ours))
-    warmup = max(3, steps // 10)
-    runs: dict[str, list[float]] = {"seed_style_img_s": [], "cifarkit_img_s": [], "step_limit_img_s": []}
-    warmups: dict[str, list[float]] = {k: [] for k in runs}
+    warmup = max(5, steps // 10)  # past a CUDA graph's eager warm-up and capture
+    graphs = resolve_cuda_graphs(None, dev, {"fp16": amp == "fp16"})  # as `train` steps on this device
     seed_batches = cycle(lambda: ((finish(x.to(dev)), y) for x, y in seed_loader))
+    cases = [
+        ("seed_style_img_s", lambda: seed_batches, graphs),
+        ("cifarkit_img_s", lambda: cycle(lambda: iter(ours)), graphs),
+        ("step_limit_img_s", lambda: cycle(lambda: iter([(fixed_x, fixed_y)])), graphs),
+    ]
+    if graphs:  # what the graph buys, side by side
+        cases.append(("cifarkit_without_graphs_img_s", lambda: cycle(lambda: iter(ours)), False))
+    runs: dict[str, list[float]] = {key: [] for key, _, _ in cases}
+    warmups: dict[str, list[float]] = {k: [] for k in runs}
     for r in range(rounds):
-        for key, batches in (
-            ("seed_style_img_s", seed_batches),
-            ("cifarkit_img_s", cycle(lambda: iter(ours))),
-            ("step_limit_img_s", cycle(lambda: iter([(fixed_x, fixed_y)]))),
-        ):
-            rate, warmed = time_training(copy.deepcopy(base), batches, dev, steps, warmup, amp)
+        for key, batches, graphed in cases:
+            rate, warmed = time_training(copy.deepcopy(base), batches(), dev, steps, warmup, amp, graphed)
             runs[key].append(rate)
             warmups[key].append(warmed)
             log(f"round {r + 1}/{rounds} {key[:-6]:>12}: {rate:8.0f} img/s")
     result: dict = {k: statistics.median(v) for k, v in runs.items()}
     result["speedup_vs_seed"] = result["cifarkit_img_s"] / result["seed_style_img_s"]
     result["fraction_of_limit"] = result["cifarkit_img_s"] / result["step_limit_img_s"]
+    if graphs:
+        result["graphs_speedup"] = result["cifarkit_img_s"] / result["cifarkit_without_graphs_img_s"]
     result.update(
         model=model,
         dataset=dataset,
@@ -126,6 +142,7 @@ def run_bench(
         device=str(dev),
         amp=amp,
         channels_last=channels_last,
+        cuda_graphs=graphs,
         threads=torch.get_num_threads(),
         spread={k: [min(v), max(v)] for k, v in runs.items()},
         warmup_steps=warmup,
@@ -138,4 +155,6 @@ def run_bench(
     log(
         f"cifarkit / seed-style = {result['speedup_vs_seed']:.2f}x, cifarkit / step limit = {result['fraction_of_limit']:.2f}"
     )
+    if graphs:
+        log(f"the CUDA graph step / the eager step = {result['graphs_speedup']:.2f}x")
     return result
