@@ -136,9 +136,19 @@ def train_step(
     return loss, logits
 
 
-def step_graph(model: nn.Module, criterion: nn.Module, device: torch.device, amp: str) -> StepGraph:
-    """:func:`forward_backward` of ``model`` as a :class:`~cifarkit.device.StepGraph` (no autocast weight cache:
-    a replay must cast the weights it is given, not copies kept from the capture)."""
+def step_graph(
+    model: nn.Module,
+    criterion: nn.Module,
+    device: torch.device,
+    amp: str,
+    value: bool | None = None,
+    in_the_way: dict[str, bool] | None = None,
+) -> StepGraph | None:
+    """:func:`forward_backward` of ``model`` as a :class:`~cifarkit.device.StepGraph`, or None where graphs are off
+    (``value``: None is auto, see :func:`~cifarkit.device.resolve_cuda_graphs`; fp16 and ``in_the_way`` stop it).
+    No autocast weight cache: a replay must cast the weights it is given, not copies kept from the capture."""
+    if not resolve_cuda_graphs(value, device, {"fp16": amp == "fp16", **(in_the_way or {})}):
+        return None
     return StepGraph(lambda x, y: forward_backward(model, x, y, criterion, device, amp, cache=False))
 
 
@@ -469,8 +479,7 @@ def prepare(
     optimizer = make_optimizer(model, cfg)
     amp = resolve_amp(cfg.amp, device)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    in_the_way = {"--compile": cfg.compile, "fp16": amp == "fp16", "--torch-profile": cfg.torch_profile_steps > 0}
-    graphs = resolve_cuda_graphs(cfg.cuda_graphs, device, {**in_the_way, "torchrun": dist.enabled})
+    in_the_way = {"--compile": cfg.compile, "--torch-profile": cfg.torch_profile_steps > 0, "torchrun": dist.enabled}
     return Run(
         cfg=cfg,
         dist=dist,
@@ -489,7 +498,7 @@ def prepare(
         amp=amp,
         scaler=torch.amp.GradScaler(device.type) if amp == "fp16" else None,
         criterion=criterion,
-        graph=step_graph(model, criterion, device, amp) if graphs else None,
+        graph=step_graph(model, criterion, device, amp, cfg.cuda_graphs, in_the_way),
     )
 
 

@@ -52,7 +52,7 @@ def time_training(
     graph's capture: reported, never counted)."""
     opt = make_optimizer(model, TrainConfig())
     loss_fn = nn.CrossEntropyLoss()
-    graph = step_graph(model, loss_fn, device, amp) if graphs else None
+    graph = step_graph(model, loss_fn, device, amp, graphs)
     model.train()
 
     def step() -> int:

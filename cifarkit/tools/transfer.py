@@ -34,7 +34,7 @@ from cifarkit.models import create_model
 from cifarkit.runs import load_checkpoint, read_run
 from cifarkit.speedrun.recipe import accuracy
 from cifarkit.tools.imagenet import Backbone
-from cifarkit.train import train_one_epoch
+from cifarkit.train import step_graph, train_one_epoch
 
 CIFAR10_GROUPS = {
     "animals": ("bird", "cat", "deer", "dog", "frog", "horse"),
@@ -237,11 +237,12 @@ def fine_tune(
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(loader))
     criterion = nn.CrossEntropyLoss()
+    graph = step_graph(model, criterion, device, amp)  # on CUDA/ROCm: each step one CUDA graph replay, as in fit
     every = max(1, epochs // checks)
     best, best_step, best_state = -1.0, 0, None
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
-        train_one_epoch(model, loader, optimizer, criterion, device, scheduler, amp)
+        train_one_epoch(model, loader, optimizer, criterion, device, scheduler, amp, graph=graph)
         if epoch % every == 0 or epoch == epochs:
             accuracy = evaluate(model, val_loader, device, amp=amp)["accuracy"]
             if accuracy > best:
