@@ -23,7 +23,18 @@ from cifarkit.config import DATASET_HELP
 from cifarkit.errors import DataError, OutputError, printable, short_list
 from cifarkit.runs import ensure_dir, remove_temporaries, save_blob
 
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 # Published per-channel statistics of the training images, in [0, 1] units.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -32,7 +43,6 @@ CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 FOLDER_CACHE_VERSION = 1
-Stats = tuple[tuple[float, ...], tuple[float, ...]]  # per-channel (mean, std) in [0, 1] units
 
 
 @dataclass(frozen=True)
@@ -470,9 +480,8 @@ def folder_fingerprint(items: list[tuple[Path, int]], classes: list[str], size: 
 
 def read_image_folder(
     split_dir: Path, size: int, cache_dir: Path | None, progress: bool = False
-) -> tuple[list[str], Split, Stats]:
-    """Decode every image of ``split_dir`` once; reuse the cached tensor while the folder is unchanged. Returns
-    the classes, the images and their :func:`channel_stats` (kept in the cache too: 2.5 s a load for CIFAR-10)."""
+) -> tuple[list[str], Split]:
+    """Decode every image of ``split_dir`` once; reuse the cached tensor while the folder is unchanged."""
     classes, items = list_image_folder(split_dir)
     key = folder_fingerprint(items, classes, size)
     cache = cache_dir / f"folder-{split_dir.name}-{key}.pt" if cache_dir is not None else None
@@ -482,10 +491,7 @@ def read_image_folder(
             split = Split(blob["images"], blob["labels"])
             if tuple(split.images.shape) != (len(items), 3, size, size) or list(blob["classes"]) != list(classes):
                 raise DataError("the cache does not hold this folder's images")
-            if "stats" not in blob:  # a cache written before it kept the statistics: add them once
-                blob["stats"] = channel_stats(split.images)
-                write_cache(cache, blob)
-            return list(blob["classes"]), split, blob["stats"]
+            return list(blob["classes"]), split
         except Exception:
             cache.unlink(missing_ok=True)  # a corrupt, truncated or stale cache is rebuilt, never trusted
     images = np.empty((len(items), 3, size, size), dtype=np.uint8)
@@ -497,21 +503,16 @@ def read_image_folder(
     for i, (path, _) in listed:
         images[i] = decode_image(path, size)
     split = Split(torch.from_numpy(images), torch.tensor([label for _, label in items], dtype=torch.long))
-    stats = channel_stats(split.images)
     if cache is not None:
-        write_cache(cache, {"classes": classes, "images": split.images, "labels": split.labels, "stats": stats})
-    return classes, split, stats
-
-
-def write_cache(cache: Path, blob: dict[str, Any]) -> None:
-    """Save a folder's decoded images; a full data folder only warns (the next run decodes again)."""
-    remove_temporaries(cache.parent, older_than=3600)  # of cache writes a kill -9 cut short (they take seconds)
-    try:
-        save_blob(cache, blob)
-    except OSError as exc:
-        warnings.warn(
-            f"cannot write the decoded-image cache {cache} ({exc.strerror}); continuing without it", stacklevel=3
-        )
+        remove_temporaries(cache.parent, older_than=3600)  # of cache writes a kill -9 cut short (they take seconds)
+        blob = {"classes": classes, "images": split.images, "labels": split.labels}
+        try:
+            save_blob(cache, blob)
+        except OSError as exc:  # a full data folder: run on, decode again next time
+            warnings.warn(
+                f"cannot write the decoded-image cache {cache} ({exc.strerror}); continuing without it", stacklevel=2
+            )
+    return classes, split
 
 
 def load_folder(path: str, data_dir: Path, size: int = 32, progress: bool = False) -> Dataset:
@@ -531,17 +532,17 @@ def load_folder(path: str, data_dir: Path, size: int = 32, progress: bool = Fals
         )
         cache_dir = None
     splits: dict[str, Split] = {}
-    stats: dict[str, Stats] = {}
     classes: list[str] | None = None
     for name in ("train", "test"):
         if (root / name).is_dir():
-            split_classes, splits[name], stats[name] = read_image_folder(root / name, size, cache_dir, progress)
+            split_classes, splits[name] = read_image_folder(root / name, size, cache_dir, progress)
             if classes is not None and split_classes != classes:
                 raise DataError(f"{root}/train and {root}/test have different class folders; make them match")
             classes = split_classes
     if classes is None:
         raise DataError(f"{root} has neither train/ nor test/; expected {root}/train/<class>/<image>")
-    mean, std = stats.get("train", stats.get("test"))  # the training images' own, else the test images'
+    stats_split = splits.get("train", splits.get("test"))
+    mean, std = channel_stats(stats_split.images)
     return Dataset(f"folder:{root.name}", tuple(classes), mean, std, splits.get("train"), splits.get("test"))
 
 
@@ -653,7 +654,7 @@ def load_dataset(
 # ----------------------------------------------------------------------------- statistics and checks
 
 
-def channel_stats(images: torch.Tensor, chunk: int = 4096) -> Stats:
+def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and (population) std of uint8 images, in [0, 1] units. A channel that never varies
     (images of one colour) gets the std of one grey level, 1/255, so normalising it never divides by zero."""
     total = torch.zeros(3, dtype=torch.float64)

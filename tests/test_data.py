@@ -164,31 +164,6 @@ def test_folder_reader_any_size_and_cache(data_dir, tmp_path):
     assert len(load_dataset(f"folder:{root}", data_dir).train) == 16
 
 
-def test_folder_channel_statistics_come_from_the_cache(data_dir, tmp_path, monkeypatch):
-    """The statistics are computed once, with the decoding, and kept in the cache (2.5 s a load for CIFAR-10);
-    a cache written before they were kept gets them added on its next load, and every load agrees."""
-    import cifarkit.data
-
-    root = write_image_folder(tmp_path / "f", num_classes=3, train=5, test=2, size=32)
-    first = load_dataset(f"folder:{root}", data_dir)
-    assert (first.mean, first.std) == channel_stats(first.train.images)
-    (cache,) = sorted((data_dir / "cache").glob("folder-train-*.pt"))
-    blob = torch.load(cache, weights_only=True)
-    assert blob["stats"] == (first.mean, first.std)
-    calls = []
-    real = cifarkit.data.channel_stats
-    monkeypatch.setattr(cifarkit.data, "channel_stats", lambda images: calls.append(len(images)) or real(images))
-    again = load_dataset(f"folder:{root}", data_dir)
-    assert (again.mean, again.std) == (first.mean, first.std) and calls == []
-    del blob["stats"]
-    torch.save(blob, cache)  # as an earlier cifarkit wrote it
-    old = load_dataset(f"folder:{root}", data_dir)
-    assert (old.mean, old.std) == (first.mean, first.std) and calls == [15]
-    assert torch.load(cache, weights_only=True)["stats"] == (first.mean, first.std)
-    load_dataset(f"folder:{root}", data_dir)
-    assert calls == [15]
-
-
 def test_folder_with_only_test_split(data_dir, tmp_path):
     root = write_image_folder(tmp_path / "f", num_classes=2, train=2, test=3)
     import shutil
