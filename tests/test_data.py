@@ -225,6 +225,9 @@ def test_channel_stats_match_numpy():
     x = imgs.double() / 255
     assert mean == pytest.approx(x.mean(dim=(0, 2, 3)).tolist(), abs=1e-4)
     assert std == pytest.approx(x.std(dim=(0, 2, 3), unbiased=False).tolist(), abs=1e-4)
+    one_colour = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
+    one_colour[:, 1] = 200
+    assert channel_stats(one_colour) == ((0.0, round(200 / 255, 4), 0.0), (round(1 / 255, 4),) * 3)
 
 
 def test_stratified_split_is_disjoint_seeded_and_stratified():
