@@ -96,11 +96,13 @@ def resolve_channels_last(value: bool | None, device: torch.device) -> bool:
     return device.type == "cuda" if value is None else bool(value)
 
 
-def resolve_cuda_graphs(value: bool | None, device: torch.device, conflicts: dict[str, bool]) -> bool:
+def resolve_cuda_graphs(
+    value: bool | None, device: torch.device, amp: str, conflicts: dict[str, bool] | None = None
+) -> bool:
     """Whether a run replays its training step as a CUDA graph (:class:`StepGraph`). ``None`` means auto: on
-    for CUDA/ROCm unless one of ``conflicts`` (name: whether it holds, e.g. ``{"--compile": True}``) is in
-    the way; ``True`` where it cannot work is a one-line error."""
-    why = [name for name, holds in conflicts.items() if holds]
+    for CUDA/ROCm unless fp16 (its grad scaler reads the host) or one of ``conflicts`` (name: whether it holds,
+    e.g. ``{"--compile": True}``) is in the way; ``True`` where it cannot work is a one-line error."""
+    why = [name for name, holds in {"fp16": amp == "fp16", **(conflicts or {})}.items() if holds]
     if device.type != "cuda":
         why.insert(0, f"a {device.type} device")
     if value is None:
@@ -333,7 +335,9 @@ class StepGraph:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
         self.calls += 1
-        if self.failed is not None or self.calls <= self.warmup:
+        if self.failed is not None:
+            return self.step(x, y)
+        if self.calls <= self.warmup:
             return self.eager(x, y)
         if self.replay is None:
             self.x, self.y = x.clone(), y.clone()
@@ -352,7 +356,7 @@ class StepGraph:
 
     def eager(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``step`` as it is, on a side stream while warming up (CUDA only)."""
-        if x.device.type != "cuda" or self.failed is not None:
+        if x.device.type != "cuda":
             return self.step(x, y)
         side = torch.cuda.Stream(x.device)
         side.wait_stream(torch.cuda.current_stream(x.device))

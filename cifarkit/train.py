@@ -147,7 +147,7 @@ def step_graph(
     """:func:`forward_backward` of ``model`` as a :class:`~cifarkit.device.StepGraph`, or None where graphs are off
     (``value``: None is auto, see :func:`~cifarkit.device.resolve_cuda_graphs`; fp16 and ``in_the_way`` stop it).
     No autocast weight cache: a replay must cast the weights it is given, not copies kept from the capture."""
-    if not resolve_cuda_graphs(value, device, {"fp16": amp == "fp16", **(in_the_way or {})}):
+    if not resolve_cuda_graphs(value, device, amp, in_the_way):
         return None
     return StepGraph(lambda x, y: forward_backward(model, x, y, criterion, device, amp, cache=False))
 

@@ -100,28 +100,29 @@ def test_a_batch_of_another_shape_runs_eagerly():
 
 
 @pytest.mark.parametrize(
-    "value,device,conflicts,expected",
+    "value,device,amp,conflicts,expected",
     [
-        (None, "cuda", {}, True),
-        (None, "cuda", {"--compile": True}, False),
-        (None, "cuda", {"--compile": False, "fp16": False}, True),
-        (None, "cpu", {}, False),
-        (None, "mps", {}, False),
-        (False, "cuda", {}, False),
-        (True, "cuda", {"fp16": False}, True),
+        (None, "cuda", "off", {}, True),
+        (None, "cuda", "off", {"--compile": True}, False),
+        (None, "cuda", "bf16", {"--compile": False}, True),
+        (None, "cuda", "fp16", {}, False),
+        (None, "cpu", "off", {}, False),
+        (None, "mps", "off", {}, False),
+        (False, "cuda", "off", {}, False),
+        (True, "cuda", "bf16", {}, True),
     ],
 )
-def test_when_cuda_graphs_are_on(value, device, conflicts, expected):
-    assert resolve_cuda_graphs(value, torch.device(device), conflicts) is expected
+def test_when_cuda_graphs_are_on(value, device, amp, conflicts, expected):
+    assert resolve_cuda_graphs(value, torch.device(device), amp, conflicts) is expected
 
 
 @pytest.mark.parametrize(
-    "device,conflicts,needles",
-    [("cpu", {}, ("a cpu device",)), ("cuda", {"fp16": True, "torchrun": True}, ("fp16", "torchrun"))],
+    "device,amp,conflicts,needles",
+    [("cpu", "off", {}, ("a cpu device",)), ("cuda", "fp16", {"torchrun": True}, ("fp16", "torchrun"))],
 )
-def test_cuda_graphs_on_where_they_cannot_work_is_one_line(device, conflicts, needles):
+def test_cuda_graphs_on_where_they_cannot_work_is_one_line(device, amp, conflicts, needles):
     with pytest.raises(ConfigError, match="--cuda-graphs on needs a CUDA/ROCm device") as e:
-        resolve_cuda_graphs(True, torch.device(device), conflicts)
+        resolve_cuda_graphs(True, torch.device(device), amp, conflicts)
     assert all(n in str(e.value) for n in needles) and "\n" not in str(e.value)
 
 

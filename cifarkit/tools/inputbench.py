@@ -110,7 +110,7 @@ def run_bench(
     finish = norm.finish  # seed-style batches arrive normalised at the data size: same resize and memory format
     fixed_x, fixed_y = next(iter(ours))
     warmup = max(5, steps // 10)  # past a CUDA graph's eager warm-up and capture
-    graphs = resolve_cuda_graphs(None, dev, {"fp16": amp == "fp16"})  # as `train` steps on this device
+    graphs = resolve_cuda_graphs(None, dev, amp)  # as `train` steps on this device
     seed_batches = cycle(lambda: ((finish(x.to(dev)), y) for x, y in seed_loader))
     cases = [
         ("seed_style_img_s", lambda: seed_batches, graphs),
