@@ -43,7 +43,7 @@ class Profile:
     ablation_seeds: int  # the two best ablation steps are retrained until each has this many seeds
     tta_test_images: int | None
     lr_finder_steps: int = 200  # 03's learning-rate range test
-    big_model_test_images: int | None = None  # 02's test split: EX-2 at 128 px scores 130 images a second on a CPU
+    big_model_test_images: int | None = None  # 02's test split: EX-2 at 128 px scores 130-140 images/s on a 2-core CPU
     speedrun_recipe: str = "speedrun"  # a name from cifarkit.speedrun.recipe.RECIPES
     speedrun_ablation_train_images: int | None = None
     course_epochs: int = 10  # the course EX-1 recipe's budget in the 07 race
@@ -86,8 +86,9 @@ PROFILES = {
     # meaningful numbers on a laptop CPU, the whole series in one sitting (issue 31: at most 30 min of notebooks
     # on a 2-core AVX2 CPU; it took 63 min with 12 EX-1 epochs, 10,000 x 4 for 02, 20,000 x 5 for 03, and
     # 10 course epochs and a 15,000-image ablation in 07, which also retrained 01's run to time it; 36 min with
-    # 8 epochs, 4,000 x 3, 10,000 x 4, 6 course epochs and 10,000 images; 29.6 min, then 30.9 min on a slower
-    # day, with 4 course epochs, a 200-step learning-rate sweep and 02 tested on all 5,000 test images)
+    # 8 epochs, 4,000 x 3, 10,000 x 4, 6 course epochs and 10,000 images; 29.6 min, then 30.9 min in a slower
+    # hour, with 4 course epochs, a 200-step learning-rate sweep and 02 tested on all 5,000 test images; 28.7 min
+    # with the budgets below, 31.5 min in that slower hour)
     "quick": Profile(
         "quick",
         epochs=7,
