@@ -43,9 +43,10 @@ class ReplayedOnCpu(StepGraph):
         return replay
 
 
-def one_epoch(graph_class=None, **graph_kwargs):
-    """A fresh EX-1 (same seed, same data order) trained for one epoch, with ``graph_class`` replaying its step."""
-    run = prepare(TrainConfig(**FAST, scheduler="onecycle", augment="crop+flip+cutout"))
+def one_epoch(graph_class=None, amp: str = "off", **graph_kwargs):
+    """A fresh EX-1 (same seed, same data order) trained for one epoch in precision ``amp``, with ``graph_class``
+    replaying its step. Both paths get the run's resolved precision: the eager step's own default is fp32."""
+    run = prepare(TrainConfig(**FAST, amp=amp, scheduler="onecycle", augment="crop+flip+cutout"))
     graph = None
     if graph_class is not None:
         graph = graph_class(
@@ -53,7 +54,7 @@ def one_epoch(graph_class=None, **graph_kwargs):
             **graph_kwargs,
         )
     stats = train_one_epoch(
-        run.model, run.train_loader, run.optimizer, run.criterion, run.device, run.scheduler, graph=graph
+        run.model, run.train_loader, run.optimizer, run.criterion, run.device, run.scheduler, amp=run.amp, graph=graph
     )
     return run, stats, graph
 
@@ -66,9 +67,11 @@ def assert_same_training(a, b):
         assert torch.equal(state_a[name], state_b[name]), name
 
 
-def test_a_replayed_step_trains_bit_for_bit_like_the_eager_one():
-    eager = one_epoch()
-    graphed = one_epoch(ReplayedOnCpu)
+@pytest.mark.parametrize("amp", ["off", "bf16"])  # bf16 autocast is native on AVX512-BF16/AMX, emulated elsewhere
+def test_a_replayed_step_trains_bit_for_bit_like_the_eager_one(amp):
+    eager = one_epoch(amp=amp)
+    graphed = one_epoch(ReplayedOnCpu, amp=amp)
+    assert graphed[0].amp == amp
     steps = len(graphed[0].train_loader)
     assert steps > 5
     graph = graphed[2]
