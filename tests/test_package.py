@@ -4,6 +4,7 @@ point down, no import circle, small modules."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -118,3 +119,42 @@ def test_help_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False", out
+
+
+SE_NAME = re.compile(r"(^|_)se$|standard_error|(^|_)se_|_se$")
+
+
+def inline_noise_rules(source: str) -> list[int]:
+    """Lines of ``source`` that compare something with a multiple of a standard error: a noise rule written
+    inline instead of called from :mod:`cifarkit.report.stats`."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Compare):
+            continue
+        for side in [node.left, *node.comparators]:
+            for op in ast.walk(side):
+                if isinstance(op, ast.BinOp) and isinstance(op.op, ast.Mult):
+                    names = {n.id for n in ast.walk(op) if isinstance(n, ast.Name)}
+                    names |= {n.attr for n in ast.walk(op) if isinstance(n, ast.Attribute)}
+                    if any(SE_NAME.search(name) for name in names):
+                        found.append(node.lineno)
+    return found
+
+
+def test_inline_noise_rule_is_found():
+    """The scan below finds each way the rule was once written inline (so it can fail)."""
+    assert inline_noise_rules("ok = abs(gap) <= 2 * se") == [1]
+    assert inline_noise_rules("ok = at - target < 2 * standard_error(target, n)") == [1]
+    assert inline_noise_rules("ok = abs(d) < z * stats.paired_se(f, b, n)") == [1]
+    assert inline_noise_rules("ok = top > 2 * p90 > 0") == []  # a plot's scale, not a standard error
+
+
+def test_one_noise_rule():
+    """Every verdict calls :mod:`cifarkit.report.stats`: no module outside it compares a gap with a multiple
+    of a standard error itself."""
+    offenders = {
+        name: lines
+        for name, path in modules().items()
+        if name != "report.stats" and (lines := inline_noise_rules(path.read_text()))
+    }
+    assert offenders == {}, offenders

@@ -16,7 +16,7 @@ from cifarkit.device import precision_name
 from cifarkit.errors import duration_text
 from cifarkit.evaluate import fixed_broken
 from cifarkit.report.comparison import notebook_number
-from cifarkit.report.stats import best_mean, difference_is_noise, means, paired_is_noise, standard_error
+from cifarkit.report.stats import difference_is_noise, gap_is_noise, paired_is_noise, standard_error
 from cifarkit.tools.perflogs import INPUT_BOUND_SHARE, OTHER_LOAD_PERCENT, PACE_SPREAD
 
 
@@ -207,58 +207,6 @@ def precision(config: Mapping[str, Any]) -> Note:
     return Note(f"{first} {change}", finding=first)
 
 
-def ablation(table: Any, correct: Mapping[str, Any] | None = None) -> Note:
-    """An ablation table (index: step, columns ``val_accuracy`` and ``val_images``) in words: the ranking,
-    each step's change over the one before, and which changes are within noise. With ``correct`` (each
-    step's per-image right/wrong on the shared validation images, see
-    :func:`cifarkit.report.analysis.validation_correct`) every comparison is the paired test; without, the test
-    for independent samples."""
-    steps = list(table.index)
-    n = int(table["val_images"].iloc[0])
-    winner = table["val_accuracy"].idxmax()
-
-    def noise(a: str, b: str) -> bool:
-        if correct is not None:
-            return paired_is_noise(*fixed_broken(correct[a], correct[b]))
-        return difference_is_noise(float(table.loc[a, "val_accuracy"]), n, float(table.loc[b, "val_accuracy"]), n)
-
-    se = standard_error(float(table["val_accuracy"].mean()), n)
-    text = [
-        f"Validation top-1 is measured on {n:,} images, so each number carries about ± {100 * se:.1f} "
-        "points (one standard error). "
-        + (
-            "Every step is scored on the same images, so two steps are compared with a paired test: a "
-            "difference counts only beyond two standard errors of the difference, counted from the images "
-            "only one of the two gets right."
-            if correct is not None
-            else "A difference counts only beyond two standard errors of the difference."
-        )
-    ]
-    changes, hurt = [], []
-    for before, step in zip(steps, steps[1:], strict=False):
-        a, b = float(table.loc[before, "val_accuracy"]), float(table.loc[step, "val_accuracy"])
-        changes.append(f"`{step}` {points(b - a)}{' (within noise)' if noise(before, step) else ''}")
-        if b < a and not noise(before, step):
-            hurt.append(f"`{step}` ({points(b - a)})")
-    text.append("Step by step: " + "; ".join(changes) + ".")
-    ranked = table["val_accuracy"].sort_values(ascending=False)
-    text.append(f"The highest is **`{winner}`** at {pct(float(ranked.iloc[0]))}")
-    if len(steps) > 1:
-        text[-1] += (
-            f", but the next best (`{ranked.index[1]}`) is within noise of it, so this budget does not separate them."
-            if noise(winner, ranked.index[1])
-            else f", ahead of the next best (`{ranked.index[1]}`) beyond noise in this run (one seed per step)."
-        )
-    else:
-        text[-1] += "."
-    harm = (
-        f" Beyond noise, {' and '.join(hurt)} {'hurt' if len(hurt) > 1 else 'hurt'} at this budget."
-        if hurt
-        else " No step hurt beyond noise."
-    )
-    return Note(" ".join(text), finding=text[-1] + harm)
-
-
 def winner_test(winner: str, val_accuracy: float, test: Mapping[str, Any]) -> Note:
     """The ablation winner's one test pass: its test top-1 beside the validation top-1 it was chosen on."""
     n, top1 = test["n"], test["accuracy"]
@@ -268,48 +216,6 @@ def winner_test(winner: str, val_accuracy: float, test: Mapping[str, Any]) -> No
         "measured once."
     )
     return Note(text, finding=f"The winner `{winner}` scores **{pct(top1)}** test top-1 on {n:,} images.")
-
-
-def seed_spread(values: Mapping[str, Sequence[float]], seed: int, n: int | None = None) -> Note:
-    """The ablation's leader and runner-up retrained with more seeds (``values``: step -> validation top-1
-    per seed, the first being ``seed``, the ablation's own): how far seeds alone move each, whether the
-    order holds in every seed, and which step the mean keeps (:func:`~cifarkit.report.stats.best_mean`).
-    The kept step's lead is called clear only when it led in every seed by more than noise on the ``n``
-    validation images; otherwise the lead and its spread are stated. One seed per step says so instead."""
-    if all(len(v) < 2 for v in values.values()):
-        return Note(
-            "Each step was trained once (seed "
-            f"{seed}), so this ablation cannot tell a real difference from the luck of one seed; the quick "
-            "and full profiles retrain the two best steps with more seeds."
-        )
-    (lead, a), (second, b) = list(values.items())[:2]
-    spread = {name: 100 * (max(v) - min(v)) for name, v in values.items()}
-    mean = means(values)
-    wins = sum(x > y for x, y in zip(a, b, strict=False))
-    seeds = min(len(a), len(b))
-    kept = best_mean(values)
-    other = second if kept == lead else lead
-    pairs = list(zip(values[kept], values[other], strict=False))
-    clear = n is not None and all(k > o and not difference_is_noise(k, n, o, n) for k, o in pairs)
-    verdict = (
-        f"`{kept}` is clearly ahead: it led in every seed by more than noise on {n:,} images."
-        if clear
-        else f"`{kept}` leads by {points(mean[kept] - mean[other])} on average, but "
-        + ("the seeds disagree on the order" if not all(k > o for k, o in pairs) else "not beyond noise in every seed")
-        + ", so the lead is not a clear one."
-    )
-    finding = (
-        f"Over {seeds} seeds `{lead}` averages {pct(mean[lead])} and `{second}` {pct(mean[second])}; "
-        f"seeds alone moved them by {spread[lead]:.1f} and {spread[second]:.1f} points, and `{lead}` was ahead in "
-        f"{wins} of {seeds} seeds; the higher mean keeps `{kept}`"
-        + (", second in the one-seed ablation. " if kept != lead else ". ")
-        + verdict
-    )
-    detail = "; ".join(f"`{name}`: " + ", ".join(pct(x) for x in v) for name, v in values.items())
-    return Note(
-        f"Retrained with seeds {seed} to {seed + seeds - 1} (validation top-1 per seed: {detail}). " + finding,
-        finding=finding,
-    )
 
 
 def tta(table: Any, chosen: str) -> Note:
@@ -330,8 +236,8 @@ def tta(table: Any, chosen: str) -> Note:
     cost = float(pick["ms_per_image"]) / max(float(none["ms_per_image"]), 1e-9)
     text = [
         f"The TTA mode chosen on validation, `{chosen}`, changes test top-1 by **{points(gain)}** "
-        f"({pct(float(none['accuracy']))} to {pct(float(pick['accuracy']))} on {n:,} images"
-        f"{', within noise' if noise else ''}) at **{cost:.1f}x** the inference time per image.",
+        f"({pct(float(none['accuracy']))} to {pct(float(pick['accuracy']))} on {n:,} images, "
+        f"{'within noise' if noise else 'beyond noise'}) at **{cost:.1f}x** the inference time per image.",
         definition,
     ]
     if "fixed" in table:
@@ -346,6 +252,24 @@ def tta(table: Any, chosen: str) -> Note:
     elif loss < 0:
         text.append(f"The worst mode, `{worst}` ({points(loss)}), is within noise of plain inference.")
     return Note(" ".join(text))
+
+
+def tta_choice(table: Any, chosen: str) -> Note:
+    """Why ``chosen`` is the mode used (:func:`cifarkit.report.analysis.choose_tta_mode` on the validation
+    ``table``): the best on validation, or a cheaper mode within noise of it."""
+    best = str(table["accuracy"].idxmax())
+    n = int(table.loc[best, "n"])
+    top = f"`{best}` scored highest on the {n:,} validation images ({pct(float(table.loc[best, 'accuracy']))}, {int(table.loc[best, 'views'])} views)"
+    if chosen == best:
+        text = f"{top}, beyond noise of every mode with fewer views, so it is the mode used."
+    else:
+        text = (
+            f"{top}, but `{chosen}` ({pct(float(table.loc[chosen, 'accuracy']))}, {int(table.loc[chosen, 'views'])} "
+            f"view{'s' if int(table.loc[chosen, 'views']) > 1 else ''}) is within noise of it on the same images "
+            "(paired test), so the cheaper one is used: a lead the images cannot tell from luck does not pay for "
+            "extra forward passes."
+        )
+    return Note(text, finding=f"TTA mode chosen on validation: `{chosen}`.")
 
 
 def same_images_noise(table: Any, mode: str, n: int) -> bool:
@@ -668,7 +592,7 @@ def lr_finder(sweep: Any, recipe_lr: float, accuracy: Mapping[str, float], corre
 def seed_gap(a: Mapping[str, float], b: Mapping[str, float]) -> str:
     """``a`` minus ``b`` (rows of :func:`~cifarkit.report.stats.curve_table`) in points, with the noise rule's verdict."""
     gap, se = a["test_accuracy"] - b["test_accuracy"], (a["se"] ** 2 + b["se"] ** 2) ** 0.5
-    return f"{points(gap)} ± {100 * se:.1f} ({'within noise' if abs(gap) <= 2 * se else 'beyond noise'})"
+    return f"{points(gap)} ± {100 * se:.1f} ({'within noise' if gap_is_noise(gap, se) else 'beyond noise'})"
 
 
 def transfer(table: Any, scratch: str, pretrained: str, imagenet: str | None, pretrain_seconds: float) -> Note:

@@ -11,7 +11,7 @@ from cifarkit.data import Split
 from cifarkit.evaluate import fixed_broken
 from cifarkit.loader import Normalizer
 from cifarkit.report.commentary import Note, pct
-from cifarkit.report.stats import paired_is_noise, paired_se, standard_error
+from cifarkit.report.stats import Z, paired_is_noise, paired_se, within_noise_above
 from cifarkit.runs import read_metrics
 from cifarkit.speedrun.recipe import PIECES, Recipe, SpeedrunResult, ablation_recipes, scores, train
 
@@ -100,7 +100,7 @@ def at_the_edge(curve: Curve, target: float, n_val: int | None) -> bool:
     """Whether a curve's crossing of ``target`` is within noise of it: the validation top-1 at the crossing is
     less than two standard errors (on ``n_val`` images) above the target, so another seed may cross later or not."""
     at = next((r for r in curve if r.get("val_accuracy", -1) >= target), None)
-    return bool(at and n_val and at["val_accuracy"] - target < 2 * standard_error(target, n_val))
+    return bool(at and n_val and within_noise_above(at["val_accuracy"], target, n_val))
 
 
 def describe_race(curves: dict[str, Curve], target: float, n_val: int | None = None) -> Note:
@@ -178,7 +178,7 @@ def describe_ablation(df) -> Note:
     parts = [
         f"The full recipe reached **{pct(full)}** validation top-1. All {len(df)} runs are scored on {images}, "
         "so each difference is judged by a paired test: it counts only beyond two standard errors of the "
-        f"difference, counted from the images only one of the two runs gets right (about {100 * 2 * se:.1f} "
+        f"difference, counted from the images only one of the two runs gets right (about {100 * Z * se:.1f} "
         "points here). Each run is one seed."
     ]
     if len(helped):

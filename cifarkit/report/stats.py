@@ -7,8 +7,10 @@ test there."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from statistics import fmean, stdev
+
+Z = 2.0  # the noise rule's width, in standard errors: every verdict in the package uses it through this module
 
 
 def standard_error(p: float, n: int) -> float:
@@ -46,7 +48,7 @@ def paired_p_value(fixed: int, broken: int) -> float:
     return math.erfc(z / math.sqrt(2))
 
 
-def paired_is_noise(fixed: int, broken: int, z: float = 2.0) -> bool:
+def paired_is_noise(fixed: int, broken: int, z: float = Z) -> bool:
     """Whether two models (or modes) scored on the *same* images differ by less than ``z`` standard errors,
     from the images only one of them gets right (McNemar's test): ``fixed`` are right only in the second,
     ``broken`` only in the first. Images both get right or wrong say nothing about the difference, which is
@@ -56,22 +58,22 @@ def paired_is_noise(fixed: int, broken: int, z: float = 2.0) -> bool:
     return paired_p_value(fixed, broken) >= math.erfc(z / math.sqrt(2))
 
 
-def difference_is_noise(a: float, n_a: int, b: float, n_b: int, z: float = 2.0) -> bool:
+def gap_is_noise(gap: float, se: float, z: float = Z) -> bool:
+    """The noise rule itself: a difference ``gap`` is noise when it is smaller than ``z`` standard errors ``se``
+    of that difference. Every other test here (and every verdict in the notebooks) comes down to this one."""
+    return abs(gap) < z * se
+
+
+def difference_is_noise(a: float, n_a: int, b: float, n_b: int, z: float = Z) -> bool:
     """Whether two accuracies measured on ``n_a`` and ``n_b`` images differ by less than ``z`` standard
     errors of their difference (independent samples; the same images make this conservative)."""
-    return abs(a - b) < z * difference_se(a, n_a, b, n_b)
+    return gap_is_noise(a - b, difference_se(a, n_a, b, n_b), z)
 
 
-def means(values: Mapping[str, Sequence[float]]) -> dict[str, float]:
-    """Each entry's mean, in the given order (e.g. validation top-1 over seeds, by ablation step)."""
-    return {name: fmean(v) for name, v in values.items()}
-
-
-def best_mean(values: Mapping[str, Sequence[float]]) -> str:
-    """The entry with the highest mean (the first of equals): the step to keep when the finalists of an
-    ablation were retrained with more seeds, because one seed's lead can be that seed's luck."""
-    mean = means(values)
-    return max(mean, key=mean.__getitem__)
+def within_noise_above(value: float, target: float, n: int, z: float = Z) -> bool:
+    """Whether an accuracy ``value`` measured on ``n`` images is at ``target`` or above it by less than ``z``
+    standard errors of ``target``: a crossing of the target that another seed or sample may not repeat."""
+    return value >= target and gap_is_noise(value - target, standard_error(target, n), z)
 
 
 def mean_and_se(values: Sequence[float]) -> tuple[float, float]:
