@@ -311,11 +311,13 @@ def compare_tta(
     modes: Sequence[str] = TTA_MODES,
     average: str = "logits",
     amp: str = "off",
+    per_image: bool = False,
 ) -> list[dict]:
     """Evaluate every mode on one loader: ``accuracy`` (top-1), ``top5_accuracy``, ``losses`` (mean
     cross-entropy), views and milliseconds per image, and against the first mode (``none``) on the same images:
     ``fixed`` (images it gets right that ``none`` got wrong) and ``broken`` (the reverse), the counts a paired
-    test of the difference reads."""
+    test of the difference reads. With ``per_image`` each row also holds ``correct``, its per-image right/wrong,
+    so that any two modes can be compared with the paired test."""
     rows, first = [], None
     for mode in modes:
         r = evaluate(model, loader, device, amp=amp, forward=tta_forward(model, mode, average), per_image=True)
@@ -333,6 +335,7 @@ def compare_tta(
                 "fixed": fixed,
                 "broken": broken,
             }
+            | ({"correct": r["correct"]} if per_image else {})
         )
     base = rows[0]["accuracy"] if rows and rows[0]["mode"] == "none" else None
     for row in rows:

@@ -104,9 +104,12 @@ class Predictor:
             per_image,
         )
 
-    def compare_tta(self, split: Split, average: str = "logits", batch_size: int = 256) -> list[dict]:
+    def compare_tta(
+        self, split: Split, average: str = "logits", batch_size: int = 256, per_image: bool = False
+    ) -> list[dict]:
         """Every TTA mode on ``split`` (see :func:`cifarkit.evaluate.compare_tta`), under this checkpoint's precision."""
-        return compare_tta(self.model, self.loader(split, batch_size), self.device, average=average, amp=self.amp)
+        loader = self.loader(split, batch_size)
+        return compare_tta(self.model, loader, self.device, average=average, amp=self.amp, per_image=per_image)
 
     def logits(self, split: Split, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and labels of ``split`` (float32, CPU)."""

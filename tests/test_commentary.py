@@ -65,77 +65,10 @@ def test_test_metrics_quote_the_numbers_and_define_the_terms():
     assert "true class is among the five highest" in note and "One-vs-rest AUC 0.950" in note
 
 
-def test_ablation_says_which_differences_are_noise():
-    table = pd.DataFrame(
-        {"val_accuracy": [0.60, 0.66, 0.665], "val_images": [2000] * 3}, index=["none", "+crop", "+bn"]
-    )
-    note = commentary.ablation(table)
-    assert "`+crop` +6.0 points;" in note and "`+bn` +0.5 points (within noise)" in note
-    assert "**`+bn`** at 66.5%, but the next best (`+crop`) is within noise" in note
-    assert note.finding.endswith("No step hurt beyond noise.")
-    hurt = commentary.ablation(
-        pd.DataFrame({"val_accuracy": [0.60, 0.66, 0.60], "val_images": [2000] * 3}, index=["none", "+crop", "+drop"])
-    )
-    assert hurt.finding.endswith("Beyond noise, `+drop` (-6.0 points) hurt at this budget.")  # 03's Takeaways
+def test_the_winner_is_quoted_with_its_test_number():
     win = commentary.winner_test("+bn", 0.665, {"n": 10000, "accuracy": 0.6728})
     assert win.finding == "The winner `+bn` scores **67.3%** test top-1 on 10,000 images."
     assert "chosen at 66.5% validation top-1" in win and "± 0.5 points" in win
-    clear = commentary.ablation(pd.DataFrame({"val_accuracy": [0.5, 0.7], "val_images": [2000] * 2}, index=["a", "b"]))
-    assert "ahead of the next best (`a`) beyond noise in this run (one seed per step)" in clear
-    assert "clearly" not in clear  # one seed cannot make a lead clear (03 said so of a lead the next seed halved)
-
-
-def test_ablation_on_the_same_images_uses_the_paired_test():
-    import torch
-
-    n = 2000
-    base = torch.zeros(n, dtype=torch.bool)
-    base[:1200] = True  # 60.0%
-    crop = base.clone()
-    crop[1200:1230] = True  # 61.5%: 30 images fixed, none broken
-    table = pd.DataFrame(
-        {"val_accuracy": [float(base.float().mean()), float(crop.float().mean())], "val_images": [n] * 2},
-        index=["none", "+crop"],
-    )
-    independent = commentary.ablation(table)
-    paired = commentary.ablation(table, correct={"none": base, "+crop": crop})
-    assert "`+crop` +1.5 points (within noise)" in independent  # 2 SE of the difference is about 3.1 points
-    assert "Step by step: `+crop` +1.5 points." in paired  # 30 images fixed, none broken: beyond noise
-    assert "paired test" in paired and "ahead of the next best (`none`) beyond noise in this run" in paired
-
-
-def test_seed_spread_quotes_each_seed_and_says_when_there_is_one():
-    note = commentary.seed_spread({"+bn": [0.70, 0.68, 0.71], "+crop": [0.69, 0.69, 0.66]}, seed=0)
-    assert "seeds 0 to 2" in note and "`+bn`: 70.0%, 68.0%, 71.0%" in note
-    assert note.finding == (
-        "Over 3 seeds `+bn` averages 69.7% and `+crop` 68.0%; seeds alone moved them by 3.0 and 3.0 points, "
-        "and `+bn` was ahead in 2 of 3 seeds; the higher mean keeps `+bn`. `+bn` leads by +1.7 points on average, "
-        "but the seeds disagree on the order, so the lead is not a clear one."
-    )
-    # the one-seed leader behind over seeds (03's quick run: +dropout 68.05 / 66.7, +BatchNorm 67.7 / 68.5)
-    turned = commentary.seed_spread({"+dropout": [0.6805, 0.667], "+bn": [0.677, 0.685]}, seed=0)
-    assert turned.finding.endswith(
-        "`+dropout` was ahead in 1 of 2 seeds; the higher mean keeps `+bn`, second in the one-seed ablation. "
-        "`+bn` leads by +0.7 points on average, but the seeds disagree on the order, so the lead is not a clear one."
-    )
-    # 03's quick run: a 2.1-point lead at one seed, 1.2 at the next, on 2,000 images: ahead in both, not clearly
-    both = commentary.seed_spread({"+bn": [0.702, 0.694], "+crop": [0.681, 0.682]}, seed=0, n=2000)
-    assert both.finding.endswith("not beyond noise in every seed, so the lead is not a clear one.")
-    clear = commentary.seed_spread({"+bn": [0.75, 0.74], "+crop": [0.68, 0.67]}, seed=0, n=2000)
-    assert clear.finding.endswith("`+bn` is clearly ahead: it led in every seed by more than noise on 2,000 images.")
-    assert "clearly" not in commentary.seed_spread({"+bn": [0.75, 0.74], "+crop": [0.68, 0.67]}, seed=0)  # no n
-    one = commentary.seed_spread({"+bn": [0.70], "+crop": [0.69]}, seed=4)
-    assert "trained once (seed 4)" in one and "cannot tell" in one
-
-
-def test_the_step_kept_is_the_best_mean_over_seeds_and_the_first_of_equals():
-    from cifarkit.report.stats import best_mean, means
-
-    spread = {"+dropout": [0.6805, 0.667], "+bn": [0.677, 0.685]}
-    assert means(spread) == pytest.approx({"+dropout": 0.67375, "+bn": 0.681})
-    assert list(means(spread)) == ["+dropout", "+bn"]  # the given order
-    assert best_mean(spread) == "+bn"
-    assert best_mean({"a": [0.5], "b": [0.5]}) == "a" and best_mean({"a": [0.4], "b": [0.5]}) == "b"
 
 
 def test_tta_note_reports_gain_cost_and_harmful_views():
@@ -465,28 +398,6 @@ def test_pace_says_when_the_machine_was_not_quiet():
     note = commentary.pace(conditions((1105.0, 136.0, 700.0)))
     assert "136 to 1,105 images/s" in note and "not a clean measurement" in note
     assert "cannot be judged" in commentary.pace({"slowest_images_per_s": None, "fastest_images_per_s": None})
-
-
-def test_seed_repeats_retrain_the_two_best_steps_with_the_next_seeds(tmp_path):
-    from dataclasses import replace
-
-    from cifarkit.report import comparison, notebook
-
-    nb = notebook.start(
-        "03_augmentation", "synthetic:classes=3,train=20,test=4", 5, "cpu", "smoke", str(tmp_path), False
-    )
-    nb.profile = replace(nb.profile, ablation_seeds=3)
-    ds = nb.data()
-    steps = dict(comparison.ablation_steps(8)[:3])
-    runs = {name: nb.train(ds, test=False, model="tinyvgg", epochs=1, **steps[name]) for name in steps}
-    table = comparison.ablation_table(runs)
-    spread = nb.seed_repeats(ds, table, steps, model="tinyvgg", epochs=1)
-    best = list(table["val_accuracy"].sort_values(ascending=False, kind="stable").index[:2])
-    assert list(spread) == best and all(len(v) == 3 for v in spread.values())
-    assert best[0] == table["val_accuracy"].idxmax()  # the leader is the table's, ties included
-    assert [spread[s][0] for s in best] == [table.loc[s, "val_accuracy"] for s in best]  # the ablation's own run first
-    seeds = sorted(notebook.read_json(tmp_path / r / "config.json")["seed"] for r in nb.runs[3:])
-    assert seeds == [6, 6, 7, 7]  # seed + 1 and seed + 2 for each of the two
 
 
 def test_precision_note_says_what_this_run_trained_in_and_why():

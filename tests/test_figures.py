@@ -83,24 +83,6 @@ def test_run_labels_name_the_experiment_and_budget(tmp_path):
     assert run_label(run) == "01 tinyvgg · none · seed 1 · 45,000 img × 12 ep"
 
 
-def test_ablation_table_keeps_step_order_and_budgets(tmp_path):
-    import json
-
-    from cifarkit.report.comparison import ablation_table
-
-    runs = {}
-    for i, (step, val) in enumerate((("none", 0.6), ("+crop", 0.7), ("+bn", 0.65))):
-        run = tmp_path / f"run{i}"
-        run.mkdir()
-        (run / "config.json").write_text(json.dumps({"model": "tinyvgg"}))
-        (run / "env.json").write_text(json.dumps({"train_images": 1800, "val_images": 200}))
-        (run / "train.json").write_text(json.dumps({"best_val_accuracy": val, "epochs_run": 5}))
-        runs[step] = run
-    table = ablation_table(runs)
-    assert list(table.index) == ["none", "+crop", "+bn"] and table["val_accuracy"].idxmax() == "+crop"
-    assert list(table["val_images"]) == [200] * 3 and list(table["epochs"]) == [5] * 3
-
-
 def test_deploy_scatter_names_every_variant_with_plain_latency_ticks():
     import pandas as pd
 

@@ -11,8 +11,9 @@ import pandas as pd
 import torch
 
 from cifarkit.data import Dataset, Split
-from cifarkit.evaluate import evaluate
+from cifarkit.evaluate import evaluate, fixed_broken
 from cifarkit.predict import Predictor
+from cifarkit.report.stats import paired_is_noise
 from cifarkit.runs import read_run
 
 
@@ -101,28 +102,49 @@ def validation_accuracy_with(run: str | Path, ds: Dataset, forward: Callable, de
 
 def tta_table(run: str | Path, ds: Dataset, device: str = "auto", split: str = "test", average: str = "logits"):
     """Every TTA mode of a run's best.pt on ``ds``'s ``test`` split (or the run's ``val`` split), its views
-    combined by ``average`` (``logits`` or ``probs``), as a DataFrame."""
+    combined by ``average`` (``logits`` or ``probs``), as a DataFrame. Each mode's per-image right/wrong is kept
+    in ``table.attrs["correct"]`` (by mode) for :func:`choose_tta_mode`'s paired tests."""
     p, images = scored(run, ds, device, split)
-    return pd.DataFrame(p.compare_tta(images, average)).set_index("mode")
+    rows = p.compare_tta(images, average, per_image=True)
+    table = pd.DataFrame([{k: v for k, v in row.items() if k != "correct"} for row in rows]).set_index("mode")
+    table.attrs["correct"] = {row["mode"]: row["correct"] for row in rows}
+    return table
+
+
+def choose_tta_mode(table) -> str:
+    """The TTA mode to use, from a validation :func:`tta_table`: the one with the fewest views whose top-1 is
+    within noise of the best mode's (the paired test on the same images). A lead that the images cannot tell
+    from luck does not pay for extra forward passes, so the cheaper mode wins a tie, plain inference first."""
+    correct = table.attrs["correct"]
+    best = table["accuracy"].idxmax()
+    for mode in table.sort_values("views", kind="stable").index:
+        if mode == best or paired_is_noise(*fixed_broken(correct[best], correct[mode])):
+            return str(mode)
+    return str(best)
 
 
 def tta_demos(predictor: Predictor, split: Split, mode: str, n: int = 4, seed: int = 0, pool: int = 1000) -> Split:
     """``n`` images for notebook 04's side-by-side demo: up to ``n - 1`` where ``mode`` changes the top-1
-    answer of plain inference (the interesting cases; one that ``mode`` fixes first, when the sample has any),
-    and at least one where it does not, drawn from a seeded, class-balanced sample of ``pool`` images.
-    Prints how often the answer changed and how often the change fixed it."""
+    answer of plain inference (the interesting cases: one that ``mode`` fixes first and one it breaks next, when
+    the sample has them), and at least one where it does not, drawn from a seeded, class-balanced sample of
+    ``pool`` images. Prints how often the answer changed, and how often the change fixed or broke it."""
     sample = split.pick(pool, seed)
     images = sample.images.numpy()
     plain, viewed = predictor.probabilities(images, "none").argmax(1), predictor.probabilities(images, mode).argmax(1)
     differs = plain != viewed
     fixes = differs & (viewed == sample.labels)
-    # a fixed image first (what TTA is for), then the other changes (broken ones included), then agreeing ones
-    changed = torch.cat([fixes.nonzero().flatten(), (differs & ~fixes).nonzero().flatten()])
+    # a fixed image first (what TTA is for), a broken one next (what it costs), then the other changes, then
+    # agreeing ones: a demo of fixes alone would teach that TTA never hurts
+    breaks = differs & (plain == sample.labels)
+    fixed_at, broken_at = fixes.nonzero().flatten(), breaks.nonzero().flatten()
+    other_at = (differs & ~fixes & ~breaks).nonzero().flatten()
+    changed = torch.cat([fixed_at[:1], broken_at[:1], fixed_at[1:], broken_at[1:], other_at])
     same = (~differs).nonzero().flatten()
     shown = min(len(changed), n - 1)
     chosen = torch.cat([changed[:shown], same[: n - shown]])
     print(
         f"`{mode}` changes the top-1 answer of {len(changed)} of {len(sample)} sampled images ({int(fixes.sum())} "
-        f"of them from wrong to right); the demo shows {shown} of those and {len(chosen) - shown} where it does not"
+        f"of them from wrong to right, {int(breaks.sum())} from right to wrong); the demo shows {shown} of those and "
+        f"{len(chosen) - shown} where it does not"
     )
     return sample.subset(chosen)

@@ -78,11 +78,6 @@ def on_dataset(table: pd.DataFrame, dataset: str) -> pd.DataFrame:
     return table[table["dataset"].map(lambda d: same_dataset(d, dataset))].reset_index(drop=True)
 
 
-def ablation_table(runs: dict[str, Path]):
-    """The ablation's steps (in the order they were added) as rows of :func:`run_row`, indexed by step name."""
-    return pd.DataFrame([{"step": name, **run_row(Path(run))} for name, run in runs.items()]).set_index("step")
-
-
 def notebook_number(name: str) -> str | None:
     """The notebook a report's folder or run path belongs to, from its ``NN_`` prefix (``07`` for
     ``07_speedrun/2026...``); None for a name without one (a run outside a series report)."""
@@ -129,38 +124,6 @@ def load_histories(runs: Sequence[Path]) -> dict[str, dict]:
         history = {**files.train, "train_images": files.env.get("train_images")}
         out[label if label not in out else f"{label} ({r.name})"] = history
     return out
-
-
-# the augmentation ablation of the course runs: each step adds to the one before
-ABLATION_STEPS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("no augmentation", {"augment": "none", "model_kwargs": {}}),
-    ("crop+flip", {"augment": "crop+flip", "model_kwargs": {}}),
-    ("+BatchNorm", {"augment": "crop+flip", "model_kwargs": {"batchnorm": True}}),
-    ("+dropout", {"augment": "crop+flip", "model_kwargs": {"batchnorm": True, "dropout": 0.3}}),
-    ("+cutout", {"augment": "crop+flip+cutout", "model_kwargs": {"batchnorm": True, "dropout": 0.3}}),
-    (
-        "+label smoothing",
-        {"augment": "crop+flip+cutout", "model_kwargs": {"batchnorm": True, "dropout": 0.3}, "label_smoothing": 0.1},
-    ),
-)
-
-
-def ablation_steps(hidden_units: int) -> list[tuple[str, dict[str, Any]]]:
-    """The ablation steps as TrainConfig overrides for tinyvgg with ``hidden_units``."""
-    return [
-        (name, {**kw, "model_kwargs": {"hidden_units": hidden_units, **kw["model_kwargs"]}})
-        for name, kw in ABLATION_STEPS
-    ]
-
-
-def smoothing_pair(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``settings`` without and with label smoothing (its own value, or the ablation's): the two runs notebook
-    03's calibration compares, without first."""
-    value = settings.get("label_smoothing") or dict(ABLATION_STEPS)["+label smoothing"]["label_smoothing"]
-    return {
-        "without label smoothing": {**settings, "label_smoothing": 0.0},
-        f"with label smoothing {value:g}": {**settings, "label_smoothing": value},
-    }
 
 
 def model_table(runs: Sequence[Path]):

@@ -18,7 +18,7 @@ from cifarkit.errors import CifarkitError, ConfigError, duration_text
 from cifarkit.predict import evaluate_run, expand_paths, predict
 from cifarkit.report.analysis import validation_correct
 from cifarkit.report.commentary import Note, findings, in_this_run
-from cifarkit.report.comparison import compare_runs, find_runs, on_dataset, smoothing_pair
+from cifarkit.report.comparison import compare_runs, find_runs, on_dataset
 from cifarkit.report.exercises import check
 from cifarkit.report.figures import plot_own_predictions, run_callbacks, save, write_test_figures
 from cifarkit.runs import ensure_dir, make_run_dir, read_json, read_run, slug, write_json
@@ -40,9 +40,11 @@ class Profile:
     ablation_train_images: int | None
     ablation_epochs: int
     ablation_hidden_units: int
-    ablation_seeds: int  # the two best ablation steps are retrained until each has this many seeds
+    ablation_seeds: int  # every arm of 03's ablation is trained at this many seeds
     tta_test_images: int | None
     lr_finder_steps: int = 200  # 03's learning-rate range test
+    # 03 holds out this share of its images for validation: the paired test needs enough of them to separate arms
+    ablation_val_fraction: float = 0.1
     big_model_test_images: int | None = None  # 02's test split: EX-2 at 128 px scores 130-140 images/s on a 2-core CPU
     speedrun_recipe: str = "speedrun"  # a name from cifarkit.speedrun.recipe.RECIPES
     speedrun_ablation_train_images: int | None = None
@@ -63,7 +65,8 @@ PROFILES = {
         ablation_train_images=500,
         ablation_epochs=1,
         ablation_hidden_units=8,
-        ablation_seeds=1,
+        ablation_seeds=2,
+        ablation_val_fraction=0.3,
         tta_test_images=200,
         speedrun_recipe="tiny",
         speedrun_ablation_train_images=500,
@@ -96,10 +99,11 @@ PROFILES = {
         test_images=None,
         big_model_train_images=1_600,
         big_model_epochs=3,
-        ablation_train_images=7_000,
+        ablation_train_images=8_000,  # 5,600 to train on, 2,400 to validate: about 1 point of standard error
         ablation_epochs=3,
         ablation_hidden_units=32,
         ablation_seeds=2,
+        ablation_val_fraction=0.3,
         tta_test_images=None,
         speedrun_recipe="speedrun",
         speedrun_ablation_train_images=6_000,
@@ -208,28 +212,6 @@ class NotebookRun:
     def validation_correct(self, runs: dict[str, Path], dataset) -> dict[str, Any]:
         """Each run's per-image right/wrong on the validation images it held out of ``dataset``, by name."""
         return {name: validation_correct(run, dataset, self.device) for name, run in runs.items()}
-
-    def seed_repeats(self, dataset, table, settings: dict[str, dict], **common: Any) -> dict[str, list[float]]:
-        """Retrain the two best rows of an ablation ``table`` (step -> ``val_accuracy``) with ``settings[step]`` and
-        ``common`` until each has ``profile.ablation_seeds`` seeds; validation top-1 per seed, by step (the
-        ablation's own run first; of equals, the one listed first in ``table``, as ``idxmax`` picks)."""
-        best = list(table["val_accuracy"].sort_values(ascending=False, kind="stable").index[:2])
-        values = {}
-        for step in best:
-            values[step] = [float(table.loc[step, "val_accuracy"])]
-            for k in range(1, self.profile.ablation_seeds):
-                run = self.train(dataset, test=False, seed=self.seed + k, **common, **settings[step])
-                values[step].append(float(read_run(run).train["best_val_accuracy"]))
-        return values
-
-    def label_smoothing_pair(self, dataset, run: Path, settings: dict, **common: Any) -> dict[str, Path]:
-        """``run`` (trained with ``settings`` and ``common``) and its twin that differs only in label smoothing,
-        trained here, without smoothing first: the pair whose calibration notebook 03 compares."""
-        own = settings.get("label_smoothing") or 0.0
-        return {
-            name: run if (kw["label_smoothing"] or 0.0) == own else self.train(dataset, test=False, **common, **kw)
-            for name, kw in smoothing_pair(settings).items()
-        }
 
     def runs_to_compare(self, runs_root: str = "") -> Path:
         """The folder notebook 06 ranks: ``runs_root`` (found from the notebook or the repository root), else
