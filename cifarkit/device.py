@@ -197,6 +197,29 @@ def cpu_model(cpuinfo: str | None = None) -> str:
     return f"{fields['model name']} ({', '.join([*detail, f'{os.cpu_count()} cores'])})"
 
 
+# x86 instruction-set tiers that change what a CPU computes fast, from /proc/cpuinfo's flags, lowest first
+INSTRUCTION_SETS = (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX"))
+
+
+def cpu_instruction_set(cpuinfo: str | None = None) -> str:
+    """The vector instruction sets of this CPU that decide its speed and precision here, e.g. ``"AVX2,
+    AVX-512, AVX512-BF16"``: bf16 autocast is native only with AVX512-BF16 or AMX. Other machines (Apple
+    silicon, ARM) give their architecture.
+
+    Args:
+        cpuinfo: the text of /proc/cpuinfo (read from the system when None).
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    line = next((v for k, _, v in (x.partition(":") for x in cpuinfo.splitlines()) if k.strip() == "flags"), "")
+    flags = set(line.split())
+    found = [name for flag, name in INSTRUCTION_SETS if flag in flags]
+    return ", ".join(found) if found else platform.machine() or "unknown"
+
+
 def git_commit() -> str | None:
     """The checkout's commit (with '+dirty' if it has changes), or None outside git."""
     root = Path(__file__).resolve().parent.parent
@@ -243,6 +266,7 @@ def env_info(device: torch.device | None = None) -> dict:
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda_ok else [],
         "mps_available": mps_available(),
         "cpu_count": os.cpu_count(),
+        "cpu_instruction_set": cpu_instruction_set(),
         "torch_threads": torch.get_num_threads(),
         "git_commit": git_commit(),
     }

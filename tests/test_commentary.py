@@ -407,7 +407,8 @@ def test_precision_note_says_what_this_run_trained_in_and_why():
         'This run trained in **bf16** on cpu: `amp = "auto"` chose it because this CPU computes bf16 natively '
         "(AVX512-BF16 or AMX)."
     )
-    assert "logits tie more often" in bf16 and 'Set `amp = "off"` to train in fp32.' in bf16
+    assert "Logits tie more often" in bf16 and 'a rerun with `amp = "off"` trains the fp32 twin' in bf16
+    assert "was not measured by this run" in bf16 and "last digits" not in bf16  # no unmeasured claim about fp32
     fp32 = commentary.precision({"amp": "auto", "resolved": {"amp": "off", "device": "cpu"}})
     assert fp32.startswith('This run trained in **fp32** on cpu: `amp = "auto"` keeps fp32 because this CPU has no')
     assert 'Set `amp = "bf16"`' in fp32 and "tie" not in fp32

@@ -454,3 +454,15 @@ def test_a_hostile_cifar_archive_is_one_line_and_writes_nothing(data_dir, monkey
     assert "\n" not in str(err.value)
     assert sorted(p.name for p in data_dir.iterdir()) == ["cifar-10-python.tar.gz"]  # no partial folder
     assert not (data_dir.parent / "escaped.txt").exists() and not (data_dir / "escaped.txt").exists()
+
+
+def test_the_instruction_set_is_read_from_the_cpu_flags():
+    from cifarkit.device import cpu_instruction_set
+
+    zen2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
+    zen5 = "flags\t\t: avx2 avx512f avx512bw avx512_bf16 avx512_vnni\n"
+    sapphire = "flags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    assert cpu_instruction_set(zen2) == "AVX2"
+    assert cpu_instruction_set(zen5) == "AVX2, AVX-512, AVX512-BF16"
+    assert cpu_instruction_set(sapphire) == "AVX2, AVX-512, AVX512-BF16, AMX"
+    assert cpu_instruction_set("") not in ("", "AVX2")  # no flags (macOS, ARM): the architecture

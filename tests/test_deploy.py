@@ -220,3 +220,14 @@ def test_a_bf16_checkpoint_is_named_bf16_and_onnx_is_compared_across_precisions(
     assert "computing in **bf16**" in note and "fp32 checkpoint" not in note
     assert "(it computes in fp32, the checkpoint in bf16: a comparison across precisions)." in note
     assert "int8-static`: 2.0x slower" in note and "int8, the checkpoint" not in note  # int8 is its own variant
+
+
+def test_a_size_is_named_by_the_dtype_stored_not_the_one_computed_in():
+    """08 said "the checkpoint (bf16)" of a file of fp32 weights that ran under bf16 autocast."""
+    from torch import nn
+
+    from cifarkit.tools.deploy import stored_dtype
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    assert stored_dtype(net) == "fp32"
+    assert stored_dtype(net.to(torch.bfloat16)) == "bf16"

@@ -199,9 +199,9 @@ def precision(config: Mapping[str, Any]) -> Note:
             f"Under autocast, convolutions and matrix products run in {name} (bf16 keeps 8 significant bits, about 2-3 decimal "
             "digits; fp16 11, about 3) while the weights, the optimizer and the loss stay fp32"
             + (", with a gradient scaler against fp16's small range" if used == "fp16" else "")
-            + ". It is faster where the hardware computes it natively; the numbers differ from an fp32 run in their "
-            "last digits, and logits tie more often (cifarkit breaks a tie toward the lower class index, the same "
-            'way for every metric). Set `amp = "off"` to train in fp32.'
+            + ". Logits tie more often (cifarkit breaks a tie toward the lower class index, the same way for every "
+            "metric). How much the accuracy or the speed differ from fp32 on this machine was not measured by this "
+            'run: `cifarkit amp-check` times both, and a rerun with `amp = "off"` trains the fp32 twin to compare.'
         )
     first = f"This run trained in **{name}** on {device}: {why}."
     return Note(f"{first} {change}", finding=first)

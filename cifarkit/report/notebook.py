@@ -13,7 +13,15 @@ from typing import Any
 from cifarkit.config import AMP_MODES, DeploySettings, TrainConfig
 from cifarkit.config import recipe as named_recipe
 from cifarkit.data import load_dataset, project_root, resolve_user_path
-from cifarkit.device import accelerator_name, git_commit, precision_name, resolve_amp, resolve_device, seed_everything
+from cifarkit.device import (
+    accelerator_name,
+    cpu_instruction_set,
+    git_commit,
+    precision_name,
+    resolve_amp,
+    resolve_device,
+    seed_everything,
+)
 from cifarkit.errors import CifarkitError, ConfigError, duration_text
 from cifarkit.predict import evaluate_run, expand_paths, predict
 from cifarkit.report.analysis import validation_correct
@@ -163,6 +171,7 @@ class NotebookRun:
     interactive: bool
     amp: str = "auto"  # the precision every training of this notebook asks for (resolved per run, in config.json)
     started: float = field(default_factory=time.perf_counter)  # when start() ran: the notebook's own time
+    computed: bool = False  # whether a network ran here (trained, reused or scored): only then is there a precision
     headline: dict[str, Any] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
@@ -199,6 +208,7 @@ class NotebookRun:
         name its runs record, when ``data`` is a part of this notebook's dataset) into this notebook's runs folder,
         telemetry on; log a line per epoch; return the run folder."""
         cfg = self.config(recipe, **{"telemetry": True, **overrides})
+        self.computed = True
         run = fit(cfg, self.runs_dir, data, progress=self.interactive, test=test, callbacks=run_callbacks())
         self.runs.append(str(run.relative_to(self.report_dir)))
         return run
@@ -272,6 +282,7 @@ class NotebookRun:
         """The latest run that ``notebook`` (e.g. ``01_ex1_baseline``) wrote into this report; when there is
         none (this notebook run alone), train one here with ``overrides`` instead. Prints which it used."""
         found = find_runs(self.report_dir / notebook)
+        self.computed = True
         run = found[-1] if found else self.train(dataset, **overrides)
         print(f"using {run}" + ("" if found else f" (trained here: {notebook} has no run in this report)"))
         return run
@@ -313,11 +324,13 @@ class NotebookRun:
             "and commit) on a quiet machine, so its curve and training time are this run's, measured there"
         )
         self.runs.append(str(run.relative_to(self.report_dir)))
+        self.computed = True
         return run
 
     def compute(self) -> tuple[Any, str]:
         """The device and the precision (``device`` and ``amp`` resolved) that a notebook's own loops run in."""
         device = resolve_device(self.device)
+        self.computed = True
         return device, resolve_amp(self.amp, device)
 
     def deploy_settings(self) -> DeploySettings:
@@ -394,13 +407,15 @@ class NotebookRun:
 
     def own_cost(self) -> Note:
         """What this run of the notebook cost on this machine, so a learner plans by their own machine: the
-        fixed costs in the parameters cell and the Try-it cells are those of the machine they name."""
+        fixed costs in the parameters cell and the Try-it cells are those of the machine they name. A precision
+        is named only where a network ran (a notebook that reads files computes in none)."""
         device = resolve_device(self.device)
         seconds = time.perf_counter() - self.started
+        precision = f", precision {precision_name(self.amp, device)}" if self.computed else ""
         return Note(
             f"This run of the notebook took **{duration_text(seconds)}** from its first cell on {device} "
-            f"({accelerator_name(device)}), profile `{self.profile.name}`, precision "
-            f"{precision_name(self.amp, device)}. The costs the parameters cell and Try it quote were measured on a "
+            f"({accelerator_name(device)}; {cpu_instruction_set() if device.type == 'cpu' else 'GPU'}), profile "
+            f"`{self.profile.name}`{precision}. The costs the parameters cell and Try it quote were measured on a "
             "2-core AVX2 CPU in fp32: scale them by what this machine took."
         )
 

@@ -11,7 +11,7 @@ from cifarkit.data import Split
 from cifarkit.evaluate import fixed_broken
 from cifarkit.loader import Normalizer
 from cifarkit.report.commentary import Note, pct
-from cifarkit.report.stats import Z, paired_is_noise, paired_se, within_noise_above
+from cifarkit.report.stats import Z, gap_is_noise, paired_is_noise, paired_se, standard_error, within_noise_above
 from cifarkit.runs import read_metrics
 from cifarkit.speedrun.recipe import PIECES, Recipe, SpeedrunResult, ablation_recipes, scores, train
 
@@ -145,15 +145,26 @@ def describe_race(curves: dict[str, Curve], target: float, n_val: int | None = N
         for name, c in curves.items()
         if times[name] is None and c
     ]
+    if missed:
+        lines.append(
+            f"\nThis run does not answer how long {' and '.join(m.split(' did not')[0] for m in missed)} take"
+            f"{'s' if len(missed) == 1 else ''} to reach {pct(target)}: that needs more epochs than this budget gave, "
+            "so any comparison with it here is a lower bound, not a ratio."
+        )
     finding = " ".join(
         [lines[0].strip() if len(reached) >= 2 else f"{len(reached)} of {len(curves)} recipes reached {pct(target)}."]
         + [f"{m}." for m in missed]
+        + (["That question is unanswered at this budget."] if missed else [])
     )
     return Note("\n".join(lines), finding=finding)
 
 
-def describe_test(test_accuracy: float, tta: str, images: int, train_seconds: float, tta_seconds: float) -> Note:
-    """The speedrun checkpoint's one test number and what it cost, as airbench counts (training plus TTA)."""
+def describe_test(
+    test_accuracy: float, tta: str, images: int, train_seconds: float, tta_seconds: float, target: float | None = None
+) -> Note:
+    """The speedrun checkpoint's one test number and what it cost, as airbench counts (training plus TTA). With
+    ``target`` it says whether the test score clears the target beyond noise on these images, and that the
+    recipe's length was tuned on the same validation split the race reads, so the test number is the honest one."""
     how, cost = (
         ("in a plain test pass (this recipe uses no TTA)", "the test pass")
         if tta == "none"
@@ -162,6 +173,21 @@ def describe_test(test_accuracy: float, tta: str, images: int, train_seconds: fl
     return Note(
         f"The speedrun model reaches **{pct(test_accuracy)}** test top-1 {how} on {images:,} images, after "
         f"{train_seconds:.1f} s of training plus {tta_seconds:.1f} s of {cost} = **{train_seconds + tta_seconds:.1f} s** in all."
+        + ("" if target is None else " " + against_target(test_accuracy, target, images))
+    )
+
+
+def against_target(accuracy: float, target: float, images: int) -> str:
+    """A test score against the race's target in words, with the noise rule on ``images`` test images."""
+    if gap_is_noise(accuracy - target, standard_error(target, images)):
+        where = f"within noise of the {pct(target)} target on {images:,} images: another seed may land on either side"
+    elif accuracy > target:
+        where = f"above the {pct(target)} target beyond noise on {images:,} images"
+    else:
+        where = f"below the {pct(target)} target beyond noise on {images:,} images"
+    return (
+        f"That is {where}. The recipe's length (its epochs) was chosen on validation images of this same "
+        "training split, which the race's curves also read: the test number is the one to trust."
     )
 
 

@@ -347,14 +347,22 @@ def notebook_seconds(state: dict[str, Any]) -> float:
 QUICK_GOAL_SECONDS = 1800  # issue 31: the quick series in one sitting on a 2-core AVX2 laptop-class CPU
 
 
+def machine_text(env: dict, bold: bool = False) -> str:
+    """The machine a report ran on, as its index and time table name it: device, its name and, on a CPU, the
+    instruction sets that decide its speed and whether bf16 is native (``cpu (AMD EPYC ...; AVX2)``)."""
+    device = f"**{env.get('device')}**" if bold else str(env.get("device"))
+    isa = f"; {env['cpu_instruction_set']}" if env.get("cpu_instruction_set") and env.get("device") == "cpu" else ""
+    return f"{device} ({env.get('device_name')}{isa})"
+
+
 def time_table(report: Path, goal: float = QUICK_GOAL_SECONDS) -> str:
     """Each notebook's time and the whole series' beside ``goal`` (seconds of notebooks, as the index counts
     them), on the machine the report names: what ``make bench-series`` prints."""
     state = read_json(Path(report) / "series.json")
     env, params = state.get("env", {}), state.get("parameters", {})
     lines = [
-        f"{params.get('profile')} series on {params.get('dataset')}, {env.get('device')} "
-        f"({env.get('device_name')}), {env.get('cpu_count')} cores, amp {params.get('amp', 'auto')}:"
+        f"{params.get('profile')} series on {params.get('dataset')}, {machine_text(env)}, {env.get('cpu_count')} "
+        f"cores, amp {params.get('amp', 'auto')}:"
     ]
     for name, entry in state.get("notebooks", {}).items():
         lines.append(f"  {name:<24} {entry.get('status', '?'):<8} {entry.get('seconds', 0.0):>8,.0f} s")
@@ -382,8 +390,8 @@ def findings(report: Path, state: dict[str, Any]) -> list[str]:
             f"{best['val_accuracy']:.4f}, {test}."
         )
     second = (
-        f"Its notebooks took {fmt(notebook_seconds(state))} s on **{env.get('device')}** "
-        f"({env.get('device_name')}), profile {p['profile']}, dataset {p['dataset']}."
+        f"Its notebooks took {fmt(notebook_seconds(state))} s on {machine_text(env, bold=True)}, profile "
+        f"{p['profile']}, dataset {p['dataset']}."
     )
     entries = state.get("notebooks", {})
     not_ok = [
@@ -477,8 +485,8 @@ def write_index(report: Path) -> tuple[Path, Path]:
         "",
         *(f"{line}  " for line in findings(report, state)),
         "",
-        f"Dataset **{p['dataset']}**, profile **{p['profile']}**, seed {p['seed']}, device **{env.get('device')}** "
-        f"({env.get('device_name')}), torch {env.get('torch')}, {commits_text(state)}.",
+        f"Dataset **{p['dataset']}**, profile **{p['profile']}**, seed {p['seed']}, device "
+        f"{machine_text(env, bold=True)}, torch {env.get('torch')}, {commits_text(state)}.",
         f"Wall time of every session of this report, rendering and reruns included: {fmt(state.get('total_seconds'))} "
         "s. Parameters, versions and per-notebook status: [series.json](series.json).",
         "",

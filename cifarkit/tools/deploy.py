@@ -234,6 +234,7 @@ def deploy_bench(
                 "throughput_batch": len(xb),
                 "device": str(run_on),
                 "precision": computes_in,
+                "stored": stored_dtype(predictor.model),
                 "reference": reference,
                 "threads": threads if run_on.type == "cpu" else None,
             }
@@ -284,6 +285,26 @@ def headline(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+DTYPE_NAMES = {
+    torch.float32: "fp32",
+    torch.bfloat16: "bf16",
+    torch.float16: "fp16",
+    torch.qint8: "int8",
+    torch.int8: "int8",
+}
+
+
+def stored_dtype(model: nn.Module) -> str:
+    """The dtype most of a network's stored values have (its state dict, by element count): what its file holds,
+    which can differ from the precision it computes in (an fp32 checkpoint run under bf16 autocast)."""
+    counts: dict[str, int] = {}
+    for value in model.state_dict().values():
+        if isinstance(value, torch.Tensor) and (value.is_floating_point() or value.is_quantized):
+            name = DTYPE_NAMES.get(value.dtype, str(value.dtype).removeprefix("torch."))
+            counts[name] = counts.get(name, 0) + value.numel()
+    return max(counts, key=counts.get) if counts else "unknown"
+
+
 def sizes_against_arithmetic(
     checkpoint: str | Path, rows: Sequence[dict[str, Any]], int8_mb: Callable[[nn.Module], float]
 ) -> dict[str, float]:
@@ -295,7 +316,7 @@ def sizes_against_arithmetic(
     int8 = next((r for r in cpu if r["variant"].startswith("int8")), None)
     return {
         "arithmetic: 4 bytes a parameter": 4 * ref["params"] / 1e6,
-        f"file: the checkpoint ({ref['variant']})": ref["size_mb"],
+        f"file: the checkpoint ({ref.get('stored', '?')} weights, computes in {ref['variant']})": ref["size_mb"],
         "arithmetic: int8 weights (int8_megabytes)": int8_mb(Predictor.from_checkpoint(checkpoint, "cpu").model),
         **({f"file: {int8['variant']}": int8["size_mb"]} if int8 else {}),
     }
