@@ -398,3 +398,24 @@ def test_telemetry_asked_for_without_its_callback_is_said(tmp_path):
         warnings.simplefilter("error", UserWarning)
         run = fit(cfg, out=tmp_path / "with", log=lambda s: None, callbacks=run_callbacks())
     assert (run / "perf" / "train_epoch.jsonl").is_file()
+
+
+def test_memory_added_by_training_is_the_peak_above_the_start_on_a_cpu(tmp_path):
+    """02 quoted whole-process RSS (about 1.3 GB of it the interpreter, libraries and data) as a model's memory."""
+    from cifarkit.tools.perflogs import perf_summary
+
+    run = tmp_path / "run"
+    (run / "perf").mkdir(parents=True)
+    (run / "env.json").write_text(json.dumps({"cpu_count": 2}))
+    lines = [
+        {"phase": "sample", "backend": "cpu", "rss_mb": 1300.0, "epoch": 1},
+        {"phase": "sample", "backend": "cpu", "rss_mb": 1900.0, "epoch": 1},
+        {"phase": "summary", "backends": ["cpu"], "peak_rss_mb": 2008.0, "epoch": 1},
+    ]
+    (run / "perf" / "train_epoch.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    summary = perf_summary(run)
+    assert summary["peak_memory_mb"] == 2008.0 and summary["start_rss_mb"] == 1300.0
+    assert summary["added_memory_mb"] == pytest.approx(708.0)
+    gpu = [*lines[:2], {"phase": "summary", "backends": ["cpu", "nvml"], "peak_torch_max_mem_alloc_mb": 512.0}]
+    (run / "perf" / "train_epoch.jsonl").write_text("".join(json.dumps(r) + "\n" for r in gpu))
+    assert perf_summary(run)["added_memory_mb"] == 512.0  # the allocator's own peak holds nothing else

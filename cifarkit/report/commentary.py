@@ -346,9 +346,11 @@ def channels(stats: Any) -> Note:
     return Note(" ".join(text))
 
 
-def model_comparison(table: Any) -> Note:
+def model_comparison(table: Any, correct: Sequence[Any] | None = None) -> Note:
     """Two rows of :func:`cifarkit.report.comparison.model_table` (a model and a reference) in words: what each costs
-    (parameters, mult-adds, seconds per epoch) and what it gets (validation top-1, with noise)."""
+    (parameters, mult-adds, seconds per epoch, memory added) and what it gets (validation top-1 with noise, by the
+    paired test when ``correct`` holds both runs' per-image right/wrong on the same validation images, and the
+    test column's own verdict, named when the two disagree)."""
     a, b = table.iloc[0], table.iloc[1]
     n = int(min(a["val_images"], b["val_images"]))
     text = [
@@ -359,13 +361,34 @@ def model_comparison(table: Any) -> Note:
         f"{b['s_per_epoch']:.1f} s ({a['s_per_epoch'] / b['s_per_epoch']:.1f}x)."
     ]
     diff = float(a["val_accuracy"]) - float(b["val_accuracy"])
-    noise = difference_is_noise(float(a["val_accuracy"]), n, float(b["val_accuracy"]), n)
+    if correct is not None:
+        fixed, broken = fixed_broken(correct[1], correct[0])  # images only `a` gets right, only `b` does
+        noise = paired_is_noise(fixed, broken)
+        counted = f"; {fixed} images only `{a['model']}` gets right, {broken} only `{b['model']}`: paired test"
+    else:
+        noise = difference_is_noise(float(a["val_accuracy"]), n, float(b["val_accuracy"]), n)
+        counted = ""
     text.append(
         f"Both trained {int(a['epochs'])} epochs on {int(a['train_images']):,} images; on {n:,} validation "
         f"images `{a['model']}` reaches {pct(float(a['val_accuracy']))} and `{b['model']}` "
-        f"{pct(float(b['val_accuracy']))} ({points(diff)} for `{a['model']}`"
-        f"{', within noise' if noise else ''})."
+        f"{pct(float(b['val_accuracy']))} ({points(diff)} for `{a['model']}`{counted}, "
+        f"{'within noise' if noise else 'beyond noise'})."
     )
+    tested = a.get("test_accuracy") is not None and b.get("test_accuracy") is not None and a.get("test_images")
+    if tested:
+        m = int(min(a["test_images"], b["test_images"]))
+        test_gap = float(a["test_accuracy"]) - float(b["test_accuracy"])
+        test_noise = difference_is_noise(float(a["test_accuracy"]), m, float(b["test_accuracy"]), m)
+        text.append(
+            f"The test column, scored once on {m:,} images, says {pct(float(a['test_accuracy']))} vs "
+            f"{pct(float(b['test_accuracy']))} ({points(test_gap)}, {'within noise' if test_noise else 'beyond noise'})"
+            + (
+                "."
+                if test_noise == noise
+                else ": validation and test disagree on whether the gap is real, so neither settles it; the larger "
+                "split, or more seeds, would."
+            )
+        )
     compute, seconds = a["mult_adds"] / b["mult_adds"], a["s_per_epoch"] / b["s_per_epoch"]
     if max(compute / seconds, seconds / compute) > 2:
         text.append(
@@ -373,11 +396,27 @@ def model_comparison(table: Any) -> Note:
             "epoch, so something other than the count of multiply-adds (memory traffic, how well each layer's "
             "kernels use this device) set the pace; this run did not measure which."
         )
-    memory = [m for m in (a.get("peak_memory_mb"), b.get("peak_memory_mb")) if m is not None and m == m]
-    mem = f", peak memory {a['peak_memory_mb']:,.0f} MB vs {b['peak_memory_mb']:,.0f} MB" if len(memory) == 2 else ""
+    memory = [m for m in (a.get("added_memory_mb"), b.get("added_memory_mb")) if m is not None and m == m]
+    mem = (
+        f", memory added by training {a['added_memory_mb']:,.0f} MB vs {b['added_memory_mb']:,.0f} MB"
+        if len(memory) == 2
+        else ""
+    )
+    if memory and len(memory) == 2:
+        text.append(
+            f"Training added {a['added_memory_mb']:,.0f} MB (`{a['model']}`) and {b['added_memory_mb']:,.0f} MB "
+            f"(`{b['model']}`) of memory at its peak"
+            + (
+                " (the peak process memory above what the process held when training started: the interpreter, "
+                "libraries and data are not counted; memory an earlier training freed can be reused, so the "
+                "second run can read low)."
+                if a.get("peak_memory_mb") != a.get("added_memory_mb")
+                else " (the GPU allocator's own peak)."
+            )
+        )
     finding = (
         f"`{a['model']}` at {a['input_px']} px: validation top-1 {pct(float(a['val_accuracy']))} vs `{b['model']}`'s "
-        f"{pct(float(b['val_accuracy']))} ({points(diff)}{', within noise' if noise else ''}), at "
+        f"{pct(float(b['val_accuracy']))} ({points(diff)}, {'within noise' if noise else 'beyond noise'}), at "
         f"{seconds:.1f}x the time per epoch{mem}."
     )
     return Note(" ".join(text), finding=finding)

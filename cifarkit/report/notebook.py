@@ -54,6 +54,7 @@ class Profile:
     # 03 holds out this share of its images for validation: the paired test needs enough of them to separate arms
     ablation_val_fraction: float = 0.1
     big_model_test_images: int | None = None  # 02's test split: EX-2 at 128 px scores 130-140 images/s on a 2-core CPU
+    big_model_val_fraction: float = 0.1  # 02 holds out this share for validation: enough images to separate its models
     speedrun_recipe: str = "speedrun"  # a name from cifarkit.speedrun.recipe.RECIPES
     speedrun_ablation_train_images: int | None = None
     course_epochs: int = 10  # the course EX-1 recipe's budget in the 07 race
@@ -105,8 +106,9 @@ PROFILES = {
         epochs=7,
         train_images=None,
         test_images=None,
-        big_model_train_images=1_600,
+        big_model_train_images=2_880,  # half held out: 1,440 to train on, 1,440 to validate
         big_model_epochs=3,
+        big_model_val_fraction=0.5,
         ablation_train_images=8_000,  # 5,600 to train on, 2,400 to validate: about 1 point of standard error
         ablation_epochs=3,
         ablation_hidden_units=32,

@@ -123,6 +123,14 @@ def perf_summary(run: Path, split: str = "train") -> dict[str, Any]:
             out[key] = max(values)
     # torch's allocator peak where a GPU backend ran, else the process RSS
     out["peak_memory_mb"] = out.get("peak_torch_max_mem_alloc_mb", out.get("peak_rss_mb"))
+    # what training added: the allocator's own peak on a GPU; on a CPU the peak RSS above the RSS when training
+    # started (the first sample), since RSS also counts the interpreter, libraries and data held before it
+    start = next((r["rss_mb"] for r in lines if r.get("phase") == "sample" and r.get("rss_mb") is not None), None)
+    if "peak_torch_max_mem_alloc_mb" in out:
+        out["added_memory_mb"] = out["peak_torch_max_mem_alloc_mb"]
+    elif start is not None and "peak_rss_mb" in out:
+        out["start_rss_mb"] = start
+        out["added_memory_mb"] = max(out["peak_rss_mb"] - start, 0.0)
     busy = [
         r["gpu_busy_percent"]
         for r in lines
