@@ -12,6 +12,7 @@ import torch
 
 from cifarkit.config import TrainConfig, parse_augment
 from cifarkit.report import ablation, analysis, commentary
+from cifarkit.report.stats import seeds_verdict
 
 
 def settings(kw: dict) -> dict:
@@ -48,7 +49,7 @@ def test_every_arm_differs_from_the_base_in_exactly_one_thing():
     ],
 )
 def test_a_change_is_called_only_when_every_seed_agrees_beyond_noise(comparisons, expected):
-    assert ablation.verdict(comparisons) == expected
+    assert seeds_verdict(comparisons) == expected
 
 
 def write_run(folder: Path, val_accuracy: float, val_losses=(1.8, 1.6, 1.5)) -> Path:

@@ -103,7 +103,7 @@ def test_every_pretrained_tensor_but_the_head_lands_and_head_only_trains_only_th
     assert all(torch.equal(after[k], state[k]) for k in landed)  # frozen, batch norm statistics included
     assert not torch.equal(after["classifier.weight"], inner["classifier.weight"])
     # the weights kept are the best checked on validation, and score what the run says they scored
-    assert transfer.accuracy(model, task.val, normalizer) == pytest.approx(tuned.val_accuracy)
+    assert transfer.scores(model, task.val, normalizer)["accuracy"] == pytest.approx(tuned.val_accuracy)
     assert 0 < tuned.best_step <= tuned.steps
 
 
@@ -119,9 +119,9 @@ def test_choices_are_made_on_validation_and_the_curve_reuses_the_winning_run(dat
     task = transfer.target_task(data, transfer.class_groups(data.classes).target, SMALL, 0)
     picks = transfer.draws(task, SMALL)
     looked_at_test = []
-    real = transfer.accuracy
+    real = transfer.scores
     monkeypatch.setattr(
-        transfer, "accuracy", lambda m, split, *a, **k: looked_at_test.append(split) or real(m, split, *a, **k)
+        transfer, "scores", lambda m, split, *a, **k: looked_at_test.append(split) or real(m, split, *a, **k)
     )
     tried, winners = transfer.choose(state, task, picks, SMALL, CPU)
     assert len(tried) == len(transfer.candidates(SMALL)) == 6 and all("test_accuracy" not in r for r in tried)
@@ -131,6 +131,8 @@ def test_choices_are_made_on_validation_and_the_curve_reuses_the_winning_run(dat
         assert row["val_accuracy"] == best and "test_accuracy" in row
     rows = transfer.label_curve(winners, state, task, picks, SMALL, CPU)
     assert len(rows) == 2 * len(picks) and all("test_accuracy" in r for r in rows)
+    for row in rows:  # one prediction per image: the accuracy is the share of the images it gets right
+        assert row["test_accuracy"] == pytest.approx(float(row["test_correct"].float().mean()))
     for row in winners.values():
         assert rows.count(row) == 1  # reused as it is, not trained again
     from cifarkit.report.stats import curve_table
@@ -161,25 +163,70 @@ def test_curve_table_counts_the_seeds_spread_and_the_test_images_noise():
     assert table.loc["b", "trains"] == "head" and table.loc["b", "seeds"] == 1
 
 
-def test_the_commentary_judges_each_gap_by_its_standard_error():
-    import pandas as pd
+def curve_rows(gains: dict[int, list[int]], n: int = 1000) -> list[dict]:
+    """Rows of scratch ("s") and pretrained ("p") at each budget and seed on the same ``n`` test images: scratch
+    right on the first 500, pretrained on the first 500 + ``gain`` (a gain of ``gain`` images, none broken)."""
+    rows = []
+    for budget, per_seed in gains.items():
+        for seed, gain in enumerate(per_seed):
+            for method, right in (("s", 500), ("p", 500 + gain)):
+                correct = torch.zeros(n, dtype=torch.bool)
+                correct[:right] = True
+                rows.append(
+                    {
+                        "method": method, "trains": "all layers", "labels_per_class": budget, "seed": seed,
+                        "test_accuracy": right / n, "test_correct": correct, "test_images": n, "seconds": 2.0,
+                    }
+                )  # fmt: skip
+    return rows
 
-    from cifarkit.report.commentary import seed_gap
+
+def test_the_commentary_calls_a_gain_only_when_every_seed_shows_it():
     from cifarkit.report.commentary import transfer as note
+    from cifarkit.report.stats import curve_table, paired_curve
 
-    assert "within noise" in seed_gap({"test_accuracy": 0.62, "se": 0.02}, {"test_accuracy": 0.6, "se": 0.02})
-    assert "beyond noise" in seed_gap({"test_accuracy": 0.7, "se": 0.01}, {"test_accuracy": 0.6, "se": 0.01})
-    assert "within noise" in seed_gap({"test_accuracy": 0.6, "se": 0.0}, {"test_accuracy": 0.6, "se": 0.0})
-    table = pd.DataFrame(
-        [
-            {"method": m, "labels_per_class": n, "test_accuracy": acc, "se": 0.01, "seconds": 2.0}
-            for m, n, acc in [("s", 10, 0.4), ("s", 1000, 0.7), ("p", 10, 0.5), ("p", 1000, 0.72)]
-        ]
+    rows = curve_rows({10: [100, 90, 110], 1000: [30, 2, 3]})
+    paired = {"p": paired_curve(rows, "p", "s")}
+    assert paired["p"].loc[10, "verdict"] == "helped" and paired["p"].loc[10, "gain_per_seed"] == "+10.0, +9.0, +11.0"
+    assert paired["p"].loc[1000, "verdict"] == "cannot tell: beyond noise at 1 of 3 seeds"
+    assert paired["p"].loc[1000, "fixed_broken_per_seed"] == "30/0, 2/0, 3/0"
+    info = {"name": "Lite0 (ImageNet)", "params": 4_650_000, "size": 96, "ex1_params": 50_326}
+    text = note(curve_table(rows), paired, "s", info, 30.0)
+    assert (
+        "at **10** labels per class +10.0 points (seeds +10.0, +9.0, +11.0; fixed/broken 100/0, 90/0, 110/0): helped"
+        in text
     )
-    text = note(table, "s", "p", None, 30.0)
-    assert "+10.0 points ± 1.4 (beyond noise)" in text and "+2.0 points ± 1.4 (within noise)" in text
-    assert "shrinks" in text and "30 s of pretraining" in text
-    assert "s 40.0%, p 50.0%" in text.finding
+    assert "head start shrinks as labels grow, beyond noise" in text  # +10.0 at 10 against +1.2 at 1,000
+    assert (
+        "4.65M parameters against EX-1's 50k" in text
+        and "instead of 32" in text
+        and "upsampled to 96 px" in text
+        and "frozen" in text
+    )
+    assert "30 s" in text and "3 seeds" in text.finding
+    close = curve_table(curve_rows({10: [40, 35, 45], 1000: [30, 25, 35]}))
+    text = note(
+        close, {"p": paired_curve(curve_rows({10: [40, 35, 45], 1000: [30, 25, 35]}), "p", "s")}, "s", None, 1.0
+    )
+    assert "Whether `p`'s head start shrinks as labels grow, this run cannot tell" in text
+
+
+def test_choices_at_the_edge_of_their_grid_or_still_improving_are_named():
+    from cifarkit.report.commentary import transfer_choices
+
+    winners = {"s": {"lr": 3e-3}, "p": {"lr": 1e-3}}
+    tried = [{"best_step": 60, "steps": 60}, {"best_step": 45, "steps": 60}]
+    note = transfer_choices(tried, winners, (1e-3, 2e-3, 3e-3))
+    assert "`s` chose lr 0.003, the highest of the 3 rates tried" in note and "`p` chose lr 0.001, the lowest" in note
+    assert "1 of the 2 choosing runs were best at their last check" in note
+    inside = transfer_choices([{"best_step": 45, "steps": 60}], {"s": {"lr": 2e-3}}, (1e-3, 2e-3, 3e-3))
+    assert inside.startswith("Every choice was made inside its grid")
+
+
+def test_steps_grow_with_the_labels_so_the_largest_budget_gets_a_few_passes():
+    settings = transfer.TransferSettings(steps=60, passes=3.0, batch_size=64)
+    assert transfer.steps_for(settings, 40) == 60  # 10 labels x 4 classes: the floor
+    assert transfer.steps_for(settings, 4000) == 188  # 1,000 x 4: three passes of 63 batches
 
 
 def test_a_linear_probe_chooses_its_weight_decay_on_validation():

@@ -14,7 +14,7 @@ import torch
 
 from cifarkit.evaluate import fixed_broken
 from cifarkit.report.commentary import Note, pct, points
-from cifarkit.report.stats import paired_is_noise
+from cifarkit.report.stats import HELPED, HURT, paired_is_noise, seeds_verdict
 from cifarkit.runs import read_json
 
 BASE = "base"
@@ -27,31 +27,11 @@ ARMS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("+cutout", {"augment": "cutout", "model_kwargs": {}}),
     ("+label smoothing", {"augment": "none", "model_kwargs": {}, "label_smoothing": 0.1}),
 )
-HELPED, HURT = "helped", "hurt"
 
 
 def arms(hidden_units: int) -> dict[str, dict[str, Any]]:
     """Each arm's TrainConfig overrides for tinyvgg with ``hidden_units``, the base first."""
     return {name: {**kw, "model_kwargs": {"hidden_units": hidden_units, **kw["model_kwargs"]}} for name, kw in ARMS}
-
-
-def verdict(comparisons: list[tuple[float, int, int]]) -> str:
-    """One arm against the base over seeds, from ``(gain, fixed, broken)`` per seed on that seed's validation
-    images: ``helped`` or ``hurt`` only when more than one seed was run and every seed says so beyond noise;
-    otherwise what the run cannot tell, in words."""
-    beyond = [gain for gain, fixed, broken in comparisons if not paired_is_noise(fixed, broken)]
-    seeds = len(comparisons)
-    if seeds > 1 and len(beyond) == seeds and all(g > 0 for g in beyond):
-        return HELPED
-    if seeds > 1 and len(beyond) == seeds and all(g < 0 for g in beyond):
-        return HURT
-    if seeds == 1:
-        return "one seed: cannot tell" if beyond else "within noise (one seed)"
-    if not beyond:
-        return "within noise at every seed"
-    return f"cannot tell: beyond noise at {len(beyond)} of {seeds} seeds" + (
-        "" if all(g > 0 for g in beyond) or all(g < 0 for g in beyond) else ", in both directions"
-    )
 
 
 def table(runs: Mapping[str, Mapping[int, Path]], correct: Mapping[str, Mapping[int, torch.Tensor]]) -> pd.DataFrame:
@@ -70,7 +50,7 @@ def table(runs: Mapping[str, Mapping[int, Path]], correct: Mapping[str, Mapping[
             comparisons.append((acc - base, fixed, broken))
         row["val_accuracy"] = sum(row[f"val_accuracy[seed {s}]"] for s in seeds) / len(seeds)
         row["val_images"] = len(correct[arm][seeds[0]])
-        row["verdict"] = "(the base)" if arm == BASE else verdict(comparisons)
+        row["verdict"] = "(the base)" if arm == BASE else seeds_verdict(comparisons)
         rows.append(row)
     return pd.DataFrame(rows).set_index("arm")
 

@@ -8,6 +8,7 @@ a string that Jupyter (and the HTML report) renders as Markdown.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -628,35 +629,92 @@ def lr_finder(sweep: Any, recipe_lr: float, accuracy: Mapping[str, float], corre
     return Note(text, finding=finding)
 
 
-def seed_gap(a: Mapping[str, float], b: Mapping[str, float]) -> str:
-    """``a`` minus ``b`` (rows of :func:`~cifarkit.report.stats.curve_table`) in points, with the noise rule's verdict."""
-    gap, se = a["test_accuracy"] - b["test_accuracy"], (a["se"] ** 2 + b["se"] ** 2) ** 0.5
-    return f"{points(gap)} ± {100 * se:.1f} ({'within noise' if gap_is_noise(gap, se) else 'beyond noise'})"
-
-
-def transfer(table: Any, scratch: str, pretrained: str, imagenet: str | None, pretrain_seconds: float) -> Note:
-    """The label-efficiency curve (:func:`cifarkit.report.stats.curve_table`) in words: at each budget, what
-    pretraining on the source classes and the ImageNet backbone gain over training from scratch, and the costs."""
+def transfer(
+    table: Any, paired: Mapping[str, Any], scratch: str, imagenet: Mapping[str, Any] | None, pretrain_seconds: float
+) -> Note:
+    """The label-efficiency curve (:func:`cifarkit.report.stats.curve_table`) in words, from ``paired``: each method's
+    :func:`~cifarkit.report.stats.paired_curve` against ``scratch`` (per seed, on the same test images). Whether the
+    head start shrinks as labels grow is said only where the gains differ beyond noise; the ImageNet row names
+    everything it differs in besides its pretraining data (``imagenet``: ``name``, ``params``, ``size``,
+    ``ex1_params``)."""
     rows = {(r["method"], r["labels_per_class"]): r for r in table.to_dict("records")}
     budgets = sorted({n for _, n in rows})
-    parts = [
-        f"at **{n:,}** labels per class, pretrained EX-1 vs scratch {seed_gap(rows[(pretrained, n)], rows[(scratch, n)])}"
-        + (f", {imagenet} vs scratch {seed_gap(rows[(imagenet, n)], rows[(scratch, n)])}" if imagenet else "")
-        for n in budgets
+    seeds = int(max(r["seeds"] for r in rows.values()))
+    parts = []
+    for method, curve in paired.items():
+        said = "; ".join(
+            f"at **{n:,}** labels per class {points(float(c['mean_gain']))} (seeds {c['gain_per_seed']}; "
+            f"fixed/broken {c['fixed_broken_per_seed']}): {c['verdict']}"
+            for n, c in curve.iterrows()
+        )
+        parts.append(f"`{method}` against `{scratch}`, {said}.")
+    text = [
+        f"Each method is compared with `{scratch}` seed by seed ({seeds} seed{'s' if seeds > 1 else ''}; each seed's "
+        "labels are shared by both) on the same test images, with the paired test; a gain is called only when every "
+        "seed shows it beyond noise. " + " ".join(parts)
     ]
-    few, many = budgets[0], budgets[-1]  # the head start at the fewest and the most labels
-    gain = {n: rows[(pretrained, n)]["test_accuracy"] - rows[(scratch, n)]["test_accuracy"] for n in (few, many)}
-    text = (
-        "Test accuracy on the target classes, the mean over seeds ± the standard error of each difference (seeds "
-        "and test images): " + "; ".join(parts) + ". "
-        f"The head start of pretraining {'shrinks' if gain[many] < gain[few] else 'does not shrink'} as labels grow "
-        f"({points(gain[few])} at {few:,}, {points(gain[many])} at {many:,}). Its cost was paid once, before any label: "
-        f"{duration_text(pretrain_seconds)} of pretraining, against "
-        f"{duration_text(rows[(pretrained, few)]['seconds'])} for one fine-tuning run."
+    for method, curve in paired.items():
+        if len(curve) < 2:
+            continue
+        few, many = curve.index[0], curve.index[-1]
+        a, b = rows[(method, few)], rows[(method, many)]
+        sa, sb = rows[(scratch, few)], rows[(scratch, many)]
+        gain_few, gain_many = a["test_accuracy"] - sa["test_accuracy"], b["test_accuracy"] - sb["test_accuracy"]
+        se = math.sqrt(a["se"] ** 2 + sa["se"] ** 2 + b["se"] ** 2 + sb["se"] ** 2)
+        if gap_is_noise(gain_many - gain_few, se):
+            text.append(
+                f"Whether `{method}`'s head start shrinks as labels grow, this run cannot tell: "
+                f"{points(gain_few)} at {few:,} and {points(gain_many)} at {many:,} differ by less than noise "
+                f"(± {100 * se:.1f} points)."
+            )
+        else:
+            text.append(
+                f"`{method}`'s head start {'shrinks' if gain_many < gain_few else 'grows'} as labels grow, beyond "
+                f"noise: {points(gain_few)} at {few:,}, {points(gain_many)} at {many:,}."
+            )
+    if imagenet:
+        seen = (
+            f"it sees the images upsampled to {imagenet['size']} px instead of 32, "
+            if imagenet["size"] != 32
+            else "it sees the same 32 px images, "
+        )
+        text.append(
+            f"The `{imagenet['name']}` row differs from the EX-1 rows in more than its pretraining data (ImageNet's "
+            f"photographs): it is another network (its backbone alone holds {imagenet['params'] / 1e6:.2f}M "
+            f"parameters against EX-1's {imagenet['ex1_params'] / 1e3:.0f}k), {seen}and its backbone stays frozen "
+            "under a linear head. Its lead cannot be credited to any one of these."
+        )
+    text.append(
+        f"Pretraining was paid once, before any label: {duration_text(pretrain_seconds)}, against "
+        f"{duration_text(rows[(scratch, budgets[0])]['seconds'])} for one run from scratch at {budgets[0]:,} labels."
     )
-    scores = ", ".join(f"{m} {pct(rows[(m, few)]['test_accuracy'])}" for m, n in rows if n == few)
-    return Note(
-        text,
-        finding=f"Transfer, test accuracy with {few:,} labels per class: {scores}; pretrained EX-1 vs scratch "
-        f"{seed_gap(rows[(pretrained, few)], rows[(scratch, few)])}.",
+    verdicts = "; ".join(
+        f"`{m}` vs scratch at {n:,}: {c['verdict']}" for m, curve in paired.items() for n, c in curve.iterrows()
     )
+    return Note(" ".join(text), finding=f"Transfer on the same test images, {seeds} seeds: {verdicts}.")
+
+
+def transfer_choices(
+    tried: Sequence[Mapping[str, Any]], winners: Mapping[str, Mapping[str, Any]], lrs: Sequence[float]
+) -> Note:
+    """What the choice on validation can and cannot say: a learning rate chosen at the edge of its grid (a rate
+    beyond it was never tried), and runs that peaked at their last check (still improving when they stopped)."""
+    notes = []
+    for method, row in winners.items():
+        if len(lrs) > 1 and row["lr"] in (min(lrs), max(lrs)):
+            side = "lowest" if row["lr"] == min(lrs) else "highest"
+            notes.append(
+                f"`{method}` chose lr {row['lr']:g}, the {side} of the {len(lrs)} rates tried "
+                f"({', '.join(f'{x:g}' for x in sorted(lrs))}): a rate beyond the grid might do better, and this run "
+                "did not try one"
+            )
+    last = [r for r in tried if r.get("best_step") == r.get("steps")]
+    if last:
+        notes.append(
+            f"{len(last)} of the {len(tried)} choosing runs were best at their last check, so they were still "
+            "improving when they stopped: more steps might change the ranking"
+        )
+    if not notes:
+        return Note("Every choice was made inside its grid, and no choosing run peaked at its last check.")
+    text = "Read the choices with care: " + "; ".join(notes) + "."
+    return Note(text, finding=text)

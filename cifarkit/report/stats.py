@@ -7,7 +7,7 @@ test there."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from statistics import fmean, stdev
 
 Z = 2.0  # the noise rule's width, in standard errors: every verdict in the package uses it through this module
@@ -74,6 +74,61 @@ def within_noise_above(value: float, target: float, n: int, z: float = Z) -> boo
     """Whether an accuracy ``value`` measured on ``n`` images is at ``target`` or above it by less than ``z``
     standard errors of ``target``: a crossing of the target that another seed or sample may not repeat."""
     return value >= target and gap_is_noise(value - target, standard_error(target, n), z)
+
+
+HELPED, HURT = "helped", "hurt"
+
+
+def seeds_verdict(comparisons: Sequence[tuple[float, int, int]]) -> str:
+    """One change (or method) against another over seeds, from ``(gain, fixed, broken)`` per seed on the same
+    images: ``helped`` or ``hurt`` only when more than one seed was run and every seed says so beyond noise
+    (:func:`paired_is_noise`); otherwise what the run cannot tell, in words. One seed's verdict can be that seed's
+    luck, so no verdict rests on one."""
+    beyond = [gain for gain, fixed, broken in comparisons if not paired_is_noise(fixed, broken)]
+    seeds = len(comparisons)
+    if seeds > 1 and len(beyond) == seeds and all(g > 0 for g in beyond):
+        return HELPED
+    if seeds > 1 and len(beyond) == seeds and all(g < 0 for g in beyond):
+        return HURT
+    if seeds == 1:
+        return "one seed: cannot tell" if beyond else "within noise (one seed)"
+    if not beyond:
+        return "within noise at every seed"
+    return f"cannot tell: beyond noise at {len(beyond)} of {seeds} seeds" + (
+        "" if all(g > 0 for g in beyond) or all(g < 0 for g in beyond) else ", in both directions"
+    )
+
+
+def paired_curve(rows: Sequence[Mapping], method: str, against: str):
+    """Notebook 09's paired comparison: at each label budget, ``method`` against ``against`` seed by seed on the
+    same test images (each seed's draw of labels is shared by both), from :mod:`cifarkit.tools.transfer`'s rows
+    with their per-image ``test_correct``. Per budget: the gain per seed, its fixed/broken counts, the mean gain
+    and :func:`seeds_verdict`."""
+    import pandas as pd
+
+    from cifarkit.evaluate import fixed_broken
+
+    by = {(r["method"], r["labels_per_class"], r["seed"]): r for r in rows}
+    out = []
+    for n in sorted({r["labels_per_class"] for r in rows if r["method"] == method}):
+        seeds = sorted(s for m, k, s in by if m == method and k == n and (against, n, s) in by)
+        comparisons = []
+        for s in seeds:
+            a, b = by[(against, n, s)], by[(method, n, s)]
+            fixed, broken = fixed_broken(a["test_correct"], b["test_correct"])
+            comparisons.append((b["test_accuracy"] - a["test_accuracy"], fixed, broken))
+        out.append(
+            {
+                "labels_per_class": n,
+                "gain_per_seed": ", ".join(f"{100 * g:+.1f}" for g, _, _ in comparisons),
+                "fixed_broken_per_seed": ", ".join(f"{f}/{b}" for _, f, b in comparisons),
+                "mean_gain": fmean(g for g, _, _ in comparisons) if comparisons else math.nan,
+                "verdict": seeds_verdict(comparisons) if comparisons else "no paired runs",
+            }
+        )
+    table = pd.DataFrame(out).set_index("labels_per_class")
+    table.attrs.update(method=method, against=against)
+    return table
 
 
 def mean_and_se(values: Sequence[float]) -> tuple[float, float]:

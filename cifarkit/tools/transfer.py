@@ -28,11 +28,11 @@ from torch import nn
 
 from cifarkit.data import CIFAR10_CLASSES, Dataset, Split
 from cifarkit.errors import ConfigError, DataError
-from cifarkit.evaluate import evaluate, predict_logits, topk_accuracy
+from cifarkit.evaluate import evaluate, predict_logits, predicted_labels
 from cifarkit.loader import DeviceLoader, Normalizer
 from cifarkit.models import create_model
 from cifarkit.runs import load_checkpoint, read_run
-from cifarkit.speedrun.recipe import accuracy
+from cifarkit.speedrun.recipe import scores
 from cifarkit.tools.imagenet import Backbone
 from cifarkit.train import step_graph, train_one_epoch
 
@@ -52,10 +52,11 @@ class TransferSettings:
     choose_at: int = 100  # the budget at which every setting is chosen on validation
     val_per_class: int = 100  # the fixed validation set, held out of the target's training images
     pool_per_class: int | None = None  # labelled images are drawn from at most this many per class (None: all)
-    steps: int = 60  # optimiser steps of every fine-tuning run, whatever its budget
+    steps: int = 60  # optimiser steps of a fine-tuning run at least, whatever its budget
+    passes: float = 3.0  # and at least this many passes over its labelled images: a large budget is not starved
     batch_size: int = 64
     lrs: tuple[float, ...] = (1e-3, 3e-3)  # Adam learning rates tried on validation
-    seeds: int = 2  # each seed draws its own labelled images and initialises its own head
+    seeds: int = 3  # each seed draws its own labelled images and initialises its own head
     sizes: tuple[int, ...] = (32, 64, 96)  # input sizes tried for the ImageNet backbone (images are upsampled)
     weight_decays: tuple[float, ...] = (1e-4, 1e-2)  # the ImageNet backbone's linear head: L2 tried on validation
     test_images: int | None = None  # target-class test images scored (None: all)
@@ -214,6 +215,12 @@ class Tuned:
     seconds: float
 
 
+def steps_for(settings: TransferSettings, images: int) -> int:
+    """Optimiser steps of a fine-tuning run on ``images`` labelled images: ``settings.steps``, or
+    ``settings.passes`` passes over them when that is more, so the largest budget is not cut short of steps."""
+    return max(settings.steps, math.ceil(settings.passes * images / settings.batch_size))
+
+
 def fine_tune(
     model: nn.Module,
     labeled: Split,
@@ -226,14 +233,14 @@ def fine_tune(
     amp: str = "off",
     checks: int = 4,
 ) -> Tuned:
-    """Train ``model`` (already on ``device``) on ``labeled`` for about ``settings.steps`` Adam steps (crop and
+    """Train ``model`` (already on ``device``) on ``labeled`` for about :func:`steps_for` Adam steps (crop and
     flip, a cosine schedule), check validation ``checks`` times and keep the best weights (loaded back)."""
     torch.manual_seed(seed)
     loader = DeviceLoader(
         labeled, min(settings.batch_size, len(labeled)), normalizer, True, ("crop", "flip"), seed=seed
     )
     val_loader = DeviceLoader(val, 256, normalizer)
-    epochs = max(1, round(settings.steps / len(loader)))
+    epochs = max(1, round(steps_for(settings, len(labeled)) / len(loader)))
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(loader))
     criterion = nn.CrossEntropyLoss()
@@ -278,8 +285,13 @@ class Probe:
 
     def accuracy(self, features: torch.Tensor, labels: torch.Tensor) -> float:
         """Top-1 of the head on ``features`` (the one tie rule of every metric: the lower class)."""
+        return float(self.correct(features, labels).float().mean())
+
+    def correct(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Each image's top-1 right or wrong (the one tie rule: the lower class), for paired comparisons."""
         with torch.no_grad():
-            return topk_accuracy(self.head((features - self.mean) / self.std), labels, 1)
+            logits = self.head((features - self.mean) / self.std)
+        return predicted_labels(logits) == labels
 
 
 def linear_probe(
@@ -377,13 +389,14 @@ def train_one(
 
 
 def tested(row: dict, model: nn.Module, task: Task, device: torch.device, amp: str = "off") -> dict:
-    """``row`` with its model's test accuracy on the target's test images (once every choice is made)."""
+    """``row`` with its model's test accuracy on the target's test images (once every choice is made), and each
+    image's right or wrong (``test_correct``) for the paired comparison of two methods on those images."""
+    result = scores(model, task.test, Normalizer(task.mean, task.std, device, 32), amp=amp, batch_size=256)
     return {
         **row,
         "test_images": len(task.test),
-        "test_accuracy": accuracy(
-            model, task.test, Normalizer(task.mean, task.std, device, 32), amp=amp, batch_size=256
-        ),
+        "test_accuracy": result["accuracy"],
+        "test_correct": result["correct"].cpu(),
     }
 
 
@@ -508,11 +521,23 @@ def imagenet_rows(
                 "weight_decay": probe.weight_decay,
                 "val_accuracy": probe.val_accuracy,
                 "test_accuracy": probe.accuracy(test_x, task.test.labels),
+                "test_correct": probe.correct(test_x, task.test.labels),
                 "test_images": len(task.test),
                 "seconds": seconds,
             }
         )
     return rows
+
+
+def imagenet_info(backbone: Backbone, size: int) -> dict[str, object]:
+    """What the ImageNet row differs in from the EX-1 rows besides its pretraining data: the network and its size,
+    and the input size it sees (its backbone is always frozen), for :func:`cifarkit.report.commentary.transfer`."""
+    return {
+        "name": f"{backbone.name} (ImageNet)",
+        "params": sum(p.numel() for p in backbone.net.parameters()),
+        "size": size,
+        "ex1_params": sum(p.numel() for p in create_model("ex1", 10).parameters()),
+    }
 
 
 def headline(table, winners: dict[str, dict], size: int | None) -> dict[str, object]:
