@@ -210,22 +210,30 @@ def test_legends_sit_outside_the_data(draw):
     assert legend.get_window_extent().y0 >= 0  # and inside the figure, not cut off
 
 
-def test_perf_panels_stay_readable_with_eight_runs_and_titles_apart():
+def test_perf_panels_stay_readable_with_thirteen_runs_and_titles_apart():
+    """05 packed 03's runs into one thumbnail panel whose legend ran under its neighbour's."""
     import pandas as pd
 
     rows = []
-    for run in range(8):  # 03's six ablation steps and two seed repeats, in one panel
+    for run in range(13):  # 03's six arms at two seeds and the learning-rate finder's run, in one panel
         for t in range(5):
             rows.append({"experiment": "03_augmentation", "folder": f"run{run}", "run": f"run{run}/train_epoch",
                          "t_s": float(t), "epoch": 1, "cpu_percent": 100.0 + run})  # fmt: skip
-    rows += [{**r, "experiment": "01_ex1_baseline", "folder": "ex1", "run": "ex1/train_epoch"} for r in rows[:5]]
-    fig = render(
-        figures.plot_perf_metric(pd.DataFrame(rows), "cpu_percent", {f"run{i}": f"03 step {i}" for i in range(8)})
-    )
-    panel = next(ax for ax in fig.axes if ax.get_title() == "03_augmentation")
+    for name in ("01_ex1_baseline", "02_ex2_bigger_model"):
+        rows += [{**r, "experiment": name, "folder": name, "run": f"{name}/train_epoch"} for r in rows[:5]]
+    labels = {f"run{i}": f"03 tinyvgg · arm {i} · seed {i % 2} · 5,600 img × 3 ep" for i in range(13)}
+    fig = render(figures.plot_perf_metric(pd.DataFrame(rows), "cpu_percent", labels))
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    panel = next(ax for ax in panels if ax.get_title() == "03_augmentation")
     legend = panel.get_legend()
-    assert legend._ncols == 2 and len(legend.get_texts()) == 8  # two columns, not a column taller than the plot
-    assert not overlaps(legend.get_window_extent(), panel.get_window_extent())
+    assert len(legend.get_texts()) == 13
+    box, area = legend.get_window_extent(), panel.get_window_extent()
+    assert not overlaps(box, area) and box.height <= 1.05 * area.height  # beside its panel, not taller than it
+    for other in panels:
+        if other is not panel:
+            assert not overlaps(box, other.get_window_extent())  # never over a neighbour
+            if other.get_legend():
+                assert not overlaps(box, other.get_legend().get_window_extent())
     title = fig._suptitle.get_window_extent()
     assert all(not overlaps(title, ax.title.get_window_extent()) for ax in fig.axes)  # titles apart
 
@@ -240,3 +248,26 @@ def test_overlays_of_budgets_tenfold_apart_use_a_log_axis():
         figures.plot_overlaid({"a": near, "b": {**history(2), "train_images": 45_000}}, x="images").axes[0].get_xscale()
         == "linear"
     )  # 2.5x apart: linear reads better
+
+
+def test_many_runs_never_share_a_colour_and_a_line_style():
+    """06 drew 13 runs with 10 colours: two tinyvgg runs of 03 looked the same."""
+    from cifarkit.report import figures
+
+    histories = {f"run {i}": {"val_accuracies": [0.1 * i, 0.1 * i + 0.05]} for i in range(13)}
+    fig = figures.plot_overlaid(histories, "val_accuracies", "all")
+    looks = [(str(line.get_color()), line.get_linestyle(), line.get_marker()) for line in fig.axes[0].get_lines()]
+    assert len(looks) == 13 and len(set(looks)) == 13
+    assert len(set(map(str, figures.plt_colours(13)))) == 20 and len(figures.plt_colours(4)) == 10
+
+
+def test_row_titles_are_one_per_row_and_do_not_repeat_per_image():
+    """07's crops titled each of 16 images "shifted (up to 2 px)", and the titles ran into each other."""
+    import numpy as np
+
+    from cifarkit.report import figures
+
+    fig = figures.image_grid(np.zeros((16, 3, 8, 8), np.uint8), cols=8, row_titles=["originals", "shifted"])
+    titles = [ax.get_title(loc="left") for ax in fig.axes]
+    assert titles.count("originals") == 1 and titles.count("shifted") == 1 and titles[8] == "shifted"
+    assert not any(ax.get_title() for ax in fig.axes)  # no centred title per image

@@ -188,11 +188,18 @@ def plot_per_class(per_class: dict[str, float | None]) -> Figure:
     return fig
 
 
-def image_grid(images: np.ndarray, titles: Sequence[str] | None = None, cols: int = 10, scale: float = 1.2) -> Figure:
-    """Show uint8 images (N, 3, H, W) in a grid with optional titles."""
+def image_grid(
+    images: np.ndarray,
+    titles: Sequence[str] | None = None,
+    cols: int = 10,
+    scale: float = 1.2,
+    row_titles: Sequence[str] | None = None,
+) -> Figure:
+    """Show uint8 images (N, 3, H, W) in a grid with optional titles per image, or one title per row
+    (``row_titles``, beside each row's first image), which long words cannot make overlap."""
     n = len(images)
     rows = max(1, -(-n // cols))
-    fig = Figure(figsize=(cols * scale, rows * scale * (1.25 if titles else 1)))
+    fig = Figure(figsize=(cols * scale, rows * scale * (1.25 if titles else 1)), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for i, ax in enumerate(axes):
         ax.axis("off")
@@ -200,6 +207,8 @@ def image_grid(images: np.ndarray, titles: Sequence[str] | None = None, cols: in
             ax.imshow(np.asarray(images[i]).transpose(1, 2, 0))
             if titles:
                 ax.set_title(titles[i], fontsize=7)
+    for row, text in enumerate(row_titles or []):
+        axes[row * cols].set_title(text, fontsize=8, loc="left")
     return fig
 
 
@@ -248,11 +257,14 @@ def plot_overlaid(
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
     longest, everything = 0, []
-    styles = itertools.cycle([("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")])  # identical runs stay visible
-    for (name, h), (line, mark) in zip(histories.items(), styles, strict=False):
+    styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]  # identical runs stay visible
+    colours = plt_colours(len(histories))
+    for i, (name, h) in enumerate(histories.items()):
+        line, mark = styles[i % len(styles)]
         values = h.get(key) or []
         steps = np.arange(1, len(values) + 1) * (h["train_images"] if by_images else 1)
-        ax.plot(steps, values, ls=line, marker=mark, ms=3, label=name)
+        # colour and style cycle at different lengths, so no two of up to 80 runs share both
+        ax.plot(steps, values, ls=line, marker=mark, ms=3, label=name, color=colours[i % len(colours)])
         longest, everything = max(longest, len(values)), everything + list(values)
     xlabel = "training images seen (epochs x images per epoch)" if by_images else "epoch"
     budgets = [len(h.get(key) or []) * h["train_images"] for h in histories.values()] if by_images else []
@@ -414,16 +426,17 @@ def plot_perf_metric(df, metric: str, labels: dict[str, str] | None = None) -> F
     ``03_augmentation``) with one colour per run named by ``labels`` (run folder -> label), training
     logs solid and validation logs dotted; epoch starts dashed where a panel holds a single run."""
     experiments = sorted(df["experiment"].unique()) if "experiment" in df else [None]
-    # the most runs one panel holds sets the legend's rows (two columns past four runs): 03's eight stay readable
-    most = max((df[df["experiment"] == e]["folder"].nunique() if e else df["folder"].nunique()) for e in experiments)
-    ncol = 1 if most <= 4 else 2
-    height = 3.6 + 0.2 * -(-most // ncol)
-    fig = Figure(figsize=(min(4.8 * len(experiments), 18), height), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(experiments), sharey=True, squeeze=False)[0])
+    # one row per experiment, each legend to the right of its own panel: a dozen run labels never reach a neighbour
+    counts = [df[df["experiment"] == e]["folder"].nunique() if e else df["folder"].nunique() for e in experiments]
+    heights = [max(2.4, 0.16 * c + 0.9) for c in counts]
+    fig = Figure(figsize=(13, sum(heights) + 0.6), layout="constrained")
+    axes = np.atleast_1d(
+        fig.subplots(len(experiments), 1, sharey=True, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
+    )
     for ax, experiment in zip(axes, experiments, strict=True):
         panel = df if experiment is None else df[df["experiment"] == experiment]
         folders = list(dict.fromkeys(panel["folder"]))
-        for colour, folder in zip(itertools.cycle(plt_colours()), folders):
+        for colour, folder in zip(itertools.cycle(plt_colours(len(folders))), folders):
             runs = panel[panel["folder"] == folder]
             run_dir = runs["run_dir"].iloc[0] if "run_dir" in runs else folder
             name = (labels or {}).get(run_dir, folder)
@@ -452,16 +465,22 @@ def plot_perf_metric(df, metric: str, labels: dict[str, str] | None = None) -> F
         ax.set(xlabel="seconds since the run started", title=experiment or "")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            # below the panel: long run labels never cover the curves or squeeze a neighbour
-            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False, ncol=ncol)
-    axes[0].set_ylabel(textwrap.fill(METRIC_LABELS.get(metric, metric), 28))  # a long label stays beside its panel
+            ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+        ax.set_ylabel(textwrap.fill(METRIC_LABELS.get(metric, metric), 28))
     fig.suptitle(f"{METRIC_LABELS.get(metric, metric)} (solid: training, dotted: validation)", fontsize=10)
     return fig
 
 
-def plt_colours() -> list[str]:
-    """Ten distinguishable colours (matplotlib's tab10)."""
-    return [f"tab:{c}" for c in ("blue", "orange", "green", "red", "purple", "brown", "pink", "gray", "olive", "cyan")]
+def plt_colours(n: int = 10) -> list[str]:
+    """Distinguishable colours for ``n`` lines: matplotlib's tab10, or its tab20 past ten, so a figure of many runs
+    does not give two of them one colour (06 drew 13 runs in 10 colours)."""
+    if n <= 10:
+        return [
+            f"tab:{c}" for c in ("blue", "orange", "green", "red", "purple", "brown", "pink", "gray", "olive", "cyan")
+        ]
+    from matplotlib import colormaps
+
+    return [colormaps["tab20"](i) for i in range(20)]
 
 
 def plot_perf(df, out_dir: str | os.PathLike, log=print, labels: dict[str, str] | None = None) -> list[Path]:
