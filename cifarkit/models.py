@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import urllib.error
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from cifarkit.errors import ConfigError, DataError
+from cifarkit.runs import check_weights
 
 _REGISTRY: dict[str, type[nn.Module]] = {}
 
@@ -271,13 +272,17 @@ def imagenet_weights_file(model: Pretrained | type[Pretrained]) -> tuple[str, Pa
     return url, Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
 
 
-def read_weights(path: Path, fix: str) -> dict[str, torch.Tensor]:
-    """A state dict saved with ``torch.save``, loaded without running code (``weights_only``); a one-line error
-    ending in ``fix`` (what to do) when the file cannot be read as one."""
+def read_weights(
+    path: Path, fix: str, expected: Mapping[str, torch.Tensor] | None = None, ignore: str = ""
+) -> dict[str, torch.Tensor]:
+    """A state dict saved with ``torch.save``, loaded without running code (``weights_only``) and checked by
+    :func:`check_weights` against ``expected`` (a network's own state dict; names starting with ``ignore``, its new
+    head, are left out); a one-line error ending in ``fix`` (what to do) when the file is anything else."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise DataError(f"{path} is not a readable weights file ({exc.__class__.__name__}); {fix}") from None
+    return check_weights(state, path, fix, expected, ignore)
 
 
 def load_imagenet_weights(model: nn.Module) -> nn.Module:
@@ -296,12 +301,9 @@ def load_imagenet_weights(model: nn.Module) -> nn.Module:
                 f"ImageNet weights {path.name} are not cached and cannot be downloaded ({exc.__class__.__name__}); "
                 f"place {path.name} (from {url}) in {path.parent}/ or set TORCH_HOME, or train without --pretrained"
             ) from None
-    state = read_weights(path, "delete it and retry")
     head = model.classifier + "."
-    state = {k: v for k, v in state.items() if not k.startswith(head)}
-    missing, unexpected = model.net.load_state_dict(state, strict=False)
-    if unexpected or any(not k.startswith(head) for k in missing):
-        raise DataError(f"{path} does not hold {model.builder}'s ImageNet weights; delete it and retry")
+    state = read_weights(path, "delete it and retry", expected=model.net.state_dict(), ignore=head)
+    model.net.load_state_dict({k: v for k, v in state.items() if not k.startswith(head)}, strict=False)
     return model
 
 

@@ -12,7 +12,7 @@ import shutil
 import time
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cifarkit.errors import CheckpointError, ConfigError, DataError, OutputError, short_list
+from cifarkit.errors import CheckpointError, CifarkitError, ConfigError, DataError, OutputError, short_list
 
 CHECKPOINT_FORMAT = "cifarkit-checkpoint-v1"
 
@@ -464,7 +464,49 @@ def load_checkpoint(path: str | os.PathLike, wanted: str = "best.pt") -> dict[st
     check_meta(blob, path)
     if not isinstance(blob.get("state_dict"), dict) or not all(isinstance(k, str) for k in blob["state_dict"]):
         raise CheckpointError(f"{path}: its state_dict is not a mapping of weight names; is it the right file?")
+    if blob.get("variant") != "int8":  # int8 weights are packed objects, checked when their network is rebuilt
+        check_weights(blob["state_dict"], path, f"pass the {wanted} of another run", error=CheckpointError)
     return blob
+
+
+def check_weights(
+    state: Any,
+    path: str | os.PathLike,
+    fix: str,
+    expected: Mapping[str, torch.Tensor] | None = None,
+    ignore: str = "",
+    error: type[CifarkitError] = DataError,
+) -> dict[str, torch.Tensor]:
+    """What every reader of weights checks before a network takes them: a mapping of names to tensors, finite where
+    they are floating point, and, given ``expected``, the same names (but those starting with ``ignore``), shapes and
+    kinds of dtype (floating point, integer). A file that loads but holds anything else is one line naming ``path``
+    and the first thing wrong, ending in ``fix``."""
+
+    def wrong(what: str) -> CifarkitError:
+        return error(f"{path} {what}; {fix}")
+
+    if not isinstance(state, Mapping):
+        raise wrong(f"holds a {type(state).__name__}, not a mapping of named weights")
+    for name, value in state.items():
+        if not isinstance(name, str) or not isinstance(value, torch.Tensor):
+            raise wrong(f"holds {type(value).__name__} {str(name)[:60]!r}, not a named tensor")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise wrong(f"holds non-finite values (NaN or inf) in {name}")
+    if expected is None:
+        return dict(state)
+    want = {k: v for k, v in expected.items() if not (ignore and k.startswith(ignore))}
+    have = {k: v for k, v in state.items() if not (ignore and k.startswith(ignore))}
+    missing, extra = [k for k in want if k not in have], [k for k in have if k not in want]
+    if missing or extra:
+        names = f"lacks {missing[0]}" if missing else f"holds {extra[0]}, which the network does not have"
+        raise wrong(f"{names} ({len(missing)} missing, {len(extra)} unexpected of {len(want)} names)")
+    for name, place in want.items():
+        got = have[name]
+        if tuple(got.shape) != tuple(place.shape):
+            raise wrong(f"gives {name} the shape {tuple(got.shape)}, where the network has {tuple(place.shape)}")
+        if got.is_floating_point() != place.is_floating_point():
+            raise wrong(f"gives {name} the dtype {got.dtype}, where the network has {place.dtype}")
+    return dict(state)
 
 
 MAX_CLASSES = 100_000  # far above any classification head cifarkit trains; a larger count is a corrupt file

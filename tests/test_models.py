@@ -126,3 +126,70 @@ def test_pretrained_offline_names_the_file_to_place(torch_home, monkeypatch, cli
     assert "resnet18-f37072fd.pth" in err and str(torch_home) in err and "without --pretrained" in err
     code, _, err = cli("train", "--model", "ex1", "--pretrained", "--dataset", "synthetic", "--out", tmp_path)
     assert code == 2 and "has no ImageNet weights" in err and "mobilenetv3_imagenet" in err
+
+
+def wrong_weights() -> dict[str, object]:
+    """Files that load (``weights_only``) but are not mobilenet_v3_small's weights, by what is wrong with them."""
+    import torchvision
+
+    torch.manual_seed(0)
+    good = torchvision.models.mobilenet_v3_small(weights=None).state_dict()
+    first = next(iter(good))
+    return {
+        "a bare tensor": torch.zeros(3),
+        "a list of tensors": list(good.values()),
+        "a number under a name": {**good, first: 3},
+        "another shape": {**good, first: torch.zeros(8, 3, 3, 3)},
+        "a name missing": {k: v for k, v in good.items() if k != first},
+        "an unknown name": {**good, "extra.weight": torch.zeros(2)},
+        "NaN weights": {**good, first: torch.full_like(good[first], float("nan"))},
+        "integers for floats": {**good, first: good[first].to(torch.int64)},
+        "another network": torchvision.models.resnet18(weights=None).state_dict(),
+    }
+
+
+@pytest.mark.parametrize("case", list(wrong_weights()))
+def test_every_wrong_weights_file_is_one_line_naming_the_file_and_what_to_do(case, torch_home, cli, tmp_path):
+    """train --pretrained with a cached file of the right name that holds something else: exit 2, one line, the
+    file named, what to do said; nothing is trained."""
+    from cifarkit.models import imagenet_weights_file
+
+    _, path = imagenet_weights_file(create_model("mobilenetv3_imagenet", 10))
+    path.parent.mkdir(parents=True)
+    torch.save(wrong_weights()[case], path)
+    out = tmp_path / "runs"
+    args = ("train", "--model", "mobilenetv3_imagenet", "--pretrained", "--dataset", "synthetic", "--out", out)
+    code, _, err = cli(*args)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert str(path) in err and "delete it" in err
+    assert not list(out.glob("*/best.pt"))
+
+
+@pytest.mark.parametrize("case", ["another shape", "NaN weights", "a bare tensor"])
+def test_the_torchvision_backbone_of_notebook_09_checks_its_file_too(case, torch_home):
+    from cifarkit.errors import DataError
+    from cifarkit.tools import imagenet
+
+    path = imagenet.torchvision_weights_file("mobilenet_v3_small")
+    path.parent.mkdir(parents=True)
+    torch.save(wrong_weights()[case], path)
+    with pytest.raises(DataError, match="delete it") as caught:
+        imagenet.torchvision_backbone("mobilenet_v3_small")
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("case", ["a bare tensor", "NaN weights", "another network"])
+def test_the_lite0_file_is_checked_before_it_is_mapped(case, tmp_path, monkeypatch):
+    from cifarkit.errors import DataError
+    from cifarkit.tools import imagenet
+
+    weights = wrong_weights()[case]
+    if case == "NaN weights":  # the real file with one tensor poisoned
+        weights = torch.load(imagenet.lite0_weights_file(), map_location="cpu", weights_only=True)
+        weights["_conv_stem.weight"] = torch.full_like(weights["_conv_stem.weight"], float("nan"))
+    path = tmp_path / "lite0.pth"
+    torch.save(weights, path)
+    monkeypatch.setattr(imagenet, "lite0_weights_file", lambda: path)
+    with pytest.raises(DataError, match="reinstall it") as caught:
+        imagenet.efficientnet_lite0()
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)

@@ -174,3 +174,25 @@ def test_tta_demos_show_images_where_the_mode_changes_the_answer(ckpt, capsys):
     changed_in_pool = int(capsys.readouterr().out.split(" changes the top-1 answer of ")[1].split(" ")[0])
     assert len(demo) == 4 and int(differs.sum()) == min(changed_in_pool, 3)  # changed ones first, then agreeing
     assert not differs[-1]  # at least one where the mode agrees with plain inference
+
+
+@pytest.mark.parametrize(
+    "poison,needle",
+    [
+        (lambda sd, k: {**sd, k: sd[k].fill_(float("nan"))}, "non-finite values"),
+        (lambda sd, k: {**sd, k: "not a tensor"}, "not a named tensor"),
+    ],
+)
+def test_a_checkpoint_whose_weights_are_not_finite_tensors_is_refused(ckpt, tmp_path, poison, needle):
+    """A checkpoint that loads and names its model correctly, but holds NaN or non-tensor weights."""
+    from cifarkit.errors import CheckpointError
+    from cifarkit.runs import load_checkpoint
+
+    blob = torch.load(ckpt, weights_only=True)
+    first = next(iter(blob["state_dict"]))
+    blob["state_dict"] = poison(dict(blob["state_dict"]), first)
+    bad = tmp_path / "bad.pt"
+    torch.save(blob, bad)
+    with pytest.raises(CheckpointError, match=needle) as caught:
+        load_checkpoint(bad)
+    assert str(bad) in str(caught.value) and "\n" not in str(caught.value)

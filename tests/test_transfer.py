@@ -249,15 +249,35 @@ def test_every_tensor_of_the_efficientnet_lite0_file_lands_in_timms_network():
     net.load_state_dict({mine: state[theirs] for mine, theirs in mapping.items()})
     landed = net.state_dict()
     assert all(torch.equal(landed[mine], state[theirs]) for mine, theirs in mapping.items())
-    assert mapping["conv_stem.weight"] == "_conv_stem.weight" and mapping["classifier.weight"] == "_fc.weight"
+    # an independent reference: the names translated by the two libraries' naming rules, not by position
+    expected = {mine: lite0_name_by_rule(mine, [len(stage) for stage in net.blocks]) for mine in net.state_dict()}
+    assert mapping == expected  # all 296, batch-norm means, variances and counts included
     backbone = imagenet.efficientnet_lite0()
     with torch.no_grad():
         features = backbone.net.eval()(torch.zeros(2, 3, 64, 64))
     assert features.shape == (2, imagenet.LITE0_FEATURES) and backbone.source == str(path)
-    # backbone weights are the file's (the classifier dropped): the stem and the last block's projection
-    kept = backbone.net.state_dict()
-    assert torch.equal(kept["conv_stem.weight"], state["_conv_stem.weight"])
-    assert torch.equal(kept["blocks.6.0.conv_pwl.weight"], state["_blocks.15._project_conv.weight"])
+    kept = backbone.net.state_dict()  # every backbone tensor is the file's tensor of that name (classifier dropped)
+    assert len(kept) == 294 and all(torch.equal(kept[k], state[expected[k]]) for k in kept)
+
+
+# timm's EfficientNet names -> efficientnet_pytorch's (the file's): the stem, head and each block's layers
+LITE0_TOP = {"conv_stem": "_conv_stem", "bn1": "_bn0", "conv_head": "_conv_head", "bn2": "_bn1", "classifier": "_fc"}
+LITE0_FIRST_STAGE = {"conv_dw": "_depthwise_conv", "bn1": "_bn1", "conv_pw": "_project_conv", "bn2": "_bn2"}
+LITE0_BLOCK = {
+    "conv_pw": "_expand_conv", "bn1": "_bn0", "conv_dw": "_depthwise_conv", "bn2": "_bn1", "conv_pwl": "_project_conv",
+    "bn3": "_bn2",
+}  # fmt: skip
+
+
+def lite0_name_by_rule(name: str, stage_lengths: list[int]) -> str:
+    """The file's name for timm's ``name``: ``blocks.s.b.layer.kind`` is the flat block ``sum(stages before s) + b``
+    with the layer renamed (the first stage has no expansion layer); the rest renames the stem and head."""
+    parts = name.split(".")
+    if parts[0] != "blocks":
+        return ".".join([LITE0_TOP[parts[0]], *parts[1:]])
+    stage, block, layer, kind = int(parts[1]), int(parts[2]), parts[3], parts[4]
+    flat = sum(stage_lengths[:stage]) + block
+    return f"_blocks.{flat}.{(LITE0_FIRST_STAGE if stage == 0 else LITE0_BLOCK)[layer]}.{kind}"
 
 
 def test_a_file_of_another_network_does_not_load_into_lite0():

