@@ -85,11 +85,12 @@ def test_the_table_counts_fixed_and_broken_against_the_base_of_each_seed(tmp_pat
     assert ablation.winner(table) == "+bn"
     note = ablation.describe(table, correct)
     assert (
-        "At every seed, beyond noise, helped: `+bn` +10.0 points (100 fixed / 0 broken, 100 fixed / 0 broken)." in note
+        "At every seed, beyond noise, at this budget, helped: `+bn` +10.0 points (100 fixed / 0 broken, 100 fixed / "
+        "0 broken)." in note
     )
     assert "cannot tell for `+crop` -1.0 points (10 fixed / 20 broken, 10 fixed / 20 broken)" in note
     assert "ahead of the next, `base`, beyond noise at every seed" in note
-    assert note.finding == "Ablation over 2 seeds: `+bn` helped; best mean `+bn` at 60.0%."
+    assert note.finding == "Ablation over 2 seeds: `+bn` helped at this budget; best mean `+bn` at 60.0%."
 
 
 def test_one_seed_calls_nothing(tmp_path):
@@ -115,6 +116,8 @@ def test_the_base_curve_says_whether_regularising_could_pay(tmp_path, val_losses
     note = ablation.underfitting(run)
     assert needle in note
     assert " → ".join(f"{v:.2f}" for v in val_losses) in note
+    if len(val_losses) > 1:
+        assert "training accuracy 52.0% against validation 46.0%" in note
 
 
 def test_the_smoothed_loss_is_marked_only_on_the_loss_plot(tmp_path):

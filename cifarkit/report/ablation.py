@@ -88,7 +88,7 @@ def describe(ablation: pd.DataFrame, correct: Mapping[str, Mapping[int, torch.Te
     for word in (HELPED, HURT):
         found = [line for _, line, v in called if v == word]
         if found:
-            text.append(f"At every seed, beyond noise, {word}: " + "; ".join(found) + ".")
+            text.append(f"At every seed, beyond noise, at this budget, {word}: " + "; ".join(found) + ".")
     if untold:
         text.append(
             "This run cannot tell for " + "; ".join(f"{line}: {v}" for _, line, v in untold) + "."
@@ -109,7 +109,7 @@ def describe(ablation: pd.DataFrame, correct: Mapping[str, Mapping[int, torch.Te
     else:
         lead = f"; the next, `{runner}` ({pct(float(ranked.iloc[1]))}), is not behind it beyond noise at every seed"
     text.append(f"The highest mean is **`{best}`** at {pct(float(ranked.iloc[0]))}{lead}.")
-    verdicts = [f"`{arm}` {v}" for arm, _, v in called]
+    verdicts = [f"`{arm}` {v} at this budget" for arm, _, v in called]
     finding = (
         f"Ablation over {len(seeds)} seed{'s' if len(seeds) > 1 else ''}: "
         + ("; ".join(verdicts) if verdicts else "no change helped or hurt at every seed beyond noise")
@@ -125,7 +125,7 @@ def underfitting(run: Path) -> Note:
     history = read_json(Path(run) / "train.json")
     val, train_acc, val_acc = history["val_losses"], history["train_accuracies"], history["val_accuracies"]
     lowest = min(range(len(val)), key=val.__getitem__)
-    gap = train_acc[-1] - val_acc[-1]
+    accuracies = f"training accuracy {pct(train_acc[-1])} against validation {pct(val_acc[-1])}"
     curve = " → ".join(f"{v:.2f}" for v in val)
     if len(val) < 2:
         text = (
@@ -136,7 +136,7 @@ def underfitting(run: Path) -> Note:
     if lowest == len(val) - 1:
         text = (
             f"The base was **still underfitting** when training stopped: its validation loss fell at its last epoch "
-            f"({curve}) and its training accuracy is {points(gap)} from its validation accuracy. Augmentation and the "
+            f"({curve}), with {accuracies}. Augmentation and the "
             "other regularisers fight overfitting, which had not begun at this length, so they cannot pay yet: a "
             "course would first let the model overfit (more epochs, a larger network), then regularise. An arm that "
             "helps here helps by training faster or more steadily (BatchNorm does), not by regularising."
@@ -145,7 +145,7 @@ def underfitting(run: Path) -> Note:
     else:
         text = (
             f"The base **began to overfit**: its validation loss was lowest at epoch {lowest + 1} of {len(val)} "
-            f"({curve}), and its training accuracy ends {points(gap)} from its validation accuracy. This is where "
+            f"({curve}), with {accuracies} at the end. This is where "
             "regularisers have something to correct."
         )
         finding = f"The base began to overfit after epoch {lowest + 1}: regularisers have something to correct."
