@@ -120,3 +120,79 @@ def test_checking_leaves_the_notebooks_random_stream_as_it_was():
     for name in EXERCISES:
         check(name, solution(name))
     assert torch.equal(torch.rand(3), expected)
+
+
+def masking_topk(logits, labels, k):
+    """Right answer, but it writes into the caller's logits (notebook 01's next cell then printed wrong top-k)."""
+    logits[torch.arange(len(labels)), labels] += 0.0
+    logits.clamp_(min=logits.min().item() + 1e-3)
+    return solution("topk_accuracy")(logits, labels, k)
+
+
+@pytest.mark.parametrize(
+    "name,learner,named",
+    [
+        ("topk_accuracy", masking_topk, "changed its input 1"),
+        (
+            "topk_accuracy",
+            lambda lo, la, k: str(solution("topk_accuracy")(lo, la, k)),
+            "docstring promises a Python float",
+        ),
+        ("topk_accuracy", lambda lo, la, k: torch.tensor(solution("topk_accuracy")(lo, la, k)), "a Python float"),
+        ("int8_megabytes", lambda model: int(solution("int8_megabytes")(model)), "a Python float"),
+        (
+            "flip_tta",
+            lambda model, x: (model.linear.weight.data.zero_(), model(x))[1],
+            "changed its input 1 (LeftRight)",
+        ),
+        ("random_crop", lambda images, padding: images.zero_(), "changed its input 1"),
+    ],
+)
+def test_what_the_learners_function_did_is_judged(name, learner, named):
+    answer = check(name, learner)
+    assert answer.state == DIFFERS and named in answer.line, answer.line
+    assert answer.use is EXERCISES[name].library
+
+
+def test_sys_exit_in_a_learners_function_is_a_difference_not_the_end_of_the_notebook():
+    import sys
+
+    answer = check("topk_accuracy", lambda logits, labels, k: sys.exit(0))
+    assert answer.state == DIFFERS and "called sys.exit(0) (SystemExit)" in answer.line
+    assert answer.use is EXERCISES["topk_accuracy"].library
+
+
+def test_keyboard_interrupt_still_stops_the_check():
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        check("topk_accuracy", interrupted)
+
+
+def test_an_unknown_exercise_is_one_line_naming_the_known_ones():
+    from cifarkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown exercise 'topk_acuracy'; the exercises are topk_accuracy, ") as e:
+        check("topk_acuracy", solution("topk_accuracy"))
+    assert "\n" not in str(e.value) and all(name in str(e.value) for name in EXERCISES)
+
+
+def test_a_function_that_runs_too_long_is_stopped_and_said(monkeypatch):
+    import time
+
+    from cifarkit.report import exercises
+
+    monkeypatch.setattr(exercises, "CASE_SECONDS", 0.2)
+    started = time.perf_counter()
+    answer = check("topk_accuracy", lambda *args: time.sleep(30))
+    assert time.perf_counter() - started < 5
+    assert answer.state == DIFFERS and "ran for more than 0 s and was stopped" in answer.line
+    monkeypatch.setattr(exercises, "SLOW_SECONDS", 0.01)
+
+    def slow(*args):
+        time.sleep(0.05)
+        return solution("topk_accuracy")(*args)
+
+    passed = check("topk_accuracy", slow)
+    assert passed.state == PASSED and "where the library takes milliseconds" in passed.line

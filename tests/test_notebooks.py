@@ -112,3 +112,32 @@ def test_a_cifarkit_error_in_a_notebook_is_a_short_message_and_marks_the_report(
     assert len(other.traceback) > 2  # an unexpected error still shows where it happened
     summary = json.loads((tmp_path / "summaries" / "zz_check.json").read_text())
     assert summary["status"] == "failed" and summary["error"].startswith("ZeroDivisionError")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "answer,state",
+    [
+        ("import sys\n    sys.exit(0)", "differs"),  # a learner's sys.exit must not stop Run All
+        (
+            "return str(float((logits.argsort(1, descending=True)[:, :k] == labels[:, None]).any(1).float().mean()))",
+            "differs",
+        ),
+        ("from cifarkit.evaluate import topk_accuracy as library\n    return library(logits, labels, k)", "passed"),
+    ],
+)
+def test_notebook_01_runs_to_the_end_with_a_solved_or_wrong_exercise(tmp_path, answer, state):
+    """Notebook 01 in the smoke profile with its exercise answered: it runs to its last cell either way, and its
+    summary records what the check found."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    (path,) = [p for p in NOTEBOOKS if p.name == "01_ex1_baseline.ipynb"]
+    book = nbformat.read(path, as_version=4)
+    (stub,) = [c for c in book.cells if c.cell_type == "code" and "raise NotImplementedError" in c.source]
+    stub.source = stub.source.replace("raise NotImplementedError  # your code here: about three lines", answer)
+    params = next(c for c in book.cells if "parameters" in c.metadata.get("tags", []))
+    params.source += f"\nprofile = 'smoke'\ndataset = 'synthetic'\ninteractive = False\nreport_dir = r'{tmp_path}'\n"
+    NotebookClient(book, kernel_name="python3", timeout=600).execute(cwd=str(path.parent))
+    summary = json.loads((tmp_path / "summaries" / "01_ex1_baseline.json").read_text())
+    assert summary["status"] == "finished" and summary["headline"]["exercise[topk_accuracy]"] == state

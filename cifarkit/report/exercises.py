@@ -8,8 +8,13 @@ work with every exercise unsolved. Reference solutions, written to be read, are 
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import itertools
 import math
+import signal
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cifarkit.errors import ConfigError
 from cifarkit.evaluate import topk_accuracy, tta_forward
 from cifarkit.loader import crop_at, draw_crop_offsets
 from cifarkit.models import create_model
@@ -37,18 +43,36 @@ class Case:
 @dataclass(frozen=True)
 class Exercise:
     """A function to write: the library's version (used until the learner's passes), where it lives, the inputs
-    to try, and how a learner's output is judged (``differs(yours, case)``: a sentence, or None when right)."""
+    to try, the type its docstring promises (``returns``, named by ``returns_text``), and how a learner's output is
+    judged (``differs(output, case)``: a sentence, or None when right)."""
 
     name: str
     library: Callable
     library_name: str
     cases: Callable[[], list[Case]]
-    differs: Callable[[Callable, Case], str | None] | None = None  # None: compare with the library's output
+    returns: type | tuple[type, ...]
+    returns_text: str
+    differs: Callable[[Any, Case], str | None] | None = None  # None: compare with the library's output
 
-    def difference(self, yours: Callable, case: Case) -> str | None:
+    def difference(self, yours: Callable, case: Case) -> tuple[str | None, float]:
+        """Run ``yours`` on copies of the case's inputs, then judge what it did: inputs it changed in place, the
+        type it returned, then the output itself. Returns the difference (None when right) and the seconds
+        ``yours`` took."""
+        copies = clone(case.args)
+        started = time.perf_counter()
+        with time_limit(CASE_SECONDS):
+            got = yours(*copies)
+        return self.judge(got, copies, case), time.perf_counter() - started
+
+    def judge(self, got: Any, copies: tuple, case: Case) -> str | None:
+        """What is wrong with ``got``, returned for the case's inputs given as ``copies``; None when right."""
+        if changed := changed_input(copies, case.args):
+            return f"changed its input {changed} in place; leave the inputs as they are and return a new value"
+        if not isinstance(got, self.returns) or isinstance(got, bool):
+            return f"returned {shown(got)} (a {type(got).__name__}), where its docstring promises {self.returns_text}"
         if self.differs is not None:
-            return self.differs(yours, case)
-        return difference(yours(*clone(case.args)), self.library(*case.args))
+            return self.differs(got, case)
+        return difference(got, self.library(*case.args))
 
 
 @dataclass(frozen=True)
@@ -116,8 +140,53 @@ def describe(args: tuple) -> str:
 
 
 def clone(args: tuple) -> tuple:
-    """Copies of the tensor inputs, so a learner's in-place change cannot alter what the library sees."""
-    return tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
+    """Copies of the inputs (tensors cloned, models deep-copied), so a learner's in-place change cannot alter what
+    the library sees, and shows when the copies are compared with the originals."""
+    return tuple(a.clone() if isinstance(a, torch.Tensor) else copy.deepcopy(a) for a in args)
+
+
+def changed_input(copies: tuple, originals: tuple) -> str | None:
+    """Which input the learner's function changed in place ("1 (logits)" style: its position, and a tensor's
+    shape or a model's class), comparing what it was given with the untouched originals; None when none."""
+    for i, (mine, theirs) in enumerate(zip(copies, originals, strict=True), start=1):
+        if isinstance(theirs, torch.Tensor):
+            same = mine.shape == theirs.shape and torch.equal(mine, theirs)
+        elif isinstance(theirs, nn.Module):
+            a, b = mine.state_dict(), theirs.state_dict()
+            same = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        else:
+            same = True
+        if not same:
+            return f"{i} ({describe((theirs,))})"
+    return None
+
+
+CASE_SECONDS = 20.0  # a case the library answers in milliseconds: longer than this is a loop gone wrong
+
+
+class TookTooLong(Exception):
+    """A learner's function ran past :data:`CASE_SECONDS` on one case."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Stop the block with :class:`TookTooLong` after ``seconds``, where the platform allows it (a timer signal on
+    the main thread, as a Jupyter kernel runs cells); elsewhere the block runs on and its time is reported."""
+    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if not usable:
+        yield
+        return
+
+    def stop(signum, frame):
+        raise TookTooLong
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 # ----------------------------------------------------------------------------- the exercises' inputs
@@ -188,14 +257,10 @@ def crop_cases() -> list[Case]:
     ]
 
 
-def crop_differs(yours: Callable, case: Case) -> str | None:
+def crop_differs(out: Any, case: Case) -> str | None:
     """A random crop has no single right answer: each output image must be *some* window of its image
-    reflect-padded by ``padding``, the windows must vary between images, and the input must stay as it was."""
+    reflect-padded by ``padding``, and the windows must vary between images."""
     images, padding = case.args
-    original = images.clone()
-    out = yours(images, padding)
-    if not torch.equal(images, original):
-        return "changed the input images in place; return new ones"
     if (problem := difference(out, images)) and "value at" not in problem:
         return problem  # type, shape or dtype
     shifts = list(itertools.product(range(-padding, padding + 1), repeat=2))
@@ -232,18 +297,36 @@ def library_crop(images: torch.Tensor, padding: int) -> torch.Tensor:
 EXERCISES = {
     e.name: e
     for e in (
-        Exercise("topk_accuracy", topk_accuracy, "cifarkit.evaluate.topk_accuracy", topk_cases),
+        Exercise(
+            "topk_accuracy", topk_accuracy, "cifarkit.evaluate.topk_accuracy", topk_cases, float, "a Python float"
+        ),
         Exercise(
             "smoothed_cross_entropy",
             lambda logits, labels, smoothing: F.cross_entropy(logits, labels, label_smoothing=smoothing),
             "torch.nn.functional.cross_entropy(..., label_smoothing=...)",
             smoothing_cases,
+            torch.Tensor,
+            "a 0-dimensional tensor",
         ),
         Exercise(
-            "flip_tta", lambda model, x: tta_forward(model, "flip")(x), "cifarkit.evaluate.tta_forward", flip_cases
+            "flip_tta",
+            lambda model, x: tta_forward(model, "flip")(x),
+            "cifarkit.evaluate.tta_forward",
+            flip_cases,
+            torch.Tensor,
+            "a tensor",
         ),
-        Exercise("random_crop", library_crop, "cifarkit.loader.crop_at", crop_cases, crop_differs),
-        Exercise("int8_megabytes", int8_megabytes, "cifarkit.tools.compress.int8_megabytes", int8_cases),
+        Exercise(
+            "random_crop", library_crop, "cifarkit.loader.crop_at", crop_cases, torch.Tensor, "a tensor", crop_differs
+        ),
+        Exercise(
+            "int8_megabytes",
+            int8_megabytes,
+            "cifarkit.tools.compress.int8_megabytes",
+            int8_cases,
+            float,
+            "a Python float",
+        ),
     )
 }
 
@@ -256,6 +339,8 @@ def check(name: str, yours: Callable) -> Answer:
     a stub that still raises ``NotImplementedError`` ends the check. The answer's ``use`` is the learner's
     function when it passed and the library's otherwise, so the notebook runs on either way. The notebook's
     random stream is left as it was: the cases and a random crop draw from a forked one."""
+    if name not in EXERCISES:
+        raise ConfigError(f"unknown exercise {name!r}; the exercises are {', '.join(EXERCISES)}")
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         return first_difference(EXERCISES[name], yours)
 
@@ -264,9 +349,20 @@ def first_difference(exercise: Exercise, yours: Callable) -> Answer:
     """:func:`check`'s work: the cases in order, the first that fails answers."""
     name, cases = exercise.name, exercise.cases()
     fallback = f"the notebook goes on with `{exercise.library_name}`"
+    slowest = (0.0, "")
     for case in cases:
         try:
-            problem = exercise.difference(yours, case)
+            problem, seconds = exercise.difference(yours, case)
+            slowest = max(slowest, (seconds, case.name))
+        except TookTooLong:
+            problem = (
+                f"ran for more than {CASE_SECONDS:.0f} s and was stopped (the library answers in milliseconds: "
+                "a loop over every image or element?)"
+            )
+        except SystemExit as exc:  # sys.exit() in a learner's function must not end Run All or the series
+            problem = (
+                f"called sys.exit({exc.code if exc.code is not None else ''}) (SystemExit): return a value instead"
+            )
         except NotImplementedError:
             return Answer(
                 NOT_DONE,
@@ -283,9 +379,18 @@ def first_difference(exercise: Exercise, yours: Callable) -> Answer:
                 f"Fix it and rerun this cell; until then {fallback} (or see `solutions/{name}.py`).",
                 exercise.library,
             )
+    slow = (
+        f" Yours took {slowest[0]:.1f} s on {slowest[1]}, where the library takes milliseconds: it will slow the "
+        "cells that use it."
+        if slowest[0] > SLOW_SECONDS
+        else ""
+    )
     return Answer(
         PASSED,
         f"**{name}: passed** on {len(cases)} inputs ({'; '.join(c.name for c in cases)}), against "
-        f"`{exercise.library_name}`; the notebook uses yours from here.",
+        f"`{exercise.library_name}`; the notebook uses yours from here.{slow}",
         yours,
     )
+
+
+SLOW_SECONDS = 1.0  # a passing function slower than this on one small case is named as slow
