@@ -119,10 +119,6 @@ def test_a_cifarkit_error_in_a_notebook_is_a_short_message_and_marks_the_report(
     "answer,state",
     [
         ("import sys\n    sys.exit(0)", "differs"),  # a learner's sys.exit must not stop Run All
-        (
-            "return str(float((logits.argsort(1, descending=True)[:, :k] == labels[:, None]).any(1).float().mean()))",
-            "differs",
-        ),
         ("from cifarkit.evaluate import topk_accuracy as library\n    return library(logits, labels, k)", "passed"),
     ],
 )
