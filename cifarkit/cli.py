@@ -534,7 +534,7 @@ def build_parser() -> Parser:
     )
     se.add_argument(
         "--goal",
-        type=float,
+        type=positive_float,
         default=None,
         metavar="SECONDS",
         help="at the end, print each notebook's time and the series' beside this goal (make bench-series: 1800, "

@@ -65,3 +65,22 @@ def test_the_verdict_follows_the_interval():
     assert lowered.finding.startswith("Calibration (15 bins, validation): ECE 9.0 points without")
     same = describe({"without": (labels, calibrated), "with": (labels, calibrated)})
     assert "**within noise**" in same
+
+
+@pytest.mark.parametrize(
+    "labels,logits,needle",
+    [
+        (torch.zeros(0, dtype=torch.long), torch.zeros(0, 10), "score at least one image"),
+        (torch.zeros(3, dtype=torch.long), torch.zeros(4, 10), "got logits (4, 10) and 3 labels"),
+        (torch.zeros(2, dtype=torch.long), torch.tensor([[0.0, math.nan], [1.0, 0.0]]), "non-finite logits"),
+        (torch.zeros(2, dtype=torch.long), torch.tensor([[math.inf, 0.0], [1.0, 0.0]]), "for 1 of 2 images"),
+    ],
+)
+def test_calibration_of_nothing_or_of_nan_is_one_line(labels, logits, needle):
+    from cifarkit.errors import DataError
+
+    with pytest.raises(DataError) as caught:
+        reliability(labels, logits)
+    assert needle in str(caught.value) and "\n" not in str(caught.value)
+    with pytest.raises(DataError):
+        describe({"a": (labels, logits), "b": (labels, logits)})

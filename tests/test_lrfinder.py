@@ -41,3 +41,24 @@ def test_a_sweep_that_never_explodes_runs_to_its_last_rate(dataset):
 def test_bad_ranges_are_one_line(dataset, start, end, steps):
     with pytest.raises(ConfigError, match="use"):
         lr_range_test(CFG, dataset, start=start, end=end, steps=steps)
+
+
+@pytest.mark.parametrize("start,end", [(1e-6, math.inf), (math.nan, 1.0), (1e-6, math.nan), (-math.inf, 1.0)])
+def test_bounds_must_be_finite_and_ordered(dataset, start, end):
+    """end=inf was accepted and suggested inf, a rate `train` refuses."""
+    with pytest.raises(ConfigError, match="use finite 0 < start < end") as caught:
+        lr_range_test(CFG, dataset, start=start, end=end, steps=20)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_sweep_with_no_finite_loss_suggests_nothing(dataset):
+    """A dataset whose statistics blow its images up (a channel with almost no spread) makes the very first loss
+    infinite: there is no rate to suggest, and the answer says so in one line."""
+    from dataclasses import replace
+
+    from cifarkit.errors import TrainingDiverged
+
+    degenerate = replace(dataset, std=(1e-38, 1e-38, 1e-38))
+    with pytest.raises(TrainingDiverged, match="non-finite loss") as caught:
+        lr_range_test(CFG, degenerate, start=1e-6, end=1.0, steps=20)
+    assert "\n" not in str(caught.value)

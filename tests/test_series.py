@@ -338,6 +338,33 @@ def test_resuming_a_report_whose_profile_is_unknown_is_one_line_before_any_kerne
     assert "start a new report instead" in err and not (report / "notebooks").exists()  # nothing started
 
 
+@pytest.mark.parametrize(
+    "saved,needle",
+    [
+        ({"amp": "turbo"}, "amp 'turbo' is not one of auto, off, fp16, bf16"),
+        ({"seed": "zero"}, "seed 'zero' is not a non-negative integer"),
+        ({"seed": True}, "seed True is not a non-negative integer"),
+        ({"dataset": ""}, "dataset '' is not a dataset name"),
+        ({"profile": ["quick"]}, "profile ['quick'] is not a name"),
+    ],
+)
+def test_resuming_checks_every_stored_parameter_before_any_kernel(cli, tmp_path, saved, needle):
+    report = tmp_path / "20260101-000000-series"
+    report.mkdir()
+    params = {"dataset": "synthetic", "profile": "smoke", "seed": 0, "amp": "off", **saved}
+    (report / "series.json").write_text(json.dumps({"parameters": params, "notebooks": {}}))
+    code, _, err = cli("series", "--resume", report)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+    assert not (report / "notebooks").exists()  # nothing started
+
+
+@pytest.mark.parametrize("goal", ["inf", "nan", "0", "-5", "soon"])
+def test_the_goal_must_be_a_finite_positive_number(cli, tmp_path, goal):
+    code, _, err = cli("series", "--dataset", "synthetic", "--goal", goal, "--out", tmp_path)
+    assert code == 2 and "--goal" in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
+
+
 def test_markdown_to_html_subset():
     page = series.markdown_to_html("# T\n\n| a | b |\n| --- | --- |\n| [x](y.html) | **z** |\n\n- item `c`", "t")
     assert "<h1>T</h1>" in page and '<a href="y.html">x</a>' in page and "<strong>z</strong>" in page

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cifarkit.errors import DataError
 from cifarkit.evaluate import predicted_labels
 from cifarkit.report.commentary import Note, pct
 
@@ -32,7 +33,18 @@ class Reliability:
 
 def per_image(labels: torch.Tensor, logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Each image's confidence (its top class's softmax probability) and whether that class is right; the top
-    class is :func:`cifarkit.evaluate.predicted_labels`, the one prediction every metric uses."""
+    class is :func:`cifarkit.evaluate.predicted_labels`, the one prediction every metric uses. Empty, mismatched
+    or non-finite input is one line: a calibration of nothing, or of NaN, would print numbers that mean nothing."""
+    if logits.ndim != 2 or len(logits) == 0 or len(labels) != len(logits):
+        raise DataError(
+            f"calibration needs logits of shape (images, classes) and one label per image, got logits "
+            f"{tuple(logits.shape)} and {len(labels)} labels; score at least one image"
+        )
+    if not bool(torch.isfinite(logits).all()):
+        raise DataError(
+            f"calibration got non-finite logits (NaN or inf) for {int((~torch.isfinite(logits)).any(1).sum())} of "
+            f"{len(logits)} images; the model diverged: retrain it, or lower its learning rate"
+        )
     probs = logits.float().softmax(1)
     top = predicted_labels(logits)
     return probs.gather(1, top[:, None])[:, 0].numpy(), (top == labels).numpy()

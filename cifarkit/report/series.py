@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from cifarkit.config import AMP_MODES
 from cifarkit.data import load_dataset, project_root
 from cifarkit.device import env_info, resolve_amp, resolve_device
 from cifarkit.errors import CifarkitError
@@ -163,6 +164,25 @@ def show_parameters(node: Any) -> None:
     node.cells.insert(where + 1, nbformat.v4.new_markdown_cell(text))
 
 
+def check_saved_parameters(saved: dict, resume: str | Path) -> None:
+    """Every parameter a report's series.json stores, checked before any kernel starts: a value this cifarkit
+    cannot use (an unknown profile or precision, a seed that is not an integer, an empty dataset) would fail in
+    every notebook, so it is one line here."""
+    problems = []
+    if not isinstance(saved["dataset"], str) or not saved["dataset"].strip():
+        problems.append(f"dataset {saved['dataset']!r} is not a dataset name")
+    if not isinstance(saved["seed"], int) or isinstance(saved["seed"], bool) or saved["seed"] < 0:
+        problems.append(f"seed {saved['seed']!r} is not a non-negative integer")
+    if saved.get("amp", "auto") not in AMP_MODES:
+        problems.append(f"amp {saved.get('amp')!r} is not one of {', '.join(AMP_MODES)}")
+    try:
+        get_profile(saved["profile"])
+    except (CifarkitError, TypeError) as exc:
+        problems.append(str(exc) if isinstance(exc, CifarkitError) else f"profile {saved['profile']!r} is not a name")
+    if problems:
+        raise CifarkitError(f"--resume {resume}: its series.json says {problems[0]}; start a new report instead")
+
+
 def run_series(
     dataset: str | None = None,
     profile: str = "quick",
@@ -208,10 +228,7 @@ def run_series(
                 f"--resume {resume} was started with --amp {saved.get('amp', 'auto')}; leave --amp out (or pass that)"
             )
         dataset, profile, seed, amp = saved["dataset"], saved["profile"], saved["seed"], saved.get("amp", "auto")
-        try:  # before any kernel starts: a saved profile this cifarkit does not know would fail in every notebook
-            get_profile(profile)
-        except CifarkitError as exc:
-            raise CifarkitError(f"--resume {resume}: its series.json says {exc}; start a new report instead") from None
+        check_saved_parameters(saved, resume)
     else:
         dataset = dataset or "cifar10"
         ensure_dir(out, "--out folder")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from cifarkit.config import TrainConfig
 from cifarkit.data import Dataset
-from cifarkit.errors import ConfigError
+from cifarkit.errors import ConfigError, TrainingDiverged
 from cifarkit.train import prepare, train_step
 
 SMOOTHING = 0.98  # the loss is averaged exponentially over about 50 steps: one batch's loss is noisy
@@ -37,8 +37,8 @@ def lr_range_test(
     """Train ``cfg``'s network (fresh, seeded, on ``dataset``'s training images less its validation split, with
     ``cfg``'s optimizer, augmentation and precision, no schedule) for up to ``steps`` steps, the rate growing by
     the same factor each step from ``start`` to ``end``. Nothing is saved: the network is thrown away."""
-    if not 0 < start < end:
-        raise ConfigError(f"learning-rate range {start:g} to {end:g}: use 0 < start < end, e.g. 1e-6 to 1")
+    if not (math.isfinite(start) and math.isfinite(end) and 0 < start < end):
+        raise ConfigError(f"learning-rate range {start:g} to {end:g}: use finite 0 < start < end, e.g. 1e-6 to 1")
     if steps < 10:
         raise ConfigError(f"a range test of {steps} steps says nothing; use at least 10 (a few hundred is usual)")
     run = prepare(cfg, dataset)
@@ -60,5 +60,10 @@ def lr_range_test(
             stopped = "diverged"
             break
     finite = [(s, lr) for s, lr in zip(smoothed, lrs, strict=True) if math.isfinite(s)]
-    lowest = min(finite)[1] if finite else start
+    if not finite:  # no rate gave a usable loss: there is nothing to suggest, and a made-up rate would mislead
+        raise TrainingDiverged(
+            f"the range test's first step at lr {start:g} already gave a non-finite loss; check the data and "
+            "the network, or start the sweep lower"
+        )
+    lowest = min(finite)[1]
     return LrSweep(lrs, losses, smoothed, lowest, lowest / 10, stopped, cfg.optimizer, cfg.batch_size)
