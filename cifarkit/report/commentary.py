@@ -44,9 +44,40 @@ def first_sentence(text: str) -> str:
     return SENTENCE_END.split(text.strip(), maxsplit=1)[0].split("\n")[0]
 
 
+# words that mark a verdict or a caveat: a sentence holding one is never dropped from the Takeaways' "In this run"
+CAVEATS = (
+    "noise",
+    "cannot tell",
+    "not a clean",
+    "different budget",
+    "rough one",
+    "unanswered",
+    "lower bound",
+    "not measured",
+    "one seed",
+)
+
+
 def findings(notes: Sequence[str]) -> list[str]:
-    """What each paragraph found: its :class:`Note`'s ``finding``, else its first sentence."""
-    return [getattr(n, "finding", None) or first_sentence(n) for n in notes if n.strip()]
+    """What each paragraph found: its :class:`Note`'s ``finding``, else its first sentence, followed by every other
+    sentence of the paragraph that carries a verdict or a caveat (:data:`CAVEATS`), so a summary never keeps a
+    number and drops the words that qualify it."""
+    out = []
+    for note in notes:
+        if not note.strip():
+            continue
+        found = getattr(note, "finding", None) or first_sentence(note)
+        lines = [line.strip().removeprefix("- ").strip() for line in note.splitlines() if line.strip()]
+        sentences = [x.strip() for line in lines for x in SENTENCE_END.split(line)]
+        extra = [
+            x
+            for x in sentences
+            if any(c in x for c in CAVEATS)
+            and any(mark in x for mark in ("`", "**", *"0123456789"))  # about this run, not a definition
+            and x.rstrip(".") not in found
+        ]
+        out.append(" ".join([found, *extra]))
+    return out
 
 
 def in_this_run(notes: Sequence[str]) -> Note:
@@ -445,16 +476,14 @@ def ranking(table: Any) -> Note:
         n = int(min(top["val_images"], nxt["val_images"]))
         same_budget = (top["train_images"], top["epochs"]) == (nxt["train_images"], nxt["epochs"])
         noise = difference_is_noise(float(top["val_accuracy"]), n, float(nxt["val_accuracy"]), n)
+        gap = f"`{nxt['model']}`, {points(float(nxt['val_accuracy']) - float(top['val_accuracy']))}"
         text.append(
-            f"The runner-up, `{nxt['model']}`, is {points(float(nxt['val_accuracy']) - float(top['val_accuracy']))}"
-            f"{' (within noise)' if noise else ''}."
+            f"The runner-up, {gap} ({'within' if noise else 'beyond'} noise), trained on a different budget "
+            f"({int(nxt['train_images']):,} images × {int(nxt['epochs'])} epochs), so the ranking mixes what a model "
+            "can do with how long it was trained: compare runs of equal budget for a verdict on the model."
+            if not same_budget
+            else f"The runner-up, {gap} ({'within' if noise else 'beyond'} noise), trained on the same budget."
         )
-        if not same_budget:
-            text.append(
-                f"It trained on a different budget ({int(nxt['train_images']):,} images × "
-                f"{int(nxt['epochs'])} epochs), so the ranking mixes what a model can do with how long it "
-                "was trained: compare runs of equal budget for a verdict on the model."
-            )
     return Note(" ".join(text))
 
 
