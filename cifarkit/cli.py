@@ -82,13 +82,14 @@ def config_from_args(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from cifarkit.report.figures import run_callbacks
-    from cifarkit.runs import ensure_dir, load_checkpoint
+    from cifarkit.resume import resume_config
+    from cifarkit.runs import ensure_dir
     from cifarkit.tools import distributed
     from cifarkit.train import fit
 
     cfg = config_from_args(args)
     if args.resume:  # a run continues on its own device and length (fit reads the rest of its config)
-        saved = load_checkpoint(args.resume, wanted="last.pt")["config"]
+        saved = resume_config(args.resume)
         cfg = cfg.with_(device=saved["device"], epochs=args.epochs or saved["epochs"])
     else:
         ensure_dir(args.out, "--out folder")  # before minutes of data loading, not after

@@ -47,6 +47,7 @@ from cifarkit.evaluate import autocast, evaluate
 from cifarkit.loader import DeviceLoader, Normalizer
 from cifarkit.models import create_model, default_input_size, load_imagenet_weights
 from cifarkit.predict import evaluate_run
+from cifarkit.resume import restore, resume_state, save_training_state
 from cifarkit.runs import (
     RunLock,
     append_jsonl,
@@ -55,8 +56,6 @@ from cifarkit.runs import (
     format_epoch,
     make_run_dir,
     mark_complete,
-    restore,
-    resume_state,
     save_checkpoint,
     write_run_start,
     write_train_json,
@@ -597,26 +596,6 @@ def keep_best(run: Run, value: float, epoch: int) -> bool:
     else:
         run.stale += 1
     return run.cfg.patience > 0 and run.stale >= run.cfg.patience
-
-
-def save_training_state(run: Run, epoch: int) -> None:
-    """last.pt: the weights plus everything an exact resume needs (optimizer, schedule, each rank's data
-    order and random stream, the rows so far and the best-so-far bookkeeping)."""
-    ranks = run.dist.gather({"loader": run.train_loader.state_dict(), "torch_rng": torch.get_rng_state()})
-    training = {
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
-        "scaler": run.scaler.state_dict() if run.scaler is not None else None,
-        **ranks[0],
-        "world_size": run.dist.world_size,
-        **({"ranks": ranks} if run.dist.enabled else {}),
-        "rows": run.rows,
-        "best_value": run.best_value,
-        "best_epoch": run.best_epoch,
-        "stale": run.stale,
-    }
-    if run.dist.is_main:
-        save_checkpoint(run.run_dir / "last.pt", run.model, run.meta(epoch), training)
 
 
 def finish(run: Run, hooks: Callback, test: bool) -> None:

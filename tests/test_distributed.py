@@ -17,7 +17,8 @@ from torch import nn
 
 from cifarkit.data import make_synthetic
 from cifarkit.errors import ConfigError, rank_tag
-from cifarkit.runs import check_resume, load_checkpoint, read_json
+from cifarkit.resume import check_resume
+from cifarkit.runs import load_checkpoint, read_json
 from cifarkit.tools.distributed import Dist, launch_from_env, per_rank_batch, shard
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]

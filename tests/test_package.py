@@ -96,17 +96,56 @@ def test_no_import_circle():
         visit(module, (module,))
 
 
+CORE_LINES = 5_000  # what a learner reads to see images become a checkpoint and its metrics (4,800 lines now)
+
+
 def test_core_is_small_and_flat():
-    """At most 14 modules at the package top, the core's names say what they hold."""
-    top = sorted(p.stem for p in PACKAGE.glob("*.py"))
-    assert len(top) <= 14, top
-    assert {"config", "data", "loader", "models", "train", "evaluate", "predict", "runs"} <= set(top)
+    """The core is one flat folder a learner can read: its total stays under :data:`CORE_LINES`, and its names
+    say what they hold."""
+    top = {p.stem: len(p.read_text().splitlines()) for p in PACKAGE.glob("*.py")}
+    assert sum(top.values()) <= CORE_LINES, sorted(top.items(), key=lambda kv: -kv[1])[:4]
+    assert {"config", "data", "loader", "models", "train", "evaluate", "predict", "runs", "resume"} <= set(top)
 
 
-def test_modules_stay_small():
-    """A few hundred lines per module."""
-    sizes = {name: len(p.read_text().splitlines()) for name, p in modules().items()}
-    assert max(sizes.values()) <= 700, sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
+# functions longer than a screen, each at its present length: a ceiling that may only come down (the CLI's
+# parser is a list of option declarations; issue 42 generates them from the settings)
+LONG_FUNCTIONS = {"cli.build_parser": 180}
+SCREEN = 100  # lines: a function a reader can hold at once, as airbench's training loop
+
+
+def test_functions_fit_on_a_screen():
+    """What the old cap of 700 lines per file stood for: code a reader can follow. A function reads top to bottom
+    on one screen, whatever file it sits in; files are split by concern, not by length."""
+    long = {}
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > LONG_FUNCTIONS.get(f"{name}.{node.name}", SCREEN):
+                    long[f"{name}.{node.name}"] = lines
+    assert long == {}, long
+
+
+def test_one_module_writes_and_reads_the_resume_state():
+    """last.pt is written and read (weights, optimizer, schedule, data order, random streams) in cifarkit.resume
+    alone, so the two sides of an exact resume cannot drift apart."""
+    users = set()
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
+            text = ast.unparse(node)
+            if func in ("save_checkpoint", "load_checkpoint") and ("last.pt" in text or "LAST" in text):
+                users.add(name)
+            if func in ("restore", "save_training_state", "resume_state") and name != "resume":
+                users.add(f"{name} (calls {func})")
+    assert users == {
+        "resume",
+        "train (calls save_training_state)",
+        "train (calls resume_state)",
+        "train (calls restore)",
+    }
 
 
 def test_help_does_not_import_torch():

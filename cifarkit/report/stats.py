@@ -10,6 +10,8 @@ import math
 from collections.abc import Mapping, Sequence
 from statistics import fmean, stdev
 
+from cifarkit.evaluate import fixed_broken
+
 Z = 2.0  # the noise rule's width, in standard errors: every verdict in the package uses it through this module
 
 
@@ -105,8 +107,6 @@ def paired_curve(rows: Sequence[Mapping], method: str, against: str):
     with their per-image ``test_correct``. Per budget: the gain per seed, its fixed/broken counts, the mean gain
     and :func:`seeds_verdict`."""
     import pandas as pd
-
-    from cifarkit.evaluate import fixed_broken
 
     by = {(r["method"], r["labels_per_class"], r["seed"]): r for r in rows}
     out = []

@@ -1,0 +1,123 @@
+"""The resume state of a training run, written and read in this one module: :func:`save_training_state` writes
+last.pt (the weights plus everything an exact resume needs), :func:`resume_state` and :func:`check_resume` read
+and check it before anything is built, and :func:`restore` puts it back into a prepared run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cifarkit.errors import CheckpointError, ConfigError, short_list
+from cifarkit.runs import current_names, load_checkpoint, run_complete, save_checkpoint, write_metrics
+
+LAST = "last.pt"  # the file that holds the resume state, in every run folder
+
+
+def resume_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The settings a last.pt was trained with (its device and length decide how a resume starts)."""
+    return load_checkpoint(path, wanted=LAST)["config"]
+
+
+def save_training_state(run: Any, epoch: int) -> None:
+    """last.pt: the weights plus everything an exact resume needs (optimizer, schedule, each rank's data
+    order and random stream, the rows so far and the best-so-far bookkeeping)."""
+    ranks = run.dist.gather({"loader": run.train_loader.state_dict(), "torch_rng": torch.get_rng_state()})
+    training = {
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
+        "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+        **ranks[0],
+        "world_size": run.dist.world_size,
+        **({"ranks": ranks} if run.dist.enabled else {}),
+        "rows": run.rows,
+        "best_value": run.best_value,
+        "best_epoch": run.best_epoch,
+        "stale": run.stale,
+    }
+    if run.dist.is_main:
+        save_checkpoint(run.run_dir / LAST, run.model, run.meta(epoch), training)
+
+
+def resume_state(path: str | os.PathLike, epochs: int, world_size: int) -> dict[str, Any]:
+    """The last.pt at ``path``, checked (:func:`check_resume`) before anything is built or written."""
+    state = load_checkpoint(path, wanted=LAST)
+    if "training" not in state:
+        raise CheckpointError(f"{path} holds weights only; resume from the run's last.pt")
+    state["finish_only"] = check_resume(state, epochs, path, world_size)
+    state["training"]["rows"] = [current_names(r) for r in state["training"]["rows"]]  # an earlier version's rows
+    return state
+
+
+def check_resume(state: dict[str, Any], epochs: int, path: str | os.PathLike, world_size: int = 1) -> bool:
+    """Refuse, in one line and before anything is written, a resume that cannot continue the run as asked;
+    return True when the run has trained to its end and only its reports are missing (it is then finished).
+
+    The rule: a run whose learning rate follows a schedule (``onecycle``, ``cosine``) keeps the number
+    of epochs it started with, because the whole schedule was laid out for that length at step 0;
+    a run without a schedule may be extended. A finished (or early-stopped) run has nothing to resume,
+    unless it was stopped between its last checkpoint and the end of its reports (train.json, test.json,
+    the figures: :func:`run_complete`): those are made.
+    """
+    saved = state["config"]
+    done = int(state["epoch"])
+    trained_by = int(state["training"].get("world_size", 1))
+    if trained_by != world_size:
+        how = (
+            f"{trained_by} processes in all (torchrun --nproc_per_node {trained_by} -m cifarkit train --resume {path}, "
+            "or as many over several --nnodes)"
+            if trained_by > 1
+            else f"one process (python -m cifarkit train --resume {path})"
+        )
+        raise ConfigError(
+            f"{path} was trained by {trained_by} process(es) and this launch has {world_size}; last.pt holds each "
+            f"process's own data order and augmentation stream, so resume it with {how}"
+        )
+    if epochs != saved["epochs"] and saved["scheduler"] != "none":
+        raise ConfigError(
+            f"cannot change epochs from {saved['epochs']} to {epochs} when resuming: the {saved['scheduler']} "
+            "learning-rate schedule was fixed for the run's length at its start; resume without --epochs, "
+            "or start a new run with the length you want"
+        )
+    t = state["training"]
+    stopped = saved["patience"] > 0 and t["stale"] >= saved["patience"]
+    if stopped or epochs <= done:
+        folder = Path(path).parent
+        if not run_complete(folder):
+            return True  # trained, but killed before its reports or figures: finish it
+    if stopped:
+        raise ConfigError(f"{path}: the run stopped early at epoch {done}; there is nothing to resume")
+    if epochs <= done:
+        raise ConfigError(
+            f"{path} has already trained {done} epoch(s); nothing to resume for {epochs} epochs "
+            + ("(pass --epochs above it to train longer)" if saved["scheduler"] == "none" else "(the run is finished)")
+        )
+    return False
+
+
+def restore(run: Any, state: dict[str, Any], path: Path) -> None:
+    """Put a checkpoint's training state back into ``run`` (a :class:`cifarkit.train.Run`): weights, optimizer, schedule, this rank's data
+    order and random stream, the rows so far; metrics.jsonl is rewritten to end at the checkpoint's epoch."""
+    t = state["training"]
+    mine = t["ranks"][run.dist.rank] if run.dist.enabled else t
+    if list(state["classes"]) != list(run.dataset.classes):
+        raise CheckpointError(
+            f"{path} was trained on the classes {short_list(state['classes'])} but {run.cfg.dataset} has "
+            f"{short_list(run.dataset.classes)}; resume on the dataset the run started with"
+        )
+    run.model.load_state_dict(state["state_dict"])
+    run.optimizer.load_state_dict(t["optimizer"])
+    if run.scheduler is not None and t.get("scheduler"):
+        run.scheduler.load_state_dict(t["scheduler"])
+    if run.scaler is not None and t.get("scaler"):
+        run.scaler.load_state_dict(t["scaler"])
+    run.train_loader.load_state_dict(mine["loader"])
+    torch.set_rng_state(mine["torch_rng"])
+    run.rows, run.best_value, run.best_epoch, run.stale = list(t["rows"]), t["best_value"], t["best_epoch"], t["stale"]
+    # a run that trained to its end (or stopped early) and lost only its reports skips the loop
+    run.start_epoch = run.cfg.epochs + 1 if state["finish_only"] else int(state["epoch"]) + 1
+    run.run_dir = path.resolve().parent
+    if run.dist.is_main:
+        write_metrics(run.run_dir, run.rows)  # it may hold epochs after the checkpoint
