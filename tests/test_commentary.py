@@ -391,9 +391,19 @@ def test_a_notebook_remembers_its_notes_for_the_takeaways_and_the_summary(tmp_pa
     nb.finish(x=1)
     shown = capsys.readouterr().out  # the notebook's own cost on this machine, beside the fixed costs' machine
     assert "This run of the notebook took **" in shown and "on cpu (" in shown and "profile `smoke`" in shown
-    assert "measured on a 2-core AVX2 CPU in fp32" in shown
+    assert "README's cost table" in shown and "precision" not in shown  # nothing was computed: no precision named
+    nb.compute()
+    nb.finish(x=1)
+    assert f"precision {expected_precision()}" in capsys.readouterr().out  # a network ran (nb.compute)
     summary = json.loads((tmp_path / "summaries" / "01_ex1_baseline.json").read_text())
     assert summary["in_this_run"] == ["First finding, 12.5% of it.", "Second finding."]
+
+
+def expected_precision() -> str:
+    """What ``amp="auto"`` means on this machine's CPU: bf16 where it is native, fp32 elsewhere."""
+    from cifarkit.device import precision_name, resolve_amp, resolve_device
+
+    return precision_name(resolve_amp("auto", resolve_device("cpu")))
 
 
 def test_epochs_below_training_loss_are_named_as_they_are():

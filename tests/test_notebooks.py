@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import json
 from pathlib import Path
 
@@ -137,3 +138,54 @@ def test_notebook_01_runs_to_the_end_with_a_solved_or_wrong_exercise(tmp_path, a
     NotebookClient(book, kernel_name="python3", timeout=600).execute(cwd=str(path.parent))
     summary = json.loads((tmp_path / "summaries" / "01_ex1_baseline.json").read_text())
     assert summary["status"] == "finished" and summary["headline"]["exercise[topk_accuracy]"] == state
+
+
+def cell_texts(name: str, kinds: tuple[str, ...] = ("markdown",)) -> str:
+    """The fixed text of notebook ``name``: its Markdown cells (and with ``"parameters"`` its parameters cell)."""
+    import nbformat
+
+    (path,) = [p for p in NOTEBOOKS if p.name.startswith(name)]
+    book = nbformat.read(path, as_version=4)
+    return "\n".join(
+        c.source
+        for c in book.cells
+        if c.cell_type in kinds or ("parameters" in kinds and "parameters" in c.metadata.get("tags", []))
+    )
+
+
+DURATION = re.compile(r"\b\d+(?:\.\d+)?\s*(?:s|min|minutes|seconds|hours?)\b(?![-\w])")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_fixed_text_quotes_a_time(path):
+    """A time depends on the machine and the code's budgets, and drifted in fixed text (00 said 37 s and 27 s for
+    one thing): the footer prints this run's own, the README's cost table each machine's from a report."""
+    text = cell_texts(path.stem, ("markdown", "parameters"))
+    assert DURATION.findall(text) == [], path.stem
+
+
+def test_the_counts_in_fixed_text_are_the_codes():
+    """Every count a notebook's fixed Markdown states about what the code does is checked against the code."""
+    from cifarkit.config import TrainConfig
+    from cifarkit.report import ablation, notebook
+    from cifarkit.tools.lrfinder import lr_range_test
+
+    cfg = TrainConfig()
+    arms = dict(ablation.ARMS)
+    t03 = cell_texts("03")
+    assert f"padded by {cfg.crop_padding} px" in t03
+    assert f"zeroes a random {100 * arms['+dropout']['model_kwargs']['dropout']:.0f}%" in t03
+    assert f"erases a random {cfg.cutout_size}×{cfg.cutout_size} square" in t03
+    smoothing = arms["+label smoothing"]["label_smoothing"]
+    assert f"**label smoothing** ({smoothing:g})" in t03 and f"target is {100 * (1 - smoothing):.0f}% on" in t03
+    defaults = lr_range_test.__defaults__  # start, end, steps
+    assert defaults[:2] == (1e-6, 1.0) and "from 10⁻⁶ to 1" in t03
+    assert "a few hundred steps" not in t03  # the sweep's length is the profile's, said by the note
+    t07 = cell_texts("07")
+    held = cfg.val_fraction
+    assert f"same {100 * (1 - held):.0f}% of the training split" in t07 and f"held-out {100 * held:.0f}%" in t07
+    t09 = cell_texts("09")
+    budgets = notebook.PROFILES["quick"].transfer.labels_per_class
+    assert f"from {budgets[0]:,}, {budgets[1]:,} or {budgets[2]:,} labelled images per class" in t09
+    assert "the target classes' test split." not in t09  # quick scores a part of it: the table says how many
+    assert "10,000-image" not in cell_texts("06")

@@ -417,8 +417,8 @@ class NotebookRun:
         return Note(
             f"This run of the notebook took **{duration_text(seconds)}** from its first cell on {device} "
             f"({accelerator_name(device)}; {cpu_instruction_set() if device.type == 'cpu' else 'GPU'}), profile "
-            f"`{self.profile.name}`{precision}. The costs the parameters cell and Try it quote were measured on a "
-            "2-core AVX2 CPU in fp32: scale them by what this machine took."
+            f"`{self.profile.name}`{precision}: a rerun here costs about the same. The README's cost table gives "
+            "each notebook's time on the machines it was measured on."
         )
 
     def finish(self, **headline: Any):
