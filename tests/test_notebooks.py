@@ -181,6 +181,8 @@ def test_the_counts_in_fixed_text_are_the_codes():
     defaults = lr_range_test.__defaults__  # start, end, steps
     assert defaults[:2] == (1e-6, 1.0) and "from 10⁻⁶ to 1" in t03
     assert "a few hundred steps" not in t03  # the sweep's length is the profile's, said by the note
+    quick = notebook.PROFILES["quick"]
+    assert f"30 epochs instead of the quick profile's {quick.epochs}" in cell_texts("01")
     t07 = cell_texts("07")
     held = cfg.val_fraction
     assert f"same {100 * (1 - held):.0f}% of the training split" in t07 and f"held-out {100 * held:.0f}%" in t07
