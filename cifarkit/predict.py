@@ -15,7 +15,7 @@ from torch import nn
 from cifarkit.data import Dataset, Split, decode_image, image_files, pil_to_array, resolve_user_path
 from cifarkit.device import resolve_channels_last, resolve_device
 from cifarkit.errors import CheckpointError, CifarkitError, DataError, short_list
-from cifarkit.evaluate import compare_tta, evaluate, predict_logits, tta_forward
+from cifarkit.evaluate import compare_tta, evaluate, predict_logits, ranked_classes, tta_forward
 from cifarkit.loader import DeviceLoader, Normalizer
 from cifarkit.runs import load_checkpoint, test_json, write_run_file
 from cifarkit.variants import OnnxModel, model_from_blob
@@ -172,9 +172,11 @@ def expand_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def topk_entries(probs: torch.Tensor, classes: Sequence[str], k: int) -> list[dict]:
-    """``[{"class": name, "prob": p}, ...]`` for the ``k`` most likely classes."""
-    values, index = probs.topk(min(k, probs.numel()))
-    return [{"class": classes[i], "prob": round(float(v), 6)} for v, i in zip(values, index.tolist(), strict=True)]
+    """``[{"class": name, "prob": p}, ...]`` for the ``k`` most likely classes, ranked as every metric ranks them
+    (:func:`cifarkit.evaluate.ranked_classes`: equal probabilities to the lower class index), so the first entry is
+    the one prediction :func:`cifarkit.evaluate.predicted_labels` makes for the image."""
+    index = ranked_classes(probs[None])[0, : min(k, probs.numel())]
+    return [{"class": classes[i], "prob": round(float(probs[i]), 6)} for i in index.tolist()]
 
 
 def predict_files(

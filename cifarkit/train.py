@@ -563,9 +563,9 @@ def fit(
                 hooks.epoch_end(run, row)
                 log(format_epoch(row, cfg.epochs))
             run.rows.append(dist.broadcast(row))  # rank 0's validation decides for every rank
-            if not math.isfinite(stats.loss):
+            if (what := non_finite(stats.loss, run.rows[-1], run.model)) is not None:
                 finish(run, hooks, test)
-                raise TrainingDiverged(diverged_message(run, epoch, stats.loss))
+                raise TrainingDiverged(diverged_message(run, epoch, what))
             stop = keep_best(run, run.rows[-1][cfg.monitor], epoch)
             if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs or stop:
                 save_training_state(run, epoch)
@@ -611,8 +611,25 @@ def finish(run: Run, hooks: Callback, test: bool) -> None:
     mark_complete(run.run_dir, tested=result is not None)  # last: a kill before it leaves a run resume finishes
 
 
-def diverged_message(run: Run, epoch: int, loss: float) -> str:
-    """What a diverged run says: which epoch, which checkpoints survive, what to change."""
+def non_finite(loss: float, row: dict[str, Any] | None, model: nn.Module) -> str | None:
+    """What went non-finite in an epoch, or None: its training loss, its validation loss, or the weights
+    themselves (a learning rate far too high can leave the mean loss finite while weights or batch-norm
+    statistics overflow; such a network must not be kept as a checkpoint). One device sync for all the weights."""
+    if not math.isfinite(loss):
+        return f"loss {loss}"
+    if row is not None and not math.isfinite(row.get("val_loss", 0.0)):
+        return f"validation loss {row['val_loss']}"
+    state = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+    finite = torch.stack([torch.isfinite(v).all() for v in state.values()]) if state else torch.ones(1, dtype=bool)
+    if not bool(finite.all()):
+        name = next(k for k, ok in zip(state, finite.tolist(), strict=True) if not ok)
+        return f"non-finite weights in {name}"
+    return None
+
+
+def diverged_message(run: Run, epoch: int, what: str) -> str:
+    """What a diverged run says: which epoch and what went non-finite, which checkpoints survive, what to
+    change."""
     files = [f for f in ("best.pt", "last.pt") if (run.run_dir / f).is_file()]
     kept = (
         f"{' and '.join(files)} from before it are kept"
@@ -620,7 +637,7 @@ def diverged_message(run: Run, epoch: int, loss: float) -> str:
         else "no epoch finished cleanly, so no checkpoint was written"
     )
     return (
-        f"training diverged in epoch {epoch} (loss {loss}); {kept} in {run.run_dir}; "
+        f"training diverged in epoch {epoch} ({what}); {kept} in {run.run_dir}; "
         "lower --lr (or add --scheduler onecycle for a warm-up) and train again"
     )
 

@@ -112,9 +112,46 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _data_outside_the_checkout(tmp_path_factory: pytest.TempPathFactory):
+    """No test writes into the checkout: every dataset cache and download goes to a temporary folder (a test that
+    needs another sets CIFARKIT_DATA itself, through monkeypatch)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CIFARKIT_DATA", str(tmp_path_factory.mktemp("data")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(autouse=True)
-def _few_threads():
+def _globals_restored():
+    """Every test starts from the same process-wide settings and leaves them as it found them, however it ends:
+    torch's thread count (2, as on CI), deterministic algorithms, the default dtype, the hooks for uncaught
+    exceptions, the working folder and the environment. A leak here changed the arithmetic of later tests."""
+    import os
+    import sys
+    import threading
+
     torch.set_num_threads(2)
+    saved = (
+        torch.get_num_threads(),
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.get_default_dtype(),
+        threading.excepthook,
+        sys.excepthook,
+        os.getcwd(),
+        dict(os.environ),
+    )
+    yield
+    threads, deterministic, warn_only, dtype, thread_hook, hook, cwd, environ = saved
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    torch.set_default_dtype(dtype)
+    threading.excepthook, sys.excepthook = thread_hook, hook
+    os.chdir(cwd)
+    if dict(os.environ) != environ:
+        os.environ.clear()
+        os.environ.update(environ)
 
 
 @pytest.fixture
@@ -141,3 +178,31 @@ def small_disk(tmp_path: Path):
     yield make
     for folder in mounted:
         subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+@pytest.fixture
+def on_small_disk(tmp_path: Path):
+    """Run ``python -c code folder`` with ``folder`` a real tmpfs of ``kib`` KiB in a private mount namespace
+    (``unshare -m`` as root, ``unshare -rm`` for anyone where the kernel allows user namespaces), so a test meets
+    a full or read-only disk as it happens: from the kernel, in whatever thread writes. ``read_only`` remounts it
+    read-only after ``folders`` are made on it. Skips, saying why, where neither namespace can be made."""
+    import os
+    import subprocess
+    import sys
+
+    def run(code: str, kib: int, folders: tuple[str, ...] = (), read_only: bool = False):
+        folder = tmp_path / "disk"
+        folder.mkdir(exist_ok=True)
+        steps = [f'mount -t tmpfs -o size={kib}k tmpfs "$1"']
+        steps += [f'mkdir -p "$1/{name}"' for name in folders]
+        steps += ['mount -o remount,ro "$1"'] if read_only else []
+        script = " && ".join([*steps, 'exec "$2" -c "$3" "$1"'])
+        unshare = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-rm"]
+        probe = subprocess.run([*unshare, "true"], capture_output=True, text=True)
+        if probe.returncode != 0:
+            pytest.skip(f"a real small disk needs a private mount namespace ({' '.join(unshare)}), which this "
+                        f"machine refuses: {(probe.stderr or 'failed').strip().splitlines()[0]}")  # fmt: skip
+        cmd = [*unshare, "sh", "-c", script, "sh", str(folder), sys.executable, code]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+    return run

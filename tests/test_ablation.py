@@ -90,7 +90,9 @@ def test_the_table_counts_fixed_and_broken_against_the_base_of_each_seed(tmp_pat
     )
     assert "cannot tell for `+crop` -1.0 points (10 fixed / 20 broken, 10 fixed / 20 broken)" in note
     assert "ahead of the next, `base`, beyond noise at every seed" in note
-    assert note.finding == "Ablation over 2 seeds: `+bn` helped at this budget; best mean `+bn` at 60.0%."
+    assert note.finding == (
+        "Ablation over 2 seeds: `+bn` helped at this budget; `+crop` within noise at every seed; best mean `+bn` at 60.0%."
+    )
 
 
 def test_one_seed_calls_nothing(tmp_path):

@@ -59,10 +59,18 @@ return null;
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def server_port(runtime: Path, server: subprocess.Popen, seconds: float = 90) -> int:
+    """The port JupyterLab chose itself (``--port=0``), read from the runtime file it writes once it listens:
+    no port is picked here, closed, and hoped to be free still."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and server.poll() is None:
+        for info in runtime.glob("jpserver-*.json"):
+            try:
+                return int(json.loads(info.read_text())["port"])
+            except (ValueError, KeyError, OSError):
+                pass  # being written
+        time.sleep(0.5)
+    raise RuntimeError(f"JupyterLab did not start (see {runtime.parent / 'lab.log'})")
 
 
 @pytest.fixture(scope="module")
@@ -73,16 +81,21 @@ def lab(tmp_path_factory):
 
     home = tmp_path_factory.mktemp("lab")
     shutil.copytree(ROOT / "notebooks", home / "notebooks")  # the browser's autosave never touches the committed ones
-    port = free_port()
     cmd = [
-        sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}",
+        sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", "--port=0",
         "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=", "--ServerApp.password=",
         f"--ServerApp.root_dir={home}", "--LabApp.expose_app_in_browser=True",
     ]  # fmt: skip
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(home / ".jupyter"), "CIFARKIT_DATA": str(home / "data")}
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(home / ".jupyter"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "CIFARKIT_DATA": str(home / "data"),
+    }
     server = subprocess.Popen(cmd, stdout=open(home / "lab.log", "w"), stderr=subprocess.STDOUT, env=env)
     driver = None
     try:
+        port = server_port(home / "runtime", server)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:

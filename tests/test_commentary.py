@@ -499,12 +499,13 @@ def test_in_this_run_keeps_every_verdict_and_caveat_of_a_paragraph():
     """06's and 07's Takeaways kept a number and dropped the words that qualified it."""
     note = commentary.Note(
         "The speedrun reaches **70.6%** on 5,000 images. A difference counts only beyond noise. That is within "
-        "noise of the 70.0% target.\n\n- **course** did not reach 70%: this run cannot tell how long it takes.",
-        finding="The speedrun reaches **70.6%** on 5,000 images.",
-    )
+        "noise of the 70.0% target.\n\n- **course** did not reach 70%: this run cannot tell how long it takes."
+    )  # no finding chosen: the first sentence stands for it, and the sentences that qualify it follow
     (bullet,) = commentary.findings([note])
     assert bullet.startswith("The speedrun reaches **70.6%** on 5,000 images.")
     assert "That is within noise of the 70.0% target." in bullet
     assert "**course** did not reach 70%: this run cannot tell how long it takes." in bullet
     assert "counts only beyond noise" not in bullet  # a definition, not this run's verdict
     assert bullet.count("70.6%") == 1
+    chosen = commentary.Note(str(note), finding="The speedrun reaches **70.6%**, within noise of the target.")
+    assert commentary.findings([chosen]) == [chosen.finding]  # a finding chosen by its writer stands as it is

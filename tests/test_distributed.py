@@ -191,9 +191,12 @@ def test_a_resumed_launch_joins_on_the_runs_own_device(tmp_path, monkeypatch):
 
 def test_two_nodes_meet_through_c10d_rendezvous(tmp_path):
     # two torchrun agents, as on two machines (here both on localhost), one process each
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    # the port stays held (bound, never listening, SO_REUSEADDR) until both agents have finished: the rendezvous
+    # store may bind it beside this socket, and no other process can take it in between
+    held = socket.socket()
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    held.bind(("127.0.0.1", 0))
+    port = held.getsockname()[1]
     agent = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1"]
     agent += ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "test"]
     argv = ["--dataset", "synthetic:classes=4,size=16,train=32,test=8", "--model", "ex1", "--epochs", "1"]
@@ -208,7 +211,10 @@ def test_two_nodes_meet_through_c10d_rendezvous(tmp_path):
         )
         for i in range(2)
     ]
-    outputs = [node.communicate(timeout=180) for node in nodes]
+    try:
+        outputs = [node.communicate(timeout=180) for node in nodes]
+    finally:
+        held.close()
     assert [node.returncode for node in nodes] == [0, 0], outputs
     run = only_run(tmp_path)
     assert read_json(run / "config.json")["resolved"]["world_size"] == 2 and [r["epoch"] for r in metrics(run)] == [1]

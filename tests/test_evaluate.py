@@ -143,3 +143,29 @@ def test_paired_test_matches_mcnemar_exact_near_the_boundary(fixed, broken):
 
 def test_paired_test_with_nothing_discordant_is_noise():
     assert stats.paired_p_value(0, 0) == 1.0 and stats.paired_is_noise(0, 0)
+
+
+def test_tied_logits_give_one_label_per_image_through_every_entry_point(tmp_path):
+    """evaluate (what deploy-bench's rows and notebooks read), predict's top-k and the TTA table all name the
+    same prediction for an image whose top logits tie: the lower class index."""
+    from cifarkit.data import Split
+    from cifarkit.loader import Normalizer
+    from cifarkit.predict import Predictor, topk_entries
+
+    labels = torch.arange(100) % 10
+    images = torch.zeros(100, 3, 4, 4, dtype=torch.uint8)
+    images[:, 0, 0, 0] = labels.to(torch.uint8)
+    cpu = torch.device("cpu")
+    identity = Normalizer((0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255), cpu)
+    classes = [f"c{i}" for i in range(10)]
+    predictor = Predictor(TiedLogits(), classes, identity, 4, cpu, {"config": {"amp": "off"}}, tmp_path / "tied.pt")
+    split = Split(images, labels)
+    scored = predictor.evaluate(split, report=False, per_image=True)
+    first = [row for row in predictor.compare_tta(split) if row["mode"] == "none"][0]
+    assert scored["accuracy"] == first["accuracy"] == 0.6
+    probs = predictor.probabilities(images.numpy(), "none")
+    top1 = [topk_entries(p, classes, 3)[0]["class"] for p in probs]
+    assert top1 == [classes[int(i)] for i in evaluate.predicted_labels(probs)]
+    assert top1[:10] == ["c0", "c1", "c2", "c3", "c4", "c5", "c0", "c1", "c2", "c3"]  # 6-9 tie with 0-3: the lower wins
+    right = torch.tensor([c == classes[int(y)] for c, y in zip(top1, labels, strict=True)])
+    assert torch.equal(right, scored["correct"].cpu())  # the same images right in predict as in evaluate

@@ -80,9 +80,9 @@ def test_a_rank_without_its_rank_0_stops_in_one_line(tmp_path, addr, needle):
     import subprocess
     import sys
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
+    held = socket.socket()  # bound, never listening, open until the rank has given up: nothing can answer there
+    held.bind(("127.0.0.1", 0))
+    port = held.getsockname()[1]
     env = {
         **os.environ,
         "RANK": "1",
@@ -94,7 +94,10 @@ def test_a_rank_without_its_rank_0_stops_in_one_line(tmp_path, addr, needle):
         "CIFARKIT_RENDEZVOUS_TIMEOUT": "2",
     }
     cmd = [sys.executable, "-m", "cifarkit", "train", *SMALL, "--device", "cpu", "--out", str(tmp_path / "runs")]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        held.close()
     one_line(done.returncode, done.stderr, 1, needle, "rank 1")
 
 

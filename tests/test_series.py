@@ -510,9 +510,24 @@ def test_every_notebooks_in_this_run_states_a_number_from_its_run(smoke_report):
         summary = json.loads(path.read_text())
         assert summary["status"] == "finished", path.name
         found = summary["in_this_run"]
-        assert found and any(re.search(r"\d", line) for line in found), (path.name, found)
+        produced = numbers_of(summary["headline"])  # the numbers this notebook's run produced, as a note prints them
+        stated = {m.group(0).rstrip(".") for line in found for m in re.finditer(r"\d[\d,]*(?:\.\d+)?%?", line)}
+        assert stated & produced, (path.name, found, sorted(produced)[:20])
         assert not any(line.startswith("Test-time augmentation (TTA) averages") for line in found)
         assert all("\n" not in line for line in found), (path.name, found)
+
+
+def numbers_of(headline: dict) -> set[str]:
+    """Every way a note prints a headline number: a fraction as a percentage with one decimal or as it is to
+    three or four decimals, a count with thousands separators."""
+    out = set()
+    for value in headline.values():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        out |= {f"{value:,}", f"{value:,.0f}", f"{value:.3f}", f"{value:.4f}", f"{value:.1f}"}
+        if 0 <= value <= 1:
+            out.add(f"{100 * value:.1f}%")
+    return out
 
 
 def test_an_identical_run_on_a_quiet_machine_is_reused_not_retrained(tmp_path, monkeypatch, capsys):

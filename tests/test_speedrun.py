@@ -194,7 +194,9 @@ def test_speedrun_bf16_checkpoint_is_evaluated_in_bf16(cli, tmp_path):
     assert ckpt["config"]["amp"] == "bf16"  # so evaluate and predict run it as it was trained
     code, out, err = cli("evaluate", summary["checkpoint"], "--dataset", TINY, "--tta", "translate", "--json")
     assert code == 0, err
-    assert json.loads(out.strip().splitlines()[-1])["accuracy"] == pytest.approx(summary["test_accuracy"], abs=0.051)
+    scored = json.loads(out.strip().splitlines()[-1])
+    assert scored["precision"] == "bf16"  # the pass computed in bf16: in fp32 this test would fail here
+    assert scored["accuracy"] == pytest.approx(summary["test_accuracy"], abs=0.051)
 
 
 def test_speedrun_amp_auto_is_fp32_without_native_bf16(monkeypatch):

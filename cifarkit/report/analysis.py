@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from cifarkit.data import Dataset, Split
-from cifarkit.evaluate import evaluate, fixed_broken
+from cifarkit.evaluate import evaluate, fixed_broken, predicted_labels
 from cifarkit.predict import Predictor
 from cifarkit.report.stats import paired_is_noise
 from cifarkit.runs import read_run
@@ -67,7 +67,7 @@ def confused_grid(ds: Dataset, labels: np.ndarray, probs: np.ndarray, pairs: Seq
     """Example test images for each most-confused pair, a row per pair padded to ``n`` (blank cells), the
     first titled ``true → predicted`` and each with the probability the model gave the wrong class."""
     index = {c: i for i, c in enumerate(ds.classes)}
-    preds = probs.argmax(1)
+    preds = predicted_labels(torch.as_tensor(probs)).numpy()
     blank = np.full((3, *ds.test.images.shape[2:]), 255, np.uint8)
     images, titles = [], []
     for pair in pairs:
@@ -130,7 +130,8 @@ def tta_demos(predictor: Predictor, split: Split, mode: str, n: int = 4, seed: i
     ``pool`` images. Prints how often the answer changed, and how often the change fixed or broke it."""
     sample = split.pick(pool, seed)
     images = sample.images.numpy()
-    plain, viewed = predictor.probabilities(images, "none").argmax(1), predictor.probabilities(images, mode).argmax(1)
+    plain = predicted_labels(predictor.probabilities(images, "none"))
+    viewed = predicted_labels(predictor.probabilities(images, mode))
     differs = plain != viewed
     fixes = differs & (viewed == sample.labels)
     # a fixed image first (what TTA is for), a broken one next (what it costs), then the other changes, then

@@ -59,14 +59,17 @@ CAVEATS = (
 
 
 def findings(notes: Sequence[str]) -> list[str]:
-    """What each paragraph found: its :class:`Note`'s ``finding``, else its first sentence, followed by every other
-    sentence of the paragraph that carries a verdict or a caveat (:data:`CAVEATS`), so a summary never keeps a
-    number and drops the words that qualify it."""
+    """What each paragraph found: its :class:`Note`'s ``finding`` (which the function that wrote it makes carry its
+    verdicts), else its first sentence followed by every other sentence of the paragraph that carries a verdict or a
+    caveat about this run (:data:`CAVEATS`), so a summary never keeps a number and drops the words that qualify it."""
     out = []
     for note in notes:
         if not note.strip():
             continue
-        found = getattr(note, "finding", None) or first_sentence(note)
+        if getattr(note, "finding", None):
+            out.append(note.finding)
+            continue
+        found = first_sentence(note)
         lines = [line.strip().removeprefix("- ").strip() for line in note.splitlines() if line.strip()]
         sentences = [x.strip() for line in lines for x in SENTENCE_END.split(line)]
         extra = [
@@ -451,6 +454,10 @@ def model_comparison(table: Any, correct: Sequence[Any] | None = None) -> Note:
         f"{pct(float(b['val_accuracy']))} ({points(diff)}, {'within noise' if noise else 'beyond noise'}), at "
         f"{seconds:.1f}x the time per epoch{mem}."
     )
+    if tested:
+        finding += f" On test: {points(test_gap)}, {'within noise' if test_noise else 'beyond noise'}" + (
+            "." if test_noise == noise else ", so validation and test disagree."
+        )
     return Note(" ".join(text), finding=finding)
 
 

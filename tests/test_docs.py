@@ -1,0 +1,91 @@
+"""The README and docs/: a README a newcomer reads in ten minutes, links that resolve, and numbers that are the
+committed example report's (checked here against its JSON), words about the layers that match the imports."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+EXAMPLE = ROOT / "reports" / "examples" / "cifar10-jpeg-quick"
+
+
+def test_the_readme_is_read_in_ten_minutes():
+    assert len(README.read_text().splitlines()) <= 250
+
+
+def test_the_quickstart_is_the_two_commands_and_ci_runs_the_second():
+    quickstart = README.read_text().split("## Quickstart", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in quickstart.strip().splitlines()]
+    assert commands == ["make series", "make test"]
+    assert "make test" in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+@pytest.mark.parametrize("page", [README, *DOCS], ids=lambda p: p.name)
+def test_every_relative_link_resolves(page):
+    missing = []
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+        if not target.startswith(("http://", "https://", "mailto:")) and not (page.parent / target).exists():
+            missing.append(target)
+    assert missing == []
+
+
+def test_every_docs_page_is_linked_from_the_readme():
+    text = README.read_text()
+    assert [p.name for p in DOCS if f"docs/{p.name}" not in text] == []
+
+
+def test_the_readme_names_the_notebooks_that_import_tools():
+    """The README says which notebooks call tools/ (it once called tools/ "what a learner can skip" while six
+    notebooks imported it); the list is the notebooks' own imports."""
+    importing = sorted(p.name[:2] for p in (ROOT / "notebooks").glob("*.ipynb") if "cifarkit.tools" in p.read_text())
+    assert f"notebooks ({', '.join(importing)}) call it" in README.read_text()
+
+
+def table_rows(text: str, heading: str) -> list[list[str]]:
+    """The body rows of the first Markdown table after ``heading``, as lists of stripped cells."""
+    block = text.split(heading, 1)[1]
+    rows = [line for line in block.splitlines() if line.startswith("|")]
+    end = next((i for i, line in enumerate(block.splitlines()) if line.startswith("|")), 0)
+    lines = block.splitlines()[end:]
+    rows = []
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows[2:]  # after the header and its rule
+
+
+def test_the_cost_table_is_the_committed_examples_own_timing():
+    """The README's first cost row is the committed example: each notebook's seconds and the total as its
+    series.json records them, and the machine and precision its env and runs name."""
+    state = json.loads((EXAMPLE / "series.json").read_text())
+    seconds = {name[:2]: entry["seconds"] for name, entry in state["notebooks"].items()}
+    row = table_rows(README.read_text(), "## What the quick series costs")[0]
+    machine, precision, notebooks, time = row
+    assert state["env"]["cpu_instruction_set"] in machine and f"{state['env']['cpu_count']}-core" in machine
+    assert f"**{round(sum(seconds.values())):,} s" in time
+    for number, s in seconds.items():
+        assert f"{number} {round(s):,} s" in time, number
+    config = json.loads(next(EXAMPLE.glob("01_ex1_baseline/*/config.json")).read_text())
+    assert precision == {"off": "fp32"}.get(config["resolved"]["amp"], config["resolved"]["amp"])
+
+
+def test_every_result_in_the_readme_is_the_committed_examples():
+    """Each row of the README's results names the summary key it comes from; its value is that key's."""
+    rows = table_rows(README.read_text(), "what it found, each number checked")
+    assert len(rows) >= 8
+    for _, finding, value, source in rows:
+        notebook, key = re.fullmatch(r"`(\d\d_\w+)` `(.+)`", source).groups()
+        headline = json.loads((EXAMPLE / "summaries" / f"{notebook}.json").read_text())["headline"]
+        want = headline[key]
+        shown = value.strip("*")
+        if isinstance(want, float):
+            assert shown == f"{want:.3f}", (finding, want)
+        else:
+            assert shown == str(want), (finding, want)
