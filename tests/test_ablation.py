@@ -91,7 +91,8 @@ def test_the_table_counts_fixed_and_broken_against_the_base_of_each_seed(tmp_pat
     assert "cannot tell for `+crop` -1.0 points (10 fixed / 20 broken, 10 fixed / 20 broken)" in note
     assert "ahead of the next, `base`, beyond noise at every seed" in note
     assert note.finding == (
-        "Ablation over 2 seeds: `+bn` helped at this budget; `+crop` within noise at every seed; best mean `+bn` at 60.0%."
+        "Ablation over 2 seeds: `+bn` helped at this budget; the run cannot tell for `+crop` (within noise at every "
+        "seed); best mean `+bn` at 60.0%."
     )
 
 

@@ -110,10 +110,11 @@ def describe(ablation: pd.DataFrame, correct: Mapping[str, Mapping[int, torch.Te
         lead = f"; the next, `{runner}` ({pct(float(ranked.iloc[1]))}), is not behind it beyond noise at every seed"
     text.append(f"The highest mean is **`{best}`** at {pct(float(ranked.iloc[0]))}{lead}.")
     verdicts = [f"`{arm}` {v} at this budget" for arm, _, v in called]
-    verdicts += [f"`{arm}` {v}" for arm, _, v in untold] if len(seeds) > 1 else []
+    cannot = [f"`{arm}` ({v})" for arm, _, v in untold] if len(seeds) > 1 else []
     finding = (
         f"Ablation over {len(seeds)} seed{'s' if len(seeds) > 1 else ''}: "
         + ("; ".join(verdicts) if verdicts else "no change helped or hurt at every seed beyond noise")
+        + (f"; the run cannot tell for {', '.join(cannot)}" if cannot else "")
         + f"; best mean `{best}` at {pct(float(ranked.iloc[0]))}."
     )
     return Note(" ".join(text), finding=finding)

@@ -727,7 +727,14 @@ def transfer(
     verdicts = "; ".join(
         f"`{m}` vs scratch at {n:,}: {c['verdict']}" for m, curve in paired.items() for n, c in curve.iterrows()
     )
-    return Note(" ".join(text), finding=f"Transfer on the same test images, {seeds} seeds: {verdicts}.")
+    scores = "; ".join(
+        f"at {n:,} labels " + ", ".join(f"{m} {pct(r['test_accuracy'])}" for (m, k), r in rows.items() if k == n)
+        for n in budgets
+    )
+    return Note(
+        " ".join(text),
+        finding=f"Transfer, mean test top-1 over {seeds} seeds: {scores}. Paired against scratch: {verdicts}.",
+    )
 
 
 def transfer_choices(
