@@ -572,3 +572,17 @@ def test_the_series_times_are_printed_beside_the_goal():
     assert series.time_table(example, goal=total + 1).endswith(": met")
     assert series.time_table(example, goal=total - 1).endswith(": not met")
     assert state["env"]["device_name"] in table
+
+
+def test_the_index_says_what_its_runs_computed_in_and_that_no_fp32_twin_was_measured(tmp_path):
+    """A bf16 report's index said nothing of its precision, while a notebook claimed fp32 differed in the last
+    digits: the index now names the precision and that no fp32 twin was run, unless every run was fp32."""
+    for i, amp in enumerate(("bf16", "bf16", "off")):
+        run = tmp_path / f"0{i}_nb" / "run"
+        run.mkdir(parents=True)
+        (run / "config.json").write_text(json.dumps({"resolved": {"amp": amp}}))
+    said = series.precision_text(tmp_path)
+    assert "computed in bf16, fp32; no fp32 twin was run in this report" in said and "amp-check" in said
+    for config in tmp_path.glob("*/run/config.json"):
+        config.write_text(json.dumps({"resolved": {"amp": "off"}}))
+    assert series.precision_text(tmp_path) == " Its runs computed in fp32."

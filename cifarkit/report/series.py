@@ -420,7 +420,23 @@ def findings(report: Path, state: dict[str, Any]) -> list[str]:
     third = f"All {len(entries)} notebooks ran." if not not_ok else "Not finished: " + "; ".join(not_ok) + "."
     if skipped:
         third += f" Not run in this report: {', '.join(skipped)}."
-    return [first, second, third]
+    return [first, second + precision_text(report), third]
+
+
+def precision_text(report: Path) -> str:
+    """What the report's runs computed in, from their config.json, and what is known of its effect: a run in a
+    reduced precision says that no fp32 twin was measured here (a sentence comparing the two needs one)."""
+    runs = (path.parent for path in report.glob("*/*/config.json"))
+    used = sorted({read_run(run).config.get("resolved", {}).get("amp") or "off" for run in runs})
+    if not used:
+        return ""
+    names = ", ".join({"off": "fp32"}.get(amp, amp) for amp in used)
+    if used == ["off"]:
+        return f" Its runs computed in {names}."
+    return (
+        f" Its runs computed in {names}; no fp32 twin was run in this report, so how much the reduced precision "
+        "moved these numbers or their speed was not measured here (`cifarkit amp-check`, or `--amp off`, measures it)."
+    )
 
 
 def index_rows(report: Path) -> list[dict[str, Any]]:
