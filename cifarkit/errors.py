@@ -32,6 +32,12 @@ class OutputError(CifarkitError):
     """An output folder cannot be created or written (a path under a regular file, a read-only mount)."""
 
 
+class DiskFull(OutputError):
+    """The disk filled while something was written (a checkpoint, a notebook's cell): what finished is kept."""
+
+    exit_code = EXIT_FAILED
+
+
 class TrainingDiverged(CifarkitError):
     """The training loss became NaN or infinite; the last good checkpoints are kept."""
 

@@ -505,21 +505,31 @@ def test_ctrl_c_records_the_interrupted_notebook_and_writes_the_index(cli, tmp_p
     assert f"--resume {report.resolve()}" in out
 
 
-def test_a_full_disk_during_the_series_is_one_line_and_keeps_series_json(cli, tmp_path, monkeypatch, data_dir):
-    import cifarkit.report.series
-    import cifarkit.runs
+SERIES_ON_A_SMALL_DISK = """
+import json, subprocess, sys
+from pathlib import Path
+disk = Path(sys.argv[1])
+cmd = [sys.executable, "-m", "cifarkit", "series", "--profile", "smoke", "--dataset", "synthetic", "--only", "00"]
+done = subprocess.run([*cmd, "--out", str(disk)], capture_output=True, text=True, timeout=600)
+(report,) = disk.glob("*-series")
+state = json.loads((report / "series.json").read_text())
+temporaries = [str(p) for p in report.rglob("*") if ".tmp" in p.name]
+print(json.dumps({"code": done.returncode, "err": done.stderr, "state": state["notebooks"], "tmp": temporaries}))
+"""
 
-    def full_disk(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device", "notebooks/00_data_exploration.ipynb")
 
-    report = fake_report(tmp_path)
-    before = (report / "series.json").read_text()
-    monkeypatch.setattr(cifarkit.report.series, "execute", full_disk)
-    monkeypatch.setattr(cifarkit.runs, "write_text", lambda path, text: full_disk())  # series.json cannot be saved
-    code, out, err = cli("series", "--resume", report, "--only", "00")
-    one_line(code, err, EXIT_FAILED, "disk full")
-    assert (report / "series.json").read_text() == before
-    no_temporaries(report)
+@pytest.mark.slow
+def test_a_disk_that_fills_inside_a_notebook_is_one_line_and_keeps_series_json(on_small_disk):
+    """A real full disk: the series writes its report to a 300 KiB tmpfs, and notebook 00 fills it with its figures,
+    so the kernel's ENOSPC arrives as a papermill cell error (not an OSError of the runner's own). The series says
+    "disk full" in one line on stderr with how to resume, exits 1, and series.json records the failed cell."""
+    done = on_small_disk(SERIES_ON_A_SMALL_DISK, kib=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    one_line(result["code"], result["err"], EXIT_FAILED, "disk full while 00_data_exploration.ipynb ran", "--resume")
+    entry = result["state"]["00_data_exploration"]
+    assert entry["status"] == "failed" and "No space left on device" in entry["error"]
+    assert result["tmp"] == []
 
 
 def test_a_file_size_limit_while_saving_is_named_as_such(tmp_path):

@@ -16,7 +16,7 @@ from typing import Any
 from cifarkit.config import AMP_MODES
 from cifarkit.data import load_dataset, project_root
 from cifarkit.device import env_info, resolve_amp, resolve_device
-from cifarkit.errors import CifarkitError
+from cifarkit.errors import CifarkitError, DiskFull
 from cifarkit.report.comparison import same_dataset
 from cifarkit.report.notebook import get_profile, summaries
 from cifarkit.runs import ensure_dir, make_run_dir, read_json, read_run, write_json, write_text
@@ -261,6 +261,10 @@ def run_series(
             if not ok:
                 break
         current = None
+    except DiskFull:  # the index is written if the disk still takes it; series.json already says what failed
+        with contextlib.suppress(OSError):
+            end_session(report, state, t_series)
+        raise
     except KeyboardInterrupt:  # Ctrl-C: record where it stopped, so the index and --resume know
         if current is not None and state["notebooks"].get(current.stem, {}).get("status") != "ok":
             state["notebooks"][current.stem] = {
@@ -310,13 +314,18 @@ def run_one(
             entry["html"] = str(to_html(executed).relative_to(report))
         except Exception as exc:  # a rendering problem must not hide the result
             entry["html_error"] = failure_text(exc)
+            kept = "complete" if entry["status"] == "ok" else "kept as far as it ran"
             log(
-                f"{tag} {nb.name}: HTML rendering failed ({entry['html_error']}); "
-                f"the executed notebook is complete: {executed}"
+                f"{tag} {nb.name}: HTML rendering failed ({entry['html_error']}); the executed notebook is {kept}: {executed}"
             )
     state["notebooks"][nb.stem] = entry
     write_json(report / "series.json", state)
     log(f"{tag} {nb.name}: {entry['status']} in {entry['seconds']:.0f}s")
+    if entry["status"] != "ok" and DISK_FULL in entry["error"]:  # a full disk inside a cell: the user's move, said once
+        raise DiskFull(
+            f"disk full while {nb.name} ran ({entry['error'].split(':')[0]}) in {report}; what finished is kept: free "
+            f"some space and rerun with --resume {report}"
+        )
     if entry["status"] != "ok":
         log(f"{nb.name} failed at {entry['error']}")
         log(f"what finished is kept; fix it and rerun with --resume {report}")
@@ -325,6 +334,9 @@ def run_one(
 
 
 # ----------------------------------------------------------------------------- index
+
+
+DISK_FULL = "No space left on device"  # how a full disk reaches the series: the OSError text of a failed cell
 
 
 def fmt(value: Any) -> str:
