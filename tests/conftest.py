@@ -155,32 +155,6 @@ def _globals_restored():
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path):
-    """A factory of real small disks: ``small_disk(kib)`` mounts a tmpfs of that size and returns its folder, so a
-    test fills a disk the way it fills (ENOSPC from the kernel, not an exception put in by hand). It needs root
-    and a kernel that lets the test mount; elsewhere the test skips and says why. Unmounted afterwards."""
-    import subprocess
-
-    mounted: list[Path] = []
-
-    def make(kib: int) -> Path:
-        folder = tmp_path / f"disk{len(mounted)}"
-        folder.mkdir()
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(folder)], capture_output=True, text=True
-        )
-        if done.returncode != 0:
-            pytest.skip(f"a real full disk needs a small tmpfs, which this machine does not let the test mount "
-                        f"({(done.stderr or 'mount failed').strip().splitlines()[0]})")  # fmt: skip
-        mounted.append(folder)
-        return folder
-
-    yield make
-    for folder in mounted:
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
-
-
-@pytest.fixture
 def on_small_disk(tmp_path: Path):
     """Run ``python -c code folder`` with ``folder`` a real tmpfs of ``kib`` KiB in a private mount namespace
     (``unshare -m`` as root, ``unshare -rm`` for anyone where the kernel allows user namespaces), so a test meets
@@ -190,19 +164,19 @@ def on_small_disk(tmp_path: Path):
     import subprocess
     import sys
 
-    def run(code: str, kib: int, folders: tuple[str, ...] = (), read_only: bool = False):
+    def run(code: str, kib: int, folders: tuple[str, ...] = (), read_only: bool = False, args: tuple[str, ...] = ()):
         folder = tmp_path / "disk"
         folder.mkdir(exist_ok=True)
-        steps = [f'mount -t tmpfs -o size={kib}k tmpfs "$1"']
-        steps += [f'mkdir -p "$1/{name}"' for name in folders]
-        steps += ['mount -o remount,ro "$1"'] if read_only else []
-        script = " && ".join([*steps, 'exec "$2" -c "$3" "$1"'])
+        steps = ['d="$1"; py="$2"; code="$3"; shift 3', f'mount -t tmpfs -o size={kib}k tmpfs "$d"']
+        steps += [f'mkdir -p "$d/{name}"' for name in folders]
+        steps += ['mount -o remount,ro "$d"'] if read_only else []
+        script = steps[0] + "; " + " && ".join([*steps[1:], 'exec "$py" -c "$code" "$d" "$@"'])
         unshare = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-rm"]
         probe = subprocess.run([*unshare, "true"], capture_output=True, text=True)
         if probe.returncode != 0:
             pytest.skip(f"a real small disk needs a private mount namespace ({' '.join(unshare)}), which this "
                         f"machine refuses: {(probe.stderr or 'failed').strip().splitlines()[0]}")  # fmt: skip
-        cmd = [*unshare, "sh", "-c", script, "sh", str(folder), sys.executable, code]
+        cmd = [*unshare, "sh", "-c", script, "sh", str(folder), sys.executable, code, *args]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
     return run

@@ -62,7 +62,7 @@ def enospc_after_partial_write(real, when=lambda path: True):
 
     A fake, used where a real full disk cannot be made for one writer alone (matplotlib's and PIL's file
     writes): it raises what those writers really raise on a full disk, Python's ``OSError(ENOSPC)``. A
-    checkpoint's full disk is real (``small_disk``), since torch raises something else there."""
+    checkpoint's full disk is real (``on_small_disk``), since torch raises something else there."""
 
     def writer(obj, path, *args, **kwargs):
         if not when(Path(path)):
@@ -107,22 +107,36 @@ def test_plot_perf_and_montage_refuse_an_output_under_a_file(cli, a_file, perf_l
     one_line(*cli("montage", pngs, "--out", pngs)[::2], EXIT_USAGE, "is a folder")
 
 
-def test_full_disk_during_training_keeps_the_previous_checkpoint_and_no_temporary(cli, tmp_path, small_disk):
-    """A real full disk (a tmpfs sized to hold epoch 1's checkpoints and not epoch 2's): torch's zip writer
-    fails with "unexpected pos" as it does on a full disk, the command says "disk full" in one line, and
-    last.pt of epoch 1 is intact, with no temporary file left."""
-    from cifarkit.runs import load_checkpoint
+TRAIN_ON_A_SMALL_DISK = """
+import json, subprocess, sys
+from pathlib import Path
+from cifarkit.runs import load_checkpoint
+disk = Path(sys.argv[1])
+args = [sys.executable, "-m", "cifarkit", "train", *json.loads(sys.argv[2]), "--epochs", "3", "--out", str(disk / "runs")]
+done = subprocess.run(args, capture_output=True, text=True, timeout=600)
+(run,) = (disk / "runs").iterdir()
+leftovers = [p.name for p in run.rglob("*") if p.is_file() and (p.name.endswith((".tmp", ".part")) or p.stat().st_size == 0)]
+epoch = load_checkpoint(run / "last.pt", "last.pt")["epoch"]
+print(json.dumps({"code": done.returncode, "err": done.stderr, "leftovers": leftovers, "last_epoch": epoch}))
+"""
 
+
+def test_full_disk_during_training_keeps_the_previous_checkpoint_and_no_temporary(cli, tmp_path, on_small_disk):
+    """A real full disk (a tmpfs sized to hold epoch 1's checkpoints and not epoch 2's, in a private mount
+    namespace, so it runs without root where the kernel allows): torch's zip writer fails with "unexpected pos" as
+    it does on a full disk, the command says "disk full" in one line, and last.pt of epoch 1 is intact, with no
+    temporary file left."""
     code, out, err = cli("train", *SMALL, "--epochs", "1", "--out", tmp_path / "sizes")
     assert code == 0, err
     (sizes,) = (tmp_path / "sizes").iterdir()
     best, last = (sizes / "best.pt").stat().st_size, (sizes / "last.pt").stat().st_size
-    disk = small_disk((best + last + 96 * 1024 + best + last // 2) // 1024)  # epoch 2's last.pt cannot fit
-    code, out, err = cli("train", *SMALL, "--epochs", "3", "--out", disk)
-    one_line(code, err, EXIT_FAILED, "disk full while writing", ".pt")
-    (run,) = disk.iterdir()
-    no_temporaries(run)
-    assert load_checkpoint(run / "last.pt", "last.pt")["epoch"] == 1  # the epoch-2 write failed; epoch 1 is intact
+    kib = (best + last + 96 * 1024 + best + last // 2) // 1024  # epoch 2's last.pt cannot fit
+    done = on_small_disk(TRAIN_ON_A_SMALL_DISK, kib=kib, args=(json.dumps(SMALL),))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    one_line(result["code"], result["err"], EXIT_FAILED, "disk full while writing", ".pt")
+    assert result["leftovers"] == []
+    assert result["last_epoch"] == 1  # the epoch-2 write failed; epoch 1 is intact
 
 
 def test_full_disk_leaves_no_empty_or_partial_figure(cli, perf_log, tmp_path, monkeypatch):
