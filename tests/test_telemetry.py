@@ -419,3 +419,24 @@ def test_memory_added_by_training_is_the_peak_above_the_start_on_a_cpu(tmp_path)
     gpu = [*lines[:2], {"phase": "summary", "backends": ["cpu", "nvml"], "peak_torch_max_mem_alloc_mb": 512.0}]
     (run / "perf" / "train_epoch.jsonl").write_text("".join(json.dumps(r) + "\n" for r in gpu))
     assert perf_summary(run)["added_memory_mb"] == 512.0  # the allocator's own peak holds nothing else
+
+
+def test_ctrl_c_in_a_backend_is_not_swallowed():
+    """A backend read on the main thread (the first sample, taken as a phase starts) that meets Ctrl-C stops the
+    run: telemetry catches a backend's errors, never KeyboardInterrupt."""
+
+    class Interrupted:
+        name = "interrupted"
+
+        def read(self) -> dict:
+            raise KeyboardInterrupt
+
+        def close(self) -> None:
+            pass
+
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as folder, pytest.raises(KeyboardInterrupt):
+        with telemetry.sample_hardware(Path(folder) / "t.jsonl", interval=10, backends=[Interrupted()]):
+            pass

@@ -340,9 +340,8 @@ def open_backends(device: torch.device) -> tuple[list[Backend], list[dict]]:
         try:
             backend = factory()
             backend.read()  # a source that cannot answer once is not kept
-        except BaseException as exc:  # the PyPI amdsmi raises KeyError on import without ROCm
-            if isinstance(exc, KeyboardInterrupt):
-                raise
+        except (Exception, SystemExit) as exc:  # PyPI's amdsmi raises KeyError on import without ROCm; a vendor
+            # library that calls exit() on import must not end the run either (Ctrl-C still does)
             errors.append({"backend": name, "error": f"{exc.__class__.__name__}: {exc}"[:300]})
             continue
         backends.append(backend)
@@ -479,7 +478,7 @@ class sample_hardware:  # noqa: N801 - used like a function: ``with sample_hardw
         for backend in list(self.backends):
             try:
                 values = backend.read()
-            except BaseException as exc:  # a hang (timeout), garbage or a crash: record once and drop it
+            except Exception as exc:  # a hang (timeout), garbage or a crash: record once and drop it
                 self.backends.remove(backend)
                 self._write(
                     {"phase": "error", "backend": backend.name, "error": f"{exc.__class__.__name__}: {exc}"[:300]}
