@@ -12,7 +12,7 @@ import numpy as np
 
 from cifarkit.errors import DataError
 from cifarkit.runs import read_jsonl, read_metrics, read_run
-from cifarkit.tools.telemetry import METRICS
+from cifarkit.tools.telemetry import METRICS, machine_percent
 
 # share of a training step spent waiting for the next batch above which the input pipeline is the bottleneck
 INPUT_BOUND_SHARE = 0.2
@@ -164,7 +164,7 @@ def other_load_percent(lines: Sequence[dict[str, Any]], cores: int | None) -> fl
     if not other:
         return None
     w = min(SUSTAINED_SAMPLES, len(other))
-    return max(0.0, max(min(other[i : i + w]) for i in range(len(other) - w + 1)))
+    return machine_percent(max(min(other[i : i + w]) for i in range(len(other) - w + 1)))
 
 
 def run_conditions(run: Path) -> dict[str, Any]:

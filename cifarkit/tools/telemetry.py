@@ -626,7 +626,13 @@ class MachineLoad:
         busy = _busy_seconds(psutil.cpu_times()) - busy0
         own = _own_seconds(psutil.Process()) - own0
         if wall > 0:
-            self.other_percent = max(0.0, 100 * (busy - own) / (wall * self._cores))
+            self.other_percent = machine_percent(100 * (busy - own) / (wall * self._cores))
+
+
+def machine_percent(value: float) -> float:
+    """A share of the whole machine's CPU, in 0-100: machine-wide and per-process counters are read at slightly
+    different moments, so their difference can stray just past either end (100.3% was seen on a busy machine)."""
+    return min(100.0, max(0.0, value))
 
 
 def _busy_seconds(times: Any) -> float:
