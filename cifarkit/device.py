@@ -173,6 +173,14 @@ def accelerator_name(device: torch.device) -> str:
     return cpu_model()
 
 
+def read_cpuinfo() -> str:
+    """The text of /proc/cpuinfo, or nothing where the system has none (macOS, Windows)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def cpu_model(cpuinfo: str | None = None) -> str:
     """The CPU's marketing name where the OS tells it, else the architecture. On x86 Linux the CPU
     family and model numbers follow the name: a virtual machine's name ("AMD EPYC") alone does not
@@ -181,11 +189,7 @@ def cpu_model(cpuinfo: str | None = None) -> str:
     Args:
         cpuinfo: the text of /proc/cpuinfo (read from the system when None).
     """
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
+    cpuinfo = read_cpuinfo() if cpuinfo is None else cpuinfo
     fields: dict[str, str] = {}
     for line in cpuinfo.splitlines():
         key, sep, value = line.partition(":")
@@ -209,11 +213,7 @@ def cpu_instruction_set(cpuinfo: str | None = None) -> str:
     Args:
         cpuinfo: the text of /proc/cpuinfo (read from the system when None).
     """
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
+    cpuinfo = read_cpuinfo() if cpuinfo is None else cpuinfo
     line = next((v for k, _, v in (x.partition(":") for x in cpuinfo.splitlines()) if k.strip() == "flags"), "")
     flags = set(line.split())
     found = [name for flag, name in INSTRUCTION_SETS if flag in flags]

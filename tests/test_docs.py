@@ -49,12 +49,10 @@ def test_the_readme_names_the_notebooks_that_import_tools():
 
 def table_rows(text: str, heading: str) -> list[list[str]]:
     """The body rows of the first Markdown table after ``heading``, as lists of stripped cells."""
-    block = text.split(heading, 1)[1]
-    rows = [line for line in block.splitlines() if line.startswith("|")]
-    end = next((i for i, line in enumerate(block.splitlines()) if line.startswith("|")), 0)
-    lines = block.splitlines()[end:]
+    lines = text.split(heading, 1)[1].splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("|")), 0)
     rows = []
-    for line in lines:
+    for line in lines[start:]:
         if not line.startswith("|"):
             break
         rows.append([cell.strip() for cell in line.strip("|").split("|")])
