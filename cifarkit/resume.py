@@ -21,10 +21,35 @@ def resume_config(path: str | os.PathLike) -> dict[str, Any]:
     return load_checkpoint(path, wanted=LAST)["config"]
 
 
+def device_rng_state(device: torch.device) -> torch.Tensor | None:
+    """The accelerator's own random stream (dropout on CUDA/ROCm and MPS draws from it, not the CPU's)."""
+    if device.type == "cuda":
+        return torch.cuda.get_rng_state(device)
+    if device.type == "mps":
+        return torch.mps.get_rng_state()
+    return None
+
+
+def set_device_rng_state(device: torch.device, state: torch.Tensor | None) -> None:
+    """Put back what :func:`device_rng_state` saved (nothing on the CPU, or from a last.pt that has none)."""
+    if state is None:
+        return
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    elif device.type == "mps":
+        torch.mps.set_rng_state(state)
+
+
 def save_training_state(run: Any, epoch: int) -> None:
     """last.pt: the weights plus everything an exact resume needs (optimizer, schedule, each rank's data
     order and random stream, the rows so far and the best-so-far bookkeeping)."""
-    ranks = run.dist.gather({"loader": run.train_loader.state_dict(), "torch_rng": torch.get_rng_state()})
+    ranks = run.dist.gather(
+        {
+            "loader": run.train_loader.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "device_rng": device_rng_state(run.device),
+        }
+    )
     training = {
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
@@ -115,6 +140,7 @@ def restore(run: Any, state: dict[str, Any], path: Path) -> None:
         run.scaler.load_state_dict(t["scaler"])
     run.train_loader.load_state_dict(mine["loader"])
     torch.set_rng_state(mine["torch_rng"])
+    set_device_rng_state(run.device, mine.get("device_rng"))
     run.rows, run.best_value, run.best_epoch, run.stale = list(t["rows"]), t["best_value"], t["best_epoch"], t["stale"]
     # a run that trained to its end (or stopped early) and lost only its reports skips the loop
     run.start_epoch = run.cfg.epochs + 1 if state["finish_only"] else int(state["epoch"]) + 1
