@@ -48,8 +48,9 @@ def test_the_readme_names_the_notebooks_that_import_tools():
 
 
 def table_rows(text: str, heading: str) -> list[list[str]]:
-    """The body rows of the first Markdown table after ``heading``, as lists of stripped cells."""
-    lines = text.split(heading, 1)[1].splitlines()
+    """The body rows of the first Markdown table after ``heading`` (indented in a list item or not), as lists of
+    stripped cells."""
+    lines = [line.strip() for line in text.split(heading, 1)[1].splitlines()]
     start = next((i for i, line in enumerate(lines) if line.startswith("|")), 0)
     rows = []
     for line in lines[start:]:
@@ -87,3 +88,36 @@ def test_every_result_in_the_readme_is_the_committed_examples():
             assert shown == f"{want:.3f}", (finding, want)
         else:
             assert shown == str(want), (finding, want)
+
+
+GPU_CHECKS = ROOT / "reports" / "examples" / "h200-gpu-checks"
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_the_gpu_figures_are_the_committed_gpu_checks():
+    """docs/gpu.md's H200 table and the README's GPU sentence quote the committed bench, flagship and series
+    files: each loader figure, the flagship's per-seed and mean accuracy and time, each notebook's seconds."""
+    doc = (ROOT / "docs" / "gpu.md").read_text()
+    table = "\n".join(" | ".join(row) for row in table_rows(doc, "<!-- h200-2026-12-04 -->"))
+    readme = README.read_text()
+    for bench in read_jsonl(GPU_CHECKS / "bench.jsonl"):
+        for key in ("cifarkit_img_s", "cifarkit_without_graphs_img_s", "step_limit_img_s"):
+            assert f"{round(bench[key]):,}" in table, (bench["batch_size"], key)
+        assert f"`fraction_of_limit` **{bench['fraction_of_limit']:.2f}**" in table
+        assert f"graphs {bench['graphs_speedup']:.2f}x" in table
+    flagship = read_jsonl(GPU_CHECKS / "flagship.jsonl")
+    assert len(flagship) == 4 and {run["device"] for run in flagship} == {"cuda"}
+    test_mean = sum(run["test_accuracy"] for run in flagship) / 4
+    train_mean = sum(run["train_seconds"] for run in flagship) / 4
+    assert ", ".join(f"{run['test_accuracy']:.4f}" for run in flagship) in table
+    assert ", ".join(f"{run['train_seconds']:.2f}" for run in flagship) in table
+    for text in (table, readme):
+        assert f"**{100 * test_mean:.2f}%**" in text and f"**{train_mean:.2f} s**" in text
+    state = json.loads((GPU_CHECKS / "series" / "series.json").read_text())
+    finished = {name[:2]: entry["seconds"] for name, entry in state["notebooks"].items() if entry["status"] == "ok"}
+    for number, seconds in finished.items():
+        assert f"{number} {round(seconds)} s" in table, number
+    assert f"({min(finished)}-{max(finished)} took {round(sum(finished.values()))} s)" in readme
