@@ -53,7 +53,7 @@ def save_training_state(run: Any, epoch: int) -> None:
     training = {
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
-        "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+        "scaler": run.scaler.state_dict(),  # empty unless fp16
         **ranks[0],
         "world_size": run.dist.world_size,
         **({"ranks": ranks} if run.dist.enabled else {}),
@@ -136,8 +136,7 @@ def restore(run: Any, state: dict[str, Any], path: Path) -> None:
     run.optimizer.load_state_dict(t["optimizer"])
     if run.scheduler is not None and t.get("scheduler"):
         run.scheduler.load_state_dict(t["scheduler"])
-    if run.scaler is not None and t.get("scaler"):
-        run.scaler.load_state_dict(t["scaler"])
+    run.scaler.load_state_dict(t["scaler"] or {})  # a switched-off scaler ignores it
     run.train_loader.load_state_dict(mine["loader"])
     torch.set_rng_state(mine["torch_rng"])
     set_device_rng_state(run.device, mine.get("device_rng"))

@@ -88,6 +88,16 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per
     return None
 
 
+# fp16's gradient scaler, switched off: scale() returns the loss, step() is optimizer.step(), update() does
+# nothing, so the step has one path whatever the precision (nanoGPT's train.py does the same)
+NO_SCALER = torch.amp.GradScaler("cpu", enabled=False)
+
+
+def make_scaler(device: torch.device, amp: str) -> torch.amp.GradScaler:
+    """fp16's gradient scaler (small gradients would underflow to zero without it), else :data:`NO_SCALER`."""
+    return torch.amp.GradScaler(device.type) if amp == "fp16" else NO_SCALER
+
+
 def forward_backward(
     model: nn.Module,
     x: torch.Tensor,
@@ -95,17 +105,14 @@ def forward_backward(
     criterion: nn.Module,
     device: torch.device,
     amp: str = "off",
-    scaler: torch.amp.GradScaler | None = None,
+    scaler: torch.amp.GradScaler = NO_SCALER,
     cache: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss of batch ``x, y`` and its gradients, added to each parameter's ``.grad``; returns (loss, logits)."""
     with autocast(device, amp, cache):
         logits = model(x)
         loss = criterion(logits, y)
-    if scaler is not None:  # fp16: scale the loss so small gradients do not underflow
-        scaler.scale(loss).backward()
-    else:
-        loss.backward()
+    scaler.scale(loss).backward()
     return loss, logits
 
 
@@ -117,7 +124,7 @@ def train_step(
     criterion: nn.Module,
     device: torch.device,
     amp: str = "off",
-    scaler: torch.amp.GradScaler | None = None,
+    scaler: torch.amp.GradScaler = NO_SCALER,
     graph: StepGraph | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimisation step on the batch ``x, y``; returns (loss, logits), both still on the device.
@@ -127,11 +134,8 @@ def train_step(
         loss, logits = graph(x, y)
     else:
         loss, logits = forward_backward(model, x, y, criterion, device, amp, scaler)
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
+    scaler.step(optimizer)
+    scaler.update()
     return loss, logits
 
 
@@ -174,7 +178,7 @@ def train_one_epoch(
     device: torch.device,
     scheduler: Any = None,
     amp: str = "off",
-    scaler: torch.amp.GradScaler | None = None,
+    scaler: torch.amp.GradScaler = NO_SCALER,
     on_step: Callable[[int, int], None] | None = None,
     graph: StepGraph | None = None,
 ) -> EpochStats:
@@ -384,7 +388,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     amp: str
-    scaler: torch.amp.GradScaler | None
+    scaler: torch.amp.GradScaler  # NO_SCALER unless fp16
     criterion: nn.Module
     graph: StepGraph | None = None  # the training step replayed as a CUDA graph (CUDA/ROCm)
     run_dir: Path = Path()
@@ -495,7 +499,7 @@ def prepare(
         optimizer=optimizer,
         scheduler=make_scheduler(optimizer, cfg, len(train_loader)),
         amp=amp,
-        scaler=torch.amp.GradScaler(device.type) if amp == "fp16" else None,
+        scaler=make_scaler(device, amp),
         criterion=criterion,
         graph=step_graph(model, criterion, device, amp, cfg.cuda_graphs, in_the_way),
     )
