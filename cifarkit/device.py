@@ -67,8 +67,8 @@ def cpu_supports_bf16() -> bool:
 def resolve_amp(amp: str, device: torch.device) -> str:
     """Turn ``auto`` into a concrete mode: bf16 on CPUs with native bf16, else off.
 
-    On a 2-core AVX512-BF16 CPU (an earlier machine of this project) bf16 autocast trained EX-1 about 2x faster
-    than fp32; GPUs keep fp32 unless asked (``fp16`` or ``bf16``) so results stay comparable.
+    Only there does bf16 autocast pay without asking: elsewhere on a CPU it is emulated and slower than fp32.
+    GPUs keep fp32 unless asked (``fp16`` or ``bf16``), so results stay comparable across machines.
     """
     if amp != "auto":
         if amp == "fp16" and device.type == "cpu":
