@@ -10,7 +10,9 @@ import json
 import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import Field, fields
 from pathlib import Path
+from typing import Any
 
 from cifarkit.config import (
     AMP_MODES,
@@ -22,15 +24,22 @@ from cifarkit.config import (
     SCHEDULERS,
     TTA_AVERAGES,
     TTA_MODES,
-    DeploySettings,
-    Slurm,
     TrainConfig,
     fraction,
     positive_float,
     positive_int,
     train_option_type,
 )
-from cifarkit.errors import EXIT_FAILED, EXIT_USAGE, CifarkitError, os_error_line, printable, rank_tag
+from cifarkit.errors import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    CifarkitError,
+    ConfigError,
+    DataError,
+    os_error_line,
+    printable,
+    rank_tag,
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -156,8 +165,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor.from_checkpoint(args.checkpoint, args.device)
     paths = expand_paths(args.paths)
     if not paths:
-        print("cifarkit predict: error: no image files found in the given paths", file=sys.stderr)
-        return EXIT_USAGE
+        raise DataError("no image files found in the given paths (PNG, JPEG, WebP, BMP, GIF files or folders of them)")
     results = predict_files(predictor, paths, args.tta, args.topk, args.tta_average)
     for r in results:
         if args.json:
@@ -171,7 +179,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     failed = sum("error" in r for r in results)
     if failed:
         print(f"cifarkit predict: {failed} of {len(results)} file(s) could not be read", file=sys.stderr)
-    return 1 if failed else 0
+    return EXIT_FAILED if failed else 0
 
 
 def cmd_plot_perf(args: argparse.Namespace) -> int:
@@ -183,10 +191,7 @@ def cmd_plot_perf(args: argparse.Namespace) -> int:
     df = load_perf_logs(args.logs)
     if df.empty or not present_metrics(df):
         what = "no sample lines" if df.empty else "no metric values in the sample lines"
-        print(
-            f"cifarkit plot-perf: error: {what} in the given logs; record them with train --telemetry", file=sys.stderr
-        )
-        return EXIT_USAGE
+        raise DataError(f"{what} in the given logs; record them with train --telemetry")
     out = ensure_dir(args.out, "--out folder")
     paths = plot_perf(df, out, labels=run_labels(df["run_dir"]))
     table = summary_table(df)
@@ -204,15 +209,10 @@ def cmd_montage(args: argparse.Namespace) -> int:
 
     folder = Path(args.folder)
     if not folder.is_dir():
-        print(f"cifarkit montage: error: {folder} is not a folder of PNG files", file=sys.stderr)
-        return EXIT_USAGE
+        raise DataError(f"{folder} is not a folder of PNG files")
     out = Path(args.out)
     if out.is_dir():
-        print(
-            f"cifarkit montage: error: --out {out} is a folder; name the PNG to write, e.g. {out}/montage.png",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
+        raise ConfigError(f"--out {out} is a folder; name the PNG to write, e.g. {out}/montage.png")
     pngs = [
         p for p in folder.glob("*.png") if p.is_file() and p.resolve() != out.resolve()
     ]  # regular files: a FIFO would block
@@ -239,7 +239,7 @@ def cmd_series(args: argparse.Namespace) -> int:
 
         print(time_table(report, args.goal))
     print(report)
-    return 0 if ok else 1
+    return 0 if ok else EXIT_FAILED
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -260,18 +260,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_input_bench(args: argparse.Namespace) -> int:
     from cifarkit.tools.inputbench import run_bench
+    from cifarkit.tools.settings import InputBenchSettings
 
-    result = run_bench(
-        dataset=args.dataset,
-        model=args.model,
-        batch_size=args.batch_size,
-        steps=args.steps,
-        workers=args.workers,
-        rounds=args.rounds,
-        data_dir=args.data_dir,
-        device=args.device,
-        log=print,
-    )
+    result = run_bench(settings_from(args, InputBenchSettings), args.dataset, args.data_dir, args.device, log=print)
     if args.json:
         print_json_line(result)
     return 0
@@ -279,8 +270,9 @@ def cmd_input_bench(args: argparse.Namespace) -> int:
 
 def cmd_amp_check(args: argparse.Namespace) -> int:
     from cifarkit.tools.ampcheck import run_amp_check
+    from cifarkit.tools.settings import AmpCheckSettings
 
-    result = run_amp_check(args.recipe, args.device, tuple(args.modes), args.batch_size, args.steps)
+    result = run_amp_check(settings_from(args, AmpCheckSettings), args.device)
     if args.json:
         print_json_line(result)
     return 0
@@ -308,13 +300,9 @@ def cmd_speedrun(args: argparse.Namespace) -> int:
 def cmd_deploy_bench(args: argparse.Namespace) -> int:
     from cifarkit.tools.deploy import deploy_bench
     from cifarkit.tools.deploy import table as deploy_table
+    from cifarkit.tools.settings import DeploySettings
 
-    settings = DeploySettings(
-        sparsities=tuple(args.sparsity),
-        finetune_epochs=args.finetune_epochs,
-        runs=args.runs,
-        warmup=args.warmup,
-    )
+    settings = settings_from(args, DeploySettings)
     log = (lambda line: print(line, file=sys.stderr)) if args.json else print
     rows = deploy_bench(args.checkpoint, args.dataset, args.out, args.device, settings, args.data_dir, log=log)
     if args.json:
@@ -330,11 +318,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     parser = build_parser()
     args.out = args.out or str(Path("reports") / "sweeps" / Path(args.config).stem)
-    slurm = (
-        Slurm(args.slurm_partition, args.slurm_time, args.slurm_gpus, args.slurm_cpus)
-        if args.executor == "slurm"
-        else None
-    )
+    from cifarkit.tools.settings import Slurm
+
+    slurm = settings_from(args, Slurm) if args.executor == "slurm" else None
     results = run_sweep(
         args.config,
         args.out,
@@ -469,6 +455,10 @@ def add_train_options(t: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> Parser:
+    """Every verb's options: ``train``'s from :class:`~cifarkit.config.TrainConfig`, the tools' from their
+    settings dataclasses (:mod:`cifarkit.tools.settings`), the rest declared here."""
+    from cifarkit.tools.settings import AmpCheckSettings, DeploySettings, InputBenchSettings, Slurm
+
     parser = Parser(
         prog="cifarkit",
         description="CIFAR-10/100 experiments: train, evaluate, predict, profile, run the notebook series.",
@@ -499,11 +489,7 @@ def build_parser() -> Parser:
 
     b = sub.add_parser("input-bench", help="input pipeline throughput: seed-style vs cifarkit loader vs step limit")
     add_common(b)
-    b.add_argument("--model", default="ex1")
-    b.add_argument("--batch-size", type=positive_int, default=128)
-    b.add_argument("--steps", type=positive_int, default=60, help="timed training steps per measurement")
-    b.add_argument("--workers", type=int, default=2, help="DataLoader workers of the seed-style pipeline")
-    b.add_argument("--rounds", type=positive_int, default=3, help="interleaved repetitions; medians are reported")
+    add_settings(b, InputBenchSettings)
     b.add_argument("--json", action="store_true", help="last stdout line: one JSON object with the rates and ratios")
     b.set_defaults(func=cmd_input_bench)
 
@@ -568,12 +554,7 @@ def build_parser() -> Parser:
         "amp-check", help="fp32 vs mixed precision: img/s of a recipe's training step and the kernels that ran it"
     )
     add_device(ac)
-    ac.add_argument("--recipe", default="flagship", help="the speedrun recipe whose network is timed")
-    ac.add_argument(
-        "--modes", nargs="+", choices=[m for m in AMP_MODES if m != "auto"], default=["off", "bf16"], help="amp modes"
-    )
-    ac.add_argument("--batch-size", type=positive_int, default=None, help="images per step (default: the recipe's)")
-    ac.add_argument("--steps", type=positive_int, default=3, help="timed steps per mode, after one warm-up step")
+    add_settings(ac, AmpCheckSettings)
     ac.add_argument("--json", action="store_true", help="last stdout line: one JSON object (img/s, kernels per mode)")
     ac.set_defaults(func=cmd_amp_check)
 
@@ -584,14 +565,7 @@ def build_parser() -> Parser:
     db.add_argument("--dataset", default=None, help=f"dataset spec: {DATASET_HELP} (default: the checkpoint's own)")
     add_common(db, dataset=False)
     db.add_argument("--out", default=None, help="folder for the variants (default: deploy/ beside the checkpoint)")
-    db.add_argument(
-        "--sparsity", type=fraction, nargs="+", default=list(DeploySettings.sparsities), help="channel shares to prune"
-    )
-    db.add_argument(
-        "--finetune-epochs", type=positive_float, default=DeploySettings.finetune_epochs, help="after each pruning"
-    )
-    db.add_argument("--runs", type=positive_int, default=DeploySettings.runs, help="batch-1 calls timed per variant")
-    db.add_argument("--warmup", type=positive_int, default=DeploySettings.warmup, help="untimed calls first")
+    add_settings(db, DeploySettings)
     db.add_argument("--json", action="store_true", help="one JSON line per variant and device (stdout)")
     db.set_defaults(func=cmd_deploy_bench)
 
@@ -611,13 +585,7 @@ def build_parser() -> Parser:
         default="local",
         help="local processes (default), or one SLURM job per run submitted with submitit (--workers: at a time)",
     )
-    d = Slurm
-    sw.add_argument("--slurm-partition", default=d.partition, help="SLURM partition (default: the cluster's)")
-    sw.add_argument(
-        "--slurm-time", type=positive_int, default=d.time_min, help=f"minutes per job (default {d.time_min})"
-    )
-    sw.add_argument("--slurm-gpus", type=int, default=d.gpus, help=f"GPUs per job (default {d.gpus}; 0 for CPU jobs)")
-    sw.add_argument("--slurm-cpus", type=positive_int, default=d.cpus, help=f"CPU cores per job (default {d.cpus})")
+    add_settings(sw, Slurm)
     sw.set_defaults(func=cmd_sweep)
 
     pp = sub.add_parser("plot-perf", help="figures and a summary table from profiler JSONL logs")
@@ -642,6 +610,32 @@ def build_parser() -> Parser:
     )
     pr.set_defaults(func=cmd_predict)
     return parser
+
+
+def option_of(f: Field) -> str:
+    """The command-line option of a :func:`~cifarkit.config.setting` field: its ``flag``, else ``--field-name``."""
+    return f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+
+
+def add_settings(p: argparse.ArgumentParser, settings: type) -> None:
+    """One option per :func:`~cifarkit.config.setting` field of the dataclass ``settings``: its flag, type,
+    choices and help come from the field, and its default is the field's, so each is written once."""
+    for f in fields(settings):
+        if "help" not in f.metadata:
+            continue  # a setting with no option: profiles and code set it
+        extra = {k: v for k, v in f.metadata.items() if k not in ("help", "flag")}
+        if "choices" not in extra:
+            extra["metavar"] = option_of(f)[2:].replace("-", "_").upper()
+        shown = " ".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+        p.add_argument(
+            option_of(f), dest=f.name, default=f.default, help=f.metadata["help"].format(default=shown), **extra
+        )
+
+
+def settings_from(args: argparse.Namespace, settings: type) -> Any:
+    """The ``settings`` dataclass built from the options :func:`add_settings` made (lists become tuples)."""
+    values = {f.name: getattr(args, f.name) for f in fields(settings) if "help" in f.metadata}
+    return settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 def add_tta(p: argparse.ArgumentParser) -> None:

@@ -130,53 +130,6 @@ class TrainConfig:
         return replace(self, **changes)
 
 
-def variant_name(sparsity: float) -> str:
-    """The pruned variant's name (and file stem) for a channel share: 0.3 -> ``pruned-30``, 0.305 -> ``pruned-30.5``."""
-    return f"pruned-{round(100 * sparsity, 1):g}"
-
-
-@dataclass(frozen=True)
-class DeploySettings:
-    """How ``deploy-bench`` builds and times the deployment variants (notebook 08 takes its profile's)."""
-
-    sparsities: tuple[float, ...] = (0.3, 0.5)  # share of channels removed per prunable layer
-    finetune_epochs: float = 1.0  # epochs over the training split after pruning (fractions allowed)
-    finetune_lr: float = 1e-3
-    calibration_images: int = 512  # training images that calibrate the int8 activation ranges
-    warmup: int = 20
-    runs: int = 200  # batch-1 calls timed for the latency percentiles
-    throughput_batch: int = 256
-    throughput_runs: int = 5
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if any(not 0 < s < 1 for s in self.sparsities):
-            raise ConfigError(f"--sparsity values must be between 0 and 1, got {list(self.sparsities)}")
-        names = [variant_name(s) for s in self.sparsities]
-        if len(set(names)) < len(names):
-            raise ConfigError(
-                f"--sparsity {' '.join(f'{s:g}' for s in self.sparsities)} names one variant twice; "
-                "give shares that differ by at least 0.001"
-            )
-        if self.runs < 2 or self.warmup < 0 or self.throughput_runs < 1:
-            raise ConfigError("--runs must be >= 2 and --warmup >= 0")
-
-
-@dataclass(frozen=True)
-class Slurm:
-    """Where and how each run of a sweep is submitted as its own SLURM job (through submitit).
-
-    ``cluster`` is submitit's: ``slurm`` on a cluster; ``local`` runs the same jobs as local processes
-    (what the tests use on machines without SLURM).
-    """
-
-    partition: str | None = None
-    time_min: int = 60
-    gpus: int = 1
-    cpus: int = 4
-    cluster: str = "slurm"
-
-
 # Named recipes: the settings an experiment is known by, declared once; notebooks and the CLI name them.
 RECIPES: dict[str, dict[str, Any]] = {
     # the course's EX-1 as the students ran it: Adam at 1e-3, batch 128, no augmentation, no schedule

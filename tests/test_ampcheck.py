@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from cifarkit.tools import ampcheck
+from cifarkit.tools.settings import AmpCheckSettings
 
 FWD = (
     "onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx2,forward_training,"
@@ -55,7 +56,7 @@ def test_summarize_and_whitening_dtypes_count_calls():
 
 def test_amp_check_times_each_mode_and_keeps_whitening_in_fp32():
     lines = []
-    result = ampcheck.run_amp_check("tiny", "cpu", ("off", "bf16"), batch_size=32, steps=1, log=lines.append)
+    result = ampcheck.run_amp_check(AmpCheckSettings("tiny", ("off", "bf16"), 32, 1), "cpu", log=lines.append)
     assert result["device"] == "cpu" and result["batch_size"] == 32 and set(result["modes"]) == {"off", "bf16"}
     for mode, row in result["modes"].items():
         assert row["img_per_s"] > 0 and row["seconds_per_step"] > 0, mode
@@ -82,14 +83,14 @@ def test_amp_check_cli_json_and_errors(cli):
 
 def test_amp_check_rejects_zero_steps():
     with pytest.raises(ValueError, match="steps must be at least 1"):
-        ampcheck.run_amp_check("tiny", "cpu", steps=0)
+        ampcheck.run_amp_check(AmpCheckSettings("tiny", steps=0), "cpu")
 
 
 @pytest.mark.parametrize("native", [False, True])
 def test_amp_check_warns_before_bf16_on_a_cpu_without_native_bf16(monkeypatch, native):
     monkeypatch.setattr(ampcheck, "cpu_supports_bf16", lambda: native)
     lines = []
-    result = ampcheck.run_amp_check("tiny", "cpu", ("off", "bf16"), batch_size=16, steps=1, log=lines.append)
+    result = ampcheck.run_amp_check(AmpCheckSettings("tiny", ("off", "bf16"), 16, 1), "cpu", log=lines.append)
     assert result["native_bf16"] is native
     notes = [i for i, line in enumerate(lines) if line.startswith("note:") and "no native bf16" in line]
     bf16_at = next(i for i, line in enumerate(lines) if line.startswith("amp bf16:"))

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cifarkit.device import resolve_device
+from cifarkit.tools.settings import AmpCheckSettings, DeploySettings, InputBenchSettings, Slurm
 
 EPOCHS = ("--epochs", "2", "--batch-size", "64", "--val-fraction", "0.2")
 
@@ -224,3 +225,31 @@ def test_each_range_is_written_once_and_checked_in_both_places(name, cli):
     if flags:  # crop_padding and cutout_size have no option of their own
         code, _, err = cli("train", "--dataset", "synthetic", flags[0], str(BAD[name]))
         one_line_error(code, err, flags[0], what)  # the same words at parse time, before any work
+
+
+@pytest.mark.parametrize(
+    ("argv", "settings", "changed"),
+    [
+        (["input-bench", "--steps", "7"], InputBenchSettings, {"steps": 7}),
+        (["amp-check", "--modes", "off", "fp16"], AmpCheckSettings, {"modes": ("off", "fp16")}),
+        (["deploy-bench", "best.pt", "--sparsity", "0.2", "0.4"], DeploySettings, {"sparsities": (0.2, 0.4)}),
+        (["sweep", "grid.json", "--slurm-time", "15"], Slurm, {"time_min": 15}),
+    ],
+)
+def test_each_commands_options_are_generated_from_its_settings_dataclass(argv, settings, changed):
+    """A setting's option, default and help are declared once, on its dataclass field: parsing no option gives
+    the dataclass's defaults, an option changes its field alone, and the help quotes the field's default."""
+    from dataclasses import fields, replace
+
+    from cifarkit.cli import build_parser, option_of, settings_from
+
+    parser = build_parser()
+    positional = 2 if argv[0] in ("deploy-bench", "sweep") else 1  # the verb and its file, if it takes one
+    assert settings_from(parser.parse_args(argv[:positional]), settings) == settings()
+    assert settings_from(parser.parse_args(argv), settings) == replace(settings(), **changed)
+    (name,) = changed
+    verb = parser._subparsers._group_actions[0].choices[argv[0]]
+    action = next(a for a in verb._actions if a.dest == name)
+    assert action.option_strings == [option_of(next(f for f in fields(settings) if f.name == name))]
+    default = getattr(settings(), name)
+    assert f"(default {' '.join(map(str, default)) if isinstance(default, tuple) else default}" in action.help

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifarkit.config import DeploySettings, TrainConfig
+from cifarkit.config import TrainConfig
 from cifarkit.data import load_dataset
 from cifarkit.errors import CheckpointError, ConfigError
 from cifarkit.models import create_model
@@ -18,6 +18,7 @@ from cifarkit.report.figures import run_callbacks
 from cifarkit.runs import load_checkpoint
 from cifarkit.tools.compress import prune_channels, quantize_int8
 from cifarkit.tools.deploy import deploy_bench
+from cifarkit.tools.settings import DeploySettings
 from cifarkit.train import fit
 from cifarkit.variants import OnnxModel, model_from_blob, resize_to
 

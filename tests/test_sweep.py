@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from cifarkit.cli import build_parser, config_from_args
-from cifarkit.config import Slurm
 from cifarkit.errors import ConfigError, DataError
 from cifarkit.report.comparison import compare_runs
+from cifarkit.tools.settings import Slurm
 from cifarkit.tools.sweep import SweepRun, load_sweep, run_sweep, state_of
 
 BASE = {"model": "ex1", "dataset": "synthetic:classes=3,train=12,test=4", "epochs": 1, "batch-size": 16}

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from cifarkit.device import cpu_supports_bf16, resolve_amp, resolve_device, synchronize
-from cifarkit.errors import ConfigError
 from cifarkit.speedrun import recipe as speedrun
+from cifarkit.tools.settings import AmpCheckSettings
 
 _SRC_TYPE = re.compile(r"\bsrc[_:]([a-z0-9]+):")
 _SHAPE = re.compile(r"\bmb\d+_?(?:g\d+)?ic(\d+)oc(\d+)_?(?:id\d+od\d+_?)?ih(\d+)oh\d+kh(\d+)")
@@ -106,21 +106,17 @@ def whitening_dtypes(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def run_amp_check(
-    recipe: str = "flagship",
+    settings: AmpCheckSettings,
     device: str = "auto",
-    modes: tuple[str, ...] = ("off", "bf16"),
-    batch_size: int | None = None,
-    steps: int = 3,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Images per second of one recipe's training step under each amp mode, and its oneDNN kernels.
 
     Args:
-        recipe: a speedrun recipe name (its network, batch size and CPU chunking are used).
+        settings: the recipe (its network, batch size and CPU chunking are used), the amp modes ("off" is
+            fp32), the images per step (default: the recipe's) and the timed steps per mode (after one
+            untimed warm-up step); see :class:`~cifarkit.config.AmpCheckSettings`.
         device: auto, cpu, cuda, mps.
-        modes: amp modes to compare ("off" is fp32).
-        batch_size: images per step (default: the recipe's).
-        steps: timed steps per mode, after one untimed warm-up step.
         log: where progress lines go.
 
     Returns:
@@ -128,13 +124,12 @@ def run_amp_check(
         seconds_per_step, kernels, operators, whitening_dtypes}}}``: ``kernels`` counts oneDNN's
         convolution calls by direction, implementation and data type; ``operators`` is the profile.
     """
-    if steps < 1:
-        raise ConfigError(f"steps must be at least 1, got {steps}")
+    steps = settings.steps
     dev = resolve_device(device)
-    rec = speedrun.get_recipe(recipe)
-    batch = batch_size or rec.batch_size
+    rec = speedrun.get_recipe(settings.recipe)
+    batch = settings.batch_size or rec.batch_size
     chunk = rec.cpu_micro_batch if dev.type == "cpu" and batch % max(rec.cpu_micro_batch, 1) == 0 else 0
-    modes = tuple(resolve_amp(m, dev) for m in modes)
+    modes = tuple(resolve_amp(m, dev) for m in settings.modes)
     gen = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, 32, 32, generator=gen)
     labels = torch.randint(0, 10, (batch,), generator=gen)

@@ -20,7 +20,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from cifarkit.config import DeploySettings, variant_name
 from cifarkit.data import Dataset, Split, load_dataset
 from cifarkit.device import (
     configure_threads,
@@ -36,6 +35,7 @@ from cifarkit.loader import DeviceLoader, Normalizer
 from cifarkit.predict import Predictor
 from cifarkit.runs import ensure_dir, load_checkpoint, save_blob, save_checkpoint
 from cifarkit.tools.compress import export_onnx, int8_blob, prune_channels, quantize_int8
+from cifarkit.tools.settings import DeploySettings, variant_name
 from cifarkit.train import train_one_epoch
 from cifarkit.variants import OnnxModel, model_from_blob
 

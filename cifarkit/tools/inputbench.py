@@ -28,6 +28,7 @@ from cifarkit.errors import ConfigError, DataError
 from cifarkit.loader import DeviceLoader, Normalizer
 from cifarkit.models import create_model, default_input_size
 from cifarkit.speedrun.course import seed_style_loader
+from cifarkit.tools.settings import InputBenchSettings
 from cifarkit.train import make_optimizer, step_graph, train_step
 
 
@@ -74,17 +75,21 @@ def time_training(
 
 
 def run_bench(
+    settings: InputBenchSettings,
     dataset: str = "cifar10",
-    model: str = "ex1",
-    batch_size: int = 128,
-    steps: int = 60,
-    workers: int = 2,
-    rounds: int = 3,
     data_dir: str | None = None,
     device: str = "auto",
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Measure (a) seed-style, (b) cifarkit loader, (c) step limit, interleaved over ``rounds``; medians and ratios."""
+    """Measure (a) seed-style, (b) cifarkit loader, (c) step limit, interleaved over ``settings.rounds``; medians
+    and ratios."""
+    model, batch_size, steps, workers, rounds = (
+        settings.model,
+        settings.batch_size,
+        settings.steps,
+        settings.workers,
+        settings.rounds,
+    )
     seed_everything(0)
     dev = resolve_device(device)
     if dev.type == "cpu":

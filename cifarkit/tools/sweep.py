@@ -30,10 +30,10 @@ from typing import Any
 
 import torch
 
-from cifarkit.config import Slurm
 from cifarkit.device import usable_cores
 from cifarkit.errors import ConfigError, DataError
 from cifarkit.runs import ensure_dir, slug, write_json
+from cifarkit.tools.settings import Slurm
 
 
 @dataclass(frozen=True)

@@ -27,43 +27,20 @@ import torch
 from torch import nn
 
 from cifarkit.data import CIFAR10_CLASSES, Dataset, Split
-from cifarkit.errors import ConfigError, DataError
+from cifarkit.errors import DataError
 from cifarkit.evaluate import evaluate, predict_logits, predicted_labels
 from cifarkit.loader import DeviceLoader, Normalizer
 from cifarkit.models import create_model
 from cifarkit.runs import load_checkpoint, read_run
 from cifarkit.speedrun.recipe import scores
 from cifarkit.tools.imagenet import Backbone
+from cifarkit.tools.settings import TransferSettings
 from cifarkit.train import step_graph, train_one_epoch
 
 CIFAR10_GROUPS = {
     "animals": ("bird", "cat", "deer", "dog", "frog", "horse"),
     "vehicles": ("airplane", "automobile", "ship", "truck"),
 }
-
-
-@dataclass(frozen=True)
-class TransferSettings:
-    """How much work notebook 09 does (each profile has its own)."""
-
-    pretrain_images: int | None = 10_000  # source-class training images for pretraining (None: all)
-    pretrain_epochs: int = 3
-    labels_per_class: tuple[int, ...] = (10, 100, 1000)  # the label budgets of the curve
-    choose_at: int = 100  # the budget at which every setting is chosen on validation
-    val_per_class: int = 100  # the fixed validation set, held out of the target's training images
-    pool_per_class: int | None = None  # labelled images are drawn from at most this many per class (None: all)
-    steps: int = 60  # optimiser steps of a fine-tuning run at least, whatever its budget
-    passes: float = 3.0  # and at least this many passes over its labelled images: a large budget is not starved
-    batch_size: int = 64
-    lrs: tuple[float, ...] = (1e-3, 3e-3)  # Adam learning rates tried on validation
-    seeds: int = 3  # each seed draws its own labelled images and initialises its own head
-    sizes: tuple[int, ...] = (32, 64, 96)  # input sizes tried for the ImageNet backbone (images are upsampled)
-    weight_decays: tuple[float, ...] = (1e-4, 1e-2)  # the ImageNet backbone's linear head: L2 tried on validation
-    test_images: int | None = None  # target-class test images scored (None: all)
-
-    def __post_init__(self) -> None:
-        if self.choose_at not in self.labels_per_class:
-            raise ConfigError(f"choose_at={self.choose_at} must be one of labels_per_class {self.labels_per_class}")
 
 
 @dataclass(frozen=True)
@@ -266,7 +243,7 @@ def embed(
 ) -> tuple[torch.Tensor, float]:
     """The frozen backbone's feature vector for every image of ``split``, upsampled to ``size`` px, scaled as its
     weights expect; and the seconds it took."""
-    channels_last = device.type != "mps"  # depthwise convolutions: 2x faster on this CPU (measured), CUDA's format
+    channels_last = device.type != "mps"  # depthwise convolutions run faster in it on CPUs and CUDA
     net = backbone.net.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     normalizer = Normalizer(backbone.mean, backbone.std, device, size, channels_last)
     features, _, seconds = predict_logits(net, DeviceLoader(split, 64, normalizer), device, amp)

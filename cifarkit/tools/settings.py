@@ -1,0 +1,129 @@
+"""The settings of cifarkit's tools, one frozen dataclass per command or notebook part: ``input-bench``,
+``amp-check``, ``deploy-bench`` (and notebook 08), ``sweep``'s SLURM jobs and notebook 09's transfer study.
+A training run's own settings are :class:`cifarkit.config.TrainConfig`.
+
+A field made with :func:`setting` is also a command-line option: ``cifarkit.cli.add_settings`` generates it from
+the field (flag, type, default, help), so each is written once, here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cifarkit.config import AMP_MODES, fraction, positive_float, positive_int
+from cifarkit.errors import ConfigError
+
+
+def setting(default: Any, help: str, **option: Any) -> Any:
+    """A settings field that is also a command-line option: ``help`` (``{default}`` is filled in) and argparse's
+    ``type``, ``choices`` or ``nargs``; ``flag`` names the option when it is not ``--`` and the field's name."""
+    return field(default=default, metadata={"help": help, **option})
+
+
+@dataclass(frozen=True)
+class InputBenchSettings:
+    """What ``input-bench`` times: a seed-style DataLoader, cifarkit's loader and the bare training step."""
+
+    model: str = setting("ex1", "the network whose training step is timed (default {default})")
+    batch_size: int = setting(128, "images per step (default {default})", type=positive_int)
+    steps: int = setting(60, "timed training steps per measurement (default {default})", type=positive_int)
+    workers: int = setting(2, "DataLoader workers of the seed-style pipeline (default {default})", type=int)
+    rounds: int = setting(3, "interleaved repetitions; medians are reported (default {default})", type=positive_int)
+
+
+@dataclass(frozen=True)
+class AmpCheckSettings:
+    """What ``amp-check`` compares: one speedrun recipe's training step under each precision."""
+
+    recipe: str = setting("flagship", "the speedrun recipe whose network is timed (default {default})")
+    modes: tuple[str, ...] = setting(
+        ("off", "bf16"), "amp modes; off is fp32 (default off bf16)", nargs="+", choices=AMP_MODES[1:]
+    )
+    batch_size: int | None = setting(None, "images per step (default: the recipe's)", type=positive_int)
+    steps: int = setting(3, "timed steps per mode, after one warm-up step (default {default})", type=positive_int)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ConfigError(f"steps must be at least 1, got {self.steps}")
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    """How ``deploy-bench`` builds and times the deployment variants (notebook 08 takes its profile's)."""
+
+    sparsities: tuple[float, ...] = setting(
+        (0.3, 0.5),
+        "share of channels removed per prunable layer (default {default})",
+        flag="--sparsity",
+        type=fraction,
+        nargs="+",
+    )
+    finetune_epochs: float = setting(
+        1.0,
+        "epochs over the training split after each pruning, fractions allowed (default {default})",
+        type=positive_float,
+    )
+    finetune_lr: float = 1e-3
+    calibration_images: int = 512  # training images that calibrate the int8 activation ranges
+    warmup: int = setting(20, "untimed calls first (default {default})", type=positive_int)
+    runs: int = setting(200, "batch-1 calls timed for the latency percentiles (default {default})", type=positive_int)
+    throughput_batch: int = 256
+    throughput_runs: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if any(not 0 < s < 1 for s in self.sparsities):
+            raise ConfigError(f"--sparsity values must be between 0 and 1, got {list(self.sparsities)}")
+        names = [variant_name(s) for s in self.sparsities]
+        if len(set(names)) < len(names):
+            raise ConfigError(
+                f"--sparsity {' '.join(f'{s:g}' for s in self.sparsities)} names one variant twice; "
+                "give shares that differ by at least 0.001"
+            )
+        if self.runs < 2 or self.warmup < 0 or self.throughput_runs < 1:
+            raise ConfigError("--runs must be >= 2 and --warmup >= 0")
+
+
+@dataclass(frozen=True)
+class Slurm:
+    """Where and how each run of a sweep is submitted as its own SLURM job (through submitit).
+
+    ``cluster`` is submitit's: ``slurm`` on a cluster; ``local`` runs the same jobs as local processes
+    (what the tests use on machines without SLURM).
+    """
+
+    partition: str | None = setting(None, "SLURM partition (default: the cluster's)", flag="--slurm-partition")
+    time_min: int = setting(60, "minutes per job (default {default})", flag="--slurm-time", type=positive_int)
+    gpus: int = setting(1, "GPUs per job (default {default}; 0 for CPU jobs)", flag="--slurm-gpus", type=int)
+    cpus: int = setting(4, "CPU cores per job (default {default})", flag="--slurm-cpus", type=positive_int)
+    cluster: str = "slurm"
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    """How much work notebook 09 does (each profile has its own)."""
+
+    pretrain_images: int | None = 10_000  # source-class training images for pretraining (None: all)
+    pretrain_epochs: int = 3
+    labels_per_class: tuple[int, ...] = (10, 100, 1000)  # the label budgets of the curve
+    choose_at: int = 100  # the budget at which every setting is chosen on validation
+    val_per_class: int = 100  # the fixed validation set, held out of the target's training images
+    pool_per_class: int | None = None  # labelled images are drawn from at most this many per class (None: all)
+    steps: int = 60  # optimiser steps of a fine-tuning run at least, whatever its budget
+    passes: float = 3.0  # and at least this many passes over its labelled images: a large budget is not starved
+    batch_size: int = 64
+    lrs: tuple[float, ...] = (1e-3, 3e-3)  # Adam learning rates tried on validation
+    seeds: int = 3  # each seed draws its own labelled images and initialises its own head
+    sizes: tuple[int, ...] = (32, 64, 96)  # input sizes tried for the ImageNet backbone (images are upsampled)
+    weight_decays: tuple[float, ...] = (1e-4, 1e-2)  # the ImageNet backbone's linear head: L2 tried on validation
+    test_images: int | None = None  # target-class test images scored (None: all)
+
+    def __post_init__(self) -> None:
+        if self.choose_at not in self.labels_per_class:
+            raise ConfigError(f"choose_at={self.choose_at} must be one of labels_per_class {self.labels_per_class}")
+
+
+def variant_name(sparsity: float) -> str:
+    """The pruned variant's name (and file stem) for a channel share: 0.3 -> ``pruned-30``, 0.305 -> ``pruned-30.5``."""
+    return f"pruned-{round(100 * sparsity, 1):g}"
