@@ -545,19 +545,23 @@ def test_an_identical_run_on_a_quiet_machine_is_reused_not_retrained(tmp_path, m
     run = first.train(ds, recipe="ex1", epochs=1, test=False)
     later = notebook.start("07_speedrun", "synthetic", 0, "cpu", "smoke", str(tmp_path), False)
     monkeypatch.setattr(notebook, "run_conditions", lambda r: {"clean": True})
-    assert later.identical_run("01_ex1_baseline", ds, recipe="ex1", epochs=1) == run
-    assert later.train_or_reuse("01_ex1_baseline", ds, recipe="ex1", epochs=1, test=False) == run
+
+    def identical_run(data, **overrides):
+        return later._identical_run("01_ex1_baseline", data, later.config("ex1", telemetry=True, **overrides))
+
+    assert identical_run(ds, epochs=1) == run
+    assert later.run_from("01_ex1_baseline", ds, recipe="ex1", identical=True, epochs=1, test=False) == run
     assert "reusing 01_ex1_baseline/" in capsys.readouterr().out and later.runs == [str(run.relative_to(tmp_path))]
     # anything that would make the run differ, or a busy machine, means training again
-    assert later.identical_run("01_ex1_baseline", ds, recipe="ex1", epochs=2) is None
-    assert later.identical_run("01_ex1_baseline", ds, recipe="ex1", epochs=1, lr=0.01) is None
-    assert later.identical_run("01_ex1_baseline", ds.subsample(300, None, seed=0), recipe="ex1", epochs=1) is None
+    assert identical_run(ds, epochs=2) is None
+    assert identical_run(ds, epochs=1, lr=0.01) is None
+    assert identical_run(ds.subsample(300, None, seed=0), epochs=1) is None
     monkeypatch.setattr(notebook, "git_commit", lambda: "1" * 40)  # the code changed since 01 ran
-    assert later.identical_run("01_ex1_baseline", ds, recipe="ex1", epochs=1) is None
+    assert identical_run(ds, epochs=1) is None
     monkeypatch.setattr(notebook, "git_commit", lambda: "0" * 40)
     monkeypatch.setattr(notebook, "run_conditions", lambda r: {"clean": False})  # 01 shared the machine
-    assert later.identical_run("01_ex1_baseline", ds, recipe="ex1", epochs=1) is None
-    assert later.train_or_reuse("01_ex1_baseline", ds, recipe="ex1", epochs=1, test=False) != run
+    assert identical_run(ds, epochs=1) is None
+    assert later.run_from("01_ex1_baseline", ds, recipe="ex1", identical=True, epochs=1, test=False) != run
     assert "training here: 01_ex1_baseline has no identical run" in capsys.readouterr().out
 
 
@@ -586,3 +590,19 @@ def test_the_index_says_what_its_runs_computed_in_and_that_no_fp32_twin_was_meas
     for config in tmp_path.glob("*/run/config.json"):
         config.write_text(json.dumps({"resolved": {"amp": "off"}}))
     assert series.precision_text(tmp_path) == " Its runs computed in fp32."
+
+
+def test_run_from_uses_the_notebooks_latest_run_and_trains_one_only_when_there_is_none(tmp_path, capsys):
+    """04, 05 and 08 analyse 01's run: the one in the report when there is one (whatever its settings), else
+    one trained here and said so."""
+    from cifarkit.report import notebook
+
+    nb = notebook.start("04_tta", "synthetic", 0, "cpu", "smoke", str(tmp_path), False)
+    ds = nb.data(train_images=400, test_images=100)
+    trained = nb.run_from("01_ex1_baseline", ds, recipe="ex1", epochs=1, test=False)
+    assert "training here: 01_ex1_baseline has no run in this report" in capsys.readouterr().out
+    assert trained.parent == tmp_path / "04_tta" and (trained / "best.pt").exists()
+    first = notebook.start("01_ex1_baseline", "synthetic", 0, "cpu", "smoke", str(tmp_path), False)
+    baseline = first.train(ds, recipe="ex1", epochs=1, test=False)
+    assert nb.run_from("01_ex1_baseline", ds, recipe="ex1", epochs=3) == baseline  # no training: 01's run is used
+    assert f"using {baseline.relative_to(tmp_path)}, the latest run of 01_ex1_baseline" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -10,7 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cifarkit.config import AMP_MODES, DeploySettings, TrainConfig
+from cifarkit.config import AMP_MODES, TrainConfig
 from cifarkit.config import recipe as named_recipe
 from cifarkit.data import load_dataset, project_root, resolve_user_path
 from cifarkit.device import (
@@ -31,7 +32,7 @@ from cifarkit.report.exercises import check
 from cifarkit.report.figures import plot_own_predictions, run_callbacks, save, write_test_figures
 from cifarkit.runs import ensure_dir, make_run_dir, read_json, read_run, slug, write_json
 from cifarkit.tools.perflogs import run_conditions
-from cifarkit.tools.transfer import TransferSettings
+from cifarkit.tools.settings import DeploySettings, TransferSettings
 from cifarkit.train import fit
 
 
@@ -95,12 +96,8 @@ PROFILES = {
             weight_decays=(1e-2,),
         ),
     ),
-    # meaningful numbers on a laptop CPU, the whole series in one sitting (issue 31: at most 30 min of notebooks
-    # on a 2-core AVX2 CPU; it took 63 min with 12 EX-1 epochs, 10,000 x 4 for 02, 20,000 x 5 for 03, and
-    # 10 course epochs and a 15,000-image ablation in 07, which also retrained 01's run to time it; 36 min with
-    # 8 epochs, 4,000 x 3, 10,000 x 4, 6 course epochs and 10,000 images; 29.6 min, then 30.9 min in a slower
-    # hour, with 4 course epochs, a 200-step learning-rate sweep and 02 tested on all 5,000 test images; 28.7 min
-    # with the budgets below, 31.5 min in that slower hour)
+    # meaningful numbers on a laptop CPU, the whole series in one sitting: at most 30 min of notebooks on a
+    # 2-core AVX2 CPU (make bench-series checks it; docs/results.md has what each budget cost)
     "quick": Profile(
         "quick",
         epochs=7,
@@ -120,7 +117,7 @@ PROFILES = {
         course_epochs=3,
         lr_finder_steps=100,
         big_model_test_images=2_500,
-        transfer=TransferSettings(pool_per_class=1_100, test_images=1_000),  # 96 px Lite0 features: 6 ms an image here
+        transfer=TransferSettings(pool_per_class=1_100, test_images=1_000),  # 96 px Lite0 features cost most in 09
     ),
     # the course's settings: for a GPU
     "full": Profile(
@@ -258,12 +255,6 @@ class NotebookRun:
             )
         return root, table
 
-    def ensure_a_run(self, notebook: str, **overrides: Any) -> None:
-        """When this report holds no training run (the notebook runs alone), train ``notebook``'s run here
-        first (see :meth:`run_or_train`), so there is something to analyse."""
-        if not find_runs(self.report_dir):
-            self.run_or_train(notebook, self.data(), **overrides)
-
     def own_images(self, predictor, image_paths, tta: str = "none", topk: int = 5):
         """Your images (files or folders, from the notebook or the repository root), each beside its top-k
         classes in percent; a one-line hint when ``image_paths`` is empty."""
@@ -280,54 +271,61 @@ class NotebookRun:
                 images.append(None)
         return self.save(plot_own_predictions(images, table, [str(f) for f in files]), "your_images")
 
-    def run_or_train(self, notebook: str, dataset, **overrides: Any) -> Path:
-        """The latest run that ``notebook`` (e.g. ``01_ex1_baseline``) wrote into this report; when there is
-        none (this notebook run alone), train one here with ``overrides`` instead. Prints which it used."""
-        found = find_runs(self.report_dir / notebook)
+    def run_from(
+        self,
+        notebook: str,
+        dataset=None,
+        recipe: str | None = None,
+        *,
+        identical: bool = False,
+        test: bool = True,
+        **overrides: Any,
+    ) -> Path:
+        """The run ``notebook`` (e.g. ``01_ex1_baseline``) wrote into this report, else one trained here by
+        :meth:`train` with these arguments (this notebook ran alone). With ``identical``, only a run that this
+        training would repeat bit for bit counts (:meth:`_identical_run`): its curve and time then stand in
+        for this notebook's own. ``dataset``: what it trains on (default: this notebook's :meth:`data`). Prints
+        which it used."""
+        if dataset is None and (identical or not find_runs(self.report_dir / notebook)):
+            dataset = self.data()
+        if identical:
+            found = self._identical_run(notebook, dataset, self.config(recipe, **{"telemetry": True, **overrides}))
+        else:
+            found = next(reversed(find_runs(self.report_dir / notebook)), None)
+        if found is None:
+            missing = "no identical run on a quiet machine" if identical else "no run"
+            print(f"training here: {notebook} has {missing} in this report")
+            return self.train(dataset, test=test, recipe=recipe, **overrides)
         self.computed = True
-        run = found[-1] if found else self.train(dataset, **overrides)
-        print(f"using {run}" + ("" if found else f" (trained here: {notebook} has no run in this report)"))
-        return run
+        name = found.relative_to(self.report_dir)
+        if not identical:
+            print(f"using {name}, the latest run of {notebook} in this report")
+            return found
+        print(
+            f"reusing {name}: {notebook} trained exactly this (same settings, seed, data and commit) on a quiet "
+            "machine, so its curve and training time are this run's, measured there"
+        )
+        self.runs.append(str(name))
+        return found
 
-    def identical_run(self, notebook: str, dataset, recipe: str | None = None, **overrides: Any) -> Path | None:
-        """A run ``notebook`` wrote into this report that :meth:`train` with these arguments would repeat bit
-        for bit: the same settings and seed (config.json), the same data sizes (env.json), the same code (its
-        recorded commit, not a modified copy), and a timing verdict of ``clean`` (trained on a quiet machine,
-        :func:`~cifarkit.tools.perflogs.run_conditions`), so its curve and its time can stand in for a new
-        training. None when there is no such run."""
-        import json
-
-        wanted = json.loads(json.dumps(self.config(recipe, **{"telemetry": True, **overrides}).to_dict()))
+    def _identical_run(self, notebook: str, dataset, cfg: TrainConfig) -> Path | None:
+        """The latest run ``notebook`` wrote into this report with ``cfg``'s settings and seed (config.json), the
+        same data sizes (env.json), the same code (its recorded commit, not a modified copy) and a timing
+        verdict of ``clean`` (a quiet machine, :func:`~cifarkit.tools.perflogs.run_conditions`)."""
+        wanted = json.loads(json.dumps(cfg.to_dict()))
         commit = git_commit()
+        if commit is None or commit.endswith("+dirty"):
+            return None
         for run in reversed(find_runs(self.report_dir / notebook)):
             files = read_run(run)
             same = (
                 {k: v for k, v in files.config.items() if k != "resolved"} == wanted
                 and (files.env.get("train_images") or 0) + (files.env.get("val_images") or 0) == len(dataset.train)
-                and commit is not None
-                and not commit.endswith("+dirty")
                 and files.env.get("git_commit") == commit
             )
             if same and run_conditions(run)["clean"]:
                 return run
         return None
-
-    def train_or_reuse(
-        self, notebook: str, dataset, recipe: str | None = None, test: bool = True, **overrides: Any
-    ) -> Path:
-        """:meth:`identical_run` when there is one (said in one line, with how its time was measured), else
-        :meth:`train` with the same arguments: no identical retraining just to time it again."""
-        run = self.identical_run(notebook, dataset, recipe, **overrides)
-        if run is None:
-            print(f"training here: {notebook} has no identical run on a quiet machine in this report to reuse")
-            return self.train(dataset, test=test, recipe=recipe, **overrides)
-        print(
-            f"reusing {run.relative_to(self.report_dir)}: {notebook} trained exactly this (same settings, seed, data "
-            "and commit) on a quiet machine, so its curve and training time are this run's, measured there"
-        )
-        self.runs.append(str(run.relative_to(self.report_dir)))
-        self.computed = True
-        return run
 
     def compute(self) -> tuple[Any, str]:
         """The device and the precision (``device`` and ``amp`` resolved) that a notebook's own loops run in."""
