@@ -267,6 +267,7 @@ def env_info(device: torch.device | None = None) -> dict:
         "mps_available": mps_available(),
         "cpu_count": os.cpu_count(),
         "cpu_instruction_set": cpu_instruction_set(),
+        "torch_cpu_kernels": torch.backends.cpu.get_cpu_capability(),  # ATEN_CPU_CAPABILITY can hold them lower
         "torch_threads": torch.get_num_threads(),
         "git_commit": git_commit(),
     }

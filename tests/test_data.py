@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tarfile
 
@@ -484,3 +485,20 @@ def test_the_instruction_set_is_read_from_the_cpu_flags():
     assert cpu_instruction_set(zen5) == "AVX2, AVX-512, AVX512-BF16"
     assert cpu_instruction_set(sapphire) == "AVX2, AVX-512, AVX512-BF16, AMX"
     assert cpu_instruction_set("") not in ("", "AVX2")  # no flags (macOS, ARM): the architecture
+
+
+def test_env_records_the_kernels_pytorch_uses_not_only_what_the_cpu_has():
+    """A run with PyTorch's CPU kernels held to a lower level (ATEN_CPU_CAPABILITY, how an AVX2 machine was
+    imitated on an AVX-512 one) says so in env.json, beside the CPU's own instruction sets."""
+    import subprocess
+    import sys
+
+    code = "import json; from cifarkit.device import env_info; print(json.dumps(env_info()['torch_cpu_kernels']))"
+    held = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "ATEN_CPU_CAPABILITY": "default"},
+        capture_output=True,
+        text=True,
+    )
+    assert held.returncode == 0, held.stderr
+    assert json.loads(held.stdout.strip().splitlines()[-1]) == "DEFAULT"
