@@ -75,6 +75,20 @@ def test_the_cost_table_is_the_committed_examples_own_timing():
     assert precision == {"off": "fp32"}.get(config["resolved"]["amp"], config["resolved"]["amp"])
 
 
+def test_the_avx2_kernels_row_is_its_own_series_timing():
+    """The cost table's second row (PyTorch's kernels held to AVX2) is its committed series.json: each notebook's
+    seconds, the total, the precision asked for and the commit."""
+    state = json.loads((ROOT / "reports" / "examples" / "cifar10-jpeg-quick-avx2-kernels" / "series.json").read_text())
+    seconds = {name[:2]: entry["seconds"] for name, entry in state["notebooks"].items()}
+    row = table_rows(README.read_text(), "## What the quick series costs")[1]
+    machine, precision, _, time = row
+    assert state["parameters"]["amp"] == "off" and precision == "fp32" and "`--amp off`" in machine
+    assert f"commit `{state['env']['git_commit'][:7]}`" in machine
+    assert f"**{round(sum(seconds.values())):,} s" in time
+    for number, s in seconds.items():
+        assert f"{number} {round(s):,} s" in time, number
+
+
 def test_every_result_in_the_readme_is_the_committed_examples():
     """Each row of the README's results names the summary key it comes from; its value is that key's."""
     rows = table_rows(README.read_text(), "what it found, each number checked")
