@@ -107,13 +107,24 @@ def forward_backward(
     amp: str = "off",
     scaler: torch.amp.GradScaler = NO_SCALER,
     cache: bool = True,
+    chunk: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The loss of batch ``x, y`` and its gradients, added to each parameter's ``.grad``; returns (loss, logits)."""
-    with autocast(device, amp, cache):
-        logits = model(x)
-        loss = criterion(logits, y)
-    scaler.scale(loss).backward()
-    return loss, logits
+    """The loss of batch ``x, y`` and its gradients, added to each parameter's ``.grad``; returns (loss, logits).
+
+    ``chunk`` > 0 sums the gradient over micro-batches of that many images (the CPU speedrun's large batches
+    fit in cache so): each chunk's mean loss is weighted by its share of the batch, so the sum is the whole
+    batch's gradient; only batch norm, which normalises each chunk on its own, tells the two apart."""
+    losses, outputs = [], []
+    for xc, yc in zip(x.split(chunk or len(y)), y.split(chunk or len(y)), strict=True):
+        with autocast(device, amp, cache):
+            logits = model(xc)
+            loss = criterion(logits, yc) * (len(yc) / len(y))
+        scaler.scale(loss).backward()
+        losses.append(loss)
+        outputs.append(logits)
+    if len(outputs) == 1:
+        return losses[0], outputs[0]
+    return torch.stack([loss.detach() for loss in losses]).sum(), torch.cat([o.detach() for o in outputs])
 
 
 def train_step(
@@ -126,14 +137,16 @@ def train_step(
     amp: str = "off",
     scaler: torch.amp.GradScaler = NO_SCALER,
     graph: StepGraph | None = None,
+    chunk: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimisation step on the batch ``x, y``; returns (loss, logits), both still on the device.
-    With ``graph`` (CUDA/ROCm) a replay of its recorded forward and backward does the middle part."""
+    With ``graph`` (CUDA/ROCm) a replay of its recorded forward and backward does the middle part; ``chunk``:
+    see :func:`forward_backward`."""
     optimizer.zero_grad(set_to_none=graph is None)  # a graph's gradients stay in the tensors it recorded
     if graph is not None:
         loss, logits = graph(x, y)
     else:
-        loss, logits = forward_backward(model, x, y, criterion, device, amp, scaler)
+        loss, logits = forward_backward(model, x, y, criterion, device, amp, scaler, chunk=chunk)
     scaler.step(optimizer)
     scaler.update()
     return loss, logits
@@ -170,9 +183,14 @@ class EpochStats:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
-def train_one_epoch(
+# the training timer; a module name so a test can hand it a clock of its own
+clock = time.perf_counter
+
+
+def train_steps(
     model: nn.Module,
-    loader: DeviceLoader,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    steps: int,
     optimizer: torch.optim.Optimizer,
     criterion: nn.Module,
     device: torch.device,
@@ -181,9 +199,14 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler = NO_SCALER,
     on_step: Callable[[int, int], None] | None = None,
     graph: StepGraph | None = None,
+    chunk: int = 0,
+    first: int = 0,
 ) -> EpochStats:
-    """One pass over ``loader``; the scheduler steps per batch. ``on_step(step, n)`` sees each step; ``graph``
-    replays the forward and backward on CUDA/ROCm (see :func:`train_step`).
+    """The training loop: ``steps`` optimisation steps on the next batches of ``batches``, timed as one stretch.
+    The scheduler steps after every batch (per-group learning rates are the scheduler's); ``on_step(step, n)``
+    sees each step (numbered from ``first``) after it is taken: telemetry, the speedrun's whitening-bias
+    freeze and lookahead plug in there. ``graph`` replays the forward and backward on CUDA/ROCm and ``chunk``
+    splits each batch's backward (see :func:`train_step`).
 
     Nothing in the step waits for the device (no ``.item()``, no host copies): loss and accuracy
     accumulate on the device and are read once at the end, so a GPU is never left idle by Python.
@@ -195,12 +218,11 @@ def train_one_epoch(
     images = 0
     timer = IntervalTimer(device)
     synchronize(device)
-    start = time.perf_counter()
-    batches = iter(loader)
-    for step in range(len(loader)):
+    start = clock()
+    for step in range(first, first + steps):
         with timer:
             x, y = next(batches)
-        loss, logits = train_step(model, x, y, optimizer, criterion, device, amp, scaler, graph)
+        loss, logits = train_step(model, x, y, optimizer, criterion, device, amp, scaler, graph, chunk)
         if scheduler is not None:
             scheduler.step()
         total_loss += loss.detach() * y.shape[0]
@@ -209,9 +231,14 @@ def train_one_epoch(
         if on_step is not None:
             on_step(step, int(y.shape[0]))
     synchronize(device)
-    seconds = time.perf_counter() - start
+    seconds = clock() - start
     n = max(images, 1)
     return EpochStats(float(total_loss) / n, float(correct) / n, images, seconds, timer.seconds())
+
+
+def train_one_epoch(model: nn.Module, loader: DeviceLoader, *args: Any, **kwargs: Any) -> EpochStats:
+    """One pass over ``loader``: :func:`train_steps` over its batches (the same further arguments)."""
+    return train_steps(model, iter(loader), len(loader), *args, **kwargs)
 
 
 # ----------------------------------------------------------------------------- the plug-in interfaces

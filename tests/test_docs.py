@@ -135,3 +135,18 @@ def test_the_gpu_figures_are_the_committed_gpu_checks():
     for number, seconds in finished.items():
         assert f"{number} {round(seconds)} s" in table, number
     assert f"({min(finished)}-{max(finished)} took {round(sum(finished.values()))} s)" in readme
+
+
+def test_the_speedrun_before_and_after_table_is_its_json():
+    """docs/results.md's before/after table of the speedrun on the core loop quotes the committed runs."""
+    folder = ROOT / "reports" / "examples" / "speedrun-one-loop"
+    rows = table_rows((ROOT / "docs" / "results.md").read_text(), "<!-- speedrun-one-loop -->")
+    assert len(rows) == 2
+    for seed, before_acc, after_acc, before_s, after_s in rows:
+        runs = {v: json.loads((folder / f"{v}-seed{seed}.json").read_text()) for v in ("before", "after")}
+        for shown, run in ((before_acc, runs["before"]), (after_acc, runs["after"])):
+            assert shown == f"{run['val_accuracy']:.4f} / {run['test_accuracy']:.4f}" and run["reached_target"]
+        assert (
+            before_s == f"{runs['before']['train_seconds']:.1f} s"
+            and after_s == f"{runs['after']['train_seconds']:.1f} s"
+        )

@@ -8,13 +8,14 @@ from dataclasses import fields
 import pytest
 import torch
 
-from cifarkit import runs
+from cifarkit import runs, train
 from cifarkit.data import Split
 from cifarkit.errors import ConfigError, duration_text
 from cifarkit.loader import DeviceLoader, Normalizer
 from cifarkit.models import create_model
 from cifarkit.report.stats import difference_is_noise, paired_is_noise, paired_se
 from cifarkit.speedrun import recipe as sr
+from cifarkit.train import forward_backward
 
 CPU = torch.device("cpu")
 
@@ -143,16 +144,19 @@ def test_chunked_backward_gives_the_whole_batch_gradient():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5))
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=0.2)
     x, y = torch.randn(8, 3, 2, 2), torch.randint(0, 5, (8,))
-    grads = {}
+    grads, losses, outputs = {}, {}, {}
     for chunk in (0, 2, 4):
         model.zero_grad()
-        sr.backward_in_chunks(model, criterion, x, y, chunk, CPU)
+        loss, logits = forward_backward(model, x, y, criterion, CPU, chunk=chunk)
         grads[chunk] = [p.grad.clone() for p in model.parameters()]
+        losses[chunk], outputs[chunk] = loss.detach(), logits.detach()
     for chunk in (2, 4):
         assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads[0], grads[chunk], strict=True))
+        assert torch.allclose(losses[0], losses[chunk], atol=1e-6)  # the whole batch's mean loss
+        assert torch.equal(outputs[0].argmax(1), outputs[chunk].argmax(1)) and outputs[chunk].shape == (8, 5)
     seen = []
     model.register_forward_hook(lambda m, args, out: seen.append(len(args[0])))
-    sr.backward_in_chunks(model, criterion, x, y, 2, CPU)
+    forward_backward(model, x, y, criterion, CPU, chunk=2)
     assert seen == [2, 2, 2, 2]
 
 
@@ -350,6 +354,7 @@ def test_the_warm_up_runs_before_the_clock_starts(monkeypatch):
         return seconds + 1000.0
 
     monkeypatch.setattr(sr, "clock", fake_clock)
+    monkeypatch.setattr(train, "clock", fake_clock)  # the core loop's timer, which the speedrun's training uses
     monkeypatch.setattr(sr, "warm_up", slow_warm_up)
     ds = load_dataset("synthetic:classes=4,train=64,test=16")
     result = sr.train(sr.get_recipe("tiny").with_(epochs=0.5), ds.train, ds.mean, ds.std, 4, CPU, log=lambda s: None)

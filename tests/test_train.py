@@ -277,8 +277,8 @@ def test_data_wait_is_the_time_spent_producing_batches(monkeypatch):
     opt = torch.optim.SGD(p.model.parameters(), lr=0.01)
     loss = torch.nn.CrossEntropyLoss()
     clock = FakeClock()
-    monkeypatch.setattr(cifarkit.device.time, "perf_counter", clock)  # the module object is shared: one patch
-    assert cifarkit.train.time is cifarkit.device.time
+    monkeypatch.setattr(cifarkit.device.time, "perf_counter", clock)  # the data-wait timer's clock
+    monkeypatch.setattr(cifarkit.train, "clock", clock)  # and the training loop's
     stats = train_one_epoch(p.model, SlowLoader(loader, 0.25, clock), opt, loss, p.device)
     # every fake second passed while a batch was being produced: all of it is data wait, none of it compute
     assert stats.data_seconds == pytest.approx(len(loader) * 0.25)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -26,6 +26,7 @@ from cifarkit.loader import DeviceLoader, Normalizer
 from cifarkit.models import ACTIVATIONS, SpeedNet, create_model
 from cifarkit.runs import checkpoint_meta, ensure_dir, make_run_dir, save_checkpoint, write_json, write_run_file
 from cifarkit.speedrun.course import course_baseline
+from cifarkit.train import train_steps
 
 TTA_LEVELS = ("none", "flip", "translate")  # names of cifarkit.evaluate modes, cheapest first
 
@@ -269,10 +270,11 @@ def sgd_with_bias_groups(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
     biases = [p for n, p in trainable if p.ndim < 2]
     weights = [p for n, p in trainable if p.ndim >= 2]
     groups = [
-        {"params": weights, "lr_scale": 1.0, "weight_decay": recipe.weight_decay},
+        {"params": weights, "lr_scale": 1.0, "lr": recipe.lr, "weight_decay": recipe.weight_decay},
         {
             "params": biases,
             "lr_scale": recipe.bias_lr_scale,
+            "lr": recipe.lr * recipe.bias_lr_scale,
             "weight_decay": recipe.weight_decay / recipe.bias_lr_scale,
         },
     ]
@@ -345,21 +347,18 @@ def warm_up(
     amp: str,
     steps: int = 3,
 ) -> float:
-    """Run a throwaway copy of the recipe's network for a few training steps and one evaluation pass, so the
-    one-off costs of a first call (kernel selection, cuDNN autotuning, the allocator's first blocks, lazy
-    initialisation) are paid before the clock starts, as airbench does; on the H200 they were about 6 s of a
-    9 s run. Returns the seconds it took (reported beside, never inside, the timed training)."""
+    """Run a throwaway copy of the recipe's network for a few steps of the same training loop and one evaluation
+    pass, so the one-off costs of a first call (kernel selection, cuDNN autotuning, the allocator's first
+    blocks, lazy initialisation) are paid before the clock starts, as airbench does; on the H200 they were
+    about 6 s of a 9 s run. Returns the seconds it took (reported beside, never inside, the timed training)."""
     synchronize(device)
     t0 = clock()
     model, optimizer, criterion, batches = setup(recipe, train_split, norm, num_classes, device, seed=0)
-    chunk = recipe.cpu_micro_batch if device.type == "cpu" else 0
     if len(batches) == 0:
         return clock() - t0  # train() refuses this split in one line
-    model.train()
-    for _, (x, y) in zip(range(steps), batches, strict=False):
-        optimizer.zero_grad(set_to_none=True)
-        backward_in_chunks(model, criterion, x, y, chunk, device, amp)
-        optimizer.step()
+    chunk = recipe.cpu_micro_batch if device.type == "cpu" else 0
+    train_steps(model, iter(batches), min(steps, len(batches)), optimizer, criterion, device, amp=amp, chunk=chunk)
+    x, _ = next(iter(batches))
     with torch.no_grad(), autocast(device, amp):
         tta_forward(model.eval(), recipe.tta)(x)
     synchronize(device)
@@ -412,31 +411,17 @@ def accuracy(
     return scores(model, split, normalizer, tta, amp, batch_size)["accuracy"]
 
 
-def backward_in_chunks(
-    model: nn.Module,
-    criterion: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    chunk: int,
-    device: torch.device,
-    amp: str = "off",
-) -> None:
-    """Accumulate the gradient of the batch-mean loss, ``chunk`` images at a time (0: all at once).
-
-    Each chunk's mean loss is weighted by its share of the batch, so the summed gradients are the
-    whole batch's; only BatchNorm (which normalises each chunk on its own) tells the two apart.
-    """
-    chunk = chunk or len(y)
-    for xc, yc in zip(x.split(chunk), y.split(chunk), strict=True):
-        with autocast(device, amp):
-            loss = criterion(model(xc), yc) * (len(yc) / len(y))
-        loss.backward()
-
-
 def pace_seconds(seconds: float, step: int, total: int) -> float:
     """Seconds the whole schedule of ``total`` steps takes if every step costs what the first
     ``step`` did on average: a projection, not a promise (a machine's pace drifts)."""
     return seconds * total / max(step, 1)
+
+
+def endless(loader: DeviceLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The loader's batches epoch after epoch (each epoch its own order and flips), for a schedule counted in
+    steps rather than epochs."""
+    while True:
+        yield from loader
 
 
 def train(
@@ -452,13 +437,15 @@ def train(
     curve_points: int = 0,
     log: Callable[[str], None] = print,
 ) -> SpeedrunResult:
-    """Train the recipe's fixed schedule, validating (untimed) when ``val`` is given.
+    """Train the recipe's fixed schedule with the core's loop (:func:`cifarkit.train.train_steps`), validating
+    (untimed) when ``val`` is given.
 
-    Its loop differs from :func:`cifarkit.train.train_one_epoch` on purpose: the learning rate is set per
-    parameter group every step (biases at ``bias_lr_scale`` x), the whitening bias is frozen after a few
-    epochs, lookahead pulls the weights back every few steps, and on CPUs the batch's gradient is summed
-    over micro-batches (:func:`backward_in_chunks`). Data and evaluation are the core's
-    (:class:`cifarkit.loader.DeviceLoader` with alternating flip, :func:`cifarkit.evaluate.evaluate`).
+    The recipe is a configuration of that loop: a triangular learning rate per parameter group (biases at
+    ``bias_lr_scale`` x) as a ``LambdaLR`` schedule; after each step the whitening bias is frozen once its
+    epochs are over and lookahead pulls the weights back every few steps; on CPUs each batch's gradient is
+    summed over micro-batches. Data and evaluation are the core's too (:class:`cifarkit.loader.DeviceLoader`
+    with alternating flip, :func:`cifarkit.evaluate.evaluate`). The clock runs over the setup and each
+    stretch of training between validations, never over a validation.
 
     Args:
         amp: mixed precision: ``auto`` is bf16 on CPUs with native bf16 (AVX512-BF16/AMX), else fp32
@@ -477,60 +464,39 @@ def train(
     if len(batches) == 0:
         raise ConfigError(f"{len(train_split.labels)} training images make no batch of {recipe.batch_size}")
     total = max(1, round(recipe.epochs * len(batches)))
-    marks = {max(1, round(total * k / curve_points)) for k in range(1, curve_points + 1)} if curve_points else set()
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step / total, recipe.warmup))
     lookahead = Lookahead(model) if recipe.lookahead else None
     bias_steps = round(recipe.whiten_bias_epochs * len(batches))
-    chunk = recipe.cpu_micro_batch if device.type == "cpu" else 0
     model.whiten.bias.requires_grad_(bias_steps > 0)
+
+    def after_step(step: int, images: int) -> None:
+        done = step + 1
+        if done == bias_steps:
+            model.whiten.bias.requires_grad_(False)
+        if lookahead is not None:
+            lookahead.step(done, done / total)
+
     synchronize(device)
     seconds = clock() - t_start
-    curve: list[dict[str, float]] = []
-
-    def record(step: int) -> None:  # the clock is stopped while this runs
+    every = [max(1, round(total * k / curve_points)) for k in range(1, curve_points + 1)] if curve_points else []
+    checks = sorted({*(every or range(len(batches), total, len(batches))), total})  # validate after these steps
+    chunk = recipe.cpu_micro_batch if device.type == "cpu" else 0
+    stream, step, curve = endless(batches), 0, []
+    for check in checks:
+        stats = train_steps(
+            model, stream, check - step, optimizer, criterion, device, schedule, amp, on_step=after_step,
+            chunk=chunk, first=step,
+        )  # fmt: skip
+        seconds, step = seconds + stats.seconds, check
+        if step == total and lookahead is not None:
+            lookahead.finish()
         row = {"epoch": round(step / len(batches), 3), "seconds": seconds}
         if val is not None:
             row["val_accuracy"] = accuracy(model, val, norm, amp=amp)
         curve.append(row)
-        log(
-            f"epoch {row['epoch']:>5.2f} {seconds:7.1f}s"
-            + (f" val_accuracy {row['val_accuracy']:.4f}" if val is not None else "")
-            + (
-                f" (at this pace {duration_text(pace_seconds(seconds, step, total))} of training in all)"
-                if step < total
-                else ""
-            )
-        )
-
-    step = 0
-    model.train()
-    while step < total:
-        synchronize(device)
-        t0 = clock()
-        for x, y in batches:
-            if step >= total:
-                break
-            factor = lr_factor(step / total, recipe.warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = recipe.lr * factor * group["lr_scale"]
-            optimizer.zero_grad(set_to_none=True)
-            backward_in_chunks(model, criterion, x, y, chunk, device, amp)
-            optimizer.step()
-            step += 1
-            if step == bias_steps:
-                model.whiten.bias.requires_grad_(False)
-            if lookahead is not None:
-                lookahead.step(step, step / total)
-            if step in marks and step < total:
-                synchronize(device)
-                seconds += clock() - t0
-                record(step)
-                t0 = clock()
-        if lookahead is not None and step >= total:
-            lookahead.finish()
-        synchronize(device)
-        seconds += clock() - t0
-        if not marks or step >= total:
-            record(step)
+        pace = f" (at this pace {duration_text(pace_seconds(seconds, step, total))} of training in all)"
+        val_text = f" val_accuracy {row['val_accuracy']:.4f}" if val is not None else ""
+        log(f"epoch {row['epoch']:>5.2f} {seconds:7.1f}s{val_text}" + (pace if step < total else ""))
     model.eval()
     return SpeedrunResult(
         model, recipe, seconds, curve, curve[-1].get("val_accuracy") if curve else None, amp, warmup_seconds

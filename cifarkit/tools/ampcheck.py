@@ -27,6 +27,7 @@ from torch import nn
 from cifarkit.device import cpu_supports_bf16, resolve_amp, resolve_device, synchronize
 from cifarkit.speedrun import recipe as speedrun
 from cifarkit.tools.settings import AmpCheckSettings
+from cifarkit.train import forward_backward
 
 _SRC_TYPE = re.compile(r"\bsrc[_:]([a-z0-9]+):")
 _SHAPE = re.compile(r"\bmb\d+_?(?:g\d+)?ic(\d+)oc(\d+)_?(?:id\d+od\d+_?)?ih(\d+)oh\d+kh(\d+)")
@@ -155,7 +156,7 @@ def run_amp_check(
 
         def step(model: nn.Module = model, criterion: nn.Module = criterion, mode: str = mode) -> None:
             model.zero_grad(set_to_none=True)
-            speedrun.backward_in_chunks(model, criterion, x, y, chunk, dev, mode)
+            forward_backward(model, x, y, criterion, dev, mode, chunk=chunk)
 
         step()  # warm-up: oneDNN creates its primitives here
         kernels = onednn_convolutions(step) if dev.type == "cpu" else []
