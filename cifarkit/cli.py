@@ -613,12 +613,12 @@ def build_parser() -> Parser:
 
 
 def option_of(f: Field) -> str:
-    """The command-line option of a :func:`~cifarkit.config.setting` field: its ``flag``, else ``--field-name``."""
+    """The command-line option of a :func:`~cifarkit.tools.settings.setting` field: its ``flag``, else ``--field-name``."""
     return f.metadata.get("flag", "--" + f.name.replace("_", "-"))
 
 
 def add_settings(p: argparse.ArgumentParser, settings: type) -> None:
-    """One option per :func:`~cifarkit.config.setting` field of the dataclass ``settings``: its flag, type,
+    """One option per :func:`~cifarkit.tools.settings.setting` field of the dataclass ``settings``: its flag, type,
     choices and help come from the field, and its default is the field's, so each is written once."""
     for f in fields(settings):
         if "help" not in f.metadata:

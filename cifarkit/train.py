@@ -114,8 +114,9 @@ def forward_backward(
     ``chunk`` > 0 sums the gradient over micro-batches of that many images (the CPU speedrun's large batches
     fit in cache so): each chunk's mean loss is weighted by its share of the batch, so the sum is the whole
     batch's gradient; only batch norm, which normalises each chunk on its own, tells the two apart."""
+    size = chunk or len(y)
     losses, outputs = [], []
-    for xc, yc in zip(x.split(chunk or len(y)), y.split(chunk or len(y)), strict=True):
+    for xc, yc in zip(x.split(size), y.split(size), strict=True):
         with autocast(device, amp, cache):
             logits = model(xc)
             loss = criterion(logits, yc) * (len(yc) / len(y))

@@ -286,12 +286,11 @@ class NotebookRun:
         training would repeat bit for bit counts (:meth:`_identical_run`): its curve and time then stand in
         for this notebook's own. ``dataset``: what it trains on (default: this notebook's :meth:`data`). Prints
         which it used."""
-        if dataset is None and (identical or not find_runs(self.report_dir / notebook)):
+        found = None if identical else next(reversed(find_runs(self.report_dir / notebook)), None)
+        if dataset is None and found is None:
             dataset = self.data()
         if identical:
             found = self._identical_run(notebook, dataset, self.config(recipe, **{"telemetry": True, **overrides}))
-        else:
-            found = next(reversed(find_runs(self.report_dir / notebook)), None)
         if found is None:
             missing = "no identical run on a quiet machine" if identical else "no run"
             print(f"training here: {notebook} has {missing} in this report")
