@@ -452,9 +452,7 @@ def load_checkpoint(path: str | os.PathLike, wanted: str = "best.pt") -> dict[st
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found; pass the {wanted} of a run folder")
     try:
-        with warnings.catch_warnings():  # int8 weights are rebuilt through torch's deprecated TypedStorage
-            warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
-            blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(
             f"{path} is not a readable cifarkit checkpoint ({exc.__class__.__name__}); pass the {wanted} of a run folder"
@@ -464,8 +462,7 @@ def load_checkpoint(path: str | os.PathLike, wanted: str = "best.pt") -> dict[st
     check_meta(blob, path)
     if not isinstance(blob.get("state_dict"), dict) or not all(isinstance(k, str) for k in blob["state_dict"]):
         raise CheckpointError(f"{path}: its state_dict is not a mapping of weight names; is it the right file?")
-    if blob.get("variant") != "int8":  # int8 weights are packed objects, checked when their network is rebuilt
-        check_weights(blob["state_dict"], path, f"pass the {wanted} of another run", error=CheckpointError)
+    check_weights(blob["state_dict"], path, f"pass the {wanted} of another run", error=CheckpointError)
     return blob
 
 

@@ -9,8 +9,9 @@ shapes are the pruned architecture, and the quantized state is rebuilt on a fres
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
-import warnings
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from cifarkit.errors import CheckpointError
+from cifarkit.errors import CheckpointError, ConfigError
 from cifarkit.models import create_model
 from cifarkit.runs import check_meta
 
-QUANT_BACKEND = "x86"  # fbgemm + oneDNN kernels; the default for x86 CPUs since PyTorch 2.0
 ONNX_META_KEY = "cifarkit"  # metadata_props key holding the checkpoint's meta as JSON
 
 
@@ -57,40 +57,118 @@ def resize_to(model: nn.Module, state: dict[str, Any]) -> nn.Module:
     return model
 
 
-def classifier_names(model: nn.Module) -> list[str]:
-    """The final linear layer: :func:`quantize_int8` gives it int8 weights but float inputs and outputs
-    (dynamic quantization), so the logits, and the probabilities ``predict`` shows, are not rounded to
-    an int8 grid."""
-    return [name for name, m in model.named_modules() if isinstance(m, nn.Linear)][-1:]
+INT8_METHOD = "static"  # weights and activations int8, activation ranges calibrated before use
 
 
-def prepare_int8_graph(model: nn.Module, example: torch.Tensor) -> nn.Module:
-    """``model`` (copied, CPU, eval) with int8 observers inserted by FX graph mode for the ``x86`` backend,
-    the classifier dynamically quantized (float logits)."""
-    from torch.ao.quantization import default_dynamic_qconfig, get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import prepare_fx
-
-    torch.backends.quantized.engine = QUANT_BACKEND
-    mapping = get_default_qconfig_mapping(QUANT_BACKEND)
-    for name in classifier_names(model):
-        mapping = mapping.set_module_name(name, default_dynamic_qconfig)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao on every call
-        return prepare_fx(copy.deepcopy(model).cpu().eval(), mapping, (example.cpu(),))
-
-
-def convert_int8_graph(prepared: nn.Module) -> nn.Module:
-    """The int8 model of an observed (calibrated) FX graph."""
-    from torch.ao.quantization.quantize_fx import convert_fx
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return convert_fx(prepared).eval()
+def pt2e() -> tuple[Any, Any]:
+    """torchao's PT2E quantization functions and its x86 quantizer, imported on first use (torchao loads slowly, and
+    its import logs a notice from torch's pytree registry that says nothing to a cifarkit user)."""
+    pytree = logging.getLogger("torch.utils._pytree")
+    level, _ = pytree.level, pytree.setLevel(logging.ERROR)
+    try:
+        import torchao.quantization.pt2e.quantize_pt2e as flow
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
+    except ImportError:
+        raise ConfigError("int8 variants need torchao, one of cifarkit's dependencies: pip install torchao") from None
+    finally:
+        pytree.setLevel(level)
+    return flow, x86
 
 
-def dynamic_int8(model: nn.Module) -> nn.Module:
-    """Dynamic int8 quantization of the linear layers (weights int8, activations quantized on the fly)."""
-    return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).cpu().eval(), {nn.Linear}, dtype=torch.qint8)
+def exported(model: nn.Module, example: torch.Tensor, decompose: bool = False) -> torch.fx.GraphModule:
+    """``model`` as one exported graph (``torch.export``; with ``decompose``, in core ATen operators) that takes
+    any batch size. ``example``'s first image is traced twice over: a batch of one would fix the batch size."""
+    pair = example[:1].expand(2, *example.shape[1:])
+    program = torch.export.export(model, (pair,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+    return (program.run_decompositions() if decompose else program).module()
+
+
+def int8_observed(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
+    """``model`` (copied, CPU, eval) exported and given int8 observers by torchao's x86 quantizer: per-channel
+    weights, per-tensor activations, batch norm folded into the convolutions. Activation ranges are min/max, so
+    a saved range is two numbers (the default histogram observer's state is 8 KB a layer)."""
+    flow, x86 = pt2e()
+    default = x86.get_default_x86_inductor_quantization_config()
+    activation = min_max(default.input_activation)
+    config = dataclasses.replace(default, input_activation=activation, output_activation=activation)
+    quantizer = x86.X86InductorQuantizer().set_global(config)
+    return flow.prepare_pt2e(exported(copy.deepcopy(model).cpu().eval(), example.cpu()), quantizer)
+
+
+def min_max(spec: Any) -> Any:
+    """``spec`` with torchao's min/max observer in place of its default (histogram) one, same epsilon."""
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+
+    ctr = MinMaxObserver.with_args(**spec.observer_or_fake_quant_ctr.p.keywords)
+    return dataclasses.replace(spec, observer_or_fake_quant_ctr=ctr)
+
+
+def weight_observers(observed: torch.fx.GraphModule) -> dict[str, Any]:
+    """Each quantized weight's name -> the observer that holds its per-channel range."""
+    return {
+        node.target: observed.get_submodule(user.target)
+        for node in observed.graph.nodes
+        if node.op == "get_attr" and str(node.target).endswith("weight")
+        for user in node.users
+        if user.op == "call_module"
+    }
+
+
+def per_channel(observer: Any, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An observer's per-channel scale and zero point, shaped to broadcast over ``weight``."""
+    scale, zero = observer.calculate_qparams()
+    shape = [-1 if d == observer.ch_axis else 1 for d in range(weight.ndim)]
+    return scale.view(shape), zero.view(shape)
+
+
+def load_int8_state(observed: torch.fx.GraphModule, state: dict[str, torch.Tensor]) -> None:
+    """Load what :func:`cifarkit.tools.compress.int8_state` saved: ranges first, then each int8 weight back on its
+    float grid (quantizing it again gives the same integers)."""
+    weights = weight_observers(observed)
+    observed.load_state_dict({k: v for k, v in state.items() if k not in weights}, strict=False)
+    differ = sorted(set(observed.state_dict()) ^ set(state))
+    if differ or any(state[k].dtype != torch.int8 for k in weights):
+        raise RuntimeError(f"{differ[0]} is missing or extra" if differ else "a weight is not int8")
+    for name, observer in weights.items():
+        target = observed.state_dict(keep_vars=True)[name]
+        scale, zero = per_channel(observer, target)
+        with torch.no_grad():
+            target.copy_((state[name].float() - zero) * scale)
+
+
+class Int8Model(nn.Module):
+    """An int8 graph behind the call cifarkit's evaluation expects. On CPUs with oneDNN's int8 kernels (x86) its
+    quantize/dequantize pairs are replaced by them, as torchao's ``lower_pt2e_quantized_to_x86`` does (that
+    function fixes the batch size; this keeps it free); elsewhere the reference graph computes the same numbers
+    in float. An exported graph has no training mode, so ``train``/``eval`` leave it as it is."""
+
+    def __init__(self, observed: torch.fx.GraphModule, example: torch.Tensor, params: int) -> None:
+        super().__init__()
+        flow, _ = pt2e()
+        self.graph = flow.convert_pt2e(observed)
+        self.params, self.kernels = params, "reference"
+        try:
+            from torch._inductor.constant_folding import constant_fold
+            from torch._inductor.fx_passes.freezing_patterns import freezing_passes
+
+            lowered = exported(self.graph, example, decompose=True)
+            for node in (
+                lowered.graph.nodes
+            ):  # oneDNN's int8 convolutions return channels-last tensors: view cannot flatten them
+                if node.target == torch.ops.aten.view.default:
+                    node.target = torch.ops.aten.reshape.default
+            lowered.recompile()
+            freezing_passes(lowered, (example,))
+            constant_fold(lowered)
+            self.graph, self.kernels = lowered, "oneDNN"
+        except Exception:  # no oneDNN int8 kernels here (e.g. an ARM CPU): the reference graph is correct, only slower
+            pass
+
+    def train(self, mode: bool = True) -> Int8Model:
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.graph(x)
 
 
 def check_shapes(blob: dict[str, Any], state: dict[str, torch.Tensor], variant: str) -> None:
@@ -142,11 +220,21 @@ def model_from_blob(blob: dict[str, Any]) -> nn.Module:
         resize_to(model, state)
     elif variant == "int8":
         resize_to(model, blob["fp32_shapes"])  # an int8 model of a pruned network keeps the pruned shapes
-        size = int(blob["image_size"])
-        if blob.get("int8_method") == "dynamic":
-            model = dynamic_int8(model)
-        else:  # the converted graph's structure; the scales and int8 weights come from the state dict
-            model = convert_int8_graph(prepare_int8_graph(model, torch.zeros(1, 3, size, size)))
+        example = torch.zeros(1, 3, int(blob["image_size"]), int(blob["image_size"]))
+        if blob.get("int8_method") != INT8_METHOD:
+            raise CheckpointError(
+                f"int8 method {blob.get('int8_method')!r} is not the one this cifarkit builds ({INT8_METHOD!r}); "
+                "build the variant again with deploy-bench"
+            )
+        observed = int8_observed(model, example)
+        try:
+            load_int8_state(observed, state)
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"the int8 weights do not fit model {blob['model_name']} ({str(exc).splitlines()[0][:160]}); "
+                "build the variant again with deploy-bench"
+            ) from None
+        return Int8Model(observed, example, sum(v.numel() for k, v in state.items() if k.endswith(("weight", "bias"))))
     elif variant != "fp32":
         raise CheckpointError(f"checkpoint variant {variant!r} is not one this cifarkit knows (fp32, pruned, int8)")
     try:

@@ -56,6 +56,7 @@ def test_every_variant_is_built_evaluated_and_timed(bench):
     assert 0.9 * by["fp32"]["params"] < by["onnx"]["params"] <= by["fp32"]["params"]
     assert all(r["test_images"] == len(load_dataset(DATA).test) for r in rows)
     assert by["int8-static"]["size_mb"] < 0.5 * by["fp32"]["size_mb"]  # int8 weights, a quarter of fp32 plus scales
+    assert [r["stored"] for r in rows] == ["fp32", "int8", "fp32", "fp32"]
     test = json.loads((run / "test.json").read_text())
     assert by["fp32"]["accuracy"] == pytest.approx(test["accuracy"], abs=1e-6)  # the same evaluation path as test.json
     assert by["onnx"]["accuracy"] == pytest.approx(by["fp32"]["accuracy"], abs=1 / 32)  # same model, other runtime
@@ -74,7 +75,7 @@ def test_variants_load_like_best_pt_and_keep_their_answers(bench):
     with torch.no_grad():
         agree = (int8.model(x).argmax(1) == fp32(x).argmax(1)).float().mean()
         assert agree >= 0.9 and (int8.model(x) - fp32(x)).abs().max() < 1.0  # rounding, not another model
-        assert "dynamic" in type(int8.model.get_submodule("classifier")).__module__  # int8 weights, float logits
+        assert int8.model(x).dtype == torch.float32  # int8 weights and activations inside, float logits out
     onnx = Predictor.from_checkpoint(deploy / "model.onnx")
     assert torch.allclose(onnx.model(x), fp32(x), atol=1e-4)
     pruned = Predictor.from_checkpoint(deploy / "pruned-50.pt", "cpu")
@@ -103,19 +104,59 @@ def test_resize_to_rebuilds_a_pruned_network():
     assert sum(p.numel() for p in fresh.parameters()) < 0.5 * sum(p.numel() for p in model.parameters())
 
 
-def test_untraceable_models_fall_back_to_dynamic_int8():
+def test_a_network_torch_export_cannot_take_is_skipped_in_one_line():
     class Branchy(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.fc = torch.nn.Linear(3 * 32 * 32, 4)
 
         def forward(self, x):
-            if x.sum() > 0:  # data-dependent control flow: torch.fx cannot trace it
+            if x.sum() > 0:  # data-dependent control flow: torch.export cannot trace it
                 x = x * 2
             return self.fc(x.flatten(1))
 
-    quantized, method = quantize_int8(Branchy(), [torch.randn(4, 3, 32, 32)])
-    assert method == "dynamic" and "quantized.dynamic" in type(quantized.fc).__module__
+    for model in (Branchy(), create_model("speednet", 4)):  # speednet: an autocast region the x86 quantizer refuses
+        with pytest.raises(
+            ConfigError, match=r"^\w+ cannot be quantized to int8 \(.*\); its other variants still are$"
+        ):
+            quantize_int8(model, [torch.randn(4, 3, 32, 32)])
+
+
+def test_int8_runs_without_onednn_kernels_and_gives_the_same_answers(bench, monkeypatch):
+    import torch._inductor.fx_passes.freezing_patterns as freezing
+
+    run, _ = bench
+    blob = load_checkpoint(run / "deploy" / "int8.pt")
+    lowered = model_from_blob(blob)
+
+    def no_onednn(*args, **kwargs):  # what a CPU without oneDNN's int8 kernels (an ARM Mac) meets
+        raise RuntimeError("onednn::qconv_pointwise is not available")
+
+    monkeypatch.setattr(freezing, "freezing_passes", no_onednn)
+    reference = model_from_blob(blob)
+    assert (lowered.kernels, reference.kernels) == ("oneDNN", "reference")
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(lowered(x), reference(x), atol=1e-3)  # the same int8 arithmetic, other kernels
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda b: b.update(int8_method="dynamic"), "int8 method 'dynamic' is not the one this cifarkit builds"),
+        (lambda b: b["state_dict"].pop("features.0.weight"), "features.0.weight is missing or extra"),
+        (lambda b: b["state_dict"].update({"features.0.weight": b["state_dict"]["features.0.weight"].float()}),
+         "a weight is not int8"),
+    ],
+)  # fmt: skip
+def test_a_tampered_int8_file_is_refused_in_one_line(bench, tmp_path, cli, edit, message):
+    run, _ = bench
+    blob = load_checkpoint(run / "deploy" / "int8.pt")
+    edit(blob)
+    torch.save(blob, tmp_path / "int8.pt")
+    (tmp_path / "img.png").write_bytes((run / "figures" / "loss.png").read_bytes())
+    code, _, err = cli("predict", tmp_path / "img.png", "--checkpoint", tmp_path / "int8.pt")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err and "deploy-bench" in err, err
 
 
 def test_weights_of_another_shape_are_refused_in_one_line(bench, tmp_path, cli):
@@ -232,3 +273,9 @@ def test_a_size_is_named_by_the_dtype_stored_not_the_one_computed_in():
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     assert stored_dtype(net) == "fp32"
     assert stored_dtype(net.to(torch.bfloat16)) == "bf16"
+
+
+def test_int8_without_torchao_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchao", None)  # as if it were not installed
+    with pytest.raises(ConfigError, match="^int8 variants need torchao.*: pip install torchao$"):
+        quantize_int8(create_model("ex1", 4), [torch.randn(4, 3, 32, 32)])

@@ -150,3 +150,38 @@ def test_the_speedrun_before_and_after_table_is_its_json():
             before_s == f"{runs['before']['train_seconds']:.1f} s"
             and after_s == f"{runs['after']['train_seconds']:.1f} s"
         )
+
+
+def test_the_int8_table_is_the_committed_deploy_bench_runs():
+    """docs/results.md's deployment table, row by row, against the two deploy-bench runs it quotes (FX before,
+    torchao PT2E after): accuracy, paired counts, size, parameters, latency and throughput as rounded there."""
+    folder = ROOT / "reports" / "examples" / "int8-pt2e"
+    runs = {
+        name: {r["variant"]: r for r in map(json.loads, (folder / f"{name}.jsonl").read_text().splitlines())}
+        for name in ("before-fx-8dcfef2", "after-pt2e")
+    }
+    after, before = runs["after-pt2e"], runs["before-fx-8dcfef2"]
+    sources = [after["fp32"], before["int8-static"], after["int8-static"], after["pruned-30%"], after["pruned-50%"]]
+    rows = table_rows((ROOT / "docs" / "results.md").read_text(), "<!-- deploy-int8-pt2e -->")
+    assert len(rows) == 6
+    for row, r in zip(rows, [*sources, after["onnx"]], strict=True):
+        assert row[1:] == [
+            f"{r['accuracy']:.4f}",
+            f"{r['fixed']} / {r['broken']}",
+            f"{r['size_mb']:.3f} MB",
+            f"{r['params']:,}",
+            f"{r['latency_ms_p50']:.2f} / {r['latency_ms_p95']:.2f} ms",
+            f"{r['throughput_img_s']:,.0f} img/s",
+        ], row
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    speedup = after["int8-static"]["throughput_img_s"] / after["fp32"]["throughput_img_s"]
+    assert (
+        f"same accuracy ({after['int8-static']['accuracy']:.2%} against FX's {before['int8-static']['accuracy']:.2%})"
+        in readme
+        and f"large-batch throughput {speedup:.1f}x fp32's" in readme
+    )
+    for variant in ("fp32", "pruned-30%", "onnx"):  # the other rows did not change with the int8 path
+        assert (before[variant]["accuracy"], before[variant]["size_mb"]) == (
+            after[variant]["accuracy"],
+            after[variant]["size_mb"],
+        )

@@ -2,9 +2,8 @@
 
 Each variant is a real model that :class:`cifarkit.predict.Predictor` loads like ``best.pt``:
 
-- ``int8``: post-training *static* quantization (weights and activations int8) with PyTorch's FX graph
-  mode and the ``x86`` backend, calibrated on training images; where a model cannot be traced, *dynamic*
-  quantization of its linear layers instead. It runs on the CPU (the int8 kernels are fbgemm/oneDNN's).
+- ``int8``: post-training *static* quantization (weights and activations int8) with torchao's PT2E flow and
+  its x86 quantizer, calibrated on training images. It runs on the CPU (oneDNN's int8 kernels on x86).
 - ``pruned``: whole channels removed by L1 magnitude with torch-pruning (its dependency graph keeps
   every layer consistent), so the network really has fewer parameters and mult-adds.
 - ``onnx``: the fp32 model exported with ``torch.onnx.export(dynamo=True)`` and run by ONNX Runtime.
@@ -26,7 +25,7 @@ from torch import nn
 
 from cifarkit.errors import ConfigError
 from cifarkit.runs import atomic_write
-from cifarkit.variants import ONNX_META_KEY, convert_int8_graph, dynamic_int8, prepare_int8_graph
+from cifarkit.variants import INT8_METHOD, ONNX_META_KEY, int8_observed, per_channel, weight_observers
 
 ONNX_OPSET = 18
 
@@ -52,30 +51,40 @@ def prune_channels(model: nn.Module, ratio: float, example: torch.Tensor, num_cl
     return pruned.eval()
 
 
-def quantize_int8(model: nn.Module, calibration: Sequence[torch.Tensor]) -> tuple[nn.Module, str]:
-    """Post-training int8 quantization for the CPU: static (FX graph mode, ``x86`` backend) calibrated on the
-    normalised ``calibration`` batches, or dynamic (linear layers only) where the model cannot be traced.
-    Returns the quantized model and the method used ("static" or "dynamic")."""
+def quantize_int8(model: nn.Module, calibration: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Post-training static int8 quantization for the CPU (torchao PT2E, x86 quantizer), calibrated on the
+    normalised ``calibration`` batches: the state to save (int8 weights, calibrated ranges)."""
     try:
-        prepared = prepare_int8_graph(model, calibration[0][:1])
-    except Exception:  # torch.fx could not trace it: quantize what needs no tracing
-        return dynamic_int8(model), "dynamic"
+        observed = int8_observed(model, calibration[0][:1])
+    except ConfigError:
+        raise
+    except Exception as exc:  # torch.export or the quantizer cannot take this network
+        reason = str(exc).splitlines()[0][:120] if str(exc) else ""
+        raise ConfigError(
+            f"{type(model).__name__} cannot be quantized to int8 ({exc.__class__.__name__}: {reason}); "
+            "its other variants still are"
+        ) from None
     with torch.no_grad():
         for batch in calibration:
-            prepared(batch.cpu())
-    return convert_int8_graph(prepared), "static"
+            observed(batch.cpu())
+    return int8_state(observed)
 
 
-def int8_blob(blob: dict[str, Any], quantized: nn.Module, method: str, fp32: nn.Module) -> dict[str, Any]:
-    """A checkpoint blob for an int8 model made from ``blob``'s network (``fp32``: the model quantized)."""
+def int8_state(observed: torch.fx.GraphModule) -> dict[str, torch.Tensor]:
+    """What an int8 model saves: a calibrated graph's state with every quantized weight rounded to int8
+    (activation ranges, float biases and the weights' ranges as they are)."""
+    state = observed.state_dict()
+    for name, observer in weight_observers(observed).items():
+        scale, zero = per_channel(observer, state[name])
+        q = torch.round(state[name] * (1.0 / scale)) + zero
+        state[name] = q.clamp(observer.quant_min, observer.quant_max).to(torch.int8)
+    return state
+
+
+def int8_blob(blob: dict[str, Any], state: dict[str, torch.Tensor], fp32: nn.Module) -> dict[str, Any]:
+    """A checkpoint blob for the int8 ``state`` of ``blob``'s network (``fp32``: the model quantized)."""
     shapes = {k: list(v.shape) for k, v in fp32.state_dict().items() if k.endswith(".weight")}
-    return {
-        **blob,
-        "variant": "int8",
-        "int8_method": method,
-        "fp32_shapes": shapes,
-        "state_dict": quantized.state_dict(),
-    }
+    return {**blob, "variant": "int8", "int8_method": INT8_METHOD, "fp32_shapes": shapes, "state_dict": state}
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, meta: dict[str, Any]) -> Path:

@@ -37,9 +37,9 @@ from cifarkit.runs import ensure_dir, load_checkpoint, save_blob, save_checkpoin
 from cifarkit.tools.compress import export_onnx, int8_blob, prune_channels, quantize_int8
 from cifarkit.tools.settings import DeploySettings, variant_name
 from cifarkit.train import train_one_epoch
-from cifarkit.variants import OnnxModel, model_from_blob
+from cifarkit.variants import INT8_METHOD, Int8Model, OnnxModel, model_from_blob
 
-QUANT_NOTE = "FX graph mode, x86 backend, calibrated on training images"  # how the int8 variant is made
+QUANT_NOTE = "torchao PT2E, x86 quantizer, calibrated on training images"  # how the int8 variant is made
 TIMING = "time.perf_counter around each call, device synchronised; {warmup} warm-up calls, then {runs} timed"
 
 
@@ -105,8 +105,8 @@ def file_mb(path: Path) -> float:
 
 def params(model: nn.Module) -> int:
     """Weights and biases a model stores: float parameters, the int8 weights of quantized layers (held
-    behind ``weight()`` methods), or an ONNX model's initializers."""
-    if isinstance(model, OnnxModel):
+    behind ``weight()`` methods), or what an int8 or ONNX model's file holds."""
+    if isinstance(model, (Int8Model, OnnxModel)):
         return model.params
     total = 0
     for module in model.modules():
@@ -135,9 +135,13 @@ def build_variants(
     example = cpu_norm(test.images[:1])
     train = training_images(ds, blob)
     calibration = [cpu_norm(b) for b in train.pick(s.calibration_images, s.seed).images.split(64)]
-    quantized, method = quantize_int8(fp32, calibration)
-    files = [(f"int8-{method}", save_blob(out / "int8.pt", int8_blob(blob, quantized, method, fp32)))]
-    log(f"int8 ({method}, {QUANT_NOTE}) built")
+    files = []
+    try:
+        state = quantize_int8(fp32, calibration)
+        files.append((f"int8-{INT8_METHOD}", save_blob(out / "int8.pt", int8_blob(blob, state, fp32))))
+        log(f"int8 ({INT8_METHOD}, {QUANT_NOTE}) built")
+    except ConfigError as exc:
+        log(f"int8 skipped: {exc}")
     for sparsity in s.sparsities:
         pruned = prune_channels(fp32, sparsity, example, len(ds.classes))
         pruned = fine_tune(pruned, train, Normalizer(blob["mean"], blob["std"], dev, size), dev, s).cpu()
@@ -285,21 +289,20 @@ def headline(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-DTYPE_NAMES = {
-    torch.float32: "fp32",
-    torch.bfloat16: "bf16",
-    torch.float16: "fp16",
-    torch.qint8: "int8",
-    torch.int8: "int8",
-}
+DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.int8: "int8"}
 
 
 def stored_dtype(model: nn.Module) -> str:
     """The dtype most of a network's stored values have (its state dict, by element count): what its file holds,
-    which can differ from the precision it computes in (an fp32 checkpoint run under bf16 autocast)."""
+    which can differ from the precision it computes in (an fp32 checkpoint run under bf16 autocast). An int8
+    model's file holds int8 weights, an ONNX export fp32 ones."""
+    if isinstance(model, Int8Model):
+        return "int8"
+    if isinstance(model, OnnxModel):
+        return "fp32"
     counts: dict[str, int] = {}
     for value in model.state_dict().values():
-        if isinstance(value, torch.Tensor) and (value.is_floating_point() or value.is_quantized):
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
             name = DTYPE_NAMES.get(value.dtype, str(value.dtype).removeprefix("torch."))
             counts[name] = counts.get(name, 0) + value.numel()
     return max(counts, key=counts.get) if counts else "unknown"
