@@ -15,18 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from cifarkit.config import (
+    AMP_HELP,
     AMP_MODES,
     DATASET_HELP,
     DEVICE_HELP,
-    MONITORS,
-    OPTIMIZERS,
     RULES,
-    SCHEDULERS,
     TTA_AVERAGES,
     TTA_MODES,
     TrainConfig,
-    fraction,
-    positive_float,
     positive_int,
     train_option_type,
 )
@@ -80,8 +76,6 @@ def print_json_line(obj: dict) -> None:
 def config_from_args(args: argparse.Namespace):
     """The :class:`~cifarkit.config.TrainConfig` of a parsed ``train`` command: every option whose ``dest`` is a TrainConfig field
     goes in as it is (see :func:`add_train_options`), so no setting is listed twice."""
-    from dataclasses import fields
-
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     for name in ("channels_last", "cuda_graphs"):
         values[name] = {"auto": None, "on": True, "off": False}[getattr(args, name)]
@@ -149,7 +143,7 @@ def print_tta_table(rows: list[dict], args: argparse.Namespace) -> int:
         print(
             f"{r['mode']:<10} {r['views']:>5} {r['accuracy']:>8.4f} {r['top5_accuracy']:>13.4f} {r['losses']:>7.4f} {r['ms_per_image']:>12.3f} {r['gain_vs_none']:>+12.4f}"
         )
-    if args.json:  # the plain pass's numbers at the top, as without --tta all
+    if args.json:
         plain = rows[0]  # test.json's names for the plain pass's numbers, as without --tta all
         print_json_line(
             {k: plain[k] for k in ("accuracy", "top5_accuracy", "losses", "n")} | {"split": args.split, "modes": rows}
@@ -213,31 +207,21 @@ def cmd_montage(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; name the PNG to write, e.g. {out}/montage.png")
-    pngs = [
-        p for p in folder.glob("*.png") if p.is_file() and p.resolve() != out.resolve()
-    ]  # regular files: a FIFO would block
+    # regular files only (a FIFO would block), and never the montage itself
+    pngs = [p for p in folder.glob("*.png") if p.is_file() and p.resolve() != out.resolve()]
     print(montage(sorted(pngs), out, args.cols))
     return 0
 
 
 def cmd_series(args: argparse.Namespace) -> int:
-    from cifarkit.report.series import run_series
+    from cifarkit.report.series import run_series, time_table
+    from cifarkit.tools.settings import SeriesSettings
 
-    report, ok = run_series(
-        dataset=args.dataset,
-        profile=args.profile,
-        device=args.device,
-        amp=args.amp,
-        out=args.out,
-        only=args.only,
-        resume=args.resume,
-        seed=args.seed,
-    )
+    settings = settings_from(args, SeriesSettings)
+    report, ok = run_series(settings, args.device)
     print(f"report: {report / 'index.md'}")
-    if args.goal is not None:
-        from cifarkit.report.series import time_table
-
-        print(time_table(report, args.goal))
+    if settings.goal is not None:
+        print(time_table(report, settings.goal))
     print(report)
     return 0 if ok else EXIT_FAILED
 
@@ -280,18 +264,9 @@ def cmd_amp_check(args: argparse.Namespace) -> int:
 
 def cmd_speedrun(args: argparse.Namespace) -> int:
     from cifarkit.speedrun.recipe import run_speedrun
+    from cifarkit.tools.settings import SpeedrunSettings
 
-    summary = run_speedrun(
-        args.dataset,
-        args.recipe,
-        device=args.device,
-        target=args.target,
-        baseline=args.baseline,
-        out=args.out,
-        data_dir=args.data_dir,
-        seed=args.seed,
-        amp=args.amp,
-    )
+    summary = run_speedrun(args.dataset, settings_from(args, SpeedrunSettings), args.device, args.data_dir)
     if args.json:
         print_json_line(summary)
     return 0
@@ -359,28 +334,25 @@ def add_common(p: argparse.ArgumentParser, dataset: bool = True) -> None:
     add_device(p)
 
 
+def add_json(p: argparse.ArgumentParser, help: str) -> None:
+    """``--json``: what a verb prints for programs instead of people."""
+    p.add_argument("--json", action="store_true", help=help)
+
+
 def add_amp(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument(
         "--amp",
         choices=AMP_MODES,
         default=default,
-        help="mixed precision; auto: bf16 on CPUs with native bf16, else off (fp16 needs a GPU)",
+        help=AMP_HELP,
     )
 
 
 def add_train_options(t: argparse.ArgumentParser) -> None:
-    """``train``'s options. Each ``dest`` is a :class:`~cifarkit.config.TrainConfig` field and each default is
-    read from it, so a setting and its default are declared once (in ``TrainConfig``)."""
-
-    def field(flag: str, help: str, dest: str | None = None, **kw: object) -> None:
-        dest = dest or flag[2:].replace("-", "_")
-        default = getattr(TrainConfig, dest)
-        if dest in RULES:  # its range is TrainConfig's own rule
-            kw["type"] = train_option_type(dest, float if isinstance(default, float) else int)
-        t.add_argument(flag, dest=dest, default=default, help=help.format(default=default), **kw)
-
-    switch = {"action": argparse.BooleanOptionalAction}  # --x and --no-x, so a sweep can say false
-    field("--model", "registered model name (see `cifarkit info`; default {default})")
+    """``train``'s options: one per :func:`~cifarkit.config.setting` field of :class:`~cifarkit.config.TrainConfig`
+    (its default, help and range from the field), and those a run takes in other forms (dataset, device,
+    precision, auto switches, where to write, what to resume)."""
+    add_settings(t, TrainConfig)
     add_common(t)
     t.add_argument(
         "--epochs",
@@ -388,28 +360,6 @@ def add_train_options(t: argparse.ArgumentParser) -> None:
         default=None,
         help=f"epochs (default {TrainConfig.epochs}; with --resume: the run's own)",
     )
-    field("--batch-size", "default {default}")
-    field("--lr", "peak learning rate (default {default})")
-    field("--optimizer", "default {default}", choices=OPTIMIZERS)
-    field("--momentum", "SGD momentum, Nesterov when > 0 (default {default})")
-    field("--weight-decay", "default {default}")
-    field(
-        "--scheduler",
-        "learning-rate schedule over the whole run, stepped every batch (default {default})",
-        choices=SCHEDULERS,
-    )
-    field("--augment", "none, or crop/flip/cutout joined with + (default {default})")
-    field("--label-smoothing", "default {default}")
-    field(
-        "--alternating-flip",
-        "flip each image every other epoch rather than by chance (with flip in --augment)",
-        **switch,
-    )
-    field("--patience", "early stopping patience in epochs (0: off)")
-    field("--monitor", "metric for best.pt and early stopping (default {default})", choices=MONITORS)
-    field("--val-fraction", "share of train held out for validation (default {default})")
-    field("--seed", "default {default}", type=int)
-    field("--image-size", "model input side (default: the model's own)")
     add_amp(t, TrainConfig.amp)
     t.add_argument(
         "--channels-last",
@@ -417,13 +367,6 @@ def add_train_options(t: argparse.ArgumentParser) -> None:
         default="auto",
         help="memory format; auto: on for CUDA/ROCm, off on CPU/MPS",
     )
-    field("--checkpoint-every", "write last.pt every k epochs")
-    field(
-        "--deterministic",
-        "repeatable GPU kernels, so --resume continues exactly (--no-deterministic trades it for speed)",
-        **switch,
-    )
-    field("--compile", "torch.compile the model (pays back only on long runs; see README)", **switch)
     t.add_argument(
         "--cuda-graphs",
         choices=("auto", "on", "off"),
@@ -437,27 +380,14 @@ def add_train_options(t: argparse.ArgumentParser) -> None:
         metavar="CKPT",
         help="continue from a run's last.pt (its saved settings are used; --epochs may extend a run without a scheduler)",
     )
-    field("--telemetry", "record hardware telemetry into perf/*.jsonl", **switch)
-    field("--telemetry-interval", "telemetry sampling period in seconds (default {default})")
     for old, new in (("--profile", "--telemetry"), ("--profile-interval", "--telemetry-interval")):
         t.add_argument(old, action=Renamed, nargs=0 if new == "--telemetry" else None, help=argparse.SUPPRESS, new=new)
-    field("--torch-profile", "record N training steps with torch.profiler", "torch_profile_steps", metavar="N")
-    field(
-        "--pretrained",
-        "start from ImageNet weights (resnet18_imagenet, mobilenetv3_imagenet; cached in $TORCH_HOME/hub)",
-        **switch,
-    )
-    field(
-        "--sync-bn",
-        "under torchrun on GPUs: synchronise batch norm over all processes (statistics of the global batch)",
-        **switch,
-    )
 
 
 def build_parser() -> Parser:
     """Every verb's options: ``train``'s from :class:`~cifarkit.config.TrainConfig`, the tools' from their
     settings dataclasses (:mod:`cifarkit.tools.settings`), the rest declared here."""
-    from cifarkit.tools.settings import AmpCheckSettings, DeploySettings, InputBenchSettings, Slurm
+    from cifarkit.tools import settings
 
     parser = Parser(
         prog="cifarkit",
@@ -476,86 +406,38 @@ def build_parser() -> Parser:
     e.add_argument("--split", choices=("test", "train"), default="test")
     e.add_argument("--batch-size", type=positive_int, default=256)
     add_tta(e)
-    e.add_argument(
-        "--json",
-        action="store_true",
-        help="last stdout line: one JSON object with test.json's names (accuracy, top5_accuracy, losses, n, ...)",
-    )
+    add_json(e, "last stdout line: one JSON object with test.json's names (accuracy, top5_accuracy, losses, n, ...)")
     e.set_defaults(func=cmd_evaluate)
 
     i = sub.add_parser("info", help="versions, chosen device, accelerators and profiler backends found")
-    i.add_argument("--json", action="store_true")
+    add_json(i, "one JSON object")
     i.set_defaults(func=cmd_info)
 
     b = sub.add_parser("input-bench", help="input pipeline throughput: seed-style vs cifarkit loader vs step limit")
     add_common(b)
-    add_settings(b, InputBenchSettings)
-    b.add_argument("--json", action="store_true", help="last stdout line: one JSON object with the rates and ratios")
+    add_settings(b, settings.InputBenchSettings)
+    add_json(b, "last stdout line: one JSON object with the rates and ratios")
     b.set_defaults(func=cmd_input_bench)
 
     se = sub.add_parser("series", help="run the notebook series headless into one report folder")
-    se.add_argument(
-        "--dataset",
-        default=None,
-        help="cifar10 (downloaded), cifar100, folder:PATH or synthetic (default cifar10; with --resume the report's)",
-    )
-    se.add_argument(
-        "--profile",
-        choices=("smoke", "quick", "full"),
-        default="quick",
-        help="measured on a 2-core AVX2 CPU: smoke about 2 min (synthetic data, a check), quick 30 min (CIFAR-10); full: the course settings, for a GPU",
-    )
+    add_settings(se, settings.SeriesSettings)
     add_device(se)
-    se.add_argument(
-        "--amp",
-        choices=AMP_MODES,
-        default=None,
-        help="precision of every notebook that trains; auto (default): bf16 on CPUs with native bf16, else fp32 "
-        "(off); fp16 needs a GPU (with --resume: the report's)",
-    )
-    se.add_argument("--seed", type=int, default=0)
-    se.add_argument("--out", default="reports", help="parent folder of the report folder (default reports)")
-    se.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 00,03")
-    se.add_argument(
-        "--resume", default=None, metavar="DIR", help="continue a report folder, skipping finished notebooks"
-    )
-    se.add_argument(
-        "--goal",
-        type=positive_float,
-        default=None,
-        metavar="SECONDS",
-        help="at the end, print each notebook's time and the series' beside this goal (make bench-series: 1800, "
-        "the quick series on a 2-core AVX2 CPU); with --resume of a finished report it only prints",
-    )
     se.set_defaults(func=cmd_series)
 
     sr = sub.add_parser(
         "speedrun", help="the fast recipe: train, check on test with TTA, time it (vs the course recipe)"
     )
     add_common(sr)
-    sr.add_argument("--recipe", default="speedrun", help="speedrun (CPU-sized) or flagship (airbench94-sized)")
-    sr.add_argument(
-        "--target", type=fraction, default=0.70, help="validation top-1 that counts as reached (recipe and baseline)"
-    )
-    sr.add_argument(
-        "--baseline",
-        action="store_true",
-        help="also time the course EX-1 recipe on a seed-style pipeline to --target (minutes on a CPU)",
-    )
-    sr.add_argument("--seed", type=int, default=0)
-    add_amp(sr, "auto")
-    sr.add_argument("--out", default="reports/runs", help="parent folder of the run folder (default reports/runs)")
-    sr.add_argument(
-        "--json", action="store_true", help="last stdout line: one JSON object (seconds, val/test top-1, curve, ...)"
-    )
+    add_settings(sr, settings.SpeedrunSettings)
+    add_json(sr, "last stdout line: one JSON object (seconds, val/test top-1, curve, ...)")
     sr.set_defaults(func=cmd_speedrun)
 
     ac = sub.add_parser(
         "amp-check", help="fp32 vs mixed precision: img/s of a recipe's training step and the kernels that ran it"
     )
     add_device(ac)
-    add_settings(ac, AmpCheckSettings)
-    ac.add_argument("--json", action="store_true", help="last stdout line: one JSON object (img/s, kernels per mode)")
+    add_settings(ac, settings.AmpCheckSettings)
+    add_json(ac, "last stdout line: one JSON object (img/s, kernels per mode)")
     ac.set_defaults(func=cmd_amp_check)
 
     db = sub.add_parser(
@@ -565,8 +447,8 @@ def build_parser() -> Parser:
     db.add_argument("--dataset", default=None, help=f"dataset spec: {DATASET_HELP} (default: the checkpoint's own)")
     add_common(db, dataset=False)
     db.add_argument("--out", default=None, help="folder for the variants (default: deploy/ beside the checkpoint)")
-    add_settings(db, DeploySettings)
-    db.add_argument("--json", action="store_true", help="one JSON line per variant and device (stdout)")
+    add_settings(db, settings.DeploySettings)
+    add_json(db, "one JSON line per variant and device (stdout)")
     db.set_defaults(func=cmd_deploy_bench)
 
     sw = sub.add_parser("sweep", help="run a grid or list of training configs as parallel processes (resumable)")
@@ -585,7 +467,7 @@ def build_parser() -> Parser:
         default="local",
         help="local processes (default), or one SLURM job per run submitted with submitit (--workers: at a time)",
     )
-    add_settings(sw, Slurm)
+    add_settings(sw, settings.Slurm)
     sw.set_defaults(func=cmd_sweep)
 
     pp = sub.add_parser("plot-perf", help="figures and a summary table from profiler JSONL logs")
@@ -605,9 +487,7 @@ def build_parser() -> Parser:
     pr.add_argument("--topk", type=positive_int, default=5)
     add_device(pr)
     add_tta(pr)
-    pr.add_argument(
-        "--json", action="store_true", help='one JSON object per input: {"path", "topk"} or {"path", "error"}'
-    )
+    add_json(pr, 'one JSON object per input: {"path", "topk"} or {"path", "error"}')
     pr.set_defaults(func=cmd_predict)
     return parser
 
@@ -618,13 +498,16 @@ def option_of(f: Field) -> str:
 
 
 def add_settings(p: argparse.ArgumentParser, settings: type) -> None:
-    """One option per :func:`~cifarkit.tools.settings.setting` field of the dataclass ``settings``: its flag, type,
-    choices and help come from the field, and its default is the field's, so each is written once."""
+    """One option per :func:`~cifarkit.config.setting` field of the dataclass ``settings``: its flag, type, choices
+    and help come from the field (a field named in :data:`~cifarkit.config.RULES` without a type of its own is
+    checked by its rule), and its default is the field's, so each is written once."""
     for f in fields(settings):
         if "help" not in f.metadata:
             continue  # a setting with no option: profiles and code set it
         extra = {k: v for k, v in f.metadata.items() if k not in ("help", "flag")}
-        if "choices" not in extra:
+        if f.name in RULES and "type" not in extra:
+            extra["type"] = train_option_type(f.name, float if isinstance(f.default, float) else int)
+        if not {"choices", "action", "metavar"} & set(extra):
             extra["metavar"] = option_of(f)[2:].replace("-", "_").upper()
         shown = " ".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
         p.add_argument(

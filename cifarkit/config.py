@@ -1,11 +1,16 @@
-"""Frozen, validated configuration for a training run; saved verbatim into run folders and checkpoints."""
+"""Frozen, validated configuration for a training run; saved verbatim into run folders and checkpoints.
+
+A field made with :func:`setting` is also a command-line option: ``cifarkit.cli.add_settings`` generates it from
+the field (flag, type, default, help), so each setting is written once, in its dataclass: :class:`TrainConfig`
+here, the tools' in :mod:`cifarkit.tools.settings`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from cifarkit.errors import ConfigError
@@ -15,6 +20,7 @@ SCHEDULERS = ("none", "cosine", "onecycle")
 AUGMENTATIONS = ("crop", "flip", "cutout")
 MONITORS = ("val_accuracy", "val_loss")
 AMP_MODES = ("auto", "off", "fp16", "bf16")
+AMP_HELP = "mixed precision; auto: bf16 on CPUs with native bf16, else off (fp16 needs a GPU)"
 DEVICE_HELP = "auto, cpu, cuda, cuda:N (also AMD ROCm), mps"
 DATASET_HELP = "cifar10, cifar100, cifar100:coarse, folder:PATH, synthetic[:classes=N,size=N,train=N,test=N]"
 TTA_MODES = ("none", "flip", "5crop", "flip5crop", "scale3", "translate")
@@ -30,6 +36,16 @@ def parse_augment(spec: str) -> tuple[str, ...]:
     if unknown:
         raise ConfigError(f"unknown augmentation {unknown[0]!r}; combine {', '.join(AUGMENTATIONS)} with + or use none")
     return parts
+
+
+def setting(default: Any, help: str, **option: Any) -> Any:
+    """A settings field that is also a command-line option: ``help`` (``{default}`` is filled in) and argparse's
+    ``type``, ``choices``, ``nargs`` or ``action``; ``flag`` names the option when it is not ``--`` and the field's
+    name. A field named in :data:`RULES` is checked by its rule while the command line is parsed."""
+    return field(default=default, metadata={"help": help, **option})
+
+
+SWITCH = {"action": argparse.BooleanOptionalAction}  # --x and --no-x, so a sweep can say false
 
 
 # config.json keys of earlier versions and their names now
@@ -63,39 +79,57 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 class TrainConfig:
     """Every knob of one training run. Invalid values raise ConfigError naming the field."""
 
-    model: str = "ex1"
+    model: str = setting("ex1", "registered model name (see `cifarkit info`; default {default})")
     dataset: str = "cifar10"
     epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    momentum: float = 0.9
+    batch_size: int = setting(128, "default {default}")
+    lr: float = setting(1e-3, "peak learning rate (default {default})")
+    optimizer: str = setting("adam", "default {default}", choices=OPTIMIZERS)
+    momentum: float = setting(0.9, "SGD momentum, Nesterov when > 0 (default {default})")
     nesterov: bool = True
-    weight_decay: float = 0.0
-    scheduler: str = "none"
-    label_smoothing: float = 0.0
-    augment: str = "crop+flip"
+    weight_decay: float = setting(0.0, "default {default}")
+    scheduler: str = setting(
+        "none", "learning-rate schedule over the whole run, stepped every batch (default {default})", choices=SCHEDULERS
+    )
+    label_smoothing: float = setting(0.0, "default {default}")
+    augment: str = setting("crop+flip", "none, or crop/flip/cutout joined with + (default {default})")
     crop_padding: int = 4
     cutout_size: int = 8
-    alternating_flip: bool = False  # flip each image every other epoch instead of by chance (the speedrun's)
-    patience: int = 0
-    monitor: str = "val_accuracy"
-    val_fraction: float = 0.1
-    seed: int = 0
+    alternating_flip: bool = setting(
+        False, "flip each image every other epoch rather than by chance (with flip in --augment)", **SWITCH
+    )
+    patience: int = setting(0, "early stopping patience in epochs (default {default}: off)")
+    monitor: str = setting(
+        "val_accuracy", "metric for best.pt and early stopping (default {default})", choices=MONITORS
+    )
+    val_fraction: float = setting(0.1, "share of train held out for validation (default {default})")
+    seed: int = setting(0, "default {default}", type=int)
     device: str = "auto"
-    image_size: int | None = None
+    image_size: int | None = setting(None, "model input side (default: the model's own)")
     amp: str = "auto"
     channels_last: bool | None = None
-    deterministic: bool = True
-    compile: bool = False
+    deterministic: bool = setting(
+        True, "repeatable GPU kernels, so --resume continues exactly (--no-deterministic trades it for speed)", **SWITCH
+    )
+    compile: bool = setting(False, "torch.compile the model (pays back only on long runs; see README)", **SWITCH)
     cuda_graphs: bool | None = None  # replay the training step as a CUDA graph; None: auto (CUDA/ROCm, plain step)
-    checkpoint_every: int = 1
+    checkpoint_every: int = setting(1, "write last.pt every k epochs (default {default})")
     model_kwargs: dict[str, Any] | None = None
-    telemetry: bool = False  # hardware telemetry into perf/*.jsonl (cifarkit.tools.telemetry)
-    telemetry_interval: float = 0.5  # seconds between telemetry samples
-    torch_profile_steps: int = 0
-    pretrained: bool = False  # start from ImageNet weights (resnet18_imagenet, mobilenetv3_imagenet)
-    sync_bn: bool = False  # under torchrun on GPUs: batch norm statistics over the global batch
+    telemetry: bool = setting(False, "record hardware telemetry into perf/*.jsonl", **SWITCH)
+    telemetry_interval: float = setting(0.5, "telemetry sampling period in seconds (default {default})")
+    torch_profile_steps: int = setting(
+        0, "record N training steps with torch.profiler (default {default}: off)", flag="--torch-profile", metavar="N"
+    )
+    pretrained: bool = setting(
+        False,
+        "start from ImageNet weights (resnet18_imagenet, mobilenetv3_imagenet; cached in $TORCH_HOME/hub)",
+        **SWITCH,
+    )
+    sync_bn: bool = setting(
+        False,
+        "under torchrun on GPUs: synchronise batch norm over all processes (statistics of the global batch)",
+        **SWITCH,
+    )
 
     def __post_init__(self) -> None:
         def check(ok: bool, name: str, what: str) -> None:

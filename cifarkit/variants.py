@@ -105,12 +105,9 @@ def min_max(spec: Any) -> Any:
 
 def weight_observers(observed: torch.fx.GraphModule) -> dict[str, Any]:
     """Each quantized weight's name -> the observer that holds its per-channel range."""
+    weights = [node for node in observed.graph.find_nodes(op="get_attr") if str(node.target).endswith("weight")]
     return {
-        node.target: observed.get_submodule(user.target)
-        for node in observed.graph.nodes
-        if node.op == "get_attr" and str(node.target).endswith("weight")
-        for user in node.users
-        if user.op == "call_module"
+        w.target: observed.get_submodule(user.target) for w in weights for user in w.users if user.op == "call_module"
     }
 
 
@@ -152,11 +149,9 @@ class Int8Model(nn.Module):
             from torch._inductor.fx_passes.freezing_patterns import freezing_passes
 
             lowered = exported(self.graph, example, decompose=True)
-            for node in (
-                lowered.graph.nodes
-            ):  # oneDNN's int8 convolutions return channels-last tensors: view cannot flatten them
-                if node.target == torch.ops.aten.view.default:
-                    node.target = torch.ops.aten.reshape.default
+            # oneDNN's int8 convolutions return channels-last tensors, which view cannot flatten
+            for node in lowered.graph.find_nodes(op="call_function", target=torch.ops.aten.view.default):
+                node.target = torch.ops.aten.reshape.default
             lowered.recompile()
             freezing_passes(lowered, (example,))
             constant_fold(lowered)

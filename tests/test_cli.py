@@ -9,8 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from cifarkit.config import TrainConfig
 from cifarkit.device import resolve_device
-from cifarkit.tools.settings import AmpCheckSettings, DeploySettings, InputBenchSettings, Slurm
+from cifarkit.tools.settings import (
+    AmpCheckSettings,
+    DeploySettings,
+    InputBenchSettings,
+    SeriesSettings,
+    Slurm,
+    SpeedrunSettings,
+)
 
 EPOCHS = ("--epochs", "2", "--batch-size", "64", "--val-fraction", "0.2")
 
@@ -234,6 +242,10 @@ def test_each_range_is_written_once_and_checked_in_both_places(name, cli):
         (["amp-check", "--modes", "off", "fp16"], AmpCheckSettings, {"modes": ("off", "fp16")}),
         (["deploy-bench", "best.pt", "--sparsity", "0.2", "0.4"], DeploySettings, {"sparsities": (0.2, 0.4)}),
         (["sweep", "grid.json", "--slurm-time", "15"], Slurm, {"time_min": 15}),
+        (["series", "--profile", "smoke"], SeriesSettings, {"profile": "smoke"}),
+        (["speedrun", "--target", "0.8"], SpeedrunSettings, {"target": 0.8}),
+        (["train", "--lr", "0.01"], TrainConfig, {"lr": 0.01}),
+        (["train", "--torch-profile", "3"], TrainConfig, {"torch_profile_steps": 3}),
     ],
 )
 def test_each_commands_options_are_generated_from_its_settings_dataclass(argv, settings, changed):

@@ -20,6 +20,7 @@ from cifarkit.errors import CifarkitError, DiskFull
 from cifarkit.report.comparison import same_dataset
 from cifarkit.report.notebook import get_profile, summaries
 from cifarkit.runs import ensure_dir, make_run_dir, read_json, read_run, write_json, write_text
+from cifarkit.tools.settings import SeriesSettings
 
 KERNEL = "python3"
 
@@ -184,17 +185,10 @@ def check_saved_parameters(saved: dict, resume: str | Path) -> None:
 
 
 def run_series(
-    dataset: str | None = None,
-    profile: str = "quick",
-    device: str = "auto",
-    amp: str | None = None,
-    out: str | Path = "reports",
-    only: str | None = None,
-    resume: str | Path | None = None,
-    seed: int = 0,
-    log: Callable[[str], None] = print,
+    settings: SeriesSettings | None = None, device: str = "auto", log: Callable[[str], None] = print
 ) -> tuple[Path, bool]:
-    """Execute the series; return (report folder, every notebook succeeded).
+    """Execute the series that ``settings`` describe (default: :class:`SeriesSettings`' defaults) on ``device``;
+    return (report folder, every notebook succeeded).
 
     Stops at the first failing notebook (later ones read its runs), keeps what finished, and
     records the failing cell in series.json. ``resume`` re-enters a report folder, with the
@@ -204,7 +198,10 @@ def run_series(
     notebook in series.json and index.md before it stops. ``total_seconds`` in series.json is the wall time
     of every session the report had (a resumed one adds its own to the earlier total).
     """
-
+    settings = settings or SeriesSettings()
+    dataset, profile, amp, seed, out, only, resume = (
+        getattr(settings, name) for name in ("dataset", "profile", "amp", "seed", "out", "only", "resume")
+    )
     get_profile(profile)
     dev = resolve_device(device)
     books = select_notebooks(only)

@@ -12,12 +12,11 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from cifarkit.config import TrainConfig
 from cifarkit.data import Split, default_data_dir, load_dataset, stratified_split
 from cifarkit.device import configure_threads, env_info, resolve_amp, resolve_device, synchronize
 from cifarkit.errors import ConfigError, duration_text
@@ -27,6 +26,9 @@ from cifarkit.models import ACTIVATIONS, SpeedNet, create_model
 from cifarkit.runs import checkpoint_meta, ensure_dir, make_run_dir, save_checkpoint, write_json, write_run_file
 from cifarkit.speedrun.course import course_baseline
 from cifarkit.train import train_steps
+
+if TYPE_CHECKING:  # the settings live with the other commands' (tools, a layer above); only their names are read here
+    from cifarkit.tools.settings import SpeedrunSettings
 
 TTA_LEVELS = ("none", "flip", "translate")  # names of cifarkit.evaluate modes, cheapest first
 
@@ -553,15 +555,9 @@ def write_run_files(
 
 def run_speedrun(
     spec: str,
-    recipe: Recipe | str = "speedrun",
+    settings: SpeedrunSettings,
     device: str = "auto",
-    target: float = 0.70,
-    baseline: bool = False,
-    out: str = "reports/runs",
     data_dir: str | None = None,
-    seed: int = 0,
-    val_fraction: float = TrainConfig.val_fraction,
-    amp: str = "auto",
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train a recipe's fixed schedule on train minus validation, check it on test with its TTA, and
@@ -572,10 +568,11 @@ def run_speedrun(
     ``baseline_seconds`` and ``speedup``. The run folder gets config.json, train.json, test.json and best.pt.
     """
 
-    if not 0 < target < 1:
-        raise ConfigError(f"target={target} is invalid: use a fraction between 0 and 1, e.g. 0.70")
+    target, baseline, out, seed, val_fraction, amp = (
+        getattr(settings, name) for name in ("target", "baseline", "out", "seed", "val_fraction", "amp")
+    )
     ensure_dir(out, "--out folder")  # before the training, not after it
-    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    recipe = get_recipe(settings.recipe)
     dev = resolve_device(device)
     if dev.type == "cpu":
         configure_threads()

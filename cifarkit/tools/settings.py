@@ -1,24 +1,72 @@
-"""The settings of cifarkit's tools, one frozen dataclass per command or notebook part: ``input-bench``,
-``amp-check``, ``deploy-bench`` (and notebook 08), ``sweep``'s SLURM jobs and notebook 09's transfer study.
-A training run's own settings are :class:`cifarkit.config.TrainConfig`.
+"""The settings of cifarkit's commands and tools, one frozen dataclass each: ``series``, ``speedrun``,
+``input-bench``, ``amp-check``, ``deploy-bench`` (and notebook 08), ``sweep``'s SLURM jobs and notebook 09's
+transfer study. A training run's own settings are :class:`cifarkit.config.TrainConfig`.
 
-A field made with :func:`setting` is also a command-line option: ``cifarkit.cli.add_settings`` generates it from
-the field (flag, type, default, help), so each is written once, here.
+A field made with :func:`cifarkit.config.setting` is also a command-line option, generated from the field by
+``cifarkit.cli.add_settings``, so each is written once, here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-from cifarkit.config import AMP_MODES, fraction, positive_float, positive_int
+from cifarkit.config import AMP_HELP, AMP_MODES, TrainConfig, fraction, positive_float, positive_int, setting
 from cifarkit.errors import ConfigError
 
 
-def setting(default: Any, help: str, **option: Any) -> Any:
-    """A settings field that is also a command-line option: ``help`` (``{default}`` is filled in) and argparse's
-    ``type``, ``choices`` or ``nargs``; ``flag`` names the option when it is not ``--`` and the field's name."""
-    return field(default=default, metadata={"help": help, **option})
+@dataclass(frozen=True)
+class SeriesSettings:
+    """What ``cifarkit series`` runs: on which data, at which budget, which notebooks, into which report folder."""
+
+    dataset: str | None = setting(
+        None, "cifar10 (downloaded), cifar100, folder:PATH or synthetic (default cifar10; with --resume the report's)"
+    )
+    profile: str = setting(
+        "quick",
+        "smoke, quick or full; measured on a 2-core AVX2 CPU: smoke about 2 min (synthetic data, a check), quick 30 "
+        "min (CIFAR-10); full: the course settings, for a GPU (default {default})",
+    )
+    amp: str | None = setting(
+        None,
+        "precision of every notebook that trains; auto (default): bf16 on CPUs with native bf16, else fp32 (off); "
+        "fp16 needs a GPU (with --resume: the report's)",
+        choices=AMP_MODES,
+    )
+    seed: int = setting(0, "seed of every notebook's runs (default {default})", type=int)
+    out: str = setting("reports", "parent folder of the report folder (default {default})")
+    only: str | None = setting(None, "comma-separated notebook numbers, e.g. 00,03")
+    resume: str | None = setting(None, "continue a report folder, skipping finished notebooks", metavar="DIR")
+    goal: float | None = setting(
+        None,
+        "at the end, print each notebook's time and the series' beside this goal (make bench-series: 1800, the quick "
+        "series on a 2-core AVX2 CPU); with --resume of a finished report it only prints",
+        type=positive_float,
+        metavar="SECONDS",
+    )
+
+
+@dataclass(frozen=True)
+class SpeedrunSettings:
+    """What ``cifarkit speedrun`` runs: a recipe, the validation top-1 it must reach, whether the course baseline
+    races it, and where the run goes."""
+
+    recipe: str = setting("speedrun", "speedrun (CPU-sized) or flagship (airbench94-sized) (default {default})")
+    target: float = setting(
+        0.70, "validation top-1 that counts as reached, recipe and baseline (default {default})", type=fraction
+    )
+    baseline: bool = setting(
+        False,
+        "also time the course EX-1 recipe on a seed-style pipeline to --target (minutes on a CPU)",
+        action="store_true",
+    )
+    seed: int = setting(0, "default {default}", type=int)
+    amp: str = setting("auto", AMP_HELP + " (default {default})", choices=AMP_MODES)
+    out: str = setting("reports/runs", "parent folder of the run folder (default {default})")
+    val_fraction: float = TrainConfig.val_fraction
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target < 1:
+            raise ConfigError(f"target={self.target} is invalid: use a fraction between 0 and 1, e.g. 0.70")
 
 
 @dataclass(frozen=True)
