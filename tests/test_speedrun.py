@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,7 +68,7 @@ def test_bias_group_gets_the_higher_lr_and_lower_decay():
     recipe = sr.Recipe(widths=(8, 8, 8), lr=0.5, weight_decay=1e-3, bias_lr_scale=64)
     opt = sr.sgd_with_bias_groups(sr.build_model(recipe, 10, None, CPU), recipe)
     weights, biases = opt.param_groups
-    assert weights["lr_scale"] == 1 and biases["lr_scale"] == 64
+    assert weights["lr"] == 0.5 and biases["lr"] == 0.5 * 64  # the schedule scales each group's own lr
     assert biases["weight_decay"] == pytest.approx(1e-3 / 64)
     assert all(p.ndim >= 2 for p in weights["params"]) and all(p.ndim == 1 for p in biases["params"])
 
@@ -185,6 +186,14 @@ def test_speedrun_command_json_checkpoint_and_baseline(cli, tmp_path, data_dir):
     assert summary["baseline_seconds"] > 0  # 4 learnable classes: the course recipe reaches 0.3 quickly
     assert summary["speedup"] == pytest.approx(summary["baseline_seconds"] / summary["seconds"])
     assert summary["baseline_curve"] and summary["test_accuracy"] > 0.25  # 4 learnable classes: chance is 0.25
+    # the run folder is written by cifarkit.runs like any run's: metrics rows, a complete train.json, test.json
+    run = runs.read_run(Path(summary["checkpoint"]).parent)
+    assert runs.run_complete(run.path) and run.test["accuracy"] == summary["test_accuracy"]
+    metrics = runs.read_jsonl(run.path / "metrics.jsonl")
+    assert [r["epoch"] for r in metrics] == epochs and all(r["train_loss"] > 0 and r["lr"] >= 0 for r in metrics)
+    assert run.train["val_accuracies"] == [r["val_accuracy"] for r in summary["curve"]]
+    assert run.train["best_val_accuracy"] == summary["curve"][-1]["val_accuracy"]  # the last weights are kept
+    assert (run.train["train_time"], run.train["epochs_run"]) == (summary["train_seconds"], summary["epochs"])
     # the checkpoint stands alone: evaluate reads it like any other
     code, out, err = cli("evaluate", summary["checkpoint"], "--dataset", TINY, "--tta", "flip", "--json")
     assert code == 0, err

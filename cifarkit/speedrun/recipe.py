@@ -23,7 +23,18 @@ from cifarkit.errors import ConfigError, duration_text
 from cifarkit.evaluate import autocast, evaluate, tta_forward
 from cifarkit.loader import DeviceLoader, Normalizer
 from cifarkit.models import ACTIVATIONS, SpeedNet, create_model
-from cifarkit.runs import checkpoint_meta, ensure_dir, make_run_dir, save_checkpoint, write_json, write_run_file
+from cifarkit.runs import (
+    checkpoint_meta,
+    ensure_dir,
+    epoch_row,
+    make_run_dir,
+    mark_complete,
+    save_checkpoint,
+    train_json,
+    write_json,
+    write_metrics,
+    write_run_file,
+)
 from cifarkit.speedrun.course import course_baseline
 from cifarkit.train import train_steps
 
@@ -272,10 +283,9 @@ def sgd_with_bias_groups(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
     biases = [p for n, p in trainable if p.ndim < 2]
     weights = [p for n, p in trainable if p.ndim >= 2]
     groups = [
-        {"params": weights, "lr_scale": 1.0, "lr": recipe.lr, "weight_decay": recipe.weight_decay},
+        {"params": weights, "lr": recipe.lr, "weight_decay": recipe.weight_decay},
         {
             "params": biases,
-            "lr_scale": recipe.bias_lr_scale,
             "lr": recipe.lr * recipe.bias_lr_scale,
             "weight_decay": recipe.weight_decay / recipe.bias_lr_scale,
         },
@@ -493,8 +503,8 @@ def train(
         if step == total and lookahead is not None:
             lookahead.finish()
         row = {"epoch": round(step / len(batches), 3), "seconds": seconds}
-        if val is not None:
-            row["val_accuracy"] = accuracy(model, val, norm, amp=amp)
+        if val is not None:  # a metrics.jsonl row, as a training epoch of any run writes one
+            row = {**epoch_row(row["epoch"], stats, scores(model, val, norm, amp=amp), optimizer), **row}
         curve.append(row)
         pace = f" (at this pace {duration_text(pace_seconds(seconds, step, total))} of training in all)"
         val_text = f" val_accuracy {row['val_accuracy']:.4f}" if val is not None else ""
@@ -521,36 +531,25 @@ def evaluate_with_tta(result: SpeedrunResult, split: Split, mean, std, device: t
 def write_run_files(
     run_dir, recipe: Recipe, spec: str, seed: int, val_fraction: float, result: SpeedrunResult, env: dict, test: dict
 ) -> None:
-    """A speedrun's config, env, train and test files (through :func:`cifarkit.runs.write_run_file`), so
-    ``comparison.compare_runs`` reads it like any run; ``env`` holds the machine and the data's sizes."""
+    """A speedrun's run files, written by :mod:`cifarkit.runs` as any run's are (config, env, metrics.jsonl, train,
+    test, then marked complete), so ``comparison.compare_runs`` and the figures read it like one; ``env`` holds
+    the machine and the data's sizes. train.json is :func:`cifarkit.runs.train_json` of the validation checks,
+    with the speedrun's own clock (setup included, as airbench counts it) and its length in epochs (fractions
+    allowed); the speedrun keeps its last weights, so the last check is its best epoch."""
+    config = {"model": "speednet", "dataset": spec, "seed": seed, "epochs": recipe.epochs}
     write_run_file(
         run_dir,
         "config",
-        {
-            "model": "speednet",
-            "dataset": spec,
-            "seed": seed,
-            "epochs": recipe.epochs,
-            "batch_size": recipe.batch_size,
-            "val_fraction": val_fraction,
-            "recipe": recipe.to_dict(),
-        },
+        {**config, "batch_size": recipe.batch_size, "val_fraction": val_fraction, "recipe": recipe.to_dict()},
     )
     write_run_file(run_dir, "env", env)
+    write_metrics(run_dir, result.curve)
+    summary = train_json(result.curve, "val_accuracy", result.curve[-1]["epoch"])
     write_run_file(
-        run_dir,
-        "train",
-        {
-            "val_accuracies": [r.get("val_accuracy") for r in result.curve],
-            "best_val_accuracy": result.val_accuracy,
-            "best_epoch": math.ceil(recipe.epochs),  # the speedrun keeps its last weights, not a best epoch
-            "epochs_run": recipe.epochs,
-            "train_time": result.seconds,
-            "curve": result.curve,
-            "images_per_s": env["train_images"] * recipe.epochs / result.seconds if result.seconds else None,
-        },
+        run_dir, "train", {**summary, "epochs_run": recipe.epochs, "train_time": result.seconds, "curve": result.curve}
     )
     write_run_file(run_dir, "test", test)
+    mark_complete(run_dir, tested=True)
 
 
 def run_speedrun(
