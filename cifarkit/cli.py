@@ -10,7 +10,7 @@ import json
 import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import Field, fields
+from dataclasses import Field, asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -266,7 +266,8 @@ def cmd_speedrun(args: argparse.Namespace) -> int:
     from cifarkit.speedrun.recipe import run_speedrun
     from cifarkit.tools.settings import SpeedrunSettings
 
-    summary = run_speedrun(args.dataset, settings_from(args, SpeedrunSettings), args.device, args.data_dir)
+    settings = asdict(settings_from(args, SpeedrunSettings))  # checked there, passed on by name
+    summary = run_speedrun(args.dataset, **settings, device=args.device, data_dir=args.data_dir)
     if args.json:
         print_json_line(summary)
     return 0

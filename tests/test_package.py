@@ -36,15 +36,15 @@ def modules() -> dict[str, Path]:
 
 
 def imports(path: Path, nested: bool = False) -> set[str]:
-    """The cifarkit modules ``path`` imports: at module top (outside ``if TYPE_CHECKING``), or with ``nested``
-    only those inside functions."""
+    """The cifarkit modules ``path`` imports: at module top (inside ``if TYPE_CHECKING`` too: a type named from a
+    layer above is still a climb up for the reader), or with ``nested`` only those inside functions."""
     tree = ast.parse(path.read_text())
     if nested:
         nodes = [
             n for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in ast.walk(f)
         ]
     else:
-        nodes = list(tree.body)
+        nodes = [n for top in tree.body for n in (ast.walk(top) if isinstance(top, (ast.If, ast.Try)) else [top])]
     found = set()
     for n in nodes:
         if isinstance(n, ast.ImportFrom) and n.module and n.module.split(".")[0] == "cifarkit":

@@ -370,7 +370,7 @@ def notebook_seconds(state: dict[str, Any]) -> float:
     return round(sum(e.get("seconds", 0.0) for e in state.get("notebooks", {}).values()), 1)
 
 
-QUICK_GOAL_SECONDS = 1800  # issue 31: the quick series in one sitting on a 2-core AVX2 laptop-class CPU
+QUICK_GOAL_SECONDS = 1800  # the quick series fits one sitting on a 2-core AVX2 laptop-class CPU
 
 
 def machine_text(env: dict, bold: bool = False) -> str:

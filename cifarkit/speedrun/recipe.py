@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,9 +37,6 @@ from cifarkit.runs import (
 )
 from cifarkit.speedrun.course import course_baseline
 from cifarkit.train import train_steps
-
-if TYPE_CHECKING:  # the settings live with the other commands' (tools, a layer above); only their names are read here
-    from cifarkit.tools.settings import SpeedrunSettings
 
 TTA_LEVELS = ("none", "flip", "translate")  # names of cifarkit.evaluate modes, cheapest first
 
@@ -361,8 +358,8 @@ def warm_up(
 ) -> float:
     """Run a throwaway copy of the recipe's network for a few steps of the same training loop and one evaluation
     pass, so the one-off costs of a first call (kernel selection, cuDNN autotuning, the allocator's first
-    blocks, lazy initialisation) are paid before the clock starts, as airbench does; on the H200 they were
-    about 6 s of a 9 s run. Returns the seconds it took (reported beside, never inside, the timed training)."""
+    blocks, lazy initialisation) are paid before the clock starts, as airbench does: on a GPU they can be most
+    of a short run. Returns the seconds it took (reported beside, never inside, the timed training)."""
     synchronize(device)
     t0 = clock()
     model, optimizer, criterion, batches = setup(recipe, train_split, norm, num_classes, device, seed=0)
@@ -554,24 +551,28 @@ def write_run_files(
 
 def run_speedrun(
     spec: str,
-    settings: SpeedrunSettings,
+    *,
+    recipe: str,
+    target: float,
+    baseline: bool,
+    seed: int,
+    amp: str,
+    out: str,
+    val_fraction: float,
     device: str = "auto",
     data_dir: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train a recipe's fixed schedule on train minus validation, check it on test with its TTA, and
     (with ``baseline``) time the course recipe to the same validation ``target`` in the same process.
+    The settings are ``cifarkit.tools.settings.SpeedrunSettings``' fields (their defaults and checks live there).
 
     Returns the JSON line of ``cifarkit speedrun``: ``recipe``, ``seconds`` (training + TTA),
     ``val_accuracy``, ``test_accuracy``, ``epochs``, ``checkpoint``, ``curve`` and, with a baseline,
     ``baseline_seconds`` and ``speedup``. The run folder gets config.json, train.json, test.json and best.pt.
     """
-
-    target, baseline, out, seed, val_fraction, amp = (
-        getattr(settings, name) for name in ("target", "baseline", "out", "seed", "val_fraction", "amp")
-    )
     ensure_dir(out, "--out folder")  # before the training, not after it
-    recipe = get_recipe(settings.recipe)
+    recipe = get_recipe(recipe)
     dev = resolve_device(device)
     if dev.type == "cpu":
         configure_threads()
