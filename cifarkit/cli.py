@@ -28,6 +28,7 @@ from cifarkit.config import (
 )
 from cifarkit.errors import (
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_USAGE,
     CifarkitError,
     ConfigError,
@@ -547,7 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return exc.exit_code
         except KeyboardInterrupt:
             print(f"cifarkit {args.verb}: interrupted", file=sys.stderr)
-            return 130
+            return EXIT_INTERRUPTED
         except FileNotFoundError as exc:
             print(f"cifarkit {args.verb}: error: {exc.filename or exc}: file not found", file=sys.stderr)
             return EXIT_USAGE

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 
 EXIT_USAGE = 2  # a bad argument, dataset or checkpoint: fix the command and run it again
 EXIT_FAILED = 1  # the command was right but the run failed (diverged, disk full, an image that cannot be read)
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report a process stopped by SIGINT (128 + 2)
 
 
 class CifarkitError(Exception):

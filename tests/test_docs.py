@@ -185,3 +185,26 @@ def test_the_int8_table_is_the_committed_deploy_bench_runs():
             after[variant]["accuracy"],
             after[variant]["size_mb"],
         )
+
+
+def test_the_exit_status_table_is_the_codes_the_cli_returns():
+    """docs/reliability.md's table names exactly the statuses cifarkit.errors defines, and each error type's status
+    sits in the row that describes it (a type given a new status, or a new status, shows up here)."""
+    from cifarkit import errors
+
+    rows = {int(row[0]): row[2] for row in table_rows((ROOT / "docs" / "reliability.md").read_text(), "exit status")}
+    assert set(rows) == {errors.EXIT_USAGE, errors.EXIT_FAILED, errors.EXIT_INTERRUPTED}
+    described = {
+        errors.TrainingDiverged: "training diverged",
+        errors.DiskFull: "a full disk",
+        errors.RankLost: "rank of a `torchrun` launch lost",
+        errors.DataError: "a missing dataset",
+        errors.CheckpointError: "a checkpoint whose class",
+        errors.ConfigError: "unknown model",
+        errors.OutputError: "an `--out` that cannot be created",
+    }
+    types = {t for t in vars(errors).values() if isinstance(t, type) and issubclass(t, errors.CifarkitError)}
+    assert types - {errors.CifarkitError} == set(described)  # a new error type is placed in the table
+    assert {t.__name__: described[t] in rows[t.exit_code] for t in described} == dict.fromkeys(
+        (t.__name__ for t in described), True
+    )
