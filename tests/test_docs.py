@@ -3,6 +3,7 @@ committed example report's (checked here against its JSON), words about the laye
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from pathlib import Path
@@ -208,3 +209,34 @@ def test_the_exit_status_table_is_the_codes_the_cli_returns():
     assert {t.__name__: described[t] in rows[t.exit_code] for t in described} == dict.fromkeys(
         (t.__name__ for t in described), True
     )
+
+
+def is_module(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
+def test_every_name_the_text_gives_exists():
+    """Each ``cifarkit.module.name`` that a docstring, a docs page, the README or a notebook names can be imported
+    and looked up, and each ``cifarkit/...py`` or ``tests/...py`` path exists: a rename or a move that left a
+    sentence pointing at the old place fails here (a docstring still sent readers to cifarkit.config for a
+    settings class that had moved to cifarkit.tools.settings)."""
+    texts = [README, *DOCS, *sorted((ROOT / "notebooks").glob("*.ipynb")), *sorted((ROOT / "cifarkit").rglob("*.py"))]
+    missing = set()
+    for path in texts:
+        text = path.read_text()
+        for ref in re.findall(r"\bcifarkit(?:\.[A-Za-z_]\w*)+", text):
+            parts = ref.split(".")
+            depth = next(i for i in range(len(parts), 0, -1) if is_module(".".join(parts[:i])))
+            obj = importlib.import_module(".".join(parts[:depth]))
+            for name in parts[depth:]:
+                obj = getattr(obj, name, missing)
+            if obj is missing:
+                missing.add((path.name, ref))
+        for ref in re.findall(r"\b(?:cifarkit|tests)/[\w/]+\.py\b", text):
+            if not (ROOT / ref).exists():
+                missing.add((path.name, ref))
+    assert sorted(missing) == []

@@ -116,7 +116,7 @@ def run_amp_check(
     Args:
         settings: the recipe (its network, batch size and CPU chunking are used), the amp modes ("off" is
             fp32), the images per step (default: the recipe's) and the timed steps per mode (after one
-            untimed warm-up step); see :class:`~cifarkit.config.AmpCheckSettings`.
+            untimed warm-up step); see :class:`~cifarkit.tools.settings.AmpCheckSettings`.
         device: auto, cpu, cuda, mps.
         log: where progress lines go.
 
