@@ -1,7 +1,8 @@
 """Command line: ``python -m cifarkit <verb>``; every verb has ``--help``; user mistakes exit 2 in one line.
 
-The parser needs only :mod:`cifarkit.config` and :mod:`cifarkit.errors` (no torch), so ``--help`` answers at
-once; each verb imports what it runs when it runs (the one module allowed to import inside functions)."""
+The parser needs only :mod:`cifarkit.config`, :mod:`cifarkit.errors` and :mod:`cifarkit.tools.settings` (no torch),
+so ``--help`` answers at once; each verb imports what it runs when it runs (the one module allowed to import inside
+functions)."""
 
 from __future__ import annotations
 
@@ -341,15 +342,6 @@ def add_json(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--json", action="store_true", help=help)
 
 
-def add_amp(p: argparse.ArgumentParser, default: str) -> None:
-    p.add_argument(
-        "--amp",
-        choices=AMP_MODES,
-        default=default,
-        help=AMP_HELP,
-    )
-
-
 def add_train_options(t: argparse.ArgumentParser) -> None:
     """``train``'s options: one per :func:`~cifarkit.config.setting` field of :class:`~cifarkit.config.TrainConfig`
     (its default, help and range from the field), and those a run takes in other forms (dataset, device,
@@ -362,7 +354,7 @@ def add_train_options(t: argparse.ArgumentParser) -> None:
         default=None,
         help=f"epochs (default {TrainConfig.epochs}; with --resume: the run's own)",
     )
-    add_amp(t, TrainConfig.amp)
+    t.add_argument("--amp", choices=AMP_MODES, default=TrainConfig.amp, help=AMP_HELP)
     t.add_argument(
         "--channels-last",
         choices=("auto", "on", "off"),

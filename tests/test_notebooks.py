@@ -167,7 +167,8 @@ def test_no_fixed_text_quotes_a_time(path):
 def test_the_counts_in_fixed_text_are_the_codes():
     """Every count a notebook's fixed Markdown states about what the code does is checked against the code."""
     from cifarkit.config import TrainConfig
-    from cifarkit.report import ablation, notebook
+    from cifarkit.report import ablation
+    from cifarkit.tools import settings
     from cifarkit.tools.lrfinder import lr_range_test
 
     cfg = TrainConfig()
@@ -181,13 +182,13 @@ def test_the_counts_in_fixed_text_are_the_codes():
     defaults = lr_range_test.__defaults__  # start, end, steps
     assert defaults[:2] == (1e-6, 1.0) and "from 10⁻⁶ to 1" in t03
     assert "a few hundred steps" not in t03  # the sweep's length is the profile's, said by the note
-    quick = notebook.PROFILES["quick"]
+    quick = settings.PROFILES["quick"]
     assert f"30 epochs instead of the quick profile's {quick.epochs}" in cell_texts("01")
     t07 = cell_texts("07")
     held = cfg.val_fraction
     assert f"same {100 * (1 - held):.0f}% of the training split" in t07 and f"held-out {100 * held:.0f}%" in t07
     t09 = cell_texts("09")
-    budgets = notebook.PROFILES["quick"].transfer.labels_per_class
+    budgets = settings.PROFILES["quick"].transfer.labels_per_class
     assert f"from {budgets[0]:,}, {budgets[1]:,} or {budgets[2]:,} labelled images per class" in t09
     assert "the target classes' test split." not in t09  # quick scores a part of it: the table says how many
     assert "10,000-image" not in cell_texts("06")

@@ -18,9 +18,9 @@ from cifarkit.data import load_dataset, project_root
 from cifarkit.device import env_info, resolve_amp, resolve_device
 from cifarkit.errors import CifarkitError, DiskFull
 from cifarkit.report.comparison import same_dataset
-from cifarkit.report.notebook import get_profile, summaries
+from cifarkit.report.notebook import summaries
 from cifarkit.runs import ensure_dir, make_run_dir, read_json, read_run, write_json, write_text
-from cifarkit.tools.settings import SeriesSettings
+from cifarkit.tools.settings import SeriesSettings, get_profile
 
 KERNEL = "python3"
 

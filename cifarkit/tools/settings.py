@@ -1,6 +1,7 @@
 """The settings of cifarkit's commands and tools, one frozen dataclass each: ``series``, ``speedrun``,
-``input-bench``, ``amp-check``, ``deploy-bench`` (and notebook 08), ``sweep``'s SLURM jobs and notebook 09's
-transfer study. A training run's own settings are :class:`cifarkit.config.TrainConfig`.
+``input-bench``, ``amp-check``, ``deploy-bench`` (and notebook 08), ``sweep``'s SLURM jobs, notebook 09's
+transfer study, and the notebooks' profiles (smoke / quick / full), which hold the last two. A training run's own
+settings are :class:`cifarkit.config.TrainConfig`.
 
 A field made with :func:`cifarkit.config.setting` is also a command-line option, generated from the field by
 ``cifarkit.cli.add_settings``, so each is written once, here.
@@ -12,37 +13,6 @@ from dataclasses import dataclass
 
 from cifarkit.config import AMP_HELP, AMP_MODES, TrainConfig, fraction, positive_float, positive_int, setting
 from cifarkit.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class SeriesSettings:
-    """What ``cifarkit series`` runs: on which data, at which budget, which notebooks, into which report folder."""
-
-    dataset: str | None = setting(
-        None, "cifar10 (downloaded), cifar100, folder:PATH or synthetic (default cifar10; with --resume the report's)"
-    )
-    profile: str = setting(
-        "quick",
-        "smoke, quick or full; measured on a 2-core AVX2 CPU: smoke about 2 min (synthetic data, a check), quick 30 "
-        "min (CIFAR-10); full: the course settings, for a GPU (default {default})",
-    )
-    amp: str | None = setting(
-        None,
-        "precision of every notebook that trains; auto (default): bf16 on CPUs with native bf16, else fp32 (off); "
-        "fp16 needs a GPU (with --resume: the report's)",
-        choices=AMP_MODES,
-    )
-    seed: int = setting(0, "seed of every notebook's runs (default {default})", type=int)
-    out: str = setting("reports", "parent folder of the report folder (default {default})")
-    only: str | None = setting(None, "comma-separated notebook numbers, e.g. 00,03")
-    resume: str | None = setting(None, "continue a report folder, skipping finished notebooks", metavar="DIR")
-    goal: float | None = setting(
-        None,
-        "at the end, print each notebook's time and the series' beside this goal (make bench-series: 1800, the quick "
-        "series on a 2-core AVX2 CPU); with --resume of a finished report it only prints",
-        type=positive_float,
-        metavar="SECONDS",
-    )
 
 
 @dataclass(frozen=True)
@@ -175,3 +145,156 @@ class TransferSettings:
 def variant_name(sparsity: float) -> str:
     """The pruned variant's name (and file stem) for a channel share: 0.3 -> ``pruned-30``, 0.305 -> ``pruned-30.5``."""
     return f"pruned-{round(100 * sparsity, 1):g}"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much work a notebook does. ``None`` limits keep the whole split."""
+
+    name: str
+    epochs: int  # baseline epochs; notebooks scale from it
+    train_images: int | None
+    test_images: int | None
+    big_model_train_images: int | None  # EX-2 at 128 px and the 32 px reference model are costly on CPU
+    big_model_epochs: int
+    ablation_train_images: int | None
+    ablation_epochs: int
+    ablation_hidden_units: int
+    ablation_seeds: int  # every arm of 03's ablation is trained at this many seeds
+    tta_test_images: int | None
+    lr_finder_steps: int = 200  # 03's learning-rate range test
+    # 03 holds out this share of its images for validation: the paired test needs enough of them to separate arms
+    ablation_val_fraction: float = 0.1
+    big_model_test_images: int | None = None  # 02's test split: EX-2 at 128 px scores 130-140 images/s on a 2-core CPU
+    big_model_val_fraction: float = 0.1  # 02 holds out this share for validation: enough images to separate its models
+    speedrun_recipe: str = "speedrun"  # a name from cifarkit.speedrun.recipe.RECIPES
+    speedrun_ablation_train_images: int | None = None
+    course_epochs: int = 10  # the course EX-1 recipe's budget in the 07 race
+    deploy: DeploySettings = DeploySettings()  # 08: how the variants are built and timed
+    transfer: TransferSettings = TransferSettings()  # 09: pretraining, label budgets, fine-tuning, the ImageNet row
+
+
+PROFILES = {
+    # CI: every notebook runs end to end in about a minute on a 2-core CPU (synthetic data)
+    "smoke": Profile(
+        "smoke",
+        epochs=2,
+        train_images=1000,
+        test_images=300,
+        big_model_train_images=160,  # one batch of 128 after the validation split: 02 is the smoke's costliest
+        big_model_epochs=1,
+        ablation_train_images=500,
+        ablation_epochs=1,
+        ablation_hidden_units=8,
+        ablation_seeds=2,
+        ablation_val_fraction=0.3,
+        tta_test_images=200,
+        speedrun_recipe="tiny",
+        speedrun_ablation_train_images=500,
+        course_epochs=2,
+        lr_finder_steps=20,
+        big_model_test_images=300,
+        deploy=DeploySettings(sparsities=(0.5,), finetune_epochs=0.5, runs=20),
+        transfer=TransferSettings(
+            pretrain_images=None,
+            pretrain_epochs=1,
+            labels_per_class=(2, 10),
+            choose_at=10,
+            val_per_class=10,
+            steps=6,
+            batch_size=16,
+            sizes=(32,),
+            weight_decays=(1e-2,),
+        ),
+    ),
+    # meaningful numbers on a laptop CPU, the whole series in one sitting: at most 30 min of notebooks on a
+    # 2-core AVX2 CPU (make bench-series checks it; docs/results.md has what each budget cost)
+    "quick": Profile(
+        "quick",
+        epochs=7,
+        train_images=None,
+        test_images=None,
+        big_model_train_images=2_880,  # half held out: 1,440 to train on, 1,440 to validate
+        big_model_epochs=3,
+        big_model_val_fraction=0.5,
+        ablation_train_images=8_000,  # 5,600 to train on, 2,400 to validate: about 1 point of standard error
+        ablation_epochs=3,
+        ablation_hidden_units=32,
+        ablation_seeds=2,
+        ablation_val_fraction=0.3,
+        tta_test_images=None,
+        speedrun_recipe="speedrun",
+        speedrun_ablation_train_images=6_000,
+        course_epochs=3,
+        lr_finder_steps=100,
+        big_model_test_images=2_500,
+        transfer=TransferSettings(pool_per_class=1_100, test_images=1_000),  # 96 px Lite0 features cost most in 09
+    ),
+    # the course's settings: for a GPU
+    "full": Profile(
+        "full",
+        epochs=30,
+        train_images=None,
+        test_images=None,
+        big_model_train_images=None,
+        big_model_epochs=30,
+        ablation_train_images=None,
+        ablation_epochs=30,
+        ablation_hidden_units=64,
+        ablation_seeds=3,
+        tta_test_images=None,
+        speedrun_recipe="flagship",
+        speedrun_ablation_train_images=None,
+        course_epochs=30,
+        deploy=DeploySettings(sparsities=(0.3, 0.5, 0.7), finetune_epochs=3.0, runs=500),
+        transfer=TransferSettings(
+            pretrain_images=None,
+            pretrain_epochs=15,
+            val_per_class=200,
+            steps=300,
+            lrs=(3e-4, 1e-3, 3e-3),
+            seeds=3,
+            sizes=(64, 96, 128, 224),
+            weight_decays=(1e-4, 1e-3, 1e-2),
+        ),
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    """The named profile, or a one-line error listing the choices."""
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; choose {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+@dataclass(frozen=True)
+class SeriesSettings:
+    """What ``cifarkit series`` runs: on which data, at which budget, which notebooks, into which report folder."""
+
+    dataset: str | None = setting(
+        None, "cifar10 (downloaded), cifar100, folder:PATH or synthetic (default cifar10; with --resume the report's)"
+    )
+    profile: str = setting(
+        "quick",
+        "how much work: on a 2-core AVX2 CPU smoke takes about 2 min (synthetic data, a check) and quick "
+        "at most 30 min (CIFAR-10); full: the course settings, for a GPU (default {default})",
+        choices=tuple(PROFILES),
+    )
+    amp: str | None = setting(
+        None,
+        "precision of every notebook that trains; auto (default): bf16 on CPUs with native bf16, else fp32 (off); "
+        "fp16 needs a GPU (with --resume: the report's)",
+        choices=AMP_MODES,
+    )
+    seed: int = setting(0, "seed of every notebook's runs (default {default})", type=int)
+    out: str = setting("reports", "parent folder of the report folder (default {default})")
+    only: str | None = setting(None, "comma-separated notebook numbers, e.g. 00,03")
+    resume: str | None = setting(None, "continue a report folder, skipping finished notebooks", metavar="DIR")
+    goal: float | None = setting(
+        None,
+        "at the end, print each notebook's time and the series' beside this goal (make bench-series: 1800, the quick "
+        "series on a 2-core AVX2 CPU); with --resume of a finished report it only prints",
+        type=positive_float,
+        metavar="SECONDS",
+    )
