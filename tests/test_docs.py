@@ -143,14 +143,12 @@ def test_the_speedrun_before_and_after_table_is_its_json():
     folder = ROOT / "reports" / "examples" / "speedrun-one-loop"
     rows = table_rows((ROOT / "docs" / "results.md").read_text(), "<!-- speedrun-one-loop -->")
     assert len(rows) == 2
-    for seed, before_acc, after_acc, before_s, after_s in rows:
-        runs = {v: json.loads((folder / f"{v}-seed{seed}.json").read_text()) for v in ("before", "after")}
-        for shown, run in ((before_acc, runs["before"]), (after_acc, runs["after"])):
-            assert shown == f"{run['val_accuracy']:.4f} / {run['test_accuracy']:.4f}" and run["reached_target"]
-        assert (
-            before_s == f"{runs['before']['train_seconds']:.1f} s"
-            and after_s == f"{runs['after']['train_seconds']:.1f} s"
-        )
+    versions = ("before", "after", "rerun-0d26764")
+    for seed, *cells in rows:
+        runs = [json.loads((folder / f"{v}-seed{seed}.json").read_text()) for v in versions]
+        assert cells[:3] == [f"{r['val_accuracy']:.4f} / {r['test_accuracy']:.4f}" for r in runs]
+        assert cells[3:] == [f"{r['train_seconds']:.1f} s" for r in runs]
+        assert all(r["reached_target"] for r in runs)
 
 
 def test_the_int8_table_is_the_committed_deploy_bench_runs():
@@ -240,3 +238,23 @@ def test_every_name_the_text_gives_exists():
             if not (ROOT / ref).exists():
                 missing.add((path.name, ref))
     assert sorted(missing) == []
+
+
+def test_the_examples_page_names_each_folder_as_its_files_say():
+    """reports/examples/README.md lists every folder there, and what it says of each series (its commit, its
+    notebooks' seconds, the machine's instruction sets) is that series.json's (the page once described a report
+    two regenerations old)."""
+    examples = ROOT / "reports" / "examples"
+    rows = {
+        row[0].split("](")[1].split("/")[0]: row[1]
+        for row in table_rows((examples / "README.md").read_text(), "# Example reports")
+    }
+    assert set(rows) == {p.name for p in examples.iterdir() if p.is_dir()}
+    for name in ("cifar10-jpeg-quick", "cifar10-jpeg-quick-avx2-kernels"):
+        state = json.loads((examples / name / "series.json").read_text())
+        total = round(sum(entry["seconds"] for entry in state["notebooks"].values()))
+        assert f"commit `{state['env']['git_commit'][:7]}`" in rows[name] and f"**{total:,} s**" in rows[name], name
+    assert (
+        json.loads((examples / "cifar10-jpeg-quick" / "series.json").read_text())["env"]["cpu_instruction_set"]
+        in (rows["cifar10-jpeg-quick"])
+    )
