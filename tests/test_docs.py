@@ -258,3 +258,39 @@ def test_the_examples_page_names_each_folder_as_its_files_say():
         json.loads((examples / "cifar10-jpeg-quick" / "series.json").read_text())["env"]["cpu_instruction_set"]
         in (rows["cifar10-jpeg-quick"])
     )
+
+
+def test_the_transfer_table_is_the_committed_examples():
+    """docs/deployment.md's transfer table is the committed example's 09 summary: each method's mean test top-1 at
+    each budget, and the choices the text names (it once quoted a two-seed run of an older budget)."""
+    from cifarkit.tools import settings
+    from cifarkit.tools.transfer import steps_for
+
+    summary = json.loads((EXAMPLE / "summaries" / "09_transfer.json").read_text())
+    headline, profile = summary["headline"], summary["profile"]["transfer"]
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    rows = table_rows(text, "<!-- transfer-example -->")
+    methods = ["EX-1 from scratch", "EX-1 pretrained", "EfficientNet-Lite0 (ImageNet)"]
+    assert [int(row[0].replace(",", "")) for row in rows] == profile["labels_per_class"]
+    for budget, *cells in rows:
+        wanted = [headline[f"test_accuracy[{m}, {budget.replace(',', '')}]"] for m in methods]
+        assert cells == [f"{100 * v:.1f}%" for v in wanted], budget
+    assert {headline[f"chosen[{m}]"] for m in methods[:2]} == {"trains all layers, lr 0.003"}
+    text = " ".join(text.split())  # the sentences below, whatever the line breaks
+    assert "both EX-1s train all layers at a learning rate of 3·10⁻³" in text
+    assert f"Lite0 reads {headline['imagenet_input_size']} px input" in text
+    assert f"{profile['seeds']} seeds, labels drawn from {profile['pool_per_class']:,} per class" in text
+    assert f"{profile['test_images']:,} test images of the vehicles" in text
+    quick = settings.PROFILES["quick"].transfer
+    assert f"A run takes {quick.steps} steps in quick (batch {quick.batch_size}" in text
+    assert f"({steps_for(quick, 1000 * 4)} steps at 1,000 per class)" in text  # four vehicle classes
+
+
+def test_the_docs_name_the_notebooks_the_bf16_smoke_series_runs():
+    """development.md and notebooks.md say which notebooks the suite runs in bf16: the list test_series runs (the
+    development page once named the complement of an older list)."""
+    listed = re.search(r'BF16_NOTEBOOKS = "([\d,]+)"', (ROOT / "tests" / "test_series.py").read_text()).group(1)
+    numbers = listed.split(",")
+    said = ", ".join(numbers[:-1]) + " and " + numbers[-1]
+    assert f"then {said} in bf16" in (ROOT / "docs" / "development.md").read_text()
+    assert f"in bf16 it runs {said}" in " ".join((ROOT / "docs" / "notebooks.md").read_text().split())
