@@ -192,3 +192,28 @@ def test_the_counts_in_fixed_text_are_the_codes():
     assert f"from {budgets[0]:,}, {budgets[1]:,} or {budgets[2]:,} labelled images per class" in t09
     assert "the target classes' test split." not in t09  # quick scores a part of it: the table says how many
     assert "10,000-image" not in cell_texts("06")
+
+
+def test_the_thresholds_in_fixed_text_are_the_codes():
+    """00's near-duplicate test and 05's timing verdict state their thresholds in fixed Markdown: each is the
+    default or constant the code uses."""
+    import inspect
+
+    from cifarkit.report import duplicates
+    from cifarkit.tools import perflogs
+
+    hash_side = inspect.signature(duplicates.average_hash).parameters["side"].default
+    thumb_side = inspect.signature(duplicates.thumbnails).parameters["side"].default
+    near = inspect.signature(duplicates.near_duplicates).parameters
+    t00 = " ".join(cell_texts("00").split())
+    assert f"{hash_side**2}-bit average hashes ({hash_side}×{hash_side} grayscale" in t00
+    assert f"within {near['max_bits'].default} bits" in t00
+    assert (
+        f"a {thumb_side}×{thumb_side} colour thumbnail that differs by at most {near['max_rms'].default:g} levels"
+        in t00
+    )
+    t05 = " ".join(cell_texts("05").split())
+    words = {2: "two", 3: "three", 4: "four"}
+    assert f"the highest level held for {words[perflogs.SUSTAINED_SAMPLES]} telemetry samples in a row" in t05
+    assert f"above {perflogs.OTHER_LOAD_PERCENT:g}% they set the pace too" in t05
+    assert f"epochs within {100 * perflogs.PACE_SPREAD:g}% of each other" in t05
