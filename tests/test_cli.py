@@ -265,3 +265,24 @@ def test_each_commands_options_are_generated_from_its_settings_dataclass(argv, s
     assert action.option_strings == [option_of(next(f for f in fields(settings) if f.name == name))]
     default = getattr(settings(), name)
     assert f"(default {' '.join(map(str, default)) if isinstance(default, tuple) else default}" in action.help
+
+
+@pytest.mark.parametrize(
+    ("settings", "bad", "said"),
+    [
+        (InputBenchSettings, {"batch_size": 0}, "--batch-size: 0 must be >= 1"),
+        (AmpCheckSettings, {"steps": 0}, "--steps: 0 must be >= 1"),
+        (DeploySettings, {"sparsities": (0.5, 1.5)}, "--sparsity: 1.5 must be a fraction between 0 and 1"),
+        (DeploySettings, {"warmup": 0}, "--warmup: 0 must be >= 1"),
+        (Slurm, {"time_min": 0}, "--slurm-time: 0 must be >= 1"),
+        (SeriesSettings, {"goal": -1.0}, "--goal: -1.0 must be a finite number > 0"),
+        (SpeedrunSettings, {"target": 1.5}, "--target: 1.5 must be a fraction between 0 and 1"),
+    ],
+)
+def test_settings_built_in_code_are_held_to_their_options_ranges(settings, bad, said):
+    """A settings object made in code (a notebook's profile, a test) is checked by its options' own types, with
+    the words the command line uses for the same value: each range is declared once, on the field."""
+    from cifarkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        settings(**bad)

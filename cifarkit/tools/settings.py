@@ -9,10 +9,24 @@ A field made with :func:`cifarkit.config.setting` is also a command-line option,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import argparse
+from dataclasses import dataclass, fields
+from typing import Any
 
 from cifarkit.config import AMP_HELP, AMP_MODES, TrainConfig, fraction, positive_float, positive_int, setting
 from cifarkit.errors import ConfigError
+
+
+def check_settings(settings: Any) -> None:
+    """Hold each option's value to the range its command-line type declares (``type=fraction``, say), so a
+    settings object built in code (a notebook's profile, a test) is checked as the command line checks it."""
+    for f in fields(settings):
+        value, kind = getattr(settings, f.name), f.metadata.get("type")
+        for v in () if kind is None or value is None else value if isinstance(value, tuple) else (value,):
+            try:
+                kind(str(v))
+            except argparse.ArgumentTypeError as exc:
+                raise ConfigError(f"{f.metadata.get('flag', '--' + f.name.replace('_', '-'))}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -35,8 +49,7 @@ class SpeedrunSettings:
     val_fraction: float = TrainConfig.val_fraction
 
     def __post_init__(self) -> None:
-        if not 0 < self.target < 1:
-            raise ConfigError(f"target={self.target} is invalid: use a fraction between 0 and 1, e.g. 0.70")
+        check_settings(self)
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,9 @@ class InputBenchSettings:
     steps: int = setting(60, "timed training steps per measurement (default {default})", type=positive_int)
     workers: int = setting(2, "DataLoader workers of the seed-style pipeline (default {default})", type=int)
     rounds: int = setting(3, "interleaved repetitions; medians are reported (default {default})", type=positive_int)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
 
 @dataclass(frozen=True)
@@ -62,8 +78,7 @@ class AmpCheckSettings:
     steps: int = setting(3, "timed steps per mode, after one warm-up step (default {default})", type=positive_int)
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ConfigError(f"steps must be at least 1, got {self.steps}")
+        check_settings(self)
 
 
 @dataclass(frozen=True)
@@ -91,16 +106,15 @@ class DeploySettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if any(not 0 < s < 1 for s in self.sparsities):
-            raise ConfigError(f"--sparsity values must be between 0 and 1, got {list(self.sparsities)}")
+        check_settings(self)
         names = [variant_name(s) for s in self.sparsities]
         if len(set(names)) < len(names):
             raise ConfigError(
                 f"--sparsity {' '.join(f'{s:g}' for s in self.sparsities)} names one variant twice; "
                 "give shares that differ by at least 0.001"
             )
-        if self.runs < 2 or self.warmup < 0 or self.throughput_runs < 1:
-            raise ConfigError("--runs must be >= 2 and --warmup >= 0")
+        if self.runs < 2 or self.throughput_runs < 1:
+            raise ConfigError(f"--runs: {self.runs} must be >= 2 (the latency percentiles need two calls)")
 
 
 @dataclass(frozen=True)
@@ -116,6 +130,9 @@ class Slurm:
     gpus: int = setting(1, "GPUs per job (default {default}; 0 for CPU jobs)", flag="--slurm-gpus", type=int)
     cpus: int = setting(4, "CPU cores per job (default {default})", flag="--slurm-cpus", type=positive_int)
     cluster: str = "slurm"
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
 
 @dataclass(frozen=True)
@@ -298,3 +315,6 @@ class SeriesSettings:
         type=positive_float,
         metavar="SECONDS",
     )
+
+    def __post_init__(self) -> None:
+        check_settings(self)
