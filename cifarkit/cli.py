@@ -11,7 +11,7 @@ import json
 import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import Field, asdict, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from cifarkit.config import (
     TTA_AVERAGES,
     TTA_MODES,
     TrainConfig,
+    option_of,
     positive_int,
     train_option_type,
 )
@@ -484,11 +485,6 @@ def build_parser() -> Parser:
     add_json(pr, 'one JSON object per input: {"path", "topk"} or {"path", "error"}')
     pr.set_defaults(func=cmd_predict)
     return parser
-
-
-def option_of(f: Field) -> str:
-    """The command-line option of a :func:`~cifarkit.tools.settings.setting` field: its ``flag``, else ``--field-name``."""
-    return f.metadata.get("flag", "--" + f.name.replace("_", "-"))
 
 
 def add_settings(p: argparse.ArgumentParser, settings: type) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import Field, asdict, dataclass, field, fields, replace
 from typing import Any
 
 from cifarkit.errors import ConfigError
@@ -43,6 +43,11 @@ def setting(default: Any, help: str, **option: Any) -> Any:
     ``type``, ``choices``, ``nargs`` or ``action``; ``flag`` names the option when it is not ``--`` and the field's
     name. A field named in :data:`RULES` is checked by its rule while the command line is parsed."""
     return field(default=default, metadata={"help": help, **option})
+
+
+def option_of(f: Field) -> str:
+    """The command-line option of a :func:`setting` field: its ``flag``, else ``--field-name``."""
+    return f.metadata.get("flag", "--" + f.name.replace("_", "-"))
 
 
 SWITCH = {"action": argparse.BooleanOptionalAction}  # --x and --no-x, so a sweep can say false

@@ -253,7 +253,8 @@ def test_each_commands_options_are_generated_from_its_settings_dataclass(argv, s
     the dataclass's defaults, an option changes its field alone, and the help quotes the field's default."""
     from dataclasses import fields, replace
 
-    from cifarkit.cli import build_parser, option_of, settings_from
+    from cifarkit.cli import build_parser, settings_from
+    from cifarkit.config import option_of
 
     parser = build_parser()
     positional = 2 if argv[0] in ("deploy-bench", "sweep") else 1  # the verb and its file, if it takes one

@@ -533,11 +533,18 @@ def write_run_files(
     the machine and the data's sizes. train.json is :func:`cifarkit.runs.train_json` of the validation checks,
     with the speedrun's own clock (setup included, as airbench counts it) and its length in epochs (fractions
     allowed); the speedrun keeps its last weights, so the last check is its best epoch."""
-    config = {"model": "speednet", "dataset": spec, "seed": seed, "epochs": recipe.epochs}
     write_run_file(
         run_dir,
         "config",
-        {**config, "batch_size": recipe.batch_size, "val_fraction": val_fraction, "recipe": recipe.to_dict()},
+        {
+            "model": "speednet",
+            "dataset": spec,
+            "seed": seed,
+            "epochs": recipe.epochs,
+            "batch_size": recipe.batch_size,
+            "val_fraction": val_fraction,
+            "recipe": recipe.to_dict(),
+        },
     )
     write_run_file(run_dir, "env", env)
     write_metrics(run_dir, result.curve)

@@ -13,7 +13,16 @@ import argparse
 from dataclasses import dataclass, fields
 from typing import Any
 
-from cifarkit.config import AMP_HELP, AMP_MODES, TrainConfig, fraction, positive_float, positive_int, setting
+from cifarkit.config import (
+    AMP_HELP,
+    AMP_MODES,
+    TrainConfig,
+    fraction,
+    option_of,
+    positive_float,
+    positive_int,
+    setting,
+)
 from cifarkit.errors import ConfigError
 
 
@@ -22,11 +31,13 @@ def check_settings(settings: Any) -> None:
     settings object built in code (a notebook's profile, a test) is checked as the command line checks it."""
     for f in fields(settings):
         value, kind = getattr(settings, f.name), f.metadata.get("type")
-        for v in () if kind is None or value is None else value if isinstance(value, tuple) else (value,):
+        if kind is None or value is None:
+            continue
+        for v in value if isinstance(value, tuple) else (value,):  # nargs="+" options hold tuples
             try:
                 kind(str(v))
             except argparse.ArgumentTypeError as exc:
-                raise ConfigError(f"{f.metadata.get('flag', '--' + f.name.replace('_', '-'))}: {exc}") from None
+                raise ConfigError(f"{option_of(f)}: {exc}") from None
 
 
 @dataclass(frozen=True)
