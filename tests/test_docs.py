@@ -254,10 +254,8 @@ def test_the_examples_page_names_each_folder_as_its_files_say():
         state = json.loads((examples / name / "series.json").read_text())
         total = round(sum(entry["seconds"] for entry in state["notebooks"].values()))
         assert f"commit `{state['env']['git_commit'][:7]}`" in rows[name] and f"**{total:,} s**" in rows[name], name
-    assert (
-        json.loads((examples / "cifar10-jpeg-quick" / "series.json").read_text())["env"]["cpu_instruction_set"]
-        in (rows["cifar10-jpeg-quick"])
-    )
+        if name == "cifar10-jpeg-quick":  # the other row says how its kernels were held below the machine's
+            assert state["env"]["cpu_instruction_set"] in rows[name]
 
 
 def test_the_transfer_table_is_the_committed_examples():

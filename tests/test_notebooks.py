@@ -199,8 +199,13 @@ def test_the_numbers_in_fixed_descriptions_are_the_codes():
     each number is the default, constant or layer count the code has."""
     import inspect
 
+    import torch
+
+    from cifarkit.models import create_model
     from cifarkit.report import duplicates
     from cifarkit.tools import perflogs
+
+    words = ("no", "one", "two", "three", "four", "five")
 
     hash_side = inspect.signature(duplicates.average_hash).parameters["side"].default
     thumb_side = inspect.signature(duplicates.thumbnails).parameters["side"].default
@@ -212,25 +217,17 @@ def test_the_numbers_in_fixed_descriptions_are_the_codes():
         f"a {thumb_side}×{thumb_side} colour thumbnail that differs by at most {near['max_rms'].default:g} levels"
         in t00
     )
-    import torch
-
-    from cifarkit.models import create_model
-
     ex1, ex2 = create_model("ex1", 10), create_model("ex2", 10)
     convs = [m for m in ex1.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert f"{['no', 'one', 'two', 'three', 'four', 'five'][len(convs)]} 5×5 convolutions" in cell_texts("01")
+    assert f"{words[len(convs)]} 5×5 convolutions" in cell_texts("01")
     assert {m.kernel_size for m in convs} == {(5, 5)}
     hidden = [m.out_features for m in ex2.modules() if isinstance(m, torch.nn.Linear)][0]
     pools = sum(isinstance(m, torch.nn.MaxPool2d) for m in ex2.modules())
     size = ex2.input_size
     t02 = " ".join(cell_texts("02").split())
-    assert (
-        f"{['no', 'one', 'two', 'three', 'four'][pools]} conv blocks on {size}×{size} upsampled input, a {hidden}-unit"
-        in t02
-    )
+    assert f"{words[pools]} conv blocks on {size}×{size} upsampled input, a {hidden}-unit" in t02
     assert f"runs over {(size // 32) ** 2}× more positions" in t02
     t05 = " ".join(cell_texts("05").split())
-    words = {2: "two", 3: "three", 4: "four"}
     assert f"the highest level held for {words[perflogs.SUSTAINED_SAMPLES]} telemetry samples in a row" in t05
     assert f"above {perflogs.OTHER_LOAD_PERCENT:g}% they set the pace too" in t05
     assert f"epochs within {100 * perflogs.PACE_SPREAD:g}% of each other" in t05
