@@ -16,17 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from cifarkit.config import (
-    AMP_HELP,
-    AMP_MODES,
     DATASET_HELP,
     DEVICE_HELP,
-    RULES,
     TTA_AVERAGES,
     TTA_MODES,
     TrainConfig,
+    epochs_type,
     option_of,
     positive_int,
-    train_option_type,
 )
 from cifarkit.errors import (
     EXIT_FAILED,
@@ -345,17 +342,16 @@ def add_json(p: argparse.ArgumentParser, help: str) -> None:
 
 def add_train_options(t: argparse.ArgumentParser) -> None:
     """``train``'s options: one per :func:`~cifarkit.config.setting` field of :class:`~cifarkit.config.TrainConfig`
-    (its default, help and range from the field), and those a run takes in other forms (dataset, device,
-    precision, auto switches, where to write, what to resume)."""
+    (its default, help and range from the field), and those a run takes in other forms (dataset, device, auto
+    switches, the epochs a resume may extend, where to write, what to resume)."""
     add_settings(t, TrainConfig)
     add_common(t)
     t.add_argument(
         "--epochs",
-        type=train_option_type("epochs", int),
+        type=epochs_type,
         default=None,
         help=f"epochs (default {TrainConfig.epochs}; with --resume: the run's own)",
     )
-    t.add_argument("--amp", choices=AMP_MODES, default=TrainConfig.amp, help=AMP_HELP)
     t.add_argument(
         "--channels-last",
         choices=("auto", "on", "off"),
@@ -488,15 +484,12 @@ def build_parser() -> Parser:
 
 
 def add_settings(p: argparse.ArgumentParser, settings: type) -> None:
-    """One option per :func:`~cifarkit.config.setting` field of the dataclass ``settings``: its flag, type, choices
-    and help come from the field (a field named in :data:`~cifarkit.config.RULES` without a type of its own is
-    checked by its rule), and its default is the field's, so each is written once."""
+    """One option per :func:`~cifarkit.config.setting` field with help of the dataclass ``settings``: its flag,
+    type, choices, help and default come from the field, so each is written once."""
     for f in fields(settings):
         if "help" not in f.metadata:
             continue  # a setting with no option: profiles and code set it
         extra = {k: v for k, v in f.metadata.items() if k not in ("help", "flag")}
-        if f.name in RULES and "type" not in extra:
-            extra["type"] = train_option_type(f.name, float if isinstance(f.default, float) else int)
         if not {"choices", "action", "metavar"} & set(extra):
             extra["metavar"] = option_of(f)[2:].replace("-", "_").upper()
         shown = " ".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default

@@ -38,16 +38,80 @@ def parse_augment(spec: str) -> tuple[str, ...]:
     return parts
 
 
-def setting(default: Any, help: str, **option: Any) -> Any:
-    """A settings field that is also a command-line option: ``help`` (``{default}`` is filled in) and argparse's
-    ``type``, ``choices``, ``nargs`` or ``action``; ``flag`` names the option when it is not ``--`` and the field's
-    name. A field named in :data:`RULES` is checked by its rule while the command line is parsed."""
-    return field(default=default, metadata={"help": help, **option})
+def setting(default: Any, help: str | None = None, **option: Any) -> Any:
+    """A settings field, declared once: its ``default``, its range or set as argparse's ``type`` (one of the
+    number types below) or ``choices`` (also ``nargs``, ``action``, ``metavar``), and with ``help`` (``{default}``
+    is filled in) a command-line option too, ``--`` and the field's name unless ``flag`` names it.
+    :func:`check_settings` holds a value set in code to the same ``type`` and ``choices``."""
+    return field(default=default, metadata={"help": help, **option} if help else option)
 
 
 def option_of(f: Field) -> str:
     """The command-line option of a :func:`setting` field: its ``flag``, else ``--field-name``."""
     return f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+
+
+def check_settings(settings: Any) -> None:
+    """Hold each field of a settings dataclass to its declared ``choices`` and ``type``, in the command line's
+    words, so a settings object built in code (a profile, a sweep, a notebook, a test) is checked as the command
+    line checks it. A dataclass calls it from ``__post_init__``."""
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        name = option_of(f) if "help" in f.metadata else f"{type(settings).__name__}.{f.name}"
+        for v in value if isinstance(value, tuple) else (value,):  # nargs="+" options hold tuples
+            if v is None:
+                continue
+            if v not in f.metadata.get("choices", (v,)):
+                raise ConfigError(f"{name}: {v!r} is not one of {', '.join(map(str, f.metadata['choices']))}")
+            try:
+                f.metadata.get("type", str)(str(v))
+            except argparse.ArgumentTypeError as exc:
+                raise ConfigError(f"{name}: {exc}") from None
+
+
+# ----------------------------------------------------------------------------- ranges
+# argparse ``type`` functions, and each setting's declared range: a bad value is refused while parsing, in
+# argparse's one line, and check_settings refuses the same value set in code with the same words.
+
+
+def number(
+    parse: type = float,
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    above: bool = False,
+    below: bool = False,
+    words: str = "",
+) -> Callable[[str], Any]:
+    """An argparse type: text that ``parse`` (int or float) reads as a finite number >= ``low`` (> with
+    ``above``) and <= ``high`` (< with ``below``); an error says the range in ``words``, or in symbols."""
+    bounds = [f"{'>' if above else '>='} {low:,g}"] if low > -math.inf else []
+    bounds += [f"{'<' if below else '<='} {high:,g}"] if high < math.inf else []
+    rule = words or f"{'an integer' if parse is int else 'a finite number'} {' and '.join(bounds)}"
+
+    def convert(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'an integer' if parse is int else 'a number'}"
+            ) from None
+        inside = (value > low if above else value >= low) and (value < high if below else value <= high)
+        if not (inside and math.isfinite(value)):  # NaN fails every comparison
+            raise argparse.ArgumentTypeError(f"{text} must be {rule}")
+        return value
+
+    return convert
+
+
+positive_int = number(int, 1)
+count = number(int, 0)  # 0 (none, off) or more
+positive_float = number(float, 0, above=True)
+non_negative = number(float, 0)
+fraction = number(float, 0, 1, above=True, below=True, words="a fraction between 0 and 1, e.g. 0.7")
+share = number(float, 0, 1, below=True)  # momentum, label smoothing: 0 (off) up to, not including, 1
+# a bad value (1e11) would otherwise lay out a schedule and train for ever
+epochs_type = number(int, 1, 10_000)
 
 
 SWITCH = {"action": argparse.BooleanOptionalAction}  # --x and --no-x, so a sweep can say false
@@ -57,73 +121,56 @@ SWITCH = {"action": argparse.BooleanOptionalAction}  # --x and --no-x, so a swee
 LEGACY_KEYS = {"profile": "telemetry", "profile_interval": "telemetry_interval"}
 
 
-MAX_EPOCHS = 10_000  # a bad value (1e11) would otherwise lay out a schedule and train for ever
-
-
-# the valid range of each numeric TrainConfig field, declared once: TrainConfig checks its values with it,
-# and `train`'s options check theirs at parse time through train_option_type (NaN fails every comparison)
-RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "epochs": (lambda v: 1 <= v <= MAX_EPOCHS, f"use an integer from 1 to {MAX_EPOCHS:,}"),
-    "batch_size": (lambda v: v >= 1, "use an integer >= 1"),
-    "lr": (lambda v: 0 < v < math.inf, "use a finite number > 0"),
-    "momentum": (lambda v: 0 <= v < 1, "use 0 <= momentum < 1"),
-    "weight_decay": (lambda v: 0 <= v < math.inf, "use a finite number >= 0"),
-    "label_smoothing": (lambda v: 0 <= v < 1, "use 0 <= label_smoothing < 1"),
-    "crop_padding": (lambda v: v >= 0, "use an integer >= 0"),
-    "cutout_size": (lambda v: v >= 1, "use an integer >= 1"),
-    "patience": (lambda v: v >= 0, "use 0 (off) or a positive integer"),
-    "val_fraction": (lambda v: 0 < v < 1, "use a fraction between 0 and 1, e.g. 0.1"),
-    "image_size": (lambda v: v is None or v >= 8, "use an integer >= 8"),
-    "checkpoint_every": (lambda v: v >= 1, "use an integer >= 1"),
-    "telemetry_interval": (lambda v: 0 < v < math.inf, "use a finite number > 0 of seconds"),
-    "torch_profile_steps": (lambda v: v >= 0, "use 0 (off) or a positive integer"),
-}
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Every knob of one training run. Invalid values raise ConfigError naming the field."""
 
     model: str = setting("ex1", "registered model name (see `cifarkit info`; default {default})")
     dataset: str = "cifar10"
-    epochs: int = 10
-    batch_size: int = setting(128, "default {default}")
-    lr: float = setting(1e-3, "peak learning rate (default {default})")
+    epochs: int = setting(10, type=epochs_type)  # train's --epochs is its own option: with --resume it extends a run
+    batch_size: int = setting(128, "default {default}", type=positive_int)
+    lr: float = setting(1e-3, "peak learning rate (default {default})", type=positive_float)
     optimizer: str = setting("adam", "default {default}", choices=OPTIMIZERS)
-    momentum: float = setting(0.9, "SGD momentum, Nesterov when > 0 (default {default})")
+    momentum: float = setting(0.9, "SGD momentum, Nesterov when > 0 (default {default})", type=share)
     nesterov: bool = True
-    weight_decay: float = setting(0.0, "default {default}")
+    weight_decay: float = setting(0.0, "default {default}", type=non_negative)
     scheduler: str = setting(
         "none", "learning-rate schedule over the whole run, stepped every batch (default {default})", choices=SCHEDULERS
     )
-    label_smoothing: float = setting(0.0, "default {default}")
+    label_smoothing: float = setting(0.0, "default {default}", type=share)
     augment: str = setting("crop+flip", "none, or crop/flip/cutout joined with + (default {default})")
-    crop_padding: int = 4
-    cutout_size: int = 8
+    crop_padding: int = setting(4, type=count)
+    cutout_size: int = setting(8, type=positive_int)
     alternating_flip: bool = setting(
         False, "flip each image every other epoch rather than by chance (with flip in --augment)", **SWITCH
     )
-    patience: int = setting(0, "early stopping patience in epochs (default {default}: off)")
+    patience: int = setting(0, "early stopping patience in epochs (default {default}: off)", type=count)
     monitor: str = setting(
         "val_accuracy", "metric for best.pt and early stopping (default {default})", choices=MONITORS
     )
-    val_fraction: float = setting(0.1, "share of train held out for validation (default {default})")
-    seed: int = setting(0, "default {default}", type=int)
+    val_fraction: float = setting(0.1, "share of train held out for validation (default {default})", type=fraction)
+    seed: int = setting(0, "default {default}", type=count)
     device: str = "auto"
-    image_size: int | None = setting(None, "model input side (default: the model's own)")
-    amp: str = "auto"
+    image_size: int | None = setting(None, "model input side (default: the model's own)", type=number(int, 8))
+    amp: str = setting("auto", AMP_HELP + " (default {default})", choices=AMP_MODES)
     channels_last: bool | None = None
     deterministic: bool = setting(
         True, "repeatable GPU kernels, so --resume continues exactly (--no-deterministic trades it for speed)", **SWITCH
     )
     compile: bool = setting(False, "torch.compile the model (pays back only on long runs; see README)", **SWITCH)
     cuda_graphs: bool | None = None  # replay the training step as a CUDA graph; None: auto (CUDA/ROCm, plain step)
-    checkpoint_every: int = setting(1, "write last.pt every k epochs (default {default})")
+    checkpoint_every: int = setting(1, "write last.pt every k epochs (default {default})", type=positive_int)
     model_kwargs: dict[str, Any] | None = None
     telemetry: bool = setting(False, "record hardware telemetry into perf/*.jsonl", **SWITCH)
-    telemetry_interval: float = setting(0.5, "telemetry sampling period in seconds (default {default})")
+    telemetry_interval: float = setting(
+        0.5, "telemetry sampling period in seconds (default {default})", type=positive_float
+    )
     torch_profile_steps: int = setting(
-        0, "record N training steps with torch.profiler (default {default}: off)", flag="--torch-profile", metavar="N"
+        0,
+        "record N training steps with torch.profiler (default {default}: off)",
+        flag="--torch-profile",
+        metavar="N",
+        type=count,
     )
     pretrained: bool = setting(
         False,
@@ -137,17 +184,8 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        def check(ok: bool, name: str, what: str) -> None:
-            if not ok:
-                raise ConfigError(f"{name}={getattr(self, name)!r} is invalid: {what}")
-
-        for name, (ok, what) in RULES.items():
-            check(ok(getattr(self, name)), name, what)
-        check(self.optimizer in OPTIMIZERS, "optimizer", f"choose {', '.join(OPTIMIZERS)}")
-        check(self.scheduler in SCHEDULERS, "scheduler", f"choose {', '.join(SCHEDULERS)}")
+        check_settings(self)
         parse_augment(self.augment)
-        check(self.monitor in MONITORS, "monitor", f"choose {', '.join(MONITORS)}")
-        check(self.amp in AMP_MODES, "amp", f"choose {', '.join(AMP_MODES)}")
 
     @property
     def augmentations(self) -> tuple[str, ...]:
@@ -190,65 +228,3 @@ def recipe(name: str, **overrides: Any) -> TrainConfig:
     if name not in RECIPES:
         raise ConfigError(f"unknown recipe {name!r}; choose {', '.join(RECIPES)}")
     return TrainConfig(**{**RECIPES[name], **overrides})
-
-
-# ----------------------------------------------------------------------------- command-line types
-# argparse ``type=`` functions: a bad value is refused while parsing, in argparse's one line
-
-
-def train_option_type(name: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """argparse type of ``train``'s option for the TrainConfig field ``name``: ``parse`` (int or float) reads
-    the text, and the field's rule in :data:`RULES` checks it, so the range is written once."""
-    ok, what = RULES[name]
-
-    def convert(text: str) -> Any:
-        try:
-            value = parse(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not {'an integer' if parse is int else 'a number'}"
-            ) from None
-        if not ok(value):
-            raise argparse.ArgumentTypeError(f"{text} is invalid: {what}")
-        return value
-
-    return convert
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be >= 1")
-    return value
-
-
-def finite_float(text: str, minimum: float, inclusive: bool) -> float:
-    """A finite number >= (or >) ``minimum``, or an argparse error saying which."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    ok = value >= minimum if inclusive else value > minimum
-    if not (ok and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number {'>=' if inclusive else '>'} {minimum:g}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    return finite_float(text, 0, inclusive=False)
-
-
-def fraction(text: str) -> float:
-    """argparse type: a number strictly between 0 and 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be a fraction between 0 and 1, e.g. 0.70")
-    return value

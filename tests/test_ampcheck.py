@@ -82,7 +82,7 @@ def test_amp_check_cli_json_and_errors(cli):
 
 
 def test_amp_check_rejects_zero_steps():
-    with pytest.raises(ValueError, match="--steps: 0 must be >= 1"):
+    with pytest.raises(ValueError, match="--steps: 0 must be an integer >= 1"):
         ampcheck.run_amp_check(AmpCheckSettings("tiny", steps=0), "cpu")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 
 from cifarkit.config import TrainConfig
 from cifarkit.device import resolve_device
+from cifarkit.speedrun.recipe import Recipe
 from cifarkit.tools.settings import (
     AmpCheckSettings,
     DeploySettings,
@@ -18,6 +20,7 @@ from cifarkit.tools.settings import (
     SeriesSettings,
     Slurm,
     SpeedrunSettings,
+    TransferSettings,
 )
 
 EPOCHS = ("--epochs", "2", "--batch-size", "64", "--val-fraction", "0.2")
@@ -119,10 +122,13 @@ def test_help_on_every_verb_lists_its_options(cli):
     [
         (("train", "--model", "vgg99", "--dataset", "synthetic"), ("vgg99", "ex1", "resnet18")),
         (("train", "--dataset", "mnist"), ("mnist", "cifar10", "folder:PATH")),
-        (("train", "--dataset", "synthetic", "--epochs", "0"), ("--epochs", "from 1 to 10,000")),
+        (("train", "--dataset", "synthetic", "--epochs", "0"), ("--epochs", "an integer >= 1 and <= 10,000")),
         (("train", "--dataset", "synthetic", "--lr", "abc"), ("--lr",)),
         (("train", "--dataset", "synthetic", "--augment", "blur"), ("blur", "crop")),
-        (("train", "--dataset", "synthetic", "--val-fraction", "2"), ("--val-fraction", "between 0 and 1")),
+        (
+            ("train", "--dataset", "synthetic", "--val-fraction", "2"),
+            ("--val-fraction", "a fraction between 0 and 1, e.g. 0.7"),
+        ),
         (("train", "--dataset", "synthetic", "--optimizer", "rmsprop"), ("rmsprop", "adam")),
         (("train", "--dataset", "synthetic", "--device", "cuda:99"), ("cuda:99",)),  # absent on any machine
         (("train", "--dataset", "synthetic", "--device", "tpu"), ("tpu", "auto")),
@@ -214,25 +220,34 @@ def test_train_options_are_the_config_fields_with_its_defaults():
 
 BAD = {"epochs": 0, "batch_size": 0, "lr": float("nan"), "momentum": 1.0, "weight_decay": -1.0,
        "label_smoothing": 1.0, "crop_padding": -1, "cutout_size": 0, "patience": -1, "val_fraction": 1.0,
-       "image_size": 4, "checkpoint_every": 0, "telemetry_interval": float("inf"), "torch_profile_steps": -1}  # fmt: skip
+       "seed": -1, "image_size": 4, "checkpoint_every": 0, "telemetry_interval": float("inf"),
+       "torch_profile_steps": -1, "optimizer": "rmsprop", "scheduler": "step", "monitor": "acc", "amp": "fp8"}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(BAD))
-def test_each_range_is_written_once_and_checked_in_both_places(name, cli):
-    from cifarkit.config import RULES, TrainConfig
+def test_each_range_is_declared_once_and_checked_in_both_places(name, cli):
+    """Each TrainConfig field's range (its argparse ``type``) or set (``choices``) is declared on the field: a bad
+    value set in code is refused with the words ``train``'s option uses for it at parse time, before any work."""
+    from dataclasses import fields
+
+    from cifarkit.config import TrainConfig, option_of
     from cifarkit.errors import ConfigError
 
-    assert set(BAD) == set(RULES)  # every rule is exercised here
-    what = RULES[name][1]
+    declared = {f.name: f for f in fields(TrainConfig) if {"type", "choices"} & set(f.metadata)}
+    assert set(BAD) == set(declared)  # every declared range is exercised here
+    f, value = declared[name], BAD[name]
+    if "type" in f.metadata:
+        with pytest.raises(argparse.ArgumentTypeError) as said:
+            f.metadata["type"](str(value))
+        what = str(said.value)
+    else:
+        what = repr(value)
     with pytest.raises(ConfigError, match=re.escape(what)):
-        TrainConfig(**{name: BAD[name]})
-    from cifarkit.cli import build_parser
-
-    train = build_parser()._subparsers._group_actions[0].choices["train"]
-    flags = [a.option_strings[0] for a in train._actions if a.dest == name]
-    if flags:  # crop_padding and cutout_size have no option of their own
-        code, _, err = cli("train", "--dataset", "synthetic", flags[0], str(BAD[name]))
-        one_line_error(code, err, flags[0], what)  # the same words at parse time, before any work
+        TrainConfig(**{name: value})
+    if "help" in f.metadata or name == "epochs":  # crop_padding and cutout_size have no option
+        flag = "--epochs" if name == "epochs" else option_of(f)
+        code, _, err = cli("train", "--dataset", "synthetic", flag, str(value))
+        one_line_error(code, err, flag, what if "type" in f.metadata else str(value))
 
 
 @pytest.mark.parametrize(
@@ -271,13 +286,19 @@ def test_each_commands_options_are_generated_from_its_settings_dataclass(argv, s
 @pytest.mark.parametrize(
     ("settings", "bad", "said"),
     [
-        (InputBenchSettings, {"batch_size": 0}, "--batch-size: 0 must be >= 1"),
-        (AmpCheckSettings, {"steps": 0}, "--steps: 0 must be >= 1"),
+        (InputBenchSettings, {"batch_size": 0}, "--batch-size: 0 must be an integer >= 1"),
+        (AmpCheckSettings, {"steps": 0}, "--steps: 0 must be an integer >= 1"),
         (DeploySettings, {"sparsities": (0.5, 1.5)}, "--sparsity: 1.5 must be a fraction between 0 and 1"),
-        (DeploySettings, {"warmup": 0}, "--warmup: 0 must be >= 1"),
-        (Slurm, {"time_min": 0}, "--slurm-time: 0 must be >= 1"),
+        (DeploySettings, {"warmup": 0}, "--warmup: 0 must be an integer >= 1"),
+        (Slurm, {"time_min": 0}, "--slurm-time: 0 must be an integer >= 1"),
         (SeriesSettings, {"goal": -1.0}, "--goal: -1.0 must be a finite number > 0"),
         (SpeedrunSettings, {"target": 1.5}, "--target: 1.5 must be a fraction between 0 and 1"),
+        (SpeedrunSettings, {"seed": -1}, "--seed: -1 must be an integer >= 0"),
+        (Slurm, {"gpus": -1}, "--slurm-gpus: -1 must be an integer >= 0"),
+        (SeriesSettings, {"profile": "huge"}, "--profile: 'huge' is not one of smoke, quick, full"),
+        (AmpCheckSettings, {"modes": ("off", "fp8")}, "--modes: 'fp8' is not one of off, fp16, bf16"),
+        (TransferSettings, {"steps": 0}, "TransferSettings.steps: 0 must be an integer >= 1"),
+        (Recipe, {"translate": 9}, "Recipe.translate: 9 must be an integer >= 0 and <= 8"),
     ],
 )
 def test_settings_built_in_code_are_held_to_their_options_ranges(settings, bad, said):

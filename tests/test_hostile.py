@@ -369,7 +369,7 @@ def test_a_class_folder_whose_name_is_not_utf8_is_one_line(tmp_path, cli):
     [
         (("train", "--dataset", "synthetic:size=100000"), "size 8-512"),  # was a 40 TB allocation's traceback
         (("train", "--dataset", "synthetic:classes=1000,train=10000"), "GB of memory"),
-        (("train", "--dataset", "synthetic", "--epochs", "100000000000"), "from 1 to 10,000"),  # trained for ever
+        (("train", "--dataset", "synthetic", "--epochs", "100000000000"), ">= 1 and <= 10,000"),  # trained for ever
         (("input-bench", "--dataset", "synthetic:train=5,test=1", "--batch-size", "1000"), "at most 50"),  # spun
     ],
 )

@@ -55,7 +55,7 @@ def test_bad_sweep_files_are_named(tmp_path, spec, needle):
 @pytest.mark.parametrize(
     "runs,needle",
     [
-        ([{"lr": -1}], "sweep run 01-lr--1: argument --lr: -1 is invalid: use a finite number > 0"),
+        ([{"lr": -1}], "sweep run 01-lr--1: argument --lr: -1 must be a finite number > 0"),
         ([{"colour": "red"}], "sweep run 01-colour-red: unrecognized arguments: --colour red"),
         ([{"out": "x"}], "set by the sweep itself"),
     ],

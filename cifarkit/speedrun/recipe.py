@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cifarkit.config import check_settings, non_negative, number, positive_float, positive_int, setting, share
 from cifarkit.data import Split, default_data_dir, load_dataset, stratified_split
 from cifarkit.device import configure_threads, env_info, resolve_amp, resolve_device, synchronize
 from cifarkit.errors import ConfigError, duration_text
@@ -46,57 +47,47 @@ class Recipe:
     """Every knob of a speedrun. The defaults are the CPU ``speedrun`` recipe; see :data:`RECIPES`."""
 
     name: str = "speedrun"
-    widths: tuple[int, int, int] = (32, 64, 96)
-    activation: str = "gelu"
+    widths: tuple[int, int, int] = setting((32, 64, 96), type=positive_int)
+    activation: str = setting("gelu", choices=tuple(ACTIVATIONS))
     whiten_signs: bool = True
-    epochs: float = 0.8
-    batch_size: int = 256
+    epochs: float = setting(0.8, type=positive_float)  # fractions allowed
+    batch_size: int = setting(256, type=number(int, 2))
     # On a CPU each batch is fed in chunks of this many images, gradients summed (0: the whole batch at
     # once). The optimizer still steps once per batch; BatchNorm sees each chunk on its own ("ghost"
     # batches). A 128-image chunk stays in the CPU's caches: on a 2-core CPU it ran the flagship network
     # 40% faster per image than 1,024 at once. GPUs are fastest with the whole batch and ignore this.
     cpu_micro_batch: int = 0
-    lr: float = 0.5  # peak SGD learning rate, for the batch-mean loss
-    momentum: float = 0.85
-    weight_decay: float = 1e-3  # coupled (PyTorch SGD); scaled down for biases by bias_lr_scale
-    warmup: float = 0.2  # share of the run spent ramping the learning rate up
+    lr: float = setting(0.5, type=positive_float)  # peak SGD learning rate, for the batch-mean loss
+    momentum: float = setting(0.85, type=share)
+    # coupled (PyTorch SGD); scaled down for biases by bias_lr_scale
+    weight_decay: float = setting(1e-3, type=non_negative)
+    warmup: float = setting(0.2, type=share)  # share of the run spent ramping the learning rate up
     # The whitening layer's bias learns for this many epochs, then freezes. Frozen, it spares the
     # backward pass the gradient of the first block's input: 17% faster steps on a 2-core CPU.
-    whiten_bias_epochs: float = 0.25
+    whiten_bias_epochs: float = setting(0.25, type=non_negative)
     # the pieces (each has a reason in PIECES and an "off" value)
     whiten: bool = True
     identity_init: bool = True
     frozen_bn_scale: bool = True
-    bias_lr_scale: float = 64.0
-    label_smoothing: float = 0.2
+    bias_lr_scale: float = setting(64.0, type=number(float, 1))  # 1: off
+    label_smoothing: float = setting(0.2, type=share)
     alternating_flip: bool = True
-    translate: int = 2
+    translate: int = setting(2, type=number(int, 0, 8))  # pixels; 0: off
     lookahead: bool = False
-    tta: str = "none"
+    tta: str = setting("none", choices=TTA_LEVELS)
 
     def __post_init__(self) -> None:
         def check(ok: bool, name: str, what: str) -> None:
             if not ok:
                 raise ConfigError(f"recipe {name}={getattr(self, name)!r} is invalid: {what}")
 
-        check(len(self.widths) == 3 and min(self.widths) >= 1, "widths", "use three positive integers")
-        check(self.epochs > 0, "epochs", "use a positive number (fractions allowed)")
-        check(self.batch_size >= 2, "batch_size", "use an integer >= 2")
+        check_settings(self)
+        check(len(self.widths) == 3, "widths", "use three positive integers")
         check(
             self.cpu_micro_batch == 0 or (self.cpu_micro_batch >= 2 and self.batch_size % self.cpu_micro_batch == 0),
             "cpu_micro_batch",
             f"use 0 (whole batch) or a divisor >= 2 of batch_size {self.batch_size}",
         )
-        check(self.lr > 0 and math.isfinite(self.lr), "lr", "use a positive finite number")
-        check(0 <= self.momentum < 1, "momentum", "use 0 <= momentum < 1")
-        check(self.weight_decay >= 0, "weight_decay", "use a number >= 0")
-        check(0 <= self.warmup < 1, "warmup", "use a share in [0, 1)")
-        check(self.whiten_bias_epochs >= 0, "whiten_bias_epochs", "use a number of epochs >= 0")
-        check(self.bias_lr_scale >= 1, "bias_lr_scale", "use a number >= 1 (1: off)")
-        check(0 <= self.label_smoothing < 1, "label_smoothing", "use 0 <= label_smoothing < 1")
-        check(0 <= self.translate <= 8, "translate", "use 0 (off) to 8 pixels")
-        check(self.tta in TTA_LEVELS, "tta", f"choose {', '.join(TTA_LEVELS)}")
-        check(self.activation in ACTIVATIONS, "activation", f"choose {', '.join(ACTIVATIONS)}")
 
     def with_(self, **changes: Any) -> Recipe:
         return replace(self, **changes)

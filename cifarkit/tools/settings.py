@@ -9,35 +9,21 @@ A field made with :func:`cifarkit.config.setting` is also a command-line option,
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 from cifarkit.config import (
     AMP_HELP,
     AMP_MODES,
     TrainConfig,
+    check_settings,
+    count,
     fraction,
-    option_of,
+    number,
     positive_float,
     positive_int,
     setting,
 )
 from cifarkit.errors import ConfigError
-
-
-def check_settings(settings: Any) -> None:
-    """Hold each option's value to the range its command-line type declares (``type=fraction``, say), so a
-    settings object built in code (a notebook's profile, a test) is checked as the command line checks it."""
-    for f in fields(settings):
-        value, kind = getattr(settings, f.name), f.metadata.get("type")
-        if kind is None or value is None:
-            continue
-        for v in value if isinstance(value, tuple) else (value,):  # nargs="+" options hold tuples
-            try:
-                kind(str(v))
-            except argparse.ArgumentTypeError as exc:
-                raise ConfigError(f"{option_of(f)}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -54,7 +40,7 @@ class SpeedrunSettings:
         "also time the course EX-1 recipe on a seed-style pipeline to --target (minutes on a CPU)",
         action="store_true",
     )
-    seed: int = setting(0, "default {default}", type=int)
+    seed: int = setting(0, "default {default}", type=count)
     amp: str = setting("auto", AMP_HELP + " (default {default})", choices=AMP_MODES)
     out: str = setting("reports/runs", "parent folder of the run folder (default {default})")
     val_fraction: float = TrainConfig.val_fraction
@@ -70,7 +56,7 @@ class InputBenchSettings:
     model: str = setting("ex1", "the network whose training step is timed (default {default})")
     batch_size: int = setting(128, "images per step (default {default})", type=positive_int)
     steps: int = setting(60, "timed training steps per measurement (default {default})", type=positive_int)
-    workers: int = setting(2, "DataLoader workers of the seed-style pipeline (default {default})", type=int)
+    workers: int = setting(2, "DataLoader workers of the seed-style pipeline (default {default})", type=count)
     rounds: int = setting(3, "interleaved repetitions; medians are reported (default {default})", type=positive_int)
 
     def __post_init__(self) -> None:
@@ -108,13 +94,15 @@ class DeploySettings:
         "epochs over the training split after each pruning, fractions allowed (default {default})",
         type=positive_float,
     )
-    finetune_lr: float = 1e-3
-    calibration_images: int = 512  # training images that calibrate the int8 activation ranges
+    finetune_lr: float = setting(1e-3, type=positive_float)
+    calibration_images: int = setting(512, type=positive_int)  # training images that calibrate the int8 ranges
     warmup: int = setting(20, "untimed calls first (default {default})", type=positive_int)
-    runs: int = setting(200, "batch-1 calls timed for the latency percentiles (default {default})", type=positive_int)
-    throughput_batch: int = 256
-    throughput_runs: int = 5
-    seed: int = 0
+    runs: int = setting(
+        200, "batch-1 calls timed for the latency percentiles, 2 or more (default {default})", type=number(int, 2)
+    )
+    throughput_batch: int = setting(256, type=positive_int)
+    throughput_runs: int = setting(5, type=positive_int)
+    seed: int = setting(0, type=count)
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -124,8 +112,6 @@ class DeploySettings:
                 f"--sparsity {' '.join(f'{s:g}' for s in self.sparsities)} names one variant twice; "
                 "give shares that differ by at least 0.001"
             )
-        if self.runs < 2 or self.throughput_runs < 1:
-            raise ConfigError(f"--runs: {self.runs} must be >= 2 (the latency percentiles need two calls)")
 
 
 @dataclass(frozen=True)
@@ -138,7 +124,7 @@ class Slurm:
 
     partition: str | None = setting(None, "SLURM partition (default: the cluster's)", flag="--slurm-partition")
     time_min: int = setting(60, "minutes per job (default {default})", flag="--slurm-time", type=positive_int)
-    gpus: int = setting(1, "GPUs per job (default {default}; 0 for CPU jobs)", flag="--slurm-gpus", type=int)
+    gpus: int = setting(1, "GPUs per job (default {default}; 0 for CPU jobs)", flag="--slurm-gpus", type=count)
     cpus: int = setting(4, "CPU cores per job (default {default})", flag="--slurm-cpus", type=positive_int)
     cluster: str = "slurm"
 
@@ -150,22 +136,28 @@ class Slurm:
 class TransferSettings:
     """How much work notebook 09 does (each profile has its own)."""
 
-    pretrain_images: int | None = 10_000  # source-class training images for pretraining (None: all)
-    pretrain_epochs: int = 3
-    labels_per_class: tuple[int, ...] = (10, 100, 1000)  # the label budgets of the curve
+    pretrain_images: int | None = setting(10_000, type=positive_int)  # source-class images to pretrain on (None: all)
+    pretrain_epochs: int = setting(3, type=positive_int)
+    labels_per_class: tuple[int, ...] = setting((10, 100, 1000), type=positive_int)  # the label budgets of the curve
     choose_at: int = 100  # the budget at which every setting is chosen on validation
-    val_per_class: int = 100  # the fixed validation set, held out of the target's training images
-    pool_per_class: int | None = None  # labelled images are drawn from at most this many per class (None: all)
-    steps: int = 60  # optimiser steps of a fine-tuning run at least, whatever its budget
-    passes: float = 3.0  # and at least this many passes over its labelled images: a large budget is not starved
-    batch_size: int = 64
-    lrs: tuple[float, ...] = (1e-3, 3e-3)  # Adam learning rates tried on validation
-    seeds: int = 3  # each seed draws its own labelled images and initialises its own head
-    sizes: tuple[int, ...] = (32, 64, 96)  # input sizes tried for the ImageNet backbone (images are upsampled)
-    weight_decays: tuple[float, ...] = (1e-4, 1e-2)  # the ImageNet backbone's linear head: L2 tried on validation
-    test_images: int | None = None  # target-class test images scored (None: all)
+    # the fixed validation set, held out of the target's training images
+    val_per_class: int = setting(100, type=positive_int)
+    # labelled images are drawn from at most this many per class (None: all)
+    pool_per_class: int | None = setting(None, type=positive_int)
+    steps: int = setting(60, type=positive_int)  # optimiser steps of a fine-tuning run at least, whatever its budget
+    # and at least this many passes over its labelled images: a large budget is not starved
+    passes: float = setting(3.0, type=positive_float)
+    batch_size: int = setting(64, type=positive_int)
+    lrs: tuple[float, ...] = setting((1e-3, 3e-3), type=positive_float)  # Adam learning rates tried on validation
+    seeds: int = setting(3, type=positive_int)  # each seed draws its own labelled images and initialises its own head
+    # input sizes tried for the ImageNet backbone (images are upsampled)
+    sizes: tuple[int, ...] = setting((32, 64, 96), type=number(int, 8))
+    # the ImageNet backbone's linear head: L2 tried on validation
+    weight_decays: tuple[float, ...] = setting((1e-4, 1e-2), type=positive_float)
+    test_images: int | None = setting(None, type=positive_int)  # target-class test images scored (None: all)
 
     def __post_init__(self) -> None:
+        check_settings(self)
         if self.choose_at not in self.labels_per_class:
             raise ConfigError(f"choose_at={self.choose_at} must be one of labels_per_class {self.labels_per_class}")
 
