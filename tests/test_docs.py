@@ -292,3 +292,23 @@ def test_the_docs_name_the_notebooks_the_bf16_smoke_series_runs():
     said = ", ".join(numbers[:-1]) + " and " + numbers[-1]
     assert f"then {said} in bf16" in (ROOT / "docs" / "development.md").read_text()
     assert f"in bf16 it runs {said}" in " ".join((ROOT / "docs" / "notebooks.md").read_text().split())
+
+
+def test_each_lesson_result_in_results_md_is_in_its_notebooks_own_pages():
+    """docs/results.md's account of the committed example, lesson by lesson: every number a "**NN**" bullet
+    gives stands in that notebook's executed page or its summary, and each notebook's seconds are its
+    series.json's, so the page cannot drift from the report it describes."""
+    text = (ROOT / "docs" / "results.md").read_text()
+    section = text[text.index("## 2026-12-04") : text.index("## The series, quick profile")]
+    bullets = re.findall(r"^- \*\*(\d\d)\*\*:(.*?)(?=^- \*\*|\Z)", section, re.S | re.M)
+    assert [n for n, _ in bullets] == ["02", "03", "04", "07", "09"]
+    for number, body in bullets:
+        pages = [*EXAMPLE.glob(f"notebooks/{number}_*.html"), *EXAMPLE.glob(f"summaries/{number}_*.json")]
+        assert len(pages) == 2, number
+        own = " ".join(" ".join(p.read_text().split()) for p in pages)
+        for value in re.findall(r"(?<![\w.])[+-]?\d[\d,]*(?:\.\d+)?", " ".join(body.split())):
+            assert value in own, (number, value)
+    state = json.loads((EXAMPLE / "series.json").read_text())
+    times = ", ".join(f"{name[:2]} {round(entry['seconds']):,} s" for name, entry in state["notebooks"].items())
+    total = round(sum(entry["seconds"] for entry in state["notebooks"].values()))
+    assert f"{total:,} s of notebooks ({times})" in " ".join(section.split())

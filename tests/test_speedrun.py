@@ -362,8 +362,7 @@ def test_the_warm_up_runs_before_the_clock_starts(monkeypatch):
         now[0] += 1000.0  # a warm-up that took 1,000 s
         return seconds + 1000.0
 
-    monkeypatch.setattr(sr, "clock", fake_clock)
-    monkeypatch.setattr(train, "clock", fake_clock)  # the core loop's timer, which the speedrun's training uses
+    monkeypatch.setattr(train, "clock", fake_clock)  # the one training timer: the core loop's and the speedrun's
     monkeypatch.setattr(sr, "warm_up", slow_warm_up)
     ds = load_dataset("synthetic:classes=4,train=64,test=16")
     result = sr.train(sr.get_recipe("tiny").with_(epochs=0.5), ds.train, ds.mean, ds.std, 4, CPU, log=lambda s: None)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cifarkit import train as loop  # loop.clock: the one training timer, which a test may replace
 from cifarkit.config import check_settings, non_negative, number, positive_float, positive_int, setting, share
 from cifarkit.data import Split, default_data_dir, load_dataset, stratified_split
 from cifarkit.device import configure_threads, env_info, resolve_amp, resolve_device, synchronize
@@ -334,10 +335,6 @@ class SpeedrunResult:
     warmup_seconds: float = 0.0  # the untimed warm-up before the clock started (see :func:`warm_up`)
 
 
-# the timer of the timed region; a module name so a test can hand it a clock of its own
-clock = time.perf_counter
-
-
 def warm_up(
     recipe: Recipe,
     train_split: Split,
@@ -352,17 +349,17 @@ def warm_up(
     blocks, lazy initialisation) are paid before the clock starts, as airbench does: on a GPU they can be most
     of a short run. Returns the seconds it took (reported beside, never inside, the timed training)."""
     synchronize(device)
-    t0 = clock()
+    t0 = loop.clock()
     model, optimizer, criterion, batches = setup(recipe, train_split, norm, num_classes, device, seed=0)
     if len(batches) == 0:
-        return clock() - t0  # train() refuses this split in one line
+        return loop.clock() - t0  # train() refuses this split in one line
     chunk = recipe.cpu_micro_batch if device.type == "cpu" else 0
     train_steps(model, iter(batches), min(steps, len(batches)), optimizer, criterion, device, amp=amp, chunk=chunk)
     x, _ = next(iter(batches))
     with torch.no_grad(), autocast(device, amp):
         tta_forward(model.eval(), recipe.tta)(x)
     synchronize(device)
-    return clock() - t0
+    return loop.clock() - t0
 
 
 def setup(
@@ -459,7 +456,7 @@ def train(
     warmup_seconds = warm_up(recipe, train_split, norm, num_classes, device, amp)
     torch.manual_seed(seed)  # after the warm-up, so the timed run draws the same numbers as without one
     synchronize(device)
-    t_start = clock()
+    t_start = loop.clock()
     model, optimizer, criterion, batches = setup(recipe, train_split, norm, num_classes, device, seed)
     if len(batches) == 0:
         raise ConfigError(f"{len(train_split.labels)} training images make no batch of {recipe.batch_size}")
@@ -477,7 +474,7 @@ def train(
             lookahead.step(done, done / total)
 
     synchronize(device)
-    seconds = clock() - t_start
+    seconds = loop.clock() - t_start
     every = [max(1, round(total * k / curve_points)) for k in range(1, curve_points + 1)] if curve_points else []
     checks = sorted({*(every or range(len(batches), total, len(batches))), total})  # validate after these steps
     chunk = recipe.cpu_micro_batch if device.type == "cpu" else 0
