@@ -131,6 +131,10 @@ def test_the_gpu_figures_are_the_committed_gpu_checks():
     assert ", ".join(f"{run['train_seconds']:.2f}" for run in flagship) in table
     for text in (table, readme):
         assert f"**{100 * test_mean:.2f}%**" in text and f"**{train_mean:.2f} s**" in text
+    epochs = [
+        b["seconds"] - a["seconds"] for run in flagship for a, b in zip([{"seconds": 0}, *run["curve"]], run["curve"])
+    ]
+    assert f"{min(epochs):.2f}-{max(epochs):.2f} s per 44-step epoch" in " ".join(doc.split())
     state = json.loads((GPU_CHECKS / "series" / "series.json").read_text())
     finished = {name[:2]: entry["seconds"] for name, entry in state["notebooks"].items() if entry["status"] == "ok"}
     for number, seconds in finished.items():
