@@ -132,7 +132,9 @@ def test_the_gpu_figures_are_the_committed_gpu_checks():
     for text in (table, readme):
         assert f"**{100 * test_mean:.2f}%**" in text and f"**{train_mean:.2f} s**" in text
     epochs = [
-        b["seconds"] - a["seconds"] for run in flagship for a, b in zip([{"seconds": 0}, *run["curve"]], run["curve"])
+        b["seconds"] - a["seconds"]
+        for run in flagship
+        for a, b in zip([{"seconds": 0}, *run["curve"][:-1]], run["curve"], strict=True)
     ]
     assert f"{min(epochs):.2f}-{max(epochs):.2f} s per 44-step epoch" in " ".join(doc.split())
     state = json.loads((GPU_CHECKS / "series" / "series.json").read_text())
@@ -316,3 +318,17 @@ def test_each_lesson_result_in_results_md_is_in_its_notebooks_own_pages():
     times = ", ".join(f"{name[:2]} {round(entry['seconds']):,} s" for name, entry in state["notebooks"].items())
     total = round(sum(entry["seconds"] for entry in state["notebooks"].values()))
     assert f"{total:,} s of notebooks ({times})" in " ".join(section.split())
+
+
+def test_the_deployment_pages_settings_are_deploy_benchs_defaults():
+    """docs/deployment.md states how deploy-bench measures (calls timed, warm-up calls, the throughput batch, the
+    calibration images, the fine-tune's learning rate): each is DeploySettings' default, so the page follows
+    the code when a default changes."""
+    from cifarkit.tools.settings import DeploySettings
+
+    d = DeploySettings()
+    text = " ".join((ROOT / "docs" / "deployment.md").read_text().split())
+    assert f"{d.runs} timed calls after {d.warmup} warm-up calls" in text
+    assert f"throughput at batch {d.throughput_batch}." in text
+    assert f"ranges from {d.calibration_images} training images" in text
+    assert f"(Adam {d.finetune_lr:g}, crop+flip, `--finetune-epochs`)" in text
