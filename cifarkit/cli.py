@@ -153,14 +153,14 @@ def print_tta_table(rows: list[dict], args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from cifarkit.evaluate import check_mode
-    from cifarkit.predict import Predictor, expand_paths, predict_files
+    from cifarkit.predict import Predictor, expand_paths, predict_images
 
     check_mode(args.tta)
     predictor = Predictor.from_checkpoint(args.checkpoint, args.device)
     paths = expand_paths(args.paths)
     if not paths:
         raise DataError("no image files found in the given paths (PNG, JPEG, WebP, BMP, GIF files or folders of them)")
-    results = predict_files(predictor, paths, args.tta, args.topk, args.tta_average)
+    results = predict_images(predictor, paths, args.tta, args.topk, args.tta_average)
     for r in results:
         if args.json:
             print_json_line(r)

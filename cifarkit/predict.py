@@ -179,25 +179,28 @@ def topk_entries(probs: torch.Tensor, classes: Sequence[str], k: int) -> list[di
     return [{"class": classes[i], "prob": round(float(probs[i]), 6)} for i in index.tolist()]
 
 
-def predict_files(
+def predict_images(
     predictor: Predictor,
-    paths: Sequence[str | os.PathLike],
+    images: Sequence[Any],
     tta: str = "none",
     topk: int = 5,
     average: str = "logits",
     batch_size: int = 64,
 ) -> list[dict]:
-    """One result per file, in order: ``{"path", "topk"}`` or ``{"path", "error"}``; a bad file never stops the rest."""
+    """One result per image, in order: ``{"path", "topk"}`` or ``{"path", "error"}``. An image is a file path, a
+    PIL image or a uint8 array (HWC or CHW, named ``image_<i>``); a bad one never stops the rest, and the
+    readable ones are scored ``batch_size`` at a time."""
     results: list[dict] = []
     good: list[tuple[int, np.ndarray]] = []
-    for path in paths:
+    for index, image in enumerate(images):
+        is_path = isinstance(image, (str, os.PathLike))
+        results.append({"path": str(image) if is_path else f"image_{index}"})
         try:
-            if not Path(path).is_file():
-                raise DataError(f"file not found: {path}")
-            good.append((len(results), predictor.to_uint8(path)))
-            results.append({"path": str(path)})
+            if is_path and not Path(image).is_file():
+                raise DataError(f"file not found: {image}")
+            good.append((index, predictor.to_uint8(image)))
         except CifarkitError as exc:
-            results.append({"path": str(path), "error": str(exc)})
+            results[-1]["error"] = str(exc)
     for start in range(0, len(good), batch_size):
         chunk = good[start : start + batch_size]
         probs = predictor.probabilities(np.stack([img for _, img in chunk]), tta, average)
@@ -214,35 +217,21 @@ def predict(
     average: str = "logits",
     device: str = "auto",
 ):
-    """Notebook API: predict paths, PIL images or uint8 arrays; returns a tidy DataFrame.
-
-    Args:
-        model_or_ckpt: a :class:`Predictor` or the path of a checkpoint.
-        images: file paths, PIL images, or uint8 arrays (HWC or CHW).
-        tta: a test-time augmentation mode (see :data:`cifarkit.evaluate.TTA_MODES`).
-        topk: classes kept per image.
-        average: average TTA views as ``logits`` or ``probs``.
-        device: used when a checkpoint path is given.
-
-    Returns:
-        ``pandas.DataFrame`` with one row per (image, rank): ``image``, ``rank``, ``class``,
-        ``prob``, ``error`` (rows of unreadable images carry only the error).
-    """
+    """Notebook API: :func:`predict_images` as a tidy ``pandas.DataFrame``, one row per (image, rank): ``image``,
+    ``rank``, ``class``, ``prob``, ``error`` (an unreadable image has one row, with only its error).
+    ``model_or_ckpt`` is a :class:`Predictor` or a checkpoint's path (loaded onto ``device``); ``tta`` a mode of
+    :data:`cifarkit.evaluate.TTA_MODES`, whose views are averaged as ``average`` (``logits`` or ``probs``)."""
     import pandas as pd
 
     predictor = (
         model_or_ckpt if isinstance(model_or_ckpt, Predictor) else Predictor.from_checkpoint(model_or_ckpt, device)
     )
     rows: list[dict] = []
-    for index, image in enumerate(images):
-        name = str(image) if isinstance(image, (str, os.PathLike)) else f"image_{index}"
-        try:
-            probs = predictor.probabilities(predictor.to_uint8(image)[None], tta, average)[0]
-        except CifarkitError as exc:
-            rows.append({"image": name, "rank": None, "class": None, "prob": None, "error": str(exc)})
-            continue
-        for rank, entry in enumerate(topk_entries(probs, predictor.classes, topk), start=1):
-            rows.append({"image": name, "rank": rank, **entry, "error": None})
+    for r in predict_images(predictor, images, tta, topk, average):
+        if "error" in r:
+            rows.append({"image": r["path"], "rank": None, "class": None, "prob": None, "error": r["error"]})
+        ranked = enumerate(r.get("topk", []), start=1)
+        rows += [{"image": r["path"], "rank": rank, **entry, "error": None} for rank, entry in ranked]
     return pd.DataFrame(rows, columns=["image", "rank", "class", "prob", "error"])
 
 
