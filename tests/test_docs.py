@@ -155,6 +155,22 @@ def test_the_speedrun_before_and_after_table_is_its_json():
         assert cells[:3] == [f"{r['val_accuracy']:.4f} / {r['test_accuracy']:.4f}" for r in runs]
         assert cells[3:] == [f"{r['train_seconds']:.1f} s" for r in runs]
         assert all(r["reached_target"] for r in runs)
+    rows = table_rows((ROOT / "docs" / "results.md").read_text(), "<!-- flagship-one-loop -->")
+    assert [row[0] for row in rows] == ["before", "after"]
+    for version, val, test, seconds, curve in rows:
+        run = json.loads((folder / f"flagship-{version}.json").read_text())
+        assert run["recipe"] == "flagship" and run["reached_target"]
+        assert [val, test, seconds] == [
+            f"{run['val_accuracy']:.4f}",
+            f"{run['test_accuracy']:.4f}",
+            f"{run['train_seconds']:.1f} s",
+        ]
+        assert curve == ", ".join(f"{c['val_accuracy']:.4f}" for c in run["curve"])
+    readme = " ".join(README.read_text().split())
+    assert (
+        f"flagship reached **{100 * run['test_accuracy']:.2f}%** test top-1 in **{run['train_seconds']:.0f} s**"
+        in readme
+    )
 
 
 def test_the_int8_table_is_the_committed_deploy_bench_runs():
