@@ -59,7 +59,7 @@ def check_settings(settings: Any) -> None:
         value = getattr(settings, f.name)
         name = option_of(f) if "help" in f.metadata else f"{type(settings).__name__}.{f.name}"
         for v in value if isinstance(value, tuple) else (value,):  # nargs="+" options hold tuples
-            if v is None:
+            if v is None and "None" in str(f.type):  # a field typed ``X | None`` may be unset
                 continue
             if v not in f.metadata.get("choices", (v,)):
                 raise ConfigError(f"{name}: {v!r} is not one of {', '.join(map(str, f.metadata['choices']))}")

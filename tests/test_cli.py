@@ -299,6 +299,8 @@ def test_each_commands_options_are_generated_from_its_settings_dataclass(argv, s
         (AmpCheckSettings, {"modes": ("off", "fp8")}, "--modes: 'fp8' is not one of off, fp16, bf16"),
         (TransferSettings, {"steps": 0}, "TransferSettings.steps: 0 must be an integer >= 1"),
         (Recipe, {"translate": 9}, "Recipe.translate: 9 must be an integer >= 0 and <= 8"),
+        (TrainConfig, {"batch_size": None}, "--batch-size: 'None' is not an integer"),  # only X | None may be unset
+        (TrainConfig, {"lr": "abc"}, "--lr: 'abc' is not a number"),
     ],
 )
 def test_settings_built_in_code_are_held_to_their_options_ranges(settings, bad, said):
