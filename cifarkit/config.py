@@ -53,20 +53,24 @@ def option_of(f: Field) -> str:
 
 def check_settings(settings: Any) -> None:
     """Hold each field of a settings dataclass to its declared ``choices`` and ``type``, in the command line's
-    words, so a settings object built in code (a profile, a sweep, a notebook, a test) is checked as the command
-    line checks it. A dataclass calls it from ``__post_init__``."""
+    words, so a settings object built in code or read from a file (a profile, a sweep, a report's series.json, a
+    notebook) is checked as the command line checks it: a value must read back as itself (``"3"`` is text, not
+    the integer 3), and a field typed ``str`` holds text. A dataclass calls it from ``__post_init__``."""
     for f in fields(settings):
         value = getattr(settings, f.name)
         name = option_of(f) if "help" in f.metadata else f"{type(settings).__name__}.{f.name}"
+        read = f.metadata.get("type", str if str(f.type).startswith("str") else None)
         for v in value if isinstance(value, tuple) else (value,):  # nargs="+" options hold tuples
             if v is None and "None" in str(f.type):  # a field typed ``X | None`` may be unset
                 continue
             if v not in f.metadata.get("choices", (v,)):
                 raise ConfigError(f"{name}: {v!r} is not one of {', '.join(map(str, f.metadata['choices']))}")
             try:
-                f.metadata.get("type", str)(str(v))
+                same = read is None or read(str(v)) == v
             except argparse.ArgumentTypeError as exc:
                 raise ConfigError(f"{name}: {exc}") from None
+            if not same:
+                raise ConfigError(f"{name}: {v!r} is {type(v).__name__}; give {'text' if read is str else 'a number'}")
 
 
 # ----------------------------------------------------------------------------- ranges
@@ -102,6 +106,13 @@ def number(
         return value
 
     return convert
+
+
+def text(value: str) -> str:
+    """argparse type: text that is not blank (a dataset spec, a name)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError(f"{value!r} is blank; give a name")
+    return value
 
 
 positive_int = number(int, 1)

@@ -301,6 +301,9 @@ def test_each_commands_options_are_generated_from_its_settings_dataclass(argv, s
         (Recipe, {"translate": 9}, "Recipe.translate: 9 must be an integer >= 0 and <= 8"),
         (TrainConfig, {"batch_size": None}, "--batch-size: 'None' is not an integer"),  # only X | None may be unset
         (TrainConfig, {"lr": "abc"}, "--lr: 'abc' is not a number"),
+        (TrainConfig, {"seed": "3"}, "--seed: '3' is str; give a number"),  # a value reads back as itself
+        (TrainConfig, {"model": 5}, "--model: 5 is int; give text"),
+        (SeriesSettings, {"dataset": " "}, "--dataset: ' ' is blank"),
     ],
 )
 def test_settings_built_in_code_are_held_to_their_options_ranges(settings, bad, said):

@@ -334,18 +334,24 @@ def test_resuming_a_report_whose_profile_is_unknown_is_one_line_before_any_kerne
     state = {"parameters": {"dataset": "synthetic", "profile": "turbo", "seed": 0}, "notebooks": {}}
     (report / "series.json").write_text(json.dumps(state))
     code, out, err = cli("series", "--resume", report)
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "unknown profile 'turbo'" in err
+    assert (
+        code == 2
+        and len(err.strip().splitlines()) == 1
+        and "--profile: 'turbo' is not one of smoke, quick, full" in err
+    )
     assert "start a new report instead" in err and not (report / "notebooks").exists()  # nothing started
 
 
 @pytest.mark.parametrize(
     "saved,needle",
     [
-        ({"amp": "turbo"}, "amp 'turbo' is not one of auto, off, fp16, bf16"),
-        ({"seed": "zero"}, "seed 'zero' is not a non-negative integer"),
-        ({"seed": True}, "seed True is not a non-negative integer"),
-        ({"dataset": ""}, "dataset '' is not a dataset name"),
-        ({"profile": ["quick"]}, "profile ['quick'] is not a name"),
+        ({"amp": "turbo"}, "--amp: 'turbo' is not one of auto, off, fp16, bf16"),
+        ({"seed": "zero"}, "--seed: 'zero' is not an integer"),
+        ({"seed": True}, "--seed: 'True' is not an integer"),
+        ({"seed": -1}, "--seed: -1 must be an integer >= 0"),
+        ({"seed": "3"}, "--seed: '3' is str; give a number"),
+        ({"dataset": ""}, "--dataset: '' is blank"),
+        ({"profile": ["quick"]}, "--profile: ['quick'] is not one of smoke, quick, full"),
     ],
 )
 def test_resuming_checks_every_stored_parameter_before_any_kernel(cli, tmp_path, saved, needle):

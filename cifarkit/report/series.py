@@ -13,10 +13,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from cifarkit.config import AMP_MODES
 from cifarkit.data import load_dataset, project_root
 from cifarkit.device import env_info, resolve_amp, resolve_device
-from cifarkit.errors import CifarkitError, DiskFull
+from cifarkit.errors import CifarkitError, ConfigError, DiskFull
 from cifarkit.report.comparison import same_dataset
 from cifarkit.report.notebook import summaries
 from cifarkit.runs import ensure_dir, make_run_dir, read_json, read_run, write_json, write_text
@@ -166,22 +165,15 @@ def show_parameters(node: Any) -> None:
 
 
 def check_saved_parameters(saved: dict, resume: str | Path) -> None:
-    """Every parameter a report's series.json stores, checked before any kernel starts: a value this cifarkit
-    cannot use (an unknown profile or precision, a seed that is not an integer, an empty dataset) would fail in
-    every notebook, so it is one line here."""
-    problems = []
-    if not isinstance(saved["dataset"], str) or not saved["dataset"].strip():
-        problems.append(f"dataset {saved['dataset']!r} is not a dataset name")
-    if not isinstance(saved["seed"], int) or isinstance(saved["seed"], bool) or saved["seed"] < 0:
-        problems.append(f"seed {saved['seed']!r} is not a non-negative integer")
-    if saved.get("amp", "auto") not in AMP_MODES:
-        problems.append(f"amp {saved.get('amp')!r} is not one of {', '.join(AMP_MODES)}")
+    """Every parameter a report's series.json stores, held by :class:`SeriesSettings`' own checks before any
+    kernel starts: a value this cifarkit cannot use (an unknown profile or precision, a seed that is not an
+    integer, an empty dataset) would fail in every notebook, so it is one line here."""
     try:
-        get_profile(saved["profile"])
-    except (CifarkitError, TypeError) as exc:
-        problems.append(str(exc) if isinstance(exc, CifarkitError) else f"profile {saved['profile']!r} is not a name")
-    if problems:
-        raise CifarkitError(f"--resume {resume}: its series.json says {problems[0]}; start a new report instead")
+        SeriesSettings(
+            dataset=saved["dataset"], profile=saved["profile"], amp=saved.get("amp", "auto"), seed=saved["seed"]
+        )
+    except ConfigError as exc:
+        raise CifarkitError(f"--resume {resume}: its series.json says {exc}; start a new report instead") from None
 
 
 def run_series(

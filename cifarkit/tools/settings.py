@@ -22,6 +22,7 @@ from cifarkit.config import (
     positive_float,
     positive_int,
     setting,
+    text,
 )
 from cifarkit.errors import ConfigError
 
@@ -293,7 +294,9 @@ class SeriesSettings:
     """What ``cifarkit series`` runs: on which data, at which budget, which notebooks, into which report folder."""
 
     dataset: str | None = setting(
-        None, "cifar10 (downloaded), cifar100, folder:PATH or synthetic (default cifar10; with --resume the report's)"
+        None,
+        "cifar10 (downloaded), cifar100, folder:PATH or synthetic (default cifar10; with --resume the report's)",
+        type=text,
     )
     profile: str = setting(
         "quick",
@@ -307,7 +310,7 @@ class SeriesSettings:
         "fp16 needs a GPU (with --resume: the report's)",
         choices=AMP_MODES,
     )
-    seed: int = setting(0, "seed of every notebook's runs (default {default})", type=int)
+    seed: int = setting(0, "seed of every notebook's runs (default {default})", type=count)
     out: str = setting("reports", "parent folder of the report folder (default {default})")
     only: str | None = setting(None, "comma-separated notebook numbers, e.g. 00,03")
     resume: str | None = setting(None, "continue a report folder, skipping finished notebooks", metavar="DIR")
