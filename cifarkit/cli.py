@@ -18,6 +18,8 @@ from typing import Any
 from cifarkit.config import (
     DATASET_HELP,
     DEVICE_HELP,
+    EVAL_BATCH_SIZE,
+    TOP_K,
     TTA_AVERAGES,
     TTA_MODES,
     TrainConfig,
@@ -395,7 +397,7 @@ def build_parser() -> Parser:
     e.add_argument("checkpoint", help="a run's best.pt")
     add_common(e)
     e.add_argument("--split", choices=("test", "train"), default="test")
-    e.add_argument("--batch-size", type=positive_int, default=256)
+    e.add_argument("--batch-size", type=positive_int, default=EVAL_BATCH_SIZE, help=f"default {EVAL_BATCH_SIZE}")
     add_tta(e)
     add_json(e, "last stdout line: one JSON object with test.json's names (accuracy, top5_accuracy, losses, n, ...)")
     e.set_defaults(func=cmd_evaluate)
@@ -475,7 +477,7 @@ def build_parser() -> Parser:
     pr = sub.add_parser("predict", help="top-k classes of image files (PNG, JPEG, WebP, BMP, GIF; any size)")
     pr.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
     pr.add_argument("--checkpoint", required=True, help="a run's best.pt")
-    pr.add_argument("--topk", type=positive_int, default=5)
+    pr.add_argument("--topk", type=positive_int, default=TOP_K, help=f"classes listed per image (default {TOP_K})")
     add_device(pr)
     add_tta(pr)
     add_json(pr, 'one JSON object per input: {"path", "topk"} or {"path", "error"}')

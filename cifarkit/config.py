@@ -25,6 +25,8 @@ DEVICE_HELP = "auto, cpu, cuda, cuda:N (also AMD ROCm), mps"
 DATASET_HELP = "cifar10, cifar100, cifar100:coarse, folder:PATH, synthetic[:classes=N,size=N,train=N,test=N]"
 TTA_MODES = ("none", "flip", "5crop", "flip5crop", "scale3", "translate")
 TTA_AVERAGES = ("logits", "probs")  # what TTA averages over the views
+EVAL_BATCH_SIZE = 256  # images per batch when a checkpoint is scored (evaluate --batch-size, Predictor)
+TOP_K = 5  # classes listed per image (predict --topk, the notebooks' predictions)
 
 
 def parse_augment(spec: str) -> tuple[str, ...]:

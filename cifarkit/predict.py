@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cifarkit.config import EVAL_BATCH_SIZE, TOP_K
 from cifarkit.data import Dataset, Split, decode_image, image_files, pil_to_array, resolve_user_path
 from cifarkit.device import resolve_channels_last, resolve_device
 from cifarkit.errors import CheckpointError, CifarkitError, DataError, short_list
@@ -85,7 +86,7 @@ class Predictor:
         split: Split,
         tta: str = "none",
         average: str = "logits",
-        batch_size: int = 256,
+        batch_size: int = EVAL_BATCH_SIZE,
         report: bool = True,
         per_image: bool = False,
     ) -> dict[str, Any]:
@@ -105,18 +106,18 @@ class Predictor:
         )
 
     def compare_tta(
-        self, split: Split, average: str = "logits", batch_size: int = 256, per_image: bool = False
+        self, split: Split, average: str = "logits", batch_size: int = EVAL_BATCH_SIZE, per_image: bool = False
     ) -> list[dict]:
         """Every TTA mode on ``split`` (see :func:`cifarkit.evaluate.compare_tta`), under this checkpoint's precision."""
         loader = self.loader(split, batch_size)
         return compare_tta(self.model, loader, self.device, average=average, amp=self.amp, per_image=per_image)
 
-    def logits(self, split: Split, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    def logits(self, split: Split, batch_size: int = EVAL_BATCH_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and labels of ``split`` (float32, CPU)."""
         logits, labels, _ = predict_logits(self.model, self.loader(split, batch_size), self.device, self.amp)
         return logits, labels
 
-    def loader(self, split: Split, batch_size: int = 256) -> DeviceLoader:
+    def loader(self, split: Split, batch_size: int = EVAL_BATCH_SIZE) -> DeviceLoader:
         """An evaluation loader over ``split`` with this checkpoint's preprocessing."""
         return DeviceLoader(split, batch_size, self.normalizer)
 
@@ -183,7 +184,7 @@ def predict_images(
     predictor: Predictor,
     images: Sequence[Any],
     tta: str = "none",
-    topk: int = 5,
+    topk: int = TOP_K,
     average: str = "logits",
     batch_size: int = 64,
 ) -> list[dict]:
@@ -213,7 +214,7 @@ def predict(
     model_or_ckpt: Predictor | str | os.PathLike,
     images: Sequence[Any],
     tta: str = "none",
-    topk: int = 5,
+    topk: int = TOP_K,
     average: str = "logits",
     device: str = "auto",
 ):

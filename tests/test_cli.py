@@ -313,3 +313,21 @@ def test_settings_built_in_code_are_held_to_their_options_ranges(settings, bad, 
 
     with pytest.raises(ConfigError, match=re.escape(said)):
         settings(**bad)
+
+
+def test_evaluate_and_predict_defaults_are_the_library_functions_own():
+    """evaluate's --batch-size and predict's --topk and --tta default to what Predictor and predict_images take
+    when a notebook calls them (one constant each, config.EVAL_BATCH_SIZE and config.TOP_K): a default changed in
+    one place and not the other fails here."""
+    import inspect
+
+    from cifarkit.cli import build_parser
+    from cifarkit.predict import Predictor, predict, predict_images
+
+    parser = build_parser()
+    evaluate = parser.parse_args(["evaluate", "best.pt"])
+    predict_args = parser.parse_args(["predict", "a.png", "--checkpoint", "best.pt"])
+    assert inspect.signature(Predictor.evaluate).parameters["batch_size"].default == evaluate.batch_size
+    for function in (predict_images, predict):
+        assert inspect.signature(function).parameters["topk"].default == predict_args.topk
+        assert inspect.signature(function).parameters["tta"].default == predict_args.tta

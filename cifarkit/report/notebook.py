@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cifarkit.config import AMP_MODES, TrainConfig
+from cifarkit.config import AMP_MODES, TOP_K, TrainConfig
 from cifarkit.config import recipe as named_recipe
 from cifarkit.data import load_dataset, project_root, resolve_user_path
 from cifarkit.device import (
@@ -135,7 +135,7 @@ class NotebookRun:
             )
         return root, table
 
-    def own_images(self, predictor, image_paths, tta: str = "none", topk: int = 5):
+    def own_images(self, predictor, image_paths, tta: str = "none", topk: int = TOP_K):
         """Your images (files or folders, from the notebook or the repository root), each beside its top-k
         classes in percent; a one-line hint when ``image_paths`` is empty."""
         files = expand_paths(image_paths)
