@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from cifarkit.config import TrainConfig
 from cifarkit.device import resolve_device
 from cifarkit.speedrun.recipe import Recipe
 from cifarkit.tools.settings import (
+    PROFILES,
     AmpCheckSettings,
     DeploySettings,
     InputBenchSettings,
@@ -304,6 +307,8 @@ def test_each_commands_options_are_generated_from_its_settings_dataclass(argv, s
         (TrainConfig, {"seed": "3"}, "--seed: '3' is str; give a number"),  # a value reads back as itself
         (TrainConfig, {"model": 5}, "--model: 5 is int; give text"),
         (SeriesSettings, {"dataset": " "}, "--dataset: ' ' is blank"),
+        (partial(replace, PROFILES["quick"]), {"epochs": 0}, "Profile.epochs: 0 must be an integer >= 1"),
+        (partial(replace, PROFILES["smoke"]), {"ablation_val_fraction": 1.5}, "Profile.ablation_val_fraction: 1.5"),
     ],
 )
 def test_settings_built_in_code_are_held_to_their_options_ranges(settings, bad, said):

@@ -9,7 +9,7 @@ A field made with :func:`cifarkit.config.setting` is also a command-line option,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cifarkit.config import (
     AMP_HELP,
@@ -172,27 +172,34 @@ def variant_name(sparsity: float) -> str:
 class Profile:
     """How much work a notebook does. ``None`` limits keep the whole split."""
 
-    name: str
-    epochs: int  # baseline epochs; notebooks scale from it
-    train_images: int | None
-    test_images: int | None
-    big_model_train_images: int | None  # EX-2 at 128 px and the 32 px reference model are costly on CPU
-    big_model_epochs: int
-    ablation_train_images: int | None
-    ablation_epochs: int
-    ablation_hidden_units: int
-    ablation_seeds: int  # every arm of 03's ablation is trained at this many seeds
-    tta_test_images: int | None
-    lr_finder_steps: int = 200  # 03's learning-rate range test
+    name: str = field(metadata={"type": text})
+    epochs: int = field(metadata={"type": positive_int})  # baseline epochs; notebooks scale from it
+    train_images: int | None = field(metadata={"type": positive_int})
+    test_images: int | None = field(metadata={"type": positive_int})
+    # EX-2 at 128 px and the 32 px reference model are costly on CPU
+    big_model_train_images: int | None = field(metadata={"type": positive_int})
+    big_model_epochs: int = field(metadata={"type": positive_int})
+    ablation_train_images: int | None = field(metadata={"type": positive_int})
+    ablation_epochs: int = field(metadata={"type": positive_int})
+    ablation_hidden_units: int = field(metadata={"type": positive_int})
+    # every arm of 03's ablation is trained at this many seeds
+    ablation_seeds: int = field(metadata={"type": positive_int})
+    tta_test_images: int | None = field(metadata={"type": positive_int})
+    lr_finder_steps: int = setting(200, type=positive_int)  # 03's learning-rate range test
     # 03 holds out this share of its images for validation: the paired test needs enough of them to separate arms
-    ablation_val_fraction: float = 0.1
-    big_model_test_images: int | None = None  # 02's test split: EX-2 at 128 px scores 130-140 images/s on a 2-core CPU
-    big_model_val_fraction: float = 0.1  # 02 holds out this share for validation: enough images to separate its models
-    speedrun_recipe: str = "speedrun"  # a name from cifarkit.speedrun.recipe.RECIPES
-    speedrun_ablation_train_images: int | None = None
-    course_epochs: int = 10  # the course EX-1 recipe's budget in the 07 race
+    ablation_val_fraction: float = setting(0.1, type=fraction)
+    # 02's test split: EX-2 at 128 px is slow to score on a CPU
+    big_model_test_images: int | None = setting(None, type=positive_int)
+    # 02 holds out this share for validation: enough images to separate its models
+    big_model_val_fraction: float = setting(0.1, type=fraction)
+    speedrun_recipe: str = setting("speedrun", type=text)  # a name from cifarkit.speedrun.recipe.RECIPES
+    speedrun_ablation_train_images: int | None = setting(None, type=positive_int)
+    course_epochs: int = setting(10, type=positive_int)  # the course EX-1 recipe's budget in the 07 race
     deploy: DeploySettings = DeploySettings()  # 08: how the variants are built and timed
     transfer: TransferSettings = TransferSettings()  # 09: pretraining, label budgets, fine-tuning, the ImageNet row
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
 
 PROFILES = {
