@@ -48,6 +48,12 @@ def test_the_readme_names_the_notebooks_that_import_tools():
     assert f"notebooks ({', '.join(importing)}) call it" in README.read_text()
 
 
+def flat(text: str) -> str:
+    """``text`` with every run of white space (line breaks included) as one space, so a sentence is found
+    wherever the Markdown wraps it."""
+    return " ".join(text.split())
+
+
 def table_rows(text: str, heading: str) -> list[list[str]]:
     """The body rows of the first Markdown table after ``heading`` (indented in a list item or not), as lists of
     stripped cells."""
@@ -136,7 +142,7 @@ def test_the_gpu_figures_are_the_committed_gpu_checks():
         for run in flagship
         for a, b in zip([{"seconds": 0}, *run["curve"][:-1]], run["curve"], strict=True)
     ]
-    assert f"{min(epochs):.2f}-{max(epochs):.2f} s per 44-step epoch" in " ".join(doc.split())
+    assert f"{min(epochs):.2f}-{max(epochs):.2f} s per 44-step epoch" in flat(doc)
     state = json.loads((GPU_CHECKS / "series" / "series.json").read_text())
     finished = {name[:2]: entry["seconds"] for name, entry in state["notebooks"].items() if entry["status"] == "ok"}
     for number, seconds in finished.items():
@@ -166,7 +172,7 @@ def test_the_speedrun_before_and_after_table_is_its_json():
             f"{run['train_seconds']:.1f} s",
         ]
         assert curve == ", ".join(f"{c['val_accuracy']:.4f}" for c in run["curve"])
-    readme = " ".join(README.read_text().split())
+    readme = flat(README.read_text())
     assert (
         f"flagship reached **{100 * run['test_accuracy']:.2f}%** test top-1 in **{run['train_seconds']:.0f} s**"
         in readme
@@ -194,7 +200,7 @@ def test_the_int8_table_is_the_committed_deploy_bench_runs():
             f"{r['latency_ms_p50']:.2f} / {r['latency_ms_p95']:.2f} ms",
             f"{r['throughput_img_s']:,.0f} img/s",
         ], row
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = flat((ROOT / "README.md").read_text())
     speedup = after["int8-static"]["throughput_img_s"] / after["fp32"]["throughput_img_s"]
     assert (
         f"same accuracy ({after['int8-static']['accuracy']:.2%} against FX's {before['int8-static']['accuracy']:.2%})"
@@ -296,7 +302,7 @@ def test_the_transfer_table_is_the_committed_examples():
         wanted = [headline[f"test_accuracy[{m}, {budget.replace(',', '')}]"] for m in methods]
         assert cells == [f"{100 * v:.1f}%" for v in wanted], budget
     assert {headline[f"chosen[{m}]"] for m in methods[:2]} == {"trains all layers, lr 0.003"}
-    text = " ".join(text.split())  # the sentences below, whatever the line breaks
+    text = flat(text)  # the sentences below, whatever the line breaks
     assert "both EX-1s train all layers at a learning rate of 3·10⁻³" in text
     assert f"Lite0 reads {headline['imagenet_input_size']} px input" in text
     assert f"{profile['seeds']} seeds, labels drawn from {profile['pool_per_class']:,} per class" in text
@@ -313,7 +319,7 @@ def test_the_docs_name_the_notebooks_the_bf16_smoke_series_runs():
     numbers = listed.split(",")
     said = ", ".join(numbers[:-1]) + " and " + numbers[-1]
     assert f"then {said} in bf16" in (ROOT / "docs" / "development.md").read_text()
-    assert f"in bf16 it runs {said}" in " ".join((ROOT / "docs" / "notebooks.md").read_text().split())
+    assert f"in bf16 it runs {said}" in flat((ROOT / "docs" / "notebooks.md").read_text())
 
 
 def test_each_lesson_result_in_results_md_is_in_its_notebooks_own_pages():
@@ -327,13 +333,13 @@ def test_each_lesson_result_in_results_md_is_in_its_notebooks_own_pages():
     for number, body in bullets:
         pages = [*EXAMPLE.glob(f"notebooks/{number}_*.html"), *EXAMPLE.glob(f"summaries/{number}_*.json")]
         assert len(pages) == 2, number
-        own = " ".join(" ".join(p.read_text().split()) for p in pages)
-        for value in re.findall(r"(?<![\w.])[+-]?\d[\d,]*(?:\.\d+)?", " ".join(body.split())):
+        own = " ".join(flat(p.read_text()) for p in pages)
+        for value in re.findall(r"(?<![\w.])[+-]?\d[\d,]*(?:\.\d+)?", flat(body)):
             assert value in own, (number, value)
     state = json.loads((EXAMPLE / "series.json").read_text())
     times = ", ".join(f"{name[:2]} {round(entry['seconds']):,} s" for name, entry in state["notebooks"].items())
     total = round(sum(entry["seconds"] for entry in state["notebooks"].values()))
-    assert f"{total:,} s of notebooks ({times})" in " ".join(section.split())
+    assert f"{total:,} s of notebooks ({times})" in flat(section)
 
 
 def test_the_deployment_pages_settings_are_deploy_benchs_defaults():
@@ -343,7 +349,7 @@ def test_the_deployment_pages_settings_are_deploy_benchs_defaults():
     from cifarkit.tools.settings import DeploySettings
 
     d = DeploySettings()
-    text = " ".join((ROOT / "docs" / "deployment.md").read_text().split())
+    text = flat((ROOT / "docs" / "deployment.md").read_text())
     assert f"{d.runs} timed calls after {d.warmup} warm-up calls" in text
     assert f"throughput at batch {d.throughput_batch}." in text
     assert f"ranges from {d.calibration_images} training images" in text
