@@ -19,7 +19,7 @@ from cifarkit.errors import CifarkitError, ConfigError, DiskFull
 from cifarkit.report.comparison import same_dataset
 from cifarkit.report.notebook import summaries
 from cifarkit.runs import ensure_dir, make_run_dir, read_json, read_run, write_json, write_text
-from cifarkit.tools.settings import SeriesSettings, get_profile
+from cifarkit.tools.settings import SeriesSettings
 
 KERNEL = "python3"
 
@@ -194,7 +194,6 @@ def run_series(
     dataset, profile, amp, seed, out, only, resume = (
         getattr(settings, name) for name in ("dataset", "profile", "amp", "seed", "out", "only", "resume")
     )
-    get_profile(profile)
     dev = resolve_device(device)
     books = select_notebooks(only)
     if resume:
