@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
-from dataclasses import Field, asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
 from typing import Any
 
 from cifarkit.errors import ConfigError
@@ -40,11 +40,11 @@ def parse_augment(spec: str) -> tuple[str, ...]:
     return parts
 
 
-def setting(default: Any, help: str | None = None, **option: Any) -> Any:
-    """A settings field, declared once: its ``default``, its range or set as argparse's ``type`` (one of the
-    number types below) or ``choices`` (also ``nargs``, ``action``, ``metavar``), and with ``help`` (``{default}``
-    is filled in) a command-line option too, ``--`` and the field's name unless ``flag`` names it.
-    :func:`check_settings` holds a value set in code to the same ``type`` and ``choices``."""
+def setting(default: Any = MISSING, help: str | None = None, **option: Any) -> Any:
+    """A settings field, declared once: its ``default`` (none: the field must be given), its range or set as
+    argparse's ``type`` (one of the number types below) or ``choices`` (also ``nargs``, ``action``, ``metavar``),
+    and with ``help`` (``{default}`` is filled in) a command-line option too, ``--`` and the field's name unless
+    ``flag`` names it. :func:`check_settings` holds a value set in code to the same ``type`` and ``choices``."""
     return field(default=default, metadata={"help": help, **option} if help else option)
 
 

@@ -9,7 +9,7 @@ A field made with :func:`cifarkit.config.setting` is also a command-line option,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cifarkit.config import (
     AMP_HELP,
@@ -172,19 +172,17 @@ def variant_name(sparsity: float) -> str:
 class Profile:
     """How much work a notebook does. ``None`` limits keep the whole split."""
 
-    name: str = field(metadata={"type": text})
-    epochs: int = field(metadata={"type": positive_int})  # baseline epochs; notebooks scale from it
-    train_images: int | None = field(metadata={"type": positive_int})
-    test_images: int | None = field(metadata={"type": positive_int})
-    # EX-2 at 128 px and the 32 px reference model are costly on CPU
-    big_model_train_images: int | None = field(metadata={"type": positive_int})
-    big_model_epochs: int = field(metadata={"type": positive_int})
-    ablation_train_images: int | None = field(metadata={"type": positive_int})
-    ablation_epochs: int = field(metadata={"type": positive_int})
-    ablation_hidden_units: int = field(metadata={"type": positive_int})
-    # every arm of 03's ablation is trained at this many seeds
-    ablation_seeds: int = field(metadata={"type": positive_int})
-    tta_test_images: int | None = field(metadata={"type": positive_int})
+    name: str = setting(type=text)
+    epochs: int = setting(type=positive_int)  # baseline epochs; notebooks scale from it
+    train_images: int | None = setting(type=positive_int)
+    test_images: int | None = setting(type=positive_int)
+    big_model_train_images: int | None = setting(type=positive_int)  # EX-2 at 128 px and its 32 px reference: costly
+    big_model_epochs: int = setting(type=positive_int)
+    ablation_train_images: int | None = setting(type=positive_int)
+    ablation_epochs: int = setting(type=positive_int)
+    ablation_hidden_units: int = setting(type=positive_int)
+    ablation_seeds: int = setting(type=positive_int)  # every arm of 03's ablation is trained at this many seeds
+    tta_test_images: int | None = setting(type=positive_int)
     lr_finder_steps: int = setting(200, type=positive_int)  # 03's learning-rate range test
     # 03 holds out this share of its images for validation: the paired test needs enough of them to separate arms
     ablation_val_fraction: float = setting(0.1, type=fraction)
