@@ -231,8 +231,9 @@ def predict(
     for r in predict_images(predictor, images, tta, topk, average):
         if "error" in r:
             rows.append({"image": r["path"], "rank": None, "class": None, "prob": None, "error": r["error"]})
-        ranked = enumerate(r.get("topk", []), start=1)
-        rows += [{"image": r["path"], "rank": rank, **entry, "error": None} for rank, entry in ranked]
+        else:
+            ranked = enumerate(r["topk"], start=1)
+            rows += [{"image": r["path"], "rank": rank, **entry, "error": None} for rank, entry in ranked]
     return pd.DataFrame(rows, columns=["image", "rank", "class", "prob", "error"])
 
 
