@@ -19,6 +19,7 @@ from cifarkit.config import (
     DATASET_HELP,
     DEVICE_HELP,
     EVAL_BATCH_SIZE,
+    MONTAGE_COLS,
     TOP_K,
     TTA_AVERAGES,
     TTA_MODES,
@@ -35,6 +36,7 @@ from cifarkit.errors import (
     ConfigError,
     DataError,
     os_error_line,
+    out_of_memory_line,
     printable,
     rank_tag,
 )
@@ -470,7 +472,7 @@ def build_parser() -> Parser:
 
     mo = sub.add_parser("montage", help="stitch the PNGs of a folder into one grid image")
     mo.add_argument("folder")
-    mo.add_argument("--cols", type=positive_int, default=3)
+    mo.add_argument("--cols", type=positive_int, default=MONTAGE_COLS, help=f"figures per row (default {MONTAGE_COLS})")
     mo.add_argument("--out", required=True, help="output PNG")
     mo.set_defaults(func=cmd_montage)
 
@@ -521,7 +523,10 @@ def add_tta(p: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the verb, like its other usage errors
+        parser.prog = f"{parser.prog} {args.verb}"
+        parser.error(f"unrecognized arguments: {printable(' '.join(unknown))}")
     with warnings.catch_warnings():
         warnings.showwarning = one_line_warning
         try:
@@ -537,6 +542,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
         except OSError as exc:  # a full disk, a read-only mount, a path through a regular file
             print(f"cifarkit {args.verb}: error: {os_error_line(exc)}", file=sys.stderr)
+            return EXIT_FAILED
+        except (RuntimeError, MemoryError) as exc:  # a batch or a model too big for this machine's memory
+            if (line := out_of_memory_line(exc)) is None:
+                raise
+            print(f"cifarkit {args.verb}{rank_tag()}: error: {line}", file=sys.stderr)
             return EXIT_FAILED
 
 

@@ -27,6 +27,8 @@ TTA_MODES = ("none", "flip", "5crop", "flip5crop", "scale3", "translate")
 TTA_AVERAGES = ("logits", "probs")  # what TTA averages over the views
 EVAL_BATCH_SIZE = 256  # images per batch when a checkpoint is scored (evaluate --batch-size, Predictor)
 TOP_K = 5  # classes listed per image (predict --topk, the notebooks' predictions)
+IMAGE_SIDES = (8, 4096)  # the model input sides a run may ask for and a checkpoint may hold, in pixels
+MONTAGE_COLS = 3  # figures per row of a montage (montage --cols, figures.montage)
 
 
 def parse_augment(spec: str) -> tuple[str, ...]:
@@ -67,12 +69,19 @@ def check_settings(settings: Any) -> None:
                 continue
             if v not in f.metadata.get("choices", (v,)):
                 raise ConfigError(f"{name}: {v!r} is not one of {', '.join(map(str, f.metadata['choices']))}")
-            try:
-                same = read is None or read(str(v)) == v
-            except argparse.ArgumentTypeError as exc:
-                raise ConfigError(f"{name}: {exc}") from None
-            if not same:
-                raise ConfigError(f"{name}: {v!r} is {type(v).__name__}; give {'text' if read is str else 'a number'}")
+            if read is not None:
+                check_value(name, v, read)
+
+
+def check_value(name: str, value: Any, read: Callable[[str], Any]) -> None:
+    """Hold ``value`` to the argparse type ``read`` (e.g. :data:`positive_int`) in the command line's words: it must
+    read back as itself. For a function's argument, as :func:`check_settings` does for a settings field."""
+    try:
+        same = read(str(value)) == value
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    if not same:
+        raise ConfigError(f"{name}: {value!r} is {type(value).__name__}; give {'text' if read is str else 'a number'}")
 
 
 # ----------------------------------------------------------------------------- ranges
@@ -164,7 +173,9 @@ class TrainConfig:
     val_fraction: float = setting(0.1, "share of train held out for validation (default {default})", type=fraction)
     seed: int = setting(0, "default {default}", type=count)
     device: str = "auto"
-    image_size: int | None = setting(None, "model input side (default: the model's own)", type=number(int, 8))
+    image_size: int | None = setting(
+        None, "model input side in pixels (default: the model's own)", type=number(int, *IMAGE_SIDES)
+    )
     amp: str = setting("auto", AMP_HELP + " (default {default})", choices=AMP_MODES)
     channels_last: bool | None = None
     deterministic: bool = setting(
@@ -211,6 +222,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Rebuild from :meth:`to_dict` output, ignoring keys this version does not know."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a training configuration is a mapping of settings, not a {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         data = {LEGACY_KEYS.get(k, k): v for k, v in data.items()}  # config.json of earlier versions
         return cls(**{k: v for k, v in data.items() if k in known})

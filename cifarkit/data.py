@@ -435,6 +435,8 @@ def pil_to_array(img, size: int) -> np.ndarray:
     """A PIL image -> RGB uint8 (3, size, size): first frame, EXIF rotation, alpha composited on white."""
     from PIL import Image, ImageOps
 
+    if 0 in img.size:
+        raise DataError(f"an image of {img.size[0]}x{img.size[1]} pixels has nothing to classify")
     img.seek(0)  # first frame of animations
     img = ImageOps.exif_transpose(img)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):

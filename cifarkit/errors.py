@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from collections.abc import Mapping, Sequence
 
 EXIT_USAGE = 2  # a bad argument, dataset or checkpoint: fix the command and run it again
@@ -72,6 +73,22 @@ def os_error_line(exc: OSError) -> str:
     if exc.errno == errno.ENOENT:
         return f"{where}: file not found"
     return f"{where}: {reason}"
+
+
+def out_of_memory_line(exc: BaseException) -> str | None:
+    """One line for a device or the host running out of memory (torch's OutOfMemoryError on CUDA/ROCm, the MPS
+    and CPU allocators' RuntimeError, Python's MemoryError), saying what to lower; None for any other error."""
+    text = str(exc)
+    if not (
+        isinstance(exc, MemoryError) or any(s in text for s in ("out of memory", "can't allocate memory", "bad_alloc"))
+    ):
+        return None
+    asked = re.search(r"[Tt]ried to allocate (\d+(?:\.\d+)? ?[KMGT]i?B|(\d+) bytes)", text)
+    if asked and asked.group(2):  # the CPU allocator counts bytes
+        size = f" (it tried to allocate {int(asked.group(2)) / 2**30:,.1f} GiB)"
+    else:
+        size = f" (it tried to allocate {asked.group(1)})" if asked else ""
+    return f"out of memory{size}; lower --batch-size, or train with a smaller --image-size or --model"
 
 
 def duration_text(seconds: float) -> str:

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from cifarkit.config import EVAL_BATCH_SIZE, TOP_K
+from cifarkit.config import EVAL_BATCH_SIZE, TOP_K, check_value, positive_int
 from cifarkit.data import Dataset, Split, decode_image, image_files, pil_to_array, resolve_user_path
 from cifarkit.device import resolve_channels_last, resolve_device
-from cifarkit.errors import CheckpointError, CifarkitError, DataError, short_list
+from cifarkit.errors import CheckpointError, CifarkitError, ConfigError, DataError, short_list
 from cifarkit.evaluate import compare_tta, evaluate, predict_logits, ranked_classes, tta_forward
 from cifarkit.loader import DeviceLoader, Normalizer
 from cifarkit.runs import load_checkpoint, test_json, write_run_file
@@ -122,17 +122,15 @@ class Predictor:
         return DeviceLoader(split, batch_size, self.normalizer)
 
     def to_uint8(self, image: Any) -> np.ndarray:
-        """A path, PIL image or HWC/CHW uint8 array -> (3, S, S) uint8 at the training data's size."""
-        if isinstance(image, (str, os.PathLike)):
-            return decode_image(Path(image), self.data_size)
+        """An image file's path, a PIL image or a uint8 array (:func:`uint8_array`) -> (3, S, S) uint8 at the
+        training data's size; anything else is a one-line :class:`DataError` saying what to give."""
         from PIL import Image
 
+        if isinstance(image, (str, os.PathLike)):
+            return decode_image(image_file(Path(image)), self.data_size)
         if isinstance(image, Image.Image):
             return pil_to_array(image, self.data_size)
-        array = image.numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-        if array.ndim == 3 and array.shape[0] == 3 and array.shape[-1] != 3:
-            array = array.transpose(1, 2, 0)
-        return pil_to_array(Image.fromarray(array.astype(np.uint8)), self.data_size)
+        return pil_to_array(Image.fromarray(uint8_array(image)), self.data_size)
 
     @torch.no_grad()
     def probabilities(self, batch: np.ndarray, tta: str = "none", average: str = "logits") -> torch.Tensor:
@@ -156,6 +154,39 @@ def check_runs(model: nn.Module, normalizer: Normalizer, size: int, num_classes:
             f"the network in {path} gives {tuple(out.shape)[1:]} outputs per image but names {num_classes} classes; "
             "is it the right file?"
         )
+
+
+def image_file(path: Path) -> Path:
+    """``path`` if it is a regular file; else a one-line :class:`DataError` saying what it is instead."""
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; pass its image files (expand_paths lists them)")
+    raise DataError(f"{path} is not a regular file" if path.exists() else f"file not found: {path}")
+
+
+def uint8_array(image: Any) -> np.ndarray:
+    """An array-like image (numpy, torch, nested lists) as the HW or HWC uint8 array PIL reads: HW, HWC or CHW
+    with 1, 3 or 4 channels, whole numbers 0-255. Anything else (floats, other shapes, ``None``) is refused in
+    one line: a float image in 0-1 cast to uint8 would be black, and a silent wrong answer is worse than an error."""
+    try:
+        array = image.numpy(force=True) if isinstance(image, torch.Tensor) else np.asarray(image)
+    except (ValueError, TypeError):  # ragged lists
+        array = np.asarray(None)
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = array.transpose(1, 2, 0)  # CHW -> HWC
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.dtype.kind in "iu" and array.size and 0 <= array.min() and array.max() <= 255:
+        array = array.astype(np.uint8)  # whole numbers 0-255 in a wider type, e.g. a list of Python ints
+    shape_ok = array.ndim in (2, 3) and array.shape[2:] in ((), (3,), (4,)) and array.size
+    if array.dtype != np.uint8 or not shape_ok:
+        raise DataError(
+            f"an array of dtype {array.dtype} and shape {array.shape} is not an image; give whole numbers 0-255 "
+            "as HW, HWC or CHW with 1, 3 or 4 channels (a float image in 0-1: (x * 255).round().astype('uint8')), "
+            "a PIL image or a file path"
+        )
+    return array
 
 
 def expand_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -190,15 +221,19 @@ def predict_images(
 ) -> list[dict]:
     """One result per image, in order: ``{"path", "topk"}`` or ``{"path", "error"}``. An image is a file path, a
     PIL image or a uint8 array (HWC or CHW, named ``image_<i>``); a bad one never stops the rest, and the
-    readable ones are scored ``batch_size`` at a time."""
+    readable ones are scored ``batch_size`` at a time. One path or PIL image alone is read as a list of one."""
+    if isinstance(images, (str, os.PathLike)) or hasattr(images, "getpixel"):
+        images = [images]
+    if getattr(images, "ndim", 4) != 4:
+        raise ConfigError(f"images is one {images.ndim}-d array; pass a list of images, e.g. [image]")
+    check_value("topk", topk, positive_int)
+    check_value("batch_size", batch_size, positive_int)
     results: list[dict] = []
     good: list[tuple[int, np.ndarray]] = []
     for index, image in enumerate(images):
         is_path = isinstance(image, (str, os.PathLike))
         results.append({"path": str(image) if is_path else f"image_{index}"})
         try:
-            if is_path and not Path(image).is_file():
-                raise DataError(f"file not found: {image}")
             good.append((index, predictor.to_uint8(image)))
         except CifarkitError as exc:
             results[-1]["error"] = str(exc)

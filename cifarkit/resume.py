@@ -4,14 +4,16 @@ and check it before anything is built, and :func:`restore` puts it back into a p
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cifarkit.errors import CheckpointError, ConfigError, short_list
-from cifarkit.runs import current_names, load_checkpoint, run_complete, save_checkpoint, write_metrics
+from cifarkit.errors import CheckpointError, CifarkitError, ConfigError, short_list
+from cifarkit.runs import check_weights, current_names, load_checkpoint, run_complete, save_checkpoint, write_metrics
 
 LAST = "last.pt"  # the file that holds the resume state, in every run folder
 
@@ -66,13 +68,30 @@ def save_training_state(run: Any, epoch: int) -> None:
         save_checkpoint(run.run_dir / LAST, run.model, run.meta(epoch), training)
 
 
+@contextlib.contextmanager
+def reading(path: str | os.PathLike) -> Iterator[None]:
+    """Read a last.pt's training state inside this block: a piece that is missing or of the wrong kind (a
+    hand-edited or foreign file) is one line naming the file, not a traceback from deep inside torch."""
+    try:
+        yield
+    except CifarkitError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        reason = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:160]
+        raise CheckpointError(
+            f"{path}: its training state is damaged or not cifarkit's ({reason}); resume from another last.pt "
+            "or start a new run"
+        ) from None
+
+
 def resume_state(path: str | os.PathLike, epochs: int, world_size: int) -> dict[str, Any]:
     """The last.pt at ``path``, checked (:func:`check_resume`) before anything is built or written."""
     state = load_checkpoint(path, wanted=LAST)
     if "training" not in state:
         raise CheckpointError(f"{path} holds weights only; resume from the run's last.pt")
-    state["finish_only"] = check_resume(state, epochs, path, world_size)
-    state["training"]["rows"] = [current_names(r) for r in state["training"]["rows"]]  # an earlier version's rows
+    with reading(path):
+        state["finish_only"] = check_resume(state, epochs, path, world_size)
+        state["training"]["rows"] = [current_names(r) for r in state["training"]["rows"]]  # an earlier version's
     return state
 
 
@@ -126,21 +145,26 @@ def restore(run: Any, state: dict[str, Any], path: Path) -> None:
     """Put a checkpoint's training state back into ``run`` (a :class:`cifarkit.train.Run`): weights, optimizer, schedule, this rank's data
     order and random stream, the rows so far; metrics.jsonl is rewritten to end at the checkpoint's epoch."""
     t = state["training"]
-    mine = t["ranks"][run.dist.rank] if run.dist.enabled else t
     if list(state["classes"]) != list(run.dataset.classes):
         raise CheckpointError(
             f"{path} was trained on the classes {short_list(state['classes'])} but {run.cfg.dataset} has "
             f"{short_list(run.dataset.classes)}; resume on the dataset the run started with"
         )
-    run.model.load_state_dict(state["state_dict"])
-    run.optimizer.load_state_dict(t["optimizer"])
-    if run.scheduler is not None and t.get("scheduler"):
-        run.scheduler.load_state_dict(t["scheduler"])
-    run.scaler.load_state_dict(t["scaler"] or {})  # a switched-off scaler ignores it
-    run.train_loader.load_state_dict(mine["loader"])
-    torch.set_rng_state(mine["torch_rng"])
-    set_device_rng_state(run.device, mine.get("device_rng"))
-    run.rows, run.best_value, run.best_epoch, run.stale = list(t["rows"]), t["best_value"], t["best_epoch"], t["stale"]
+    check_weights(
+        state["state_dict"], path, "resume from another last.pt", run.model.state_dict(), error=CheckpointError
+    )
+    with reading(path):
+        mine = t["ranks"][run.dist.rank] if run.dist.enabled else t
+        run.model.load_state_dict(state["state_dict"])
+        run.optimizer.load_state_dict(t["optimizer"])
+        if run.scheduler is not None and t.get("scheduler"):
+            run.scheduler.load_state_dict(t["scheduler"])
+        run.scaler.load_state_dict(t["scaler"] or {})  # a switched-off scaler ignores it
+        run.train_loader.load_state_dict(mine["loader"])
+        torch.set_rng_state(mine["torch_rng"])
+        set_device_rng_state(run.device, mine.get("device_rng"))
+        run.rows, run.best_value, run.best_epoch = list(t["rows"]), t["best_value"], t["best_epoch"]
+        run.stale = int(t["stale"])
     # a run that trained to its end (or stopped early) and lost only its reports skips the loop
     run.start_epoch = run.cfg.epochs + 1 if state["finish_only"] else int(state["epoch"]) + 1
     run.run_dir = path.resolve().parent

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from cifarkit.errors import CheckpointError, CifarkitError, DataError, OutputError
+from cifarkit.config import IMAGE_SIDES, TrainConfig
+from cifarkit.errors import CheckpointError, CifarkitError, ConfigError, DataError, OutputError
 
 CHECKPOINT_FORMAT = "cifarkit-checkpoint-v1"
 
@@ -551,7 +552,16 @@ def check_meta(meta: Any, path: str | os.PathLike) -> None:
             raise bad(field, "three finite numbers, one per colour channel" + (" (> 0)" if field == "std" else ""))
     for field in ("image_size", "data_image_size"):
         size = meta.get(field, 32)
-        if not isinstance(size, int) or isinstance(size, bool) or not 8 <= size <= 4096:
-            raise bad(field, "an image side from 8 to 4096 pixels")
+        if not isinstance(size, int) or isinstance(size, bool) or not IMAGE_SIDES[0] <= size <= IMAGE_SIDES[1]:
+            raise bad(field, "an image side from {} to {} pixels".format(*IMAGE_SIDES))
     if meta.get("variant", "fp32") not in ("fp32", "pruned", "int8", "onnx"):
         raise bad("variant", "fp32, pruned, int8 or onnx")
+    epoch = meta.get("epoch", 0)
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise bad("epoch", "the number of epochs the weights were trained")
+    try:
+        TrainConfig.from_dict(meta.get("config", {}))
+    except ConfigError as exc:
+        raise CheckpointError(
+            f"{path}: its config is not a training configuration ({exc}); is it the right file?"
+        ) from None

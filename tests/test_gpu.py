@@ -105,6 +105,31 @@ def test_fp16_trains_with_a_grad_scaler_whose_state_last_pt_keeps(tmp_path):
     assert_resume_matches_uninterrupted(tmp_path / "resume", device="cuda", amp="fp16")
 
 
+CUDA_OUT_OF_MEMORY = """
+import sys, torch
+from cifarkit.cli import main
+torch.cuda.set_per_process_memory_fraction(0.01)  # about 1 GB of a big card: what a laptop GPU leaves free
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_cuda_out_of_memory_is_one_line(tmp_path):
+    """torch's own OutOfMemoryError, raised by its caching allocator at a real limit, is one line saying what to
+    lower, with exit 1."""
+    import subprocess
+    import sys
+
+    from .test_faults import one_line
+
+    data = "synthetic:classes=3,train=600,test=5"
+    args = ["train", "--dataset", data, "--model", "ex2", "--image-size", "1024", "--batch-size", "256"]
+    args += ["--epochs", "1", "--device", "cuda", "--out", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, "-c", CUDA_OUT_OF_MEMORY, *args], capture_output=True, text=True, timeout=300
+    )
+    one_line(done.returncode, done.stderr, 1, "out of memory (it tried to allocate", "lower --batch-size")
+
+
 def test_interval_timer_counts_gpu_time_not_launch_time():
     a = torch.randn(4096, 4096, device="cuda")
     a @ a  # warm up cuBLAS

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from cifarkit.data import list_image_folder
 
 from .conftest import write_image_folder
-from .test_faults import SMALL, one_line
+from .test_faults import SMALL, no_temporaries, one_line
 
 
 @contextmanager
@@ -204,6 +205,9 @@ TAMPERED = {
     ),
     "pruned but full": (lambda b: b.update(variant="pruned", sparsity=0.3), "holds the full network's weights"),
     "unknown option": (lambda b: b.update(model_kwargs={"colour": 3}), "cannot be built"),
+    "epoch as text": (lambda b: b.update(epoch="x"), "field 'epoch'"),
+    "config a list": (lambda b: b.update(config=[1]), "its config is not a training configuration"),
+    "config out of range": (lambda b: b.update(config={**b["config"], "lr": -1}), "--lr: -1 must be"),
     "layers that do not chain": (
         lambda b: b.update(
             variant="pruned",
@@ -370,6 +374,7 @@ def test_a_class_folder_whose_name_is_not_utf8_is_one_line(tmp_path, cli):
         (("train", "--dataset", "synthetic:size=100000"), "size 8-512"),  # was a 40 TB allocation's traceback
         (("train", "--dataset", "synthetic:classes=1000,train=10000"), "GB of memory"),
         (("train", "--dataset", "synthetic", "--epochs", "100000000000"), ">= 1 and <= 10,000"),  # trained for ever
+        (("train", "--dataset", "synthetic", "--image-size", "5000"), "<= 4,096"),  # a checkpoint none could load
         (("input-bench", "--dataset", "synthetic:train=5,test=1", "--batch-size", "1000"), "at most 50"),  # spun
     ],
 )
@@ -447,3 +452,152 @@ def test_a_run_killed_at_any_moment_is_finished_by_resume(tmp_path, cli, moment)
     assert not [p.name for p in run.rglob("*.tmp")]  # nothing half-written left behind
     code, _, err = cli("train", "--resume", run / "last.pt")  # now whole: nothing to resume
     one_line(code, err, 2, "nothing to resume")
+
+
+# ----------------------------------------------------------------------------- the third campaign (issue 42's turn)
+
+DAMAGED_TRAINING = {
+    "rows missing": (lambda b: b["training"].pop("rows"), "training state is damaged", "KeyError: 'rows'"),
+    "optimizer of another network": (
+        lambda b: b["training"].update(optimizer={"state": {}, "param_groups": []}),
+        "training state is damaged",
+        "parameter groups",
+    ),
+    "random stream not bytes": (lambda b: b["training"].update(torch_rng=[1, 2]), "training state is damaged"),
+    "loader state as text": (lambda b: b["training"].update(loader="x"), "training state is damaged"),
+    "stale as text": (lambda b: b["training"].update(stale="x"), "training state is damaged"),
+    "a weight missing": (lambda b: b["state_dict"].pop("classifier.weight"), "lacks classifier.weight"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED_TRAINING))
+def test_a_damaged_resume_state_is_one_line_and_loses_nothing(trained, tmp_path, cli, case):
+    """A last.pt that loads but whose training state lacks a piece, or holds the wrong kind of value (hand-edited,
+    or written by something else), is refused in one line naming the file, and the run folder is left as it was."""
+    import shutil
+
+    import torch
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    change, *needles = DAMAGED_TRAINING[case]
+    blob = torch.load(run / "last.pt", weights_only=True)
+    change(blob)
+    torch.save(blob, run / "last.pt")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    code, _, err = cli("train", "--resume", run / "last.pt", "--epochs", "2")
+    one_line(code, err, 2, str(run / "last.pt"), *needles)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+OUT_OF_MEMORY = """
+import resource, sys
+from cifarkit.cli import main
+from cifarkit import train, resume  # what the verb imports, loaded before the limit like a running process's
+from cifarkit.report import figures
+from cifarkit.tools import distributed
+# this process may use 2 GiB more than it holds now: an allocation beyond that fails in the allocator, as it does
+# on a machine without the memory (ulimit -v does the same to a shell's commands)
+with open("/proc/self/status") as f:
+    held = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (held + 2 * 2**30, held + 2 * 2**30))
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="limits the address space through Linux's /proc")
+def test_running_out_of_memory_is_one_line_and_writes_no_run(tmp_path):
+    """A run too big for the memory there is (ex1 at 4096 pixels: a 1.2 GB classifier and gigabytes of activations
+    per batch) stops in one line that says what to lower, with exit 1, and leaves nothing half-written."""
+    import subprocess
+    import sys
+
+    args = ["train", *SMALL, "--image-size", "4096", "--epochs", "1", "--out", str(tmp_path / "runs")]
+    done = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY, *args], capture_output=True, text=True, timeout=300)
+    one_line(done.returncode, done.stderr, 1, "cifarkit train: error: out of memory (it tried to allocate", "GiB)")
+    assert "lower --batch-size" in done.stderr
+    no_temporaries(tmp_path / "runs")
+
+
+def test_an_unknown_option_is_named_by_its_verb(cli):
+    code, _, err = cli("info", "--json", "--colour")
+    one_line(code, err, 2, "cifarkit info: error: unrecognized arguments: --colour")
+
+
+@pytest.fixture(scope="module")
+def predictor(trained):
+    from cifarkit.predict import Predictor
+
+    return Predictor.from_checkpoint(trained / "best.pt", "cpu")
+
+
+def hostile_images(tmp_path: Path) -> dict:
+    """What a learner may hand the prediction API instead of an image, and what each must be told."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    return {
+        "a float image in 0-1": (np.random.default_rng(0).random((32, 32, 3)), "(x * 255).round().astype('uint8')"),
+        "a float tensor": (torch.rand(3, 32, 32), "dtype float32"),
+        "values past 255": (np.full((32, 32, 3), 300), "whole numbers 0-255"),
+        "an empty array": (np.zeros((0, 0, 3), np.uint8), "shape (0, 0, 3)"),
+        "five axes": (np.zeros((1, 1, 32, 32, 3), np.uint8), "shape (1, 1, 32, 32, 3)"),
+        "None": (None, "dtype object"),
+        "bytes": (b"\x89PNG", "is not an image"),
+        "a ragged list": ([[1, 2], [3]], "is not an image"),
+        "an image of no pixels": (Image.new("RGB", (0, 0)), "0x0 pixels"),
+        "a folder": (tmp_path, "is a folder; pass its image files"),
+        "a device file": ("/dev/null", "/dev/null is not a regular file"),
+        "a missing file": (tmp_path / "nope.png", "file not found"),
+    }
+
+
+def test_what_is_not_an_image_is_one_error_and_never_stops_the_rest(predictor, tmp_path):
+    """Each thing that is not an image gets its own one-line error, saying what to give; the real images around
+    it are still scored. (A float image in 0-1 used to be cast to uint8, all black, and get a confident answer.)"""
+    import numpy as np
+
+    from cifarkit.predict import predict_images
+
+    good = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    for name, (bad, needle) in hostile_images(tmp_path).items():
+        results = predict_images(predictor, [good, bad, good])
+        assert [("topk" in r, "error" in r) for r in results] == [(True, False), (False, True), (True, False)], name
+        assert needle in results[1]["error"] and "\n" not in results[1]["error"], (name, results[1]["error"])
+
+
+def test_array_images_in_every_accepted_layout_agree(predictor):
+    """HWC, CHW, one channel, whole numbers in a wider type and a list of lists are the same image."""
+    import numpy as np
+    import torch
+
+    from cifarkit.predict import predict_images
+
+    gray = np.random.default_rng(2).integers(0, 256, (32, 32), dtype=np.uint8)
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    layouts = [gray, gray[..., None], gray[None], rgb, rgb.transpose(2, 0, 1), rgb.astype(np.int64), gray.tolist()]
+    layouts.append(torch.from_numpy(rgb.transpose(2, 0, 1).copy()))
+    results = predict_images(predictor, layouts)
+    assert all("topk" in r for r in results), results
+    assert len({str(r["topk"]) for r in results}) == 1
+
+
+def test_the_prediction_api_refuses_bad_arguments_in_one_line(predictor, trained):
+    import numpy as np
+
+    from cifarkit.errors import ConfigError
+    from cifarkit.predict import predict, predict_images
+
+    image = trained / "image.png"
+    assert [r["path"] for r in predict_images(predictor, image)] == [str(image)]  # one path is a list of one
+    assert list(predict(predictor, str(image), topk=2)["rank"]) == [1, 2]
+    for kwargs, needle in [
+        ({"topk": 0}, "topk: 0 must be an integer >= 1"),
+        ({"topk": "3"}, "topk: '3' is str; give a number"),
+        ({"batch_size": 0}, "batch_size: 0 must be an integer >= 1"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(needle)):
+            predict_images(predictor, [image], **kwargs)
+    with pytest.raises(ConfigError, match="one 3-d array; pass a list of images"):
+        predict_images(predictor, np.zeros((32, 32, 3), np.uint8))

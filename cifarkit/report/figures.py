@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from cifarkit.errors import ConfigError, DataError
+from cifarkit.config import MONTAGE_COLS, check_value, positive_int
+from cifarkit.errors import DataError
 from cifarkit.report.stats import standard_error
 from cifarkit.runs import atomic_write, read_run
 from cifarkit.tools.perflogs import present_metrics
@@ -492,7 +493,9 @@ def plot_perf(df, out_dir: str | os.PathLike, log=print, labels: dict[str, str] 
     return [save(plot_perf_metric(df, m, labels), Path(out_dir) / f"{m}.png") for m in present]
 
 
-def montage(images: Sequence[str | os.PathLike], out: str | os.PathLike, cols: int = 3, cell: int = 480) -> Path:
+def montage(
+    images: Sequence[str | os.PathLike], out: str | os.PathLike, cols: int = MONTAGE_COLS, cell: int = 480
+) -> Path:
     """Stitch PNGs into one grid image, each scaled to ``cell`` pixels wide (rows as tall as their tallest
     image), centred on white.
 
@@ -502,9 +505,8 @@ def montage(images: Sequence[str | os.PathLike], out: str | os.PathLike, cols: i
 
     paths = [Path(p) for p in images]
     if not paths:
-        raise DataError("montage: no PNG files to stitch")
-    if cols < 1:
-        raise ConfigError(f"--cols must be >= 1, got {cols}")
+        raise DataError("no PNG images to stitch into a montage")
+    check_value("cols", cols, positive_int)
     tiles = []
     for path in paths:
         try:
