@@ -21,7 +21,7 @@ from torch import nn
 
 from cifarkit.errors import CheckpointError, ConfigError
 from cifarkit.models import create_model
-from cifarkit.runs import check_meta
+from cifarkit.runs import check_meta, check_weights
 
 ONNX_META_KEY = "cifarkit"  # metadata_props key holding the checkpoint's meta as JSON
 
@@ -86,9 +86,12 @@ def exported(model: nn.Module, example: torch.Tensor, decompose: bool = False) -
 def int8_observed(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
     """``model`` (copied, CPU, eval) exported and given int8 observers by torchao's x86 quantizer: per-channel
     weights, per-tensor activations, batch norm folded into the convolutions. Activation ranges are min/max, so
-    a saved range is two numbers (the default histogram observer's state is 8 KB a layer)."""
+    a saved range is two numbers (the default histogram observer's state is 8 KB a layer).
+
+    Activations use 7 bits (``reduce_range``): x86 CPUs without VNNI multiply uint8 by int8 in pairs whose
+    sums saturate at 16 bits, and a file made on one machine is used on others, so every file leaves room."""
     flow, x86 = pt2e()
-    default = x86.get_default_x86_inductor_quantization_config()
+    default = x86.get_default_x86_inductor_quantization_config(reduce_range=True)
     activation = min_max(default.input_activation)
     config = dataclasses.replace(default, input_activation=activation, output_activation=activation)
     quantizer = x86.X86InductorQuantizer().set_global(config)
@@ -167,7 +170,9 @@ class Int8Model(nn.Module):
 
 
 def check_shapes(blob: dict[str, Any], state: dict[str, torch.Tensor], variant: str) -> None:
-    """Compare the stored weights with the architecture the blob describes (built on the meta device)."""
+    """Compare the stored weights with the architecture the blob describes (built on the meta device): an fp32
+    model's must fit it (:func:`cifarkit.runs.check_weights`), a pruned one's must not (``resize_to`` fits them
+    and loading checks the rest)."""
     try:
         with torch.device("meta"):
             skeleton = create_model(blob["model_name"], blob["num_classes"], **blob.get("model_kwargs", {}))
@@ -180,23 +185,12 @@ def check_shapes(blob: dict[str, Any], state: dict[str, torch.Tensor], variant: 
         ) from None
     if variant == "int8":  # quantized tensors have their own names and shapes; loading checks them
         return
-    wanted = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
-    stored = {k: tuple(v.shape) for k, v in state.items()}
-    if set(wanted) != set(stored):
-        extra = sorted(set(stored) ^ set(wanted))[:2]
+    name, wanted = blob["model_name"], skeleton.state_dict()
+    if variant == "fp32":  # the names, shapes and kinds of the network the description names
+        check_weights(state, f"the checkpoint of model {name}", "is it the right file?", wanted, error=CheckpointError)
+    elif all(tuple(v.shape) == tuple(wanted[k].shape) for k, v in state.items() if k in wanted):
         raise CheckpointError(
-            f"the weights do not fit model {blob['model_name']} (their names differ, e.g. {extra}); is it the right file?"
-        )
-    differ = [k for k in wanted if wanted[k] != stored[k]]
-    if variant == "fp32" and differ:
-        k = differ[0]
-        raise CheckpointError(
-            f"the weights do not fit model {blob['model_name']} ({k} is {list(stored[k])}, the model's "
-            f"{list(wanted[k])}); is it the right file?"
-        )
-    if variant == "pruned" and not differ:
-        raise CheckpointError(
-            f"{blob['model_name']} is marked pruned (sparsity {blob.get('sparsity')}) but holds the full network's "
+            f"{name} is marked pruned (sparsity {blob.get('sparsity')}) but holds the full network's "
             "weights; build the variant again with deploy-bench"
         )
 

@@ -135,9 +135,18 @@ def test_int8_runs_without_onednn_kernels_and_gives_the_same_answers(bench, monk
     monkeypatch.setattr(freezing, "freezing_passes", no_onednn)
     reference = model_from_blob(blob)
     assert (lowered.kernels, reference.kernels) == ("oneDNN", "reference")
-    x = torch.randn(5, 3, 32, 32)
+    x = Predictor.from_checkpoint(run / "best.pt", "cpu").normalizer(load_dataset(DATA).test.images)
     with torch.no_grad():
-        assert torch.allclose(lowered(x), reference(x), atol=1e-3)  # the same int8 arithmetic, other kernels
+        fp32 = model_from_blob(load_checkpoint(run / "best.pt"))(x)
+        # the same int8 arithmetic, other kernels: they differ only where a requantization rounds a tie the
+        # other way (a few hundredths), far below what int8 itself costs against fp32, and never in the answer
+        kernels, rounding = (lowered(x) - reference(x)).abs().max(), (reference(x) - fp32).abs().max()
+        assert kernels < rounding / 10 and torch.equal(lowered(x).argmax(1), reference(x).argmax(1))
+    # activations use 7 bits, so CPUs without VNNI (whose uint8 x int8 pairs saturate at 16 bits) agree too
+    quantize = reference.graph.graph.find_nodes(
+        op="call_function", target=torch.ops.quantized_decomposed.quantize_per_tensor.default
+    )
+    assert quantize and {node.args[3:5] for node in quantize} == {(0, 127)}
 
 
 @pytest.mark.parametrize(
@@ -166,7 +175,12 @@ def test_weights_of_another_shape_are_refused_in_one_line(bench, tmp_path, cli):
     torch.save(blob, tmp_path / "mixed.pt")
     (tmp_path / "img.png").write_bytes((run / "figures" / "loss.png").read_bytes())
     code, _, err = cli("predict", tmp_path / "img.png", "--checkpoint", tmp_path / "mixed.pt")
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "do not fit model ex1" in err, err
+    assert (
+        code == 2
+        and len(err.strip().splitlines()) == 1
+        and "the checkpoint of model ex1 gives" in err
+        and "where the network has" in err
+    ), err
 
 
 def test_a_full_disk_while_building_leaves_the_variants_folder_as_it_was(bench, tmp_path, cli, monkeypatch):

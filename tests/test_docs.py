@@ -217,6 +217,30 @@ def test_the_int8_table_is_the_committed_deploy_bench_runs():
         )
 
 
+def test_the_int8_avx2_table_is_the_committed_deploy_bench_runs():
+    """docs/results.md's int8 rows on a CPU without VNNI against the two deploy-bench runs they quote (8-bit
+    activations before, 7-bit now), and the README's sentence on them."""
+    folder = ROOT / "reports" / "examples" / "int8-pt2e"
+    before, after = (
+        {r["variant"]: r for r in map(json.loads, (folder / f"avx2-{bits}-activations.jsonl").read_text().splitlines())}
+        for bits in ("8bit", "7bit")
+    )
+    rows = table_rows((ROOT / "docs" / "results.md").read_text(), "<!-- deploy-int8-avx2 -->")
+    for row, r in zip(rows, [after["fp32"], before["int8-static"], after["int8-static"]], strict=True):
+        assert row[1:] == [
+            f"{r['accuracy']:.4f}",
+            f"{r['fixed']} / {r['broken']}",
+            f"{r['size_mb']:.3f} MB",
+            f"{r['latency_ms_p50']:.2f} / {r['latency_ms_p95']:.2f} ms",
+            f"{r['throughput_img_s']:,.0f} img/s",
+        ], row
+    assert before["fp32"]["accuracy"] == after["fp32"]["accuracy"]  # the same checkpoint both times
+    readme = flat((ROOT / "README.md").read_text())
+    assert (
+        f"{before['int8-static']['accuracy']:.2%} with 8 bits, {after['int8-static']['accuracy']:.2%} with 7" in readme
+    )
+
+
 def test_the_exit_status_table_is_the_codes_the_cli_returns():
     """docs/reliability.md's table names exactly the statuses cifarkit.errors defines, and each error type's status
     sits in the row that describes it (a type given a new status, or a new status, shows up here)."""
