@@ -33,7 +33,6 @@ from cifarkit.errors import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     CifarkitError,
-    ConfigError,
     DataError,
     os_error_line,
     out_of_memory_line,
@@ -181,39 +180,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_plot_perf(args: argparse.Namespace) -> int:
-    from cifarkit.report.comparison import run_labels
-    from cifarkit.report.figures import plot_perf
-    from cifarkit.runs import atomic_write, ensure_dir, write_text
-    from cifarkit.tools.perflogs import load_events, load_perf_logs, present_metrics, summary_table
+    from cifarkit.report.figures import perf_report
 
-    df = load_perf_logs(args.logs)
-    if df.empty or not present_metrics(df):
-        what = "no sample lines" if df.empty else "no metric values in the sample lines"
-        raise DataError(f"{what} in the given logs; record them with train --telemetry")
-    out = ensure_dir(args.out, "--out folder")
-    paths = plot_perf(df, out, labels=run_labels(df["run_dir"]))
-    table = summary_table(df)
-    atomic_write(out / "summary.csv", table.to_csv)
-    write_text(out / "summary.md", table.to_markdown() + "\n")
-    events = load_events(args.logs)
-    if not events.empty:
-        atomic_write(out / "phases.csv", lambda tmp: events.to_csv(tmp, index=False))
-    print(f"{len(paths)} figure(s), summary.csv and summary.md in {out}")
+    print(perf_report(args.logs, args.out))
     return 0
 
 
 def cmd_montage(args: argparse.Namespace) -> int:
-    from cifarkit.report.figures import montage
+    from cifarkit.report.figures import montage_folder
 
-    folder = Path(args.folder)
-    if not folder.is_dir():
-        raise DataError(f"{folder} is not a folder of PNG files")
-    out = Path(args.out)
-    if out.is_dir():
-        raise ConfigError(f"--out {out} is a folder; name the PNG to write, e.g. {out}/montage.png")
-    # regular files only (a FIFO would block), and never the montage itself
-    pngs = [p for p in folder.glob("*.png") if p.is_file() and p.resolve() != out.resolve()]
-    print(montage(sorted(pngs), out, args.cols))
+    print(montage_folder(args.folder, args.out, args.cols))
     return 0
 
 
@@ -294,20 +270,16 @@ def cmd_deploy_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from cifarkit.tools.settings import Slurm
     from cifarkit.tools.sweep import run_sweep
+
+    def config(argv: list[str]) -> TrainConfig:  # a run's options, read as train reads them
+        return config_from_args(parser.parse_args(["train", *argv]))
 
     parser = build_parser()
     args.out = args.out or str(Path("reports") / "sweeps" / Path(args.config).stem)
-    from cifarkit.tools.settings import Slurm
-
     slurm = settings_from(args, Slurm) if args.executor == "slurm" else None
-    results = run_sweep(
-        args.config,
-        args.out,
-        lambda argv: config_from_args(parser.parse_args(["train", *argv])),
-        args.workers,
-        slurm=slurm,
-    )
+    results = run_sweep(args.config, args.out, config, args.workers, slurm=slurm)
     failed = [r["name"] for r in results if r["status"] != "done"]
     print(
         f"{len(results) - len(failed)} of {len(results)} run(s) done in {args.out}"

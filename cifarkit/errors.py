@@ -83,12 +83,12 @@ def out_of_memory_line(exc: BaseException) -> str | None:
         isinstance(exc, MemoryError) or any(s in text for s in ("out of memory", "can't allocate memory", "bad_alloc"))
     ):
         return None
+    fix = "lower --batch-size, or train with a smaller --image-size or --model"
     asked = re.search(r"[Tt]ried to allocate (\d+(?:\.\d+)? ?[KMGT]i?B|(\d+) bytes)", text)
-    if asked and asked.group(2):  # the CPU allocator counts bytes
-        size = f" (it tried to allocate {int(asked.group(2)) / 2**30:,.1f} GiB)"
-    else:
-        size = f" (it tried to allocate {asked.group(1)})" if asked else ""
-    return f"out of memory{size}; lower --batch-size, or train with a smaller --image-size or --model"
+    if asked is None:
+        return f"out of memory; {fix}"
+    size = asked[1] if asked[2] is None else f"{int(asked[2]) / 2**30:,.1f} GiB"  # the CPU allocator counts bytes
+    return f"out of memory (it tried to allocate {size}); {fix}"
 
 
 def duration_text(seconds: float) -> str:

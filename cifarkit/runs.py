@@ -526,6 +526,12 @@ def check_meta(meta: Any, path: str | os.PathLike) -> None:
         got = repr(meta.get(field) if isinstance(meta, dict) else meta)[:60]
         return CheckpointError(f"{path}: field {field!r} is {got}, expected {want}; is it the right file?")
 
+    def whole(field: str, low: float, high: float, want: str, default: Any = None) -> int:
+        value = meta.get(field, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise bad(field, want)
+        return value
+
     if not isinstance(meta, dict):
         raise CheckpointError(
             f"{path}: its description is a {type(meta).__name__}, not a mapping; is it the right file?"
@@ -535,9 +541,7 @@ def check_meta(meta: Any, path: str | os.PathLike) -> None:
     kwargs = meta.get("model_kwargs", {})
     if not isinstance(kwargs, dict) or not all(isinstance(k, str) and plain(v) for k, v in kwargs.items()):
         raise bad("model_kwargs", "a mapping of option names to plain values")
-    n = meta.get("num_classes")
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_CLASSES:
-        raise bad("num_classes", f"an integer from 1 to {MAX_CLASSES:,}")
+    n = whole("num_classes", 1, MAX_CLASSES, f"an integer from 1 to {MAX_CLASSES:,}")
     classes = meta.get("classes")
     if not isinstance(classes, list) or len(classes) != n or not all(isinstance(c, str) for c in classes):
         raise bad("classes", f"a list of {n} class names (num_classes)")
@@ -551,14 +555,10 @@ def check_meta(meta: Any, path: str | os.PathLike) -> None:
         ):
             raise bad(field, "three finite numbers, one per colour channel" + (" (> 0)" if field == "std" else ""))
     for field in ("image_size", "data_image_size"):
-        size = meta.get(field, 32)
-        if not isinstance(size, int) or isinstance(size, bool) or not IMAGE_SIDES[0] <= size <= IMAGE_SIDES[1]:
-            raise bad(field, "an image side from {} to {} pixels".format(*IMAGE_SIDES))
+        whole(field, *IMAGE_SIDES, "an image side from {} to {} pixels".format(*IMAGE_SIDES), default=32)
     if meta.get("variant", "fp32") not in ("fp32", "pruned", "int8", "onnx"):
         raise bad("variant", "fp32, pruned, int8 or onnx")
-    epoch = meta.get("epoch", 0)
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
-        raise bad("epoch", "the number of epochs the weights were trained")
+    whole("epoch", 0, math.inf, "the number of epochs the weights were trained", default=0)
     try:
         TrainConfig.from_dict(meta.get("config", {}))
     except ConfigError as exc:

@@ -91,7 +91,8 @@ def test_tta_note_reports_gain_cost_and_harmful_views():
 
 
 def test_parameters_name_the_largest_layer():
-    from cifarkit.models import create_model, model_summary
+    from cifarkit.models import create_model
+    from cifarkit.report.comparison import model_summary
 
     summary = model_summary(create_model("ex1", 10), 32)
     note = commentary.parameters(summary)

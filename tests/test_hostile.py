@@ -201,7 +201,7 @@ TAMPERED = {
     "one-element mean": (lambda b: b.update(mean=[0.5]), "field 'mean'"),
     "a billion-wide head": (
         lambda b: b.update(num_classes=90_000, classes=[str(i) for i in range(90_000)]),
-        "do not fit",
+        "where the network has (90000, ",
     ),
     "pruned but full": (lambda b: b.update(variant="pruned", sparsity=0.3), "holds the full network's weights"),
     "unknown option": (lambda b: b.update(model_kwargs={"colour": 3}), "cannot be built"),

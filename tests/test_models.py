@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from cifarkit.errors import ConfigError
-from cifarkit.models import create_model, default_input_size, list_models, model_summary
+from cifarkit.models import create_model, default_input_size, list_models
+from cifarkit.report.comparison import model_summary
 
 EXPECTED_PARAMS_100 = {
     "ex1": 266_416,

@@ -114,7 +114,7 @@ def points(x: float) -> str:
 
 
 def parameters(summary: Mapping[str, Any]) -> Note:
-    """Where a model's parameters sit (from :func:`cifarkit.models.model_summary`), and what mult-adds are."""
+    """Where a model's parameters sit (from :func:`cifarkit.report.comparison.model_summary`), and what mult-adds are."""
     layers = sorted(summary["layers"], key=lambda r: -r["params"])
     total = summary["params"]
     top = layers[0]

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
+from torch import nn
 
-from cifarkit.models import create_model, model_summary
+from cifarkit.models import create_model
 from cifarkit.runs import read_run, read_run_file, slug
 from cifarkit.tools.perflogs import bottleneck, perf_summary, run_conditions
 
@@ -217,3 +220,46 @@ def ranking_headline(table: pd.DataFrame) -> dict[str, Any]:
         "best_run": None if top is None else top["run"],
         "best_val_accuracy": None if top is None else float(top["val_accuracy"]),
     }
+
+
+def model_summary(model: nn.Module, image_size: int, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Parameters, mult-adds and a per-layer table (torchinfo) for one image of ``image_size``."""
+    from torchinfo import summary
+
+    stats = summary(
+        model,
+        input_size=(1, 3, image_size, image_size),
+        device=device,
+        verbose=0,
+        col_names=("output_size", "num_params", "mult_adds"),
+    )
+    layers = [
+        {"layer": name, "params": sum(p.numel() for p in module.parameters(recurse=False))}
+        for name, module in model.named_modules()
+        if any(True for _ in module.parameters(recurse=False))
+    ]
+    return {
+        "params": int(stats.total_params),
+        "trainable_params": int(stats.trainable_params),
+        "mult_adds": int(stats.total_mult_adds),
+        "layers": layers,  # every module that holds parameters itself, in model order
+        "table": readable_summary(str(stats)),
+    }
+
+
+def readable_summary(table: str) -> str:
+    """torchinfo's table with its mult-adds unit spelled out (it prints ``(Units.MEGABYTES)`` for millions)."""
+    return re.sub(
+        r"Total mult-adds \((?:Units\.)?(\w+)\)", lambda m: f"Total mult-adds ({MULT_ADD_UNITS.get(m[1], m[1])})", table
+    )
+
+
+# torchinfo's unit names for its mult-adds total, in words
+MULT_ADD_UNITS = {
+    "MEGABYTES": "millions",
+    "GIGABYTES": "billions",
+    "TERABYTES": "trillions",
+    "M": "millions",
+    "G": "billions",
+    "T": "trillions",
+}

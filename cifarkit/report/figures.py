@@ -14,10 +14,11 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from cifarkit.config import MONTAGE_COLS, check_value, positive_int
-from cifarkit.errors import DataError
+from cifarkit.errors import ConfigError, DataError
+from cifarkit.report.comparison import run_labels
 from cifarkit.report.stats import standard_error
-from cifarkit.runs import atomic_write, read_run
-from cifarkit.tools.perflogs import present_metrics
+from cifarkit.runs import atomic_write, ensure_dir, read_run, write_text
+from cifarkit.tools.perflogs import load_events, load_perf_logs, present_metrics, summary_table
 from cifarkit.tools.telemetry import METRICS, Telemetry
 from cifarkit.tools.tensorboard import TensorBoard
 from cifarkit.train import Callback, Run
@@ -493,6 +494,24 @@ def plot_perf(df, out_dir: str | os.PathLike, log=print, labels: dict[str, str] 
     return [save(plot_perf_metric(df, m, labels), Path(out_dir) / f"{m}.png") for m in present]
 
 
+def perf_report(logs: Sequence[str | os.PathLike], out: str | os.PathLike) -> str:
+    """``plot-perf``: a figure per metric of the telemetry JSONL ``logs`` (files or folders), summary.csv and
+    summary.md (and phases.csv where the logs hold phase events) in ``out``; returns what was written."""
+    df = load_perf_logs(logs)
+    if df.empty or not present_metrics(df):
+        what = "no sample lines" if df.empty else "no metric values in the sample lines"
+        raise DataError(f"{what} in the given logs; record them with train --telemetry")
+    out = ensure_dir(out, "--out folder")
+    paths = plot_perf(df, out, labels=run_labels(df["run_dir"]))
+    table = summary_table(df)
+    atomic_write(out / "summary.csv", table.to_csv)
+    write_text(out / "summary.md", table.to_markdown() + "\n")
+    events = load_events(logs)
+    if not events.empty:
+        atomic_write(out / "phases.csv", lambda tmp: events.to_csv(tmp, index=False))
+    return f"{len(paths)} figure(s), summary.csv and summary.md in {out}"
+
+
 def montage(
     images: Sequence[str | os.PathLike], out: str | os.PathLike, cols: int = MONTAGE_COLS, cell: int = 480
 ) -> Path:
@@ -528,6 +547,18 @@ def montage(
             sheet.paste(tile, (c * cell + (cell - tile.width) // 2, top + (height - tile.height) // 2))
         top += height
     return atomic_write(out, lambda tmp: sheet.save(tmp, format="PNG"))
+
+
+def montage_folder(folder: str | os.PathLike, out: str | os.PathLike, cols: int = MONTAGE_COLS) -> Path:
+    """``montage`` of the PNG files in ``folder`` (sorted; regular files only, since a FIFO would block, and never
+    the montage itself) written to the PNG ``out``."""
+    folder, out = Path(folder), Path(out)
+    if not folder.is_dir():
+        raise DataError(f"{folder} is not a folder of PNG files")
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; name the PNG to write, e.g. {out}/montage.png")
+    pngs = [p for p in folder.glob("*.png") if p.is_file() and p.resolve() != out.resolve()]
+    return montage(sorted(pngs), out, cols)
 
 
 def write_run_figures(run_dir: Path, history: dict) -> list[Path]:
