@@ -112,6 +112,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from cifarkit.data import load_dataset
     from cifarkit.evaluate import check_mode
     from cifarkit.predict import Predictor
+    from cifarkit.report.analysis import evaluation_text, tta_text
 
     if args.tta != "all":
         check_mode(args.tta)
@@ -119,38 +120,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     dataset = predictor.check_dataset(load_dataset(args.dataset, args.data_dir, image_size=predictor.data_size))
     split = dataset.split(args.split)
     if args.tta == "all":
-        return print_tta_table(predictor.compare_tta(split, args.tta_average, args.batch_size), args)
-    result = predictor.evaluate(split, args.tta, args.tta_average, args.batch_size)
-    result.update(split=args.split, dataset=args.dataset, checkpoint=str(args.checkpoint), tta=args.tta)
-    ms = result["testing time"] * 1000 / result["n"]
-    print(
-        f"{args.split}: accuracy {result['accuracy']:.4f} top5_accuracy {result['top5_accuracy']:.4f} losses {result['losses']:.4f} n {result['n']} tta {args.tta} ({ms:.3f} ms/image)"
-    )
-    auc = "n/a" if result["auc_score"] is None else f"{result['auc_score']:.4f}"
-    print(
-        f"macro precision {result['precision_score']:.4f} recall {result['recall_score']:.4f} f1 {result['f1_score']:.4f} auc {auc}"
-    )
-    for pair in result["most_confused"][:5]:
-        print(f"  {pair['true']} -> {pair['predicted']}: {pair['count']}")
+        rows = predictor.compare_tta(split, args.tta_average, args.batch_size)
+        result = {k: rows[0][k] for k in ("accuracy", "top5_accuracy", "losses", "n")}  # the plain pass's, as test.json
+        result.update(split=args.split, modes=rows)
+        print(tta_text(rows))
+    else:
+        result = predictor.evaluate(split, args.tta, args.tta_average, args.batch_size)
+        result.update(split=args.split, dataset=args.dataset, checkpoint=str(args.checkpoint), tta=args.tta)
+        print(evaluation_text(result))
     if args.json:
         print_json_line(result)
-    return 0
-
-
-def print_tta_table(rows: list[dict], args: argparse.Namespace) -> int:
-    """``evaluate --tta all``: every mode on the split, as a table (and JSON with ``--json``)."""
-    print(
-        f"{'mode':<10} {'views':>5} {'accuracy':>8} {'top5_accuracy':>13} {'losses':>7} {'ms_per_image':>12} {'gain_vs_none':>12}"
-    )
-    for r in rows:
-        print(
-            f"{r['mode']:<10} {r['views']:>5} {r['accuracy']:>8.4f} {r['top5_accuracy']:>13.4f} {r['losses']:>7.4f} {r['ms_per_image']:>12.3f} {r['gain_vs_none']:>+12.4f}"
-        )
-    if args.json:
-        plain = rows[0]  # test.json's names for the plain pass's numbers, as without --tta all
-        print_json_line(
-            {k: plain[k] for k in ("accuracy", "top5_accuracy", "losses", "n")} | {"split": args.split, "modes": rows}
-        )
     return 0
 
 

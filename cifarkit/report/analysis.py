@@ -111,6 +111,33 @@ def tta_table(run: str | Path, ds: Dataset, device: str = "auto", split: str = "
     return table
 
 
+def evaluation_text(result: dict[str, Any]) -> str:
+    """``evaluate``'s lines for a person: top-1, top-5, loss and speed of the split (``result`` is
+    :meth:`Predictor.evaluate`'s with ``split`` and ``tta`` added), the macro scores, the five most confused pairs."""
+    ms = result["testing time"] * 1000 / result["n"]
+    auc = "n/a" if result["auc_score"] is None else f"{result['auc_score']:.4f}"
+    lines = [
+        f"{result['split']}: accuracy {result['accuracy']:.4f} top5_accuracy {result['top5_accuracy']:.4f} "
+        f"losses {result['losses']:.4f} n {result['n']} tta {result['tta']} ({ms:.3f} ms/image)",
+        f"macro precision {result['precision_score']:.4f} recall {result['recall_score']:.4f} "
+        f"f1 {result['f1_score']:.4f} auc {auc}",
+    ]
+    return "\n".join(lines + [f"  {p['true']} -> {p['predicted']}: {p['count']}" for p in result["most_confused"][:5]])
+
+
+def tta_text(rows: Sequence[dict[str, Any]]) -> str:
+    """``evaluate --tta all``'s table for a person: each mode's views, scores, cost and gain over plain inference."""
+    head = f"{'mode':<10} {'views':>5} {'accuracy':>8} {'top5_accuracy':>13} {'losses':>7} {'ms_per_image':>12} {'gain_vs_none':>12}"
+    return "\n".join(
+        [head]
+        + [
+            f"{r['mode']:<10} {r['views']:>5} {r['accuracy']:>8.4f} {r['top5_accuracy']:>13.4f} {r['losses']:>7.4f} "
+            f"{r['ms_per_image']:>12.3f} {r['gain_vs_none']:>+12.4f}"
+            for r in rows
+        ]
+    )
+
+
 def choose_tta_mode(table) -> str:
     """The TTA mode to use, from a validation :func:`tta_table`: the one with the fewest views whose top-1 is
     within noise of the best mode's (the paired test on the same images). A lead that the images cannot tell
