@@ -64,10 +64,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise named(exc, path) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def named(exc: OSError, path: Path) -> OSError:
+    """``exc``, or if it names no file (a failed write or flush names none, so a full disk would say "a file") the
+    same error naming ``path``."""
+    return exc if exc.filename else OSError(exc.errno, exc.strerror, str(path))
 
 
 def remove_temporaries(folder: str | os.PathLike, older_than: float = 0.0) -> list[Path]:
@@ -127,9 +136,12 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     """Append one JSON object as one line (flushed, so a crash loses at most that line)."""
     path = Path(path)
     ensure_dir(path.parent)
-    with open(path, "a") as f:
-        f.write(jsonl_line(record))
-        f.flush()
+    try:
+        with open(path, "a") as f:
+            f.write(jsonl_line(record))
+            f.flush()
+    except OSError as exc:
+        raise named(exc, path) from None
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

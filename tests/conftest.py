@@ -154,6 +154,22 @@ def _globals_restored():
         os.environ.update(environ)
 
 
+# for on_small_disk: the files of sys.argv[3] (JSON, path on the disk -> text) are written, then the command line of
+# sys.argv[2] (JSON, "{disk}" standing for the disk) runs; prints its exit code, stderr and the disk's files and sizes
+CLI_ON_A_SMALL_DISK = """
+import json, subprocess, sys
+from pathlib import Path
+disk = Path(sys.argv[1])
+for name, text in json.loads(sys.argv[3]).items():
+    (disk / name).parent.mkdir(parents=True, exist_ok=True)
+    (disk / name).write_text(text)
+args = [a.replace("{disk}", str(disk)) for a in json.loads(sys.argv[2])]
+done = subprocess.run([sys.executable, "-m", "cifarkit", *args], capture_output=True, text=True, timeout=600)
+files = {str(p.relative_to(disk)): p.stat().st_size for p in sorted(disk.rglob("*")) if p.is_file()}
+print(json.dumps({"code": done.returncode, "err": done.stderr, "files": files}))
+"""
+
+
 @pytest.fixture
 def on_small_disk(tmp_path: Path):
     """Run ``python -c code folder`` with ``folder`` a real tmpfs of ``kib`` KiB in a private mount namespace

@@ -25,6 +25,8 @@ from cifarkit.tools.settings import DeploySettings
 from cifarkit.train import fit
 from cifarkit.variants import OnnxModel, model_from_blob, resize_to
 
+from .conftest import CLI_ON_A_SMALL_DISK
+
 DATA = "synthetic:classes=4,train=64,test=32"
 FAST = DeploySettings(
     sparsities=(0.5,), finetune_epochs=0.5, calibration_images=64, warmup=1, runs=5, throughput_runs=1
@@ -217,27 +219,24 @@ def test_weights_of_another_shape_are_refused_in_one_line(bench, tmp_path, cli):
     ), err
 
 
-def test_a_full_disk_while_building_leaves_the_variants_folder_as_it_was(bench, tmp_path, cli, monkeypatch):
-    import errno
-    import shutil
-
-    import onnx
-
+def test_a_full_disk_while_building_leaves_the_variants_folder_as_it_was(bench, on_small_disk):
+    """A real full disk (a tmpfs with room for the int8 and pruned variants but not the ONNX export, in a private
+    mount namespace): the command says "disk full" in one line, and the variants folder holds what it held before,
+    with nothing half-written beside it."""
     run, _ = bench
-    shutil.copy(run / "best.pt", tmp_path / "best.pt")
-    old = tmp_path / "deploy"
-    old.mkdir()
-    (old / "int8.pt").write_bytes(b"the previous int8 variant")
-
-    def full_disk(proto, path, *args, **kwargs):  # the last variant written
-        Path(path).write_bytes(b"partial")
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
-
-    monkeypatch.setattr(onnx, "save", full_disk)
-    code, _, err = cli("deploy-bench", tmp_path / "best.pt", "--sparsity", "0.5", "--finetune-epochs", "0.5",
-                       "--runs", "2", "--warmup", "1", "--device", "cpu")  # fmt: skip
-    assert code == 1 and len(err.strip().splitlines()) == 1 and "disk full" in err, err
-    assert [p.name for p in old.iterdir()] == ["int8.pt"] and (old / "int8.pt").read_bytes().startswith(b"the prev")
+    built = run / "deploy"
+    kib = (built / "int8.pt").stat().st_size // 1024 + (built / "pruned-50.pt").stat().st_size // 1024 + 32
+    assert (built / "model.onnx").stat().st_size > kib * 1024  # the export cannot fit, even alone
+    args = ["deploy-bench", str(run / "best.pt"), "--out", "{disk}/deploy", "--sparsity", "0.5",
+            "--finetune-epochs", "0.5", "--runs", "2", "--warmup", "1", "--device", "cpu"]  # fmt: skip
+    old = {"deploy/int8.pt": "the previous int8 variant"}
+    done = on_small_disk(CLI_ON_A_SMALL_DISK, kib=kib, args=(json.dumps(args), json.dumps(old)))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    err = result["err"].strip()
+    assert result["code"] == 1 and len(err.splitlines()) == 1 and "disk full while writing" in err, err
+    assert err.endswith("model.onnx; free some space and run the command again"), err  # the write that failed
+    assert result["files"] == {"deploy/int8.pt": len(old["deploy/int8.pt"])}, result["files"]
 
 
 def test_pruning_without_torch_pruning_says_what_to_install(monkeypatch):

@@ -3,7 +3,6 @@ half-written (issue 12's campaign, one test per case, so it cannot regress)."""
 
 from __future__ import annotations
 
-import errno
 import json
 import shutil
 from pathlib import Path
@@ -13,7 +12,7 @@ import torch
 
 from cifarkit.errors import EXIT_FAILED, EXIT_USAGE
 
-from .conftest import write_image_folder
+from .conftest import CLI_ON_A_SMALL_DISK, write_image_folder
 
 SMALL = ("--dataset", "synthetic:classes=3,train=20,test=5", "--batch-size", "32", "--val-fraction", "0.2")
 
@@ -55,22 +54,6 @@ def perf_log(tmp_path: Path) -> Path:
     ]
     log.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return log
-
-
-def enospc_after_partial_write(real, when=lambda path: True):
-    """Wrap a writer ``real(obj, path, ...)`` so that it writes a few bytes to ``path`` and fails like a full disk.
-
-    A fake, used where a real full disk cannot be made for one writer alone (matplotlib's and PIL's file
-    writes): it raises what those writers really raise on a full disk, Python's ``OSError(ENOSPC)``. A
-    checkpoint's full disk is real (``on_small_disk``), since torch raises something else there."""
-
-    def writer(obj, path, *args, **kwargs):
-        if not when(Path(path)):
-            return real(obj, path, *args, **kwargs)
-        Path(path).write_bytes(b"partial")
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
-
-    return writer
 
 
 # ----------------------------------------------------------------------------- 1. unwritable or full output
@@ -139,29 +122,26 @@ def test_full_disk_during_training_keeps_the_previous_checkpoint_and_no_temporar
     assert result["last_epoch"] == 1  # the epoch-2 write failed; epoch 1 is intact
 
 
-def test_full_disk_leaves_no_empty_or_partial_figure(cli, perf_log, tmp_path, monkeypatch):
-    from matplotlib.figure import Figure
-
-    real = Figure.savefig
-    monkeypatch.setattr(
-        Figure,
-        "savefig",
-        lambda fig, path, **kw: enospc_after_partial_write(lambda f, p, **k: real(f, p, **k))(fig, path, **kw),
-    )
-    out = tmp_path / "figs"
-    one_line(*cli("plot-perf", perf_log, "--out", out)[::2], EXIT_FAILED, "disk full")
-    assert list(out.glob("*.png")) == []
-    no_temporaries(out)
-
+@pytest.mark.parametrize("verb", ["plot-perf", "montage"])
+def test_full_disk_leaves_no_empty_or_partial_figure(verb, perf_log, tmp_path, on_small_disk):
+    """A real full disk (a 16 KiB tmpfs in a private mount namespace, smaller than the first figure): the command
+    says in one line which PNG the disk could not take, and leaves no empty, partial or temporary file."""
+    import numpy as np
     from PIL import Image
 
     pngs = tmp_path / "pngs"
     pngs.mkdir()
-    Image.new("RGB", (20, 10), "red").save(pngs / "a.png")
-    monkeypatch.setattr(Image.Image, "save", enospc_after_partial_write(Image.Image.save))
-    one_line(*cli("montage", pngs, "--out", tmp_path / "m" / "montage.png")[::2], EXIT_FAILED, "disk full")
-    assert not (tmp_path / "m" / "montage.png").exists()
-    no_temporaries(tmp_path / "m")
+    noise = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)  # PNG cannot shrink it
+    Image.fromarray(noise).save(pngs / "a.png")
+    args = {
+        "plot-perf": ["plot-perf", str(perf_log), "--out", "{disk}/figs"],
+        "montage": ["montage", str(pngs), "--out", "{disk}/m/montage.png"],
+    }[verb]
+    done = on_small_disk(CLI_ON_A_SMALL_DISK, kib=16, args=(json.dumps(args), "{}"))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    one_line(result["code"], result["err"], EXIT_FAILED, "disk full while writing", ".png;")
+    assert result["files"] == {}
 
 
 # ----------------------------------------------------------------------------- 2. unwritable dataset cache
