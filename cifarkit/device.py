@@ -201,8 +201,16 @@ def cpu_model(cpuinfo: str | None = None) -> str:
     return f"{fields['model name']} ({', '.join([*detail, f'{os.cpu_count()} cores'])})"
 
 
-# x86 instruction-set tiers that change what a CPU computes fast, from /proc/cpuinfo's flags, lowest first
-INSTRUCTION_SETS = (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX"))
+# x86 instruction sets that change what a CPU computes fast, from /proc/cpuinfo's flags, lowest first (VNNI: int8
+# products summed without saturating, which decides how deploy-bench's int8 variant runs)
+INSTRUCTION_SETS = (
+    ("avx2", "AVX2"),
+    ("avx_vnni", "AVX-VNNI"),
+    ("avx512f", "AVX-512"),
+    ("avx512_vnni", "AVX512-VNNI"),
+    ("avx512_bf16", "AVX512-BF16"),
+    ("amx_bf16", "AMX"),
+)
 
 
 def cpu_instruction_set(cpuinfo: str | None = None) -> str:

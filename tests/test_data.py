@@ -482,7 +482,7 @@ def test_the_instruction_set_is_read_from_the_cpu_flags():
     zen5 = "flags\t\t: avx2 avx512f avx512bw avx512_bf16 avx512_vnni\n"
     sapphire = "flags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
     assert cpu_instruction_set(zen2) == "AVX2"
-    assert cpu_instruction_set(zen5) == "AVX2, AVX-512, AVX512-BF16"
+    assert cpu_instruction_set(zen5) == "AVX2, AVX-512, AVX512-VNNI, AVX512-BF16"
     assert cpu_instruction_set(sapphire) == "AVX2, AVX-512, AVX512-BF16, AMX"
     assert cpu_instruction_set("") not in ("", "AVX2")  # no flags (macOS, ARM): the architecture
 
