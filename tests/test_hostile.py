@@ -14,7 +14,7 @@ import pytest
 
 from cifarkit.data import list_image_folder
 
-from .conftest import write_image_folder
+from .conftest import CLI_ON_A_SMALL_DISK, write_image_folder
 from .test_faults import SMALL, no_temporaries, one_line
 
 
@@ -244,34 +244,16 @@ def test_predict_prints_a_file_name_with_a_newline_safely(trained, tmp_path, cli
 
 
 @pytest.mark.parametrize("verb", ["train", "speedrun"])
-def test_torchs_own_full_disk_error_is_one_line_with_nothing_half_written(tmp_path, cli, monkeypatch, verb):
-    """torch.save reports a full disk as a RuntimeError from its zip writer, not an OSError."""
-    import collections
-    import shutil
-
-    import torch
-
-    import cifarkit.runs
-
-    real = torch.save
-
-    def full_disk(obj, path, *args, **kwargs):
-        if Path(path).name.startswith(".best.pt"):
-            Path(path).write_bytes(b"partial")
-            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 12")
-        return real(obj, path, *args, **kwargs)
-
-    usage = collections.namedtuple("usage", "total used free")
-    monkeypatch.setattr(cifarkit.runs.torch, "save", full_disk)
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+def test_torchs_own_full_disk_error_is_one_line_with_nothing_half_written(verb, on_small_disk):
+    """torch.save reports a full disk as a RuntimeError from its zip writer, not an OSError. A real one: the run
+    folder on a 32 KiB tmpfs (in a private mount namespace) takes the JSON files but not the first best.pt."""
     args = ("--recipe", "tiny") if verb == "speedrun" else ("--epochs", "1")
-    dataset = "synthetic:classes=3,train=60,test=10"
-    code, _, err = cli(verb, "--dataset", dataset, *args, "--device", "cpu", "--out", tmp_path / "runs")
-    one_line(code, err, 1, "disk full", "best.pt")
-    leftovers = [
-        p.name for p in (tmp_path / "runs").rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".best")
-    ]
-    assert leftovers == []
+    argv = [verb, "--dataset", "synthetic:classes=3,train=60,test=10", *args, "--device", "cpu", "--out", "{disk}/runs"]
+    done = on_small_disk(CLI_ON_A_SMALL_DISK, kib=32, args=(json.dumps(argv), "{}"))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    one_line(result["code"], result["err"], 1, "disk full while writing", "best.pt;")
+    assert [f for f in result["files"] if f.endswith(".tmp") or "/.best" in f] == [], result["files"]
 
 
 @pytest.mark.parametrize("content", ["", "{not json", '{"notebooks": {}}', "[1, 2]", "[" * 100_000])
