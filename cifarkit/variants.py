@@ -188,7 +188,7 @@ def check_shapes(blob: dict[str, Any], state: dict[str, torch.Tensor], variant: 
     name, wanted = blob["model_name"], skeleton.state_dict()
     if variant == "fp32":  # the names, shapes and kinds of the network the description names
         check_weights(state, f"the checkpoint of model {name}", "is it the right file?", wanted, error=CheckpointError)
-    elif all(tuple(v.shape) == tuple(wanted[k].shape) for k, v in state.items() if k in wanted):
+    elif all(k in state and tuple(state[k].shape) == tuple(v.shape) for k, v in wanted.items()):
         raise CheckpointError(
             f"{name} is marked pruned (sparsity {blob.get('sparsity')}) but holds the full network's "
             "weights; build the variant again with deploy-bench"

@@ -204,6 +204,10 @@ TAMPERED = {
         "where the network has (90000, ",
     ),
     "pruned but full": (lambda b: b.update(variant="pruned", sparsity=0.3), "holds the full network's weights"),
+    "pruned, foreign names": (
+        lambda b: b.update(variant="pruned", state_dict={f"x.{k}": v for k, v in b["state_dict"].items()}),
+        "do not fit model ex1",
+    ),
     "unknown option": (lambda b: b.update(model_kwargs={"colour": 3}), "cannot be built"),
     "epoch as text": (lambda b: b.update(epoch="x"), "field 'epoch'"),
     "config a list": (lambda b: b.update(config=[1]), "its config is not a training configuration"),
