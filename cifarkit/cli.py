@@ -252,10 +252,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from cifarkit.tools.settings import Slurm
     from cifarkit.tools.sweep import run_sweep
 
+    parser = build_parser()
+
     def config(argv: list[str]) -> TrainConfig:  # a run's options, read as train reads them
         return config_from_args(parser.parse_args(["train", *argv]))
 
-    parser = build_parser()
     args.out = args.out or str(Path("reports") / "sweeps" / Path(args.config).stem)
     slurm = settings_from(args, Slurm) if args.executor == "slurm" else None
     results = run_sweep(args.config, args.out, config, args.workers, slurm=slurm)
