@@ -182,27 +182,37 @@ def test_the_speedrun_before_and_after_table_is_its_json():
     )
 
 
+def deploy_runs(*names: str) -> list[dict[str, dict]]:
+    """The committed deploy-bench runs ``reports/examples/int8-pt2e/<name>.jsonl``, each as variant -> row."""
+    folder = ROOT / "reports" / "examples" / "int8-pt2e"
+    return [
+        {r["variant"]: r for r in map(json.loads, (folder / f"{name}.jsonl").read_text().splitlines())}
+        for name in names
+    ]
+
+
+def deploy_cells(r: dict, params: bool = True) -> list[str]:
+    """A deploy-bench row as the docs' tables round it: accuracy, paired counts, size, (parameters,) latency and
+    throughput."""
+    return [
+        f"{r['accuracy']:.4f}",
+        f"{r['fixed']} / {r['broken']}",
+        f"{r['size_mb']:.3f} MB",
+        *([f"{r['params']:,}"] if params else []),
+        f"{r['latency_ms_p50']:.2f} / {r['latency_ms_p95']:.2f} ms",
+        f"{r['throughput_img_s']:,.0f} img/s",
+    ]
+
+
 def test_the_int8_table_is_the_committed_deploy_bench_runs():
     """docs/results.md's deployment table, row by row, against the two deploy-bench runs it quotes (FX before,
     torchao PT2E after): accuracy, paired counts, size, parameters, latency and throughput as rounded there."""
-    folder = ROOT / "reports" / "examples" / "int8-pt2e"
-    runs = {
-        name: {r["variant"]: r for r in map(json.loads, (folder / f"{name}.jsonl").read_text().splitlines())}
-        for name in ("before-fx-8dcfef2", "after-pt2e")
-    }
-    after, before = runs["after-pt2e"], runs["before-fx-8dcfef2"]
+    before, after = deploy_runs("before-fx-8dcfef2", "after-pt2e")
     sources = [after["fp32"], before["int8-static"], after["int8-static"], after["pruned-30%"], after["pruned-50%"]]
     rows = table_rows((ROOT / "docs" / "results.md").read_text(), "<!-- deploy-int8-pt2e -->")
     assert len(rows) == 6
     for row, r in zip(rows, [*sources, after["onnx"]], strict=True):
-        assert row[1:] == [
-            f"{r['accuracy']:.4f}",
-            f"{r['fixed']} / {r['broken']}",
-            f"{r['size_mb']:.3f} MB",
-            f"{r['params']:,}",
-            f"{r['latency_ms_p50']:.2f} / {r['latency_ms_p95']:.2f} ms",
-            f"{r['throughput_img_s']:,.0f} img/s",
-        ], row
+        assert row[1:] == deploy_cells(r), row
     readme = flat((ROOT / "README.md").read_text())
     speedup = after["int8-static"]["throughput_img_s"] / after["fp32"]["throughput_img_s"]
     assert (
@@ -220,20 +230,10 @@ def test_the_int8_table_is_the_committed_deploy_bench_runs():
 def test_the_int8_avx2_table_is_the_committed_deploy_bench_runs():
     """docs/results.md's int8 rows on a CPU without VNNI against the two deploy-bench runs they quote (8-bit
     activations before, 7-bit now), and the README's sentence on them."""
-    folder = ROOT / "reports" / "examples" / "int8-pt2e"
-    before, after = (
-        {r["variant"]: r for r in map(json.loads, (folder / f"avx2-{bits}-activations.jsonl").read_text().splitlines())}
-        for bits in ("8bit", "7bit")
-    )
+    before, after = deploy_runs("avx2-8bit-activations", "avx2-7bit-activations")
     rows = table_rows((ROOT / "docs" / "results.md").read_text(), "<!-- deploy-int8-avx2 -->")
     for row, r in zip(rows, [after["fp32"], before["int8-static"], after["int8-static"]], strict=True):
-        assert row[1:] == [
-            f"{r['accuracy']:.4f}",
-            f"{r['fixed']} / {r['broken']}",
-            f"{r['size_mb']:.3f} MB",
-            f"{r['latency_ms_p50']:.2f} / {r['latency_ms_p95']:.2f} ms",
-            f"{r['throughput_img_s']:,.0f} img/s",
-        ], row
+        assert row[1:] == deploy_cells(r, params=False), row
     assert before["fp32"]["accuracy"] == after["fp32"]["accuracy"]  # the same checkpoint both times
     readme = flat((ROOT / "README.md").read_text())
     assert (
