@@ -60,23 +60,26 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     existing ``path`` is left as it was."""
     path = Path(path)
     ensure_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    stem = path.name.encode()[:200].decode(errors="ignore")  # a name the disk takes gets a temporary it takes too
+    tmp = path.with_name(f".{stem}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise named(exc, path) from None
+        raise named(exc, path, tmp) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
 
 
-def named(exc: OSError, path: Path) -> OSError:
-    """``exc``, or if it names no file (a failed write or flush names none, so a full disk would say "a file") the
-    same error naming ``path``."""
-    return exc if exc.filename else OSError(exc.errno, exc.strerror, str(path))
+def named(exc: OSError, path: Path, tmp: Path | None = None) -> OSError:
+    """``exc`` naming ``path`` where it names no file (a failed write or flush names none, so a full disk would say
+    "a file") or the hidden temporary file ``tmp`` written for ``path``, which the user never asked for."""
+    if exc.filename and str(exc.filename) != str(tmp):
+        return exc
+    return OSError(exc.errno, exc.strerror, str(path))
 
 
 def remove_temporaries(folder: str | os.PathLike, older_than: float = 0.0) -> list[Path]:

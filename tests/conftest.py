@@ -175,15 +175,25 @@ def on_small_disk(tmp_path: Path):
     """Run ``python -c code folder`` with ``folder`` a real tmpfs of ``kib`` KiB in a private mount namespace
     (``unshare -m`` as root, ``unshare -rm`` for anyone where the kernel allows user namespaces), so a test meets
     a full or read-only disk as it happens: from the kernel, in whatever thread writes. ``read_only`` remounts it
-    read-only after ``folders`` are made on it. Skips, saying why, where neither namespace can be made."""
+    read-only after ``folders`` are made on it; ``inodes`` limits how many files and folders it can hold, the
+    disk's root included (a disk out of inodes is full to a new file however many bytes are free). Skips, saying
+    why, where neither namespace can be made."""
     import os
     import subprocess
     import sys
 
-    def run(code: str, kib: int, folders: tuple[str, ...] = (), read_only: bool = False, args: tuple[str, ...] = ()):
+    def run(
+        code: str,
+        kib: int,
+        folders: tuple[str, ...] = (),
+        read_only: bool = False,
+        args: tuple[str, ...] = (),
+        inodes: int | None = None,
+    ):
         folder = tmp_path / "disk"
         folder.mkdir(exist_ok=True)
-        steps = ['d="$1"; py="$2"; code="$3"; shift 3', f'mount -t tmpfs -o size={kib}k tmpfs "$d"']
+        limit = f",nr_inodes={inodes}" if inodes else ""
+        steps = ['d="$1"; py="$2"; code="$3"; shift 3', f'mount -t tmpfs -o size={kib}k{limit} tmpfs "$d"']
         steps += [f'mkdir -p "$d/{name}"' for name in folders]
         steps += ['mount -o remount,ro "$d"'] if read_only else []
         script = steps[0] + "; " + " && ".join([*steps[1:], 'exec "$py" -c "$code" "$d" "$@"'])

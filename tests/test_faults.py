@@ -144,6 +144,31 @@ def test_full_disk_leaves_no_empty_or_partial_figure(verb, perf_log, tmp_path, o
     assert result["files"] == {}
 
 
+def test_a_disk_out_of_inodes_names_the_file_asked_for_not_its_temporary(perf_log, on_small_disk):
+    """A real disk with bytes free but no inode left for a new file (a tmpfs holding at most its root and the
+    output folder): every write goes through a hidden temporary file beside the target, and the one line names
+    the target the user asked for, not that temporary."""
+    args = ["plot-perf", str(perf_log), "--out", "{disk}/figs"]
+    done = on_small_disk(CLI_ON_A_SMALL_DISK, kib=4096, inodes=2, args=(json.dumps(args), "{}"))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    one_line(result["code"], result["err"], EXIT_FAILED, "disk full while writing", ".png;")
+    assert ".tmp" not in result["err"] and "/figs/" in result["err"], result["err"]
+    assert result["files"] == {}
+
+
+def test_the_longest_name_a_folder_takes_is_written_whole(tmp_path):
+    """A target whose name is as long as the filesystem allows (255 bytes, here in two-byte letters) is written:
+    its temporary file's name stays within the same limit, so atomic writes never refuse a name the disk takes."""
+    from cifarkit.runs import write_json
+
+    name = "é" * 125 + ".json"  # 255 bytes
+    (tmp_path / name).write_text("{}")  # the filesystem takes it
+    write_json(tmp_path / name, {"a": 1})
+    assert json.loads((tmp_path / name).read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary left beside it
+
+
 # ----------------------------------------------------------------------------- 2. unwritable dataset cache
 
 

@@ -33,7 +33,7 @@ from cifarkit.errors import CheckpointError, ConfigError
 from cifarkit.evaluate import autocast, fixed_broken
 from cifarkit.loader import DeviceLoader, Normalizer
 from cifarkit.predict import Predictor
-from cifarkit.runs import ensure_dir, load_checkpoint, save_blob, save_checkpoint
+from cifarkit.runs import ensure_dir, load_checkpoint, named, save_blob, save_checkpoint
 from cifarkit.tools.compress import export_onnx, int8_blob, prune_channels, quantize_int8
 from cifarkit.tools.settings import DeploySettings, variant_name
 from cifarkit.train import train_one_epoch
@@ -196,7 +196,13 @@ def deploy_bench(
     cpu = torch.device("cpu")
     files: list[tuple[str, Path]] = [("fp32", checkpoint)]
     with tempfile.TemporaryDirectory(prefix=".variants-", dir=out) as stage:  # removed whatever happens
-        built = build_variants(blob, model_from_blob(blob), ds, test, Path(stage), dev, s, log)
+        try:
+            built = build_variants(blob, model_from_blob(blob), ds, test, Path(stage), dev, s, log)
+        except OSError as exc:  # a full disk names the variant's file in --out, not its hidden staging copy
+            staged = Path(str(exc.filename or ""))
+            if staged.parent != Path(stage):
+                raise
+            raise named(exc, out / staged.name, staged) from None
         # every variant is whole before the first replaces its old file, so a full disk or Ctrl-C while
         # building leaves the folder as it was; renames within one folder take no space
         for variant, path in built:
