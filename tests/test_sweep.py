@@ -45,6 +45,8 @@ def test_grid_runs_every_combination_in_a_stable_order(tmp_path):
         ({"base": BASE}, "exactly one of 'grid' or 'runs'"),
         ({"base": BASE, "grid": {"lr": [0.1]}, "runs": [{}]}, "exactly one of"),
         ({"base": BASE, "grid": {"lr": []}}, "non-empty list"),
+        ({"base": BASE, "grid": {}}, "at least one option"),  # as 'runs': [] is refused, not one base run
+        ({"base": BASE, "runs": []}, "non-empty list of option objects"),
     ],
 )
 def test_bad_sweep_files_are_named(tmp_path, spec, needle):

@@ -81,8 +81,8 @@ def load_sweep(path: str | Path) -> list[SweepRun]:
     base = spec.get("base", {})
     if "grid" in spec:
         grid = spec["grid"]
-        if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
-            raise ConfigError(f"{path}: 'grid' maps each option to a non-empty list of values")
+        if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) and v for v in grid.values()):
+            raise ConfigError(f"{path}: 'grid' maps at least one option to a non-empty list of values")
         keys = sorted(grid)
         variants = [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
     else:
