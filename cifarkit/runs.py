@@ -255,12 +255,6 @@ class RunLock:
             self.fd = None
 
 
-def write_run_start(run_dir: Path, config: Any, resolved: dict[str, Any], environment: dict[str, Any]) -> None:
-    """config.json (the settings, plus what ``auto`` resolved to under ``resolved``) and env.json."""
-    write_run_file(run_dir, "config", {**config.to_dict(), "resolved": resolved})
-    write_run_file(run_dir, "env", environment)
-
-
 def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     """metrics.jsonl holding exactly ``rows`` (a resumed run drops the epochs after its checkpoint)."""
     write_text(run_dir / "metrics.jsonl", "".join(map(jsonl_line, rows)))
@@ -356,13 +350,6 @@ def run_complete(run_dir: Path) -> bool:
     if "complete" in train:
         return bool(train["complete"]) and (tested or not train.get("tested", True))
     return bool(train) and tested
-
-
-def write_train_json(run_dir: Path, rows: list[dict], monitor: str, best_epoch: int | None) -> dict[str, Any]:
-    """Write (and return) :func:`train_json`."""
-    summary = train_json(rows, monitor, best_epoch)
-    write_run_file(run_dir, "train", summary)
-    return summary
 
 
 # ----------------------------------------------------------------------------- checkpoints

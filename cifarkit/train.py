@@ -57,8 +57,8 @@ from cifarkit.runs import (
     make_run_dir,
     mark_complete,
     save_checkpoint,
-    write_run_start,
-    write_train_json,
+    train_json,
+    write_run_file,
 )
 
 # ----------------------------------------------------------------------------- one step, one epoch
@@ -579,7 +579,8 @@ def fit(
         main = dist.is_main
         hooks = Callbacks([*callbacks, *([ProgressBar()] if progress and main else [])])
         if main:
-            write_run_start(run.run_dir, cfg, resolved_settings(run), environment(run))
+            write_run_file(run.run_dir, "config", {**cfg.to_dict(), "resolved": resolved_settings(run)})
+            write_run_file(run.run_dir, "env", environment(run))
         hooks.run_start(run)
         # torch.compile wraps the same parameters; checkpoints keep saving the plain module's state dict
         model = torch.compile(run.model) if cfg.compile else run.model
@@ -634,7 +635,7 @@ def finish(run: Run, hooks: Callback, test: bool) -> None:
     """train.json; with ``test``, best.pt scored on the test split (test.json); the callbacks' end."""
     if not run.dist.is_main:
         return
-    write_train_json(run.run_dir, run.rows, run.cfg.monitor, run.best_epoch)
+    write_run_file(run.run_dir, "train", train_json(run.rows, run.cfg.monitor, run.best_epoch))
     result = None
     # a folder with only train/ has nothing to test on; a run stopped before its first best epoch has no best.pt
     if test and run.dataset.test is not None and (run.run_dir / "best.pt").is_file():

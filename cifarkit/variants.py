@@ -58,6 +58,7 @@ def resize_to(model: nn.Module, state: dict[str, Any]) -> nn.Module:
 
 
 INT8_METHOD = "static"  # weights and activations int8, activation ranges calibrated before use
+AGAIN = "build the variant again with deploy-bench"  # what to do about a variant file that cannot be used
 
 
 def pt2e() -> tuple[Any, Any]:
@@ -183,16 +184,28 @@ def check_shapes(blob: dict[str, Any], state: dict[str, torch.Tensor], variant: 
             f"model {blob['model_name']!r} with {blob.get('model_kwargs', {})} cannot be built "
             f"({exc.__class__.__name__}: {str(exc)[:100]}); is it the right file?"
         ) from None
-    if variant == "int8":  # quantized tensors have their own names and shapes; loading checks them
-        return
     name, wanted = blob["model_name"], skeleton.state_dict()
-    if variant == "fp32":  # the names, shapes and kinds of the network the description names
+    if variant == "int8":  # its graph is built at fp32_shapes before a weight loads: the network's or smaller
+        full = {k: list(v.shape) for k, v in wanted.items() if k.endswith(".weight")}
+        if not prunable_to(blob.get("fp32_shapes"), full):
+            raise CheckpointError(f"its fp32_shapes describe neither model {name} nor a pruned copy of it; {AGAIN}")
+    elif variant == "fp32":  # the names, shapes and kinds of the network the description names
         check_weights(state, f"the checkpoint of model {name}", "is it the right file?", wanted, error=CheckpointError)
     elif all(k in state and tuple(state[k].shape) == tuple(v.shape) for k, v in wanted.items()):
         raise CheckpointError(
-            f"{name} is marked pruned (sparsity {blob.get('sparsity')}) but holds the full network's "
-            "weights; build the variant again with deploy-bench"
+            f"{name} is marked pruned (sparsity {blob.get('sparsity')}) but holds the full network's weights; {AGAIN}"
         )
+
+
+def prunable_to(shapes: Any, full: dict[str, list[int]]) -> bool:
+    """Whether ``shapes`` (weight name -> sides) are ``full``'s or a pruned copy's: the same names and number of
+    sides, each side a whole number from 1 up to the full one."""
+    if not isinstance(shapes, dict) or set(shapes) != set(full):
+        return False
+    if not all(isinstance(shapes[k], list) and len(shapes[k]) == len(sides) for k, sides in full.items()):
+        return False
+    pairs = [pair for k, sides in full.items() for pair in zip(shapes[k], sides, strict=True)]
+    return all(type(side) is int and 1 <= side <= most for side, most in pairs)
 
 
 def model_from_blob(blob: dict[str, Any]) -> nn.Module:
@@ -212,16 +225,14 @@ def model_from_blob(blob: dict[str, Any]) -> nn.Module:
         example = torch.zeros(1, 3, int(blob["image_size"]), int(blob["image_size"]))
         if blob.get("int8_method") != INT8_METHOD:
             raise CheckpointError(
-                f"int8 method {blob.get('int8_method')!r} is not the one this cifarkit builds ({INT8_METHOD!r}); "
-                "build the variant again with deploy-bench"
+                f"int8 method {blob.get('int8_method')!r} is not the one this cifarkit builds ({INT8_METHOD!r}); {AGAIN}"
             )
         observed = int8_observed(model, example)
         try:
             load_int8_state(observed, state)
         except RuntimeError as exc:
             raise CheckpointError(
-                f"the int8 weights do not fit model {blob['model_name']} ({str(exc).splitlines()[0][:160]}); "
-                "build the variant again with deploy-bench"
+                f"the int8 weights do not fit model {blob['model_name']} ({str(exc).splitlines()[0][:160]}); {AGAIN}"
             ) from None
         return Int8Model(observed, example, sum(v.numel() for k, v in state.items() if k.endswith(("weight", "bias"))))
     elif variant != "fp32":

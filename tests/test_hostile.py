@@ -238,6 +238,52 @@ def test_a_tampered_checkpoint_is_refused_in_one_line_before_a_model_is_built(tr
     one_line(code, err, 2, needle)
 
 
+@pytest.fixture(scope="module")
+def int8_file(trained) -> Path:
+    """An int8 variant of ``trained``'s best.pt, built as deploy-bench builds one."""
+    import torch
+
+    from cifarkit.runs import load_checkpoint
+    from cifarkit.tools.compress import int8_blob, quantize_int8
+    from cifarkit.variants import model_from_blob
+
+    blob = load_checkpoint(trained / "best.pt")
+    fp32 = model_from_blob(blob)
+    torch.save(int8_blob(blob, quantize_int8(fp32, [torch.randn(8, 3, 32, 32)]), fp32), trained / "int8.pt")
+    return trained / "int8.pt"
+
+
+def first_layer(blob: dict, sides: object) -> None:
+    blob["fp32_shapes"][next(iter(blob["fp32_shapes"]))] = sides
+
+
+TAMPERED_INT8 = {
+    # the int8 graph is built at these shapes before a weight loads: a billion-wide layer was ~100 GB of memory
+    "a layer a billion wide": (lambda b: first_layer(b, [10**9, 3, 3, 3]), "fp32_shapes describe neither model ex1"),
+    "a layer of no channels": (lambda b: first_layer(b, [0, 3, 3, 3]), "fp32_shapes describe neither"),
+    "a side as text": (lambda b: first_layer(b, ["8", 3, 3, 3]), "fp32_shapes describe neither"),
+    "shapes as a list": (lambda b: b.update(fp32_shapes=[[8, 3, 3, 3]]), "fp32_shapes describe neither"),
+    "a layer missing": (lambda b: b["fp32_shapes"].popitem(), "fp32_shapes describe neither"),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERED_INT8))
+def test_a_tampered_int8_file_is_refused_in_one_line_before_its_graph_is_built(int8_file, trained, tmp_path, cli, case):
+    import torch
+
+    change, needle = TAMPERED_INT8[case]
+    blob = torch.load(int8_file, weights_only=True)
+    change(blob)
+    torch.save(blob, tmp_path / "int8.pt")
+    code, _, err = cli("predict", trained / "image.png", "--checkpoint", tmp_path / "int8.pt")
+    one_line(code, err, 2, needle, "build the variant again with deploy-bench")
+
+
+def test_an_untampered_int8_file_answers(int8_file, trained, cli):
+    code, out, err = cli("predict", trained / "image.png", "--checkpoint", int8_file)
+    assert code == 0 and out.count(": ") == 1, err
+
+
 def test_predict_prints_a_file_name_with_a_newline_safely(trained, tmp_path, cli):
     forged = tmp_path / "cat.png\nairplane.png: ship 1.000"
     forged.write_bytes((trained / "image.png").read_bytes())

@@ -96,15 +96,23 @@ def test_no_import_circle():
         visit(module, (module,))
 
 
-CORE_LINES = 5_000  # what a learner reads to see images become a checkpoint and its metrics: a ceiling, never raised
+# what a learner reads to see images become a checkpoint and its metrics: a ceiling, never raised. It was 5,000
+# while the count took in the command line (the entry layer, 525 lines then); counted as the layer map defines the
+# core, the same ceiling is 5,000 - 525
+CORE_LINES = 4_475
 
 
 def test_core_is_small_and_flat():
-    """The core is one flat folder a learner can read: its total stays under :data:`CORE_LINES`, and its names
-    say what they hold."""
-    top = {p.stem: len(p.read_text().splitlines()) for p in PACKAGE.glob("*.py")}
+    """The core is one flat folder a learner can read: its total (the package's top-level modules but the entry
+    layer, as :func:`layer` places them) stays under :data:`CORE_LINES`, which the developers' page states, and
+    its names say what they hold."""
+    top = {p.stem: len(p.read_text().splitlines()) for p in PACKAGE.glob("*.py") if layer(p.stem) == "core"}
     assert sum(top.values()) <= CORE_LINES, sorted(top.items(), key=lambda kv: -kv[1])[:4]
     assert {"config", "data", "loader", "models", "train", "evaluate", "predict", "runs", "resume"} <= set(top)
+    assert (
+        "cli" not in top
+        and f"core stays under {CORE_LINES:,} lines" in (PACKAGE.parent / "docs" / "development.md").read_text()
+    )
 
 
 # functions longer than a screen, each at its present length: a ceiling that may only come down (the CLI's
