@@ -82,15 +82,20 @@ def test_the_cost_table_is_the_committed_examples_own_timing():
     assert precision == {"off": "fp32"}.get(config["resolved"]["amp"], config["resolved"]["amp"])
 
 
-def test_the_avx2_kernels_row_is_its_own_series_timing():
-    """The cost table's second row (PyTorch's kernels held to AVX2) is its committed series.json: each notebook's
-    seconds, the total, the precision asked for and the commit."""
-    state = json.loads((ROOT / "reports" / "examples" / "cifar10-jpeg-quick-avx2-kernels" / "series.json").read_text())
+def test_the_avx2_row_is_its_own_series_timing():
+    """The cost table's second row (a CPU with AVX2 only) is its committed series.json: each notebook's seconds,
+    the total, the machine's instruction sets and the kernels PyTorch ran, the precision its runs resolved to and
+    the commit."""
+    folder = ROOT / "reports" / "examples" / "cifar10-jpeg-quick-avx2"
+    state = json.loads((folder / "series.json").read_text())
     seconds = {name[:2]: entry["seconds"] for name, entry in state["notebooks"].items()}
     row = table_rows(README.read_text(), "## What the quick series costs")[1]
     machine, precision, _, time = row
-    assert state["parameters"]["amp"] == "off" and precision == "fp32" and "`--amp off`" in machine
-    assert f"commit `{state['env']['git_commit'][:7]}`" in machine
+    env = state["env"]
+    assert env["cpu_instruction_set"] == env["torch_cpu_kernels"] == "AVX2" and "AVX2 only" in machine
+    assert f"{env['cpu_count']}-core" in machine and f"commit `{env['git_commit'][:7]}`" in machine
+    config = json.loads(next(folder.glob("01_ex1_baseline/*/config.json")).read_text())
+    assert precision.startswith({"off": "fp32"}.get(config["resolved"]["amp"], config["resolved"]["amp"]))
     assert f"**{round(sum(seconds.values())):,} s" in time
     for number, s in seconds.items():
         assert f"{number} {round(s):,} s" in time, number
@@ -305,12 +310,21 @@ def test_the_examples_page_names_each_folder_as_its_files_say():
         for row in table_rows((examples / "README.md").read_text(), "# Example reports")
     }
     assert set(rows) == {p.name for p in examples.iterdir() if p.is_dir()}
-    for name in ("cifar10-jpeg-quick", "cifar10-jpeg-quick-avx2-kernels"):
+    for name in ("cifar10-jpeg-quick", "cifar10-jpeg-quick-avx2", "cifar10-jpeg-quick-avx2-kernels"):
         state = json.loads((examples / name / "series.json").read_text())
         total = round(sum(entry["seconds"] for entry in state["notebooks"].values()))
         assert f"commit `{state['env']['git_commit'][:7]}`" in rows[name] and f"**{total:,} s**" in rows[name], name
-        if name == "cifar10-jpeg-quick":  # the other row says how its kernels were held below the machine's
+        if not name.endswith("-kernels"):  # that row says how its kernels were held below the machine's
             assert state["env"]["cpu_instruction_set"] in rows[name]
+    avx2 = {
+        n: json.loads((examples / "cifar10-jpeg-quick-avx2" / "summaries" / f"{n}.json").read_text())
+        for n in ("01_ex1_baseline", "08_deploy")
+    }
+    ex1, int8 = avx2["01_ex1_baseline"]["headline"]["test_accuracy"], avx2["08_deploy"]["headline"]["int8_accuracy"]
+    assert (
+        f"test top-1 {ex1:.4f}" in rows["cifar10-jpeg-quick-avx2"]
+        and f"int8 copy of it {int8:.4f}" in rows["cifar10-jpeg-quick-avx2"]
+    )
 
 
 def test_the_transfer_table_is_the_committed_examples():
