@@ -544,11 +544,7 @@ SYNTHETIC_MAX_GB = 4  # uint8 pixels; float copies made while drawing them need 
 
 
 def make_synthetic(
-    num_classes: int = 10,
-    size: int = 32,
-    train_per_class: int = 100,
-    test_per_class: int = 20,
-    seed: int = 0,
+    num_classes: int = 10, size: int = 32, train_per_class: int = 100, test_per_class: int = 20, seed: int = 0
 ) -> Dataset:
     """Small, learnable images: each class has its own colour and stripe orientation, plus noise.
 

@@ -128,8 +128,11 @@ def load_int8_state(observed: torch.fx.GraphModule, state: dict[str, torch.Tenso
     weights = weight_observers(observed)
     observed.load_state_dict({k: v for k, v in state.items() if k not in weights}, strict=False)
     differ = sorted(set(observed.state_dict()) ^ set(state))
-    if differ or any(state[k].dtype != torch.int8 for k in weights):
-        raise RuntimeError(f"{differ[0]} is missing or extra" if differ else "a weight is not int8")
+    if differ:
+        raise RuntimeError(f"{differ[0]} is missing or extra")
+    upside = [k for k in state if k.endswith("min_val") and not bool((state[k] <= state[k[:-7] + "max_val"]).all())]
+    if upside or any(state[k].dtype != torch.int8 for k in weights):  # torchao's own check is an assert
+        raise RuntimeError(f"the range {upside[0][:-8]} has min above max" if upside else "a weight is not int8")
     for name, observer in weights.items():
         target = observed.state_dict(keep_vars=True)[name]
         scale, zero = per_channel(observer, target)

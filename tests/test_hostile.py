@@ -257,7 +257,16 @@ def first_layer(blob: dict, sides: object) -> None:
     blob["fp32_shapes"][next(iter(blob["fp32_shapes"]))] = sides
 
 
+def swap_a_range(blob: dict) -> None:
+    state = blob["state_dict"]
+    low = next(k for k in state if k.endswith("min_val"))
+    high = low.removesuffix("min_val") + "max_val"
+    state[low], state[high] = state[high], state[low]
+
+
 TAMPERED_INT8 = {
+    # torchao's own check of an observer's range is an assert: a traceback (and nothing under python -O)
+    "a range upside down": (swap_a_range, "has min above max"),
     # the int8 graph is built at these shapes before a weight loads: a billion-wide layer was ~100 GB of memory
     "a layer a billion wide": (lambda b: first_layer(b, [10**9, 3, 3, 3]), "fp32_shapes describe neither model ex1"),
     "a layer of no channels": (lambda b: first_layer(b, [0, 3, 3, 3]), "fp32_shapes describe neither"),
