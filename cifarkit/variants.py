@@ -130,9 +130,10 @@ def load_int8_state(observed: torch.fx.GraphModule, state: dict[str, torch.Tenso
     differ = sorted(set(observed.state_dict()) ^ set(state))
     if differ:
         raise RuntimeError(f"{differ[0]} is missing or extra")
-    upside = [k for k in state if k.endswith("min_val") and not bool((state[k] <= state[k[:-7] + "max_val"]).all())]
+    lows = {k.removesuffix("min_val"): v for k, v in state.items() if k.endswith("min_val")}  # each range's owner
+    upside = [owner for owner, low in lows.items() if not bool((low <= state[owner + "max_val"]).all())]
     if upside or any(state[k].dtype != torch.int8 for k in weights):  # torchao's own check is an assert
-        raise RuntimeError(f"the range {upside[0][:-8]} has min above max" if upside else "a weight is not int8")
+        raise RuntimeError(f"{upside[0]}min_val is above its max_val" if upside else "a weight is not int8")
     for name, observer in weights.items():
         target = observed.state_dict(keep_vars=True)[name]
         scale, zero = per_channel(observer, target)

@@ -266,7 +266,7 @@ def swap_a_range(blob: dict) -> None:
 
 TAMPERED_INT8 = {
     # torchao's own check of an observer's range is an assert: a traceback (and nothing under python -O)
-    "a range upside down": (swap_a_range, "has min above max"),
+    "a range upside down": (swap_a_range, "min_val is above its max_val"),
     # the int8 graph is built at these shapes before a weight loads: a billion-wide layer was ~100 GB of memory
     "a layer a billion wide": (lambda b: first_layer(b, [10**9, 3, 3, 3]), "fp32_shapes describe neither model ex1"),
     "a layer of no channels": (lambda b: first_layer(b, [0, 3, 3, 3]), "fp32_shapes describe neither"),
