@@ -163,7 +163,10 @@ def test_the_longest_name_a_folder_takes_is_written_whole(tmp_path):
     from cifarkit.runs import write_json
 
     name = "é" * 125 + ".json"  # 255 bytes
-    (tmp_path / name).write_text("{}")  # the filesystem takes it
+    try:
+        (tmp_path / name).write_text("{}")
+    except OSError as exc:  # a filesystem whose own limit is lower (eCryptfs: 143) has no such name to keep
+        pytest.skip(f"this filesystem refuses a 255-byte name itself ({exc.strerror})")
     write_json(tmp_path / name, {"a": 1})
     assert json.loads((tmp_path / name).read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary left beside it
