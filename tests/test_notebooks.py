@@ -164,6 +164,38 @@ def test_no_fixed_text_quotes_a_time(path):
     assert DURATION.findall(text) == [], path.stem
 
 
+def try_it(name: str) -> str:
+    """The "## Try it" cell of notebook ``name``."""
+    (cell,) = [c for c in cell_texts(name).split("\n## ") if c.startswith("Try it")]
+    return cell
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_exercise_presumes_this_runs_verdict(path):
+    """A verdict belongs to a run: 03's first exercise asked whether crop+flip would turn from "cannot tell" to
+    helpful, while both committed example runs say it hurt. An exercise asks which verdicts change; the run's
+    own verdicts are the generated notes'."""
+    from cifarkit.report.stats import HELPED, HURT
+
+    text = try_it(path.stem)
+    said = [w for w in (HELPED, HURT, "cannot tell", "within noise", "beyond noise") if w in text]
+    assert said == [], path.stem
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_fixed_prose_never_nests_parentheses(path):
+    """A sentence pasted into another's parenthesis ("a rerun takes seconds (This run's own time is in the footer
+    above (the README's ...)).", 05 and 06) reads as a garble: prose outside code spans, formulas and link targets
+    opens no parenthesis inside another, and closes each it opens."""
+    text = re.sub(r"```.*?```|`[^`]*`|\$[^$]*\$|\]\([^)]*\)", "", cell_texts(path.stem), flags=re.S)
+    for paragraph in text.split("\n\n"):
+        depth = deepest = 0
+        for ch in paragraph:
+            depth += {"(": 1, ")": -1}.get(ch, 0)
+            deepest = max(deepest, depth)
+        assert (deepest, depth) in ((0, 0), (1, 0)), paragraph
+
+
 def test_the_counts_in_fixed_text_are_the_codes():
     """Every count a notebook's fixed Markdown states about what the code does is checked against the code."""
     from cifarkit.config import TrainConfig
