@@ -12,7 +12,7 @@ import urllib.error
 import warnings
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +120,6 @@ class Dataset:
     std: tuple[float, float, float]
     train: Split | None = None
     test: Split | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -138,9 +137,7 @@ class Dataset:
         def cut(split: Split | None, limit: int | None) -> Split | None:
             return None if split is None else split.sample(limit, seed)
 
-        return Dataset(
-            self.name, self.classes, self.mean, self.std, cut(self.train, train), cut(self.test, test), dict(self.extra)
-        )
+        return Dataset(self.name, self.classes, self.mean, self.std, cut(self.train, train), cut(self.test, test))
 
     def with_class_order(self, classes: Sequence[str]) -> Dataset:
         """The same images with labels renumbered so that label ``i`` means ``classes[i]``.
@@ -157,9 +154,7 @@ class Dataset:
         def relabel(split: Split | None) -> Split | None:
             return None if split is None else Split(split.images, new_index[split.labels])
 
-        return Dataset(
-            self.name, classes, self.mean, self.std, relabel(self.train), relabel(self.test), dict(self.extra)
-        )
+        return Dataset(self.name, classes, self.mean, self.std, relabel(self.train), relabel(self.test))
 
     def split(self, name: str) -> Split:
         """Return the split called ``name`` ("train" or "test"), or fail clearly."""

@@ -121,14 +121,12 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def configure_threads(num_threads: int | None = None, processes: int = 1) -> int:
+def configure_threads(processes: int = 1) -> int:
     """Use every core this process may run on (torch's default can undercount in containers), its
     share when ``processes`` train side by side on this machine (torchrun's ranks), or
     ``$CIFARKIT_THREADS`` of them (a sweep splits the cores between its processes)."""
-    if num_threads is None and os.environ.get("CIFARKIT_THREADS", "").isdigit():
-        num_threads = int(os.environ["CIFARKIT_THREADS"])
-    if num_threads is None:
-        num_threads = usable_cores() // max(1, processes)
+    given = os.environ.get("CIFARKIT_THREADS", "")
+    num_threads = int(given) if given.isdigit() else usable_cores() // max(1, processes)
     torch.set_num_threads(max(1, num_threads))
     return torch.get_num_threads()
 

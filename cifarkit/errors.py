@@ -78,10 +78,8 @@ def os_error_line(exc: OSError) -> str:
 def out_of_memory_line(exc: BaseException) -> str | None:
     """One line for a device or the host running out of memory (torch's OutOfMemoryError on CUDA/ROCm, the MPS
     and CPU allocators' RuntimeError, Python's MemoryError), saying what to lower; None for any other error."""
-    text = str(exc)
-    if not (
-        isinstance(exc, MemoryError) or any(s in text for s in ("out of memory", "can't allocate memory", "bad_alloc"))
-    ):
+    text, said = str(exc), ("out of memory", "can't allocate memory", "bad_alloc")  # CUDA/MPS, CPU, C++
+    if not (isinstance(exc, MemoryError) or any(s in text for s in said)):
         return None
     fix = "lower --batch-size, or train with a smaller --image-size or --model"
     asked = re.search(r"[Tt]ried to allocate (\d+(?:\.\d+)? ?[KMGT]i?B|(\d+) bytes)", text)

@@ -50,7 +50,10 @@ class Predictor:
             meta = {k: v for k, v in blob.items() if k not in ("state_dict", "fp32_shapes")}
             if blob.get("variant") == "int8":
                 dev = torch.device("cpu")
-            model = model_from_blob(blob).to(dev)
+            try:
+                model = model_from_blob(blob).to(dev)
+            except CheckpointError as exc:  # what is wrong inside a file, said with the file's name
+                raise CheckpointError(f"{path}: {exc}") from None
         channels_last = resolve_channels_last(None, dev) and meta.get("variant", "fp32") in ("fp32", "pruned")
         if channels_last:
             model = model.to(memory_format=torch.channels_last)

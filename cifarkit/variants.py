@@ -176,26 +176,31 @@ class Int8Model(nn.Module):
 
 def check_shapes(blob: dict[str, Any], state: dict[str, torch.Tensor], variant: str) -> None:
     """Compare the stored weights with the architecture the blob describes (built on the meta device): an fp32
-    model's must fit it (:func:`cifarkit.runs.check_weights`), a pruned one's must not (``resize_to`` fits them
-    and loading checks the rest)."""
+    model's must fit it (:func:`cifarkit.runs.check_weights`); a variant is built at its own weight shapes (an int8
+    file's ``fp32_shapes``) before a weight loads, so those must be the network's or smaller, and a pruned file's
+    must differ from the network's somewhere (``resize_to`` fits them and loading checks the rest)."""
     try:
         with torch.device("meta"):
             skeleton = create_model(blob["model_name"], blob["num_classes"], **blob.get("model_kwargs", {}))
-    except CheckpointError:
-        raise
     except Exception as exc:  # an unknown model or an option it does not take
         raise CheckpointError(
             f"model {blob['model_name']!r} with {blob.get('model_kwargs', {})} cannot be built "
             f"({exc.__class__.__name__}: {str(exc)[:100]}); is it the right file?"
         ) from None
     name, wanted = blob["model_name"], skeleton.state_dict()
-    if variant == "int8":  # its graph is built at fp32_shapes before a weight loads: the network's or smaller
-        full = {k: list(v.shape) for k, v in wanted.items() if k.endswith(".weight")}
-        if not prunable_to(blob.get("fp32_shapes"), full):
-            raise CheckpointError(f"its fp32_shapes describe neither model {name} nor a pruned copy of it; {AGAIN}")
-    elif variant == "fp32":  # the names, shapes and kinds of the network the description names
+    if variant not in ("fp32", "pruned", "int8"):  # an ONNX description on a .pt file, say
+        raise CheckpointError(f"checkpoint variant {variant!r} is not one this cifarkit knows (fp32, pruned, int8)")
+    if variant == "fp32":  # the names, shapes and kinds of the network the description names
         check_weights(state, f"the checkpoint of model {name}", "is it the right file?", wanted, error=CheckpointError)
-    elif all(k in state and tuple(state[k].shape) == tuple(v.shape) for k, v in wanted.items()):
+        return
+    full = {k: list(v.shape) for k, v in wanted.items() if k.endswith(".weight")}
+    if variant == "int8":
+        what, shapes = "fp32_shapes", blob.get("fp32_shapes")
+    else:
+        what, shapes = "weight shapes", {k: list(v.shape) for k, v in state.items() if k.endswith(".weight")}
+    if not prunable_to(shapes, full):  # a billion-wide layer with no inputs: a tiny file, a 4 GB bias
+        raise CheckpointError(f"its {what} describe neither model {name} nor a pruned copy of it; {AGAIN}")
+    if variant == "pruned" and all(k in state and state[k].shape == v.shape for k, v in wanted.items()):
         raise CheckpointError(
             f"{name} is marked pruned (sparsity {blob.get('sparsity')}) but holds the full network's weights; {AGAIN}"
         )
@@ -236,19 +241,21 @@ def model_from_blob(blob: dict[str, Any]) -> nn.Module:
             load_int8_state(observed, state)
         except RuntimeError as exc:
             raise CheckpointError(
-                f"the int8 weights do not fit model {blob['model_name']} ({str(exc).splitlines()[0][:160]}); {AGAIN}"
+                f"the int8 weights do not fit model {blob['model_name']} ({first_reason(exc)}); {AGAIN}"
             ) from None
         return Int8Model(observed, example, sum(v.numel() for k, v in state.items() if k.endswith(("weight", "bias"))))
-    elif variant != "fp32":
-        raise CheckpointError(f"checkpoint variant {variant!r} is not one this cifarkit knows (fp32, pruned, int8)")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:  # hand-edited or mixed-up files: weights of another shape or architecture
-        first = str(exc).splitlines()[0][:160]
         raise CheckpointError(
-            f"the weights do not fit model {blob['model_name']} ({first}); is it the right file?"
+            f"the weights do not fit model {blob['model_name']} ({first_reason(exc)}); is it the right file?"
         ) from None
     return model.eval()
+
+
+def first_reason(exc: Exception) -> str:
+    """The first line of a load error that says what is wrong (``load_state_dict``'s opens with a header)."""
+    return next((x.strip() for x in str(exc).splitlines() if x.strip() and not x.startswith("Error(s) in")), "")[:160]
 
 
 class OnnxModel(nn.Module):

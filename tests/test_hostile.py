@@ -206,8 +206,24 @@ TAMPERED = {
     "pruned but full": (lambda b: b.update(variant="pruned", sparsity=0.3), "holds the full network's weights"),
     "pruned, foreign names": (
         lambda b: b.update(variant="pruned", state_dict={f"x.{k}": v for k, v in b["state_dict"].items()}),
-        "do not fit model ex1",
+        "weight shapes describe neither model ex1",
     ),
+    # a pruned network is built at its file's weight shapes: a layer a billion wide with no inputs is a 200 KB
+    # file whose bias alone asked for 3.7 GiB
+    "pruned, a layer a billion wide": (
+        lambda b: pruned_layer(b, "features.0.weight", torch_empty(10**9, 0, 5, 5)),
+        "weight shapes describe neither model ex1",
+    ),
+    "pruned, a layer wider than the network's": (
+        lambda b: pruned_layer(b, "features.3.weight", b["state_dict"]["features.3.weight"].repeat(2, 1, 1, 1)),
+        "weight shapes describe neither model ex1",
+    ),
+    # load_state_dict's first line is a header that names nothing: the line names the tensor
+    "pruned, a bias of another width": (
+        lambda b: pruned_layer(b, "features.0.weight", b["state_dict"]["features.0.weight"][:-1]),
+        "size mismatch for features.0.bias",
+    ),
+    "marked as ONNX": (lambda b: b.update(variant="onnx"), "checkpoint variant 'onnx' is not one this cifarkit knows"),
     "unknown option": (lambda b: b.update(model_kwargs={"colour": 3}), "cannot be built"),
     "epoch as text": (lambda b: b.update(epoch="x"), "field 'epoch'"),
     "config a list": (lambda b: b.update(config=[1]), "its config is not a training configuration"),
@@ -224,18 +240,28 @@ TAMPERED = {
 }
 
 
+def torch_empty(*sides: int):
+    import torch
+
+    return torch.empty(*sides)
+
+
+def pruned_layer(blob: dict, name: str, weight) -> None:
+    blob.update(variant="pruned", sparsity=0.5, state_dict={**blob["state_dict"], name: weight})
+
+
 @pytest.mark.parametrize("case", list(TAMPERED))
 def test_a_tampered_checkpoint_is_refused_in_one_line_before_a_model_is_built(trained, tmp_path, cli, case):
+    """Each refusal is one line that names the file, whichever check finds the fault."""
     import torch
 
     change, needle = TAMPERED[case]
     blob = torch.load(trained / "best.pt", weights_only=True)
     torch.save(edited(blob, change), tmp_path / "best.pt")
-    for args in (("evaluate", tmp_path / "best.pt", "--dataset", "synthetic:classes=3,train=20,test=5"),):
-        code, _, err = cli(*args)
-        one_line(code, err, 2, needle)
+    code, _, err = cli("evaluate", tmp_path / "best.pt", "--dataset", "synthetic:classes=3,train=20,test=5")
+    one_line(code, err, 2, needle, str(tmp_path / "best.pt"))
     code, _, err = cli("predict", trained / "image.png", "--checkpoint", tmp_path / "best.pt")
-    one_line(code, err, 2, needle)
+    one_line(code, err, 2, needle, str(tmp_path / "best.pt"))
 
 
 @pytest.fixture(scope="module")
@@ -285,7 +311,7 @@ def test_a_tampered_int8_file_is_refused_in_one_line_before_its_graph_is_built(i
     change(blob)
     torch.save(blob, tmp_path / "int8.pt")
     code, _, err = cli("predict", trained / "image.png", "--checkpoint", tmp_path / "int8.pt")
-    one_line(code, err, 2, needle, "build the variant again with deploy-bench")
+    one_line(code, err, 2, needle, "build the variant again with deploy-bench", str(tmp_path / "int8.pt"))
 
 
 def test_an_untampered_int8_file_answers(int8_file, trained, cli):
