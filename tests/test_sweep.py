@@ -47,6 +47,9 @@ def test_grid_runs_every_combination_in_a_stable_order(tmp_path):
         ({"base": BASE, "grid": {"lr": []}}, "non-empty list"),
         ({"base": BASE, "grid": {}}, "at least one option"),  # as 'runs': [] is refused, not one base run
         ({"base": BASE, "runs": []}, "non-empty list of option objects"),
+        # the same training twice (a value listed twice): refused before it costs a second run
+        ({"base": BASE, "grid": {"lr": [0.001, 0.01, 1e-3]}}, "runs 00-lr-0.001 and 02-lr-0.001 have the same options"),
+        ({"base": {**BASE, "lr": 0.01}, "runs": [{}, {"lr": 0.01}]}, "runs 00-base and 01-lr-0.01 have the same"),
     ],
 )
 def test_bad_sweep_files_are_named(tmp_path, spec, needle):

@@ -89,10 +89,13 @@ def load_sweep(path: str | Path) -> list[SweepRun]:
         variants = spec["runs"]
         if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants) or not variants:
             raise ConfigError(f"{path}: 'runs' is a non-empty list of option objects")
-    runs = []
+    runs, seen = [], {}
     for i, variant in enumerate(variants):
         label = "-".join(f"{k}-{json.dumps(v) if isinstance(v, bool) else v}" for k, v in variant.items()) or "base"
         runs.append(SweepRun(f"{i:02d}-{slug(label)}"[:80], {**base, **variant}))
+        twin = seen.setdefault(json.dumps(runs[-1].options, sort_keys=True, default=str), runs[-1].name)
+        if twin != runs[-1].name:  # a value listed twice: the same training twice, to the last digit
+            raise ConfigError(f"{path}: runs {twin} and {runs[-1].name} have the same options; list each once")
     return runs
 
 
