@@ -307,6 +307,17 @@ def test_race_and_ablation_commentary_quote_the_numbers():
     assert "paired test" in text and "Each run is one seed" in text and "5000 validation images" in text
     # d is +1.5 points: noise for two independent samples of 5,000, but the paired test sees 100 vs 25 images
     assert difference_is_noise(0.70, n, 0.715, n) and "**c**, **d** *improved*" in text
+    # a rank is claimed only beyond noise of the next piece: a's -10.0 against b's +0.5, not against e's -9.5
+    assert text.finding == (
+        "The piece worth most here is **a**: without it validation top-1 falls 10.0 points from 70.0%, beyond noise "
+        "of the next piece, **b** (+0.5) (one seed)."
+    )
+    e = {"variant": "- e", "delta": (60 - 535) / n, "se_delta": paired_se(60, 535, n), "within_noise": False}
+    close = rep.describe_ablation(pd.concat([df, pd.DataFrame([e])], ignore_index=True))
+    assert close.finding == (
+        "Switching off **a** cost the most validation top-1 (10.0 points from 70.0%), within noise of **e** (-9.5): "
+        "one seed cannot rank them."
+    )
     assert rep.describe_race(curves, 0.7).startswith("**fast** reached 70.0% validation top-1 10.0x sooner")
     test_note = rep.describe_test(0.7212, "translate", 10000, 53.5, 1.9)
     assert test_note == (
