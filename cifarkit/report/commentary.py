@@ -184,8 +184,6 @@ def test_metrics(test: Mapping[str, Any], classes: Sequence[str]) -> Note:
     """The test numbers of the chosen checkpoint in words, with their noise and one-line definitions."""
     n, top1 = test["n"], test["accuracy"]
     per_class = {c: a for c, a in test["per_class_accuracy"].items() if a is not None}
-    worst = min(per_class, key=per_class.get)
-    best = max(per_class, key=per_class.get)
     computed = f", computed in **{test['precision']}**" if test.get("precision", "fp32") != "fp32" else ""
     text = [
         f"On {n:,} test images the checkpoint chosen on validation reaches **top-1 {pct(top1)}** "
@@ -202,15 +200,29 @@ def test_metrics(test: Mapping[str, Any], classes: Sequence[str]) -> Note:
             f"One-vs-rest AUC {test['auc_score']:.3f}: for each class, the chance that a random image "
             "of it scores higher than a random other image (1.0 is a perfect ranking)."
         )
-    text.append(
-        f"Per class, `{best}` is easiest ({pct(per_class[best])}) and `{worst}` hardest ({pct(per_class[worst])})."
-    )
+    text.append(f"Per class, {extreme(test, per_class, 'is easiest')} and {extreme(test, per_class, 'hardest')}.")
     if test.get("most_confused"):
         pair = test["most_confused"][0]
         mistake = f"`{pair['true']}` taken for `{pair['predicted']}` ({pair['count']} images)"
         text.append(f"The most common mistake is {mistake}.")
         finding = f"Test top-1 **{pct(top1)}** on {n:,} images{computed}; the most common mistake is {mistake}."
     return Note(" ".join(text), finding=finding)
+
+
+def extreme(test: Mapping[str, Any], per_class: Mapping[str, float], word: str) -> str:
+    """The class ``word`` names (``is easiest``: the highest per-class top-1, ``hardest``: the lowest), or the two
+    first ones when they are within noise of each other. Each class is scored on its own images (its row of the
+    confusion matrix), so the test for independent samples judges them."""
+    a, *rest = sorted(per_class, key=per_class.get, reverse=word == "is easiest")
+    if not rest:
+        return f"`{a}` {word} ({pct(per_class[a])})"
+    b = rest[0]
+    rows = dict(zip(test["per_class_accuracy"], test.get("confusion_matrix") or [], strict=False))
+    size = {c: sum(rows[c]) if c in rows else test["n"] / len(per_class) for c in (a, b)}
+    if not difference_is_noise(per_class[a], size[a], per_class[b], size[b]):
+        return f"`{a}` {word} ({pct(per_class[a])})"
+    both = f"`{a}` ({pct(per_class[a])}) and `{b}` ({pct(per_class[b])})"
+    return f"{both} are {word.removeprefix('is ')}, within noise of each other"
 
 
 def precision(config: Mapping[str, Any]) -> Note:
