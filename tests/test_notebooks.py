@@ -164,6 +164,66 @@ def test_no_fixed_text_quotes_a_time(path):
     assert DURATION.findall(text) == [], path.stem
 
 
+def parameter_names(path: Path) -> list[str]:
+    """The names notebook ``path``'s parameters cell sets."""
+    cell = cell_texts(path.stem, ("parameters",))
+    return [node.targets[0].id for node in ast.parse(cell).body]
+
+
+def test_the_notebook_terms_know_every_parameter():
+    """A message about a parameter reads as a line of the parameters cell only for the names in
+    :data:`cifarkit.report.notebook.PARAMETERS`: it held 7 of the 21 names the cells set (01's lr said --lr)."""
+    from cifarkit.report.notebook import PARAMETERS, in_notebook_terms
+
+    assert sorted(PARAMETERS) == sorted({name for path in NOTEBOOKS for name in parameter_names(path)})
+    assert in_notebook_terms("--lr: -1 must be a finite number > 0") == (
+        "`lr` in the parameters cell: -1 must be a finite number > 0"
+    )
+    assert in_notebook_terms("TrainConfig.epochs: 0 must be an integer").startswith("`epochs` in the parameters cell:")
+    assert in_notebook_terms("--torch-profile: x") == "--torch-profile: x"  # not a parameter: the flag's own words
+
+
+@pytest.mark.parametrize(
+    "given,needle",
+    [
+        ({"seed": 1.5}, "--seed: '1.5' is not an integer"),  # was numpy's TypeError traceback
+        ({"seed": "3"}, "--seed: '3' is str; give a number"),  # was a TypeError traceback
+        ({"seed": -1}, "--seed: -1 must be an integer >= 0"),
+        ({"dataset": ""}, "--dataset: '' is blank"),
+        ({"dataset": 5}, "--dataset: 5 is int; give text"),
+        ({"interactive": "no"}, "--interactive: 'no' is not True or False"),
+        ({"report_dir": 5}, "--report-dir: 5 is int; give text"),
+        # a notebook's own parameters, which it passes to start(): refused before any cell trains
+        ({"target": 70}, "Parameters.target: 70 must be a fraction between 0 and 1"),  # 70%, written as a percent
+        ({"per_class": 5000}, "Parameters.per_class: 5000 must be an integer >= 1 and <= 100"),  # a grid of 50,000
+        ({"per_class": -1}, "Parameters.per_class: -1 must be an integer >= 1"),  # was the class's images but one
+        ({"max_rms": "x"}, "Parameters.max_rms: 'x' is not a number"),  # was numpy's TypeError, after the hashes
+        ({"tta_average": "mean"}, "Parameters.tta_average: 'mean' is not one of logits, probs"),
+        ({"lr": "0.01"}, "Parameters.lr: '0.01' is str; give a number"),
+        ({"colour": 3}, "start() has no parameter 'colour'"),
+    ],
+)
+def test_a_bad_parameter_is_refused_when_the_notebook_starts(tmp_path, given, needle):
+    from cifarkit.errors import ConfigError
+    from cifarkit.report import notebook
+
+    values = {"dataset": "synthetic", "device": "cpu", "profile": "smoke", "report_dir": str(tmp_path), **given}
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        notebook.start("01_ex1_baseline", **values)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_notebook_has_start_check_its_own_parameters(path):
+    """Each parameter a notebook's cell sets beside start()'s own goes to start(), which holds it to its range
+    (:class:`cifarkit.report.notebook.Parameters`) before any cell trains."""
+    from cifarkit.report.notebook import OWN_PARAMETERS
+
+    code = cell_texts(path.stem, ("code",))
+    call = code[code.index("notebook.start(") :].split(")\n", 1)[0]
+    own = [name for name in parameter_names(path) if name in OWN_PARAMETERS]
+    assert [name for name in own if f"{name}={name}" not in call] == [], path.stem
+
+
 def try_it(name: str) -> str:
     """The "## Try it" cell of notebook ``name``."""
     (cell,) = [c for c in cell_texts(name).split("\n## ") if c.startswith("Try it")]

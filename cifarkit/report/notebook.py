@@ -8,11 +8,27 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from cifarkit.config import AMP_MODES, TOP_K, TrainConfig
+from cifarkit.config import (
+    AMP_MODES,
+    IMAGE_SIDES,
+    TOP_K,
+    TTA_AVERAGES,
+    TrainConfig,
+    check_settings,
+    check_value,
+    count,
+    fraction,
+    non_negative,
+    number,
+    positive_float,
+    positive_int,
+    setting,
+    text,
+)
 from cifarkit.config import recipe as named_recipe
 from cifarkit.data import load_dataset, project_root, resolve_user_path
 from cifarkit.device import (
@@ -137,8 +153,8 @@ class NotebookRun:
 
     def own_images(self, predictor, image_paths, tta: str = "none", topk: int = TOP_K):
         """Your images (files or folders, from the notebook or the repository root), each beside its top-k
-        classes in percent; a one-line hint when ``image_paths`` is empty."""
-        files = expand_paths(image_paths)
+        classes in percent; a one-line hint when ``image_paths`` is empty. One path alone is read as a list of one."""
+        files = expand_paths([image_paths] if isinstance(image_paths, (str, Path)) else image_paths)
         if not files:
             print("No images given: put file or folder paths in image_paths (e.g. ['my_photo.jpg']) and rerun.")
             return None
@@ -312,6 +328,31 @@ class NotebookRun:
         return pd.DataFrame({"value": values}, index=index)
 
 
+@dataclass(frozen=True)
+class Parameters:
+    """What a notebook's parameters cell sets beside :func:`start`'s own arguments, each held to the range the
+    command line holds the same kind of setting to; ``None``: the notebook has no such parameter. Each notebook
+    passes its own to :func:`start`, so a bad one stops the first cell, before any training."""
+
+    epochs: int | None = setting(None, type=count)  # 0: the profile's
+    lr: float | None = setting(None, type=positive_float)
+    batch_size: int | None = setting(None, type=positive_int)
+    augment: str | None = setting(None, type=text)
+    per_class: int | None = setting(None, type=number(int, 1, 100))  # 00's sample grid: a row of this many a class
+    max_rms: float | None = setting(None, type=number(float, 0, 255))  # 00's near-duplicate threshold, of 255 levels
+    reference_model: str | None = setting(None, type=text)
+    ex2_image_size: int | None = setting(None, type=number(int, 0, IMAGE_SIDES[1]))  # 0: EX-2's own
+    image_paths: list[str] | None = None  # files or folders, read as given
+    tta_average: str | None = setting(None, choices=TTA_AVERAGES)
+    runs_root: str | None = None
+    all_datasets: bool | None = None
+    target: float | None = setting(None, type=fraction)  # 07's race: a validation top-1, 0.7 for 70%
+    recipe_epochs: float | None = setting(None, type=non_negative)  # 0: the recipe's own length
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
 def start(
     notebook: str,
     dataset: str = "cifar10",
@@ -321,8 +362,10 @@ def start(
     report_dir: str = "",
     interactive: bool = True,
     amp: str = "auto",
+    **parameters: Any,
 ) -> NotebookRun:
-    """Begin a notebook: validate parameters, pick or create the report folder, seed everything.
+    """Begin a notebook: validate parameters (the notebook's own ones too, see :class:`Parameters`), pick or
+    create the report folder, seed everything.
 
     Run by hand with ``report_dir=""``, a notebook gets its own ``reports/<timestamp>-<notebook>/``;
     the series runner passes one shared folder to every notebook.
@@ -332,6 +375,20 @@ def start(
     prof = get_profile(profile)
     if amp not in AMP_MODES:
         raise ConfigError(f"unknown amp {amp!r}; choose {', '.join(AMP_MODES)}")
+    checks = {
+        "--seed": (seed, count),
+        "--dataset": (dataset, text),
+        "--device": (device, text),
+        "--report-dir": (report_dir, str),
+    }
+    for option, (value, read) in checks.items():
+        check_value(option, value, read)  # as the command line holds them: one line, not numpy's traceback
+    if not isinstance(interactive, bool):
+        raise ConfigError(f"--interactive: {interactive!r} is not True or False")
+    unknown = sorted(set(parameters) - set(OWN_PARAMETERS))
+    if unknown:
+        raise ConfigError(f"start() has no parameter {unknown[0]!r}; the notebooks' own: {', '.join(OWN_PARAMETERS)}")
+    Parameters(**parameters)
     resolve_amp(amp, resolve_device(device))  # fail now, in one line, rather than in the first training cell
     if report_dir:
         folder = ensure_dir(report_dir, "report folder")
@@ -346,18 +403,28 @@ def start(
     return nb
 
 
-PARAMETERS = ("dataset", "seed", "device", "amp", "profile", "epochs", "report_dir")  # what a parameters cell sets
+# every name a notebook's parameters cell sets: start()'s own, then the notebooks' (a test holds it to the notebooks)
+OWN_PARAMETERS = tuple(f.name for f in fields(Parameters))
+PARAMETERS = ("dataset", "seed", "device", "amp", "profile", "report_dir", "interactive") + OWN_PARAMETERS
 
 
 def in_notebook_terms(message: str) -> str:
     """A library message in a notebook's own terms: ``--dataset folder:PATH`` (a command-line flag) reads
-    ``dataset = "folder:PATH"`` (a line of the parameters cell)."""
+    ``dataset = "folder:PATH"`` (a line of the parameters cell), and a setting's check ``--lr: -1 must be ...``
+    (``TrainConfig.epochs: ...`` or ``Parameters.target: ...`` for a setting with no flag of its own) reads
+    ``lr`` in the parameters cell."""
 
     def swap(m: re.Match) -> str:
         name = m.group(1).replace("-", "_")
-        return f'`{name} = "{m.group(2)}"` in the parameters cell' if name in PARAMETERS else m.group(0)
+        if name not in PARAMETERS:
+            return m.group(0)
+        return (
+            f"`{name}` in the parameters cell:"
+            if m.group(2) is None
+            else f'`{name} = "{m.group(2)}"` in the parameters cell'
+        )
 
-    return re.sub(r"--([a-z][a-z_-]*)[ =]([^\s;,)]+)", swap, message)
+    return re.sub(r"(?:--|\b(?:TrainConfig|Parameters)\.)([a-z][a-z_-]*)(?::|[ =]([^\s;,)]+))", swap, message)
 
 
 def show(text: Note) -> None:
