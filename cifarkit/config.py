@@ -81,9 +81,8 @@ def check_value(name: str, value: Any, read: Callable[[str], Any]) -> None:
     except argparse.ArgumentTypeError as exc:
         raise ConfigError(f"{name}: {exc}") from None
     if not same:
-        raise ConfigError(
-            f"{name}: {value!r} is {type(value).__name__}; give {'text' if read in (str, text) else 'a number'}"
-        )
+        wanted = "text" if read in (str, text) else "a number"
+        raise ConfigError(f"{name}: {value!r} is {type(value).__name__}; give {wanted}")
 
 
 # ----------------------------------------------------------------------------- ranges
