@@ -256,6 +256,24 @@ def test_a_mistake_in_the_parameters_is_a_short_message(lab):
     assert "unknown dataset 'no-such-dataset'" in error["traceback"][0]
 
 
+def test_a_value_out_of_range_stops_the_first_cell_in_the_parameters_terms(lab):
+    """A parameter the notebook passes to start() (00's per_class: a grid of 5,000 images a class) is refused
+    by the cell that starts the notebook, named as the line of the parameters cell to change."""
+    driver, home = lab
+    open_notebook(driver, "00_data_exploration")
+    set_parameters(driver, per_class="5000", **SMOKE, report_dir=json.dumps(str(home / "range")))
+    state = run_all(driver, 120)
+    driver.execute_script(
+        "document.querySelector('.jp-RenderedText[data-mime-type=\"application/vnd.jupyter.stderr\"]')"
+        ".scrollIntoView({block: 'center'})"
+    )
+    driver.save_screenshot(str(home / "00_out_of_range.png"))
+    (error,) = errors(state)
+    assert error["ename"] == "ConfigError" and len(error["traceback"]) <= 3, error
+    assert "`per_class` in the parameters cell: 5000 must be an integer >= 1 and <= 100" in error["traceback"][0]
+    assert state["images"] == 0  # stopped in the first cell: no grid of 50,000 images was drawn
+
+
 def test_a_wait_survives_the_redraws_it_waits_for():
     """06's empty-selection check read an image the widget had just redrawn away, and the test failed with
     StaleElementReferenceException on one fresh clone: the wait now reads the page again."""
