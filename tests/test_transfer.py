@@ -325,6 +325,9 @@ def test_torchvision_backbones_join_only_where_their_weights_are_cached(tmp_path
 def test_settings_choose_at_one_of_their_budgets():
     with pytest.raises(ConfigError, match="choose_at=50"):
         transfer.TransferSettings(labels_per_class=(10, 100), choose_at=50)
+    # 09's third exercise edits sizes: an input side no checkpoint may hold is refused before a feature is computed
+    with pytest.raises(ConfigError, match="TransferSettings.sizes: 100000 must be an integer >= 8 and <= 4,096"):
+        transfer.TransferSettings(sizes=(96, 100_000))
 
 
 def test_a_split_smaller_than_a_budget_is_a_one_line_error():

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from cifarkit.config import (
     AMP_HELP,
     AMP_MODES,
+    IMAGE_SIDES,
     TrainConfig,
     check_settings,
     count,
@@ -152,7 +153,7 @@ class TransferSettings:
     lrs: tuple[float, ...] = setting((1e-3, 3e-3), type=positive_float)  # Adam learning rates tried on validation
     seeds: int = setting(3, type=positive_int)  # each seed draws its own labelled images and initialises its own head
     # input sizes tried for the ImageNet backbone (images are upsampled)
-    sizes: tuple[int, ...] = setting((32, 64, 96), type=number(int, 8))
+    sizes: tuple[int, ...] = setting((32, 64, 96), type=number(int, *IMAGE_SIDES))
     # the ImageNet backbone's linear head: L2 tried on validation
     weight_decays: tuple[float, ...] = setting((1e-4, 1e-2), type=positive_float)
     test_images: int | None = setting(None, type=positive_int)  # target-class test images scored (None: all)
