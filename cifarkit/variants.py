@@ -241,7 +241,7 @@ def model_from_blob(blob: dict[str, Any]) -> nn.Module:
             load_int8_state(observed, state)
         except RuntimeError as exc:
             raise CheckpointError(
-                f"the int8 weights do not fit model {blob['model_name']} ({first_reason(exc)}); {AGAIN}"
+                f"the int8 state of model {blob['model_name']} cannot be loaded ({first_reason(exc)}); {AGAIN}"
             ) from None
         return Int8Model(observed, example, sum(v.numel() for k, v in state.items() if k.endswith(("weight", "bias"))))
     try:
