@@ -201,6 +201,9 @@ def test_the_notebook_terms_know_every_parameter():
         ({"tta_average": "mean"}, "Parameters.tta_average: 'mean' is not one of logits, probs"),
         ({"lr": "0.01"}, "Parameters.lr: '0.01' is str; give a number"),
         ({"colour": 3}, "start() has no parameter 'colour'"),
+        ({"all_datasets": "no"}, "Parameters.all_datasets: 'no' is not True or False"),  # a truthy text ranked all
+        ({"image_paths": 5}, "Parameters.image_paths: 5 is not a path or a list of paths"),
+        ({"ex2_image_size": 5}, "Parameters.ex2_image_size: 5 must be 0 (EX-2's own) or 8 or more"),
     ],
 )
 def test_a_bad_parameter_is_refused_when_the_notebook_starts(tmp_path, given, needle):

@@ -342,7 +342,7 @@ class Parameters:
     max_rms: float | None = setting(None, type=number(float, 0, 255))  # 00's near-duplicate threshold, of 255 levels
     reference_model: str | None = setting(None, type=text)
     ex2_image_size: int | None = setting(None, type=number(int, 0, IMAGE_SIDES[1]))  # 0: EX-2's own
-    image_paths: list[str] | None = None  # files or folders, read as given
+    image_paths: list[str] | str | None = None  # files or folders
     tta_average: str | None = setting(None, choices=TTA_AVERAGES)
     runs_root: str | None = None
     all_datasets: bool | None = None
@@ -350,7 +350,13 @@ class Parameters:
     recipe_epochs: float | None = setting(None, type=non_negative)  # 0: the recipe's own length
 
     def __post_init__(self) -> None:
-        check_settings(self)
+        check_settings(self)  # what it cannot read as the command line would: a switch, a list, a side's gap
+        if self.all_datasets is not None and not isinstance(self.all_datasets, bool):
+            raise ConfigError(f"Parameters.all_datasets: {self.all_datasets!r} is not True or False")
+        if self.image_paths is not None and not isinstance(self.image_paths, (str, Path, list, tuple)):
+            raise ConfigError(f"Parameters.image_paths: {self.image_paths!r} is not a path or a list of paths")
+        if self.ex2_image_size and self.ex2_image_size < IMAGE_SIDES[0]:
+            raise ConfigError(f"Parameters.ex2_image_size: {self.ex2_image_size} must be 0 (EX-2's own) or 8 or more")
 
 
 def start(
