@@ -44,11 +44,15 @@ class SweepRun:
     options: dict[str, Any]
 
     @property
+    def key(self) -> str:
+        """Every option as one text (sorted): two runs with the same key train the same numbers."""
+        return json.dumps(self.options, sort_keys=True, default=str)
+
+    @property
     def folder(self) -> str:
-        """Its folder under the sweep's output: the name plus a key of every option, so that a run whose
+        """Its folder under the sweep's output: the name plus a hash of its :attr:`key`, so that a run whose
         options were edited in the sweep file is a new run, never mistaken for the old one's results."""
-        key = hashlib.sha1(json.dumps(self.options, sort_keys=True, default=str).encode()).hexdigest()[:6]
-        return f"{self.name}-{key}"
+        return f"{self.name}-{hashlib.sha1(self.key.encode()).hexdigest()[:6]}"
 
     def argv(self) -> list[str]:
         """The options as ``cifarkit train`` arguments: ``true`` as ``--flag``, ``false`` as ``--no-flag`` (every
@@ -93,7 +97,7 @@ def load_sweep(path: str | Path) -> list[SweepRun]:
     for i, variant in enumerate(variants):
         label = "-".join(f"{k}-{json.dumps(v) if isinstance(v, bool) else v}" for k, v in variant.items()) or "base"
         runs.append(SweepRun(f"{i:02d}-{slug(label)}"[:80], {**base, **variant}))
-        twin = seen.setdefault(json.dumps(runs[-1].options, sort_keys=True, default=str), runs[-1].name)
+        twin = seen.setdefault(runs[-1].key, runs[-1].name)
         if twin != runs[-1].name:  # a value listed twice: the same training twice, to the last digit
             raise ConfigError(f"{path}: runs {twin} and {runs[-1].name} have the same options; list each once")
     return runs
