@@ -213,16 +213,16 @@ def extreme(test: Mapping[str, Any], per_class: Mapping[str, float], word: str) 
     """The class ``word`` names (``is easiest``: the highest per-class top-1, ``hardest``: the lowest), or the two
     first ones when they are within noise of each other. Each class is scored on its own images (its row of the
     confusion matrix), so the test for independent samples judges them."""
-    a, *rest = sorted(per_class, key=per_class.get, reverse=word == "is easiest")
-    if not rest:
-        return f"`{a}` {word} ({pct(per_class[a])})"
-    b = rest[0]
-    rows = dict(zip(test["per_class_accuracy"], test.get("confusion_matrix") or [], strict=False))
-    size = {c: sum(rows[c]) if c in rows else test["n"] / len(per_class) for c in (a, b)}
-    if not difference_is_noise(per_class[a], size[a], per_class[b], size[b]):
-        return f"`{a}` {word} ({pct(per_class[a])})"
-    both = f"`{a}` ({pct(per_class[a])}) and `{b}` ({pct(per_class[b])})"
-    return f"{both} are {word.removeprefix('is ')}, within noise of each other"
+    order = sorted(per_class, key=per_class.get, reverse=word == "is easiest")
+    a = order[0]
+    if len(order) > 1:
+        b = order[1]
+        rows = dict(zip(test["per_class_accuracy"], test.get("confusion_matrix") or [], strict=False))
+        size = {c: sum(rows[c]) if c in rows else test["n"] / len(per_class) for c in (a, b)}
+        if difference_is_noise(per_class[a], size[a], per_class[b], size[b]):
+            both = f"`{a}` ({pct(per_class[a])}) and `{b}` ({pct(per_class[b])})"
+            return f"{both} are {word.removeprefix('is ')}, within noise of each other"
+    return f"`{a}` {word} ({pct(per_class[a])})"
 
 
 def precision(config: Mapping[str, Any]) -> Note:

@@ -231,14 +231,16 @@ def describe_ablation(df) -> Note:
     if len(helped):
         top, others = helped.iloc[0], rest.drop(index=helped.index[0]).sort_values("delta")
         name, falls = f"**{top['variant'][2:]}**", f"{-100 * top['delta']:.1f} points from {pct(full)}"
-        finding = f"The piece worth most here is {name}: without it validation top-1 falls {falls} (one seed)."
-        if len(others):  # a rank holds only beyond noise of the next piece's cost (errors taken as independent)
-            nxt = others.iloc[0]
-            than = f"**{nxt['variant'][2:]}** ({100 * nxt['delta']:+.1f})"
-            if gap_is_noise(top["delta"] - nxt["delta"], math.hypot(top["se_delta"], nxt["se_delta"])):
-                finding = f"Switching off {name} cost the most validation top-1 ({falls}), within noise of {than}: one seed cannot rank them."
-            else:
-                finding = f"The piece worth most here is {name}: without it validation top-1 falls {falls}, beyond noise of the next piece, {than} (one seed)."
+        nxt = others.iloc[0] if len(others) else None  # a rank holds only beyond noise of the next piece's cost
+        than = f"**{nxt['variant'][2:]}** ({100 * nxt['delta']:+.1f})" if nxt is not None else ""
+        # the two paired standard errors taken as independent: conservative
+        if nxt is not None and gap_is_noise(top["delta"] - nxt["delta"], math.hypot(top["se_delta"], nxt["se_delta"])):
+            finding = f"Switching off {name} cost the most validation top-1 ({falls}), within noise of {than}: one seed cannot rank them."
+        else:
+            beyond = f", beyond noise of the next piece, {than}" if nxt is not None else ""
+            finding = (
+                f"The piece worth most here is {name}: without it validation top-1 falls {falls}{beyond} (one seed)."
+            )
     else:
         finding = f"At this budget no single piece moved validation top-1 beyond noise from the full recipe's {pct(full)} (one seed)."
     return Note(" ".join(parts), finding=finding)
