@@ -179,6 +179,8 @@ def check_shapes(blob: dict[str, Any], state: dict[str, torch.Tensor], variant: 
     model's must fit it (:func:`cifarkit.runs.check_weights`); a variant is built at its own weight shapes (an int8
     file's ``fp32_shapes``) before a weight loads, so those must be the network's or smaller, and a pruned file's
     must differ from the network's somewhere (``resize_to`` fits them and loading checks the rest)."""
+    if variant not in ("fp32", "pruned", "int8"):  # an ONNX description on a .pt file, say
+        raise CheckpointError(f"checkpoint variant {variant!r} is not one this cifarkit knows (fp32, pruned, int8)")
     try:
         with torch.device("meta"):
             skeleton = create_model(blob["model_name"], blob["num_classes"], **blob.get("model_kwargs", {}))
@@ -188,8 +190,6 @@ def check_shapes(blob: dict[str, Any], state: dict[str, torch.Tensor], variant: 
             f"({exc.__class__.__name__}: {str(exc)[:100]}); is it the right file?"
         ) from None
     name, wanted = blob["model_name"], skeleton.state_dict()
-    if variant not in ("fp32", "pruned", "int8"):  # an ONNX description on a .pt file, say
-        raise CheckpointError(f"checkpoint variant {variant!r} is not one this cifarkit knows (fp32, pruned, int8)")
     if variant == "fp32":  # the names, shapes and kinds of the network the description names
         check_weights(state, f"the checkpoint of model {name}", "is it the right file?", wanted, error=CheckpointError)
         return
