@@ -241,17 +241,24 @@ def test_notebooks_run_in_jupyterlab_as_a_learner_runs_them(lab):
         run_notebook(driver, home, name, 300)
 
 
-def test_a_mistake_in_the_parameters_is_a_short_message(lab):
-    driver, home = lab
+def run_with_a_mistake(driver, home: Path, shot: str, **values: str) -> tuple[dict, dict]:
+    """00 with ``values`` in its parameters cell, Run All; the screenshot shows the error message. Returns the page
+    state and its one error."""
     open_notebook(driver, "00_data_exploration")
-    set_parameters(driver, dataset='"no-such-dataset"', profile='"smoke"', report_dir=json.dumps(str(home / "bad")))
+    set_parameters(driver, **values, report_dir=json.dumps(str(home / shot)))
     state = run_all(driver, 120)
     driver.execute_script(
         "document.querySelector('.jp-RenderedText[data-mime-type=\"application/vnd.jupyter.stderr\"]')"
         ".scrollIntoView({block: 'center'})"
     )
-    driver.save_screenshot(str(home / "00_mistake.png"))
+    driver.save_screenshot(str(home / f"00_{shot}.png"))
     (error,) = errors(state)
+    return state, error
+
+
+def test_a_mistake_in_the_parameters_is_a_short_message(lab):
+    driver, home = lab
+    _, error = run_with_a_mistake(driver, home, "mistake", dataset='"no-such-dataset"', profile='"smoke"')
     assert error["ename"] == "DataError" and len(error["traceback"]) <= 3, error
     assert "unknown dataset 'no-such-dataset'" in error["traceback"][0]
 
@@ -260,15 +267,7 @@ def test_a_value_out_of_range_stops_the_first_cell_in_the_parameters_terms(lab):
     """A parameter the notebook passes to start() (00's per_class: a grid of 5,000 images a class) is refused
     by the cell that starts the notebook, named as the line of the parameters cell to change."""
     driver, home = lab
-    open_notebook(driver, "00_data_exploration")
-    set_parameters(driver, per_class="5000", **SMOKE, report_dir=json.dumps(str(home / "range")))
-    state = run_all(driver, 120)
-    driver.execute_script(
-        "document.querySelector('.jp-RenderedText[data-mime-type=\"application/vnd.jupyter.stderr\"]')"
-        ".scrollIntoView({block: 'center'})"
-    )
-    driver.save_screenshot(str(home / "00_out_of_range.png"))
-    (error,) = errors(state)
+    state, error = run_with_a_mistake(driver, home, "out_of_range", per_class="5000", **SMOKE)
     assert error["ename"] == "ConfigError" and len(error["traceback"]) <= 3, error
     assert "`per_class` in the parameters cell: 5000 must be an integer >= 1 and <= 100" in error["traceback"][0]
     assert state["images"] == 0  # stopped in the first cell: no grid of 50,000 images was drawn
