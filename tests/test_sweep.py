@@ -50,6 +50,12 @@ def test_grid_runs_every_combination_in_a_stable_order(tmp_path):
         # the same training twice (a value listed twice): refused before it costs a second run
         ({"base": BASE, "grid": {"lr": [0.001, 0.01, 1e-3]}}, "runs 00-lr-0.001 and 02-lr-0.001 have the same options"),
         ({"base": {**BASE, "lr": 0.01}, "runs": [{}, {"lr": 0.01}]}, "runs 00-base and 01-lr-0.01 have the same"),
+        # a grid too large to list: refused from its size before a trillion option sets fill the memory
+        (
+            {"base": BASE, "grid": {f"o{i}": list(range(10)) for i in range(12)}},
+            r"makes 1,000,000,000,000 runs \(10 o0 x",
+        ),
+        ({"base": BASE, "runs": [{"lr": i + 1} for i in range(1001)]}, "lists 1,001 runs; at most 1,000, so split it"),
     ],
 )
 def test_bad_sweep_files_are_named(tmp_path, spec, needle):

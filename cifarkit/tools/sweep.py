@@ -17,6 +17,7 @@ import hashlib
 import io
 import itertools
 import json
+import math
 import os
 import shutil
 import signal
@@ -34,6 +35,8 @@ from cifarkit.device import usable_cores
 from cifarkit.errors import ConfigError, DataError
 from cifarkit.runs import ensure_dir, slug, write_json
 from cifarkit.tools.settings import Slurm
+
+MAX_RUNS = 1_000  # a sweep file asking for more is a mistake, refused before its runs are listed in memory
 
 
 @dataclass(frozen=True)
@@ -88,11 +91,17 @@ def load_sweep(path: str | Path) -> list[SweepRun]:
         if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) and v for v in grid.values()):
             raise ConfigError(f"{path}: 'grid' maps at least one option to a non-empty list of values")
         keys = sorted(grid)
+        size = math.prod(len(grid[k]) for k in keys)
+        if size > MAX_RUNS:
+            sizes = " x ".join(f"{len(grid[k])} {k}" for k in keys)
+            raise ConfigError(f"{path}: the grid makes {size:,} runs ({sizes}); at most {MAX_RUNS:,}, so split it")
         variants = [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
     else:
         variants = spec["runs"]
         if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants) or not variants:
             raise ConfigError(f"{path}: 'runs' is a non-empty list of option objects")
+        if len(variants) > MAX_RUNS:
+            raise ConfigError(f"{path}: 'runs' lists {len(variants):,} runs; at most {MAX_RUNS:,}, so split it")
     runs, seen = [], {}
     for i, variant in enumerate(variants):
         label = "-".join(f"{k}-{json.dumps(v) if isinstance(v, bool) else v}" for k, v in variant.items()) or "base"
