@@ -242,7 +242,8 @@ def test_look_inside_shows_the_librarys_own_source():
     assert note.count("```python") == 2 and "`cifarkit.evaluate.tta_forward` (line " in note
 
 
-def throughput_rows(waits, rates=(2000.0, 500.0), busy=(None, None), load=(5.0, 8.0)):
+def throughput_rows(waits, rates=(2000.0, 500.0), busy=(None, None), load=(5.0, 8.0), ranges=None):
+    ranges = ranges or [(rate, rate) for rate in rates]  # each run's slowest and fastest steady epoch
     return pd.DataFrame(
         {
             "model": ["ex1", "ex2"],
@@ -250,6 +251,8 @@ def throughput_rows(waits, rates=(2000.0, 500.0), busy=(None, None), load=(5.0, 
             "device_name": ["Xeon", "Xeon"],
             "backends": ["psutil", "psutil"],
             "images_per_s": list(rates),
+            "slowest_images_per_s": [low for low, _ in ranges],
+            "fastest_images_per_s": [high for _, high in ranges],
             "data_wait_fraction": list(waits),
             "gpu_busy_median": list(busy),
             "other_load_percent": list(load),
@@ -276,6 +279,21 @@ def test_throughput_names_the_fastest_and_what_limited_training():
     runs = throughput_rows([0.02, 0.05], load=(52.0, 5.0)).assign(model="ex1", run=["01_a/x", "07_b/y"])
     named = commentary.throughput(runs)
     assert "fastest was `01 ex1` at 2,000 images/s, the slowest `07 ex1`" in named and "while `01 ex1` trained" in named
+
+
+def test_throughput_names_one_fastest_run_only_beyond_its_epoch_to_epoch_range():
+    from cifarkit.report.comparison import throughput_headline
+
+    close = throughput_rows([0.02, 0.05], rates=(2000.0, 1950.0), ranges=[(1900.0, 2050.0), (1920.0, 1990.0)])
+    tied = commentary.throughput(close)
+    assert "`ex1` and `ex2` were fastest at 2,000 and 1,950 images/s, within each other's" in tied
+    assert "one run of each cannot rank them." in tied and "The fastest was" not in tied
+    assert throughput_headline(close)["fastest"] == "ex1 2000 img/s and ex2 1950 img/s (within noise)"
+    apart = throughput_rows([0.02, 0.05], rates=(2000.0, 1950.0), ranges=[(1960.0, 2050.0), (1920.0, 1955.0)])
+    assert "The fastest was `ex1` at 2,000 images/s" in commentary.throughput(apart)
+    assert throughput_headline(apart)["fastest"] == "ex1 2000 img/s"
+    three = pd.concat([close, throughput_rows([0.1, 0.1], rates=(500.0, 500.0)).iloc[:1].assign(model="ex3")])
+    assert "cannot rank them. The slowest was `ex3` at 500 images/s." in commentary.throughput(three.reset_index())
 
 
 def conditions(rates=(1000.0, 1020.0, 990.0), load=10.0, share=0.0) -> dict:

@@ -297,9 +297,28 @@ def test_deployment_commentary_compares_with_the_checkpoint_on_the_cpu():
     assert "-0.2 points of test top-1." in paired and "-0.2 points of test top-1 (within noise)" not in paired
     # ONNX is fastest at batch 1 and int8 at batch 256: the finding carries both, not batch 1 alone
     assert commentary.findings([note]) == [
-        "On the CPU the fastest at batch 1 is `onnx` (0.25 ms vs the fp32 checkpoint's 1.00 ms) and the highest "
-        "throughput at batch 256 is `int8-static`'s (8,000 images/s); test top-1 75.0% and 74.8% vs 75.0%."
+        "On the CPU the fastest at batch 1 is `onnx` (0.25 ms, test top-1 75.0%) and the highest throughput at "
+        "batch 256 is `int8-static` (8,000 images/s, test top-1 74.8%); the fp32 checkpoint: 1.00 ms, 4,000 "
+        "images/s, 75.0%."
     ]
+
+
+def test_deployment_names_one_fastest_variant_only_beyond_about_the_same():
+    """08 named one variant fastest although the runner-up was 1% behind: one timing of each cannot rank them."""
+    from cifarkit.report import commentary
+    from cifarkit.tools.deploy import headline
+
+    rows = deployment_rows().assign(latency_ms_p50=[1.0, 0.26, 0.25], throughput_img_s=[4000.0, 8000.0, 7900.0])
+    finding = commentary.deployment(rows).finding
+    assert "the fastest at batch 1 are `onnx` (0.25 ms, test top-1 75.0%) and `int8-static` (0.26 ms" in finding
+    assert "the highest throughput at batch 256 are `int8-static` (8,000 images/s" in finding
+    assert "and `onnx` (7,900 images/s, test top-1 75.0%), about the same;" in finding
+    top = headline(rows.to_dict("records"))
+    assert (
+        top["fastest_on_cpu"] == "onnx and int8-static" and top["highest_throughput_on_cpu"] == "int8-static and onnx"
+    )
+    apart = headline(rows.assign(latency_ms_p50=[1.0, 0.3, 0.25]).to_dict("records"))
+    assert apart["fastest_on_cpu"] == "onnx" and headline([])["fastest_on_cpu"] is None
 
 
 def test_a_bf16_checkpoint_is_named_bf16_and_onnx_is_compared_across_precisions():

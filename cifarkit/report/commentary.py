@@ -16,8 +16,9 @@ from typing import Any
 from cifarkit.device import precision_name
 from cifarkit.errors import duration_text
 from cifarkit.evaluate import fixed_broken
-from cifarkit.report.comparison import notebook_number
+from cifarkit.report.comparison import fastest_runs, notebook_number
 from cifarkit.report.stats import difference_is_noise, gap_is_noise, paired_is_noise, standard_error
+from cifarkit.tools.deploy import SAME_WITHIN, leaders
 from cifarkit.tools.perflogs import INPUT_BOUND_SHARE, OTHER_LOAD_PERCENT, PACE_SPREAD
 
 
@@ -527,7 +528,20 @@ def throughput(table: Any) -> Note:
         f"{len(table)} training run(s) on {', '.join(devices)}; telemetry from "
         f"{', '.join(backends) if backends else 'no backend'}."
     ]
-    if len(table) > 1:
+    tied = fastest_runs(table)
+    if len(tied) == 2:
+        first, second = (tied.iloc[i] for i in range(2))
+        text.append(
+            f"`{run_name(first)}` and `{run_name(second)}` were fastest at {first['images_per_s']:,.0f} and "
+            f"{second['images_per_s']:,.0f} images/s, within each other's epoch-to-epoch range: one run of each "
+            "cannot rank them"
+            + (
+                f". The slowest was `{run_name(slow)}` at {slow['images_per_s']:,.0f} images/s."
+                if len(table) > 2
+                else "."
+            )
+        )
+    elif len(table) > 1:
         text.append(
             f"The fastest was `{run_name(fast)}` at {fast['images_per_s']:,.0f} images/s, the slowest "
             f"`{run_name(slow)}` at {slow['images_per_s']:,.0f} images/s "
@@ -591,8 +605,8 @@ def duplicates(exact: Mapping[str, Any], near: Sequence[tuple[int, int, float]],
 
 
 def times(ratio: float, more: str, less: str) -> str:
-    """A ratio in words: ``2.0x faster``, ``3.1x slower``, or ``about the same`` within 5%."""
-    if 0.95 <= ratio <= 1.05:
+    """A ratio in words: ``2.0x faster``, ``3.1x slower``, or ``about the same`` within :data:`SAME_WITHIN`."""
+    if abs(ratio - 1) <= SAME_WITHIN:
         return "about the same"
     return f"{ratio:.1f}x {more}" if ratio > 1 else f"{1 / ratio:.1f}x {less}"
 
@@ -636,13 +650,22 @@ def deployment(rows: Any) -> Note:
             )
             + "."
         )
-    fastest, busiest = cpu["latency_ms_p50"].idxmin(), cpu["throughput_img_s"].idxmax()
-    label = cpu["variant"]
+    records = cpu.to_dict("records")
+    fastest, busiest = (
+        leaders(records, "latency_ms_p50", lowest=True),
+        leaders(records, "throughput_img_s", lowest=False),
+    )
+
+    def leading(picks: list[dict], value: str) -> str:  # "is `a` (value)", or two about the same
+        named = " and ".join(
+            f"`{r['variant']}` ({value.format(**r)}, test top-1 {pct(float(r['accuracy']))})" for r in picks
+        )
+        return f"are {named}, about the same" if len(picks) == 2 else f"is {named}"
+
     finding = (
-        f"On the CPU the fastest at batch 1 is `{label[fastest]}` ({cpu.loc[fastest, 'latency_ms_p50']:.2f} ms vs "
-        f"the {own} checkpoint's {base['latency_ms_p50']:.2f} ms) and the highest throughput{batch} is "
-        f"`{label[busiest]}`'s ({cpu.loc[busiest, 'throughput_img_s']:,.0f} images/s); test top-1 "
-        f"{pct(float(cpu.loc[fastest, 'accuracy']))} and {pct(float(cpu.loc[busiest, 'accuracy']))} vs {pct(float(base['accuracy']))}."
+        f"On the CPU the fastest at batch 1 {leading(fastest, '{latency_ms_p50:.2f} ms')} and the highest "
+        f"throughput{batch} {leading(busiest, '{throughput_img_s:,.0f} images/s')}; the {own} checkpoint: "
+        f"{base['latency_ms_p50']:.2f} ms, {base['throughput_img_s']:,.0f} images/s, {pct(float(base['accuracy']))}."
     )
     return Note(" ".join(text), finding=finding)
 

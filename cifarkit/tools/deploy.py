@@ -40,6 +40,7 @@ from cifarkit.train import train_one_epoch
 from cifarkit.variants import INT8_METHOD, Int8Model, OnnxModel, model_from_blob
 
 QUANT_NOTE = "torchao PT2E, x86 quantizer, calibrated on training images"  # how the int8 variant is made
+SAME_WITHIN = 0.05  # two speeds closer than this are "about the same": one timing of each cannot rank them
 TIMING = "time.perf_counter around each call, device synchronised; {warmup} warm-up calls, then {runs} timed"
 
 
@@ -275,14 +276,21 @@ def table(rows: Sequence[dict[str, Any]], settings: DeploySettings) -> str:
     return df.to_markdown(index=False) + "\n\n" + TIMING.format(warmup=settings.warmup, runs=settings.runs) + "."
 
 
+def leaders(rows: Sequence[dict[str, Any]], key: str, lowest: bool) -> list[dict[str, Any]]:
+    """The row with the lowest (or highest) ``key``, with the runner-up where the two are within
+    :data:`SAME_WITHIN` of each other."""
+    ranked = sorted(rows, key=lambda r: r[key], reverse=not lowest)
+    tied = len(ranked) > 1 and abs(ranked[0][key] / ranked[1][key] - 1) <= SAME_WITHIN
+    return ranked[: 2 if tied else 1]
+
+
 def headline(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Notebook 08's headline: the checkpoint's precision, its and int8's top-1, latency on the CPU, and the
-    fastest variant at batch 1 and at the throughput batch."""
+    fastest variant at batch 1 and at the throughput batch (two, "a and b", where :func:`leaders` ties them)."""
     cpu = [r for r in rows if r["device"] == "cpu"]
     ref = next((r for r in cpu if r.get("reference")), {})
     by = {r["variant"].split("-")[0]: r for r in cpu if not r.get("reference")}
-    fastest = min(cpu, key=lambda r: r["latency_ms_p50"]) if cpu else None
-    busiest = max(cpu, key=lambda r: r["throughput_img_s"]) if cpu else None
+    fastest, busiest = leaders(cpu, "latency_ms_p50", lowest=True), leaders(cpu, "throughput_img_s", lowest=False)
     return {
         "checkpoint_precision": ref.get("precision"),
         "checkpoint_accuracy": ref.get("accuracy"),
@@ -290,8 +298,8 @@ def headline(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "checkpoint_latency_ms": ref.get("latency_ms_p50"),
         "int8_latency_ms": by.get("int8", {}).get("latency_ms_p50"),
         "onnx_latency_ms": by.get("onnx", {}).get("latency_ms_p50"),
-        "fastest_on_cpu": fastest["variant"] if fastest else None,
-        "highest_throughput_on_cpu": busiest["variant"] if busiest else None,
+        "fastest_on_cpu": " and ".join(r["variant"] for r in fastest) or None,
+        "highest_throughput_on_cpu": " and ".join(r["variant"] for r in busiest) or None,
     }
 
 
