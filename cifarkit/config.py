@@ -59,7 +59,7 @@ def check_settings(settings: Any) -> None:
     """Hold each field of a settings dataclass to its declared ``choices`` and ``type``, in the command line's
     words, so a settings object built in code or read from a file (a profile, a sweep, a report's series.json, a
     notebook) is checked as the command line checks it: a value must read back as itself (``"3"`` is text, not
-    the integer 3), and a field typed ``str`` holds text. A dataclass calls it from ``__post_init__``."""
+    the integer 3), a ``str`` field holds text, a ``bool`` one True or False. ``__post_init__`` calls it."""
     for f in fields(settings):
         value = getattr(settings, f.name)
         name = option_of(f) if "help" in f.metadata else f"{type(settings).__name__}.{f.name}"
@@ -67,6 +67,8 @@ def check_settings(settings: Any) -> None:
         for v in value if isinstance(value, tuple) else (value,):  # nargs="+" options hold tuples
             if v is None and "None" in str(f.type):  # a field typed ``X | None`` may be unset
                 continue
+            if str(f.type).startswith("bool") and not isinstance(v, bool):  # "False" is text, and text is true
+                raise ConfigError(f"{name}: {v!r} is not True or False")
             if v not in f.metadata.get("choices", (v,)):
                 raise ConfigError(f"{name}: {v!r} is not one of {', '.join(map(str, f.metadata['choices']))}")
             if read is not None:
@@ -168,9 +170,7 @@ class TrainConfig:
         False, "flip each image every other epoch rather than by chance (with flip in --augment)", **SWITCH
     )
     patience: int = setting(0, "early stopping patience in epochs (default {default}: off)", type=count)
-    monitor: str = setting(
-        "val_accuracy", "metric for best.pt and early stopping (default {default})", choices=MONITORS
-    )
+    monitor: str = setting("val_accuracy", "picks best.pt and drives --patience (default {default})", choices=MONITORS)
     val_fraction: float = setting(0.1, "share of train held out for validation (default {default})", type=fraction)
     seed: int = setting(0, "default {default}", type=count)
     device: str = "auto"
@@ -187,9 +187,7 @@ class TrainConfig:
     checkpoint_every: int = setting(1, "write last.pt every k epochs (default {default})", type=positive_int)
     model_kwargs: dict[str, Any] | None = None
     telemetry: bool = setting(False, "record hardware telemetry into perf/*.jsonl", **SWITCH)
-    telemetry_interval: float = setting(
-        0.5, "telemetry sampling period in seconds (default {default})", type=positive_float
-    )
+    telemetry_interval: float = setting(0.5, "sampling period in seconds (default {default})", type=positive_float)
     torch_profile_steps: int = setting(
         0,
         "record N training steps with torch.profiler (default {default}: off)",

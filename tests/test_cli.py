@@ -306,6 +306,11 @@ def test_each_commands_options_are_generated_from_its_settings_dataclass(argv, s
         (TrainConfig, {"lr": "abc"}, "--lr: 'abc' is not a number"),
         (TrainConfig, {"seed": "3"}, "--seed: '3' is str; give a number"),  # a value reads back as itself
         (TrainConfig, {"model": 5}, "--model: 5 is int; give text"),
+        # a switch holds True or False: the text "False" is true, and would have compiled the model
+        (TrainConfig, {"compile": "False"}, "--compile: 'False' is not True or False"),
+        (TrainConfig, {"channels_last": 1}, "TrainConfig.channels_last: 1 is not True or False"),
+        (SpeedrunSettings, {"baseline": "no"}, "--baseline: 'no' is not True or False"),
+        (Recipe, {"lookahead": "yes"}, "Recipe.lookahead: 'yes' is not True or False"),
         (SeriesSettings, {"dataset": " "}, "--dataset: ' ' is blank"),
         (partial(replace, PROFILES["quick"]), {"epochs": 0}, "Profile.epochs: 0 must be an integer >= 1"),
         (partial(replace, PROFILES["smoke"]), {"ablation_val_fraction": 1.5}, "Profile.ablation_val_fraction: 1.5"),

@@ -350,9 +350,7 @@ class Parameters:
     recipe_epochs: float | None = setting(None, type=non_negative)  # 0: the recipe's own length
 
     def __post_init__(self) -> None:
-        check_settings(self)  # what it cannot read as the command line would: a switch, a list, a side's gap
-        if self.all_datasets is not None and not isinstance(self.all_datasets, bool):
-            raise ConfigError(f"Parameters.all_datasets: {self.all_datasets!r} is not True or False")
+        check_settings(self)  # what it cannot read as the command line would: a list, a side's gap
         if self.image_paths is not None and not isinstance(self.image_paths, (str, Path, list, tuple)):
             raise ConfigError(f"Parameters.image_paths: {self.image_paths!r} is not a path or a list of paths")
         if self.ex2_image_size and self.ex2_image_size < IMAGE_SIDES[0]:
