@@ -192,6 +192,7 @@ def test_the_notebook_terms_know_every_parameter():
         ({"dataset": ""}, "--dataset: '' is blank"),
         ({"dataset": 5}, "--dataset: 5 is int; give text"),
         ({"interactive": "no"}, "--interactive: 'no' is not True or False"),
+        ({"amp": "fp8"}, "--amp: 'fp8' is not one of auto, off, fp16, bf16"),  # the words `series --amp` uses
         ({"report_dir": 5}, "--report-dir: 5 is int; give text"),
         # a notebook's own parameters, which it passes to start(): refused before any cell trains
         ({"target": 70}, "Parameters.target: 70 must be a fraction between 0 and 1"),  # 70%, written as a percent

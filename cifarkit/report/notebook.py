@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from cifarkit.config import (
-    AMP_MODES,
     IMAGE_SIDES,
     TOP_K,
     TTA_AVERAGES,
@@ -49,7 +48,7 @@ from cifarkit.report.exercises import check
 from cifarkit.report.figures import plot_own_predictions, run_callbacks, save, write_test_figures
 from cifarkit.runs import ensure_dir, make_run_dir, read_json, read_run, slug, write_json
 from cifarkit.tools.perflogs import run_conditions
-from cifarkit.tools.settings import DeploySettings, Profile, get_profile
+from cifarkit.tools.settings import DeploySettings, Profile, SeriesSettings, get_profile
 from cifarkit.train import fit
 
 
@@ -377,16 +376,9 @@ def start(
 
     show_errors_briefly()
     prof = get_profile(profile)
-    if amp not in AMP_MODES:
-        raise ConfigError(f"unknown amp {amp!r}; choose {', '.join(AMP_MODES)}")
-    checks = {
-        "--seed": (seed, count),
-        "--dataset": (dataset, text),
-        "--device": (device, text),
-        "--report-dir": (report_dir, str),
-    }
-    for option, (value, read) in checks.items():
-        check_value(option, value, read)  # as the command line holds them: one line, not numpy's traceback
+    SeriesSettings(dataset=dataset, profile=profile, amp=amp, seed=seed)  # held as `cifarkit series` holds them
+    check_value("--device", device, text)
+    check_value("--report-dir", report_dir, str)
     if not isinstance(interactive, bool):
         raise ConfigError(f"--interactive: {interactive!r} is not True or False")
     unknown = sorted(set(parameters) - set(OWN_PARAMETERS))
