@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from cifarkit.config import DEVICE_HELP
-from cifarkit.errors import ConfigError
+from cifarkit.errors import ConfigError, first_line
 
 
 def mps_available() -> bool:
@@ -370,7 +370,7 @@ class StepGraph:
             try:
                 self.replay = self.record()
             except RuntimeError as e:  # e.g. a model that reads a value back to the host mid-step
-                self.failed = str(e).splitlines()[0]
+                self.failed = first_line(e)
                 warnings.warn(f"CUDA graph capture failed ({self.failed}); training on without it", stacklevel=2)
                 return self.step(x, y)
         if x.shape != self.x.shape or y.shape != self.y.shape:

@@ -105,6 +105,14 @@ def rank_tag(environ: Mapping[str, str] | None = None) -> str:
     return f" (rank {rank} of {world})" if rank.isdigit() and world.isdigit() and int(world) > 1 else ""
 
 
+def first_line(exc: BaseException, named: bool = False, limit: int = 160) -> str:
+    """An exception inside a one-line message: its first line that says what is wrong (load_state_dict's
+    "Error(s) in ..." header passed over), after its class name with ``named``, cut at ``limit`` characters; the
+    class name alone where it says nothing (an empty message, or one that opens with a blank line)."""
+    said = next((x.strip() for x in str(exc).splitlines() if x.strip() and not x.startswith("Error(s) in")), "")
+    return (f"{type(exc).__name__}: {said}" if said and named else said or type(exc).__name__)[:limit]
+
+
 def printable(text: object) -> str:
     """``text`` safe to print as one line on any terminal: control characters (a newline in a file name)
     become escapes such as ``\\n``, and bytes that are not UTF-8 (kept by Python as surrogates) ``\\xNN``."""

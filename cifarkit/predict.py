@@ -15,7 +15,7 @@ from torch import nn
 from cifarkit.config import EVAL_BATCH_SIZE, TOP_K, check_value, positive_int
 from cifarkit.data import Dataset, Split, decode_image, image_files, pil_to_array, resolve_user_path
 from cifarkit.device import resolve_channels_last, resolve_device
-from cifarkit.errors import CheckpointError, CifarkitError, ConfigError, DataError, short_list
+from cifarkit.errors import CheckpointError, CifarkitError, ConfigError, DataError, first_line, short_list
 from cifarkit.evaluate import compare_tta, evaluate, predict_logits, ranked_classes, tta_forward
 from cifarkit.loader import DeviceLoader, Normalizer
 from cifarkit.runs import load_checkpoint, test_json, write_run_file
@@ -150,7 +150,7 @@ def check_runs(model: nn.Module, normalizer: Normalizer, size: int, num_classes:
     try:
         out = model.eval()(normalizer(torch.zeros(1, 3, size, size, dtype=torch.uint8, device=normalizer.mean.device)))
     except Exception as exc:
-        reason = str(exc).splitlines()[0][:120] if str(exc) else exc.__class__.__name__
+        reason = first_line(exc)
         raise CheckpointError(f"the network in {path} does not run ({reason}); is it the right file?") from None
     if tuple(out.shape) != (1, num_classes):
         raise CheckpointError(

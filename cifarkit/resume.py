@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from cifarkit.errors import CheckpointError, CifarkitError, ConfigError, short_list
+from cifarkit.errors import CheckpointError, CifarkitError, ConfigError, first_line, short_list
 from cifarkit.runs import check_weights, current_names, load_checkpoint, run_complete, save_checkpoint, write_metrics
 
 LAST = "last.pt"  # the file that holds the resume state, in every run folder
@@ -77,9 +77,8 @@ def reading(path: str | os.PathLike) -> Iterator[None]:
     except CifarkitError:
         raise
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-        reason = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:160]
         raise CheckpointError(
-            f"{path}: its training state is damaged or not cifarkit's ({reason}); resume from another last.pt "
+            f"{path}: its training state is damaged or not cifarkit's ({first_line(exc, named=True)}); resume from another last.pt "
             "or start a new run"
         ) from None
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from cifarkit.config import IMAGE_SIDES, TrainConfig
-from cifarkit.errors import CheckpointError, CifarkitError, ConfigError, DataError, OutputError
+from cifarkit.errors import CheckpointError, CifarkitError, ConfigError, DataError, OutputError, first_line
 
 CHECKPOINT_FORMAT = "cifarkit-checkpoint-v1"
 
@@ -176,7 +176,7 @@ def read_json(path: str | os.PathLike) -> Any:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except (ValueError, RecursionError) as exc:
-        reason = str(exc).splitlines()[0][:80] if isinstance(exc, ValueError) else "nested too deep"
+        reason = first_line(exc, limit=80) if isinstance(exc, ValueError) else "nested too deep"
         raise DataError(f"{path} is not valid JSON ({reason}); restore it, or delete the folder it describes") from None
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cifarkit.errors import CheckpointError, ConfigError
+from cifarkit.errors import CheckpointError, ConfigError, first_line
 from cifarkit.models import create_model
 from cifarkit.runs import check_meta, check_weights
 
@@ -241,21 +241,16 @@ def model_from_blob(blob: dict[str, Any]) -> nn.Module:
             load_int8_state(observed, state)
         except RuntimeError as exc:
             raise CheckpointError(
-                f"the int8 state of model {blob['model_name']} cannot be loaded ({first_reason(exc)}); {AGAIN}"
+                f"the int8 state of model {blob['model_name']} cannot be loaded ({first_line(exc)}); {AGAIN}"
             ) from None
         return Int8Model(observed, example, sum(v.numel() for k, v in state.items() if k.endswith(("weight", "bias"))))
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:  # hand-edited or mixed-up files: weights of another shape or architecture
         raise CheckpointError(
-            f"the weights do not fit model {blob['model_name']} ({first_reason(exc)}); is it the right file?"
+            f"the weights do not fit model {blob['model_name']} ({first_line(exc)}); is it the right file?"
         ) from None
     return model.eval()
-
-
-def first_reason(exc: Exception) -> str:
-    """The first line of a load error that says what is wrong (``load_state_dict``'s opens with a header)."""
-    return next((x.strip() for x in str(exc).splitlines() if x.strip() and not x.startswith("Error(s) in")), "")[:160]
 
 
 class OnnxModel(nn.Module):
@@ -271,8 +266,7 @@ class OnnxModel(nn.Module):
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            reason = str(exc).splitlines()[0][:200]
-            raise CheckpointError(f"{path} is not a loadable ONNX model ({reason}); export it again") from None
+            raise CheckpointError(f"{path} is not a loadable ONNX model ({first_line(exc)}); export it again") from None
         self.input = self.session.get_inputs()[0].name
         props = self.session.get_modelmeta().custom_metadata_map
         if ONNX_META_KEY not in props:

@@ -668,3 +668,22 @@ def test_the_prediction_api_refuses_bad_arguments_in_one_line(predictor, trained
             predict_images(predictor, [image], **kwargs)
     with pytest.raises(ConfigError, match="one 3-d array; pass a list of images"):
         predict_images(predictor, np.zeros((32, 32, 3), np.uint8))
+
+
+@pytest.mark.parametrize(
+    "exc,named,said",
+    [
+        (ValueError(), False, "ValueError"),  # no message: `str(exc).splitlines()[0]` raised IndexError here
+        (RuntimeError("\nthe real reason"), False, "the real reason"),  # a message that opens with a blank line
+        (RuntimeError("Error(s) in loading state_dict for Ex1:\n\tsize mismatch for fc"), True, "RuntimeError: size"),
+        (KeyError("model_name"), True, "KeyError: 'model_name'"),
+        (OSError("x" * 500), False, "x" * 160),  # cut, so one line stays one line
+    ],
+)
+def test_an_exception_is_told_in_one_line_whatever_its_message(exc, named, said):
+    """Every one-line error that quotes a library's exception quotes it through errors.first_line; the sites
+    each cut the first line their own way before, and an empty message raised IndexError inside the handler."""
+    from cifarkit.errors import first_line
+
+    told = first_line(exc, named=named)
+    assert told.startswith(said) and "\n" not in told and len(told) <= 160

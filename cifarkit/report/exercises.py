@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarkit.errors import ConfigError
+from cifarkit.errors import ConfigError, first_line
 from cifarkit.evaluate import topk_accuracy, tta_forward
 from cifarkit.loader import crop_at, draw_crop_offsets
 from cifarkit.models import create_model
@@ -371,7 +371,7 @@ def first_difference(exercise: Exercise, yours: Callable) -> Answer:
                 exercise.library,
             )
         except Exception as exc:  # the learner's code may fail in any way: name it, keep the notebook going
-            problem = f"raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+            problem = f"raised {first_line(exc, named=True)}"
         if problem:
             return Answer(
                 DIFFERS,

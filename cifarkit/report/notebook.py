@@ -39,7 +39,7 @@ from cifarkit.device import (
     resolve_device,
     seed_everything,
 )
-from cifarkit.errors import CifarkitError, ConfigError, duration_text
+from cifarkit.errors import CifarkitError, ConfigError, duration_text, first_line
 from cifarkit.predict import evaluate_run, expand_paths, predict
 from cifarkit.report.analysis import validation_correct
 from cifarkit.report.commentary import Note, findings, in_this_run
@@ -291,9 +291,7 @@ class NotebookRun:
         def after(result: Any) -> None:
             error = getattr(result, "error_in_exec", None)
             if error is not None:
-                self.write_summary(
-                    "failed", f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-                )
+                self.write_summary("failed", first_line(error, named=True))
 
         for old in [cb for cb in shell.events.callbacks["post_run_cell"] if getattr(cb, "__name__", "") == "after"]:
             shell.events.unregister("post_run_cell", old)  # a rerun of the first cells replaces the hook

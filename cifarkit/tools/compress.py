@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cifarkit.errors import ConfigError
+from cifarkit.errors import ConfigError, first_line
 from cifarkit.runs import atomic_write
 from cifarkit.variants import INT8_METHOD, ONNX_META_KEY, int8_observed, per_channel, weight_observers
 
@@ -59,9 +59,8 @@ def quantize_int8(model: nn.Module, calibration: Sequence[torch.Tensor]) -> dict
     except ConfigError:
         raise
     except Exception as exc:  # torch.export or the quantizer cannot take this network
-        reason = str(exc).splitlines()[0][:120] if str(exc) else ""
         raise ConfigError(
-            f"{type(model).__name__} cannot be quantized to int8 ({exc.__class__.__name__}: {reason}); "
+            f"{type(model).__name__} cannot be quantized to int8 ({first_line(exc, named=True)}); "
             "its other variants still are"
         ) from None
     with torch.no_grad():

@@ -29,7 +29,7 @@ from torch import nn
 
 from cifarkit.data import Split
 from cifarkit.device import resolve_device
-from cifarkit.errors import ConfigError, RankLost
+from cifarkit.errors import ConfigError, RankLost, first_line
 from cifarkit.train import EpochStats, SingleProcess
 
 # what torchrun sets for every process it starts (and what `--nnodes` launches share)
@@ -243,7 +243,7 @@ def setup(device_name: str = "auto", environ: Mapping[str, str] | None = None) -
         except (RuntimeError, ValueError, OSError) as exc:
             raise RankLost(
                 f"rank {rank} could not join the process group at MASTER_ADDR={env['MASTER_ADDR']} "
-                f"MASTER_PORT={env['MASTER_PORT']} within {wait:g} s ({str(exc).splitlines()[0][:120]}); check "
+                f"MASTER_PORT={env['MASTER_PORT']} within {wait:g} s ({first_line(exc, limit=120)}); check "
                 f"MASTER_ADDR and MASTER_PORT and that rank 0 and every node started ({RENDEZVOUS_TIMEOUT_VAR} sets the wait)"
             ) from None
     return Dist(rank, world, local_rank, local_world, backend, device)
