@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -84,3 +85,13 @@ def test_calibration_of_nothing_or_of_nan_is_one_line(labels, logits, needle):
     assert needle in str(caught.value) and "\n" not in str(caught.value)
     with pytest.raises(DataError):
         describe({"a": (labels, logits), "b": (labels, logits)})
+
+
+@pytest.mark.parametrize("bins,said", [(0, "bins: 0 must be an integer >= 1"), (2.5, "bins: '2.5' is not an integer")])
+def test_a_bin_count_that_cannot_bin_is_one_line(bins, said):
+    """bins=0 was numpy's 'must have no negative elements' from inside bincount."""
+    from cifarkit.errors import ConfigError
+
+    labels, logits = torch.zeros(2, dtype=torch.long), torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        reliability(labels, logits, bins=bins)

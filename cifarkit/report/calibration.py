@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cifarkit.config import check_value, positive_int
 from cifarkit.errors import DataError
 from cifarkit.evaluate import predicted_labels
 from cifarkit.report.commentary import Note, pct
@@ -52,6 +53,7 @@ def per_image(labels: torch.Tensor, logits: torch.Tensor) -> tuple[np.ndarray, n
 
 def bin_of(confidence: np.ndarray, bins: int = BINS) -> np.ndarray:
     """The bin of each confidence: (0, 1/bins] is bin 0, ..., ((bins-1)/bins, 1] the last."""
+    check_value("bins", bins, positive_int)  # every reliability and ECE bins through here
     return np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
 
 

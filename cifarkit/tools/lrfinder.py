@@ -8,7 +8,7 @@ import itertools
 import math
 from dataclasses import dataclass
 
-from cifarkit.config import TrainConfig
+from cifarkit.config import TrainConfig, check_value, number, positive_float
 from cifarkit.data import Dataset
 from cifarkit.errors import ConfigError, TrainingDiverged
 from cifarkit.train import prepare, train_step
@@ -37,10 +37,11 @@ def lr_range_test(
     """Train ``cfg``'s network (fresh, seeded, on ``dataset``'s training images less its validation split, with
     ``cfg``'s optimizer, augmentation and precision, no schedule) for up to ``steps`` steps, the rate growing by
     the same factor each step from ``start`` to ``end``. Nothing is saved: the network is thrown away."""
-    if not (math.isfinite(start) and math.isfinite(end) and 0 < start < end):
-        raise ConfigError(f"learning-rate range {start:g} to {end:g}: use finite 0 < start < end, e.g. 1e-6 to 1")
-    if steps < 10:
-        raise ConfigError(f"a range test of {steps} steps says nothing; use at least 10 (a few hundred is usual)")
+    check_value("start", start, positive_float)  # one line for text, NaN or a float step count, as the CLI says it
+    check_value("end", end, positive_float)
+    check_value("steps", steps, number(int, 10, words="an integer >= 10: fewer say nothing (a few hundred is usual)"))
+    if start >= end:
+        raise ConfigError(f"learning-rate range {start:g} to {end:g}: use start < end, e.g. 1e-6 to 1")
     run = prepare(cfg, dataset)
     batches = itertools.chain.from_iterable(run.train_loader for _ in itertools.count())  # epoch after epoch
     factor = (end / start) ** (1 / (steps - 1))
