@@ -289,6 +289,8 @@ def test_throughput_names_one_fastest_run_only_beyond_its_epoch_to_epoch_range()
     assert "`ex1` and `ex2` were fastest at 2,000 and 1,950 images/s, within each other's" in tied
     assert "one run of each cannot rank them." in tied and "The fastest was" not in tied
     assert throughput_headline(close)["fastest"] == "ex1 2000 img/s and ex2 1950 img/s (within noise)"
+    twins = close.assign(model="ex1", run=["01_ex1_baseline/a", "03_augmentation/b"])  # one model, two notebooks
+    assert throughput_headline(twins)["fastest"] == "01 ex1 2000 img/s and 03 ex1 1950 img/s (within noise)"
     apart = throughput_rows([0.02, 0.05], rates=(2000.0, 1950.0), ranges=[(1960.0, 2050.0), (1920.0, 1955.0)])
     assert "The fastest was `ex1` at 2,000 images/s" in commentary.throughput(apart)
     assert throughput_headline(apart)["fastest"] == "ex1 2000 img/s"

@@ -16,7 +16,7 @@ from typing import Any
 from cifarkit.device import precision_name
 from cifarkit.errors import duration_text
 from cifarkit.evaluate import fixed_broken
-from cifarkit.report.comparison import fastest_runs, notebook_number
+from cifarkit.report.comparison import fastest_runs, run_name
 from cifarkit.report.stats import difference_is_noise, gap_is_noise, paired_is_noise, standard_error
 from cifarkit.tools.deploy import SAME_WITHIN, leaders
 from cifarkit.tools.perflogs import INPUT_BOUND_SHARE, OTHER_LOAD_PERCENT, PACE_SPREAD
@@ -505,13 +505,6 @@ def ranking(table: Any) -> Note:
             else f"The runner-up, {gap} ({'within' if noise else 'beyond'} noise), trained on the same budget."
         )
     return Note(" ".join(text))
-
-
-def run_name(row: Mapping[str, Any]) -> str:
-    """A run's short name in a sentence: its notebook number and model (``07 ex1``), so two runs of one model
-    in a report are told apart; the model alone where the row has no numbered run."""
-    number = notebook_number(str(row.get("run", "")))
-    return f"{number} {row['model']}" if number else str(row["model"])
 
 
 def throughput(table: Any) -> Note:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,13 @@ def notebook_number(name: str) -> str | None:
     """The notebook a report's folder or run path belongs to, from its ``NN_`` prefix (``07`` for
     ``07_speedrun/2026...``); None for a name without one (a run outside a series report)."""
     return name[:2] if name[:2].isdigit() else None
+
+
+def run_name(row: Mapping[str, Any]) -> str:
+    """A run's short name in a sentence: its notebook number and model (``07 ex1``), so two runs of one model
+    in a report are told apart; the model alone where the row has no numbered run."""
+    number = notebook_number(str(row.get("run", "")))
+    return f"{number} {row['model']}" if number else str(row["model"])
 
 
 def run_label(run: Path) -> str:
@@ -219,7 +226,7 @@ def throughput_headline(table: pd.DataFrame) -> dict[str, Any]:
     if table.empty:
         return {"device": None, "backends": None, "runs": 0, "max_data_wait_fraction": None, "fastest": None}
     fastest = fastest_runs(table)
-    named = " and ".join(f"{row.model} {row.images_per_s:.0f} img/s" for row in fastest.itertuples())
+    named = " and ".join(f"{run_name(row)} {row['images_per_s']:.0f} img/s" for _, row in fastest.iterrows())
     return {
         "device": table["device"].iloc[0],
         "backends": table["backends"].iloc[0],
