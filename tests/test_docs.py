@@ -394,3 +394,12 @@ def test_the_deployment_pages_settings_are_deploy_benchs_defaults():
     assert f"throughput at batch {d.throughput_batch}." in text
     assert f"ranges from {d.calibration_images} training images" in text
     assert f"(Adam {d.finetune_lr:g}, crop+flip, `--finetune-epochs`)" in text
+    from cifarkit.tools.deploy import SAME_WITHIN
+
+    assert f"two speeds within {100 * SAME_WITHIN:g}% of each other" in text  # 08's "about the same"
+
+
+def test_the_sweep_limit_in_the_commands_page_is_the_codes():
+    from cifarkit.tools.sweep import MAX_RUNS
+
+    assert f"more than {MAX_RUNS:,} runs stops" in flat((ROOT / "docs" / "commands.md").read_text())
