@@ -249,7 +249,7 @@ def cmd_deploy_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from cifarkit.tools.settings import Slurm
+    from cifarkit.tools.settings import Slurm, SweepSettings
     from cifarkit.tools.sweep import run_sweep
 
     parser = build_parser()
@@ -257,12 +257,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     def config(argv: list[str]) -> TrainConfig:  # a run's options, read as train reads them
         return config_from_args(parser.parse_args(["train", *argv]))
 
-    args.out = args.out or str(Path("reports") / "sweeps" / Path(args.config).stem)
-    slurm = settings_from(args, Slurm) if args.executor == "slurm" else None
-    results = run_sweep(args.config, args.out, config, args.workers, slurm=slurm)
+    sweep = settings_from(args, SweepSettings)
+    out = sweep.out or str(Path("reports") / "sweeps" / Path(args.config).stem)
+    slurm = settings_from(args, Slurm) if sweep.executor == "slurm" else None
+    results = run_sweep(args.config, out, config, sweep.workers, slurm=slurm)
     failed = [r["name"] for r in results if r["status"] != "done"]
     print(
-        f"{len(results) - len(failed)} of {len(results)} run(s) done in {args.out}"
+        f"{len(results) - len(failed)} of {len(results)} run(s) done in {out}"
         + (f"; failed: {', '.join(failed)}" if failed else "")
     )
     return EXIT_FAILED if failed else 0
@@ -402,18 +403,7 @@ def build_parser() -> Parser:
     sw.add_argument(
         "config", help='JSON: {"base": {...}, "grid": {"lr": [0.001, 0.01]}} or {"base": {...}, "runs": [...]}'
     )
-    sw.add_argument(
-        "--workers", type=positive_int, default=None, help="processes at a time (default: one per GPU, else 1)"
-    )
-    sw.add_argument(
-        "--out", default=None, help="parent of the run folders (default reports/sweeps/<the sweep file's name>)"
-    )
-    sw.add_argument(
-        "--executor",
-        choices=("local", "slurm"),
-        default="local",
-        help="local processes (default), or one SLURM job per run submitted with submitit (--workers: at a time)",
-    )
+    add_settings(sw, settings.SweepSettings)
     add_settings(sw, settings.Slurm)
     sw.set_defaults(func=cmd_sweep)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -129,6 +130,24 @@ def test_slurm_executor_submits_one_job_per_run_through_submitit(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("sbatch") is not None, reason="this machine has SLURM")
+@pytest.mark.parametrize("workers,said", [(0, "workers: 0 must be an integer >= 1"), (1.5, "'1.5' is not an integer")])
+def test_a_callers_worker_count_is_checked_as_the_command_line_checks_it(tmp_path, workers, said):
+    """--workers 0 was refused by the command line, but run_sweep(workers=0) reached ThreadPoolExecutor's error."""
+    config = write(tmp_path, {"base": BASE, "grid": {"lr": [0.001]}})
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        run_sweep(config, tmp_path / "o", check_with_train_parser, workers)
+    assert not (tmp_path / "o").exists()
+
+
+def test_sweeps_options_come_from_sweep_settings(cli):
+    from cifarkit.tools.settings import SweepSettings
+
+    args = build_parser().parse_args(["sweep", "s.json"])
+    assert (args.workers, args.out, args.executor) == (SweepSettings.workers, None, SweepSettings.executor)
+    code, _, err = cli("sweep", "s.json", "--executor", "pbs")
+    assert code == 2 and "argument --executor: invalid choice: 'pbs'" in err and "slurm" in err, err
+
+
 def test_slurm_executor_without_slurm_fails_in_one_line(tmp_path, cli):
     config = write(tmp_path, {"base": BASE, "grid": {"lr": [0.01]}})
     code, _, err = cli("sweep", config, "--executor", "slurm", "--out", tmp_path / "o")

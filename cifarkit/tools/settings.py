@@ -117,6 +117,22 @@ class DeploySettings:
 
 
 @dataclass(frozen=True)
+class SweepSettings:
+    """How ``cifarkit sweep`` runs the runs of a sweep file: how many at a time, into which folder, and where."""
+
+    workers: int | None = setting(None, "processes at a time (default: one per GPU, else 1)", type=positive_int)
+    out: str | None = setting(None, "parent of the run folders (default reports/sweeps/<the sweep file's name>)")
+    executor: str = setting(
+        "local",
+        "local processes (default), or one SLURM job per run submitted with submitit (--workers: at a time)",
+        choices=("local", "slurm"),
+    )
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
+@dataclass(frozen=True)
 class Slurm:
     """Where and how each run of a sweep is submitted as its own SLURM job (through submitit).
 
