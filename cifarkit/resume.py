@@ -77,8 +77,9 @@ def reading(path: str | os.PathLike) -> Iterator[None]:
     except CifarkitError:
         raise
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        reason = first_line(exc, named=True)
         raise CheckpointError(
-            f"{path}: its training state is damaged or not cifarkit's ({first_line(exc, named=True)}); resume from another last.pt "
+            f"{path}: its training state is damaged or not cifarkit's ({reason}); resume from another last.pt "
             "or start a new run"
         ) from None
 

@@ -512,7 +512,8 @@ def throughput(table: Any) -> Note:
     slowest run, the range of data-wait shares and what limited training overall."""
     if len(table) == 0:
         return Note("No training run with step timing was found in this report, so there is nothing to compare.")
-    fast, slow = table.loc[table["images_per_s"].idxmax()], table.loc[table["images_per_s"].idxmin()]
+    tied = fastest_runs(table)  # the fastest run, and the runner-up where one run of each cannot rank them
+    fast, slow = tied.iloc[0], table.loc[table["images_per_s"].idxmin()]
     devices = sorted(
         {f"{d}" + (f" ({n})" if n else "") for d, n in zip(table["device"], table["device_name"], strict=True)}
     )
@@ -521,11 +522,10 @@ def throughput(table: Any) -> Note:
         f"{len(table)} training run(s) on {', '.join(devices)}; telemetry from "
         f"{', '.join(backends) if backends else 'no backend'}."
     ]
-    tied = fastest_runs(table)
     if len(tied) == 2:
-        first, second = (tied.iloc[i] for i in range(2))
+        second = tied.iloc[1]
         text.append(
-            f"`{run_name(first)}` and `{run_name(second)}` were fastest at {first['images_per_s']:,.0f} and "
+            f"`{run_name(fast)}` and `{run_name(second)}` were fastest at {fast['images_per_s']:,.0f} and "
             f"{second['images_per_s']:,.0f} images/s, within each other's epoch-to-epoch range: one run of each "
             "cannot rank them"
             + (

@@ -209,13 +209,11 @@ def throughput_table(report_dir: str | Path):
 def fastest_runs(table: pd.DataFrame) -> pd.DataFrame:
     """The fastest run of a :func:`throughput_table`, with the runner-up where one run of each cannot rank
     them: where the fastest run's slowest steady epoch was no faster than the runner-up's fastest one."""
-    ranked = table.sort_values("images_per_s", ascending=False).head(2)
+    ranked = table.sort_values("images_per_s", ascending=False, kind="stable").head(2)  # equals: the first listed
     if len(ranked) == 2:
-        slowest_of_first, fastest_of_second = (
-            ranked["slowest_images_per_s"].iloc[0],
-            ranked["fastest_images_per_s"].iloc[1],
-        )
-        if pd.notna(slowest_of_first) and pd.notna(fastest_of_second) and slowest_of_first <= fastest_of_second:
+        first, second = ranked.iloc[0], ranked.iloc[1]
+        low, high = first["slowest_images_per_s"], second["fastest_images_per_s"]
+        if pd.notna(low) and pd.notna(high) and low <= high:
             return ranked
     return ranked.head(1)
 

@@ -31,11 +31,10 @@ from typing import Any
 
 import torch
 
-from cifarkit.config import check_value, positive_int
 from cifarkit.device import usable_cores
 from cifarkit.errors import ConfigError, DataError
 from cifarkit.runs import ensure_dir, slug, write_json
-from cifarkit.tools.settings import Slurm
+from cifarkit.tools.settings import Slurm, SweepSettings
 
 MAX_RUNS = 1_000  # a sweep file asking for more is a mistake, refused before its runs are listed in memory
 
@@ -206,8 +205,7 @@ def run_sweep(
     and writes them to ``out/sweep.json``. ``check`` validates one run's ``train`` arguments. With ``slurm``,
     each run is a SLURM job submitted by submitit (an array, ``workers`` at a time) instead of a local process.
     """
-    if workers is not None:  # the command line's --workers is checked already; a caller's value here
-        check_value("workers", workers, positive_int)
+    SweepSettings(workers=workers)  # a caller's count held to --workers' own declaration
     runs = load_sweep(config)
     check_runs(runs, check)
     out = ensure_dir(out, "--out folder")
