@@ -18,11 +18,7 @@ from typing import Any
 from cifarkit.config import (
     DATASET_HELP,
     DEVICE_HELP,
-    EVAL_BATCH_SIZE,
     MONTAGE_COLS,
-    TOP_K,
-    TTA_AVERAGES,
-    TTA_MODES,
     TrainConfig,
     epochs_type,
     option_of,
@@ -110,23 +106,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from cifarkit.data import load_dataset
-    from cifarkit.evaluate import check_mode
     from cifarkit.predict import Predictor
     from cifarkit.report.analysis import evaluation_text, tta_text
+    from cifarkit.tools.settings import EvaluateSettings
 
-    if args.tta != "all":
-        check_mode(args.tta)
+    settings = settings_from(args, EvaluateSettings)
     predictor = Predictor.from_checkpoint(args.checkpoint, args.device)
     dataset = predictor.check_dataset(load_dataset(args.dataset, args.data_dir, image_size=predictor.data_size))
-    split = dataset.split(args.split)
-    if args.tta == "all":
-        rows = predictor.compare_tta(split, args.tta_average, args.batch_size)
+    split = dataset.split(settings.split)
+    if settings.tta == "all":
+        rows = predictor.compare_tta(split, settings.tta_average, settings.batch_size)
         result = {k: rows[0][k] for k in ("accuracy", "top5_accuracy", "losses", "n")}  # the plain pass's, as test.json
-        result.update(split=args.split, modes=rows)
+        result.update(split=settings.split, modes=rows)
         print(tta_text(rows))
     else:
-        result = predictor.evaluate(split, args.tta, args.tta_average, args.batch_size)
-        result.update(split=args.split, dataset=args.dataset, checkpoint=str(args.checkpoint), tta=args.tta)
+        result = predictor.evaluate(split, settings.tta, settings.tta_average, settings.batch_size)
+        result.update(split=settings.split, dataset=args.dataset, checkpoint=str(args.checkpoint), tta=settings.tta)
         print(evaluation_text(result))
     if args.json:
         print_json_line(result)
@@ -134,15 +129,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from cifarkit.evaluate import check_mode
     from cifarkit.predict import Predictor, expand_paths, predict_images
+    from cifarkit.tools.settings import PredictSettings
 
-    check_mode(args.tta)
+    settings = settings_from(args, PredictSettings)
     predictor = Predictor.from_checkpoint(args.checkpoint, args.device)
     paths = expand_paths(args.paths)
     if not paths:
         raise DataError("no image files found in the given paths (PNG, JPEG, WebP, BMP, GIF files or folders of them)")
-    results = predict_images(predictor, paths, args.tta, args.topk, args.tta_average)
+    results = predict_images(predictor, paths, settings.tta, settings.topk, settings.tta_average)
     for r in results:
         if args.json:
             print_json_line(r)
@@ -334,7 +329,9 @@ def add_train_options(t: argparse.ArgumentParser) -> None:
 
 def build_parser() -> Parser:
     """Every verb's options: ``train``'s from :class:`~cifarkit.config.TrainConfig`, the tools' from their
-    settings dataclasses (:mod:`cifarkit.tools.settings`), the rest declared here."""
+    settings dataclasses (:mod:`cifarkit.tools.settings`); declared here are only what a verb reads or writes
+    (checkpoints, images, logs, folders, --dataset, --device, --json), montage's --cols, and the forms ``train``
+    gives three TrainConfig fields (:func:`add_train_options`)."""
     from cifarkit.tools import settings
 
     parser = Parser(
@@ -351,9 +348,7 @@ def build_parser() -> Parser:
     e = sub.add_parser("evaluate", help="evaluate a checkpoint on a dataset split")
     e.add_argument("checkpoint", help="a run's best.pt")
     add_common(e)
-    e.add_argument("--split", choices=("test", "train"), default="test")
-    e.add_argument("--batch-size", type=positive_int, default=EVAL_BATCH_SIZE, help=f"default {EVAL_BATCH_SIZE}")
-    add_tta(e)
+    add_settings(e, settings.EvaluateSettings)
     add_json(e, "last stdout line: one JSON object with test.json's names (accuracy, top5_accuracy, losses, n, ...)")
     e.set_defaults(func=cmd_evaluate)
 
@@ -421,9 +416,8 @@ def build_parser() -> Parser:
     pr = sub.add_parser("predict", help="top-k classes of image files (PNG, JPEG, WebP, BMP, GIF; any size)")
     pr.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
     pr.add_argument("--checkpoint", required=True, help="a run's best.pt")
-    pr.add_argument("--topk", type=positive_int, default=TOP_K, help=f"classes listed per image (default {TOP_K})")
     add_device(pr)
-    add_tta(pr)
+    add_settings(pr, settings.PredictSettings)
     add_json(pr, 'one JSON object per input: {"path", "topk"} or {"path", "error"}')
     pr.set_defaults(func=cmd_predict)
     return parser
@@ -448,18 +442,6 @@ def settings_from(args: argparse.Namespace, settings: type) -> Any:
     """The ``settings`` dataclass built from the options :func:`add_settings` made (lists become tuples)."""
     values = {f.name: getattr(args, f.name) for f in fields(settings) if "help" in f.metadata}
     return settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
-
-def add_tta(p: argparse.ArgumentParser) -> None:
-
-    p.add_argument(
-        "--tta",
-        default="none",
-        help=f"test-time augmentation: {', '.join(TTA_MODES)} (default none); evaluate also takes all",
-    )
-    p.add_argument(
-        "--tta-average", choices=TTA_AVERAGES, default="logits", help="average the views' logits or probabilities"
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

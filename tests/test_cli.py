@@ -19,7 +19,9 @@ from cifarkit.tools.settings import (
     PROFILES,
     AmpCheckSettings,
     DeploySettings,
+    EvaluateSettings,
     InputBenchSettings,
+    PredictSettings,
     SeriesSettings,
     Slurm,
     SpeedrunSettings,
@@ -264,6 +266,8 @@ def test_each_range_is_declared_once_and_checked_in_both_places(name, cli):
         (["speedrun", "--target", "0.8"], SpeedrunSettings, {"target": 0.8}),
         (["train", "--lr", "0.01"], TrainConfig, {"lr": 0.01}),
         (["train", "--torch-profile", "3"], TrainConfig, {"torch_profile_steps": 3}),
+        (["evaluate", "best.pt", "--tta", "all"], EvaluateSettings, {"tta": "all"}),
+        (["predict", "a.png", "--checkpoint", "best.pt", "--topk", "3"], PredictSettings, {"topk": 3}),
     ],
 )
 def test_each_commands_options_are_generated_from_its_settings_dataclass(argv, settings, changed):
@@ -275,7 +279,7 @@ def test_each_commands_options_are_generated_from_its_settings_dataclass(argv, s
     from cifarkit.config import option_of
 
     parser = build_parser()
-    positional = 2 if argv[0] in ("deploy-bench", "sweep") else 1  # the verb and its file, if it takes one
+    positional = {"deploy-bench": 2, "sweep": 2, "evaluate": 2, "predict": 4}.get(argv[0], 1)  # verb, inputs
     assert settings_from(parser.parse_args(argv[:positional]), settings) == settings()
     assert settings_from(parser.parse_args(argv), settings) == replace(settings(), **changed)
     (name,) = changed
@@ -300,6 +304,8 @@ def test_each_commands_options_are_generated_from_its_settings_dataclass(argv, s
         (Slurm, {"gpus": -1}, "--slurm-gpus: -1 must be an integer >= 0"),
         (SeriesSettings, {"profile": "huge"}, "--profile: 'huge' is not one of smoke, quick, full"),
         (AmpCheckSettings, {"modes": ("off", "fp8")}, "--modes: 'fp8' is not one of off, fp16, bf16"),
+        (PredictSettings, {"tta": "all"}, "--tta: 'all' is not one of none, flip, 5crop"),  # evaluate's alone
+        (EvaluateSettings, {"batch_size": 0}, "--batch-size: 0 must be an integer >= 1"),
         (TransferSettings, {"steps": 0}, "TransferSettings.steps: 0 must be an integer >= 1"),
         (Recipe, {"translate": 9}, "Recipe.translate: 9 must be an integer >= 0 and <= 8"),
         (TrainConfig, {"batch_size": None}, "--batch-size: 'None' is not an integer"),  # only X | None may be unset

@@ -1,5 +1,5 @@
-"""The settings of cifarkit's commands and tools, one frozen dataclass each: ``series``, ``speedrun``,
-``input-bench``, ``amp-check``, ``deploy-bench`` (and notebook 08), ``sweep``'s SLURM jobs, notebook 09's
+"""The settings of cifarkit's commands and tools, one frozen dataclass each: ``evaluate``, ``predict``,
+``series``, ``speedrun``, ``input-bench``, ``amp-check``, ``deploy-bench`` (and notebook 08), ``sweep``'s SLURM jobs, notebook 09's
 transfer study, and the notebooks' profiles (smoke / quick / full), which hold the last two. A training run's own
 settings are :class:`cifarkit.config.TrainConfig`.
 
@@ -14,7 +14,11 @@ from dataclasses import dataclass
 from cifarkit.config import (
     AMP_HELP,
     AMP_MODES,
+    EVAL_BATCH_SIZE,
     IMAGE_SIDES,
+    TOP_K,
+    TTA_AVERAGES,
+    TTA_MODES,
     TrainConfig,
     check_settings,
     count,
@@ -26,6 +30,38 @@ from cifarkit.config import (
     text,
 )
 from cifarkit.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TtaSettings:
+    """How ``predict`` and ``evaluate`` look at each image: the test-time augmentation and how its views are
+    averaged."""
+
+    tta: str = setting("none", "test-time augmentation (default {default})", choices=TTA_MODES)
+    tta_average: str = setting(
+        "logits", "average the views' logits or probabilities (default {default})", choices=TTA_AVERAGES
+    )
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
+@dataclass(frozen=True)
+class PredictSettings(TtaSettings):
+    """What ``cifarkit predict`` lists for each image."""
+
+    topk: int = setting(TOP_K, "classes listed per image (default {default})", type=positive_int)
+
+
+@dataclass(frozen=True)
+class EvaluateSettings(TtaSettings):
+    """What ``cifarkit evaluate`` scores: a split, in batches, with one test-time augmentation or all of them."""
+
+    tta: str = setting(
+        "none", "test-time augmentation, or all side by side (default {default})", choices=(*TTA_MODES, "all")
+    )
+    split: str = setting("test", "default {default}", choices=("test", "train"))
+    batch_size: int = setting(EVAL_BATCH_SIZE, "images per batch (default {default})", type=positive_int)
 
 
 @dataclass(frozen=True)
