@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cifarkit.config import DATASET_HELP
+from cifarkit.config import DATASET_HELP, check_value, count, fraction, positive_int
 from cifarkit.errors import DataError, OutputError, printable, short_list
 from cifarkit.runs import ensure_dir, remove_temporaries, save_blob
 
@@ -94,6 +94,7 @@ class Split:
         """Exactly ``min(n, len)`` images for a demo or a statistic: seeded, and spread over the classes
         (one of each class in a random class order, then a second of each, ...), never the first ``n``
         of a class-sorted folder."""
+        check_value("pick(n)", n, count)
         return self.subset(interleaved_indices(self.labels, n, seed))
 
     def hold_out(self, fraction: float, seed: int) -> tuple[Split, Split]:
@@ -104,6 +105,8 @@ class Split:
 
     def sample(self, limit: int | None, seed: int = 0) -> Split:
         """At most ``limit`` images, stratified by class and seeded (None, or a limit >= the size: all)."""
+        if limit is not None:
+            check_value("sample(limit)", limit, positive_int)
         if limit is None or limit >= len(self):
             return self
         _, keep = stratified_split(self.labels, limit / len(self), seed)
@@ -669,8 +672,7 @@ def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tu
     Kept rather than scikit-learn's ``train_test_split(stratify=...)``: every run's validation images are
     re-derived from its (seed, fraction) on ``--resume`` and in the notebooks' analysis, so another
     algorithm would move earlier runs' validation images into training."""
-    if not 0.0 < val_fraction < 1.0:
-        raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    check_value("val_fraction", val_fraction, fraction)
     g = torch.Generator().manual_seed(seed)
     train_idx, val_idx = [], []
     for cls in torch.unique(labels):

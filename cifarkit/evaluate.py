@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarkit.config import TTA_AVERAGES, TTA_MODES
+from cifarkit.config import TTA_AVERAGES, TTA_MODES, check_value, positive_int
 from cifarkit.device import precision_name, resolve_amp, synchronize
 from cifarkit.errors import ConfigError
 from cifarkit.loader import DeviceLoader
@@ -61,6 +61,7 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) ->
 
 def most_confused(cm: np.ndarray, classes: Sequence[str], n: int = 10) -> list[dict]:
     """The largest off-diagonal cells: which true class is most often predicted as which."""
+    check_value("most_confused(n)", n, positive_int)
     off = cm.copy()
     np.fill_diagonal(off, 0)
     flat = np.argsort(off, axis=None)[::-1][:n]

@@ -687,3 +687,59 @@ def test_an_exception_is_told_in_one_line_whatever_its_message(exc, named, said)
 
     told = first_line(exc, named=named)
     assert told.startswith(said) and "\n" not in told and len(told) <= 160
+
+
+def _helpers():
+    """The notebook-facing helpers that take a count or a size, each with a small valid input (a learner changes
+    these numbers in the exercises)."""
+    import numpy as np
+
+    from cifarkit.data import make_synthetic
+    from cifarkit.evaluate import most_confused
+    from cifarkit.report import duplicates, explore, figures
+
+    ds = make_synthetic(num_classes=3, train_per_class=4, test_per_class=2, seed=0)
+    images = ds.train.images
+    return {
+        "pick": lambda v: ds.train.pick(v),
+        "sample": lambda v: ds.train.sample(v),
+        "subsample": lambda v: ds.subsample(train=v),
+        "hold_out": lambda v: ds.train.hold_out(v, seed=0),
+        "samples_per_class": lambda v: explore.samples_per_class(ds.train, ds.classes, v),
+        "image_grid": lambda v: figures.image_grid(images.numpy(), cols=v),
+        "plot_colour_histograms": lambda v: figures.plot_colour_histograms(images.numpy(), bins=v),
+        "near_duplicates": lambda v: duplicates.near_duplicates(images, ds.test.images, max_bits=v),
+        "duplicate_report": lambda v: duplicates.duplicate_report({"train": images}, v),
+        "most_confused": lambda v: most_confused(np.eye(3, dtype=np.int64) + 1, ds.classes, v),
+    }
+
+
+@pytest.mark.parametrize(
+    "helper,good,said",
+    [
+        ("pick", 4, "pick(n): -1 must be an integer >= 0"),  # -1 took every image but one
+        ("sample", 4, "sample(limit): -1 must be an integer >= 1"),  # said 'val_fraction must be between 0 and 1'
+        ("subsample", 4, "sample(limit): -1 must be an integer >= 1"),
+        ("hold_out", 0.25, "val_fraction: -1 must be a fraction between 0 and 1"),
+        ("samples_per_class", 2, "per_class: -1 must be an integer >= 1"),
+        ("image_grid", 4, "cols: -1 must be an integer >= 1"),  # matplotlib's 'figure size must be positive'
+        ("plot_colour_histograms", 16, "bins: -1 must be an integer >= 1"),
+        ("near_duplicates", 8, "max_bits: -1 must be an integer >= 0 and <= 64"),
+        ("duplicate_report", 5, "max_examples: -1 must be an integer >= 0"),
+        ("most_confused", 2, "most_confused(n): -1 must be an integer >= 1"),
+    ],
+)
+def test_a_helpers_bad_count_is_one_line_in_its_own_words(helper, good, said):
+    """A count or size given to a helper the notebooks call is held to a range as a command-line option is: a
+    negative, a fraction, text or NaN is one ConfigError naming the argument, never numpy's, matplotlib's or a
+    slice's TypeError from deep inside; the good value still works."""
+    from cifarkit.errors import ConfigError
+
+    call = _helpers()[helper]
+    call(good)
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        call(-1)
+    for bad in ("3", float("nan")):  # None is sample's "all"
+        with pytest.raises(ConfigError) as caught:
+            call(bad)
+        assert str(caught.value).startswith(said.split(" ")[0]) and "\n" not in str(caught.value), caught.value

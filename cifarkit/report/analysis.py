@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cifarkit.config import check_value, positive_int
 from cifarkit.data import Dataset, Split
 from cifarkit.evaluate import evaluate, fixed_broken, predicted_labels
 from cifarkit.predict import Predictor
@@ -66,6 +67,7 @@ def overfitting_point(train: dict) -> dict[str, Any]:
 def confused_grid(ds: Dataset, labels: np.ndarray, probs: np.ndarray, pairs: Sequence[dict], n: int = 6):
     """Example test images for each most-confused pair, a row per pair padded to ``n`` (blank cells), the
     first titled ``true → predicted`` and each with the probability the model gave the wrong class."""
+    check_value("confused_grid(n)", n, positive_int)
     index = {c: i for i, c in enumerate(ds.classes)}
     preds = predicted_labels(torch.as_tensor(probs)).numpy()
     blank = np.full((3, *ds.test.images.shape[2:]), 255, np.uint8)
@@ -155,6 +157,8 @@ def tta_demos(predictor: Predictor, split: Split, mode: str, n: int = 4, seed: i
     answer of plain inference (the interesting cases: one that ``mode`` fixes first and one it breaks next, when
     the sample has them), and at least one where it does not, drawn from a seeded, class-balanced sample of
     ``pool`` images. Prints how often the answer changed, and how often the change fixed or broke it."""
+    check_value("tta_demos(n)", n, positive_int)
+    check_value("pool", pool, positive_int)
     sample = split.pick(pool, seed)
     images = sample.images.numpy()
     plain = predicted_labels(predictor.probabilities(images, "none"))

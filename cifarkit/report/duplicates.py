@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from cifarkit.config import check_value, count, non_negative, number
+
 
 def image_hashes(images: torch.Tensor) -> list[str]:
     """Content hash of each image (exact duplicates share a hash)."""
@@ -22,6 +24,7 @@ def duplicate_report(splits: dict[str, torch.Tensor], max_examples: int = 20) ->
     Returns ``{"pairs": {"train/test": count, ...}, "examples": [{"a": [split, index],
     "b": [split, index]}, ...]}``; duplicates inside one split are counted under "train/train".
     """
+    check_value("max_examples", max_examples, count)
     seen: dict[str, tuple[str, int]] = {}
     counts: dict[str, int] = {}
     examples: list[dict] = []
@@ -61,6 +64,8 @@ def near_duplicates(
     matches unrelated images with the same coarse layout (sky over ground), the thumbnail check
     removes those while keeping re-encoded, slightly brightened or shifted copies.
     """
+    check_value("max_bits", max_bits, number(int, 0, 64))  # of a 64-bit hash
+    check_value("max_rms", max_rms, non_negative)
     ha, hb = average_hash(a), average_hash(b)
     ta, tb = thumbnails(a).numpy(), thumbnails(b).numpy()
     pairs: list[tuple[int, int, float]] = []

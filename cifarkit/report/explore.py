@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cifarkit.config import check_value, positive_int
 from cifarkit.data import (
     CIFAR10_CLASSES,
     CIFAR10_MEAN,
@@ -33,7 +34,8 @@ def class_counts(ds: Dataset):
 def samples_per_class(
     split: Split, classes: Sequence[str], per_class: int = 8, seed: int = 0
 ) -> tuple[np.ndarray, list[str]]:
-    """``per_class`` random images of each class (class-major order) and their titles, for :func:`viz.image_grid`."""
+    """``per_class`` random images of each class (class-major order) and their titles, for :func:`cifarkit.report.figures.image_grid`."""
+    check_value("per_class", per_class, positive_int)
     g = torch.Generator().manual_seed(seed)
     images, titles = [], []
     for c, name in enumerate(classes):

@@ -199,6 +199,7 @@ def image_grid(
 ) -> Figure:
     """Show uint8 images (N, 3, H, W) in a grid with optional titles per image, or one title per row
     (``row_titles``, beside each row's first image), which long words cannot make overlap."""
+    check_value("cols", cols, positive_int)
     n = len(images)
     rows = max(1, -(-n // cols))
     fig = Figure(figsize=(cols * scale, rows * scale * (1.25 if titles else 1)), layout="constrained")
@@ -231,6 +232,7 @@ def plot_class_counts(counts) -> Figure:
 
 def plot_colour_histograms(images: np.ndarray, bins: int = 64) -> Figure:
     """Pixel value histograms of the R, G and B channels of uint8 images (N, 3, H, W)."""
+    check_value("bins", bins, positive_int)
     fig = Figure(figsize=(6, 3.6), layout="constrained")
     ax = fig.subplots()
     for c, colour in enumerate(("red", "green", "blue")):

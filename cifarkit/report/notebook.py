@@ -239,7 +239,7 @@ class NotebookRun:
         return fig
 
     def add_figures(self, paths) -> None:
-        """Remember figures saved elsewhere (e.g. by ``viz.plot_perf``) for the report index."""
+        """Remember figures saved elsewhere (e.g. by :func:`cifarkit.report.figures.plot_perf`) for the report index."""
         self.figures += [str(Path(p).resolve().relative_to(self.report_dir)) for p in paths]
 
     def note(self, text: Note) -> None:

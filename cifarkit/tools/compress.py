@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cifarkit.config import check_value, fraction
 from cifarkit.errors import ConfigError, first_line
 from cifarkit.runs import atomic_write
 from cifarkit.variants import INT8_METHOD, ONNX_META_KEY, int8_observed, per_channel, weight_observers
@@ -40,8 +41,7 @@ def prune_channels(model: nn.Module, ratio: float, example: torch.Tensor, num_cl
             "pruned variants need torch-pruning, one of cifarkit's dependencies: pip install torch-pruning"
         ) from None
 
-    if not 0.0 < ratio < 1.0:
-        raise ValueError(f"pruning ratio must be between 0 and 1, got {ratio}")
+    check_value("pruning ratio", ratio, fraction)
     pruned = copy.deepcopy(model).eval()
     keep = [m for m in pruned.modules() if isinstance(m, nn.Linear) and m.out_features == num_classes]
     pruner = tp.pruner.MagnitudePruner(
