@@ -205,13 +205,6 @@ def evaluate(
 REFERENCE_SIZE = 32  # view geometry is defined at CIFAR's 32 px and scaled to the model's input
 
 
-def check_mode(mode: str) -> str:
-    """Return ``mode`` if it is a TTA mode, else fail with the valid choices."""
-    if mode not in TTA_MODES:
-        raise ConfigError(f"unknown TTA mode {mode!r}; choose {', '.join(TTA_MODES)}")
-    return mode
-
-
 def scaled(pixels: int, size: int) -> int:
     """``pixels`` at 32 px input, expressed at ``size`` px (e.g. 36 -> 144 at 128 px)."""
     return max(1, round(pixels * size / REFERENCE_SIZE))
@@ -255,7 +248,6 @@ def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 
 def tta_views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
     """The views of batch ``x`` (N, C, S, S) for ``mode``; each view has the shape of ``x``."""
-    check_mode(mode)
     s = x.shape[-1]
     if mode == "none":
         return [x]
@@ -267,10 +259,11 @@ def tta_views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
         return five_crops(x) + five_crops(x.flip(-1))
     if mode == "scale3":
         return [fit_to(resize(x, scaled(28, s)), s), x, fit_to(resize(x, scaled(36, s)), s)]
-    # translate: identity and one-pixel diagonal shifts, each with its mirror image (airbench's recipe)
-    d = scaled(1, s)
-    views = [x, shift(x, -d, -d), shift(x, d, d)]
-    return views + [v.flip(-1) for v in views]
+    if mode == "translate":  # identity and one-pixel diagonal shifts, each with its mirror image (airbench's)
+        d = scaled(1, s)
+        views = [x, shift(x, -d, -d), shift(x, d, d)]
+        return views + [v.flip(-1) for v in views]
+    raise ConfigError(f"unknown TTA mode {mode!r}; choose {', '.join(TTA_MODES)}")
 
 
 def view_count(mode: str) -> int:
@@ -286,9 +279,9 @@ def tta_forward(
     With ``average="probs"`` the result is the log of the mean probability, so softmax of it
     gives the averaged probabilities and cross-entropy stays meaningful.
     """
-    check_mode(mode)
-    if average not in TTA_AVERAGES:
-        raise ConfigError(f"unknown TTA average {average!r}; choose {', '.join(TTA_AVERAGES)}")
+    for what, value, choices in (("mode", mode, TTA_MODES), ("average", average, TTA_AVERAGES)):
+        if value not in choices:
+            raise ConfigError(f"unknown TTA {what} {value!r}; choose {', '.join(choices)}")
     if mode == "none":
         return model
 
