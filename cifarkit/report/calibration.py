@@ -103,6 +103,23 @@ def curves(pair: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, R
     return {name: reliability(labels, logits) for name, (labels, logits) in pair.items()}
 
 
+def pull(off: Reliability, on: Reliability) -> str:
+    """What smoothing's downward pull on confidence did in this run, read from the gap between mean confidence
+    and accuracy without it (``off``) and with it (``on``): closed, overshot, missed, or widened an
+    under-confidence."""
+    before, after = off.mean_confidence - off.accuracy_all, on.mean_confidence - on.accuracy_all  # > 0: over
+    if before <= 0:
+        return "here the model was under-confident already, so a pull down could only widen the gap"
+    if abs(after) < before:
+        return "here it brought an over-confident model's confidence closer to its accuracy, what it is for"
+    if after < 0:
+        return (
+            f"here the model was over-confident by {100 * before:.1f} points, and the pull overshot: "
+            f"{100 * -after:.1f} points under its accuracy with smoothing"
+        )
+    return f"here it did not close the gap: over-confident by {100 * before:.1f} points without, {100 * after:.1f} with"
+
+
 def describe(pair: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> Note:
     """The claim "label smoothing is better calibrated" checked on this run: ``pair`` holds (labels, logits) of
     the model without label smoothing first and with it second, on the same validation images."""
@@ -127,8 +144,8 @@ def describe(pair: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> Note:
         f"On {len(labels):,} validation images with {off.bins} confidence bins, {side(off_name, off)}; "
         f"{side(on_name, on)}. Label smoothing changed the ECE by {100 * (on.ece - off.ece):+.1f} points "
         f"(95% bootstrap interval {100 * low:+.1f} to {100 * high:+.1f}): {verdict}. "
-        "Smoothing trains towards a target of less than 100% on the label, so it pulls confidence down: that "
-        "helps a model that was over-confident and hurts one that was already under-confident."
+        "Smoothing trains towards a target of less than 100% on the label, so it pulls confidence down; "
+        f"{pull(off, on)}."
     )
     finding = (
         f"Calibration ({off.bins} bins, validation): ECE {100 * off.ece:.1f} points without label smoothing, "
