@@ -100,6 +100,21 @@ def test_the_avx2_row_is_its_own_series_timing():
     assert precision.startswith(resolved)  # "fp32 (`--amp auto` on a CPU without bf16)"
 
 
+def test_the_amx_row_is_its_own_series_timing():
+    """The cost table's third row (an Intel CPU with AMX, where `--amp auto` trains in bf16) is its committed
+    series.json: each notebook's seconds, the total, the instruction sets, the precision and the commit; and the
+    kernels amp-check logged there are AMX's bf16 convolutions, as docs/results.md says."""
+    machine, precision, _, time = table_rows(README.read_text(), "## What the quick series costs")[2]
+    folder = ROOT / "reports" / "examples" / "cifar10-jpeg-quick-amx"
+    state, resolved = series_cost(folder, time)
+    env = state["env"]
+    assert "AMX" in env["cpu_instruction_set"] and env["cpu_instruction_set"] in machine and precision == resolved
+    assert f"{env['cpu_count']}-core" in machine and f"commit `{env['git_commit'][:7]}`" in machine
+    kernels = (folder / "amp-check-flagship.txt").read_text()
+    assert "brg_conv_fwd:avx10_1_512_amx bf16" in kernels
+    assert "brg_conv_fwd:avx10_1_512_amx" in (ROOT / "docs" / "results.md").read_text()
+
+
 def test_every_result_in_the_readme_is_the_committed_examples():
     """Each row of the README's results names the summary key it comes from; its value is that key's."""
     rows = table_rows(README.read_text(), "what it found, each number checked")
@@ -299,6 +314,19 @@ def test_every_name_the_text_gives_exists():
     assert sorted(missing) == []
 
 
+def test_the_amx_comparison_is_both_reports_summaries():
+    """docs/results.md's table of the AMX series against the committed example: each value is that report's
+    summary headline under the key the row names (fractions to four places), so neither column can drift."""
+    text = (ROOT / "docs" / "results.md").read_text()
+    rows = table_rows(text, "## 2026-12-06: the quick series on an Intel Xeon with AMX")
+    assert len(rows) >= 10
+    for number, key, example, amx in rows:
+        for folder, said in ((EXAMPLE, example), (ROOT / "reports" / "examples" / "cifar10-jpeg-quick-amx", amx)):
+            (summary,) = folder.glob(f"summaries/{number}_*.json")
+            value = json.loads(summary.read_text())["headline"][key.strip("`")]
+            assert said == (f"{value:.4f}" if isinstance(value, float) else str(value)), (number, key, folder.name)
+
+
 def test_the_examples_page_names_each_folder_as_its_files_say():
     """reports/examples/README.md lists every folder there, and what it says of each series (its commit, its
     notebooks' seconds, the machine's instruction sets) is that series.json's (the page once described a report
@@ -309,7 +337,12 @@ def test_the_examples_page_names_each_folder_as_its_files_say():
         for row in table_rows((examples / "README.md").read_text(), "# Example reports")
     }
     assert set(rows) == {p.name for p in examples.iterdir() if p.is_dir()}
-    for name in ("cifar10-jpeg-quick", "cifar10-jpeg-quick-avx2", "cifar10-jpeg-quick-avx2-kernels"):
+    for name in (
+        "cifar10-jpeg-quick",
+        "cifar10-jpeg-quick-avx2",
+        "cifar10-jpeg-quick-avx2-kernels",
+        "cifar10-jpeg-quick-amx",
+    ):
         state = json.loads((examples / name / "series.json").read_text())
         total = round(sum(entry["seconds"] for entry in state["notebooks"].values()))
         assert f"commit `{state['env']['git_commit'][:7]}`" in rows[name] and f"**{total:,} s**" in rows[name], name
