@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tarfile
 
 import numpy as np
@@ -19,7 +20,7 @@ from cifarkit.data import (
     make_synthetic,
     stratified_split,
 )
-from cifarkit.errors import DataError
+from cifarkit.errors import ConfigError, DataError
 from cifarkit.report.duplicates import duplicate_report
 
 from .conftest import write_cifar10_batches, write_cifar100, write_image_folder
@@ -240,8 +241,8 @@ def test_stratified_split_is_disjoint_seeded_and_stratified():
     tr2, va2 = stratified_split(labels, 0.2, seed=1)
     assert torch.equal(va, va2)
     assert not torch.equal(va, stratified_split(labels, 0.2, seed=2)[1])
-    with pytest.raises(DataError):
-        stratified_split(labels, 1.5, seed=0)
+    with pytest.raises(ConfigError, match=re.escape("val_fraction: 1.5 must be a fraction between 0 and 1")):
+        stratified_split(labels, 1.5, seed=0)  # a setting out of range, as --val-fraction 1.5 says it
 
 
 def test_duplicate_report_finds_cross_split_copies():
