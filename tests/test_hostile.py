@@ -743,3 +743,30 @@ def test_a_helpers_bad_count_is_one_line_in_its_own_words(helper, good, said):
         with pytest.raises(ConfigError) as caught:
             call(bad)
         assert str(caught.value).startswith(said.split(" ")[0]) and "\n" not in str(caught.value), caught.value
+
+
+def test_a_helpers_unknown_name_is_one_line_naming_the_choices():
+    """A name given to a helper the notebooks call (a class to keep, a curve to draw, an axis) that it does not
+    know is one line naming the choices: only_classes raised tuple.index's ValueError (and a class named twice
+    kept half its images under two labels), plot_curves a KeyError, and plot_overlaid drew an empty plot for a
+    misspelt curve and fell back to epochs for a misspelt axis, silently."""
+    from cifarkit.data import make_synthetic
+    from cifarkit.errors import ConfigError, DataError
+    from cifarkit.report import figures
+    from cifarkit.tools.transfer import only_classes
+
+    ds = make_synthetic(num_classes=4, train_per_class=4, test_per_class=2, seed=0)
+    assert only_classes(ds, ["class_2", "class_0"]).classes == ("class_2", "class_0")
+    for keep, said in [(["class_0", "zebra"], "has no class 'zebra'"), (["class_1", "class_1"], "names a class twice")]:
+        with pytest.raises(DataError, match=re.escape(said) + ".*choose among class_0, class_1"):
+            only_classes(ds, keep)
+    history = {"val_accuracies": [0.5, 0.6], "val_losses": [1.0, 0.9], "train_images": 100}
+    figures.plot_overlaid({"a": history}, x="images")  # the good names still draw
+    for call, said in [
+        (lambda: figures.plot_curves(history, "acc"), "metric 'acc' is not one of loss, accuracy"),
+        (lambda: figures.plot_overlaid({"a": history}, key="val_acc"), "no run records 'val_acc'; the runs' curves"),
+        (lambda: figures.plot_overlaid({"a": history}, x="imgs"), "x 'imgs' is not one of epoch, images"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(said)) as caught:
+            call()
+        assert "\n" not in str(caught.value)

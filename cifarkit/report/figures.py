@@ -75,9 +75,14 @@ def legend_below(ax, ncol: int = 1, fontsize: int = 8) -> None:
     )
 
 
+CURVES = {"loss": ("train_losses", "val_losses"), "accuracy": ("train_accuracies", "val_accuracies")}
+
+
 def plot_curves(history: dict, metric: str, title: str | None = None) -> Figure:
     """Train vs validation ``loss`` or ``accuracy`` per epoch (uses train.json's field names)."""
-    keys = {"loss": ("train_losses", "val_losses"), "accuracy": ("train_accuracies", "val_accuracies")}[metric]
+    if metric not in CURVES:
+        raise ConfigError(f"metric {metric!r} is not one of {', '.join(CURVES)}")
+    keys = CURVES[metric]
     fig = Figure(figsize=(6, 4.6), layout="constrained")
     ax = fig.subplots()
     # the training numbers are averaged over the epoch on augmented images (and with dropout): say so
@@ -257,6 +262,11 @@ def plot_overlaid(
     of ``histories`` (name the experiments, not their folders). ``x="images"`` plots against the training
     images seen (epochs times each history's ``train_images``), so runs whose epochs differ in size share
     one budget axis; runs that do not record it fall back to epochs, as the axis label then says."""
+    if x not in ("epoch", "images"):
+        raise ConfigError(f"x {x!r} is not one of epoch, images")
+    if histories and not any(h.get(key) for h in histories.values()):  # a typo would draw an empty plot
+        curves = sorted({k for h in histories.values() for k, v in h.items() if isinstance(v, list) and v})
+        raise ConfigError(f"no run records {key!r}; the runs' curves are {', '.join(curves)}")
     by_images = x == "images" and all(h.get("train_images") for h in histories.values())
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()

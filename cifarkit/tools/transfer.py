@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from cifarkit.data import CIFAR10_CLASSES, Dataset, Split
-from cifarkit.errors import DataError
+from cifarkit.errors import DataError, short_list
 from cifarkit.evaluate import evaluate, predict_logits, predicted_labels
 from cifarkit.loader import DeviceLoader, Normalizer
 from cifarkit.models import create_model
@@ -65,6 +65,10 @@ def class_groups(classes: Sequence[str]) -> Groups:
 
 def only_classes(dataset: Dataset, keep: Sequence[str]) -> Dataset:
     """``dataset`` restricted to the classes ``keep``, relabelled 0..len(keep)-1 in that order."""
+    unknown = [name for name in keep if name not in dataset.classes]
+    if unknown or len(set(keep)) < len(keep):
+        what = f"has no class {unknown[0]!r}" if unknown else "names a class twice"
+        raise DataError(f"keep={short_list(list(keep))} {what}; choose among {short_list(dataset.classes, 10)}")
     new_label = torch.full((dataset.num_classes,), -1, dtype=torch.long)
     for i, name in enumerate(keep):
         new_label[dataset.classes.index(name)] = i
