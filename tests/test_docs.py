@@ -283,6 +283,26 @@ def test_the_exit_status_table_is_the_codes_the_cli_returns():
     )
 
 
+def test_every_commit_the_text_names_is_in_the_history():
+    """Each commit a docs page or the README names (a backticked hash) is in the history of the checkout: a hash
+    that an amended or rebased commit left behind points a reader at nothing (one was written, then amended away,
+    in one session; a dangling object still answers ``git cat-file``, so ancestry is what is asked)."""
+    import subprocess
+
+    shallow = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=ROOT, capture_output=True, text=True)
+    if shallow.returncode != 0 or shallow.stdout.strip() != "false":
+        pytest.skip("not a git checkout with its whole history")
+    pages = [README, *DOCS, *sorted((ROOT / "reports" / "examples").rglob("README.md"))]
+    hashes = {h for page in pages for h in re.findall(r"`([0-9a-f]{7,40})`", page.read_text())}
+    assert len(hashes) >= 10
+    unknown = [
+        h
+        for h in sorted(hashes)
+        if subprocess.run(["git", "merge-base", "--is-ancestor", h, "HEAD"], cwd=ROOT, capture_output=True).returncode
+    ]
+    assert not unknown, unknown
+
+
 def is_module(name: str) -> bool:
     try:
         importlib.import_module(name)
