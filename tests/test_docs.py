@@ -111,8 +111,17 @@ def test_the_amx_row_is_its_own_series_timing():
     assert "AMX" in env["cpu_instruction_set"] and env["cpu_instruction_set"] in machine and precision == resolved
     assert f"{env['cpu_count']}-core" in machine and f"commit `{env['git_commit'][:7]}`" in machine
     kernels = (folder / "amp-check-flagship.txt").read_text()
-    assert "brg_conv_fwd:avx10_1_512_amx bf16" in kernels
-    assert "brg_conv_fwd:avx10_1_512_amx" in (ROOT / "docs" / "results.md").read_text()
+    results = flat((ROOT / "docs" / "results.md").read_text())
+    assert "brg_conv_fwd:avx10_1_512_amx bf16" in kernels and "brg_conv_fwd:avx10_1_512_amx" in results
+    flagship = json.loads((folder / "flagship.json").read_text())
+    assert (
+        flagship["amp"] == "bf16"
+        and (
+            f"**{100 * flagship['test_accuracy']:.2f}%** test top-1, {100 * flagship['val_accuracy']:.2f}% validation, in "
+            f"{flagship['train_seconds']:.1f} s of training and {flagship['tta_seconds']:.1f} s of TTA"
+        )
+        in results
+    )
 
 
 def test_every_result_in_the_readme_is_the_committed_examples():
