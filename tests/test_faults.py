@@ -511,20 +511,60 @@ def test_series_resume_uses_the_reports_dataset(cli, tmp_path, data_dir):
     )
 
 
-def test_ctrl_c_records_the_interrupted_notebook_and_writes_the_index(cli, tmp_path, monkeypatch, data_dir):
-    import cifarkit.report.series
+CTRL_C_SERIES = """
+import sys
+from pathlib import Path
 
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
+from cifarkit import cli
+from cifarkit.report import series
 
-    monkeypatch.setattr(cifarkit.report.series, "execute", interrupted)
-    report = fake_report(tmp_path)
-    code, out, err = cli("series", "--resume", report, "--only", "00,01")
-    one_line(code, err, 130, "interrupted")
+series.notebooks_dir = lambda: Path(sys.argv[1])  # two tiny notebooks instead of the course's
+sys.exit(cli.main(sys.argv[2:]))
+"""
+
+
+def test_ctrl_c_records_the_interrupted_notebook_and_writes_the_index(tmp_path, data_dir):
+    """Ctrl-C as a terminal sends it: SIGINT to the foreground process group while a notebook's cell runs (this
+    test faked it before, raising KeyboardInterrupt from a stand-in for papermill). The series says so in one
+    line, exits 130, records the notebook as interrupted and the one before it as done, writes the index and
+    leaves no kernel behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from .test_series import make_notebook
+
+    books, started = tmp_path / "notebooks", tmp_path / "started"
+    books.mkdir()
+    make_notebook(books / "00_quick.ipynb", "print('fine')")
+    make_notebook(books / "01_slow.ipynb", f"open({str(started)!r}, 'w').close()\nimport time\ntime.sleep(300)")
+    script = tmp_path / "series.py"
+    script.write_text(CTRL_C_SERIES)
+    cmd = [sys.executable, str(script), str(books), "series", "--dataset", "synthetic", "--profile", "smoke"]
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(tmp_path / "r")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "CIFARKIT_DATA": str(data_dir)}, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert started.exists(), proc.communicate(timeout=60)
+    children = psutil.Process(proc.pid).children(recursive=True)  # the kernel among them
+    assert children, "the notebook ran in no child process"
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    out, err = proc.communicate(timeout=120)
+    one_line(proc.returncode, err, 130, "interrupted")
+    report = Path(out.strip().splitlines()[-1].split("--resume ", 1)[1])
     state = json.loads((report / "series.json").read_text())
-    assert state["notebooks"]["01_ex1_baseline"]["status"] == "interrupted"
-    assert "01_ex1_baseline | interrupted" in (report / "index.md").read_text()
-    assert f"--resume {report.resolve()}" in out
+    assert state["notebooks"]["00_quick"]["status"] == "ok"
+    assert state["notebooks"]["01_slow"]["status"] == "interrupted"
+    assert "01_slow | interrupted" in (report / "index.md").read_text()
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"{[p.cmdline()[:3] for p in alive]} outlived the series"  # the kernel shuts down with it
 
 
 SERIES_ON_A_SMALL_DISK = """
