@@ -545,18 +545,26 @@ def test_ctrl_c_records_the_interrupted_notebook_and_writes_the_index(tmp_path, 
     script = tmp_path / "series.py"
     script.write_text(CTRL_C_SERIES)
     cmd = [sys.executable, str(script), str(books), "series", "--dataset", "synthetic", "--profile", "smoke"]
+    # a terminal's foreground job takes SIGINT; a background job of a non-interactive shell (a CI script run
+    # with &) inherits it ignored, so the child gets the terminal's disposition back
     proc = subprocess.Popen(
         [*cmd, "--out", str(tmp_path / "r")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "CIFARKIT_DATA": str(data_dir)}, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert started.exists(), proc.communicate(timeout=60)
-    children = psutil.Process(proc.pid).children(recursive=True)  # the kernel among them
-    assert children, "the notebook ran in no child process"
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-    out, err = proc.communicate(timeout=120)
+    try:
+        deadline = time.monotonic() + 120
+        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert started.exists(), proc.communicate(timeout=60)
+        children = psutil.Process(proc.pid).children(recursive=True)  # the kernel among them
+        assert children, "the notebook ran in no child process"
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # a failed check must not leave the series and its kernel running
+            for leftover in [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]:
+                leftover.kill()
     one_line(proc.returncode, err, 130, "interrupted")
     report = Path(out.strip().splitlines()[-1].split("--resume ", 1)[1])
     state = json.loads((report / "series.json").read_text())
