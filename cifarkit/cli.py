@@ -446,8 +446,12 @@ def settings_from(args: argparse.Namespace, settings: type) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
+    try:
+        parser = build_parser()
+        args, unknown = parser.parse_known_args(argv)
+    except KeyboardInterrupt:  # Ctrl-C in the first tenth of a second, while the options are built
+        print("cifarkit: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if unknown:  # said by the verb, like its other usage errors
         parser.prog = f"{parser.prog} {args.verb}"
         parser.error(f"unrecognized arguments: {printable(' '.join(unknown))}")

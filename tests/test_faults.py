@@ -630,3 +630,31 @@ def test_a_file_size_limit_while_saving_is_named_as_such(tmp_path):
     assert "Input/output error" not in done.stderr
     (run,) = tmp_path.iterdir()
     no_temporaries(run)
+
+
+def test_ctrl_c_while_the_options_are_built_is_one_line(cli, monkeypatch):
+    """A real SIGINT delivered while the command line builds its parser (the first tenth of a second of every
+    command) is one line and exit 130, as later in the command; it was a KeyboardInterrupt traceback."""
+    import os
+    import signal
+    import time
+
+    import cifarkit.cli
+
+    build = cifarkit.cli.build_parser
+
+    def interrupted_while_building():
+        parser = build()
+        os.kill(os.getpid(), signal.SIGINT)  # Python's own handler raises KeyboardInterrupt at the next bytecode
+        time.sleep(5)
+        return parser
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a terminal's (a CI job may ignore it)
+    monkeypatch.setattr(cifarkit.cli, "build_parser", interrupted_while_building)
+    try:
+        code, _, err = cli("info")
+    except KeyboardInterrupt:  # escaped the command line: fail this test, not the whole session
+        pytest.fail("Ctrl-C while the parser was built escaped cifarkit.cli.main as a KeyboardInterrupt")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    one_line(code, err, 130, "interrupted")
