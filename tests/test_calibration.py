@@ -115,3 +115,12 @@ def test_a_bin_count_that_cannot_bin_is_one_line(bins, said):
     labels, logits = torch.zeros(2, dtype=torch.long), torch.tensor([[2.0, 0.0], [0.0, 1.0]])
     with pytest.raises(ConfigError, match=re.escape(said)):
         reliability(labels, logits, bins=bins)
+
+
+def test_the_gap_it_quotes_is_the_difference_of_the_percentages_it_prints():
+    """46.3% confidence at 45.7% accuracy is 0.6 points over, as a reader subtracts them, though the unrounded
+    gap (46.34 - 45.66) rounds to 0.7."""
+    labels, off = confident(0.4634, n=5000, right=0.4566)
+    _, on = confident(0.4036, n=5000, right=0.4566)
+    text = describe({"without": (labels, off), "with": (labels, on)})
+    assert "mean confidence 46.3% at 45.7% accuracy" in text and "over-confident by 0.6 points" in text, text

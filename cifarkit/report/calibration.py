@@ -106,18 +106,22 @@ def curves(pair: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, R
 def pull(off: Reliability, on: Reliability) -> str:
     """What smoothing's downward pull on confidence did in this run, read from the gap between mean confidence
     and accuracy without it (``off``) and with it (``on``): closed, overshot, missed, or widened an
-    under-confidence."""
+    under-confidence. The points it quotes are the differences of the percentages printed beside it."""
     before, after = off.mean_confidence - off.accuracy_all, on.mean_confidence - on.accuracy_all  # > 0: over
+
+    def shown(r: Reliability) -> float:  # the gap as the reader computes it from the two rounded percentages
+        return abs(round(100 * r.mean_confidence, 1) - round(100 * r.accuracy_all, 1))
+
     if before <= 0:
         return "here the model was under-confident already, so a pull down could only widen the gap"
     if abs(after) < before:
         return "here it brought an over-confident model's confidence closer to its accuracy, what it is for"
     if after < 0:
         return (
-            f"here the model was over-confident by {100 * before:.1f} points, and the pull overshot: "
-            f"{100 * -after:.1f} points under its accuracy with smoothing"
+            f"here the model was over-confident by {shown(off):.1f} points, and the pull overshot: "
+            f"{shown(on):.1f} points under its accuracy with smoothing"
         )
-    return f"here it did not close the gap: over-confident by {100 * before:.1f} points without, {100 * after:.1f} with"
+    return f"here it did not close the gap: over-confident by {shown(off):.1f} points without, {shown(on):.1f} with"
 
 
 def describe(pair: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> Note:
