@@ -696,10 +696,15 @@ def _helpers():
 
     from cifarkit.data import make_synthetic
     from cifarkit.evaluate import most_confused
-    from cifarkit.report import duplicates, explore, figures
+    from cifarkit.models import create_model
+    from cifarkit.report import analysis, duplicates, explore, figures
+    from cifarkit.tools.compress import prune_channels
 
     ds = make_synthetic(num_classes=3, train_per_class=4, test_per_class=2, seed=0)
-    images = ds.train.images
+    images, model = ds.train.images, create_model("ex1", 3)
+    labels = ds.test.labels.numpy()
+    probs = np.full((len(labels), 3), 0.1)
+    probs[:, 1] = 0.8  # every test image called class_1: class_0's are its confused examples
     return {
         "pick": lambda v: ds.train.pick(v),
         "sample": lambda v: ds.train.sample(v),
@@ -711,6 +716,10 @@ def _helpers():
         "near_duplicates": lambda v: duplicates.near_duplicates(images, ds.test.images, max_bits=v),
         "duplicate_report": lambda v: duplicates.duplicate_report({"train": images}, v),
         "most_confused": lambda v: most_confused(np.eye(3, dtype=np.int64) + 1, ds.classes, v),
+        "confused_grid": lambda v: analysis.confused_grid(
+            ds, labels, probs, [{"true": "class_0", "predicted": "class_1"}], v
+        ),
+        "prune_channels": lambda v: prune_channels(model, v, images[:2].float(), 3),
     }
 
 
@@ -727,6 +736,8 @@ def _helpers():
         ("near_duplicates", 8, "max_bits: -1 must be an integer >= 0 and <= 64"),
         ("duplicate_report", 5, "max_examples: -1 must be an integer >= 0"),
         ("most_confused", 2, "most_confused(n): -1 must be an integer >= 1"),
+        ("confused_grid", 2, "confused_grid(n): -1 must be an integer >= 1"),
+        ("prune_channels", 0.5, "pruning ratio: -1 must be a fraction between 0 and 1"),  # was a bare ValueError
     ],
 )
 def test_a_helpers_bad_count_is_one_line_in_its_own_words(helper, good, said):

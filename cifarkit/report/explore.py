@@ -34,7 +34,8 @@ def class_counts(ds: Dataset):
 def samples_per_class(
     split: Split, classes: Sequence[str], per_class: int = 8, seed: int = 0
 ) -> tuple[np.ndarray, list[str]]:
-    """``per_class`` random images of each class (class-major order) and their titles, for :func:`cifarkit.report.figures.image_grid`."""
+    """``per_class`` random images of each class (class-major order) and their titles, for
+    :func:`cifarkit.report.figures.image_grid`."""
     check_value("per_class", per_class, positive_int)
     g = torch.Generator().manual_seed(seed)
     images, titles = [], []

@@ -265,8 +265,8 @@ def plot_overlaid(
     if x not in ("epoch", "images"):
         raise ConfigError(f"x {x!r} is not one of epoch, images")
     if histories and not any(h.get(key) for h in histories.values()):  # a typo would draw an empty plot
-        curves = sorted({k for h in histories.values() for k, v in h.items() if isinstance(v, list) and v})
-        raise ConfigError(f"no run records {key!r}; the runs' curves are {', '.join(curves)}")
+        recorded = sorted({k for h in histories.values() for k, v in h.items() if isinstance(v, list) and v})
+        raise ConfigError(f"no run records {key!r}; the runs' curves are {', '.join(recorded)}")
     by_images = x == "images" and all(h.get("train_images") for h in histories.values())
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()

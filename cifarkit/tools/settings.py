@@ -1,6 +1,6 @@
 """The settings of cifarkit's commands and tools, one frozen dataclass each: ``evaluate``, ``predict``,
-``series``, ``speedrun``, ``input-bench``, ``amp-check``, ``deploy-bench`` (and notebook 08), ``sweep``'s SLURM jobs, notebook 09's
-transfer study, and the notebooks' profiles (smoke / quick / full), which hold the last two. A training run's own
+``series``, ``speedrun``, ``input-bench``, ``amp-check``, ``deploy-bench`` (and notebook 08), ``sweep``'s SLURM
+jobs, notebook 09's transfer study, and the notebooks' profiles (smoke / quick / full), which hold the last two. A training run's own
 settings are :class:`cifarkit.config.TrainConfig`.
 
 A field made with :func:`cifarkit.config.setting` is also a command-line option, generated from the field by
