@@ -63,6 +63,7 @@ def test_the_verdict_follows_the_interval():
     _, over = confident(0.99, n=400, right=0.9)
     lowered = describe({"without label smoothing": (labels, over), "with label smoothing 0.1": (labels, calibrated)})
     assert "**lowered**" in lowered and "ECE **9.0 points**" in lowered and "400 validation images" in lowered
+    assert "Each model is one training run" in lowered and lowered.finding.endswith("(one training run each).")
     assert lowered.finding.startswith("Calibration (15 bins, validation): ECE 9.0 points without")
     same = describe({"without": (labels, calibrated), "with": (labels, calibrated)})
     assert "**within noise**" in same

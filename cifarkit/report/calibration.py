@@ -147,12 +147,13 @@ def describe(pair: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> Note:
     text = (
         f"On {len(labels):,} validation images with {off.bins} confidence bins, {side(off_name, off)}; "
         f"{side(on_name, on)}. Label smoothing changed the ECE by {100 * (on.ece - off.ece):+.1f} points "
-        f"(95% bootstrap interval {100 * low:+.1f} to {100 * high:+.1f}): {verdict}. "
+        f"(95% bootstrap interval {100 * low:+.1f} to {100 * high:+.1f}): {verdict}. Each model is one training "
+        "run, so the interval counts the images' luck, not a seed's: another seed can land elsewhere. "
         "Smoothing trains towards a target of less than 100% on the label, so it pulls confidence down; "
         f"{pull(off, on)}."
     )
     finding = (
         f"Calibration ({off.bins} bins, validation): ECE {100 * off.ece:.1f} points without label smoothing, "
-        f"{100 * on.ece:.1f} with it; {verdict.split(' (')[0].replace('**', '')}."
+        f"{100 * on.ece:.1f} with it; {verdict.split(' (')[0].replace('**', '')} (one training run each)."
     )
     return Note(text, finding=finding)
