@@ -149,3 +149,29 @@ def test_the_cheaper_tta_mode_wins_a_tie_within_noise():
     assert "beyond noise of every mode with fewer views" in commentary.tta_choice(clear, "translate")
     nothing = tta_val_table({"none": range(0, 1400), "flip": range(0, 1405), "translate": range(5, 1410)}, views)
     assert analysis.choose_tta_mode(nothing) == "none"
+
+
+@pytest.mark.parametrize(
+    "suggested,verdict",
+    [
+        ({0: range(0, 340), 1: range(0, 345)}, "the suggestion helped at every seed, beyond noise"),
+        ({0: range(0, 340), 1: range(0, 303)}, "cannot tell: beyond noise at 1 of 2 seeds"),  # 3-0 is noise
+        ({0: range(0, 340)}, "one seed: cannot tell"),  # beyond noise at one seed is that seed's luck
+        ({0: range(0, 260), 1: range(0, 250)}, "the suggestion hurt at every seed, beyond noise"),
+    ],
+)
+def test_the_lr_finder_paragraph_judges_the_suggestion_seed_by_seed(tmp_path, suggested, verdict):
+    """03's suggestion was called helpful or harmful from one training while its ablation needs every seed."""
+    from cifarkit.tools.lrfinder import LrSweep
+
+    sweep = LrSweep([1e-6, 1e-3, 0.3], [2.3, 1.9, 9.0], [2.3, 2.0, 3.1], 1e-2, 1e-3, "diverged", "adam", 128)
+    right = {"recipe": {s: range(0, 300) for s in suggested}, "suggested": suggested}
+    runs = {k: {s: write_run(tmp_path / f"{k}-{s}", len(r) / 500) for s, r in v.items()} for k, v in right.items()}
+    correct = {k: {s: correct_at(r, 500) for s, r in v.items()} for k, v in right.items()}
+    text = commentary.lr_finder(sweep, 2e-3, ablation.table(runs, correct, base="recipe"))
+    assert "**0.001**" in text and "1/2.0 the recipe's 0.002" in text and "the loss exploded" in text
+    assert f"**{verdict}**" in text and text.finding.endswith(f"on average; {verdict}.")
+    assert text.finding.startswith("LR finder: suggests 0.001 against the recipe's 0.002")
+    counts = ", ".join(f"{max(len(r) - 300, 0)}/{max(300 - len(r), 0)}" for r in suggested.values())
+    assert f"fixed/broken per seed {counts}, of 500 images" in text
+    assert f"at seed{'s' if len(suggested) > 1 else ''} {', '.join(map(str, suggested))} (each" in text

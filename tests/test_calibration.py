@@ -58,15 +58,26 @@ def test_the_bootstrap_interval_holds_zero_for_the_same_model_and_not_for_a_real
     assert 0 < low <= high and high < 0.2
 
 
-def test_the_verdict_follows_the_interval():
+def test_the_verdict_follows_the_interval_at_every_seed():
+    """03 called smoothing's effect on calibration from one training of each model, while its ablation calls
+    nothing that every seed does not agree on."""
     labels, calibrated = confident(0.9, n=400, right=0.9)
     _, over = confident(0.99, n=400, right=0.9)
-    lowered = describe({"without label smoothing": (labels, over), "with label smoothing 0.1": (labels, calibrated)})
-    assert "**lowered**" in lowered and "ECE **9.0 points**" in lowered and "400 validation images" in lowered
-    assert "Each model is one training run" in lowered and lowered.finding.endswith("(one training run each).")
-    assert lowered.finding.startswith("Calibration (15 bins, validation): ECE 9.0 points without")
-    same = describe({"without": (labels, calibrated), "with": (labels, calibrated)})
-    assert "**within noise**" in same
+    lowering = {"without label smoothing": (labels, over), "with label smoothing 0.1": (labels, calibrated)}
+    lowered = describe({0: lowering, 1: lowering})
+    assert "**lowered** the calibration error beyond the images' luck at every seed" in lowered
+    assert "ECE **9.0 points**" in lowered and "400 validation images" in lowered and "at seed 0, without" in lowered
+    assert "-9.0 points at seed 0 (95% bootstrap interval" in lowered and "-9.0 points at seed 1 (" in lowered
+    assert lowered.finding.startswith("Calibration (15 bins, validation, seeds 0, 1): ECE 9.0 points without")
+    assert lowered.finding.endswith(
+        "at seed 0; it lowered the calibration error beyond the images' luck at every seed."
+    )
+    same = {"without": (labels, calibrated), "with": (labels, calibrated)}
+    assert "**within noise at every seed**: this run neither shows nor refutes it" in describe({0: same, 1: same})
+    assert "**one seed: cannot tell**" in describe({0: lowering}) and "lowered" not in describe({0: lowering})
+    split = describe({0: lowering, 1: same})
+    assert "**cannot tell: beyond noise at 1 of 2 seeds**" in split and "lowered" not in split.finding
+    assert split.finding.endswith("at seed 0; cannot tell: beyond noise at 1 of 2 seeds.")
 
 
 @pytest.mark.parametrize(
@@ -85,7 +96,7 @@ def test_the_explanation_says_what_the_pull_did_in_this_run(without, with_, righ
     where smoothing's pull on its confidence left it (closer, past its accuracy, or further away)."""
     labels, off = confident(without, n=400, right=right)
     _, on = confident(with_, n=400, right=right)
-    text = describe({"without": (labels, off), "with": (labels, on)})
+    text = describe({0: {"without": (labels, off), "with": (labels, on)}})
     assert said in text and "helps a model that was over-confident" not in text
 
 
@@ -105,7 +116,7 @@ def test_calibration_of_nothing_or_of_nan_is_one_line(labels, logits, needle):
         reliability(labels, logits)
     assert needle in str(caught.value) and "\n" not in str(caught.value)
     with pytest.raises(DataError):
-        describe({"a": (labels, logits), "b": (labels, logits)})
+        describe({0: {"a": (labels, logits), "b": (labels, logits)}})
 
 
 @pytest.mark.parametrize("bins,said", [(0, "bins: 0 must be an integer >= 1"), (2.5, "bins: '2.5' is not an integer")])
@@ -123,5 +134,5 @@ def test_the_gap_it_quotes_is_the_difference_of_the_percentages_it_prints():
     gap (46.34 - 45.66) rounds to 0.7."""
     labels, off = confident(0.4634, n=5000, right=0.4566)
     _, on = confident(0.4036, n=5000, right=0.4566)
-    text = describe({"without": (labels, off), "with": (labels, on)})
+    text = describe({0: {"without": (labels, off), "with": (labels, on)}})
     assert "mean confidence 46.3% at 45.7% accuracy" in text and "over-confident by 0.6 points" in text, text

@@ -158,10 +158,11 @@ def test_model_comparison_quotes_costs_and_noise():
     )
     note = commentary.model_comparison(table)
     assert "16.0x the parameters" in note and "4.0x its mult-adds" in note and "40.0 s vs 10.0 s (4.0x)" in note
-    assert "-7.0 points for `ex2`, beyond noise" in note and "within noise" not in note
+    assert "-7.0 points for `ex2`, beyond the images' noise, one run each)" in note and "within noise" not in note
     assert "does not follow arithmetic" not in note  # 4x the mult-adds, 4x the time: arithmetic can explain it
     assert note.finding == (
-        "`ex2` at 128 px: validation top-1 57.0% vs `small`'s 64.0% (-7.0 points, beyond noise), at 4.0x the time "
+        "`ex2` at 128 px: validation top-1 57.0% vs `small`'s 64.0% (-7.0 points, beyond the images' noise, one run "
+        "each), at 4.0x the time "
         "per epoch."
     )
     # 02's quick run: EX-2 needed 0.4x smallcifarnet's mult-adds and took 2.9x as long per epoch; on a CPU the
@@ -193,8 +194,11 @@ def test_model_comparison_uses_the_paired_test_and_names_a_test_column_that_disa
     a[:446], b[:446] = True, True
     b[446:504] = True  # 58 images only the reference gets right, none only ex2: a paired difference beyond noise
     note = commentary.model_comparison(table, [a, b])
-    assert "0 images only `ex2` gets right, 58 only `ref`: paired test, beyond noise" in note
-    assert "The test column, scored once on 2,500 images, says 31.2% vs 35.4% (-4.2 points, beyond noise)." in note
+    assert "0 images only `ex2` gets right, 58 only `ref`: paired test, beyond the images' noise, one run each" in note
+    assert (
+        "The test column, scored once on 2,500 images, says 31.2% vs 35.4% (-4.2 points, beyond the images' noise, one run each)."
+        in note
+    )
     b[446:504], b[446:472], a[1000:1030] = False, True, True  # 30 vs 26: within noise on validation
     disagree = commentary.model_comparison(table, [a, b])
     assert "within noise" in disagree and "validation and test disagree on whether the gap is real" in disagree
@@ -225,7 +229,7 @@ def test_ranking_warns_when_budgets_differ():
     assert "validated on 2,000, 5,000 images (the `val_images` column)" in note
     assert "-8.0 points" in note and "different budget (18,000 images × 5 epochs)" in note
     same = commentary.ranking(pd.DataFrame([rows[0], {**rows[0], "model": "b", "val_accuracy": 0.755}]))
-    assert "(within noise)" in same and "different budget" not in same
+    assert "(within noise, one run each)" in same and "different budget" not in same
     assert "No runs" in commentary.ranking(pd.DataFrame())
 
 
@@ -496,30 +500,6 @@ def test_test_metrics_name_a_precision_other_than_fp32_and_the_main_confusion():
     )
     bf16 = commentary.test_metrics({**test, "precision": "bf16"}, ["cat", "ship"])
     assert "highest scores), computed in **bf16**." in bf16 and "images, computed in **bf16**; the most" in bf16.finding
-
-
-def test_the_lr_finder_paragraph_compares_the_suggestion_with_a_paired_test():
-    import torch
-
-    from cifarkit.tools.lrfinder import LrSweep
-
-    sweep = LrSweep([1e-6, 1e-3, 0.3], [2.3, 1.9, 9.0], [2.3, 2.0, 3.1], 1e-2, 1e-3, "diverged", "adam", 128)
-    recipe = torch.zeros(500, dtype=torch.bool)
-    recipe[:300] = True
-    better = recipe.clone()
-    better[300:340] = True  # 40 images fixed, none broken
-    text = commentary.lr_finder(
-        sweep, 2e-3, {"recipe": 0.6, "suggested": 0.68}, {"recipe": recipe, "suggested": better}
-    )
-    assert "**0.001**" in text and "1/2.0 the recipe's 0.002" in text and "the loss exploded" in text
-    assert "40 images fixed, 0 broken, of 500" in text and "beyond noise: the suggestion helped" in text
-    assert text.finding.startswith("LR finder: suggests 0.001 against the recipe's 0.002")
-    close = recipe.clone()
-    close[300:303] = True  # 3-0 is noise
-    text = commentary.lr_finder(
-        sweep, 2e-3, {"recipe": 0.6, "suggested": 0.606}, {"recipe": recipe, "suggested": close}
-    )
-    assert "within noise" in text and "helped" not in text
 
 
 def test_in_this_run_keeps_every_verdict_and_caveat_of_a_paragraph():

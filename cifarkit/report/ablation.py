@@ -34,23 +34,26 @@ def arms(hidden_units: int) -> dict[str, dict[str, Any]]:
     return {name: {**kw, "model_kwargs": {"hidden_units": hidden_units, **kw["model_kwargs"]}} for name, kw in ARMS}
 
 
-def table(runs: Mapping[str, Mapping[int, Path]], correct: Mapping[str, Mapping[int, torch.Tensor]]) -> pd.DataFrame:
-    """One row per arm: validation top-1 per seed and its mean, and against the base of the same seed on the
-    same images the gain, the images fixed and broken (only the arm, only the base gets right) and the verdict."""
-    seeds = list(runs[BASE])
+def table(
+    runs: Mapping[str, Mapping[int, Path]], correct: Mapping[str, Mapping[int, torch.Tensor]], base: str = BASE
+) -> pd.DataFrame:
+    """One row per arm: validation top-1 per seed and its mean, and against the ``base`` arm of the same seed on
+    the same images the gain, the images fixed and broken (only the arm, only the base gets right) and the
+    verdict. 03's learning-rate finder reuses it with the recipe's runs as the base."""
+    seeds = list(runs[base])
     rows = []
     for arm, by_seed in runs.items():
         row: dict[str, Any] = {"arm": arm}
         comparisons = []
         for s in seeds:
             acc = float(read_json(by_seed[s] / "train.json")["best_val_accuracy"])
-            base = float(read_json(runs[BASE][s] / "train.json")["best_val_accuracy"])
-            fixed, broken = fixed_broken(correct[BASE][s], correct[arm][s])
+            against = float(read_json(runs[base][s] / "train.json")["best_val_accuracy"])
+            fixed, broken = fixed_broken(correct[base][s], correct[arm][s])
             row |= {f"val_accuracy[seed {s}]": acc, f"fixed[seed {s}]": fixed, f"broken[seed {s}]": broken}
-            comparisons.append((acc - base, fixed, broken))
+            comparisons.append((acc - against, fixed, broken))
         row["val_accuracy"] = sum(row[f"val_accuracy[seed {s}]"] for s in seeds) / len(seeds)
         row["val_images"] = len(correct[arm][seeds[0]])
-        row["verdict"] = "(the base)" if arm == BASE else seeds_verdict(comparisons)
+        row["verdict"] = "(the base)" if arm == base else seeds_verdict(comparisons)
         rows.append(row)
     return pd.DataFrame(rows).set_index("arm")
 

@@ -14,6 +14,7 @@ from cifarkit.config import check_value, positive_int
 from cifarkit.errors import DataError
 from cifarkit.evaluate import predicted_labels
 from cifarkit.report.commentary import Note, pct
+from cifarkit.report.stats import HELPED, HURT, verdict_over_seeds
 
 BINS = 15  # equal-width confidence bins, as in Guo et al. (2017), "On Calibration of Modern Neural Networks"
 RESAMPLES = 1000  # bootstrap resamples of the images for the ECE difference's interval
@@ -124,18 +125,26 @@ def pull(off: Reliability, on: Reliability) -> str:
     return f"here it did not close the gap: over-confident by {shown(off):.1f} points without, {shown(on):.1f} with"
 
 
-def describe(pair: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> Note:
-    """The claim "label smoothing is better calibrated" checked on this run: ``pair`` holds (labels, logits) of
-    the model without label smoothing first and with it second, on the same validation images."""
-    (off_name, (labels, off_logits)), (on_name, (_, on_logits)) = pair.items()
-    off, on = reliability(labels, off_logits), reliability(labels, on_logits)
-    low, high = ece_difference_interval(labels, off_logits, on_logits)
-    if high < 0:
-        verdict = "it **lowered** the calibration error beyond the images' luck (the interval stays below zero)"
-    elif low > 0:
-        verdict = "it **raised** the calibration error beyond the images' luck (the interval stays above zero)"
-    else:
-        verdict = "the difference is **within noise** (the interval holds zero): this run neither shows nor refutes it"
+def describe(pairs: Mapping[int, Mapping[str, tuple[torch.Tensor, torch.Tensor]]]) -> Note:
+    """The claim "label smoothing is better calibrated" checked on this run: ``pairs`` holds, per seed, the
+    (labels, logits) of the model without label smoothing first and with it second, on the same validation
+    images (each seed holds out its own). Each seed's bootstrap interval counts the images' luck; the verdict over seeds is the ablation's rule
+    (:func:`~cifarkit.report.stats.verdict_over_seeds`): lowered or raised only when every seed agrees."""
+    seeds = list(pairs)
+    measured = {}
+    for s, pair in pairs.items():
+        (off_name, (labels, off_logits)), (on_name, (_, on_logits)) = pair.items()
+        measured[s] = (reliability(labels, off_logits), reliability(labels, on_logits))
+        measured[s] += ece_difference_interval(labels, off_logits, on_logits)
+    verdict = verdict_over_seeds([(off.ece - on.ece, high < 0 or low > 0) for off, on, low, high in measured.values()])
+    called = {
+        HELPED: "it **lowered** the calibration error beyond the images' luck at every seed",
+        HURT: "it **raised** the calibration error beyond the images' luck at every seed",
+    }.get(verdict)
+    said = called or f"**{verdict}**: this run neither shows nor refutes it"
+    first = seeds[0]
+    off, on = measured[first][:2]
+    images = int(off.count.sum())
 
     def side(name: str, r: Reliability) -> str:
         lean = "over-confident" if r.mean_confidence > r.accuracy_all else "under-confident"
@@ -144,16 +153,20 @@ def describe(pair: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> Note:
             f"{pct(r.accuracy_all)} accuracy ({lean})"
         )
 
+    changes = "; ".join(
+        f"{100 * (b.ece - a.ece):+.1f} points at seed {s} (95% bootstrap interval {100 * low:+.1f} to {100 * high:+.1f})"
+        for s, (a, b, low, high) in measured.items()
+    )
     text = (
-        f"On {len(labels):,} validation images with {off.bins} confidence bins, {side(off_name, off)}; "
-        f"{side(on_name, on)}. Label smoothing changed the ECE by {100 * (on.ece - off.ece):+.1f} points "
-        f"(95% bootstrap interval {100 * low:+.1f} to {100 * high:+.1f}): {verdict}. Each model is one training "
-        "run, so the interval counts the images' luck, not a seed's: another seed can land elsewhere. "
-        "Smoothing trains towards a target of less than 100% on the label, so it pulls confidence down; "
+        f"On {images:,} validation images with {off.bins} confidence bins, at seed {first}, {side(off_name, off)}; "
+        f"{side(on_name, on)}. Label smoothing changed the ECE by {changes}: {said}. Each interval counts the "
+        "images' luck; another seed trains other models, so, as in the ablation, a verdict needs every seed to "
+        "agree. Smoothing trains towards a target of less than 100% on the label, so it pulls confidence down; "
         f"{pull(off, on)}."
     )
     finding = (
-        f"Calibration ({off.bins} bins, validation): ECE {100 * off.ece:.1f} points without label smoothing, "
-        f"{100 * on.ece:.1f} with it; {verdict.split(' (')[0].replace('**', '')} (one training run each)."
+        f"Calibration ({off.bins} bins, validation, seed{'s' if len(seeds) > 1 else ''} "
+        f"{', '.join(map(str, seeds))}): ECE {100 * off.ece:.1f} points without label smoothing, {100 * on.ece:.1f} "
+        f"with it at seed {first}; {(called or verdict).replace('**', '')}."
     )
     return Note(text, finding=finding)

@@ -17,7 +17,14 @@ from cifarkit.device import precision_name
 from cifarkit.errors import duration_text
 from cifarkit.evaluate import fixed_broken
 from cifarkit.report.comparison import fastest_runs, run_name
-from cifarkit.report.stats import difference_is_noise, gap_is_noise, paired_is_noise, standard_error
+from cifarkit.report.stats import (
+    HELPED,
+    HURT,
+    difference_is_noise,
+    gap_is_noise,
+    paired_is_noise,
+    standard_error,
+)
 from cifarkit.tools.deploy import SAME_WITHIN, leaders
 from cifarkit.tools.perflogs import INPUT_BOUND_SHARE, OTHER_LOAD_PERCENT, PACE_SPREAD
 
@@ -112,6 +119,12 @@ def pct(x: float) -> str:
 def points(x: float) -> str:
     """A difference of fractions in percentage points, signed (0.015 -> +1.5 points)."""
     return f"{100 * x:+.1f} points"
+
+
+def one_run_each(noise: bool) -> str:
+    """A difference between two single training runs in words: its noise is the images' only (another seed moves
+    a model by itself), so beyond it is not a verdict on the models (:func:`~cifarkit.report.stats.seeds_verdict`)."""
+    return ("within noise" if noise else "beyond the images' noise") + ", one run each"
 
 
 def parameters(summary: Mapping[str, Any]) -> Note:
@@ -420,7 +433,7 @@ def model_comparison(table: Any, correct: Sequence[Any] | None = None) -> Note:
         f"Both trained {int(a['epochs'])} epochs on {int(a['train_images']):,} images; on {n:,} validation "
         f"images `{a['model']}` reaches {pct(float(a['val_accuracy']))} and `{b['model']}` "
         f"{pct(float(b['val_accuracy']))} ({points(diff)} for `{a['model']}`{counted}, "
-        f"{'within noise' if noise else 'beyond noise'})."
+        f"{one_run_each(noise)})."
     )
     tested = a.get("test_accuracy") is not None and b.get("test_accuracy") is not None and a.get("test_images")
     if tested:
@@ -429,7 +442,7 @@ def model_comparison(table: Any, correct: Sequence[Any] | None = None) -> Note:
         test_noise = difference_is_noise(float(a["test_accuracy"]), m, float(b["test_accuracy"]), m)
         text.append(
             f"The test column, scored once on {m:,} images, says {pct(float(a['test_accuracy']))} vs "
-            f"{pct(float(b['test_accuracy']))} ({points(test_gap)}, {'within noise' if test_noise else 'beyond noise'})"
+            f"{pct(float(b['test_accuracy']))} ({points(test_gap)}, {one_run_each(test_noise)})"
             + (
                 "."
                 if test_noise == noise
@@ -464,11 +477,11 @@ def model_comparison(table: Any, correct: Sequence[Any] | None = None) -> Note:
         )
     finding = (
         f"`{a['model']}` at {a['input_px']} px: validation top-1 {pct(float(a['val_accuracy']))} vs `{b['model']}`'s "
-        f"{pct(float(b['val_accuracy']))} ({points(diff)}, {'within noise' if noise else 'beyond noise'}), at "
+        f"{pct(float(b['val_accuracy']))} ({points(diff)}, {one_run_each(noise)}), at "
         f"{seconds:.1f}x the time per epoch{mem}."
     )
     if tested:
-        finding += f" On test: {points(test_gap)}, {'within noise' if test_noise else 'beyond noise'}" + (
+        finding += f" On test: {points(test_gap)}, {one_run_each(test_noise)}" + (
             "." if test_noise == noise else ", so validation and test disagree."
         )
     return Note(" ".join(text), finding=finding)
@@ -498,11 +511,11 @@ def ranking(table: Any) -> Note:
         noise = difference_is_noise(float(top["val_accuracy"]), n, float(nxt["val_accuracy"]), n)
         gap = f"`{nxt['model']}`, {points(float(nxt['val_accuracy']) - float(top['val_accuracy']))}"
         text.append(
-            f"The runner-up, {gap} ({'within' if noise else 'beyond'} noise), trained on a different budget "
+            f"The runner-up, {gap} ({one_run_each(noise)}), trained on a different budget "
             f"({int(nxt['train_images']):,} images × {int(nxt['epochs'])} epochs), so the ranking mixes what a model "
             "can do with how long it was trained: compare runs of equal budget for a verdict on the model."
             if not same_budget
-            else f"The runner-up, {gap} ({'within' if noise else 'beyond'} noise), trained on the same budget."
+            else f"The runner-up, {gap} ({one_run_each(noise)}), trained on the same budget."
         )
     return Note(" ".join(text))
 
@@ -663,32 +676,34 @@ def deployment(rows: Any) -> Note:
     return Note(" ".join(text), finding=finding)
 
 
-def lr_finder(sweep: Any, recipe_lr: float, accuracy: Mapping[str, float], correct: Mapping[str, Any]) -> Note:
+def lr_finder(sweep: Any, recipe_lr: float, tried: Any) -> Note:
     """A learning-rate range test (:class:`cifarkit.tools.lrfinder.LrSweep`) in words: what it suggests against
-    the recipe's rate, and whether one training with the suggestion did better on validation. ``accuracy`` and
-    ``correct`` (per-image right/wrong on the same validation images) hold ``recipe`` and ``suggested``."""
-    fixed, broken = fixed_broken(correct["recipe"], correct["suggested"])
-    n = len(correct["recipe"])
+    the recipe's rate, and whether training with the suggestion did better on validation. ``tried`` is
+    :func:`cifarkit.report.ablation.table` of the recipe's runs (its base, first) and the suggestion's at the
+    same seeds, so the verdict follows the ablation's rule: helped or hurt only when every seed agrees."""
+    recipe, suggested = tried.iloc[0], tried.iloc[1]
+    seeds = [c.split()[-1].rstrip("]") for c in tried.columns if c.startswith("fixed[seed")]
+    counts = ", ".join(f"{suggested[f'fixed[seed {s}]']}/{suggested[f'broken[seed {s}]']}" for s in seeds)
     ratio = sweep.suggestion / recipe_lr
     compared = f"{ratio:.1f}x" if ratio >= 1 else f"1/{1 / ratio:.1f}"
     end = "the loss exploded and the sweep stopped" if sweep.stopped == "diverged" else "its last rate"
-    gain = accuracy["suggested"] - accuracy["recipe"]
-    if paired_is_noise(fixed, broken):
-        verdict = "within noise: one training cannot tell the suggestion from the recipe's rate"
-    else:
-        verdict = "beyond noise: the suggestion " + ("helped" if gain > 0 else "hurt")
+    gain = float(suggested["val_accuracy"]) - float(recipe["val_accuracy"])
+    verdict = str(suggested["verdict"])
+    said = f"the suggestion {verdict} at every seed, beyond noise" if verdict in (HELPED, HURT) else verdict
     text = (
         f"The range test trained {len(sweep.lrs)} steps ({sweep.optimizer}, batch {sweep.batch_size}) from "
         f"{sweep.lrs[0]:.0e} to {sweep.lrs[-1]:.2g} ({end}); the smoothed loss was lowest at {sweep.lowest:.2g}, and a tenth "
         f"of that, **{sweep.suggestion:.2g}**, is its suggestion: {compared} the recipe's {recipe_lr:g}. Trained "
-        f"once with it (same seed, schedule, epochs and images), validation top-1 is {pct(accuracy['suggested'])} "
-        f"against the recipe's {pct(accuracy['recipe'])} ({points(gain)}; {fixed} images fixed, {broken} broken, "
-        f"of {n:,}): **{verdict}**. The rule of a tenth is a rule of thumb: the best rate for a whole schedule "
-        "is found by training, and the finder narrows where to look."
+        f"with it at seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)} (each with the schedule, epochs and "
+        f"images of the recipe's run at that seed), validation top-1 averages {pct(float(suggested['val_accuracy']))} "
+        f"against the recipe's {pct(float(recipe['val_accuracy']))} ({points(gain)}; fixed/broken per seed {counts}, "
+        f"of {int(suggested['val_images']):,} images): **{said}**. The rule of a tenth is a rule of thumb: the best "
+        "rate for a whole schedule is found by training, and the finder narrows where to look."
     )
     finding = (
-        f"LR finder: suggests {sweep.suggestion:.2g} against the recipe's {recipe_lr:g}; trained once with it, "
-        f"validation {pct(accuracy['suggested'])} vs {pct(accuracy['recipe'])}, {verdict.split(':')[0]}."
+        f"LR finder: suggests {sweep.suggestion:.2g} against the recipe's {recipe_lr:g}; trained with it at "
+        f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}, validation {pct(float(suggested['val_accuracy']))} vs "
+        f"{pct(float(recipe['val_accuracy']))} on average; {said}."
     )
     return Note(text, finding=finding)
 

@@ -83,11 +83,16 @@ HELPED, HURT = "helped", "hurt"
 
 def seeds_verdict(comparisons: Sequence[tuple[float, int, int]]) -> str:
     """One change (or method) against another over seeds, from ``(gain, fixed, broken)`` per seed on the same
-    images: ``helped`` or ``hurt`` only when more than one seed was run and every seed says so beyond noise
-    (:func:`paired_is_noise`); otherwise what the run cannot tell, in words. One seed's verdict can be that seed's
-    luck, so no verdict rests on one."""
-    beyond = [gain for gain, fixed, broken in comparisons if not paired_is_noise(fixed, broken)]
-    seeds = len(comparisons)
+    images, each seed judged by :func:`paired_is_noise`; the verdict is :func:`verdict_over_seeds`'."""
+    return verdict_over_seeds([(gain, not paired_is_noise(fixed, broken)) for gain, fixed, broken in comparisons])
+
+
+def verdict_over_seeds(results: Sequence[tuple[float, bool]]) -> str:
+    """The one rule for a verdict over seeds, from ``(gain, beyond noise)`` per seed: ``helped`` or ``hurt`` only
+    when more than one seed was run and every seed says so beyond noise; otherwise what the run cannot tell, in
+    words. One seed's verdict can be that seed's luck, so no verdict rests on one."""
+    beyond = [gain for gain, past in results if past]
+    seeds = len(results)
     if seeds > 1 and len(beyond) == seeds and all(g > 0 for g in beyond):
         return HELPED
     if seeds > 1 and len(beyond) == seeds and all(g < 0 for g in beyond):
