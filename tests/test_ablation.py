@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from cifarkit.config import TrainConfig, parse_augment
+from cifarkit.errors import ConfigError
 from cifarkit.report import ablation, analysis, commentary
 from cifarkit.report.stats import seeds_verdict
 
@@ -83,6 +84,8 @@ def test_the_table_counts_fixed_and_broken_against_the_base_of_each_seed(tmp_pat
     assert table.loc["+bn", "verdict"] == "helped" and table.loc["+crop", "verdict"] == "within noise at every seed"
     assert table.loc["+bn", "val_accuracy"] == pytest.approx(0.6) and int(table["val_images"].iloc[0]) == 1000
     assert ablation.winner(table) == "+bn"
+    with pytest.raises(ConfigError, match=r"^base 'recipe' is not one of base, \+bn, \+crop$"):
+        ablation.table(runs, correct, base="recipe")
     note = ablation.describe(table, correct)
     assert (
         "At every seed, beyond noise, at this budget, helped: `+bn` +10.0 points (100 fixed / 0 broken, 100 fixed / "

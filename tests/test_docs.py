@@ -456,9 +456,11 @@ def test_the_deployment_pages_settings_are_deploy_benchs_defaults():
     assert f"throughput at batch {d.throughput_batch}." in text
     assert f"ranges from {d.calibration_images} training images" in text
     assert f"(Adam {d.finetune_lr:g}, crop+flip, `--finetune-epochs`)" in text
-    from cifarkit.tools.deploy import SAME_WITHIN
+    from cifarkit.tools.deploy import SPREAD
 
-    assert f"two speeds within {100 * SAME_WITHIN:g}% of each other" in text  # 08's "about the same"
+    for worse, better in SPREAD.values():  # the columns of 08's "about the same" are the code's
+        assert f"`{better}`/`{worse}`" in text or f"`{worse}`/`{better}`" in text, (worse, better)
+    assert "when neither's spread clears the other's (`deploy.faster`)" in text
 
 
 def test_the_sweep_limit_in_the_commands_page_is_the_codes():

@@ -115,12 +115,10 @@ def test_pretrained_backbones_start_from_the_cached_imagenet_weights(torch_home)
 
 
 def test_pretrained_offline_names_the_file_to_place(torch_home, monkeypatch, cli, tmp_path):
-    import urllib.error
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    for name in ("NO_PROXY", "no_proxy"):  # offline for real: every request goes to a proxy that refuses it
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
     args = ("train", "--model", "resnet18_imagenet", "--pretrained", "--dataset", "synthetic", "--out", tmp_path)
     code, _, err = cli(*args)
     assert code != 0 and len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from cifarkit.errors import ConfigError
 from cifarkit.evaluate import fixed_broken
 from cifarkit.report.commentary import Note, pct, points
 from cifarkit.report.stats import HELPED, HURT, paired_is_noise, seeds_verdict
@@ -40,6 +41,8 @@ def table(
     """One row per arm: validation top-1 per seed and its mean, and against the ``base`` arm of the same seed on
     the same images the gain, the images fixed and broken (only the arm, only the base gets right) and the
     verdict. 03's learning-rate finder reuses it with the recipe's runs as the base."""
+    if base not in runs:
+        raise ConfigError(f"base {base!r} is not one of {', '.join(runs)}")
     seeds = list(runs[base])
     rows = []
     for arm, by_seed in runs.items():

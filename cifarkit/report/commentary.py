@@ -25,7 +25,7 @@ from cifarkit.report.stats import (
     paired_is_noise,
     standard_error,
 )
-from cifarkit.tools.deploy import SAME_WITHIN, leaders
+from cifarkit.tools.deploy import faster, leaders
 from cifarkit.tools.perflogs import INPUT_BOUND_SHARE, OTHER_LOAD_PERCENT, PACE_SPREAD
 
 
@@ -610,9 +610,10 @@ def duplicates(exact: Mapping[str, Any], near: Sequence[tuple[int, int, float]],
     return Note(" ".join(text))
 
 
-def times(ratio: float, more: str, less: str) -> str:
-    """A ratio in words: ``2.0x faster``, ``3.1x slower``, or ``about the same`` within :data:`SAME_WITHIN`."""
-    if abs(ratio - 1) <= SAME_WITHIN:
+def times(ratio: float, same: bool, more: str, less: str) -> str:
+    """A ratio in words: ``2.0x faster``, ``3.1x slower``, or ``about the same`` where ``same`` says the
+    measurement cannot rank the two."""
+    if same:
         return "about the same"
     return f"{ratio:.1f}x {more}" if ratio > 1 else f"{1 / ratio:.1f}x {less}"
 
@@ -638,16 +639,22 @@ def deployment(rows: Any) -> Note:
         f"{base['throughput_img_s']:,.0f} images/s{batch} and takes {base['size_mb']:.2f} MB on disk; its test "
         f"top-1 is {pct(float(base['accuracy']))} on {n:,} images."
     ]
+    quick, busy = "latency_ms_p50", "throughput_img_s"
+
+    def untold(r: Any, key: str) -> bool:  # neither beats the other beyond both measured spreads
+        return not faster(r, base, key) and not faster(base, r, key)
+
     for variant, r in others.iterrows():
+        size = base["size_mb"] / r["size_mb"]
         if "fixed" in r and r["fixed"] == r["fixed"]:  # NaN where a row has no per-image results
             noise = paired_is_noise(int(r["fixed"]), int(r["broken"]))
         else:
             noise = difference_is_noise(float(r["accuracy"]), n, float(base["accuracy"]), n)
         across = r.get("precision", own) not in (own, "int8")
         text.append(
-            f"`{variant}`: {times(base['latency_ms_p50'] / r['latency_ms_p50'], 'faster', 'slower')} at batch 1, "
-            f"{times(r['throughput_img_s'] / base['throughput_img_s'], 'more', 'fewer')} images/s{batch}, "
-            f"{times(base['size_mb'] / r['size_mb'], 'smaller', 'larger')} on disk, "
+            f"`{variant}`: {times(base[quick] / r[quick], untold(r, quick), 'faster', 'slower')} at batch 1, "
+            f"{times(r[busy] / base[busy], untold(r, busy), 'more', 'fewer')} images/s{batch}, "
+            f"{times(size, round(size, 1) == 1, 'smaller', 'larger')} on disk, "
             f"{points(float(r['accuracy']) - float(base['accuracy']))} of test top-1{' (within noise)' if noise else ''}"
             + (
                 f" (it computes in {r['precision']}, the checkpoint in {own}: a comparison across precisions)"
