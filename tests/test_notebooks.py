@@ -327,3 +327,21 @@ def test_the_numbers_in_fixed_descriptions_are_the_codes():
     assert f"the highest level held for {words[perflogs.SUSTAINED_SAMPLES]} telemetry samples in a row" in t05
     assert f"above {perflogs.OTHER_LOAD_PERCENT:g}% they set the pace too" in t05
     assert f"epochs within {100 * perflogs.PACE_SPREAD:g}% of each other" in t05
+
+
+def test_the_methods_numbers_in_fixed_text_are_the_codes():
+    """03's calibration method, 07's whitening layer and 00's histogram sample are described in fixed Markdown:
+    each number is the constant, layer or call the code has."""
+    from cifarkit.models import create_model
+    from cifarkit.report import calibration
+    from cifarkit.speedrun.recipe import RECIPES, model_kwargs
+
+    t03 = " ".join(cell_texts("03").split())
+    assert f"into {calibration.BINS} equal-width bins" in t03 and f"({calibration.RESAMPLES:,} resamples" in t03
+    whiten = create_model("speednet", 10, **model_kwargs(RECIPES["speedrun"])).whiten
+    patch = whiten.in_channels * whiten.kernel_size[0] * whiten.kernel_size[1]
+    t07 = " ".join(cell_texts("07").split())
+    assert f"the first layer's {whiten.out_channels} filters" in t07 and f"({patch} directions, each with both" in t07
+    assert whiten.out_channels == 2 * patch and whiten.kernel_size == (2, 2) and "2x2 patch statistics" in t07
+    picked = re.search(r"ds\.train\.pick\((\d+), nb\.seed\)", cell_texts("00", ("code",)))
+    assert picked and f"a seeded sample of up to {int(picked[1]):,} training images" in " ".join(cell_texts("00").split())
