@@ -136,3 +136,16 @@ def test_the_gap_it_quotes_is_the_difference_of_the_percentages_it_prints():
     _, on = confident(0.4036, n=5000, right=0.4566)
     text = describe({0: {"without": (labels, off), "with": (labels, on)}})
     assert "mean confidence 46.3% at 45.7% accuracy" in text and "over-confident by 0.6 points" in text, text
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [{}, {"without": "labels, logits", "with": "labels, logits"}, {0: {"only one model": "labels, logits"}}],
+    ids=["no seed", "one seed's pair without its seed", "one model"],
+)
+def test_pairs_not_keyed_by_seed_are_one_line(pairs):
+    """A learner passing one seed's pair (describe's form before it judged every seed) met an AttributeError."""
+    from cifarkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^calibration\.describe takes \{seed: \{name: \(labels, logits\)\}\}"):
+        describe(pairs)

@@ -693,15 +693,21 @@ def _helpers():
     """The notebook-facing helpers that take a count or a size, each with a small valid input (a learner changes
     these numbers in the exercises)."""
     import numpy as np
+    import torch
 
     from cifarkit.data import make_synthetic
     from cifarkit.evaluate import most_confused
+    from cifarkit.loader import Normalizer
     from cifarkit.models import create_model
+    from cifarkit.predict import Predictor
     from cifarkit.report import analysis, duplicates, explore, figures
     from cifarkit.tools.compress import prune_channels
 
     ds = make_synthetic(num_classes=3, train_per_class=4, test_per_class=2, seed=0)
     images, model = ds.train.images, create_model("ex1", 3)
+    cpu = torch.device("cpu")
+    norm = Normalizer((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), cpu)
+    predictor = Predictor(model.eval(), list(ds.classes), norm, 32, cpu, {"config": {"amp": "off"}}, Path("ex1.pt"))
     labels = ds.test.labels.numpy()
     probs = np.full((len(labels), 3), 0.1)
     probs[:, 1] = 0.8  # every test image called class_1: class_0's are its confused examples
@@ -720,6 +726,8 @@ def _helpers():
             ds, labels, probs, [{"true": "class_0", "predicted": "class_1"}], v
         ),
         "prune_channels": lambda v: prune_channels(model, v, images[:2].float(), 3),
+        "tta_demos": lambda v: analysis.tta_demos(predictor, ds.test, "flip", n=v),
+        "tta_demos(pool)": lambda v: analysis.tta_demos(predictor, ds.test, "flip", pool=v),
     }
 
 
@@ -738,6 +746,8 @@ def _helpers():
         ("most_confused", 2, "most_confused(n): -1 must be an integer >= 1"),
         ("confused_grid", 2, "confused_grid(n): -1 must be an integer >= 1"),
         ("prune_channels", 0.5, "pruning ratio: -1 must be a fraction between 0 and 1"),  # was a bare ValueError
+        ("tta_demos", 2, "tta_demos(n): -1 must be an integer >= 1"),
+        ("tta_demos(pool)", 6, "pool: -1 must be an integer >= 1"),
     ],
 )
 def test_a_helpers_bad_count_is_one_line_in_its_own_words(helper, good, said):

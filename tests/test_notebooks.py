@@ -344,4 +344,6 @@ def test_the_methods_numbers_in_fixed_text_are_the_codes():
     assert f"the first layer's {whiten.out_channels} filters" in t07 and f"({patch} directions, each with both" in t07
     assert whiten.out_channels == 2 * patch and whiten.kernel_size == (2, 2) and "2x2 patch statistics" in t07
     picked = re.search(r"ds\.train\.pick\((\d+), nb\.seed\)", cell_texts("00", ("code",)))
-    assert picked and f"a seeded sample of up to {int(picked[1]):,} training images" in " ".join(cell_texts("00").split())
+    assert picked and f"a seeded sample of up to {int(picked[1]):,} training images" in " ".join(
+        cell_texts("00").split()
+    )

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from cifarkit.config import check_value, positive_int
-from cifarkit.errors import DataError
+from cifarkit.errors import ConfigError, DataError
 from cifarkit.evaluate import predicted_labels
 from cifarkit.report.commentary import Note, pct
 from cifarkit.report.stats import HELPED, HURT, verdict_over_seeds
@@ -130,6 +130,11 @@ def describe(pairs: Mapping[int, Mapping[str, tuple[torch.Tensor, torch.Tensor]]
     (labels, logits) of the model without label smoothing first and with it second, on the same validation
     images (each seed holds out its own). Each seed's bootstrap interval counts the images' luck; the verdict over seeds is the ablation's rule
     (:func:`~cifarkit.report.stats.verdict_over_seeds`): lowered or raised only when every seed agrees."""
+    if not pairs or not all(isinstance(pair, Mapping) and len(pair) == 2 for pair in pairs.values()):
+        raise ConfigError(
+            "calibration.describe takes {seed: {name: (labels, logits)}} with two models per seed, the one "
+            "without label smoothing first; give at least one seed"
+        )
     seeds = list(pairs)
     measured = {}
     for s, pair in pairs.items():
