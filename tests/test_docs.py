@@ -371,6 +371,7 @@ def test_the_examples_page_names_each_folder_as_its_files_say():
         "cifar10-jpeg-quick-avx2",
         "cifar10-jpeg-quick-avx2-kernels",
         "cifar10-jpeg-quick-amx",
+        "cifar10-jpeg-03-over-seeds",
     ):
         state = json.loads((examples / name / "series.json").read_text())
         total = round(sum(entry["seconds"] for entry in state["notebooks"].values()))
@@ -467,3 +468,30 @@ def test_the_sweep_limit_in_the_commands_page_is_the_codes():
     from cifarkit.tools.sweep import MAX_RUNS
 
     assert f"more than {MAX_RUNS:,} runs stops" in flat((ROOT / "docs" / "commands.md").read_text())
+
+
+def test_the_verdicts_over_seeds_table_is_the_committed_03():
+    """docs/results.md's table of 03's calibration and learning-rate verdicts per seed quotes the committed 03
+    page's own paragraphs: each seed's ECE change and interval, each seed's fixed/broken, each verdict."""
+    import re
+
+    folder = ROOT / "reports" / "examples" / "cifar10-jpeg-03-over-seeds"
+    page = flat(re.sub(r"<[^>]+>", " ", (folder / "notebooks" / "03_augmentation.html").read_text()))
+    rows = table_rows((ROOT / "docs" / "results.md").read_text(), "03's calibration and learning-rate verdicts")
+    ece, lr = rows
+    for seed, cell in enumerate(ece[1:3]):
+        change, low, high = re.fullmatch(r"(\S+ points) \((\S+) to (\S+)\)", cell).groups()
+        assert f"{change} at seed {seed} (95% bootstrap interval {low} to {high})" in page, cell
+    assert "it raised the calibration error beyond the images' luck at every seed" in page and ece[3] == (
+        "raised at every seed"
+    )
+    assert f"fixed/broken per seed {lr[1]}, {lr[2]}, of 2,400 images" in page
+    assert "the suggestion hurt at every seed, beyond noise" in page and lr[3] == "hurt at every seed"
+    summary = json.loads((folder / "summaries" / "03_augmentation.json").read_text())
+    assert f"lr {summary['headline']['lr_suggested']:.2g}" in lr[0]
+    text = flat((ROOT / "docs" / "results.md").read_text())
+    means = re.search(r"Mean validation top-1 with the suggestion (\S+) against the recipe's ([\d.]+%)", text).groups()
+    assert f"averages {means[0]} against the recipe's {means[1]}" in page
+    state = json.loads((folder / "series.json").read_text())
+    seconds = state["notebooks"]["03_augmentation"]["seconds"]
+    assert f"Commit `{state['env']['git_commit'][:7]}`" in text and f"**{seconds:.0f} s** for 03" in text
