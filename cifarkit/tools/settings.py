@@ -33,7 +33,16 @@ from cifarkit.errors import ConfigError
 
 
 @dataclass(frozen=True)
-class TtaSettings:
+class Settings:
+    """A frozen settings dataclass whose fields are held to their declared ranges when it is made
+    (:func:`cifarkit.config.check_settings`), in code, from a file or from the command line alike."""
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
+@dataclass(frozen=True)
+class TtaSettings(Settings):
     """How ``predict`` and ``evaluate`` look at each image: the test-time augmentation and how its views are
     averaged."""
 
@@ -41,9 +50,6 @@ class TtaSettings:
     tta_average: str = setting(
         "logits", "average the views' logits or probabilities (default {default})", choices=TTA_AVERAGES
     )
-
-    def __post_init__(self) -> None:
-        check_settings(self)
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,7 @@ class EvaluateSettings(TtaSettings):
 
 
 @dataclass(frozen=True)
-class SpeedrunSettings:
+class SpeedrunSettings(Settings):
     """What ``cifarkit speedrun`` runs: a recipe, the validation top-1 it must reach, whether the course baseline
     races it, and where the run goes."""
 
@@ -83,12 +89,9 @@ class SpeedrunSettings:
     out: str = setting("reports/runs", "parent folder of the run folder (default {default})")
     val_fraction: float = TrainConfig.val_fraction
 
-    def __post_init__(self) -> None:
-        check_settings(self)
-
 
 @dataclass(frozen=True)
-class InputBenchSettings:
+class InputBenchSettings(Settings):
     """What ``input-bench`` times: a seed-style DataLoader, cifarkit's loader and the bare training step."""
 
     model: str = setting("ex1", "the network whose training step is timed (default {default})")
@@ -97,12 +100,9 @@ class InputBenchSettings:
     workers: int = setting(2, "DataLoader workers of the seed-style pipeline (default {default})", type=count)
     rounds: int = setting(3, "interleaved repetitions; medians are reported (default {default})", type=positive_int)
 
-    def __post_init__(self) -> None:
-        check_settings(self)
-
 
 @dataclass(frozen=True)
-class AmpCheckSettings:
+class AmpCheckSettings(Settings):
     """What ``amp-check`` compares: one speedrun recipe's training step under each precision."""
 
     recipe: str = setting("flagship", "the speedrun recipe whose network is timed (default {default})")
@@ -112,12 +112,9 @@ class AmpCheckSettings:
     batch_size: int | None = setting(None, "images per step (default: the recipe's)", type=positive_int)
     steps: int = setting(3, "timed steps per mode, after one warm-up step (default {default})", type=positive_int)
 
-    def __post_init__(self) -> None:
-        check_settings(self)
-
 
 @dataclass(frozen=True)
-class DeploySettings:
+class DeploySettings(Settings):
     """How ``deploy-bench`` builds and times the deployment variants (notebook 08 takes its profile's)."""
 
     sparsities: tuple[float, ...] = setting(
@@ -143,7 +140,7 @@ class DeploySettings:
     seed: int = setting(0, type=count)
 
     def __post_init__(self) -> None:
-        check_settings(self)
+        super().__post_init__()
         names = [variant_name(s) for s in self.sparsities]
         if len(set(names)) < len(names):
             raise ConfigError(
@@ -153,7 +150,7 @@ class DeploySettings:
 
 
 @dataclass(frozen=True)
-class SweepSettings:
+class SweepSettings(Settings):
     """How ``cifarkit sweep`` runs the runs of a sweep file: how many at a time, into which folder, and where."""
 
     workers: int | None = setting(None, "processes at a time (default: one per GPU, else 1)", type=positive_int)
@@ -164,12 +161,9 @@ class SweepSettings:
         choices=("local", "slurm"),
     )
 
-    def __post_init__(self) -> None:
-        check_settings(self)
-
 
 @dataclass(frozen=True)
-class Slurm:
+class Slurm(Settings):
     """Where and how each run of a sweep is submitted as its own SLURM job (through submitit).
 
     ``cluster`` is submitit's: ``slurm`` on a cluster; ``local`` runs the same jobs as local processes
@@ -182,12 +176,9 @@ class Slurm:
     cpus: int = setting(4, "CPU cores per job (default {default})", flag="--slurm-cpus", type=positive_int)
     cluster: str = "slurm"
 
-    def __post_init__(self) -> None:
-        check_settings(self)
-
 
 @dataclass(frozen=True)
-class TransferSettings:
+class TransferSettings(Settings):
     """How much work notebook 09 does (each profile has its own)."""
 
     pretrain_images: int | None = setting(10_000, type=positive_int)  # source-class images to pretrain on (None: all)
@@ -211,7 +202,7 @@ class TransferSettings:
     test_images: int | None = setting(None, type=positive_int)  # target-class test images scored (None: all)
 
     def __post_init__(self) -> None:
-        check_settings(self)
+        super().__post_init__()
         if self.choose_at not in self.labels_per_class:
             raise ConfigError(f"choose_at={self.choose_at} must be one of labels_per_class {self.labels_per_class}")
 
@@ -222,7 +213,7 @@ def variant_name(sparsity: float) -> str:
 
 
 @dataclass(frozen=True)
-class Profile:
+class Profile(Settings):
     """How much work a notebook does. ``None`` limits keep the whole split."""
 
     name: str = setting(type=text)
@@ -248,9 +239,6 @@ class Profile:
     course_epochs: int = setting(10, type=positive_int)  # the course EX-1 recipe's budget in the 07 race
     deploy: DeploySettings = DeploySettings()  # 08: how the variants are built and timed
     transfer: TransferSettings = TransferSettings()  # 09: pretraining, label budgets, fine-tuning, the ImageNet row
-
-    def __post_init__(self) -> None:
-        check_settings(self)
 
 
 PROFILES = {
@@ -348,7 +336,7 @@ def get_profile(name: str) -> Profile:
 
 
 @dataclass(frozen=True)
-class SeriesSettings:
+class SeriesSettings(Settings):
     """What ``cifarkit series`` runs: on which data, at which budget, which notebooks, into which report folder."""
 
     dataset: str | None = setting(
@@ -379,6 +367,3 @@ class SeriesSettings:
         type=positive_float,
         metavar="SECONDS",
     )
-
-    def __post_init__(self) -> None:
-        check_settings(self)
