@@ -284,23 +284,21 @@ def test_index_says_which_large_files_a_copy_left_out(tmp_path):
 
 
 def test_failed_html_rendering_is_said_on_the_console_and_in_the_index(tmp_path, monkeypatch, cli):
+    """The page cannot be written for real: the notebook leaves a folder where its page goes."""
     books = tmp_path / "notebooks"
     books.mkdir()
-    make_notebook(books / "00_ok.ipynb", "print('fine')")
+    occupy = "import pathlib\n(pathlib.Path(report_dir) / 'notebooks' / '00_ok.html').mkdir(parents=True)"
+    make_notebook(books / "00_ok.ipynb", occupy)
     monkeypatch.setattr(series, "notebooks_dir", lambda: books)
-
-    def broken_exporter(nb, hide_code=True):
-        raise RuntimeError("template not found")
-
-    monkeypatch.setattr(series, "to_html", broken_exporter)
     code, out, _ = cli("series", "--dataset", "synthetic", "--profile", "smoke", "--out", tmp_path / "r")
     assert code == 0  # the notebook ran; only its page is missing
-    assert "00_ok.ipynb: HTML rendering failed" in out and "template not found" in out
+    assert "00_ok.ipynb: HTML rendering failed" in out and "00_ok.html" in out
     report = Path(out.strip().splitlines()[-1])
     index = (report / "index.md").read_text()
     row = next(line for line in index.splitlines() if line.startswith("| 00_ok |"))
     assert "[ipynb](notebooks/00_ok.ipynb)" in row and "[html]" not in row
-    assert "no HTML page: rendering failed" in row and "template not found" in row
+    assert "no HTML page: rendering failed" in row and "00_ok.html" in row
+    assert (report / "notebooks" / "00_ok.ipynb").is_file()  # the executed notebook is kept
 
 
 def test_only_selects_and_rejects_unknown_numbers(tmp_path, monkeypatch):
