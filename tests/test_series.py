@@ -383,7 +383,9 @@ def test_run_selector_widget_and_model_table(smoke_report):
 
     runs = comparison.find_runs(smoke_report / "02_ex2_bigger_model")
     table = comparison.model_table(runs)
-    assert list(table["model"]) == ["ex2", "smallcifarnet"]
+    assert list(table["model"]) == ["ex2", "ex2", "smallcifarnet", "smallcifarnet"]  # each at seeds 0 and 1
+    assert [json.loads((r / "config.json").read_text())["seed"] for r in runs] == [0, 1, 0, 1]
+    assert [(r / "test.json").is_file() for r in runs] == [True, False, True, False]  # test once, at the first
     assert table.loc[0, "params"] == 16_812_298 and table.loc[0, "input_px"] == 128
     widget = figures.run_selector(comparison.load_histories(runs))
     assert isinstance(widget, ipywidgets.VBox)

@@ -40,7 +40,8 @@ def table(
 ) -> pd.DataFrame:
     """One row per arm: validation top-1 per seed and its mean, and against the ``base`` arm of the same seed on
     the same images the gain, the images fixed and broken (only the arm, only the base gets right) and the
-    verdict. 03's learning-rate finder reuses it with the recipe's runs as the base."""
+    verdict. 03's learning-rate finder reuses it with the recipe's runs as the base, and 02 with its reference
+    model's."""
     if base not in runs:
         raise ConfigError(f"base {base!r} is not one of {', '.join(runs)}")
     seeds = list(runs[base])

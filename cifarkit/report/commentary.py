@@ -15,7 +15,6 @@ from typing import Any
 
 from cifarkit.device import precision_name
 from cifarkit.errors import duration_text
-from cifarkit.evaluate import fixed_broken
 from cifarkit.report.comparison import fastest_runs, run_name
 from cifarkit.report.stats import (
     HELPED,
@@ -407,11 +406,12 @@ def channels(stats: Any) -> Note:
     return Note(" ".join(text))
 
 
-def model_comparison(table: Any, correct: Sequence[Any] | None = None) -> Note:
+def model_comparison(table: Any, seeds: Any = None) -> Note:
     """Two rows of :func:`cifarkit.report.comparison.model_table` (a model and a reference) in words: what each costs
-    (parameters, mult-adds, seconds per epoch, memory added) and what it gets (validation top-1 with noise, by the
-    paired test when ``correct`` holds both runs' per-image right/wrong on the same validation images, and the
-    test column's own verdict, named when the two disagree)."""
+    (parameters, mult-adds, seconds per epoch, memory added) and what it gets: validation top-1, judged over seeds
+    when ``seeds`` is :func:`cifarkit.report.ablation.table` of both models' runs at each seed on the same
+    validation images (the reference as its base), else as one run each; and the test column's own verdict,
+    named when the two disagree."""
     a, b = table.iloc[0], table.iloc[1]
     n = int(min(a["val_images"], b["val_images"]))
     text = [
@@ -421,19 +421,25 @@ def model_comparison(table: Any, correct: Sequence[Any] | None = None) -> Note:
         f"{b['mult_adds'] / 1e6:,.1f}M); on this device an epoch took {a['s_per_epoch']:.1f} s vs "
         f"{b['s_per_epoch']:.1f} s ({a['s_per_epoch'] / b['s_per_epoch']:.1f}x)."
     ]
-    diff = float(a["val_accuracy"]) - float(b["val_accuracy"])
-    if correct is not None:
-        fixed, broken = fixed_broken(correct[1], correct[0])  # images only `a` gets right, only `b` does
-        noise = paired_is_noise(fixed, broken)
-        counted = f"; {fixed} images only `{a['model']}` gets right, {broken} only `{b['model']}`: paired test"
+    if seeds is not None:  # mean validation top-1 over seeds, and the seeds rule on the paired counts
+        row, ids = seeds.iloc[1], [c.split()[-1].rstrip("]") for c in seeds.columns if c.startswith("fixed[seed")]
+        ours, theirs, verdict = float(row["val_accuracy"]), float(seeds.iloc[0]["val_accuracy"]), str(row["verdict"])
+        noise = verdict not in (HELPED, HURT)
+        said = {HELPED: "ahead at every seed, beyond noise", HURT: "behind at every seed, beyond noise"}
+        judged = f"`{a['model']}` {said[verdict]}" if not noise else verdict
+        counts = ", ".join(f"{row[f'fixed[seed {i}]']}/{row[f'broken[seed {i}]']}" for i in ids)
+        at = f" at seed{'s' if len(ids) > 1 else ''} {', '.join(ids)}"
+        reach, counted = "averages", f"; fixed/broken per seed {counts}, paired test"
     else:
-        noise = difference_is_noise(float(a["val_accuracy"]), n, float(b["val_accuracy"]), n)
-        counted = ""
+        ours, theirs, at, reach, counted = float(a["val_accuracy"]), float(b["val_accuracy"]), "", "reaches", ""
+        noise = difference_is_noise(ours, n, theirs, n)
+        judged = one_run_each(noise)
+    diff = ours - theirs
     text.append(
-        f"Both trained {int(a['epochs'])} epochs on {int(a['train_images']):,} images; on {n:,} validation "
-        f"images `{a['model']}` reaches {pct(float(a['val_accuracy']))} and `{b['model']}` "
-        f"{pct(float(b['val_accuracy']))} ({points(diff)} for `{a['model']}`{counted}, "
-        f"{one_run_each(noise)})."
+        f"Both trained {int(a['epochs'])} epoch{'s' if int(a['epochs']) != 1 else ''} on "
+        f"{int(a['train_images']):,} images{at}; on {n:,} validation "
+        f"images `{a['model']}` {reach} {pct(ours)} and `{b['model']}` {pct(theirs)} ({points(diff)} for "
+        f"`{a['model']}`{counted}: {judged})."
     )
     tested = a.get("test_accuracy") is not None and b.get("test_accuracy") is not None and a.get("test_images")
     if tested:
@@ -441,7 +447,8 @@ def model_comparison(table: Any, correct: Sequence[Any] | None = None) -> Note:
         test_gap = float(a["test_accuracy"]) - float(b["test_accuracy"])
         test_noise = difference_is_noise(float(a["test_accuracy"]), m, float(b["test_accuracy"]), m)
         text.append(
-            f"The test column, scored once on {m:,} images, says {pct(float(a['test_accuracy']))} vs "
+            f"The test column, scored once on {m:,} images{' (the first seed)' if at else ''}, says "
+            f"{pct(float(a['test_accuracy']))} vs "
             f"{pct(float(b['test_accuracy']))} ({points(test_gap)}, {one_run_each(test_noise)})"
             + (
                 "."
@@ -476,9 +483,8 @@ def model_comparison(table: Any, correct: Sequence[Any] | None = None) -> Note:
             )
         )
     finding = (
-        f"`{a['model']}` at {a['input_px']} px: validation top-1 {pct(float(a['val_accuracy']))} vs `{b['model']}`'s "
-        f"{pct(float(b['val_accuracy']))} ({points(diff)}, {one_run_each(noise)}), at "
-        f"{seconds:.1f}x the time per epoch{mem}."
+        f"`{a['model']}` at {a['input_px']} px: validation top-1 {pct(ours)} vs `{b['model']}`'s {pct(theirs)}{at} "
+        f"({points(diff)}, {judged}), at {seconds:.1f}x the time per epoch{mem}."
     )
     if tested:
         finding += f" On test: {points(test_gap)}, {one_run_each(test_noise)}" + (

@@ -222,6 +222,7 @@ class Profile(Settings):
     test_images: int | None = setting(type=positive_int)
     big_model_train_images: int | None = setting(type=positive_int)  # EX-2 at 128 px and its 32 px reference: costly
     big_model_epochs: int = setting(type=positive_int)
+    big_model_seeds: int = setting(type=positive_int)  # 02 trains both models at this many seeds
     ablation_train_images: int | None = setting(type=positive_int)
     ablation_epochs: int = setting(type=positive_int)
     ablation_hidden_units: int = setting(type=positive_int)
@@ -250,6 +251,7 @@ PROFILES = {
         test_images=300,
         big_model_train_images=160,  # one batch of 128 after the validation split: 02 is the smoke's costliest
         big_model_epochs=1,
+        big_model_seeds=2,
         ablation_train_images=500,
         ablation_epochs=1,
         ablation_hidden_units=8,
@@ -283,6 +285,7 @@ PROFILES = {
         test_images=None,
         big_model_train_images=2_880,  # half held out: 1,440 to train on, 1,440 to validate
         big_model_epochs=3,
+        big_model_seeds=2,
         big_model_val_fraction=0.5,
         ablation_train_images=8_000,  # 5,600 to train on, 2,400 to validate: about 1 point of standard error
         ablation_epochs=3,
@@ -305,6 +308,7 @@ PROFILES = {
         test_images=None,
         big_model_train_images=None,
         big_model_epochs=30,
+        big_model_seeds=2,
         ablation_train_images=None,
         ablation_epochs=30,
         ablation_hidden_units=64,
