@@ -372,6 +372,7 @@ def test_the_examples_page_names_each_folder_as_its_files_say():
         "cifar10-jpeg-quick-avx2-kernels",
         "cifar10-jpeg-quick-amx",
         "cifar10-jpeg-03-over-seeds",
+        "cifar10-jpeg-02-over-seeds",
     ):
         state = json.loads((examples / name / "series.json").read_text())
         total = round(sum(entry["seconds"] for entry in state["notebooks"].values()))
@@ -477,7 +478,7 @@ def test_the_verdicts_over_seeds_table_is_the_committed_03():
 
     folder = ROOT / "reports" / "examples" / "cifar10-jpeg-03-over-seeds"
     page = flat(re.sub(r"<[^>]+>", " ", (folder / "notebooks" / "03_augmentation.html").read_text()))
-    rows = table_rows((ROOT / "docs" / "results.md").read_text(), "03's calibration and learning-rate verdicts")
+    rows = table_rows((ROOT / "docs" / "results.md").read_text(), "03's calibration and learning-rate verdicts)")
     ece, lr = rows
     for seed, cell in enumerate(ece[1:3]):
         change, low, high = re.fullmatch(r"(\S+ points) \((\S+) to (\S+)\)", cell).groups()
@@ -495,3 +496,28 @@ def test_the_verdicts_over_seeds_table_is_the_committed_03():
     state = json.loads((folder / "series.json").read_text())
     seconds = state["notebooks"]["03_augmentation"]["seconds"]
     assert f"Commit `{state['env']['git_commit'][:7]}`" in text and f"**{seconds:.0f} s** for 03" in text
+
+
+def test_the_02_over_seeds_table_is_the_committed_02():
+    """docs/results.md's per-seed table of 02 quotes the committed 02 page: each seed's fixed/broken counts and
+    whether that seed's paired test is beyond noise, the means and the verdict over seeds, and the run's time."""
+    import re
+
+    from cifarkit.report.stats import paired_is_noise
+
+    folder = ROOT / "reports" / "examples" / "cifar10-jpeg-02-over-seeds"
+    page = flat(re.sub(r"<[^>]+>", " ", (folder / "notebooks" / "02_ex2_bigger_model.html").read_text()))
+    text = (ROOT / "docs" / "results.md").read_text()
+    rows = table_rows(text, "02 had the same flaw")
+    assert f"fixed/broken per seed {', '.join(r[1] for r in rows)}, paired test" in page
+    for seed, (named, counts, said) in enumerate(rows):
+        fixed, broken = map(int, counts.split("/"))
+        assert named == str(seed) and said == ("within noise" if paired_is_noise(fixed, broken) else "beyond noise")
+    headline = json.loads((folder / "summaries" / "02_ex2_bigger_model.json").read_text())["headline"]
+    said = flat(text)
+    ex2, ref = (f"{100 * headline[k]:.1f}%" for k in ("ex2_val_accuracy", "ref_val_accuracy"))
+    assert f"ex2 averages {ex2} and smallcifarnet {ref}" in page and f"paired test: {headline['verdict']})" in page
+    assert f"Mean validation top-1 {ex2} (EX-2) against {ref}: **{headline['verdict']}**" in said
+    state = json.loads((folder / "series.json").read_text())
+    seconds = state["notebooks"]["02_ex2_bigger_model"]["seconds"]
+    assert f"`{state['env']['git_commit'][:7]}`, same machine, alone: **{seconds:.0f} s** for 02" in said
