@@ -373,6 +373,7 @@ def test_the_examples_page_names_each_folder_as_its_files_say():
         "cifar10-jpeg-quick-amx",
         "cifar10-jpeg-03-over-seeds",
         "cifar10-jpeg-02-over-seeds",
+        "cifar10-jpeg-quick-amx-over-seeds",
     ):
         state = json.loads((examples / name / "series.json").read_text())
         total = round(sum(entry["seconds"] for entry in state["notebooks"].values()))
@@ -521,3 +522,21 @@ def test_the_02_over_seeds_table_is_the_committed_02():
     state = json.loads((folder / "series.json").read_text())
     seconds = state["notebooks"]["02_ex2_bigger_model"]["seconds"]
     assert f"`{state['env']['git_commit'][:7]}`, same machine, alone: **{seconds:.0f} s** for 02" in said
+
+
+def test_the_series_over_seeds_is_compared_with_the_earlier_amx_series_as_their_files_say():
+    """docs/results.md compares the quick series after 02 and 03 began to judge over seeds with the earlier one
+    on the same machine: its total, its commit and each notebook's before/after seconds are the two series.json's."""
+    examples = ROOT / "reports" / "examples"
+    before, after = (
+        json.loads((examples / name / "series.json").read_text())
+        for name in ("cifar10-jpeg-quick-amx", "cifar10-jpeg-quick-amx-over-seeds")
+    )
+    text = flat((ROOT / "docs" / "results.md").read_text())
+    total = round(sum(e["seconds"] for e in after["notebooks"].values()))
+    assert f"The whole quick series at commit `{after['env']['git_commit'][:7]}`" in text
+    assert f"**{total:,} s** of notebooks against 712 s at `a122c80`" in text
+    for name, words in (("02", "rose from"), ("01", "fell from"), ("07", "fell from")):
+        key = next(k for k in after["notebooks"] if k.startswith(name))
+        was, now = (round(state["notebooks"][key]["seconds"]) for state in (before, after))
+        assert f"{words} {was} s to {now} s" in text, (name, was, now)
