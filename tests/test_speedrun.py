@@ -289,34 +289,51 @@ def test_race_and_ablation_commentary_quote_the_numbers():
         "seconds_to_70_never": "not reached in 2 epochs (peak 50.0%)",
     }
     n = 5000
-    fixed, broken = [0, 50, 125, 400, 100], [0, 550, 100, 100, 25]  # images only the variant / only the full gets right
-    df = pd.DataFrame(
-        {
-            "variant": ["full recipe", "- a", "- b", "- c", "- d"],
-            "delta": [(f - b) / n for f, b in zip(fixed, broken, strict=True)],
-            "se_delta": [paired_se(f, b, n) for f, b in zip(fixed, broken, strict=True)],
-            "within_noise": [paired_is_noise(f, b) for f, b in zip(fixed, broken, strict=True)],
-            "reason": ["", "x", "y", "z", "w"],
-            "seconds": [1.0] * 5,
-        }
+
+    def table(fixed: list[int], broken: list[int], names: str = "abcd"):  # images only the variant / the full gets
+        df = pd.DataFrame(
+            {
+                "variant": ["full recipe", *(f"- {v}" for v in names)],
+                "delta": [(f - b) / n for f, b in zip(fixed, broken, strict=True)],
+                "se_delta": [paired_se(f, b, n) for f, b in zip(fixed, broken, strict=True)],
+                "within_noise": [paired_is_noise(f, b) for f, b in zip(fixed, broken, strict=True)],
+                "reason": [""] * len(fixed),
+                "seconds": [1.0] * len(fixed),
+            }
+        )
+        df["val_accuracy"] = 0.70 + df["delta"]
+        df.attrs["n_val"] = n
+        return df
+
+    # seed 0: a costs 10 points, b is noise, c and d improved; seed 1 agrees on a, b and c but not on d
+    seed0 = table([0, 50, 125, 400, 100], [0, 550, 100, 100, 25])
+    seed1 = table([0, 40, 110, 390, 60], [0, 560, 100, 90, 55])
+    text = rep.describe_ablation({0: seed0, 1: seed1})
+    assert "**70.0%** validation top-1 (mean of seeds 0, 1)" in text and "5000 validation images" in text
+    assert "**a** (-10.2 points) cost accuracy at every seed" in text and "only when every seed agrees" in text
+    # d is +1.5 points at seed 0 (noise for two independent samples of 5,000, but the paired test sees 100 vs 25)
+    # and +0.1 at seed 1: one seed's 'does not pay' was that seed's luck
+    assert difference_is_noise(0.70, n, 0.715, n) and "**c** *improved* validation accuracy at every seed" in text
+    assert (
+        "d (+0.8, cannot tell: beyond noise at 1 of 2 seeds)" in text and "b (+0.4, within noise at every seed)" in text
     )
-    df["val_accuracy"] = 0.70 + df["delta"]
-    df.attrs["n_val"] = n
-    text = rep.describe_ablation(df)
-    assert "**70.0%**" in text and "**a** (-10.0 points)" in text and "b (+0.5)" in text
-    assert "paired test" in text and "Each run is one seed" in text and "5000 validation images" in text
-    # d is +1.5 points: noise for two independent samples of 5,000, but the paired test sees 100 vs 25 images
-    assert difference_is_noise(0.70, n, 0.715, n) and "**c**, **d** *improved*" in text
-    # a rank is claimed only beyond noise of the next piece: a's -10.0 against b's +0.5, not against e's -9.5
+    # a rank is claimed only beyond noise of the next piece at every seed: a against b, not against e
     assert text.finding == (
-        "The piece worth most here is **a**: without it validation top-1 falls 10.0 points from 70.0%, beyond noise "
-        "of the next piece, **b** (+0.5) (one seed)."
+        "The piece worth most here is **a**: without it validation top-1 falls 10.2 points from 70.0%, beyond noise "
+        "of the next piece, **b** (+0.4), at every seed."
     )
-    e = {"variant": "- e", "delta": (60 - 535) / n, "se_delta": paired_se(60, 535, n), "within_noise": False}
-    close = rep.describe_ablation(pd.concat([df, pd.DataFrame([e])], ignore_index=True))
+    close = rep.describe_ablation(
+        {0: table([0, 50, 60], [0, 550, 535], "ae"), 1: table([0, 40, 60], [0, 560, 560], "ae")}
+    )
     assert close.finding == (
-        "Switching off **a** cost the most validation top-1 (10.0 points from 70.0%), within noise of **e** (-9.5): "
-        "one seed cannot rank them."
+        "Switching off **a** cost the most validation top-1 (10.2 points from 70.0%), within noise of **e** (-9.8) at "
+        "some seed: the run cannot rank them."
+    )
+    one = rep.describe_ablation({0: seed0})  # one seed calls nothing
+    assert "cost accuracy" not in one and "a (-10.0, one seed: cannot tell)" in one
+    assert (
+        one.finding
+        == "At this budget no single piece moved validation top-1 beyond noise at every seed from the full recipe's 70.0%."
     )
     assert rep.describe_race(curves, 0.7).startswith("**fast** reached 70.0% validation top-1 10.0x sooner")
     test_note = rep.describe_test(0.7212, "translate", 10000, 53.5, 1.9)

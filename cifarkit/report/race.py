@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from statistics import fmean
+from typing import Any
 
 import torch
 
@@ -12,7 +14,17 @@ from cifarkit.data import Split
 from cifarkit.evaluate import fixed_broken
 from cifarkit.loader import Normalizer
 from cifarkit.report.commentary import Note, pct
-from cifarkit.report.stats import Z, gap_is_noise, paired_is_noise, paired_se, standard_error, within_noise_above
+from cifarkit.report.stats import (
+    HELPED,
+    HURT,
+    Z,
+    gap_is_noise,
+    paired_is_noise,
+    paired_se,
+    standard_error,
+    verdict_over_seeds,
+    within_noise_above,
+)
 from cifarkit.runs import read_metrics
 from cifarkit.speedrun.recipe import PIECES, Recipe, SpeedrunResult, ablation_recipes, scores, train
 
@@ -192,57 +204,71 @@ def against_target(accuracy: float, target: float, images: int) -> str:
     )
 
 
-def describe_ablation(df) -> Note:
-    """Markdown: which pieces measurably helped on validation, which were within noise, which hurt."""
-    full = df.loc[0, "val_accuracy"]
-    rest = df.iloc[1:]
-    helped = rest[(~rest["within_noise"]) & (rest["delta"] < 0)].sort_values("delta")
-    hurt = rest[(~rest["within_noise"]) & (rest["delta"] > 0)]
-    noise = rest[rest["within_noise"]]
-    se = rest["se_delta"].median()
-    n = df.attrs.get("n_val")
+def describe_ablation(by_seed: Mapping[int, Any]) -> Note:
+    """Markdown: which pieces helped on validation at every seed, which hurt at every seed, and which the run
+    cannot tell, by the rule 03's ablation uses (:func:`~cifarkit.report.stats.verdict_over_seeds`); ``by_seed``
+    maps each seed to its :func:`run_ablation` table. Numbers are means over the seeds."""
+    import pandas as pd
+
+    seeds, tables = list(by_seed), list(by_seed.values())
+    full = fmean(float(t.loc[0, "val_accuracy"]) for t in tables)
+    at = {s: t.set_index("variant") for s, t in by_seed.items()}
+    rows = []
+    for variant in tables[0]["variant"].iloc[1:]:
+        per = [t.loc[variant] for t in at.values()]  # switching a piece off: a negative delta means it helped
+        verdict = verdict_over_seeds([(-float(r["delta"]), not bool(r["within_noise"])) for r in per])
+        rows.append({"variant": variant, "delta": fmean(float(r["delta"]) for r in per), "verdict": verdict})
+    rest = pd.DataFrame(rows)
+    helped, hurt = rest[rest["verdict"] == HELPED].sort_values("delta"), rest[rest["verdict"] == HURT]
+    untold = rest[~rest["verdict"].isin([HELPED, HURT])]
+    se = pd.concat([t["se_delta"].iloc[1:] for t in tables]).median()
+    n = tables[0].attrs.get("n_val")
     images = f"the same {n} validation images" if n else "the same validation images"
     parts = [
-        f"The full recipe reached **{pct(full)}** validation top-1. All {len(df)} runs are scored on {images}, "
-        "so each difference is judged by a paired test: it counts only beyond two standard errors of the "
-        f"difference, counted from the images only one of the two runs gets right (about {100 * Z * se:.1f} "
-        "points here). Each run is one seed."
+        f"The full recipe reached **{pct(full)}** validation top-1 (mean of seed{'s' if len(seeds) > 1 else ''} "
+        f"{', '.join(map(str, seeds))}). At each seed all {len(tables[0])} runs are scored on {images}, so each "
+        "difference is judged by a paired test: it counts only beyond two standard errors of the difference, "
+        f"counted from the images only one of the two runs gets right (about {100 * Z * se:.1f} points here). "
+        "As in 03, a piece is said to earn its place, or not to pay, only when every seed agrees beyond noise."
     ]
     if len(helped):
         parts.append(
             "Switching off "
-            + ", ".join(
-                f"**{v[2:]}** ({100 * d:+.1f} points)" for v, d in zip(helped["variant"], helped["delta"], strict=True)
-            )
-            + " cost accuracy: those pieces earn their place at this budget."
+            + ", ".join(f"**{v[2:]}** ({100 * d:+.1f} points)" for v, d in helped[["variant", "delta"]].values)
+            + " cost accuracy at every seed: those pieces earn their place at this budget."
         )
-    if len(noise):
+    if len(untold):
         parts.append(
-            "Within noise at this budget: "
-            + ", ".join(f"{v[2:]} ({100 * d:+.1f})" for v, d in zip(noise["variant"], noise["delta"], strict=True))
+            "The run cannot tell for "
+            + ", ".join(f"{v[2:]} ({100 * d:+.1f}, {w})" for v, d, w in untold[["variant", "delta", "verdict"]].values)
             + "."
         )
     if len(hurt):
         parts.append(
             "Switching off "
             + ", ".join(f"**{v[2:]}**" for v in hurt["variant"])
-            + " *improved* validation accuracy here: at this budget that piece does not pay."
+            + " *improved* validation accuracy at every seed: at this budget that piece does not pay."
         )
     if len(helped):
         top, others = helped.iloc[0], rest.drop(index=helped.index[0]).sort_values("delta")
         name, falls = f"**{top['variant'][2:]}**", f"{-100 * top['delta']:.1f} points from {pct(full)}"
         nxt = others.iloc[0] if len(others) else None  # a rank holds only beyond noise of the next piece's cost
         than = f"**{nxt['variant'][2:]}** ({100 * nxt['delta']:+.1f})" if nxt is not None else ""
-        # the two paired standard errors taken as independent: conservative
-        if nxt is not None and gap_is_noise(top["delta"] - nxt["delta"], math.hypot(top["se_delta"], nxt["se_delta"])):
-            finding = f"Switching off {name} cost the most validation top-1 ({falls}), within noise of {than}: one seed cannot rank them."
-        else:
-            beyond = f", beyond noise of the next piece, {than}" if nxt is not None else ""
+
+        def apart(t: Any) -> bool:  # the two paired standard errors taken as independent: conservative
+            a, b = t.loc[top["variant"]], t.loc[nxt["variant"]]
+            return not gap_is_noise(a["delta"] - b["delta"], math.hypot(a["se_delta"], b["se_delta"]))
+
+        if nxt is not None and not all(apart(t) for t in at.values()):
             finding = (
-                f"The piece worth most here is {name}: without it validation top-1 falls {falls}{beyond} (one seed)."
+                f"Switching off {name} cost the most validation top-1 ({falls}), within noise of {than} at some "
+                "seed: the run cannot rank them."
             )
+        else:
+            beyond = f", beyond noise of the next piece, {than}, at every seed" if nxt is not None else ""
+            finding = f"The piece worth most here is {name}: without it validation top-1 falls {falls}{beyond}."
     else:
-        finding = f"At this budget no single piece moved validation top-1 beyond noise from the full recipe's {pct(full)} (one seed)."
+        finding = f"At this budget no single piece moved validation top-1 beyond noise at every seed from the full recipe's {pct(full)}."
     return Note(" ".join(parts), finding=finding)
 
 
