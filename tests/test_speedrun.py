@@ -310,10 +310,12 @@ def test_race_and_ablation_commentary_quote_the_numbers():
     seed1 = table([0, 40, 110, 390, 60], [0, 560, 100, 90, 55])
     text = rep.describe_ablation({0: seed0, 1: seed1})
     assert "**70.0%** validation top-1 (mean of seeds 0, 1)" in text and "5000 validation images" in text
-    assert "**a** (-10.2 points) cost accuracy at every seed" in text and "only when every seed agrees" in text
+    assert "**a** (-10.2 points) cost accuracy at every seed: that piece earns its place" in text
+    assert "only when every seed agrees" in text
     # d is +1.5 points at seed 0 (noise for two independent samples of 5,000, but the paired test sees 100 vs 25)
     # and +0.1 at seed 1: one seed's 'does not pay' was that seed's luck
-    assert difference_is_noise(0.70, n, 0.715, n) and "**c** *improved* validation accuracy at every seed" in text
+    assert difference_is_noise(0.70, n, 0.715, n)
+    assert "**c** *improved* validation accuracy at every seed: at this budget that piece does not pay." in text
     assert (
         "d (+0.8, cannot tell: beyond noise at 1 of 2 seeds)" in text and "b (+0.4, within noise at every seed)" in text
     )

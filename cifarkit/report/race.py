@@ -235,7 +235,9 @@ def describe_ablation(by_seed: Mapping[int, Any]) -> Note:
         parts.append(
             "Switching off "
             + ", ".join(f"**{v[2:]}** ({100 * d:+.1f} points)" for v, d in helped[["variant", "delta"]].values)
-            + " cost accuracy at every seed: those pieces earn their place at this budget."
+            + " cost accuracy at every seed: "
+            + ("those pieces earn their place" if len(helped) > 1 else "that piece earns its place")
+            + " at this budget."
         )
     if len(untold):
         parts.append(
@@ -247,7 +249,8 @@ def describe_ablation(by_seed: Mapping[int, Any]) -> Note:
         parts.append(
             "Switching off "
             + ", ".join(f"**{v[2:]}**" for v in hurt["variant"])
-            + " *improved* validation accuracy at every seed: at this budget that piece does not pay."
+            + " *improved* validation accuracy at every seed: at this budget "
+            + ("those pieces do not pay." if len(hurt) > 1 else "that piece does not pay.")
         )
     if len(helped):
         top, others = helped.iloc[0], rest.drop(index=helped.index[0]).sort_values("delta")
