@@ -374,6 +374,7 @@ def test_the_examples_page_names_each_folder_as_its_files_say():
         "cifar10-jpeg-03-over-seeds",
         "cifar10-jpeg-02-over-seeds",
         "cifar10-jpeg-quick-amx-over-seeds",
+        "cifar10-jpeg-07-over-seeds",
     ):
         state = json.loads((examples / name / "series.json").read_text())
         total = round(sum(entry["seconds"] for entry in state["notebooks"].values()))
@@ -540,3 +541,27 @@ def test_the_series_over_seeds_is_compared_with_the_earlier_amx_series_as_their_
         key = next(k for k in after["notebooks"] if k.startswith(name))
         was, now = (round(state["notebooks"][key]["seconds"]) for state in (before, after))
         assert f"{words} {was} s to {now} s" in text, (name, was, now)
+
+
+def test_the_07_over_seeds_table_is_the_committed_07():
+    """docs/results.md's per-seed table of 07's pieces quotes the committed 07 page's ablation tables: each seed's
+    change of validation top-1 with a piece switched off, whether it is beyond noise, and the verdict over seeds."""
+    import re
+
+    from cifarkit.report.stats import HELPED, HURT, verdict_over_seeds
+
+    folder = ROOT / "reports" / "examples" / "cifar10-jpeg-07-over-seeds"
+    page = flat(re.sub(r"<[^>]+>", " ", (folder / "notebooks" / "07_speedrun.html").read_text()))
+    text = (ROOT / "docs" / "results.md").read_text()
+    rows = table_rows(text, "07's ablation of the speedrun's pieces had the same flaw")
+    assert len(rows) == 7
+    for piece, *cells, verdict in rows:
+        seeds = re.findall(rf"- {re.escape(piece)} \S+ (\S+) \d+ \d+ \S+ (True|False)", page)
+        assert len(seeds) == len(cells) == 2, piece
+        for cell, (delta, within) in zip(cells, seeds, strict=True):
+            assert cell == f"{100 * float(delta):+.1f}" + ("" if within == "True" else " (beyond noise)"), piece
+        said = verdict_over_seeds([(-float(d), w == "False") for d, w in seeds])
+        assert verdict == {HELPED: "earns its place", HURT: "does not pay"}.get(said, said), piece
+    state = json.loads((folder / "series.json").read_text())
+    seconds = state["notebooks"]["07_speedrun"]["seconds"]
+    assert f"commit `{state['env']['git_commit'][:7]}`, same machine, alone: **{seconds:.0f} s** for 07" in flat(text)
