@@ -14,8 +14,8 @@ import torch
 
 from cifarkit.errors import ConfigError
 from cifarkit.evaluate import fixed_broken
-from cifarkit.report.commentary import Note, pct, points
-from cifarkit.report.stats import HELPED, HURT, paired_is_noise, seeds_verdict
+from cifarkit.report.commentary import Note, pct, points, seed_list
+from cifarkit.report.stats import HELPED, HURT, paired_is_noise, seeds_verdict, table_seeds
 from cifarkit.runs import read_json
 
 BASE = "base"
@@ -70,7 +70,7 @@ def winner(ablation: pd.DataFrame) -> str:
 def describe(ablation: pd.DataFrame, correct: Mapping[str, Mapping[int, torch.Tensor]]) -> Note:
     """The ablation :func:`table` in words: which arms helped or hurt at every seed, which the run cannot tell,
     with each verdict's counts, and whether the best arm is ahead of the next beyond noise at every seed."""
-    seeds = [int(c.split()[-1].rstrip("]")) for c in ablation.columns if c.startswith("val_accuracy[seed")]
+    seeds = table_seeds(ablation)
     n = int(ablation["val_images"].iloc[0])
 
     def counts(arm: str) -> str:
@@ -81,8 +81,7 @@ def describe(ablation: pd.DataFrame, correct: Mapping[str, Mapping[int, torch.Te
 
     base = float(ablation.loc[BASE, "val_accuracy"])
     text = [
-        f"Every arm is the base plus one change, trained at seed{'s' if len(seeds) > 1 else ''} "
-        f"{', '.join(map(str, seeds))}, and compared with the base of its own seed on the same {n:,} validation "
+        f"Every arm is the base plus one change, trained at {seed_list(seeds)}, and compared with the base of its own seed on the same {n:,} validation "
         "images: the paired test reads only the images one of the two gets right (fixed: only the arm, broken: only "
         f"the base). A change is called helpful or harmful only when every seed says so beyond noise. The base "
         f"averages {pct(base)}."

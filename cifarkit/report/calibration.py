@@ -13,7 +13,7 @@ import torch
 from cifarkit.config import check_value, positive_int
 from cifarkit.errors import ConfigError, DataError
 from cifarkit.evaluate import predicted_labels
-from cifarkit.report.commentary import Note, pct
+from cifarkit.report.commentary import Note, pct, seed_list
 from cifarkit.report.stats import HELPED, HURT, verdict_over_seeds
 
 BINS = 15  # equal-width confidence bins, as in Guo et al. (2017), "On Calibration of Modern Neural Networks"
@@ -170,8 +170,7 @@ def describe(pairs: Mapping[int, Mapping[str, tuple[torch.Tensor, torch.Tensor]]
         f"{pull(off, on)}."
     )
     finding = (
-        f"Calibration ({off.bins} bins, validation, seed{'s' if len(seeds) > 1 else ''} "
-        f"{', '.join(map(str, seeds))}): ECE {100 * off.ece:.1f} points without label smoothing, {100 * on.ece:.1f} "
+        f"Calibration ({off.bins} bins, validation, {seed_list(seeds)}): ECE {100 * off.ece:.1f} points without label smoothing, {100 * on.ece:.1f} "
         f"with it at seed {first}; {(called or verdict).replace('**', '')}."
     )
     return Note(text, finding=finding)

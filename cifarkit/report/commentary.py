@@ -23,6 +23,7 @@ from cifarkit.report.stats import (
     gap_is_noise,
     paired_is_noise,
     standard_error,
+    table_seeds,
 )
 from cifarkit.tools.deploy import faster, leaders
 from cifarkit.tools.perflogs import INPUT_BOUND_SHARE, OTHER_LOAD_PERCENT, PACE_SPREAD
@@ -118,6 +119,11 @@ def pct(x: float) -> str:
 def points(x: float) -> str:
     """A difference of fractions in percentage points, signed (0.015 -> +1.5 points)."""
     return f"{100 * x:+.1f} points"
+
+
+def seed_list(seeds: Sequence[int]) -> str:
+    """Seeds in words: [0] -> ``seed 0``, [0, 1] -> ``seeds 0, 1``."""
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
 def one_run_each(noise: bool) -> str:
@@ -422,13 +428,13 @@ def model_comparison(table: Any, seeds: Any = None) -> Note:
         f"{b['s_per_epoch']:.1f} s ({a['s_per_epoch'] / b['s_per_epoch']:.1f}x)."
     ]
     if seeds is not None:  # mean validation top-1 over seeds, and the seeds rule on the paired counts
-        row, ids = seeds.iloc[1], [c.split()[-1].rstrip("]") for c in seeds.columns if c.startswith("fixed[seed")]
+        row, ids = seeds.iloc[1], table_seeds(seeds)
         ours, theirs, verdict = float(row["val_accuracy"]), float(seeds.iloc[0]["val_accuracy"]), str(row["verdict"])
         noise = verdict not in (HELPED, HURT)
         said = {HELPED: "ahead at every seed, beyond noise", HURT: "behind at every seed, beyond noise"}
         judged = f"`{a['model']}` {said[verdict]}" if not noise else verdict
         counts = ", ".join(f"{row[f'fixed[seed {i}]']}/{row[f'broken[seed {i}]']}" for i in ids)
-        at = f" at seed{'s' if len(ids) > 1 else ''} {', '.join(ids)}"
+        at = f" at {seed_list(ids)}"
         reach, counted = "averages", f"; fixed/broken per seed {counts}, paired test"
     else:
         ours, theirs, at, reach, counted = float(a["val_accuracy"]), float(b["val_accuracy"]), "", "reaches", ""
@@ -695,7 +701,7 @@ def lr_finder(sweep: Any, recipe_lr: float, tried: Any) -> Note:
     :func:`cifarkit.report.ablation.table` of the recipe's runs (its base, first) and the suggestion's at the
     same seeds, so the verdict follows the ablation's rule: helped or hurt only when every seed agrees."""
     recipe, suggested = tried.iloc[0], tried.iloc[1]
-    seeds = [c.split()[-1].rstrip("]") for c in tried.columns if c.startswith("fixed[seed")]
+    seeds = table_seeds(tried)
     counts = ", ".join(f"{suggested[f'fixed[seed {s}]']}/{suggested[f'broken[seed {s}]']}" for s in seeds)
     ratio = sweep.suggestion / recipe_lr
     compared = f"{ratio:.1f}x" if ratio >= 1 else f"1/{1 / ratio:.1f}"
@@ -707,7 +713,7 @@ def lr_finder(sweep: Any, recipe_lr: float, tried: Any) -> Note:
         f"The range test trained {len(sweep.lrs)} steps ({sweep.optimizer}, batch {sweep.batch_size}) from "
         f"{sweep.lrs[0]:.0e} to {sweep.lrs[-1]:.2g} ({end}); the smoothed loss was lowest at {sweep.lowest:.2g}, and a tenth "
         f"of that, **{sweep.suggestion:.2g}**, is its suggestion: {compared} the recipe's {recipe_lr:g}. Trained "
-        f"with it at seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)} (each with the schedule, epochs and "
+        f"with it at {seed_list(seeds)} (each with the schedule, epochs and "
         f"images of the recipe's run at that seed), validation top-1 averages {pct(float(suggested['val_accuracy']))} "
         f"against the recipe's {pct(float(recipe['val_accuracy']))} ({points(gain)}; fixed/broken per seed {counts}, "
         f"of {int(suggested['val_images']):,} images): **{said}**. The rule of a tenth is a rule of thumb: the best "

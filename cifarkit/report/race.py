@@ -13,7 +13,7 @@ import torch
 from cifarkit.data import Split
 from cifarkit.evaluate import fixed_broken
 from cifarkit.loader import Normalizer
-from cifarkit.report.commentary import Note, pct
+from cifarkit.report.commentary import Note, pct, seed_list
 from cifarkit.report.stats import (
     HELPED,
     HURT,
@@ -225,8 +225,7 @@ def describe_ablation(by_seed: Mapping[int, Any]) -> Note:
     n = tables[0].attrs.get("n_val")
     images = f"the same {n} validation images" if n else "the same validation images"
     parts = [
-        f"The full recipe reached **{pct(full)}** validation top-1 (mean of seed{'s' if len(seeds) > 1 else ''} "
-        f"{', '.join(map(str, seeds))}). At each seed all {len(tables[0])} runs are scored on {images}, so each "
+        f"The full recipe reached **{pct(full)}** validation top-1 (mean of {seed_list(seeds)}). At each seed all {len(tables[0])} runs are scored on {images}, so each "
         "difference is judged by a paired test: it counts only beyond two standard errors of the difference, "
         f"counted from the images only one of the two runs gets right (about {100 * Z * se:.1f} points here). "
         "As in 03, a piece is said to earn its place, or not to pay, only when every seed agrees beyond noise."

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from statistics import fmean, stdev
+from typing import Any
 
 from cifarkit.evaluate import fixed_broken
 
@@ -104,6 +105,12 @@ def verdict_over_seeds(results: Sequence[tuple[float, bool]]) -> str:
     return f"cannot tell: beyond noise at {len(beyond)} of {seeds} seeds" + (
         "" if all(g > 0 for g in beyond) or all(g < 0 for g in beyond) else ", in both directions"
     )
+
+
+def table_seeds(table: Any) -> list[int]:
+    """The seeds of a per-seed table (:func:`cifarkit.report.ablation.table`), read from its ``fixed[seed N]``
+    columns in order."""
+    return [int(c.split()[-1].rstrip("]")) for c in table.columns if c.startswith("fixed[seed")]
 
 
 def paired_curve(rows: Sequence[Mapping], method: str, against: str):
