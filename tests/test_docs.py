@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 EXAMPLE = ROOT / "reports" / "examples" / "cifar10-jpeg-quick"
+EPYC = ROOT / "reports" / "examples" / "cifar10-jpeg-quick-epyc"  # the example until 2026-12-07, which docs quote
 
 
 def test_the_readme_is_read_in_ten_minutes():
@@ -75,7 +76,11 @@ def series_cost(folder: Path, time: str) -> tuple[dict, str]:
     assert f"**{round(sum(seconds.values())):,} s" in time
     for number, s in seconds.items():
         assert f"{number} {round(s):,} s" in time, number
-    amp = json.loads(next(folder.glob("01_ex1_baseline/*/config.json")).read_text())["resolved"]["amp"]
+    config = next(folder.glob("01_ex1_baseline/*/config.json"), None)
+    if config is None:  # a copy of only series.json and the summaries: 01's own note names its precision
+        said = json.loads((folder / "summaries" / "01_ex1_baseline.json").read_text())["in_this_run"]
+        return state, next(re.search(r"trained in \*\*(\w+)\*\*", s).group(1) for s in said if "trained in **" in s)
+    amp = json.loads(config.read_text())["resolved"]["amp"]
     return state, {"off": "fp32"}.get(amp, amp)
 
 
@@ -100,16 +105,25 @@ def test_the_avx2_row_is_its_own_series_timing():
     assert precision.startswith(resolved)  # "fp32 (`--amp auto` on a CPU without bf16)"
 
 
-def test_the_amx_row_is_its_own_series_timing():
-    """The cost table's third row (an Intel CPU with AMX, where `--amp auto` trains in bf16) is its committed
-    series.json: each notebook's seconds, the total, the instruction sets, the precision and the commit; and the
-    kernels amp-check logged there are AMX's bf16 convolutions, as docs/results.md says."""
-    machine, precision, _, time = table_rows(README.read_text(), "## What the quick series costs")[2]
+def test_each_machine_row_is_its_own_series():
+    """docs/results.md's table of the quick series on each machine: every row's total and per-notebook seconds,
+    instruction sets, commit and precision are the series.json and runs of the report it links (the README once
+    carried three such rows, which moved there)."""
+    rows = table_rows((ROOT / "docs" / "results.md").read_text(), "## The quick series on each machine")
+    assert len(rows) >= 5
+    for machine, precision, commit, time, report in rows:
+        folder = ROOT / "docs" / re.search(r"\]\(([^)]+)\)", report).group(1)
+        state, resolved = series_cost(folder.parent, time)
+        env = state["env"]
+        assert env["cpu_instruction_set"] in machine and commit == f"`{env['git_commit'][:7]}`", folder.parent.name
+        assert precision == resolved, folder.parent.name
+    assert any("committed example" in row[4] and "cifar10-jpeg-quick/" in row[4] for row in rows)
+
+
+def test_the_amx_kernels_and_flagship_in_results_md_are_the_committed_files():
+    """The kernels amp-check logged on the Intel CPU with AMX are AMX's bf16 convolutions, as docs/results.md
+    says, and its flagship sentence is that machine's flagship.json."""
     folder = ROOT / "reports" / "examples" / "cifar10-jpeg-quick-amx"
-    state, resolved = series_cost(folder, time)
-    env = state["env"]
-    assert "AMX" in env["cpu_instruction_set"] and env["cpu_instruction_set"] in machine and precision == resolved
-    assert f"{env['cpu_count']}-core" in machine and f"commit `{env['git_commit'][:7]}`" in machine
     kernels = (folder / "amp-check-flagship.txt").read_text()
     results = flat((ROOT / "docs" / "results.md").read_text())
     assert "brg_conv_fwd:avx10_1_512_amx bf16" in kernels and "brg_conv_fwd:avx10_1_512_amx" in results
@@ -241,12 +255,12 @@ def test_the_int8_table_is_the_committed_deploy_bench_runs():
     assert len(rows) == 6
     for row, r in zip(rows, [*sources, after["onnx"]], strict=True):
         assert row[1:] == deploy_cells(r), row
-    readme = flat((ROOT / "README.md").read_text())
+    results = flat((ROOT / "docs" / "results.md").read_text())
     speedup = after["int8-static"]["throughput_img_s"] / after["fp32"]["throughput_img_s"]
     assert (
         f"same accuracy ({after['int8-static']['accuracy']:.2%} against FX's {before['int8-static']['accuracy']:.2%})"
-        in readme
-        and f"large-batch throughput {speedup:.1f}x fp32's" in readme
+        in results
+        and f"large-batch throughput {speedup:.1f}x fp32's" in results
     )
     for variant in ("fp32", "pruned-30%", "onnx"):  # the other rows did not change with the int8 path
         assert (before[variant]["accuracy"], before[variant]["size_mb"]) == (
@@ -257,15 +271,15 @@ def test_the_int8_table_is_the_committed_deploy_bench_runs():
 
 def test_the_int8_avx2_table_is_the_committed_deploy_bench_runs():
     """docs/results.md's int8 rows on a CPU without VNNI against the two deploy-bench runs they quote (8-bit
-    activations before, 7-bit now), and the README's sentence on them."""
+    activations before, 7-bit now), and the summary sentence on them."""
     before, after = deploy_runs("avx2-8bit-activations", "avx2-7bit-activations")
     rows = table_rows((ROOT / "docs" / "results.md").read_text(), "<!-- deploy-int8-avx2 -->")
     for row, r in zip(rows, [after["fp32"], before["int8-static"], after["int8-static"]], strict=True):
         assert row[1:] == deploy_cells(r, params=False), row
     assert before["fp32"]["accuracy"] == after["fp32"]["accuracy"]  # the same checkpoint both times
-    readme = flat((ROOT / "README.md").read_text())
+    results = flat((ROOT / "docs" / "results.md").read_text())
     assert (
-        f"{before['int8-static']['accuracy']:.2%} with 8 bits, {after['int8-static']['accuracy']:.2%} with 7" in readme
+        f"{before['int8-static']['accuracy']:.2%} with 8 bits, {after['int8-static']['accuracy']:.2%} with 7" in results
     )
 
 
@@ -350,7 +364,7 @@ def test_the_amx_comparison_is_both_reports_summaries():
     rows = table_rows(text, "## 2026-12-06: the quick series on an Intel Xeon with AMX")
     assert len(rows) >= 10
     for number, key, example, amx in rows:
-        for folder, said in ((EXAMPLE, example), (ROOT / "reports" / "examples" / "cifar10-jpeg-quick-amx", amx)):
+        for folder, said in ((EPYC, example), (ROOT / "reports" / "examples" / "cifar10-jpeg-quick-amx", amx)):
             (summary,) = folder.glob(f"summaries/{number}_*.json")
             value = json.loads(summary.read_text())["headline"][key.strip("`")]
             assert said == (f"{value:.4f}" if isinstance(value, float) else str(value)), (number, key, folder.name)
@@ -368,6 +382,7 @@ def test_the_examples_page_names_each_folder_as_its_files_say():
     assert set(rows) == {p.name for p in examples.iterdir() if p.is_dir()}
     for name in (
         "cifar10-jpeg-quick",
+        "cifar10-jpeg-quick-epyc",
         "cifar10-jpeg-quick-avx2",
         "cifar10-jpeg-quick-avx2-kernels",
         "cifar10-jpeg-quick-amx",
@@ -407,9 +422,12 @@ def test_the_transfer_table_is_the_committed_examples():
     for budget, *cells in rows:
         wanted = [headline[f"test_accuracy[{m}, {budget.replace(',', '')}]"] for m in methods]
         assert cells == [f"{100 * v:.1f}%" for v in wanted], budget
-    assert {headline[f"chosen[{m}]"] for m in methods[:2]} == {"trains all layers, lr 0.003"}
     text = flat(text)  # the sentences below, whatever the line breaks
-    assert "both EX-1s train all layers at a learning rate of 3·10⁻³" in text
+    powers = {"0.001": "10⁻³", "0.003": "3·10⁻³"}  # the grid's rates as the page writes them
+    scratch, pretrained = (headline[f"chosen[{m}]"].split(", lr ") for m in methods[:2])
+    assert scratch[0] == pretrained[0] == "trains all layers" and "both EX-1s train all layers" in text
+    assert f"from scratch at a learning rate of {powers[scratch[1]]} " in text
+    assert f"pretrained at {powers[pretrained[1]]} " in text
     assert f"Lite0 reads {headline['imagenet_input_size']} px input" in text
     assert f"{profile['seeds']} seeds, labels drawn from {profile['pool_per_class']:,} per class" in text
     assert f"{profile['test_images']:,} test images of the vehicles" in text
@@ -437,12 +455,12 @@ def test_each_lesson_result_in_results_md_is_in_its_notebooks_own_pages():
     bullets = re.findall(r"^- \*\*(\d\d)\*\*:(.*?)(?=^- \*\*|\Z)", section, re.S | re.M)
     assert [n for n, _ in bullets] == ["02", "03", "04", "07", "09"]
     for number, body in bullets:
-        pages = [*EXAMPLE.glob(f"notebooks/{number}_*.html"), *EXAMPLE.glob(f"summaries/{number}_*.json")]
+        pages = [*EPYC.glob(f"notebooks/{number}_*.html"), *EPYC.glob(f"summaries/{number}_*.json")]
         assert len(pages) == 2, number
         own = " ".join(flat(p.read_text()) for p in pages)
         for value in re.findall(r"(?<![\w.])[+-]?\d[\d,]*(?:\.\d+)?", flat(body)):
             assert value in own, (number, value)
-    state = json.loads((EXAMPLE / "series.json").read_text())
+    state = json.loads((EPYC / "series.json").read_text())
     times = ", ".join(f"{name[:2]} {round(entry['seconds']):,} s" for name, entry in state["notebooks"].items())
     total = round(sum(entry["seconds"] for entry in state["notebooks"].values()))
     assert f"{total:,} s of notebooks ({times})" in flat(section)
@@ -565,3 +583,19 @@ def test_the_07_over_seeds_table_is_the_committed_07():
     state = json.loads((folder / "series.json").read_text())
     seconds = state["notebooks"]["07_speedrun"]["seconds"]
     assert f"commit `{state['env']['git_commit'][:7]}`, same machine, alone: **{seconds:.0f} s** for 07" in flat(text)
+
+
+def test_the_regenerated_example_is_compared_with_the_previous_one_as_their_summaries_say():
+    """docs/results.md's table of what moved when the example report was regenerated: each value is that report's
+    summary headline under the key the row names (fractions to four places), and the table names both commits."""
+    text = (ROOT / "docs" / "results.md").read_text()
+    rows = table_rows(text, "**The example report, regenerated")
+    assert len(rows) >= 10
+    for number, key, previous, now in rows:
+        for folder, said in ((EPYC, previous), (EXAMPLE, now)):
+            (summary,) = folder.glob(f"summaries/{number}_*.json")
+            value = json.loads(summary.read_text())["headline"][key.strip("`")]
+            assert said == (f"{value:.4f}" if isinstance(value, float) else str(value)), (number, key, folder.name)
+    header = text.split("**The example report, regenerated", 1)[1].split("| --- |", 1)[0]
+    for folder in (EPYC, EXAMPLE):
+        assert f"`{json.loads((folder / 'series.json').read_text())['env']['git_commit'][:7]}`" in header
