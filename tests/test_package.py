@@ -134,6 +134,20 @@ def test_functions_fit_on_a_screen():
     assert long == {}, long
 
 
+def test_the_core_loop_is_the_only_training_loop():
+    """Every model cifarkit trains (fit, the speedrun and its warm-up, both fine-tunes, the linear probe, the
+    learning-rate finder) is stepped by cifarkit.train: no other module calls ``.backward()`` or an optimizer's
+    ``.step()`` (the linear probe once had a loop of its own)."""
+    stepping = set()
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "backward":
+                stepping.add(f"{name}: {ast.unparse(node)}")
+            if isinstance(node, ast.Call) and ast.unparse(node.func).endswith(("optimizer.step", "opt.step")):
+                stepping.add(f"{name}: {ast.unparse(node)}")
+    assert {line.split(":")[0] for line in stepping} == {"train"}, sorted(stepping)
+
+
 def test_one_module_writes_and_reads_the_resume_state():
     """last.pt is written and read (weights, optimizer, schedule, data order, random streams) in cifarkit.resume
     alone, so the two sides of an exact resume cannot drift apart."""

@@ -17,6 +17,7 @@ The protocol, read top to bottom:
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from collections.abc import Sequence
@@ -35,7 +36,7 @@ from cifarkit.runs import load_checkpoint, read_run
 from cifarkit.speedrun.recipe import scores
 from cifarkit.tools.imagenet import Backbone
 from cifarkit.tools.settings import TransferSettings
-from cifarkit.train import step_graph, train_one_epoch
+from cifarkit.train import step_graph, train_one_epoch, train_steps
 
 CIFAR10_GROUPS = {
     "animals": ("bird", "cat", "deer", "dog", "frog", "horse"),
@@ -284,20 +285,19 @@ def linear_probe(
     seed: int,
     steps: int = 200,
 ) -> Probe:
-    """Logistic regression on standardised features (full-batch Adam, ``steps`` steps), one per weight decay;
-    the one with the best validation accuracy (the first of equals)."""
+    """Logistic regression on standardised features, one per weight decay: ``steps`` full-batch Adam steps of
+    the core's training loop (every step sees the same batch); the one with the best validation accuracy (the
+    first of equals)."""
     mean = x.mean(0)
     std = x.std(0).clamp_min(1e-6) if len(x) > 1 else torch.ones_like(mean)
     classes = int(max(y.max(), val_y.max())) + 1
     best = None
     for wd in weight_decays:
         torch.manual_seed(seed)
-        head = nn.Linear(x.shape[1], classes)
+        head = nn.Linear(x.shape[1], classes).to(x.device)
         optimizer = torch.optim.Adam(head.parameters(), lr=1e-2, weight_decay=wd)
-        for _ in range(steps):
-            optimizer.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(head((x - mean) / std), y).backward()
-            optimizer.step()
+        batch = itertools.repeat(((x - mean) / std, y))
+        train_steps(head, batch, steps, optimizer, nn.CrossEntropyLoss(), x.device)
         probe = Probe(head, wd, 0.0, mean, std)
         probe = replace(probe, val_accuracy=probe.accuracy(val_x, val_y))
         if best is None or probe.val_accuracy > best.val_accuracy:
