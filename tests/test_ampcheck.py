@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -99,3 +103,22 @@ def test_amp_check_warns_before_bf16_on_a_cpu_without_native_bf16(monkeypatch, n
         assert notes == []
     else:  # said once, after the fp32 timing and before the slow bf16 one
         assert len(notes) == 1 and off_at < notes[0] < bf16_at
+
+
+def test_profiling_prints_nothing_of_the_profilers_own_on_stderr(tmp_path):
+    """On a CUDA build of torch in a machine without a GPU (what plain pip installs on Linux), PyTorch's profiler
+    library printed "USDT: profiler_start/stop" and "ERROR: gpuGetDeviceCount failed with code 35" on stderr for
+    amp-check and train --torch-profile: a fault where there is none. Both commands run as a user runs them (a
+    fresh process, no KINETO_LOG_LEVEL set) and their stderr holds none of kineto's lines."""
+    env = {k: v for k, v in os.environ.items() if k != "KINETO_LOG_LEVEL"}
+    commands = [
+        ["amp-check", "--recipe", "tiny", "--device", "cpu", "--modes", "off", "--steps", "1"],
+        ["train", "--dataset", "synthetic:classes=3,train=64,test=16", "--epochs", "1", "--batch-size", "16",
+         "--torch-profile", "2", "--device", "cpu", "--out", str(tmp_path)],
+    ]  # fmt: skip
+    for args in commands:
+        done = subprocess.run([sys.executable, "-m", "cifarkit", *args], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        kineto = [line for line in done.stderr.splitlines() if re.match(r"(USDT|ERROR|STAGE|WARNING):\d{4}-", line)]
+        assert kineto == [], args[0]
+    assert list(tmp_path.glob("*/perf/torch_ops.txt"))  # the profile was taken

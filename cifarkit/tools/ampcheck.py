@@ -27,6 +27,7 @@ from torch import nn
 from cifarkit.device import cpu_supports_bf16, resolve_amp, resolve_device, synchronize
 from cifarkit.speedrun import recipe as speedrun
 from cifarkit.tools.settings import AmpCheckSettings
+from cifarkit.tools.telemetry import quiet_profiler
 from cifarkit.train import forward_backward
 
 _SRC_TYPE = re.compile(r"\bsrc[_:]([a-z0-9]+):")
@@ -86,6 +87,7 @@ def aten_convolutions(step: Callable[[], None]) -> dict[str, dict[str, float]]:
     """PyTorch's profile of one call of ``step``: each convolution operator that did work itself
     (``aten::mkldnn_convolution`` is oneDNN; ``aten::_slow_conv2d_*`` is ATen's generic im2col path),
     with its calls and self CPU milliseconds."""
+    quiet_profiler()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         step()
     ops = {}

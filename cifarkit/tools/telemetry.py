@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -584,6 +585,7 @@ class Telemetry(Callback):
     def _torch_profile(self) -> Iterator[Callable[[int, int], None]]:
         from torch.profiler import ProfilerActivity, profile, schedule
 
+        quiet_profiler()
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
         self.perf_dir.mkdir(parents=True, exist_ok=True)
 
@@ -602,6 +604,14 @@ class Telemetry(Callback):
             record_shapes=True,
         ) as p:
             yield lambda step, n: p.step()
+
+
+def quiet_profiler() -> None:
+    """Keep PyTorch's profiler library (kineto) from printing its own log lines to stderr: ``profiler_start`` and
+    ``profiler_stop`` on every run, and "ERROR: gpuGetDeviceCount failed" on a CUDA build of torch in a machine
+    without a GPU, which reads as a fault where there is none. Kineto reads the level once, when this process
+    first profiles; a ``KINETO_LOG_LEVEL`` the user set wins."""
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
 
 class MachineLoad:
