@@ -76,8 +76,6 @@ def config_from_args(args: argparse.Namespace):
     """The :class:`~cifarkit.config.TrainConfig` of a parsed ``train`` command: every option whose ``dest`` is a TrainConfig field
     goes in as it is (see :func:`add_train_options`), so no setting is listed twice."""
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    for name in ("channels_last", "cuda_graphs"):
-        values[name] = {"auto": None, "on": True, "off": False}[getattr(args, name)]
     values["epochs"] = args.epochs or TrainConfig.epochs
     return TrainConfig(**values)
 
@@ -294,8 +292,8 @@ def add_json(p: argparse.ArgumentParser, help: str) -> None:
 
 def add_train_options(t: argparse.ArgumentParser) -> None:
     """``train``'s options: one per :func:`~cifarkit.config.setting` field of :class:`~cifarkit.config.TrainConfig`
-    (its default, help and range from the field), and those a run takes in other forms (dataset, device, auto
-    switches, the epochs a resume may extend, where to write, what to resume)."""
+    (its default, help and range from the field), and those a run takes in other forms (dataset, device, the
+    epochs a resume may extend, where to write, what to resume)."""
     add_settings(t, TrainConfig)
     add_common(t)
     t.add_argument(
@@ -303,19 +301,6 @@ def add_train_options(t: argparse.ArgumentParser) -> None:
         type=epochs_type,
         default=None,
         help=f"epochs (default {TrainConfig.epochs}; with --resume: the run's own)",
-    )
-    t.add_argument(
-        "--channels-last",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="memory format; auto: on for CUDA/ROCm, off on CPU/MPS",
-    )
-    t.add_argument(
-        "--cuda-graphs",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="replay each training step as one CUDA graph; auto: on for CUDA/ROCm unless --compile, fp16, "
-        "--torch-profile or torchrun is in the way",
     )
     t.add_argument("--out", default="reports/runs", help="parent folder of the run folder (default reports/runs)")
     t.add_argument(
@@ -330,8 +315,8 @@ def add_train_options(t: argparse.ArgumentParser) -> None:
 def build_parser() -> Parser:
     """Every verb's options: ``train``'s from :class:`~cifarkit.config.TrainConfig`, the tools' from their
     settings dataclasses (:mod:`cifarkit.tools.settings`); declared here are only what a verb reads or writes
-    (checkpoints, images, logs, folders, --dataset, --device, --json), montage's --cols, and the forms ``train``
-    gives three TrainConfig fields (:func:`add_train_options`)."""
+    (checkpoints, images, logs, folders, --dataset, --device, --json), montage's --cols, and the form ``train``
+    gives TrainConfig's epochs (:func:`add_train_options`)."""
     from cifarkit.tools import settings
 
     parser = Parser(

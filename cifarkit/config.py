@@ -142,6 +142,17 @@ epochs_type = number(int, 1, 10_000)
 SWITCH = {"action": argparse.BooleanOptionalAction}  # --x and --no-x, so a sweep can say false
 
 
+def auto_switch(text: str) -> bool | None:
+    """argparse type of an auto/on/off option: None (the device decides), True or False (as set in code)."""
+    words = {"auto": None, "on": True, "off": False, "True": True, "False": False}
+    if text not in words:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of auto, on, off")
+    return words[text]
+
+
+AUTO = {"type": auto_switch, "metavar": "{auto,on,off}"}  # an auto/on/off option; auto is None
+
+
 # config.json keys of earlier versions and their names now
 LEGACY_KEYS = {"profile": "telemetry", "profile_interval": "telemetry_interval"}
 
@@ -178,12 +189,16 @@ class TrainConfig:
         None, "model input side in pixels (default: the model's own)", type=number(int, *IMAGE_SIDES)
     )
     amp: str = setting("auto", AMP_HELP + " (default {default})", choices=AMP_MODES)
-    channels_last: bool | None = None
+    channels_last: bool | None = setting(None, "memory format; auto: on for CUDA/ROCm, off on CPU/MPS", **AUTO)
     deterministic: bool = setting(
         True, "repeatable GPU kernels, so --resume continues exactly (--no-deterministic trades it for speed)", **SWITCH
     )
     compile: bool = setting(False, "torch.compile the model (pays back only on long runs; see README)", **SWITCH)
-    cuda_graphs: bool | None = None  # replay the training step as a CUDA graph; None: auto (CUDA/ROCm, plain step)
+    cuda_graphs: bool | None = setting(
+        None,
+        "replay each training step as one CUDA graph; auto: on for CUDA/ROCm unless --compile, fp16, --torch-profile or torchrun is in the way",
+        **AUTO,
+    )
     checkpoint_every: int = setting(1, "write last.pt every k epochs (default {default})", type=positive_int)
     model_kwargs: dict[str, Any] | None = None
     telemetry: bool = setting(False, "record hardware telemetry into perf/*.jsonl", **SWITCH)

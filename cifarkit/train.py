@@ -88,14 +88,9 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per
     return None
 
 
-# fp16's gradient scaler, switched off: scale() returns the loss, step() is optimizer.step(), update() does
-# nothing, so the step has one path whatever the precision (nanoGPT's train.py does the same)
+# fp16's gradient scaler, switched off: scale() returns the loss, step() is optimizer.step(), update() does nothing,
+# so the step has one path whatever the precision (as nanoGPT's); prepare() gives fp16 a real one (or it underflows)
 NO_SCALER = torch.amp.GradScaler("cpu", enabled=False)
-
-
-def make_scaler(device: torch.device, amp: str) -> torch.amp.GradScaler:
-    """fp16's gradient scaler (small gradients would underflow to zero without it), else :data:`NO_SCALER`."""
-    return torch.amp.GradScaler(device.type) if amp == "fp16" else NO_SCALER
 
 
 def forward_backward(
@@ -527,7 +522,7 @@ def prepare(
         optimizer=optimizer,
         scheduler=make_scheduler(optimizer, cfg, len(train_loader)),
         amp=amp,
-        scaler=make_scaler(device, amp),
+        scaler=torch.amp.GradScaler(device.type) if amp == "fp16" else NO_SCALER,
         criterion=criterion,
         graph=step_graph(model, criterion, device, amp, cfg.cuda_graphs, in_the_way),
     )
@@ -613,16 +608,10 @@ def fit(
 # ----------------------------------------------------------------------------- the loop's named steps
 
 
-def is_better(value: float, best: float | None, monitor: str) -> bool:
-    """Whether ``value`` of the monitored metric improves on ``best``."""
-    if best is None:
-        return True
-    return value < best if monitor == "val_loss" else value > best
-
-
 def keep_best(run: Run, value: float, epoch: int) -> bool:
     """Save best.pt when ``value`` improves on the best so far; return whether early stopping is due."""
-    if is_better(value, run.best_value, run.cfg.monitor):
+    best, lower = run.best_value, run.cfg.monitor == "val_loss"  # a loss improves downwards
+    if best is None or (value < best if lower else value > best):
         run.best_value, run.best_epoch, run.stale = value, epoch, 0
         if run.dist.is_main:
             save_checkpoint(run.run_dir / "best.pt", run.model, run.meta(epoch))

@@ -226,7 +226,8 @@ def test_train_options_are_the_config_fields_with_its_defaults():
 BAD = {"epochs": 0, "batch_size": 0, "lr": float("nan"), "momentum": 1.0, "weight_decay": -1.0,
        "label_smoothing": 1.0, "crop_padding": -1, "cutout_size": 0, "patience": -1, "val_fraction": 1.0,
        "seed": -1, "image_size": 4, "checkpoint_every": 0, "telemetry_interval": float("inf"),
-       "torch_profile_steps": -1, "optimizer": "rmsprop", "scheduler": "step", "monitor": "acc", "amp": "fp8"}  # fmt: skip
+       "torch_profile_steps": -1, "optimizer": "rmsprop", "scheduler": "step", "monitor": "acc", "amp": "fp8",
+       "channels_last": "maybe", "cuda_graphs": "maybe"}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(BAD))
@@ -235,12 +236,18 @@ def test_each_range_is_declared_once_and_checked_in_both_places(name, cli):
     value set in code is refused with the words ``train``'s option uses for it at parse time, before any work."""
     from dataclasses import fields
 
-    from cifarkit.config import TrainConfig, option_of
+    from cifarkit.config import TrainConfig, auto_switch, option_of
     from cifarkit.errors import ConfigError
 
     declared = {f.name: f for f in fields(TrainConfig) if {"type", "choices"} & set(f.metadata)}
     assert set(BAD) == set(declared)  # every declared range is exercised here
     f, value = declared[name], BAD[name]
+    if f.metadata.get("type") is auto_switch:  # None, True or False in code; auto, on or off on the command line
+        with pytest.raises(ConfigError, match=f"{option_of(f)}: 'maybe' is not True or False"):
+            TrainConfig(**{name: value})
+        code, _, err = cli("train", "--dataset", "synthetic", option_of(f), value)
+        one_line_error(code, err, option_of(f), "'maybe' is not one of auto, on, off")
+        return
     if "type" in f.metadata:
         with pytest.raises(argparse.ArgumentTypeError) as said:
             f.metadata["type"](str(value))
@@ -314,7 +321,7 @@ def test_each_commands_options_are_generated_from_its_settings_dataclass(argv, s
         (TrainConfig, {"model": 5}, "--model: 5 is int; give text"),
         # a switch holds True or False: the text "False" is true, and would have compiled the model
         (TrainConfig, {"compile": "False"}, "--compile: 'False' is not True or False"),
-        (TrainConfig, {"channels_last": 1}, "TrainConfig.channels_last: 1 is not True or False"),
+        (TrainConfig, {"channels_last": 1}, "--channels-last: 1 is not True or False"),
         (SpeedrunSettings, {"baseline": "no"}, "--baseline: 'no' is not True or False"),
         (Recipe, {"lookahead": "yes"}, "Recipe.lookahead: 'yes' is not True or False"),
         (SeriesSettings, {"dataset": " "}, "--dataset: ' ' is blank"),

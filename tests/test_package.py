@@ -115,9 +115,9 @@ def test_core_is_small_and_flat():
     )
 
 
-# functions longer than a screen, each at its present length: a ceiling that may only come down (the CLI's
-# parser is one subparser per verb; the options of train, series, speedrun and the tools come from their dataclasses)
-LONG_FUNCTIONS = {"cli.build_parser": 106}
+# functions longer than a screen, each at its present length: a ceiling that may only come down (the CLI's parser,
+# once 106 lines, fits on a screen since every option of train, series, speedrun and the tools comes from a dataclass)
+LONG_FUNCTIONS: dict[str, int] = {}
 SCREEN = 100  # lines: a function a reader can hold at once, as airbench's training loop
 
 
