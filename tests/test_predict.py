@@ -75,6 +75,18 @@ def test_predict_every_format_json(ckpt, images, cli):
         assert r["topk"][0]["class"].startswith("class_")
 
 
+def test_predict_topk_beyond_the_classes_lists_each_class_once_and_says_so_in_its_help(ckpt, images, cli):
+    """--topk larger than the checkpoint's classes lists every class once (their probabilities sum to 1), as the
+    option's help says, rather than failing or inventing entries."""
+    classes = torch.load(ckpt, weights_only=True)["classes"]
+    code, out, _ = cli("predict", images / "a.png", "--checkpoint", ckpt, "--topk", "99", "--json")
+    (entries,) = [json.loads(line)["topk"] for line in out.strip().splitlines()]
+    assert code == 0 and sorted(e["class"] for e in entries) == sorted(classes)
+    assert sum(e["prob"] for e in entries) == pytest.approx(1.0, abs=1e-4)
+    code, out, _ = cli("predict", "--help")
+    assert "at most all the checkpoint has" in " ".join(out.split())
+
+
 @pytest.mark.parametrize("mode", ["none", "flip", "5crop", "flip5crop", "scale3", "translate"])
 def test_predict_tta_modes_text(ckpt, images, cli, mode):
     code, out, _ = cli("predict", images / "a.png", images / "i_large.jpg", "--checkpoint", ckpt, "--tta", mode)

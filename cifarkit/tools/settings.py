@@ -56,7 +56,9 @@ class TtaSettings(Settings):
 class PredictSettings(TtaSettings):
     """What ``cifarkit predict`` lists for each image."""
 
-    topk: int = setting(TOP_K, "classes listed per image (default {default})", type=positive_int)
+    topk: int = setting(
+        TOP_K, "classes listed per image, at most all the checkpoint has (default {default})", type=positive_int
+    )
 
 
 @dataclass(frozen=True)
