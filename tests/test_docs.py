@@ -599,3 +599,19 @@ def test_the_regenerated_example_is_compared_with_the_previous_one_as_their_summ
     header = text.split("**The example report, regenerated", 1)[1].split("| --- |", 1)[0]
     for folder in (EPYC, EXAMPLE):
         assert f"`{json.loads((folder / 'series.json').read_text())['env']['git_commit'][:7]}`" in header
+
+
+def test_the_regenerated_examples_prose_quotes_only_numbers_its_two_reports_show():
+    """The paragraph under that table says what moved in words; every number it gives (commit hashes aside) stands
+    in one of the two reports' executed pages or summaries, so the prose cannot drift from the tested table."""
+    text = (ROOT / "docs" / "results.md").read_text()
+    section = text[text.index("**The example report, regenerated") : text.index("## 2026-12-06 (later)")]
+    prose = [p for p in section.split("\n\n")[1:] if not p.lstrip().startswith("|")]
+    said = re.sub(r"`[0-9a-f]{7}`", "", flat(" ".join(prose)))
+    own = " ".join(
+        flat(p.read_text())
+        for folder in (EXAMPLE, EPYC)
+        for p in [*folder.glob("notebooks/*.html"), *folder.glob("summaries/*.json")]
+    )
+    numbers = re.findall(r"(?<![\w.])[+-]?\d[\d,]*(?:\.\d+)?", said)
+    assert len(numbers) >= 5 and [n for n in numbers if n not in own] == []
