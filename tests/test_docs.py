@@ -615,3 +615,28 @@ def test_the_regenerated_examples_prose_quotes_only_numbers_its_two_reports_show
     )
     numbers = re.findall(r"(?<![\w.])[+-]?\d[\d,]*(?:\.\d+)?", said)
     assert len(numbers) >= 5 and [n for n in numbers if n not in own] == []
+
+
+def test_the_avx2_kernel_cost_of_the_second_seeds_is_both_series():
+    """docs/results.md's table of what the second seeds cost with kernels held to AVX2: each notebook's seconds
+    before and after are the two committed series.json (each at the commit its column names, its runs on AVX2
+    kernels in fp32), the added seconds their difference, and the README quotes the total."""
+    folder = ROOT / "reports" / "examples" / "avx2-kernels-added-seeds"
+    rows = table_rows((ROOT / "docs" / "results.md").read_text(), "<!-- avx2-kernels-added-seeds -->")
+    states = {p.name: json.loads((p / "series.json").read_text()) for p in sorted(folder.iterdir())}
+    assert list(states) == ["a122c80", "b121235"]
+    for commit, state in states.items():
+        assert state["env"]["git_commit"].startswith(commit) and state["env"]["torch_cpu_kernels"] == "AVX2"
+        assert state["parameters"]["amp"] == "off"
+    seconds = {c: {n[:2]: e["seconds"] for n, e in s["notebooks"].items()} for c, s in states.items()}
+    before, after = seconds["a122c80"], seconds["b121235"]
+    for number, old, new, added in rows[:-1]:
+        n = number[:2]
+        assert (old, new, added) == (
+            f"{round(before[n])} s",
+            f"{round(after[n])} s",
+            f"+{round(after[n] - before[n])} s",
+        )
+    total = round(sum(after.values()) - sum(before.values()))
+    assert rows[-1][1:] == [f"{round(sum(before.values())):,} s", f"{round(sum(after.values())):,} s", f"+{total} s"]
+    assert f"they cost {total} s with kernels held to AVX2" in flat(README.read_text())
