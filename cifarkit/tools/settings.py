@@ -228,9 +228,8 @@ class Profile(Settings):
     ablation_train_images: int | None = setting(type=positive_int)
     ablation_epochs: int = setting(type=positive_int)
     ablation_hidden_units: int = setting(type=positive_int)
-    ablation_seeds: int = setting(
-        type=positive_int
-    )  # every arm of 03's ablation and of 07's pieces, at this many seeds
+    # every arm of 03's ablation and every piece of 07's, at this many seeds
+    ablation_seeds: int = setting(type=positive_int)
     tta_test_images: int | None = setting(type=positive_int)
     lr_finder_steps: int = setting(200, type=positive_int)  # 03's learning-rate range test
     # 03 holds out this share of its images for validation: the paired test needs enough of them to separate arms
