@@ -15,6 +15,7 @@ README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 EXAMPLE = ROOT / "reports" / "examples" / "cifar10-jpeg-quick"
 EPYC = ROOT / "reports" / "examples" / "cifar10-jpeg-quick-epyc"  # the example until 2026-12-07, which docs quote
+NUMBER = re.compile(r"(?<![\w.])[+-]?\d[\d,]*(?:\.\d+)?")  # a number as prose writes it: 1,440, +0.6, 75.4
 
 
 def test_the_readme_is_read_in_ten_minutes():
@@ -53,6 +54,11 @@ def flat(text: str) -> str:
     """``text`` with every run of white space (line breaks included) as one space, so a sentence is found
     wherever the Markdown wraps it."""
     return " ".join(text.split())
+
+
+def page_text(html: Path) -> str:
+    """An executed notebook's HTML page as its reader sees the words: tags dropped, white space :func:`flat`."""
+    return flat(re.sub(r"<[^>]+>", " ", html.read_text()))
 
 
 def table_rows(text: str, heading: str) -> list[list[str]]:
@@ -363,8 +369,14 @@ def test_the_amx_comparison_is_both_reports_summaries():
     text = (ROOT / "docs" / "results.md").read_text()
     rows = table_rows(text, "## 2026-12-06: the quick series on an Intel Xeon with AMX")
     assert len(rows) >= 10
-    for number, key, example, amx in rows:
-        for folder, said in ((EPYC, example), (ROOT / "reports" / "examples" / "cifar10-jpeg-quick-amx", amx)):
+    headlines_are(rows, EPYC, ROOT / "reports" / "examples" / "cifar10-jpeg-quick-amx")
+
+
+def headlines_are(rows: list[list[str]], *folders: Path) -> None:
+    """Each row (notebook number, `key`, then one cell per folder) quotes that report's summary headline under
+    the key (fractions to four places)."""
+    for number, key, *cells in rows:
+        for folder, said in zip(folders, cells, strict=True):
             (summary,) = folder.glob(f"summaries/{number}_*.json")
             value = json.loads(summary.read_text())["headline"][key.strip("`")]
             assert said == (f"{value:.4f}" if isinstance(value, float) else str(value)), (number, key, folder.name)
@@ -458,7 +470,7 @@ def test_each_lesson_result_in_results_md_is_in_its_notebooks_own_pages():
         pages = [*EPYC.glob(f"notebooks/{number}_*.html"), *EPYC.glob(f"summaries/{number}_*.json")]
         assert len(pages) == 2, number
         own = " ".join(flat(p.read_text()) for p in pages)
-        for value in re.findall(r"(?<![\w.])[+-]?\d[\d,]*(?:\.\d+)?", flat(body)):
+        for value in NUMBER.findall(flat(body)):
             assert value in own, (number, value)
     state = json.loads((EPYC / "series.json").read_text())
     times = ", ".join(f"{name[:2]} {round(entry['seconds']):,} s" for name, entry in state["notebooks"].items())
@@ -494,10 +506,8 @@ def test_the_sweep_limit_in_the_commands_page_is_the_codes():
 def test_the_verdicts_over_seeds_table_is_the_committed_03():
     """docs/results.md's table of 03's calibration and learning-rate verdicts per seed quotes the committed 03
     page's own paragraphs: each seed's ECE change and interval, each seed's fixed/broken, each verdict."""
-    import re
-
     folder = ROOT / "reports" / "examples" / "cifar10-jpeg-03-over-seeds"
-    page = flat(re.sub(r"<[^>]+>", " ", (folder / "notebooks" / "03_augmentation.html").read_text()))
+    page = page_text(folder / "notebooks" / "03_augmentation.html")
     rows = table_rows((ROOT / "docs" / "results.md").read_text(), "03's calibration and learning-rate verdicts)")
     ece, lr = rows
     for seed, cell in enumerate(ece[1:3]):
@@ -521,12 +531,10 @@ def test_the_verdicts_over_seeds_table_is_the_committed_03():
 def test_the_02_over_seeds_table_is_the_committed_02():
     """docs/results.md's per-seed table of 02 quotes the committed 02 page: each seed's fixed/broken counts and
     whether that seed's paired test is beyond noise, the means and the verdict over seeds, and the run's time."""
-    import re
-
     from cifarkit.report.stats import paired_is_noise
 
     folder = ROOT / "reports" / "examples" / "cifar10-jpeg-02-over-seeds"
-    page = flat(re.sub(r"<[^>]+>", " ", (folder / "notebooks" / "02_ex2_bigger_model.html").read_text()))
+    page = page_text(folder / "notebooks" / "02_ex2_bigger_model.html")
     text = (ROOT / "docs" / "results.md").read_text()
     rows = table_rows(text, "02 had the same flaw")
     assert f"fixed/broken per seed {', '.join(r[1] for r in rows)}, paired test" in page
@@ -564,12 +572,10 @@ def test_the_series_over_seeds_is_compared_with_the_earlier_amx_series_as_their_
 def test_the_07_over_seeds_table_is_the_committed_07():
     """docs/results.md's per-seed table of 07's pieces quotes the committed 07 page's ablation tables: each seed's
     change of validation top-1 with a piece switched off, whether it is beyond noise, and the verdict over seeds."""
-    import re
-
     from cifarkit.report.stats import HELPED, HURT, verdict_over_seeds
 
     folder = ROOT / "reports" / "examples" / "cifar10-jpeg-07-over-seeds"
-    page = flat(re.sub(r"<[^>]+>", " ", (folder / "notebooks" / "07_speedrun.html").read_text()))
+    page = page_text(folder / "notebooks" / "07_speedrun.html")
     text = (ROOT / "docs" / "results.md").read_text()
     rows = table_rows(text, "07's ablation of the speedrun's pieces had the same flaw")
     assert len(rows) == 7
@@ -591,11 +597,7 @@ def test_the_regenerated_example_is_compared_with_the_previous_one_as_their_summ
     text = (ROOT / "docs" / "results.md").read_text()
     rows = table_rows(text, "**The example report, regenerated")
     assert len(rows) >= 10
-    for number, key, previous, now in rows:
-        for folder, said in ((EPYC, previous), (EXAMPLE, now)):
-            (summary,) = folder.glob(f"summaries/{number}_*.json")
-            value = json.loads(summary.read_text())["headline"][key.strip("`")]
-            assert said == (f"{value:.4f}" if isinstance(value, float) else str(value)), (number, key, folder.name)
+    headlines_are(rows, EPYC, EXAMPLE)
     header = text.split("**The example report, regenerated", 1)[1].split("| --- |", 1)[0]
     for folder in (EPYC, EXAMPLE):
         assert f"`{json.loads((folder / 'series.json').read_text())['env']['git_commit'][:7]}`" in header
@@ -613,7 +615,7 @@ def test_the_regenerated_examples_prose_quotes_only_numbers_its_two_reports_show
         for folder in (EXAMPLE, EPYC)
         for p in [*folder.glob("notebooks/*.html"), *folder.glob("summaries/*.json")]
     )
-    numbers = re.findall(r"(?<![\w.])[+-]?\d[\d,]*(?:\.\d+)?", said)
+    numbers = NUMBER.findall(said)
     assert len(numbers) >= 5 and [n for n in numbers if n not in own] == []
 
 

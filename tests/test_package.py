@@ -116,9 +116,9 @@ def test_core_is_small_and_flat():
 
 
 # the whole package: a ceiling that may only come down. Issue 42 asked that the package not grow; it had grown from
-# 12,415 lines (when that issue was filed) to 13,685 with the features issues 40 and 41 added, so from 13,685 on a
+# 12,415 lines (when that issue was filed) to 13,685 with the features issues 40 and 41 added, so since then a
 # feature pays for its lines with a cut elsewhere, or the maintainers raise this number on purpose
-PACKAGE_LINES = 13_685
+PACKAGE_LINES = 13_682
 
 
 def test_the_package_does_not_grow():

@@ -8,6 +8,7 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
+import pandas as pd
 import torch
 
 from cifarkit.data import Split
@@ -68,8 +69,6 @@ def run_ablation(
     (images only the variant / only the full recipe gets right), ``se_delta`` (standard error of the paired
     difference), ``within_noise`` (|delta| < 2 se), ``seconds``, ``reason``.
     """
-    import pandas as pd
-
     norm = Normalizer(mean, std, device, channels_last=True)
     reasons = {f"- {p.name}": p.reason for p in PIECES}
     rows, full_correct = [], None
@@ -208,8 +207,6 @@ def describe_ablation(by_seed: Mapping[int, Any]) -> Note:
     """Markdown: which pieces helped on validation at every seed, which hurt at every seed, and which the run
     cannot tell, by the rule 03's ablation uses (:func:`~cifarkit.report.stats.verdict_over_seeds`); ``by_seed``
     maps each seed to its :func:`run_ablation` table. Numbers are means over the seeds."""
-    import pandas as pd
-
     seeds, tables = list(by_seed), list(by_seed.values())
     full = fmean(float(t.loc[0, "val_accuracy"]) for t in tables)
     at = {s: t.set_index("variant") for s, t in by_seed.items()}

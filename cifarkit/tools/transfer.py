@@ -291,12 +291,12 @@ def linear_probe(
     mean = x.mean(0)
     std = x.std(0).clamp_min(1e-6) if len(x) > 1 else torch.ones_like(mean)
     classes = int(max(y.max(), val_y.max())) + 1
+    batch = itertools.repeat(((x - mean) / std, y))  # standardised once, the same batch for every weight decay
     best = None
     for wd in weight_decays:
         torch.manual_seed(seed)
         head = nn.Linear(x.shape[1], classes).to(x.device)
         optimizer = torch.optim.Adam(head.parameters(), lr=1e-2, weight_decay=wd)
-        batch = itertools.repeat(((x - mean) / std, y))
         train_steps(head, batch, steps, optimizer, nn.CrossEntropyLoss(), x.device)
         probe = Probe(head, wd, 0.0, mean, std)
         probe = replace(probe, val_accuracy=probe.accuracy(val_x, val_y))
